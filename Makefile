@@ -1,0 +1,62 @@
+# servedmodel — every developer entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# The machine's own Go; never download another toolchain behind our back.
+export GOTOOLCHAIN := local
+
+TF_SERVING_API_VERSION := 2.21.0
+
+.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[exporter,dev]'
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the project, TensorFlow and the test tools
+
+build-cluster: venv  ## build the control plane's binaries (first time only)
+	$(PY) -m localcluster build
+
+cluster-up: build-cluster  ## start the local control plane (admin kubeconfig: .local-cluster/kubeconfig)
+	$(PY) -m localcluster up
+
+cluster-down:  ## stop the processes cluster-up started and remove .local-cluster/
+	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else rm -rf .local-cluster; fi
+
+test: build-cluster  ## the whole suite: unit, exporter, integration (+ e2e where Docker and kind exist)
+	$(PY) -m pytest tests
+
+unit: venv  ## fast tests, no cluster, no TensorFlow work
+	$(PY) -m pytest tests/unit
+
+exporter-test: venv  ## the exporter against real TensorFlow
+	$(PY) -m pytest tests/exporter
+
+integration: build-cluster  ## the operator on the local control plane
+	$(PY) -m pytest tests/integration
+
+e2e-kind:  ## real TF Serving on kind (needs Docker and kind)
+	$(PY) -m pytest tests/e2e -m e2e
+
+lint: venv  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+demo: build-cluster  ## the local demo: cluster, operator, two real exports, canary move
+	$(PY) -m demo
+
+bench: build-cluster  ## benchmarks; writes bench/results.json
+	$(PY) -m bench
+
+clean: cluster-down  ## remove the venv and local state (the binary cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

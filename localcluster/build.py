@@ -1,0 +1,202 @@
+"""Build the local control plane's binaries from Go modules, once, into a cache outside the repo.
+
+Kubernetes' own go.mod replaces every staging module (k8s.io/api, client-go, …) with a path
+inside its source tree, so `go install k8s.io/kubernetes/cmd/...@vX` refuses to build. The fix
+is a throwaway wrapper module that requires k8s.io/kubernetes and replaces each staging module
+with its published v0.Y.Z twin. etcd's server module has the same problem with its sibling
+modules. kwok builds as it is.
+
+Each component lands in `<cache>/<component>-<version>/`, written to a temporary directory and
+renamed into place only when complete, so an interrupted build is simply redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VERSIONS_FILE = HERE / "versions.env"
+
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# kwok's stock stages, taken from its own module at build time (never committed here).
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def versions() -> dict[str, str]:
+    """KUBERNETES_VERSION, ETCD_VERSION and KWOK_VERSION from versions.env."""
+    pairs = {}
+    for line in VERSIONS_FILE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def cache_root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "servedmodel"
+    return Path(os.environ.get("SERVEDMODEL_CACHE", default))
+
+
+def component_dir(component: str, version: str) -> Path:
+    return cache_root() / f"{component}-{version}"
+
+
+def kubernetes_dir() -> Path:
+    return component_dir("kubernetes", versions()["KUBERNETES_VERSION"])
+
+
+def etcd_dir() -> Path:
+    return component_dir("etcd", versions()["ETCD_VERSION"])
+
+
+def kwok_dir() -> Path:
+    return component_dir("kwok", versions()["KWOK_VERSION"])
+
+
+def _log(message: str) -> None:
+    print(f"[localcluster] {message}", file=sys.stderr, flush=True)
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-buildvcs=false -mod=mod")
+    return env
+
+
+def _go(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(
+        ["go", *args], cwd=cwd, env=_go_env(), text=True, capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"go {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def _module_info(module: str, version: str, cwd: Path) -> dict[str, str]:
+    info: dict[str, str] = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], cwd))
+    return info
+
+
+def _wrapper_module(workdir: Path, name: str, go_version: str, replaces: dict[str, str]) -> None:
+    lines = [f"module localcluster/{name}", "", f"go {go_version}", ""]
+    lines += [f"replace {mod} => {mod} {ver}" for mod, ver in sorted(replaces.items())]
+    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
+
+
+def _go_directive(gomod_text: str) -> str:
+    for line in gomod_text.splitlines():
+        if line.startswith("go "):
+            return line.split()[1]
+    raise RuntimeError("go.mod without a go directive")
+
+
+def _staging_replaces(gomod_text: str, staging_version: str) -> dict[str, str]:
+    """Every `k8s.io/x => ./staging/src/k8s.io/x` line becomes `k8s.io/x => k8s.io/x v0.Y.Z`."""
+    replaces = {}
+    for line in gomod_text.splitlines():
+        if "=> ./staging/src/" in line:
+            module = line.split("=>")[0].strip().removeprefix("replace").strip()
+            replaces[module] = staging_version
+    return replaces
+
+
+def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
+    """Run build(tmpdir) and move the result to target atomically."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as tmp:
+        out = Path(tmp) / "out"
+        out.mkdir()
+        build(Path(tmp), out)
+        os.replace(out, target)
+    return target
+
+
+def build_kubernetes() -> Path:
+    version = versions()["KUBERNETES_VERSION"]
+    major, minor = version.lstrip("v").split(".")[:2]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building Kubernetes {version} (first time only; 10-20 min on 2 cores)")
+        (work / "go.mod").write_text("module localcluster/probe\n")
+        gomod = Path(_module_info("k8s.io/kubernetes", version, work)["GoMod"]).read_text()
+        replaces = _staging_replaces(gomod, f"v0.{minor}.{version.split('.')[2]}")
+        _wrapper_module(work, "kubernetes", _go_directive(gomod), replaces)
+        packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
+        _go(["get", "-tool", *[f"{pkg}@{version}" for pkg in packages]], work)
+        ldflags = ["-s", "-w"]
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+            ldflags += [
+                f"-X {pkg}.gitVersion={version}",
+                f"-X {pkg}.gitMajor={major}",
+                f"-X {pkg}.gitMinor={minor}",
+                f"-X {pkg}.gitTreeState=clean",
+            ]
+        _go(["build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", f"{out}/", *packages], work)
+
+    return _install(kubernetes_dir(), build)
+
+
+def build_etcd() -> Path:
+    version = versions()["ETCD_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building etcd {version}")
+        (work / "go.mod").write_text("module localcluster/probe\n")
+        gomod = Path(_module_info("go.etcd.io/etcd/server/v3", version, work)["GoMod"]).read_text()
+        # server/v3's go.mod points its sibling modules at ../api, ../pkg, …: pin them instead.
+        siblings = {
+            line.split("=>")[0].strip(): version
+            for line in gomod.splitlines()
+            if "=> ../" in line
+        }
+        _wrapper_module(work, "etcd", _go_directive(gomod), siblings)
+        _go(["get", "-tool", f"go.etcd.io/etcd/server/v3@{version}"], work)
+        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"),
+             "go.etcd.io/etcd/server/v3"], work)
+
+    return _install(etcd_dir(), build)
+
+
+def build_kwok() -> Path:
+    version = versions()["KWOK_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building kwok {version}")
+        (work / "go.mod").write_text("module localcluster/probe\n")
+        source = Path(_module_info("sigs.k8s.io/kwok", version, work)["Dir"])
+        gomod = (source / "go.mod").read_text()
+        _wrapper_module(work, "kwok", _go_directive(gomod), {})
+        _go(["get", "-tool", f"sigs.k8s.io/kwok/cmd/kwok@{version}"], work)
+        ldflags = f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}"
+        _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / "kwok"),
+             "sigs.k8s.io/kwok/cmd/kwok"], work)
+        stages = out / "stages"
+        stages.mkdir()
+        for rel in KWOK_STAGES:
+            shutil.copyfile(source / rel, stages / Path(rel).name)
+
+    return _install(kwok_dir(), build)
+
+
+def build_all() -> None:
+    if shutil.which("go") is None:
+        raise RuntimeError("the Go toolchain is needed to build the local control plane")
+    build_etcd()
+    build_kwok()
+    build_kubernetes()

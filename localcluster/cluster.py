@@ -1,0 +1,405 @@
+"""Start, reuse and stop a local Kubernetes control plane made of real components on loopback.
+
+etcd, kube-apiserver (RBAC, PodSecurity, ServiceAccount tokens), kube-controller-manager,
+kube-scheduler and kwok, whose simulated nodes turn scheduled pods Running/Ready and Job pods
+Succeeded. No container ever runs: see README "The local cluster".
+
+State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json and the admin
+kubeconfig. `down()` stops exactly the processes whose pids it recorded, checking each pid still
+runs the binary it started before signalling it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from localcluster import build, pki
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = REPO / ".local-cluster"
+SIMULATED_NODES = ("kwok-node-0", "kwok-node-1")
+KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CIDR = "10.0.0.0/24"
+POD_CIDR = "10.244.0.0/16"
+CONTROLLERS = (
+    "deployment", "replicaset", "job", "garbagecollector", "namespace",
+    "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher",
+    "nodelifecycle", "podgc", "ttl-after-finished", "endpointslice",
+    "persistentvolume-binder", "clusterrole-aggregation",
+)
+
+
+def log(message: str) -> None:
+    print(f"[localcluster] {message}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running local cluster, as recorded in its state directory."""
+
+    state_dir: Path
+    apiserver_port: int
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def kubectl(self) -> Path:
+        return build.kubernetes_dir() / "kubectl"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process that should talk to this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{build.kubernetes_dir()}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def get(self, path: str, timeout: float = 5.0) -> requests.Response:
+        """GET on the API server as the admin user (health checks; tests use a real client)."""
+        return requests.get(
+            f"{self.server}{path}",
+            cert=(str(self.pki / "admin.crt"), str(self.pki / "admin.key")),
+            verify=str(self.pki / "ca.crt"),
+            timeout=timeout,
+        )
+
+
+# --- state on disk --------------------------------------------------------------------------
+
+
+def _state_file(state_dir: Path) -> Path:
+    return state_dir / "cluster.json"
+
+
+def _pid_dir(state_dir: Path) -> Path:
+    return state_dir / "pids"
+
+
+def _recorded_processes(state_dir: Path) -> dict[str, tuple[int, str]]:
+    """name -> (pid, binary), in start order, for every process state_dir says it started."""
+    pid_dir = _pid_dir(state_dir)
+    records = [json.loads(f.read_text()) for f in pid_dir.glob("*.json")] if pid_dir.is_dir() else []
+    records.sort(key=lambda r: r["started"])
+    return {r["name"]: (int(r["pid"]), str(r["binary"])) for r in records}
+
+
+def _runs_binary(pid: int, binary: str) -> bool:
+    """True when pid is alive and still the binary we started (pids get reused)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return exe == os.path.realpath(binary) and state != "Z"
+
+
+def load(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
+    state = _state_file(state_dir)
+    if not state.exists():
+        return None
+    return Cluster(state_dir, int(json.loads(state.read_text())["apiserver_port"]))
+
+
+def healthy(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
+    """The running cluster if every recorded process is alive and the API server is ready."""
+    cluster = load(state_dir)
+    processes = _recorded_processes(state_dir)
+    if cluster is None or set(processes) != set(COMPONENTS):
+        return None
+    if not all(_runs_binary(pid, binary) for pid, binary in processes.values()):
+        return None
+    try:
+        if cluster.get("/readyz").status_code != 200:
+            return None
+    except requests.RequestException:
+        return None
+    return cluster
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _start(state_dir: Path, name: str, binary: Path, args: list[str]) -> int:
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `make cluster-up`; not killed by its Ctrl-C
+            cwd=state_dir,
+        )
+    _pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
+    (_pid_dir(state_dir) / f"{name}.json").write_text(json.dumps(
+        {"name": name, "pid": proc.pid, "binary": str(binary), "started": time.time()}
+    ))
+    return proc.pid
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, state_dir: Path,
+          process: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        pid, binary = _recorded_processes(state_dir)[process]
+        if not _runs_binary(pid, binary):
+            tail = (state_dir / "logs" / f"{process}.log").read_text()[-3000:]
+            raise RuntimeError(f"{process} exited while waiting for {what}:\n{tail}")
+        time.sleep(0.25)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _kubeconfig(cluster_server: str, pki_dir: Path, identity: str, path: Path) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cluster_server,
+            "certificate-authority": str(pki_dir / "ca.crt"),
+        }}],
+        "users": [{"name": identity, "user": {
+            "client-certificate": str(pki_dir / f"{identity}.crt"),
+            "client-key": str(pki_dir / f"{identity}.key"),
+        }}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": identity}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _kwok_config(state_dir: Path, server_port: int) -> Path:
+    """kwok's own options plus its stock stages (node init/heartbeat, pod ready/complete/delete)."""
+    docs: list[dict[str, object]] = [{
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {
+            "manageAllNodes": False,
+            "manageNodesWithAnnotationSelector": "=".join(KWOK_ANNOTATION),
+            "cidr": POD_CIDR,
+            "nodeLeaseDurationSeconds": 40,
+            "serverAddress": f"127.0.0.1:{server_port}",
+            # kwok leaves these at 0 (an error) when a config file is given: spell them out.
+            "nodeLeaseParallelism": 4,
+            "nodePlayStageParallelism": 4,
+            "podPlayStageParallelism": 8,
+            "podsOnNodeSyncParallelism": 4,
+            "enablePodsOnNodeSyncListPager": True,
+            "enablePodsOnNodeSyncStreamWatch": False,
+            "enableDebuggingHandlers": False,
+        },
+    }]
+    for stage_file in sorted((build.kwok_dir() / "stages").glob("*.yaml")):
+        docs.append(yaml.safe_load(stage_file.read_text()))
+    path = state_dir / "kwok.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+def _simulated_node(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
+                            "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500"},
+        },
+    }
+
+
+def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(cluster.kubectl), *args], input=stdin, text=True, capture_output=True,
+        env=cluster.env(), check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _nodes_ready(cluster: Cluster) -> bool:
+    nodes = json.loads(_kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
+    ready = {
+        n["metadata"]["name"]
+        for n in nodes
+        for c in n.get("status", {}).get("conditions", [])
+        if c["type"] == "Ready" and c["status"] == "True"
+        and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", []))
+    }
+    return set(SIMULATED_NODES) <= ready
+
+
+def _default_serviceaccount(cluster: Cluster) -> bool:
+    return cluster.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
+
+
+def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
+    """Start the cluster, or reuse a healthy one already running from state_dir."""
+    running = healthy(state_dir)
+    if running is not None:
+        log(f"reusing the running cluster at {running.server}")
+        return running
+    if state_dir.exists():
+        log("found a stale or broken cluster state: cleaning it up first")
+        down(state_dir)
+    build.build_all()
+    started = time.monotonic()
+    kube, etcd_bin, kwok_bin = build.kubernetes_dir(), build.etcd_dir(), build.kwok_dir()
+    state_dir.mkdir(parents=True)
+    pki_dir = state_dir / "pki"
+    pki.write_pki(pki_dir)
+    ports = {name: _free_port() for name in ("etcd", "etcd_peer", "apiserver",
+                                              "controller_manager", "scheduler", "kwok")}
+    _state_file(state_dir).write_text(json.dumps(
+        {"apiserver_port": ports["apiserver"], "ports": ports}, indent=2))
+    cluster = Cluster(state_dir, ports["apiserver"])
+
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+    _start(state_dir, "etcd", etcd_bin / "etcd", [
+        f"--data-dir={state_dir / 'etcd'}", "--name=local",
+        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=local={peer_url}", "--listen-metrics-urls=",
+        # A throwaway test cluster: fsync buys nothing and costs seconds per write burst.
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ])
+    _wait("etcd", lambda: requests.get(f"{etcd_url}/health", timeout=2).ok, 60, state_dir, "etcd")
+
+    p = pki_dir
+    _start(state_dir, "kube-apiserver", kube / "kube-apiserver", [
+        f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={ports['apiserver']}",
+        f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        "--authorization-mode=RBAC",
+        "--enable-admission-plugins=PodSecurity,ServiceAccount",
+        # Privileged pods are allowed by the API so that PodSecurity (not this flag) rejects them.
+        "--allow-privileged=true",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--api-audiences=https://kubernetes.default.svc.cluster.local",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # 127.0.0.1 cannot be an Endpoints address; nothing in-cluster dials the API by Service.
+        "--endpoint-reconciler-type=none",
+        f"--cert-dir={state_dir / 'apiserver-certs'}",
+        "--profiling=false",
+    ])
+    _wait("kube-apiserver /readyz", lambda: cluster.get("/readyz").status_code == 200,
+          120, state_dir, "kube-apiserver")
+
+    for identity in ("admin", "controller-manager", "scheduler", "kwok"):
+        target = cluster.kubeconfig if identity == "admin" else state_dir / f"{identity}.kubeconfig"
+        _kubeconfig(cluster.server, pki_dir, identity, target)
+
+    kcm_config = state_dir / "controller-manager.kubeconfig"
+    _start(state_dir, "kube-controller-manager", kube / "kube-controller-manager", [
+        f"--kubeconfig={kcm_config}",
+        f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
+        "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
+        f"--cert-dir={state_dir / 'controller-manager-certs'}",
+        "--leader-elect=false",
+        f"--controllers={','.join(CONTROLLERS)}",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={p / 'sa.key'}",
+        f"--root-ca-file={p / 'ca.crt'}",
+        f"--cluster-cidr={POD_CIDR}",
+    ])
+    sched_config = state_dir / "scheduler.kubeconfig"
+    _start(state_dir, "kube-scheduler", kube / "kube-scheduler", [
+        f"--kubeconfig={sched_config}",
+        f"--authentication-kubeconfig={sched_config}",
+        f"--authorization-kubeconfig={sched_config}",
+        "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
+        f"--cert-dir={state_dir / 'scheduler-certs'}",
+        "--leader-elect=false",
+    ])
+    _start(state_dir, "kwok", kwok_bin / "kwok", [
+        f"--kubeconfig={state_dir / 'kwok.kubeconfig'}",
+        f"--config={_kwok_config(state_dir, ports['kwok'])}",
+    ])
+    nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
+    _kubectl(cluster, "apply", "-f", "-", stdin=nodes)
+    _wait("simulated nodes Ready", lambda: _nodes_ready(cluster), 90, state_dir, "kwok")
+    _wait("the default ServiceAccount", lambda: _default_serviceaccount(cluster), 60,
+          state_dir, "kube-controller-manager")
+    log(f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
+        f"KUBECONFIG={cluster.kubeconfig}")
+    return cluster
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Stop exactly the processes recorded in state_dir, then remove it."""
+    processes = _recorded_processes(state_dir)
+    # Reverse start order: node simulator and controllers first, etcd last.
+    for name, (pid, binary) in reversed(processes.items()):
+        if _runs_binary(pid, binary):
+            log(f"stopping {name} (pid {pid})")
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for name, (pid, binary) in processes.items():
+        while _runs_binary(pid, binary) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _runs_binary(pid, binary):
+            log(f"{name} (pid {pid}) ignored SIGTERM: killing it")
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@contextmanager
+def running(state_dir: Path = DEFAULT_STATE_DIR) -> Iterator[Cluster]:
+    """Up for the duration of a block; left running when it was already up before."""
+    was_running = healthy(state_dir) is not None
+    cluster = up(state_dir)
+    try:
+        yield cluster
+    finally:
+        if not was_running:
+            down(state_dir)
