@@ -277,6 +277,27 @@ def _default_serviceaccount(cluster: Cluster) -> bool:
     return cluster.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
 
 
+def _expose_kubectl(cluster: Cluster) -> None:
+    """Put the matching kubectl where a user's shell finds it, unless one is there already.
+
+    It goes beside `go install`'s binaries ($GOBIN or $GOPATH/bin), the one bin directory a
+    machine with Go is expected to have on PATH; .local-cluster/bin/kubectl always exists too.
+    """
+    local_bin = cluster.state_dir / "bin"
+    local_bin.mkdir(exist_ok=True)
+    (local_bin / "kubectl").symlink_to(cluster.kubectl)
+    if shutil.which("kubectl"):
+        return
+    gobin = os.environ.get("GOBIN") or str(Path(os.environ.get("GOPATH", Path.home() / "go")) / "bin")
+    target = Path(gobin) / "kubectl"
+    if gobin in os.environ.get("PATH", "").split(os.pathsep) and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(cluster.kubectl)
+        log(f"linked {target} -> {cluster.kubectl}")
+    else:
+        log(f"kubectl is not on PATH: use {local_bin / 'kubectl'}")
+
+
 def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     """Start the cluster, or reuse a healthy one already running from state_dir."""
     running = healthy(state_dir)
@@ -370,6 +391,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     _wait("simulated nodes Ready", lambda: _nodes_ready(cluster), 90, state_dir, "kwok")
     _wait("the default ServiceAccount", lambda: _default_serviceaccount(cluster), 60,
           state_dir, "kube-controller-manager")
+    _expose_kubectl(cluster)
     log(f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
         f"KUBECONFIG={cluster.kubeconfig}")
     return cluster

@@ -1,0 +1,1 @@
+"""servedmodel's exporter: Keras model -> numbered, verified, atomically written SavedModel."""

@@ -1,0 +1,126 @@
+"""`servedmodel-export`: the exporter's command line, and the exporter image's entrypoint.
+
+    servedmodel-export SOURCE --store DIR --model-name NAME --version N [options]
+    servedmodel-export inspect DIR/NAME/N [--json]
+
+Prints a one-line summary on stdout and writes the JSON result to --result-file. Every failure
+has its own exit code and a one-line reason on stderr and in the JSON (README: "Exporter
+errors").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from servedmodel_exporter import result as results
+from servedmodel_exporter.errors import ExportError, InternalError
+
+log = logging.getLogger("servedmodel_exporter")
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="servedmodel-export",
+        description="Export a Keras model to <store>/<model-name>/<version>/ as a verified "
+                    "SavedModel, atomically; `servedmodel-export inspect DIR` shows a signature.",
+    )
+    p.add_argument("source", help="path, file://, http(s):// (.keras, .h5, Keras-2 or TF SavedModel dir)")
+    p.add_argument("--store", required=True, type=Path, help="the model store's root directory")
+    p.add_argument("--model-name", required=True, help="TF Serving model name (a directory in the store)")
+    p.add_argument("--version", required=True, type=int, help="version number to write (>= 1)")
+    p.add_argument("--samples", type=int, default=8, help="generated verification inputs (default 8)")
+    p.add_argument("--samples-file", type=Path, help=".npz with one array per signature input")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--warmup", type=int, default=0, help="TF Serving warmup records to write (<= 1000)")
+    p.add_argument("--sha256", help="expected SHA-256 of the source")
+    p.add_argument("--result-file", type=Path, help="write the JSON result here")
+    p.add_argument("--result-max-bytes", type=int, help="shrink the result file to this size "
+                   "(a container termination message holds 4096 bytes)")
+    p.add_argument("--custom-objects-module", action="append", default=[], metavar="MODULE",
+                   help="import this module first (it registers the model's custom objects)")
+    p.add_argument("--custom-objects-file", action="append", default=[], type=Path, metavar="FILE",
+                   help="import this .py file first (it registers the model's custom objects)")
+    return p
+
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="servedmodel-export inspect",
+                                description="Show a SavedModel's serving_default signature.")
+    p.add_argument("path", type=Path, help="a version directory, e.g. store/mnist/1")
+    p.add_argument("--json", action="store_true", help="print JSON instead of saved_model_cli text")
+    return p
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def inspect(argv: list[str]) -> int:
+    args = _inspect_parser().parse_args(argv)
+    _quiet_tensorflow()
+    from servedmodel_exporter import signature
+
+    try:
+        if args.json:
+            print(json.dumps(signature.summary(args.path), indent=2))
+        else:
+            print(signature.as_cli_text(args.path))
+    except (ExportError, OSError) as exc:
+        print(f"servedmodel-export inspect: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    return 0
+
+
+def export(argv: list[str]) -> int:
+    args = _export_parser().parse_args(argv)
+    if args.version < 1:
+        _export_parser().error("--version must be a positive integer")
+    _quiet_tensorflow()
+    from servedmodel_exporter.export import Request, run
+
+    request = Request(
+        source=args.source, store=args.store, model_name=args.model_name, version=args.version,
+        samples=args.samples, samples_file=args.samples_file, atol=args.atol, rtol=args.rtol,
+        warmup=args.warmup, sha256=args.sha256, custom_object_modules=args.custom_objects_module,
+        custom_object_files=args.custom_objects_file,
+    )
+    outcome: dict[str, Any]
+    try:
+        outcome = run(request)
+        code = 0
+    except ExportError as exc:
+        outcome = _failure(exc, args.version)
+        code = exc.exit_code
+    except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
+        log.debug("unexpected failure", exc_info=True)
+        outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
+        code = InternalError.exit_code
+    summary = results.one_line(outcome)
+    print(summary, file=sys.stdout if code == 0 else sys.stderr, flush=True)
+    if args.result_file:
+        args.result_file.write_text(results.fit(outcome, args.result_max_bytes))
+    return code
+
+
+def _failure(exc: ExportError, version: int) -> dict[str, Any]:
+    return {"ok": False, "version": version, "reason": exc.reason, "message": exc.message,
+            "exitCode": exc.exit_code, **exc.details}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["inspect"]:
+        return inspect(argv[1:])
+    return export(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

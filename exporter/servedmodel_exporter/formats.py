@@ -1,0 +1,108 @@
+"""Which kind of model a source is, and loading a Keras 3 model from it.
+
+Detection looks at content, not names: a download called `model` that is a zip archive is a
+.keras file. Loading errors are mapped onto the exporter's reasons (unknown custom object,
+corrupt file) instead of surfacing as tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from servedmodel_exporter.errors import NotAKerasModel, UnknownCustomObject
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_CUSTOM_OBJECT_HINTS = re.compile(
+    r"Could not locate (class|function)|Unknown (layer|object|class|activation|loss|metric)|"
+    r"custom_objects|register_keras_serializable",
+    re.IGNORECASE,
+)
+
+
+class Format(StrEnum):
+    KERAS = "keras"  # .keras zip archive
+    KERAS_DIR = "keras-dir"  # an unzipped .keras archive
+    H5 = "h5"  # legacy HDF5
+    KERAS2_SAVEDMODEL = "keras2-savedmodel"  # tf.keras (Keras 2) model.save(dir)
+    TF_SAVEDMODEL = "tf-savedmodel"  # already a TF SavedModel: validated, then copied
+
+
+def detect(path: Path) -> Format:
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            keras2 = (path / "keras_metadata.pb").exists()
+            return Format.KERAS2_SAVEDMODEL if keras2 else Format.TF_SAVEDMODEL
+        if (path / "config.json").exists() and (path / "model.weights.h5").exists():
+            return Format.KERAS_DIR
+        raise NotAKerasModel(
+            f"{path.name}/ is a directory but neither a SavedModel (saved_model.pb) nor an "
+            "unzipped .keras archive (config.json + model.weights.h5)"
+        )
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic.startswith(ZIP_MAGIC):
+        if not _is_keras_archive(path):
+            raise NotAKerasModel(f"{path.name} is a zip archive without a Keras config.json")
+        return Format.KERAS
+    if magic == HDF5_MAGIC:
+        return Format.H5
+    raise NotAKerasModel(
+        f"{path.name} is not a Keras model: neither a .keras archive nor an HDF5 file "
+        f"(starts with {magic[:4]!r})"
+    )
+
+
+def _is_keras_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def import_custom_objects(modules: list[str], files: list[Path]) -> None:
+    """Import user code whose @keras.saving.register_keras_serializable classes a model needs."""
+    for module in modules:
+        importlib.import_module(module)
+    for index, file in enumerate(files):
+        spec = importlib.util.spec_from_file_location(f"servedmodel_custom_objects_{index}", file)
+        if spec is None or spec.loader is None:
+            raise UnknownCustomObject(f"cannot import custom objects from {file}")
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def _with_suffix(path: Path, suffix: str, workdir: Path) -> Path:
+    """Keras picks its loader by file extension: give the file one, by symlink."""
+    if path.suffix == suffix:
+        return path
+    link = workdir / f"model{suffix}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.resolve())
+    return link
+
+
+def load_keras(path: Path, fmt: Format, workdir: Path) -> Any:
+    """A Keras 3 model from a .keras archive or directory, or an HDF5 file."""
+    import keras
+
+    if fmt is Format.KERAS:
+        path = _with_suffix(path, ".keras", workdir)
+    elif fmt is Format.H5:
+        path = _with_suffix(path, ".h5", workdir)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises bare TypeError/ValueError/OSError for all of these
+        text = " ".join(str(exc).split())
+        if _CUSTOM_OBJECT_HINTS.search(text):
+            raise UnknownCustomObject(
+                f"{text[:300]} (make the class importable with --custom-objects-module or "
+                "--custom-objects-file, registered with @keras.saving.register_keras_serializable)"
+            ) from exc
+        raise NotAKerasModel(f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}") from exc

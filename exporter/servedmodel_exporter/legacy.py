@@ -1,0 +1,82 @@
+"""Keras-2 SavedModel directories, handled in a child process with tf_keras.
+
+Keras 3 cannot load a tf.keras (Keras 2) SavedModel, and one process cannot hold both Keras
+versions, so the parent runs this module with TF_USE_LEGACY_KERAS=1. It loads the model with
+tf_keras, exports it to the staging directory, and saves the verification inputs with the
+model's own outputs on them; the parent then verifies the export against those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servedmodel_exporter.errors import ALL_ERRORS, ExportError, InternalError, NotAKerasModel
+from servedmodel_exporter.samples import Batch
+
+
+def _save(path: Path, inputs: list[Batch], outputs: list[dict[str, np.ndarray]]) -> None:
+    arrays = {f"in/{i}/{k}": v for i, b in enumerate(inputs) for k, v in b.items()}
+    arrays |= {f"out/{i}/{k}": v for i, b in enumerate(outputs) for k, v in b.items()}
+    np.savez(path, **arrays)
+
+
+def load_reference(path: Path) -> tuple[list[Batch], list[dict[str, np.ndarray]]]:
+    inputs: dict[int, Batch] = {}
+    outputs: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            side, index, name = key.split("/", 2)
+            (inputs if side == "in" else outputs).setdefault(int(index), {})[name] = data[key]
+    return [inputs[i] for i in sorted(inputs)], [outputs[i] for i in sorted(outputs)]
+
+
+def run_child(source: Path, staging: Path, reference: Path, samples: int, samples_file: Path | None) -> None:
+    """Parent side: run this module in a child process, translate its failure."""
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    args = [sys.executable, "-m", "servedmodel_exporter.legacy", str(source), str(staging),
+            str(reference), str(samples), str(samples_file or "")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    if done.returncode == 0 and outcome.get("ok"):
+        return
+    by_reason = {e.reason: e for e in ALL_ERRORS}
+    error = by_reason.get(str(outcome.get("reason")), InternalError)
+    message = outcome.get("message") or done.stderr.strip()[-500:] or "the Keras-2 loader failed"
+    raise error(f"Keras-2 SavedModel: {message}")
+
+
+def _child(source: Path, staging: Path, reference: Path, samples: int, samples_file: str) -> None:
+    import tensorflow as tf
+    import tf_keras
+
+    from servedmodel_exporter import samples as sampling
+    from servedmodel_exporter import verify
+
+    try:
+        model = tf_keras.models.load_model(source, compile=False)
+    except Exception as exc:
+        raise NotAKerasModel(f"tf_keras cannot load it: {type(exc).__name__}: {exc}") from exc
+    model.export(str(staging))
+    fn = tf.saved_model.load(str(staging)).signatures["serving_default"]
+    specs = fn.structured_input_signature[1]
+    batches = (sampling.load(Path(samples_file), specs) if samples_file
+               else sampling.generate(specs, samples, sampling.hints(model)))
+    outputs = verify.keras_reference(model, batches, list(specs), list(fn.structured_outputs))
+    _save(reference, batches, outputs)
+
+
+if __name__ == "__main__":
+    try:
+        _child(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        print(json.dumps({"ok": True}))
+    except ExportError as exc:
+        print(json.dumps({"ok": False, "reason": exc.reason, "message": exc.message}))
+        sys.exit(exc.exit_code)

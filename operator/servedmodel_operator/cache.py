@@ -1,0 +1,84 @@
+"""The reconciler's view of the cluster: kopf's watch-fed indexes, plus what we just wrote.
+
+A watch event for an object we applied arrives a little after the apply returns. Until it
+does, the apply's response stands in for the object (the "expectations" of Kubernetes' own
+controllers), so a reconcile in between neither re-applies it nor starts a second Job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from servedmodel_operator import KIND
+
+# What reconciles read of each object; the rest is dropped to keep 500 models small.
+_METADATA_KEYS = ("name", "namespace", "uid", "resourceVersion", "generation",
+                  "creationTimestamp", "labels", "annotations", "managedFields", "ownerReferences")
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata", {}) or {}
+    out: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None},
+        "status": obj.get("status") or {},
+    }
+    if obj.get("kind") in (KIND, "Deployment"):
+        out["spec"] = obj.get("spec") or {}
+    return out
+
+
+def owner_name(obj: Mapping[str, Any]) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences", []) or []:
+        if ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+def _resource_version(obj: Mapping[str, Any]) -> int:
+    value = str(obj.get("metadata", {}).get("resourceVersion", "0"))
+    return int(value) if value.isdigit() else 0
+
+
+class Recent:
+    """Objects as our own writes returned them, until their watch event catches up."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        with self._lock:
+            self._objects[(obj["kind"], meta["namespace"], meta["name"])] = trim(obj)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objects.pop((kind, namespace, name), None)
+
+    def fresher(self, kind: str, namespace: str, name: str,
+                indexed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        with self._lock:
+            ours = self._objects.get((kind, namespace, name))
+            if ours is None:
+                return indexed
+            if indexed is not None and _resource_version(indexed) >= _resource_version(ours):
+                del self._objects[(kind, namespace, name)]
+                return indexed
+            return ours
+
+    def extra(self, kind: str, namespace: str, owner: str,
+              indexed_names: Iterable[str]) -> list[dict[str, Any]]:
+        """Objects of kind we created for owner that the index has not seen yet."""
+        seen = set(indexed_names)
+        with self._lock:
+            return [o for (k, ns, name), o in self._objects.items()
+                    if k == kind and ns == namespace and name not in seen and owner_name(o) == owner]
+
+    def __len__(self) -> int:
+        return len(self._objects)

@@ -1,0 +1,114 @@
+"""Every kopf decorator of the operator, and nothing else.
+
+Indexes mirror the ServedModels and their children (kopf fills them before any other handler
+runs, so the first reconcile after a restart already sees every existing child). Event handlers
+only enqueue the owning ServedModel; the reconcile reads the indexes. No handler returns a
+value, none uses kopf's create/update bookkeeping, and none needs a finalizer: owned objects
+go with their ServedModel through ownerReferences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from servedmodel_operator import GROUP, PLURAL, VERSION
+from servedmodel_operator.cache import owner_name, trim
+from servedmodel_operator.render.labels import MANAGED_BY
+from servedmodel_operator.runtime import Options, Runtime, runtime
+from servedmodel_operator.settings import configure
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+EXPORTER_PODS = {**MANAGED, "app.kubernetes.io/component": "exporter"}
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options: Options = memo["options"]
+    configure(settings, options)
+    memo["runtime"] = Runtime(options)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await runtime(memo).close()
+
+
+# --- indexes: the watch-fed caches the reconcile reads ------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def servedmodel_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): trim(body)}
+
+
+def _by_owner(namespace: str, body: kopf.Body) -> Any:
+    owner = owner_name(body)
+    return {(namespace, owner): trim(body)} if owner else None
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    return _by_owner(namespace, body)
+
+
+@kopf.index("", "v1", "configmaps", labels=MANAGED)
+def configmap_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    return _by_owner(namespace, body)
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def service_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    return _by_owner(namespace, body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def job_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    return _by_owner(namespace, body)
+
+
+@kopf.index("", "v1", "pods", labels=EXPORTER_PODS)
+def exporter_pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    return {(namespace, job): trim(body)} if job else None
+
+
+# --- events: mark the owning ServedModel for a reconcile ----------------------------------
+
+
+def _enqueue(memo: kopf.Memo, kwargs: dict[str, Any], namespace: str, owner: str | None,
+             kind: str, name: str, event_type: str | None) -> None:
+    rt: Runtime = runtime(memo)
+    rt.indexes = kwargs
+    if event_type == "DELETED":
+        rt.recent.forget(kind, namespace, name)
+    if owner:
+        rt.queue.add((namespace, owner))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def servedmodel_changed(namespace: str, name: str, type: str | None, memo: kopf.Memo,
+                              **kwargs: Any) -> None:
+    _enqueue(memo, kwargs, namespace, name, "ServedModel", name, type)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def child_changed(namespace: str, name: str, body: kopf.Body, type: str | None,
+                        memo: kopf.Memo, **kwargs: Any) -> None:
+    _enqueue(memo, kwargs, namespace, owner_name(body), str(body.get("kind")), name, type)
+
+
+@kopf.on.event("", "v1", "pods", labels=EXPORTER_PODS)
+async def exporter_pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                               **kwargs: Any) -> None:
+    _enqueue(memo, kwargs, namespace, labels.get("app.kubernetes.io/instance"), "Pod", "", None)
+
+
+@kopf.on.probe(id="queue")
+def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+    return runtime(memo).queue.depth
+

@@ -1,0 +1,147 @@
+"""Deployment <name>: the TF Serving pods.
+
+The pod template depends on the spec's server settings only, never on which versions are
+served or labelled, so moving versions and labels never restarts a pod. Batching is the one
+config file TF Serving cannot reload: its hash is in the template, so changing it rolls pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from servedmodel_operator import ANNOTATION_PREFIX
+from servedmodel_operator.render import labels, security
+from servedmodel_operator.render.configmap import (
+    BATCHING_CONFIG,
+    CONFIG_DIR,
+    METRICS_PATH,
+    MODELS_CONFIG,
+    MONITORING_CONFIG,
+    STORE_MOUNT,
+    batching_parameters,
+)
+from servedmodel_operator.spec import ServedModelSpec
+
+GRPC_PORT = 8500
+REST_PORT = 8501
+CONTAINER = "tfserving"
+BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
+PRESTOP_SLEEP_SECONDS = 10  # let endpoints drop the pod before it goes: TF Serving ignores SIGTERM
+GRACE_PERIOD_SECONDS = 20
+STARTUP_PERIOD_SECONDS = 5
+
+
+def server_args(model: ServedModelSpec) -> list[str]:
+    server = model.spec.server
+    args = [
+        f"--port={GRPC_PORT}",
+        f"--rest_api_port={REST_PORT}",  # 0 (REST off) by default
+        f"--model_config_file={CONFIG_DIR}/{MODELS_CONFIG}",
+        f"--model_config_file_poll_wait_seconds={server.config_poll_seconds}",
+        # Labels are re-applied at every pod start, before versions have loaded.
+        "--allow_version_labels_for_unavailable_models=true",
+    ]
+    if server.monitoring.prometheus:
+        args.append(f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG}")
+    if server.batching is not None:
+        args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}"]
+    return args
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
+    annotations = {}
+    if model.spec.server.monitoring.prometheus:
+        annotations.update({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(REST_PORT),
+            "prometheus.io/path": METRICS_PATH,
+        })
+    if model.spec.server.batching is not None:
+        text = str(batching_parameters(model.spec.server.batching))
+        annotations[BATCHING_HASH_ANNOTATION] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return annotations
+
+
+def pod_template(model: ServedModelSpec) -> dict[str, Any]:
+    server = model.spec.server
+    model_path = f"/v1/models/{model.model_name}"
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": server.image,
+        # The image's entrypoint script adds --model_name/--model_base_path: bypass it.
+        "command": ["tensorflow_model_server"],
+        "args": server_args(model),
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+        ],
+        # The REST port opens only once every configured version has loaded (and warmed up).
+        "startupProbe": _http_probe(
+            f"{model_path}/metadata", STARTUP_PERIOD_SECONDS,
+            math.ceil(server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
+        ),
+        # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
+        "readinessProbe": _http_probe(f"{model_path}/metadata", 5, 2),
+        "livenessProbe": _http_probe(model_path, 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": security.container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},  # a directory: updates
+            {"name": "models", "mountPath": STORE_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
+        ],
+    }
+    resources = server.resources.manifest()
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # TF Serving never talks to the API server
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
+        "securityContext": security.pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": model.configmap_name}},
+            {"name": "models", "persistentVolumeClaim": {
+                "claimName": model.spec.store.pvc.claim_name, "readOnly": True,
+            }},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        ],
+    }
+    if server.node_selector:
+        spec["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations]
+    metadata: dict[str, Any] = {"labels": labels.labels(model, labels.SERVER)}
+    annotations = _pod_annotations(model)
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": spec}
+
+
+def deployment(model: ServedModelSpec, has_servable_version: bool) -> dict[str, Any]:
+    """With nothing exported yet TF Serving would never open its ports, so run no pods."""
+    replicas = model.spec.server.replicas if has_servable_version else 0
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": labels.metadata(model, model.deployment_name, labels.SERVER),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": labels.selector(model)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": pod_template(model),
+        },
+    }

@@ -1,0 +1,130 @@
+"""Job <name>-export-v<version>-<hash>: one exporter run for one declared version.
+
+Jobs are immutable, so the name carries a hash of the pod template: a changed exporter setting
+means a new Job, never a patch. The exporter writes its result JSON to the termination message
+(kept under the kubelet's 4 KiB limit), the Kubernetes-native channel back to the operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from servedmodel_operator.render import labels, security
+from servedmodel_operator.spec import ServedModelSpec, VersionEntry
+
+CONTAINER = "exporter"
+STORE_MOUNT = "/store"
+SOURCE_MOUNT = "/source"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+
+# Exit codes of servedmodel-export that no retry can fix (see exporter/servedmodel_exporter/
+# errors.py; a unit test keeps the two lists equal, the operator must not import TensorFlow).
+PERMANENT_EXIT_CODES = (11, 12, 13, 14, 15, 16, 18)
+
+
+def source_argument(entry: VersionEntry) -> str:
+    """What the exporter is told to read: pvc:// becomes a path on the mounted claim."""
+    uri = entry.source.uri
+    if uri.startswith("pvc://"):
+        path = urlsplit(uri).path.lstrip("/")
+        return f"{SOURCE_MOUNT}/{path}"
+    return uri
+
+
+def _source_claim(entry: VersionEntry) -> str | None:
+    uri = entry.source.uri
+    return urlsplit(uri).netloc if uri.startswith("pvc://") else None
+
+
+def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
+    exporter = model.spec.exporter
+    store = "/".join(p for p in (STORE_MOUNT, model.spec.store.pvc.path.strip("/")) if p)
+    args = [
+        source_argument(entry),
+        f"--store={store}",
+        f"--model-name={model.model_name}",
+        f"--version={entry.version}",
+        f"--samples={exporter.verify.samples}",
+        f"--atol={exporter.verify.atol!r}",
+        f"--rtol={exporter.verify.rtol!r}",
+        f"--warmup={exporter.warmup.requests}",
+        f"--result-file={TERMINATION_MESSAGE_PATH}",
+        f"--result-max-bytes={TERMINATION_MESSAGE_LIMIT}",
+    ]
+    if entry.source.sha256:
+        args.append(f"--sha256={entry.source.sha256}")
+    return args
+
+
+def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
+    exporter = model.spec.exporter
+    mounts = [
+        {"name": "store", "mountPath": STORE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir for TF's scratch files
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    claim = _source_claim(entry)
+    if claim:
+        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    container = {
+        "name": CONTAINER,
+        "image": image,
+        "command": ["servedmodel-export"],
+        "args": _exporter_args(model, entry),
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "TMPDIR", "value": "/tmp"},
+            {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+        ],
+        "resources": exporter.resources.manifest() or DEFAULT_RESOURCES,
+        "securityContext": security.container_security_context(),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": mounts,
+    }
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the exporter never talks to the API server
+        "enableServiceLinks": False,
+        "securityContext": security.pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def job_digest(pod: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(pod, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict[str, Any]:
+    pod = pod_spec(model, entry, model.spec.exporter.image or default_image)
+    exporter = model.spec.exporter
+    job_labels = {**labels.labels(model, labels.EXPORTER), labels.VERSION_LABEL: str(entry.version)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **labels.metadata(model, model.job_name(entry.version, job_digest(pod)), labels.EXPORTER),
+            "labels": job_labels,
+        },
+        "spec": {
+            "backoffLimit": exporter.backoff_limit,
+            "activeDeadlineSeconds": exporter.active_deadline_seconds,
+            # Reasons like "checksum mismatch" fail the same way on every retry.
+            "podFailurePolicy": {"rules": [{
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                "values": list(PERMANENT_EXIT_CODES)},
+            }]},
+            "template": {"metadata": {"labels": job_labels}, "spec": pod},
+        },
+    }

@@ -1,0 +1,66 @@
+"""The one fixed label set of owned objects, and their owner reference.
+
+Never copied from the ServedModel: GitOps tools (Argo CD) track their own objects by labels,
+and a copied tracking label would make them claim our children.
+"""
+
+from __future__ import annotations
+
+from servedmodel_operator import ANNOTATION_PREFIX, KIND
+from servedmodel_operator.spec import ServedModelSpec
+
+MANAGED_BY = "servedmodel-operator"
+PART_OF = "servedmodel"
+
+SERVER = "server"
+EXPORTER = "exporter"
+CONFIG = "model-config"
+
+# What app.kubernetes.io/name says for each component.
+_APP_NAMES = {SERVER: "tensorflow-serving", EXPORTER: "servedmodel-exporter", CONFIG: "tensorflow-serving"}
+
+HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
+VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
+
+
+def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": _APP_NAMES[component],
+        "app.kubernetes.io/instance": model.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
+
+
+def selector(model: ServedModelSpec) -> dict[str, str]:
+    """The TF Serving pods' selector: a stable subset of their labels (selectors are immutable)."""
+    return {
+        "app.kubernetes.io/instance": model.name,
+        "app.kubernetes.io/component": SERVER,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def selector_string(model: ServedModelSpec) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector(model).items()))
+
+
+def owner_reference(model: ServedModelSpec) -> dict[str, object]:
+    return {
+        "apiVersion": model.api_version,
+        "kind": KIND,
+        "name": model.name,
+        "uid": model.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(model: ServedModelSpec, name: str, component: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "namespace": model.namespace,
+        "labels": labels(model, component),
+        "ownerReferences": [owner_reference(model)],
+    }

@@ -1,0 +1,38 @@
+"""Which exported versions TF Serving serves, and which labels can point at them (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from servedmodel_operator.spec import Policy, ServedModelSpec
+
+
+@dataclass(frozen=True)
+class Served:
+    versions: tuple[int, ...]
+    labels: dict[str, int] = field(default_factory=dict)
+    # Labels whose version is declared but not exported yet: applied once it is.
+    pending_labels: dict[str, int] = field(default_factory=dict)
+
+
+def select(model: ServedModelSpec, exported: Iterable[int]) -> Served:
+    """Served versions: the policy's choice among exported, declared versions, plus every
+    version a label points at. Versions removed from spec.versions are never served, even
+    though their SavedModels stay in the store; that is why the config always names versions
+    explicitly instead of using TF Serving's own `latest` policy over the directory."""
+    available = sorted(set(exported) & set(model.declared_versions))
+    serve = model.spec.serve
+    if serve.policy is Policy.ALL:
+        chosen = available
+    elif serve.policy is Policy.SPECIFIC:
+        chosen = [v for v in available if v in serve.versions]
+    else:
+        chosen = available[-serve.count :]
+    labels = {name: v for name, v in serve.labels.items() if v in available}
+    pending = {name: v for name, v in serve.labels.items() if v not in available}
+    return Served(
+        versions=tuple(sorted(set(chosen) | set(labels.values()))),
+        labels=dict(sorted(labels.items())),
+        pending_labels=dict(sorted(pending.items())),
+    )

@@ -1,0 +1,30 @@
+"""kopf settings: our own annotation prefix and finalizer name, no kopf writes on our objects."""
+
+from __future__ import annotations
+
+import kopf
+
+from servedmodel_operator import ANNOTATION_PREFIX
+from servedmodel_operator.runtime import Options
+
+FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
+
+
+def configure(settings: kopf.OperatorSettings, options: Options) -> None:
+    # Named ours from day one, although no handler of ours makes kopf store anything.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    # kopf would turn handler log lines into Events; ours are posted deliberately (kube.event).
+    settings.posting.enabled = False
+    # One operator replica (Deployment strategy Recreate): no peering objects, no CRD scanning.
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+    settings.execution.max_workers = options.workers
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    # Reconnect watches regularly so a silently dropped connection cannot stall us for long.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330

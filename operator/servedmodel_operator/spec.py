@@ -1,0 +1,206 @@
+"""ServedModelSpec: the typed, frozen view of a ServedModel, parsed once at the handler boundary.
+
+Defaults mirror the CRD's schema defaults (a unit test holds the two together), so an object
+read before the API server defaulted it, or a test dict, parses to the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from servedmodel_operator import GROUP, VERSION
+
+DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
+DEFAULT_EXPORTER_IMAGE = "ghcr.io/servedmodel/exporter:0.1.0"
+
+
+class InvalidSpec(ValueError):
+    """The object cannot be parsed (the CRD schema should have rejected it)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class Source(_Frozen):
+    uri: str
+    sha256: str | None = None
+
+
+class VersionEntry(_Frozen):
+    version: int = Field(gt=0)
+    source: Source
+
+    def digest(self) -> str:
+        """A short, stable hash of the entry (it is immutable once added)."""
+        canonical = json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+class Policy(StrEnum):
+    LATEST = "Latest"
+    ALL = "All"
+    SPECIFIC = "Specific"
+
+
+class Serve(_Frozen):
+    policy: Policy = Policy.LATEST
+    count: int = Field(default=1, ge=1)
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = Field(default_factory=dict)
+
+
+class PvcStore(_Frozen):
+    claim_name: str
+    path: str = ""
+
+
+class Store(_Frozen):
+    pvc: PvcStore
+
+
+class Resources(_Frozen):
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, int | str] = Field(default_factory=dict)
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        out = {}
+        if self.limits:
+            out["limits"] = {k: str(v) for k, v in self.limits.items()}
+        if self.requests:
+            out["requests"] = {k: str(v) for k, v in self.requests.items()}
+        return out
+
+
+class Toleration(_Frozen):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+class Batching(_Frozen):
+    max_batch_size: int | None = None
+    batch_timeout_micros: int | None = None
+    max_enqueued_batches: int | None = None
+    num_batch_threads: int | None = None
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool | None = None
+
+
+class Monitoring(_Frozen):
+    prometheus: bool = True
+
+
+class Server(_Frozen):
+    image: str = DEFAULT_SERVER_IMAGE
+    replicas: int = Field(default=1, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    batching: Batching | None = None
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    config_poll_seconds: int = Field(default=10, ge=1)
+    startup_timeout_seconds: int = Field(default=600, ge=30)
+
+
+class Verify(_Frozen):
+    samples: int = Field(default=8, ge=1)
+    atol: float = Field(default=1.0e-5, ge=0)
+    rtol: float = Field(default=1.0e-4, ge=0)
+
+
+class Warmup(_Frozen):
+    requests: int = Field(default=0, ge=0, le=1000)
+
+
+class Exporter(_Frozen):
+    image: str | None = None
+    parallelism: int = Field(default=1, ge=1)
+    backoff_limit: int = Field(default=1, ge=0)
+    active_deadline_seconds: int = Field(default=3600, ge=60)
+    resources: Resources = Field(default_factory=Resources)
+    verify: Verify = Field(default_factory=Verify)
+    warmup: Warmup = Field(default_factory=Warmup)
+
+
+class Spec(_Frozen):
+    """`.spec` exactly as the CRD defines it."""
+
+    model_name: str | None = None
+    versions: tuple[VersionEntry, ...] = Field(min_length=1)
+    serve: Serve = Field(default_factory=Serve)
+    store: Store
+    server: Server = Field(default_factory=Server)
+    exporter: Exporter = Field(default_factory=Exporter)
+
+
+class ServedModelSpec(_Frozen):
+    """A ServedModel's identity and spec, with the names of everything derived from it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: Spec
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ServedModelSpec:
+        meta = body.get("metadata", {})
+        try:
+            return cls(
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid", ""),
+                generation=int(meta.get("generation", 0)),
+                spec=Spec.model_validate(body.get("spec") or {}),
+            )
+        except (KeyError, ValidationError) as exc:
+            raise InvalidSpec(str(exc)) from exc
+
+    # --- derived names --------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model_name or self.name
+
+    @property
+    def deployment_name(self) -> str:
+        return self.name
+
+    @property
+    def service_name(self) -> str:
+        return self.name
+
+    @property
+    def configmap_name(self) -> str:
+        return f"{self.name}-tfserving"
+
+    @property
+    def api_version(self) -> str:
+        return f"{GROUP}/{VERSION}"
+
+    @property
+    def declared_versions(self) -> tuple[int, ...]:
+        return tuple(sorted(v.version for v in self.spec.versions))
+
+    def entry(self, version: int) -> VersionEntry:
+        for entry in self.spec.versions:
+            if entry.version == version:
+                return entry
+        raise KeyError(version)
+
+    def job_name(self, version: int, digest: str) -> str:
+        """<name>-export-v<version>-<hash>, cut to stay a valid 63-character label value."""
+        suffix = f"-export-v{version}-{digest[:8]}"
+        return f"{self.name[: 63 - len(suffix)].rstrip('-')}{suffix}"

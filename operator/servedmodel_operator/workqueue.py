@@ -1,0 +1,94 @@
+"""A keyed work queue: coalesces bursts of events, one reconcile per key at a time, retries.
+
+Every watch event (of a ServedModel or of one of its children) only marks its ServedModel as
+needing a reconcile. The reconcile itself reads the current state, so ten events in a burst
+cost one reconcile, and a failure is retried with exponential backoff, as in client-go's
+workqueue. Running it on kopf's event handlers, rather than kopf's create/update handlers,
+keeps kopf's own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Hashable], Awaitable[None]]
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        work: Work,
+        *,
+        concurrency: int,
+        coalesce_seconds: float = 0.05,
+        min_backoff: float = 0.5,
+        max_backoff: float = 300.0,
+    ) -> None:
+        self._work = work
+        self._slots = asyncio.Semaphore(concurrency)
+        self._coalesce = coalesce_seconds
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._scheduled: dict[Hashable, asyncio.TimerHandle] = {}
+        self._running: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, key: Hashable, delay: float | None = None) -> None:
+        """Ask for key to be reconciled (soon, or after delay seconds)."""
+        if key in self._running:
+            self._dirty.add(key)  # run again once the current run ends
+            return
+        wait = self._coalesce if delay is None else delay
+        existing = self._scheduled.get(key)
+        if existing is not None:
+            if existing.when() <= asyncio.get_running_loop().time() + wait:
+                return
+            existing.cancel()
+        self._scheduled[key] = asyncio.get_running_loop().call_later(wait, self._start, key)
+
+    def _start(self, key: Hashable) -> None:
+        self._scheduled.pop(key, None)
+        self._running.add(key)
+        task = asyncio.get_running_loop().create_task(self._run(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Hashable) -> None:
+        retry_in: float | None = None
+        try:
+            async with self._slots:
+                await self._work(key)
+            self._failures.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
+            log.exception("reconcile of %s failed (%d in a row); retrying in %.1fs",
+                          key, failures, retry_in)
+        finally:
+            self._running.discard(key)
+        dirty = key in self._dirty
+        self._dirty.discard(key)
+        if retry_in is not None:  # backoff wins over new events: a failing key never spins
+            self.add(key, delay=retry_in)
+        elif dirty:
+            self.add(key)
+
+    @property
+    def depth(self) -> int:
+        return len(self._scheduled) + len(self._running)
+
+    async def close(self) -> None:
+        for handle in self._scheduled.values():
+            handle.cancel()
+        self._scheduled.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

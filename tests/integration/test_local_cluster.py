@@ -1,0 +1,162 @@
+"""The local control plane is a real Kubernetes API with real controllers, scheduler and RBAC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from localcluster import build
+from localcluster import cluster as localcluster
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def _container(name: str = "main", **kwargs: object) -> client.V1Container:
+    return client.V1Container(name=name, image="registry.invalid/none:1", **kwargs)
+
+
+def test_server_reports_the_pinned_version(cluster: localcluster.Cluster) -> None:
+    version = cluster.get("/version").json()
+    assert version["gitVersion"] == build.versions()["KUBERNETES_VERSION"]
+
+
+def test_a_second_up_reuses_the_running_cluster(cluster: localcluster.Cluster) -> None:
+    again = localcluster.up(cluster.state_dir)
+    assert again.apiserver_port == cluster.apiserver_port
+
+
+def test_deployment_pods_become_ready(apps: client.AppsV1Api, namespace: str) -> None:
+    labels = {"app": "web"}
+    apps.create_namespaced_deployment(namespace, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1DeploymentSpec(
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[_container()]),
+            ),
+        ),
+    ))
+    status = wait_for(
+        "2 available replicas",
+        lambda: (s := apps.read_namespaced_deployment_status("web", namespace).status)
+        and s.available_replicas == 2 and s,
+        timeout=30,
+    )
+    assert status.ready_replicas == 2
+
+
+def test_job_completes(batch: client.BatchV1Api, namespace: str) -> None:
+    batch.create_namespaced_job(namespace, client.V1Job(
+        metadata=client.V1ObjectMeta(name="once"),
+        spec=client.V1JobSpec(
+            backoff_limit=0,
+            template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+                restart_policy="Never", containers=[_container(command=["true"])],
+            )),
+        ),
+    ))
+    wait_for(
+        "the Job to succeed",
+        lambda: batch.read_namespaced_job_status("once", namespace).status.succeeded == 1,
+        timeout=30,
+    )
+
+
+def test_deleting_an_owner_garbage_collects_its_dependents(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    owner = core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
+    )
+    ref = client.V1OwnerReference(
+        api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid
+    )
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="dependent", owner_references=[ref])
+    ))
+    core.delete_namespaced_config_map("owner", namespace)
+
+    def dependent_gone() -> bool:
+        try:
+            core.read_namespaced_config_map("dependent", namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for("the dependent ConfigMap to be garbage-collected", dependent_gone, timeout=60)
+
+
+def test_restricted_namespace_rejects_a_privileged_pod(core: client.CoreV1Api) -> None:
+    name = "restricted-pss-check"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"pod-security.kubernetes.io/enforce": "restricted"}
+    )))
+    try:
+        with pytest.raises(ApiException) as rejected:
+            core.create_namespaced_pod(name, client.V1Pod(
+                metadata=client.V1ObjectMeta(name="privileged"),
+                spec=client.V1PodSpec(containers=[
+                    _container(security_context=client.V1SecurityContext(privileged=True))
+                ]),
+            ))
+        assert rejected.value.status == 403
+        message = json.loads(rejected.value.body)["message"]
+        assert 'violates PodSecurity "restricted:latest"' in message
+        assert 'privileged (container "main" must not set securityContext.privileged=true)' in message
+    finally:
+        core.delete_namespace(name)
+
+
+def test_serviceaccount_token_is_denied_until_a_rolebinding_exists(
+    cluster: localcluster.Cluster, api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
+    )
+    token = core.create_namespaced_service_account_token(
+        "reader", namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        ),
+    ).status.token
+
+    as_reader = client.Configuration()
+    as_reader.host = cluster.server
+    as_reader.ssl_ca_cert = str(cluster.pki / "ca.crt")
+    as_reader.api_key = {"authorization": f"Bearer {token}"}
+    reader = client.CoreV1Api(client.ApiClient(as_reader))
+
+    with pytest.raises(ApiException) as denied:
+        reader.list_namespaced_config_map(namespace)
+    assert denied.value.status == 403
+    assert f"system:serviceaccount:{namespace}:reader" in denied.value.body
+
+    rbac.create_namespaced_role(namespace, client.V1Role(
+        metadata=client.V1ObjectMeta(name="read-configmaps"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
+    ))
+    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="reader-reads-configmaps"),
+        role_ref=client.V1RoleRef(
+            api_group="rbac.authorization.k8s.io", kind="Role", name="read-configmaps"
+        ),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=namespace)],
+    ))
+    listed = wait_for("the RoleBinding to take effect", lambda: _try_list(reader, namespace))
+    assert any(cm.metadata.name == "kube-root-ca.crt" for cm in listed.items)
+
+
+def _try_list(api: client.CoreV1Api, namespace: str) -> client.V1ConfigMapList | None:
+    try:
+        return api.list_namespaced_config_map(namespace)
+    except ApiException as exc:
+        if exc.status == 403:
+            return None
+        raise
