@@ -27,13 +27,14 @@ from pathlib import Path
 import requests
 import yaml
 
-from localcluster import build, pki
+from localcluster import build, pki, runner
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
 SIMULATED_NODES = ("kwok-node-0", "kwok-node-1")
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+              "runner")
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 CONTROLLERS = (
@@ -150,7 +151,8 @@ def healthy(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _start(state_dir: Path, name: str, binary: Path, args: list[str]) -> int:
+def _start(state_dir: Path, name: str, binary: Path, args: list[str],
+           env: dict[str, str] | None = None) -> int:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
@@ -161,6 +163,7 @@ def _start(state_dir: Path, name: str, binary: Path, args: list[str]) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives `make cluster-up`; not killed by its Ctrl-C
             cwd=state_dir,
+            env=env,
         )
     _pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
     (_pid_dir(state_dir) / f"{name}.json").write_text(json.dumps(
@@ -227,7 +230,14 @@ def _kwok_config(state_dir: Path, server_port: int) -> Path:
         },
     }]
     for stage_file in sorted((build.kwok_dir() / "stages").glob("*.yaml")):
-        docs.append(yaml.safe_load(stage_file.read_text()))
+        stage = yaml.safe_load(stage_file.read_text())
+        if stage["metadata"]["name"] in ("pod-ready", "pod-complete"):
+            # Pods the runner runs for real are not kwok's to simulate (see runner.py).
+            stage["spec"]["selector"]["matchExpressions"].append({
+                "key": ".spec.containers.[0].image", "operator": "NotIn",
+                "values": list(runner.RUNNABLE_IMAGES),
+            })
+        docs.append(stage)
     path = state_dir / "kwok.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
@@ -386,6 +396,9 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         f"--kubeconfig={state_dir / 'kwok.kubeconfig'}",
         f"--config={_kwok_config(state_dir, ports['kwok'])}",
     ])
+    _start(state_dir, "runner", Path(sys.executable), [
+        "-m", "localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner"),
+    ], env={**os.environ, "PYTHONPATH": str(REPO)})
     nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
     _kubectl(cluster, "apply", "-f", "-", stdin=nodes)
     _wait("simulated nodes Ready", lambda: _nodes_ready(cluster), 90, state_dir, "kwok")
