@@ -2,9 +2,9 @@
 
 Applying only when needed is what keeps a converged operator at zero API writes. An object
 needs applying when it is missing, when what we would apply differs from what we last applied
-(a hash annotation carried by the object), or when another field manager has taken over a field
-we own (someone edited or scaled it by hand): server-side apply records that in managedFields,
-so drift is visible without a single extra request.
+(a hash annotation carried by the object), or when someone changed a field we set: a
+hand edit (an Update by another manager) moves that field's ownership out of our Apply entry
+in managedFields, so drift shows without a single extra request.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Any
 
 from servedmodel_operator import FIELD_MANAGER
 from servedmodel_operator.render.labels import HASH_ANNOTATION
+
+# Identity fields, never listed in managedFields.
+_UNTRACKED = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
 
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
@@ -31,33 +34,49 @@ def stamped(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _leaves(fields: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    """Leaf field paths of a managedFields fieldsV1 tree ('.' marks the set's own entries)."""
-    out: set[tuple[str, ...]] = set()
-    for key, sub in fields.items():
-        if key == ".":
-            continue
-        path = (*prefix, key)
-        if sub:
-            out |= _leaves(sub, path)
-        else:
-            out.add(path)
-    return out
-
-
-def foreign_owned(observed: Mapping[str, Any]) -> set[tuple[str, ...]]:
-    """Fields we applied that another manager now also owns (status excluded)."""
-    ours: set[tuple[str, ...]] = set()
-    theirs: set[tuple[str, ...]] = set()
+def _our_fields(observed: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for entry in observed.get("metadata", {}).get("managedFields", []) or []:
-        if entry.get("subresource") == "status":
-            continue
-        leaves = _leaves(entry.get("fieldsV1") or {})
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            ours |= leaves
-        else:
-            theirs |= leaves
-    return ours & theirs
+        if (entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
+                and not entry.get("subresource")):
+            return entry.get("fieldsV1") or {}
+    return None
+
+
+def _item_key(fields: Mapping[str, Any], item: Mapping[str, Any]) -> str | None:
+    """The `k:{...}` entry of an associative list whose key fields match item."""
+    for key in fields:
+        if key.startswith("k:"):
+            keys = json.loads(key[2:])
+            if all(item.get(k) == v for k, v in keys.items()):
+                return key
+    return None
+
+
+def missing_fields(desired: Any, fields: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """Paths set in desired that our Apply entry (fieldsV1) no longer owns."""
+    missing: list[str] = []
+    if not fields:
+        # A leaf: a scalar, or an atomic map or list (a label selector, args), owned whole.
+        return missing
+    if isinstance(desired, Mapping):
+        for key, value in desired.items():
+            sub = (*path, str(key))
+            if sub in _UNTRACKED:
+                continue
+            if f"f:{key}" not in fields:
+                if value not in ({}, [], None):  # empty collections are not recorded
+                    missing.append(".".join(sub))
+                continue
+            missing += missing_fields(value, fields[f"f:{key}"], sub)
+    elif isinstance(desired, list) and all(isinstance(i, Mapping) for i in desired):
+        # An associative list (containers, ports, volumes...): items are k:{merge keys}.
+        for item in desired:
+            key = _item_key(fields, item)
+            if key is None:
+                missing.append(".".join(path) + f"[{json.dumps(item, sort_keys=True)[:60]}]")
+                continue
+            missing += missing_fields(item, fields[key], path)
+    return missing
 
 
 def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
@@ -67,4 +86,5 @@ def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) 
     live_hash = (observed.get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION)
     if live_hash != desired["metadata"]["annotations"][HASH_ANNOTATION]:
         return True
-    return bool(foreign_owned(observed))
+    ours = _our_fields(observed)
+    return ours is None or bool(missing_fields(desired, ours))

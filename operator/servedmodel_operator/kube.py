@@ -7,6 +7,7 @@ converged operator sends nothing at all.
 from __future__ import annotations
 
 import datetime
+from importlib import metadata
 import logging
 import os
 import socket
@@ -22,10 +23,12 @@ from kubernetes.dynamic import DynamicClient
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 
 
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
+        api_client.user_agent = USER_AGENT
         self._api = api_client
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()

@@ -1,0 +1,280 @@
+"""Integration fixtures: the CRD installed from crds/, the operator as a real process, a model
+store and a training-output volume backed by local directories, tiny Keras models on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, dynamic
+from kubernetes.client.rest import ApiException
+
+from localcluster import cluster as localcluster
+from tests.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "serving.servedmodel.io", "v1alpha1", "servedmodels"
+OPERATOR_AGENT = "servedmodel-operator/"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def kubectl(cluster: localcluster.Cluster, *args: str, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(cluster.kubectl), *args], input=stdin, text=True,
+                          capture_output=True, env=cluster.env(), check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: localcluster.Cluster, api_client: client.ApiClient) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    ext = client.ApiextensionsV1Api(api_client)
+    wait_for("the CRD to be established", lambda: any(
+        c.type == "Established" and c.status == "True"
+        for c in ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}").status.conditions or []
+    ))
+    wait_for("the API to serve servedmodels",
+             lambda: kubectl(cluster, "get", "servedmodels", "-A", check=False).returncode == 0)
+
+
+@pytest.fixture(scope="session")
+def custom(api_client: client.ApiClient, crd: None) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="session")
+def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
+    return dynamic.DynamicClient(api_client)
+
+
+class OperatorProcess:
+    """servedmodel-operator as users run it: a console script, KUBECONFIG, one namespace."""
+
+    def __init__(self, cluster: localcluster.Cluster, namespace: str, log_dir: Path,
+                 kubeconfig: Path | None = None) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.log_path = log_dir / f"operator-{namespace}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        exe = Path(sys.executable).parent / "servedmodel-operator"
+        out = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [str(exe), "--namespace", self.namespace, "--log-level", "DEBUG"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for("the operator to start", lambda: b"Activity 'start' succeeded" in
+                 self.log_path.read_bytes() or self._died(), timeout=60)
+
+    def _died(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+        return False
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def errors(self) -> list[str]:
+        return [line for line in self.log().splitlines() if " ERROR " in line or "Traceback" in line]
+
+
+@pytest.fixture
+def operator(cluster: localcluster.Cluster, namespace: str, crd: None,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(cluster, namespace, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+    if proc.errors():
+        print(f"operator log ({proc.log_path}):\n" + "\n".join(proc.errors()[-20:]))
+
+
+@dataclass
+class Volume:
+    claim: str
+    path: Path
+
+
+def _hostpath_volume(core: client.CoreV1Api, namespace: str, claim: str, path: Path) -> Volume:
+    """A PV on a local directory, pre-bound to a claim: what the runner maps to that directory."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # like local-path provisioners: any pod uid may write
+    pv_name = f"{namespace}-{claim}"
+    core.create_persistent_volume(client.V1PersistentVolume(
+        metadata=client.V1ObjectMeta(name=pv_name, labels={"test-namespace": namespace}),
+        spec=client.V1PersistentVolumeSpec(
+            capacity={"storage": "1Gi"}, access_modes=["ReadWriteMany"],
+            host_path=client.V1HostPathVolumeSource(path=str(path)),
+            claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
+            persistent_volume_reclaim_policy="Retain", storage_class_name="",
+        ),
+    ))
+    core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name=claim),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteMany"], volume_name=pv_name, storage_class_name="",
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+        ),
+    ))
+    wait_for(f"PVC {claim} to bind", lambda: core.read_namespaced_persistent_volume_claim(
+        claim, namespace).status.phase == "Bound")
+    return Volume(claim, path)
+
+
+@pytest.fixture
+def store(core: client.CoreV1Api, namespace: str, tmp_path: Path) -> Iterator[Volume]:
+    volume = _hostpath_volume(core, namespace, "models", tmp_path / "store")
+    yield volume
+    core.delete_persistent_volume(f"{namespace}-models")
+
+
+@pytest.fixture
+def training(core: client.CoreV1Api, namespace: str, tmp_path: Path,
+             model_files: dict[str, Path]) -> Iterator[Volume]:
+    """A 'training output' claim holding the tiny models (and a corrupt one)."""
+    volume = _hostpath_volume(core, namespace, "training", tmp_path / "training")
+    for name, source in model_files.items():
+        (volume.path / name).write_bytes(source.read_bytes())
+    yield volume
+    core.delete_persistent_volume(f"{namespace}-training")
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny real Keras models (.keras and .h5) and a corrupt .keras file."""
+    out = tmp_path_factory.mktemp("models")
+    script = f"""
+import keras
+a = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3, name="logits")])
+a.save({str(out / 'model-a.keras')!r})
+b = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(8), keras.layers.Dense(3)])
+b.save({str(out / 'model-b.h5')!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    (out / "corrupt.keras").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    return {p.name: p for p in out.iterdir()}
+
+
+def servedmodel(name: str, versions: list[tuple[int, str]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServedModel",
+        "metadata": {"name": name},
+        "spec": {
+            "versions": [{"version": v, "source": {"uri": uri}} for v, uri in versions],
+            "store": {"pvc": {"claimName": "models"}},
+            **spec,
+        },
+    }
+
+
+def get_sm(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return obj
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == kind:
+            return dict(cond)
+    return {}
+
+
+def wait_condition(custom: client.CustomObjectsApi, namespace: str, name: str, kind: str,
+                   status: str, timeout: float = 120, reason: str | None = None) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = get_sm(custom, namespace, name)
+        cond = condition(obj, kind)
+        ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+        ok = ok and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if ok else None
+
+    return wait_for(f"{name} {kind}={status}" + (f" ({reason})" if reason else ""), probe, timeout=timeout)
+
+
+class AuditLog:
+    """The API server's audit log: who wrote what. Tests read the operator's writes from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mark(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def writes(self, since: int, namespace: str, user_agent: str = OPERATOR_AGENT) -> list[dict[str, Any]]:
+        with open(self.path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+        out = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            ref = entry.get("objectRef") or {}
+            if (entry.get("verb") in WRITE_VERBS and str(entry.get("userAgent", "")).startswith(user_agent)
+                    and ref.get("namespace") == namespace):
+                out.append(entry)
+        return out
+
+
+@pytest.fixture(scope="session")
+def audit(cluster: localcluster.Cluster) -> AuditLog:
+    return AuditLog(cluster.audit_log)
+
+
+def describe_writes(entries: list[dict[str, Any]]) -> list[str]:
+    return [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')}"
+            f"{e['objectRef'].get('name', '')}" for e in entries]
+
+
+def read_or_none(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def wait_until_quiet(audit: AuditLog, namespace: str, quiet_seconds: float = 3.0,
+                     timeout: float = 60) -> None:
+    """Until the operator has written nothing in the namespace for quiet_seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mark = audit.mark()
+        time.sleep(quiet_seconds)
+        if not audit.writes(mark, namespace):
+            return
+    raise AssertionError("the operator kept writing")
+
+
+def load_yaml(text: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded

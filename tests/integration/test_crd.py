@@ -1,0 +1,125 @@
+"""The CRD rejects bad ServedModels at `kubectl apply`, with messages that name the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from localcluster import cluster as localcluster
+from tests.integration.conftest import GROUP, PLURAL, VERSION, kubectl, servedmodel
+
+pytestmark = pytest.mark.cluster
+
+
+def _valid() -> dict[str, Any]:
+    return servedmodel("mnist", [(1, "pvc://training/a.keras"), (2, "https://models.example/b.h5")],
+                       serve={"policy": "Latest", "labels": {"stable": 1}})
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    obj = _valid()
+    target: Any = obj["spec"]
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target.setdefault(key, {})
+    last = keys[-1]
+    if value is _DELETE:
+        del target[last]
+    elif last.isdigit():
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return obj
+
+
+_DELETE = object()
+
+INVALID = [
+    ("version zero", _with("versions.0.version", 0), "spec.versions[0].version"),
+    ("duplicate versions", _with("versions.1.version", 1), "spec.versions"),
+    ("label at an undeclared version", _with("serve.labels", {"stable": 7}), "spec.serve.labels"),
+    ("label name with a dash", _with("serve.labels", {"can-ary": 1}), "spec.serve.labels"),
+    ("Specific without versions", _with("serve.policy", "Specific"), "spec.serve.versions"),
+    ("Specific naming an undeclared version",
+     _with("serve", {"policy": "Specific", "versions": [9]}), "spec.serve.versions"),
+    ("versions without Specific", _with("serve", {"policy": "All", "versions": [1]}), "spec.serve.versions"),
+    ("unknown policy", _with("serve.policy", "Newest"), "spec.serve.policy"),
+    ("modelName with a slash", _with("modelName", "team/mnist"), "spec.modelName"),
+    ("modelName with ..", _with("modelName", "a..b"), "spec.modelName"),
+    ("modelName with whitespace", _with("modelName", "mn ist"), "spec.modelName"),
+    ("source with an unsupported scheme", _with("versions.0.source.uri", "ftp://host/a.keras"),
+     "spec.versions[0].source.uri"),
+    ("source with credentials", _with("versions.1.source.uri", "https://u:p@models.example/b.h5"),
+     "spec.versions[1].source.uri"),
+    ("sha256 that is not hex", _with("versions.0.source.sha256", "xyz"), "spec.versions[0].source.sha256"),
+    ("no store", _with("store", _DELETE), "spec.store"),
+    ("negative replicas", _with("server.replicas", -1), "spec.server.replicas"),
+    ("no versions", _with("versions", []), "spec.versions"),
+    ("batch sizes not ending at maxBatchSize",
+     _with("server.batching", {"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}),
+     "spec.server.batching"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_servedmodel_is_rejected_naming_the_field(
+    custom: client.CustomObjectsApi, cluster: localcluster.Cluster, namespace: str,
+    case: str, body: dict[str, Any], field: str,
+) -> None:
+    import yaml
+
+    done = kubectl(cluster, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body), check=False)
+    assert done.returncode != 0, f"{case}: accepted"
+    assert "is invalid" in done.stderr, done.stderr
+    assert field in done.stderr, f"{case}: {done.stderr}"
+
+
+def test_the_valid_base_case_is_accepted(custom: client.CustomObjectsApi, namespace: str) -> None:
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
+    assert created["spec"]["server"]["image"] == "tensorflow/serving:2.21.0"  # schema default
+    assert created["spec"]["serve"]["count"] == 1
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda o: o["spec"]["versions"][0]["source"].update(uri="pvc://training/other.keras"),
+     "spec.versions[0]"),
+    (lambda o: o["spec"]["versions"][1]["source"].update(sha256="a" * 64), "spec.versions[1]"),
+])
+def test_an_existing_version_entry_is_immutable(
+    custom: client.CustomObjectsApi, namespace: str, change: Any, field: str
+) -> None:
+    from kubernetes.client.rest import ApiException
+
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mnist")
+    edited = copy.deepcopy(obj)
+    change(edited)
+    with pytest.raises(ApiException) as rejected:
+        custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mnist", edited)
+    assert rejected.value.status == 422
+    assert field in rejected.value.body and "immutable" in rejected.value.body
+
+    # Adding a version and removing one are allowed.
+    obj["spec"]["versions"] = [obj["spec"]["versions"][0], {"version": 3, "source": {"uri": "pvc://training/c.keras"}}]
+    custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mnist", obj)
+
+
+def test_kubectl_explain_teaches_the_api(cluster: localcluster.Cluster, crd: None) -> None:
+    out = kubectl(cluster, "explain", "servedmodel.spec.serve").stdout
+    assert "Which exported versions TF Serving loads" in out
+    for field in ("policy", "count", "versions", "labels"):
+        assert f"  {field}\t" in out
+    out = kubectl(cluster, "explain", "sm.spec.versions.source.uri").stdout
+    assert "pvc://<claim>/<path>" in out
+
+
+def test_printer_columns_and_short_name(cluster: localcluster.Cluster, custom: client.CustomObjectsApi,
+                                        namespace: str) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
+    header = kubectl(cluster, "get", "sm", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "SERVED", "ENDPOINT", "AGE"]
+    wide = kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
+    assert wide == ["NAME", "READY", "SERVED", "ENDPOINT", "MODEL", "LABELS", "REPLICAS", "REASON", "AGE"]
