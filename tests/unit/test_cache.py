@@ -1,0 +1,41 @@
+"""What we just wrote stands in for an object until its watch event arrives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servedmodel_operator.cache import Recent, owner_name, trim
+
+
+def _obj(name: str, rv: str, owner: str = "mnist", kind: str = "Job") -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": kind, "metadata": {
+        "name": name, "namespace": "ml", "resourceVersion": rv, "managedFields": [{"x": 1}],
+        "ownerReferences": [{"kind": "ServedModel", "name": owner, "controller": True}]},
+        "spec": {"big": "x" * 100}, "status": {"active": 1}}
+
+
+def test_a_recent_write_wins_until_the_index_catches_up() -> None:
+    recent = Recent()
+    recent.record(_obj("j", "10"))
+    assert recent.fresher("Job", "ml", "j", None)["metadata"]["resourceVersion"] == "10"
+    assert recent.fresher("Job", "ml", "j", _obj("j", "9"))["metadata"]["resourceVersion"] == "10"
+    assert recent.fresher("Job", "ml", "j", _obj("j", "11"))["metadata"]["resourceVersion"] == "11"
+    assert len(recent) == 0
+
+
+def test_objects_not_yet_indexed_are_listed_for_their_owner() -> None:
+    recent = Recent()
+    recent.record(_obj("a", "1"))
+    recent.record(_obj("b", "2", owner="other"))
+    assert [o["metadata"]["name"] for o in recent.extra("Job", "ml", "mnist", [])] == ["a"]
+    assert recent.extra("Job", "ml", "mnist", ["a"]) == []
+    recent.forget("Job", "ml", "a")
+    assert recent.extra("Job", "ml", "mnist", []) == []
+
+
+def test_trim_keeps_what_reconciles_read() -> None:
+    t = trim(_obj("a", "1"))
+    assert "spec" not in t and t["status"] == {"active": 1}
+    assert t["metadata"]["managedFields"] == [{"x": 1}]
+    assert owner_name(t) == "mnist"
+    assert "spec" in trim(_obj("d", "1", kind="Deployment"))

@@ -1,0 +1,83 @@
+"""Version states from Jobs and their pods' termination messages (pure)."""
+
+from __future__ import annotations
+
+import json
+
+from servedmodel_operator.exports import State, exported, version_states, versions_to_start
+from tests.unit.builders import job_obj, model, pod_obj
+
+OK = json.dumps({"ok": True, "version": 1, "signature": {"inputs": {}}, "verification": {"maxAbsDiff": 0.0},
+                 "sourceSha256": "f" * 64, "tensorflowVersion": "2.21.0", "durations": {"x": 1}})
+WANTED = {1: "mnist-export-v1-aaaa", 2: "mnist-export-v2-bbbb"}
+
+
+def test_no_jobs_means_pending() -> None:
+    states = version_states(model(), [], {}, {}, WANTED)
+    assert [s.state for s in states] == [State.PENDING, State.PENDING]
+
+
+def test_a_running_job_is_exporting() -> None:
+    states = version_states(model(), [job_obj("mnist-export-v1-aaaa", 1)], {}, {}, WANTED)
+    assert states[0].state is State.EXPORTING and states[0].job == "mnist-export-v1-aaaa"
+
+
+def test_a_complete_job_with_a_result_is_exported_with_its_figures() -> None:
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Complete")
+    states = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod_obj(0, OK)]}, {}, WANTED)
+    s = states[0]
+    assert s.state is State.EXPORTED
+    status = s.to_status()
+    assert status["signature"] == {"inputs": {}} and status["sourceSha256"] == "f" * 64
+    assert "durations" not in status  # only what users read goes into status
+
+
+def test_a_complete_job_without_a_result_is_a_failure_not_a_success() -> None:
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Complete")
+    s = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod_obj(0, "")]}, {}, WANTED)[0]
+    assert (s.state, s.reason) == (State.FAILED, "NoExportResult")
+
+
+def test_a_failed_job_carries_the_exporters_reason() -> None:
+    result = json.dumps({"ok": False, "reason": "ChecksumMismatch", "message": "sha differs"})
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="PodFailurePolicy")
+    s = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod_obj(12, result)]}, {}, WANTED)[0]
+    assert (s.state, s.reason, s.message) == (State.FAILED, "ChecksumMismatch", "sha differs")
+
+
+def test_a_failed_job_without_a_result_reports_the_job_condition() -> None:
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="DeadlineExceeded",
+                  message="Job was active longer than specified deadline")
+    s = version_states(model(), [job], {}, {}, WANTED)[0]
+    assert (s.state, s.reason) == (State.FAILED, "DeadlineExceeded")
+    assert "deadline" in (s.message or "")
+
+
+def test_the_newest_pod_of_a_job_decides() -> None:
+    old = pod_obj(10, json.dumps({"ok": False, "reason": "SourceUnreachable"}), "2026-11-25T10:00:00Z")
+    new = pod_obj(0, OK, "2026-11-25T10:05:00Z")
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Complete")
+    assert version_states(model(), [job], {"mnist-export-v1-aaaa": [new, old]}, {}, WANTED)[0].state is State.EXPORTED
+
+
+def test_exported_is_sticky_once_recorded_in_status() -> None:
+    previous = {1: {"version": 1, "state": "Exported", "job": "gone", "signature": {"a": 1}}}
+    s = version_states(model(), [], {}, previous, WANTED)[0]
+    assert s.state is State.EXPORTED and s.result["signature"] == {"a": 1}
+
+
+def test_a_failed_job_with_outdated_settings_makes_the_version_pending_again() -> None:
+    job = job_obj("mnist-export-v1-old0", 1, condition="Failed", reason="BackoffLimitExceeded")
+    assert version_states(model(), [job], {}, {}, WANTED)[0].state is State.PENDING
+    same = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="BackoffLimitExceeded")
+    assert version_states(model(), [same], {}, {}, WANTED)[0].state is State.FAILED
+
+
+def test_parallelism_limits_what_starts() -> None:
+    versions = [{"version": v, "source": {"uri": f"file:///{v}.keras"}} for v in (1, 2, 3, 4)]
+    m = model(versions=versions, exporter={"parallelism": 2})
+    wanted = {v: f"mnist-export-v{v}-x" for v in (1, 2, 3, 4)}
+    states = version_states(m, [job_obj("mnist-export-v1-x", 1)], {}, {}, wanted)
+    assert versions_to_start(m, states) == [2]
+    assert versions_to_start(m, version_states(m, [], {}, {}, wanted)) == [1, 2]
+    assert exported(states) == frozenset()

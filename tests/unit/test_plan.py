@@ -1,0 +1,90 @@
+"""One reconcile decided without I/O: what is applied, the status written, the events posted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from servedmodel_operator import drift
+from servedmodel_operator.plan import Observed, plan, version_skew
+from servedmodel_operator.exports import State, VersionStatus
+from tests.unit.builders import deployment_obj, job_obj, model, pod_obj
+
+NOW = "2026-11-25T10:00:00Z"
+IMAGE = "ghcr.io/servedmodel/exporter:0.1.0"
+
+
+def _kinds(manifests: list[dict[str, Any]]) -> list[str]:
+    return [f"{m['kind']}/{m['metadata']['name']}" for m in manifests]
+
+
+def _live(manifest: dict[str, Any]) -> dict[str, Any]:
+    """An object as the API server would return it after our apply (fields all ours)."""
+    live = json.loads(json.dumps(manifest))
+
+    def fields(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {f"f:{k}": fields(v) for k, v in value.items()}
+        return {}
+
+    live["metadata"]["managedFields"] = [{"manager": "servedmodel-operator", "operation": "Apply",
+                                          "fieldsV1": fields({k: v for k, v in live.items() if k != "status"})}]
+    return live
+
+
+def test_first_reconcile_creates_everything_and_the_first_export() -> None:
+    p = plan(model(), Observed(), IMAGE, NOW)
+    assert [k.split("/")[0] for k in _kinds(p.apply)] == ["ConfigMap", "Deployment", "Service", "Job"]
+    assert "mnist-export-v1-" in _kinds(p.apply)[3]
+    assert all(drift.HASH_ANNOTATION in m["metadata"]["annotations"] for m in p.apply)
+    assert p.status is not None
+    assert [v["state"] for v in p.status["versions"]] == ["Exporting", "Pending"]
+    assert [e.reason for e in p.events] == ["ExportStarted"]
+
+
+def test_a_converged_model_plans_nothing() -> None:
+    first = plan(model(), Observed(), IMAGE, NOW)
+    observed = Observed(
+        status=first.status or {},
+        configmap=_live(first.apply[0]), deployment=_live(first.apply[1]), service=_live(first.apply[2]),
+        jobs=(job_obj(first.apply[3]["metadata"]["name"], 1),),
+    )
+    second = plan(model(), observed, IMAGE, NOW)  # the Deployment now exists: status moves on
+    assert second.apply == [] and second.status is not None
+    converged = plan(model(), Observed(**{**observed.__dict__, "status": second.status}), IMAGE, NOW)
+    assert converged.apply == [] and converged.status is None and converged.events == []
+
+
+def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the_next() -> None:
+    first = plan(model(), Observed(), IMAGE, NOW)
+    job_name = first.apply[3]["metadata"]["name"]
+    result = json.dumps({"ok": True, "signature": {"inputs": {"x": {}}}, "verification": {"maxAbsDiff": 0.0},
+                         "tensorflowVersion": "2.21.0"})
+    observed = Observed(
+        status=first.status or {},
+        configmap=_live(first.apply[0]), deployment=_live(first.apply[1]), service=_live(first.apply[2]),
+        jobs=(job_obj(job_name, 1, condition="Complete"),),
+        pods_by_job={job_name: [pod_obj(0, result)]},
+    )
+    p = plan(model(), observed, IMAGE, NOW)
+    assert [k.split("/")[0] for k in _kinds(p.apply)] == ["ConfigMap", "Deployment", "Job"]
+    assert p.apply[1]["spec"]["replicas"] == 1
+    assert "versions: 1" in p.apply[0]["data"]["models.config"]
+    assert [e.reason for e in p.events] == ["VersionExported", "ExportStarted", "ServedVersionsChanged"]
+
+
+def test_version_skew_is_flagged() -> None:
+    exported = VersionStatus(1, State.EXPORTED, result={"tensorflowVersion": "2.22.1"})
+    assert "2.22.1" in (version_skew(model(), exported) or "")
+    same = VersionStatus(1, State.EXPORTED, result={"tensorflowVersion": "2.21.0"})
+    assert version_skew(model(server={"image": "tensorflow/serving:2.21.0-gpu"}), same) is None
+    assert version_skew(model(server={"image": "registry:5000/tfs@sha256:abc"}), exported) is None
+
+
+def test_label_moves_produce_events_and_no_deployment_change() -> None:
+    status = {"served": {"versions": [1, 2], "labels": {"stable": 1}},
+              "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}]}
+    m = model(serve={"policy": "All", "labels": {"stable": 2}})
+    p = plan(m, Observed(status=status, deployment=deployment_obj()), IMAGE, NOW)
+    assert "Job" not in {x["kind"] for x in p.apply}
+    assert [e.reason for e in p.events] == ["LabelsChanged"]

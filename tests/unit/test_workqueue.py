@@ -1,0 +1,91 @@
+"""The work queue coalesces bursts, never runs one key twice at once, and retries with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+from servedmodel_operator.workqueue import WorkQueue
+
+
+def test_a_burst_of_events_is_one_reconcile() -> None:
+    async def scenario() -> list[Hashable]:
+        calls: list[Hashable] = []
+
+        async def work(key: Hashable) -> None:
+            calls.append(key)
+
+        queue = WorkQueue(work, concurrency=4, coalesce_seconds=0.05)
+        for _ in range(10):
+            queue.add("a")
+        queue.add("b")
+        await asyncio.sleep(0.2)
+        return calls
+
+    assert sorted(asyncio.run(scenario())) == ["a", "b"]
+
+
+def test_events_during_a_run_cause_exactly_one_more_run_and_never_overlap() -> None:
+    async def scenario() -> tuple[int, int]:
+        running = most = runs = 0
+        queue: WorkQueue
+
+        async def work(key: Hashable) -> None:
+            nonlocal running, most, runs
+            running += 1
+            runs += 1
+            most = max(most, running)
+            if runs == 1:
+                for _ in range(5):
+                    queue.add(key)
+            await asyncio.sleep(0.05)
+            running -= 1
+
+        queue = WorkQueue(work, concurrency=4, coalesce_seconds=0.01)
+        queue.add("a")
+        await asyncio.sleep(0.3)
+        return runs, most
+
+    assert asyncio.run(scenario()) == (2, 1)
+
+
+def test_failures_are_retried_with_growing_delays() -> None:
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def work(key: Hashable) -> None:
+            times.append(loop.time())
+            if len(times) < 3:
+                raise RuntimeError("API unavailable")
+
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.05, max_backoff=1)
+        queue.add("a")
+        await asyncio.sleep(0.5)
+        await queue.close()
+        return times
+
+    times = asyncio.run(scenario())
+    assert len(times) == 3
+    first_gap, second_gap = times[1] - times[0], times[2] - times[1]
+    assert first_gap >= 0.05 and second_gap >= 0.1 and second_gap > first_gap
+
+
+def test_concurrency_is_bounded() -> None:
+    async def scenario() -> int:
+        running = most = 0
+
+        async def work(key: Hashable) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.05)
+            running -= 1
+
+        queue = WorkQueue(work, concurrency=3, coalesce_seconds=0.0)
+        for i in range(10):
+            queue.add(i)
+        await asyncio.sleep(0.5)
+        return most
+
+    assert asyncio.run(scenario()) == 3
