@@ -8,6 +8,7 @@ corrupt file) instead of surfacing as tracebacks.
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import re
 import zipfile
@@ -97,12 +98,69 @@ def load_keras(path: Path, fmt: Format, workdir: Path) -> Any:
     elif fmt is Format.H5:
         path = _with_suffix(path, ".h5", workdir)
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises bare TypeError/ValueError/OSError for all of these
         text = " ".join(str(exc).split())
-        if _CUSTOM_OBJECT_HINTS.search(text):
+        missing = unregistered_objects(path, fmt)
+        if missing or _CUSTOM_OBJECT_HINTS.search(text):
+            names = ", ".join(missing) or text[:300]
             raise UnknownCustomObject(
-                f"{text[:300]} (make the class importable with --custom-objects-module or "
-                "--custom-objects-file, registered with @keras.saving.register_keras_serializable)"
+                f"the model uses custom objects that are not registered: {names}; make them "
+                "importable with --custom-objects-module or --custom-objects-file, registered with "
+                "@keras.saving.register_keras_serializable"
             ) from exc
         raise NotAKerasModel(f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}") from exc
+    _ensure_called(model)
+    return model
+
+
+def _model_config(path: Path, fmt: Format) -> Any:
+    if fmt is Format.KERAS:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    if fmt is Format.KERAS_DIR:
+        return json.loads((path / "config.json").read_text())
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        raw = h5.attrs.get("model_config")
+        return json.loads(raw) if raw is not None else {}
+
+
+def unregistered_objects(path: Path, fmt: Format) -> list[str]:
+    """Registered names (package>Class) the config refers to that nobody has registered."""
+    import keras
+
+    try:
+        config = _model_config(path, fmt)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if isinstance(name, str) and ">" in name and keras.saving.get_registered_object(name) is None:
+                names.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return sorted(names)
+
+
+def _ensure_called(model: Any) -> None:
+    """model.export needs a subclassed model to have been called once: call it as it was built."""
+    if getattr(model, "_called", True) or getattr(model, "inputs", None):
+        return
+    import keras
+    import numpy as np
+
+    shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
+    if shape is None:
+        raise NotAKerasModel("a subclassed model without a recorded input shape: build or call it "
+                             "once before saving it")
+    model(np.zeros([1 if d is None else d for d in shape], dtype=keras.backend.floatx()))
