@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build.build_all()
     elif args.command == "up":
-        running = cluster.up()
-        print(f"export KUBECONFIG={running.kubeconfig}")
+        started = cluster.up()
+        print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         cluster.down()
     else:

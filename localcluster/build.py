@@ -161,14 +161,22 @@ def build_etcd() -> Path:
         gomod = Path(_module_info("go.etcd.io/etcd/server/v3", version, work)["GoMod"]).read_text()
         # server/v3's go.mod points its sibling modules at ../api, ../pkg, …: pin them instead.
         siblings = {
-            line.split("=>")[0].strip(): version
-            for line in gomod.splitlines()
-            if "=> ../" in line
+            line.split("=>")[0].strip(): version for line in gomod.splitlines() if "=> ../" in line
         }
         _wrapper_module(work, "etcd", _go_directive(gomod), siblings)
         _go(["get", "-tool", f"go.etcd.io/etcd/server/v3@{version}"], work)
-        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"),
-             "go.etcd.io/etcd/server/v3"], work)
+        _go(
+            [
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(out / "etcd"),
+                "go.etcd.io/etcd/server/v3",
+            ],
+            work,
+        )
 
     return _install(etcd_dir(), build)
 
@@ -184,8 +192,18 @@ def build_kwok() -> Path:
         _wrapper_module(work, "kwok", _go_directive(gomod), {})
         _go(["get", "-tool", f"sigs.k8s.io/kwok/cmd/kwok@{version}"], work)
         ldflags = f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}"
-        _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / "kwok"),
-             "sigs.k8s.io/kwok/cmd/kwok"], work)
+        _go(
+            [
+                "build",
+                "-trimpath",
+                "-ldflags",
+                ldflags,
+                "-o",
+                str(out / "kwok"),
+                "sigs.k8s.io/kwok/cmd/kwok",
+            ],
+            work,
+        )
         stages = out / "stages"
         stages.mkdir()
         for rel in KWOK_STAGES:

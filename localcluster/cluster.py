@@ -33,15 +33,33 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
 SIMULATED_NODES = ("kwok-node-0", "kwok-node-1")
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-              "runner")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "runner",
+)
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 CONTROLLERS = (
-    "deployment", "replicaset", "job", "garbagecollector", "namespace",
-    "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher",
-    "nodelifecycle", "podgc", "ttl-after-finished", "endpointslice",
-    "persistentvolume-binder", "pvc-protection", "pv-protection", "clusterrole-aggregation",
+    "deployment",
+    "replicaset",
+    "job",
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "serviceaccount-token",
+    "root-ca-cert-publisher",
+    "nodelifecycle",
+    "podgc",
+    "ttl-after-finished",
+    "endpointslice",
+    "persistentvolume-binder",
+    "pvc-protection",
+    "pv-protection",
+    "clusterrole-aggregation",
 )
 
 
@@ -113,7 +131,9 @@ def _pid_dir(state_dir: Path) -> Path:
 def _recorded_processes(state_dir: Path) -> dict[str, tuple[int, str]]:
     """name -> (pid, binary), in start order, for every process state_dir says it started."""
     pid_dir = _pid_dir(state_dir)
-    records = [json.loads(f.read_text()) for f in pid_dir.glob("*.json")] if pid_dir.is_dir() else []
+    records = (
+        [json.loads(f.read_text()) for f in pid_dir.glob("*.json")] if pid_dir.is_dir() else []
+    )
     records.sort(key=lambda r: r["started"])
     return {r["name"]: (int(r["pid"]), str(r["binary"])) for r in records}
 
@@ -155,8 +175,9 @@ def healthy(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _start(state_dir: Path, name: str, binary: Path, args: list[str],
-           env: dict[str, str] | None = None) -> int:
+def _start(
+    state_dir: Path, name: str, binary: Path, args: list[str], env: dict[str, str] | None = None
+) -> int:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
@@ -170,14 +191,15 @@ def _start(state_dir: Path, name: str, binary: Path, args: list[str],
             env=env,
         )
     _pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    (_pid_dir(state_dir) / f"{name}.json").write_text(json.dumps(
-        {"name": name, "pid": proc.pid, "binary": str(binary), "started": time.time()}
-    ))
+    (_pid_dir(state_dir) / f"{name}.json").write_text(
+        json.dumps({"name": name, "pid": proc.pid, "binary": str(binary), "started": time.time()})
+    )
     return proc.pid
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, state_dir: Path,
-          process: str) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], timeout: float, state_dir: Path, process: str
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -197,14 +219,24 @@ def _kubeconfig(cluster_server: str, pki_dir: Path, identity: str, path: Path) -
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {
-            "server": cluster_server,
-            "certificate-authority": str(pki_dir / "ca.crt"),
-        }}],
-        "users": [{"name": identity, "user": {
-            "client-certificate": str(pki_dir / f"{identity}.crt"),
-            "client-key": str(pki_dir / f"{identity}.key"),
-        }}],
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": cluster_server,
+                    "certificate-authority": str(pki_dir / "ca.crt"),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": identity,
+                "user": {
+                    "client-certificate": str(pki_dir / f"{identity}.crt"),
+                    "client-key": str(pki_dir / f"{identity}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": identity}}],
         "current-context": "local",
     }
@@ -214,33 +246,38 @@ def _kubeconfig(cluster_server: str, pki_dir: Path, identity: str, path: Path) -
 
 def _kwok_config(state_dir: Path, server_port: int) -> Path:
     """kwok's own options plus its stock stages (node init/heartbeat, pod ready/complete/delete)."""
-    docs: list[dict[str, object]] = [{
-        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-        "kind": "KwokConfiguration",
-        "options": {
-            "manageAllNodes": False,
-            "manageNodesWithAnnotationSelector": "=".join(KWOK_ANNOTATION),
-            "cidr": POD_CIDR,
-            "nodeLeaseDurationSeconds": 40,
-            "serverAddress": f"127.0.0.1:{server_port}",
-            # kwok leaves these at 0 (an error) when a config file is given: spell them out.
-            "nodeLeaseParallelism": 4,
-            "nodePlayStageParallelism": 4,
-            "podPlayStageParallelism": 8,
-            "podsOnNodeSyncParallelism": 4,
-            "enablePodsOnNodeSyncListPager": True,
-            "enablePodsOnNodeSyncStreamWatch": False,
-            "enableDebuggingHandlers": False,
-        },
-    }]
+    docs: list[dict[str, object]] = [
+        {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokConfiguration",
+            "options": {
+                "manageAllNodes": False,
+                "manageNodesWithAnnotationSelector": "=".join(KWOK_ANNOTATION),
+                "cidr": POD_CIDR,
+                "nodeLeaseDurationSeconds": 40,
+                "serverAddress": f"127.0.0.1:{server_port}",
+                # kwok leaves these at 0 (an error) when a config file is given: spell them out.
+                "nodeLeaseParallelism": 4,
+                "nodePlayStageParallelism": 4,
+                "podPlayStageParallelism": 8,
+                "podsOnNodeSyncParallelism": 4,
+                "enablePodsOnNodeSyncListPager": True,
+                "enablePodsOnNodeSyncStreamWatch": False,
+                "enableDebuggingHandlers": False,
+            },
+        }
+    ]
     for stage_file in sorted((build.kwok_dir() / "stages").glob("*.yaml")):
         stage = yaml.safe_load(stage_file.read_text())
         if stage["metadata"]["name"] in ("pod-ready", "pod-complete"):
             # Pods the runner runs for real are not kwok's to simulate (see runner.py).
-            stage["spec"]["selector"]["matchExpressions"].append({
-                "key": ".spec.containers.[0].image", "operator": "NotIn",
-                "values": list(runner.RUNNABLE_IMAGES),
-            })
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {
+                    "key": ".spec.containers.[0].image",
+                    "operator": "NotIn",
+                    "values": list(runner.RUNNABLE_IMAGES),
+                }
+            )
         docs.append(stage)
     path = state_dir / "kwok.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -255,7 +292,10 @@ def _audit_policy(state_dir: Path) -> Path:
         "omitStages": ["RequestReceived"],
         "rules": [
             {"level": "None", "verbs": ["get", "list", "watch"]},
-            {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+            {
+                "level": "None",
+                "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+            },
             {"level": "None", "users": ["localcluster-kwok"]},
             {"level": "Metadata"},
         ],
@@ -271,10 +311,16 @@ def _simulated_node(name: str) -> dict[str, object]:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
-                            "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+            "annotations": {
+                KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
+                "node.alpha.kubernetes.io/ttl": "0",
+            },
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
         },
         "status": {
             "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500"},
@@ -285,8 +331,12 @@ def _simulated_node(name: str) -> dict[str, object]:
 
 def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
-        [str(cluster.kubectl), *args], input=stdin, text=True, capture_output=True,
-        env=cluster.env(), check=False,
+        [str(cluster.kubectl), *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=cluster.env(),
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
@@ -299,7 +349,8 @@ def _nodes_ready(cluster: Cluster) -> bool:
         n["metadata"]["name"]
         for n in nodes
         for c in n.get("status", {}).get("conditions", [])
-        if c["type"] == "Ready" and c["status"] == "True"
+        if c["type"] == "Ready"
+        and c["status"] == "True"
         and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", []))
     }
     return set(SIMULATED_NODES) <= ready
@@ -320,7 +371,9 @@ def _expose_kubectl(cluster: Cluster) -> None:
     (local_bin / "kubectl").symlink_to(cluster.kubectl)
     if shutil.which("kubectl"):
         return
-    gobin = os.environ.get("GOBIN") or str(Path(os.environ.get("GOPATH", Path.home() / "go")) / "bin")
+    gobin = os.environ.get("GOBIN") or str(
+        Path(os.environ.get("GOPATH", Path.home() / "go")) / "bin"
+    )
     target = Path(gobin) / "kubectl"
     if gobin in os.environ.get("PATH", "").split(os.pathsep) and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -345,97 +398,155 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     state_dir.mkdir(parents=True)
     pki_dir = state_dir / "pki"
     pki.write_pki(pki_dir)
-    ports = {name: _free_port() for name in ("etcd", "etcd_peer", "apiserver",
-                                              "controller_manager", "scheduler", "kwok")}
-    _state_file(state_dir).write_text(json.dumps(
-        {"apiserver_port": ports["apiserver"], "ports": ports}, indent=2))
+    ports = {
+        name: _free_port()
+        for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
+    }
+    _state_file(state_dir).write_text(
+        json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)
+    )
     cluster = Cluster(state_dir, ports["apiserver"])
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
-    _start(state_dir, "etcd", etcd_bin / "etcd", [
-        f"--data-dir={state_dir / 'etcd'}", "--name=local",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=local={peer_url}", "--listen-metrics-urls=",
-        # A throwaway test cluster: fsync buys nothing and costs seconds per write burst.
-        "--unsafe-no-fsync",
-        "--log-level=warn",
-    ])
+    _start(
+        state_dir,
+        "etcd",
+        etcd_bin / "etcd",
+        [
+            f"--data-dir={state_dir / 'etcd'}",
+            "--name=local",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=local={peer_url}",
+            "--listen-metrics-urls=",
+            # A throwaway test cluster: fsync buys nothing and costs seconds per write burst.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
     _wait("etcd", lambda: requests.get(f"{etcd_url}/health", timeout=2).ok, 60, state_dir, "etcd")
 
     p = pki_dir
-    _start(state_dir, "kube-apiserver", kube / "kube-apiserver", [
-        f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={ports['apiserver']}",
-        f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
-        f"--client-ca-file={p / 'ca.crt'}",
-        "--authorization-mode=RBAC",
-        "--enable-admission-plugins=PodSecurity,ServiceAccount",
-        # Privileged pods are allowed by the API so that PodSecurity (not this flag) rejects them.
-        "--allow-privileged=true",
-        f"--service-account-key-file={p / 'sa.pub'}",
-        f"--service-account-signing-key-file={p / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        "--api-audiences=https://kubernetes.default.svc.cluster.local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # 127.0.0.1 cannot be an Endpoints address; nothing in-cluster dials the API by Service.
-        "--endpoint-reconciler-type=none",
-        f"--cert-dir={state_dir / 'apiserver-certs'}",
-        "--profiling=false",
-        # Every write, by whom and with which user agent: tests count the operator's writes.
-        f"--audit-policy-file={_audit_policy(state_dir)}",
-        f"--audit-log-path={cluster.audit_log}",
-        "--audit-log-format=json",
-        "--audit-log-maxsize=200",
-    ])
-    _wait("kube-apiserver /readyz", lambda: cluster.get("/readyz").status_code == 200,
-          120, state_dir, "kube-apiserver")
+    _start(
+        state_dir,
+        "kube-apiserver",
+        kube / "kube-apiserver",
+        [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--enable-admission-plugins=PodSecurity,ServiceAccount",
+            # Privileged pods pass the API's own check so that PodSecurity is what rejects them.
+            "--allow-privileged=true",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # 127.0.0.1 cannot be an Endpoints address; nothing in-cluster dials the API by Service.
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={state_dir / 'apiserver-certs'}",
+            "--profiling=false",
+            # Every write, by whom and with which user agent: tests count the operator's writes.
+            f"--audit-policy-file={_audit_policy(state_dir)}",
+            f"--audit-log-path={cluster.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=200",
+        ],
+    )
+    _wait(
+        "kube-apiserver /readyz",
+        lambda: cluster.get("/readyz").status_code == 200,
+        120,
+        state_dir,
+        "kube-apiserver",
+    )
 
     for identity in ("admin", "controller-manager", "scheduler", "kwok"):
         target = cluster.kubeconfig if identity == "admin" else state_dir / f"{identity}.kubeconfig"
         _kubeconfig(cluster.server, pki_dir, identity, target)
 
     kcm_config = state_dir / "controller-manager.kubeconfig"
-    _start(state_dir, "kube-controller-manager", kube / "kube-controller-manager", [
-        f"--kubeconfig={kcm_config}",
-        f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
-        "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
-        f"--cert-dir={state_dir / 'controller-manager-certs'}",
-        "--leader-elect=false",
-        f"--controllers={','.join(CONTROLLERS)}",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={p / 'sa.key'}",
-        f"--root-ca-file={p / 'ca.crt'}",
-        f"--cluster-cidr={POD_CIDR}",
-        # The volume binder otherwise looks at new claims every 15 s.
-        "--pvclaimbinder-sync-period=1s",
-    ])
+    _start(
+        state_dir,
+        "kube-controller-manager",
+        kube / "kube-controller-manager",
+        [
+            f"--kubeconfig={kcm_config}",
+            f"--authentication-kubeconfig={kcm_config}",
+            f"--authorization-kubeconfig={kcm_config}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['controller_manager']}",
+            f"--cert-dir={state_dir / 'controller-manager-certs'}",
+            "--leader-elect=false",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            f"--cluster-cidr={POD_CIDR}",
+            # The volume binder otherwise looks at new claims every 15 s.
+            "--pvclaimbinder-sync-period=1s",
+        ],
+    )
     sched_config = state_dir / "scheduler.kubeconfig"
-    _start(state_dir, "kube-scheduler", kube / "kube-scheduler", [
-        f"--kubeconfig={sched_config}",
-        f"--authentication-kubeconfig={sched_config}",
-        f"--authorization-kubeconfig={sched_config}",
-        "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
-        f"--cert-dir={state_dir / 'scheduler-certs'}",
-        "--leader-elect=false",
-    ])
-    _start(state_dir, "kwok", kwok_bin / "kwok", [
-        f"--kubeconfig={state_dir / 'kwok.kubeconfig'}",
-        f"--config={_kwok_config(state_dir, ports['kwok'])}",
-    ])
-    _start(state_dir, "runner", Path(sys.executable), [
-        "-m", "localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner"),
-    ], env={**os.environ, "PYTHONPATH": str(REPO)})
+    _start(
+        state_dir,
+        "kube-scheduler",
+        kube / "kube-scheduler",
+        [
+            f"--kubeconfig={sched_config}",
+            f"--authentication-kubeconfig={sched_config}",
+            f"--authorization-kubeconfig={sched_config}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['scheduler']}",
+            f"--cert-dir={state_dir / 'scheduler-certs'}",
+            "--leader-elect=false",
+        ],
+    )
+    _start(
+        state_dir,
+        "kwok",
+        kwok_bin / "kwok",
+        [
+            f"--kubeconfig={state_dir / 'kwok.kubeconfig'}",
+            f"--config={_kwok_config(state_dir, ports['kwok'])}",
+        ],
+    )
+    _start(
+        state_dir,
+        "runner",
+        Path(sys.executable),
+        [
+            "-m",
+            "localcluster.runner",
+            str(cluster.kubeconfig),
+            str(state_dir / "runner"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
     _kubectl(cluster, "apply", "-f", "-", stdin=nodes)
     _wait("simulated nodes Ready", lambda: _nodes_ready(cluster), 90, state_dir, "kwok")
-    _wait("the default ServiceAccount", lambda: _default_serviceaccount(cluster), 60,
-          state_dir, "kube-controller-manager")
+    _wait(
+        "the default ServiceAccount",
+        lambda: _default_serviceaccount(cluster),
+        60,
+        state_dir,
+        "kube-controller-manager",
+    )
     _expose_kubectl(cluster)
-    log(f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
-        f"KUBECONFIG={cluster.kubeconfig}")
+    log(
+        f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
+        f"KUBECONFIG={cluster.kubeconfig}"
+    )
     return cluster
 
 

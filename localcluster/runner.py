@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("localcluster.runner")
 
@@ -58,7 +58,7 @@ def _map_path(value: str, mounts: Mapping[str, Path]) -> str:
     prefix, sep, path = value.partition("=") if value.startswith("-") else ("", "", value)
     for mount in sorted(mounts, key=len, reverse=True):
         if path == mount or path.startswith(mount.rstrip("/") + "/"):
-            path = str(mounts[mount]) + path[len(mount.rstrip("/")):]
+            path = str(mounts[mount]) + path[len(mount.rstrip("/")) :]
             break
     return f"{prefix}{sep}{path}"
 
@@ -79,8 +79,10 @@ class Runner:
         resource_version = ""
         while True:
             stream = watch.Watch().stream(
-                self.core.list_pod_for_all_namespaces, resource_version=resource_version,
-                timeout_seconds=300, allow_watch_bookmarks=True,
+                self.core.list_pod_for_all_namespaces,
+                resource_version=resource_version,
+                timeout_seconds=300,
+                allow_watch_bookmarks=True,
             )
             try:
                 for event in stream:
@@ -135,23 +137,38 @@ class Runner:
             self._report_running(pod, started)
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(
-                    argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    argv,
+                    env=env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             self.processes[uid] = proc
-        log.info("%s/%s: started pid %d: %s", pod["metadata"]["namespace"],
-                 pod["metadata"]["name"], proc.pid, " ".join(argv))
-        threading.Thread(target=self._wait, args=(pod, proc, started, log_path, message_file),
-                         daemon=True).start()
+        log.info(
+            "%s/%s: started pid %d: %s",
+            pod["metadata"]["namespace"],
+            pod["metadata"]["name"],
+            proc.pid,
+            " ".join(argv),
+        )
+        threading.Thread(
+            target=self._wait, args=(pod, proc, started, log_path, message_file), daemon=True
+        ).start()
 
     def _prepare(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str], str, Path, Path]:
         meta, spec = pod["metadata"], pod["spec"]
         container = spec["containers"][0]
         pod_dir = self.work_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         pod_dir.mkdir(parents=True, exist_ok=True)
-        volumes = {v["name"]: self._volume(meta["namespace"], v, pod_dir) for v in spec.get("volumes", [])}
-        mounts = {m["mountPath"]: volumes[m["name"]] / m.get("subPath", "")
-                  for m in container.get("volumeMounts", [])}
+        volumes = {
+            v["name"]: self._volume(meta["namespace"], v, pod_dir) for v in spec.get("volumes", [])
+        }
+        mounts = {
+            m["mountPath"]: volumes[m["name"]] / m.get("subPath", "")
+            for m in container.get("volumeMounts", [])
+        }
         message_file = pod_dir / "termination-log"
         message_file.touch()
         message_file.chmod(0o666)
@@ -167,7 +184,13 @@ class Runner:
             raise NotRunnable(f"{command[0]} is not in the image ({self.image_bin})")
         argv = [executable, *(_map_path(a, mounts) for a in command[1:])]
         cwd = _map_path(container.get("workingDir", "/"), mounts)
-        return argv, env, cwd if Path(cwd).is_dir() else str(pod_dir), pod_dir / "container.log", message_file
+        return (
+            argv,
+            env,
+            cwd if Path(cwd).is_dir() else str(pod_dir),
+            pod_dir / "container.log",
+            message_file,
+        )
 
     def _volume(self, namespace: str, volume: dict[str, Any], pod_dir: Path) -> Path:
         if "persistentVolumeClaim" in volume:
@@ -176,14 +199,15 @@ class Runner:
                 pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
             except ApiException as exc:
                 raise NotRunnable(f"PVC {claim}: {exc.reason}") from exc
-            if not pvc.spec.volume_name:
+            volume_name = pvc.spec.volume_name if pvc.spec else None
+            if not volume_name:
                 raise NotRunnable(f"PVC {claim} is not bound")
-            pv = self.core.read_persistent_volume(pvc.spec.volume_name)
-            source = pv.spec.host_path or pv.spec.local
-            if source is None:
-                raise NotRunnable(f"PV {pv.metadata.name} is neither hostPath nor local")
-            return Path(source.path)
-        local = pod_dir / "volumes" / volume["name"]
+            pv_spec = self.core.read_persistent_volume(volume_name).spec
+            source = pv_spec and (pv_spec.host_path or pv_spec.local)
+            if not source:
+                raise NotRunnable(f"PV {volume_name} is neither hostPath nor local")
+            return Path(str(source.path))
+        local: Path = pod_dir / "volumes" / str(volume["name"])
         if local.exists():
             shutil.rmtree(local)
         local.mkdir(parents=True)
@@ -193,16 +217,23 @@ class Runner:
         if "secret" in volume or "configMap" in volume:
             self._write_keys(namespace, volume, local)
             return local
-        raise NotRunnable(f"volume {volume['name']}: only PVC, emptyDir, Secret and ConfigMap volumes run here")
+        raise NotRunnable(
+            f"volume {volume['name']}: only PVC, emptyDir, Secret and ConfigMap volumes run here"
+        )
 
     def _write_keys(self, namespace: str, volume: dict[str, Any], target: Path) -> None:
         if "secret" in volume:
             name = volume["secret"]["secretName"]
-            data = {k: base64.b64decode(v) for k, v in (self._read("secret", namespace, name) or {}).items()}
+            data = {
+                k: base64.b64decode(v)
+                for k, v in (self._read("secret", namespace, name) or {}).items()
+            }
             items = volume["secret"].get("items")
         else:
             name = volume["configMap"]["name"]
-            data = {k: v.encode() for k, v in (self._read("configmap", namespace, name) or {}).items()}
+            data = {
+                k: v.encode() for k, v in (self._read("configmap", namespace, name) or {}).items()
+            }
             items = volume["configMap"].get("items")
         selected = {i["key"]: i["path"] for i in items} if items else {k: k for k in data}
         for key, path in selected.items():
@@ -215,11 +246,14 @@ class Runner:
 
     def _read(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         try:
-            obj = (self.core.read_namespaced_secret(name, namespace) if kind == "secret"
-                   else self.core.read_namespaced_config_map(name, namespace))
+            obj = (
+                self.core.read_namespaced_secret(name, namespace)
+                if kind == "secret"
+                else self.core.read_namespaced_config_map(name, namespace)
+            )
         except ApiException as exc:
             raise NotRunnable(f"{kind} {name}: {exc.reason}") from exc
-        return dict(obj.data or {})
+        return {str(k): str(v) for k, v in (obj.data or {}).items()}
 
     def _env_value(self, namespace: str, item: dict[str, Any]) -> str:
         if "value" in item:
@@ -235,8 +269,14 @@ class Runner:
                 return base64.b64decode(value).decode() if kind == "secret" else value
         raise NotRunnable(f"env {item['name']}: unsupported valueFrom")
 
-    def _wait(self, pod: dict[str, Any], proc: subprocess.Popen[bytes], started: str,
-              log_path: Path, message_file: Path) -> None:
+    def _wait(
+        self,
+        pod: dict[str, Any],
+        proc: subprocess.Popen[bytes],
+        started: str,
+        log_path: Path,
+        message_file: Path,
+    ) -> None:
         code = proc.wait()
         uid = pod["metadata"]["uid"]
         with self.lock:
@@ -245,41 +285,73 @@ class Runner:
             return
         container = pod["spec"]["containers"][0]
         message = message_file.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
-        if not message and code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-            message = "\n".join(log_path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:])[-2048:]
+        if (
+            not message
+            and code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            message = "\n".join(
+                log_path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
+            )[-2048:]
         exit_code = code if code >= 0 else 128 - code  # a signal, as a container runtime reports it
-        terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                      "startedAt": started, "finishedAt": _now()}
+        terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": _now(),
+        }
         if message:
             terminated["message"] = message
-        self._patch_status(pod, {
-            "phase": "Succeeded" if exit_code == 0 else "Failed",
-            "conditions": _conditions(ready=False, reason="PodCompleted"),
-            "containerStatuses": [{
-                "name": container["name"], "image": container["image"], "imageID": "",
-                "ready": False, "started": False, "restartCount": 0,
-                "state": {"terminated": terminated},
-            }],
-        })
-        log.info("%s/%s: exited %d", pod["metadata"]["namespace"], pod["metadata"]["name"], exit_code)
+        self._patch_status(
+            pod,
+            {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "conditions": _conditions(ready=False, reason="PodCompleted"),
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            },
+        )
+        log.info(
+            "%s/%s: exited %d", pod["metadata"]["namespace"], pod["metadata"]["name"], exit_code
+        )
 
     def _report_running(self, pod: dict[str, Any], started: str) -> None:
         container = pod["spec"]["containers"][0]
-        self._patch_status(pod, {
-            "phase": "Running",
-            "startTime": started,
-            "conditions": _conditions(ready=True),
-            "containerStatuses": [{
-                "name": container["name"], "image": container["image"], "imageID": "",
-                "ready": True, "started": True, "restartCount": 0,
-                "state": {"running": {"startedAt": started}},
-            }],
-        })
+        self._patch_status(
+            pod,
+            {
+                "phase": "Running",
+                "startTime": started,
+                "conditions": _conditions(ready=True),
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        )
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": status}
+            )
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("%s: status update failed: %s", meta["name"], exc.reason)
@@ -303,8 +375,10 @@ class Runner:
 
 def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
     now = _now()
-    out = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-           {"type": "Initialized", "status": "True", "lastTransitionTime": now}]
+    out = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+    ]
     for kind in ("ContainersReady", "Ready"):
         cond: dict[str, Any] = {"type": kind, "status": str(ready), "lastTransitionTime": now}
         if reason:
@@ -324,4 +398,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

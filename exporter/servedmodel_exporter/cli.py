@@ -28,31 +28,56 @@ def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="servedmodel-export",
         description="Export a Keras model to <store>/<model-name>/<version>/ as a verified "
-                    "SavedModel, atomically; `servedmodel-export inspect DIR` shows a signature.",
+        "SavedModel, atomically; `servedmodel-export inspect DIR` shows a signature.",
     )
-    p.add_argument("source", help="path, file://, http(s):// (.keras, .h5, Keras-2 or TF SavedModel dir)")
+    p.add_argument(
+        "source", help="path, file://, http(s):// (.keras, .h5, Keras-2 or TF SavedModel dir)"
+    )
     p.add_argument("--store", required=True, type=Path, help="the model store's root directory")
-    p.add_argument("--model-name", required=True, help="TF Serving model name (a directory in the store)")
+    p.add_argument(
+        "--model-name", required=True, help="TF Serving model name (a directory in the store)"
+    )
     p.add_argument("--version", required=True, type=int, help="version number to write (>= 1)")
-    p.add_argument("--samples", type=int, default=8, help="generated verification inputs (default 8)")
+    p.add_argument(
+        "--samples", type=int, default=8, help="generated verification inputs (default 8)"
+    )
     p.add_argument("--samples-file", type=Path, help=".npz with one array per signature input")
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
-    p.add_argument("--warmup", type=int, default=0, help="TF Serving warmup records to write (<= 1000)")
+    p.add_argument(
+        "--warmup", type=int, default=0, help="TF Serving warmup records to write (<= 1000)"
+    )
     p.add_argument("--sha256", help="expected SHA-256 of the source")
     p.add_argument("--result-file", type=Path, help="write the JSON result here")
-    p.add_argument("--result-max-bytes", type=int, help="shrink the result file to this size "
-                   "(a container termination message holds 4096 bytes)")
-    p.add_argument("--custom-objects-module", action="append", default=[], metavar="MODULE",
-                   help="import this module first (it registers the model's custom objects)")
-    p.add_argument("--custom-objects-file", action="append", default=[], type=Path, metavar="FILE",
-                   help="import this .py file first (it registers the model's custom objects)")
+    p.add_argument(
+        "--result-max-bytes",
+        type=int,
+        help="shrink the result file to this size "
+        "(a container termination message holds 4096 bytes)",
+    )
+    p.add_argument(
+        "--custom-objects-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (it registers the model's custom objects)",
+    )
+    p.add_argument(
+        "--custom-objects-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="import this .py file first (it registers the model's custom objects)",
+    )
     return p
 
 
 def _inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="servedmodel-export inspect",
-                                description="Show a SavedModel's serving_default signature.")
+    p = argparse.ArgumentParser(
+        prog="servedmodel-export inspect",
+        description="Show a SavedModel's serving_default signature.",
+    )
     p.add_argument("path", type=Path, help="a version directory, e.g. store/mnist/1")
     p.add_argument("--json", action="store_true", help="print JSON instead of saved_model_cli text")
     return p
@@ -87,9 +112,17 @@ def export(argv: list[str]) -> int:
     from servedmodel_exporter.export import Request, run
 
     request = Request(
-        source=args.source, store=args.store, model_name=args.model_name, version=args.version,
-        samples=args.samples, samples_file=args.samples_file, atol=args.atol, rtol=args.rtol,
-        warmup=args.warmup, sha256=args.sha256, custom_object_modules=args.custom_objects_module,
+        source=args.source,
+        store=args.store,
+        model_name=args.model_name,
+        version=args.version,
+        samples=args.samples,
+        samples_file=args.samples_file,
+        atol=args.atol,
+        rtol=args.rtol,
+        warmup=args.warmup,
+        sha256=args.sha256,
+        custom_object_modules=args.custom_objects_module,
         custom_object_files=args.custom_objects_file,
     )
     outcome: dict[str, Any]
@@ -111,8 +144,14 @@ def export(argv: list[str]) -> int:
 
 
 def _failure(exc: ExportError, version: int) -> dict[str, Any]:
-    return {"ok": False, "version": version, "reason": exc.reason, "message": exc.message,
-            "exitCode": exc.exit_code, **exc.details}
+    return {
+        "ok": False,
+        "version": version,
+        "reason": exc.reason,
+        "message": exc.message,
+        "exitCode": exc.exit_code,
+        **exc.details,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,15 @@ class InternalError(ExportError):
 
 
 ALL_ERRORS: tuple[type[ExportError], ...] = (
-    SourceUnreachable, SourceNotFound, ChecksumMismatch, NotAKerasModel, UnknownCustomObject,
-    VerificationMismatch, VersionExists, StoreNotWritable, AccessDenied, InternalError,
+    SourceUnreachable,
+    SourceNotFound,
+    ChecksumMismatch,
+    NotAKerasModel,
+    UnknownCustomObject,
+    VerificationMismatch,
+    VersionExists,
+    StoreNotWritable,
+    AccessDenied,
+    InternalError,
 )
 PERMANENT_EXIT_CODES = tuple(sorted(e.exit_code for e in ALL_ERRORS if e.permanent))

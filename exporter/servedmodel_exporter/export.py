@@ -91,12 +91,18 @@ def run(request: Request) -> dict[str, Any]:
 
 def _already(recorded: dict[str, Any], store: Store, version: int, clock: _Clock) -> dict[str, Any]:
     """Success without rewriting: the version holds this very source, verified when written."""
-    return {**recorded, "ok": True, "alreadyExported": True,
-            "path": str(store.version_dir(version)), "durations": clock.durations()}
+    return {
+        **recorded,
+        "ok": True,
+        "alreadyExported": True,
+        "path": str(store.version_dir(version)),
+        "durations": clock.durations(),
+    }
 
 
-def _build(request: Request, source: sources.LocalSource, staging: Path, workdir: Path,
-           clock: _Clock) -> dict[str, Any]:
+def _build(
+    request: Request, source: sources.LocalSource, staging: Path, workdir: Path, clock: _Clock
+) -> dict[str, Any]:
     """Write and verify the SavedModel in staging; return the result (minus path/durations)."""
     import keras
     import tensorflow as tf
@@ -109,7 +115,9 @@ def _build(request: Request, source: sources.LocalSource, staging: Path, workdir
     batches: list[Batch]
     if fmt is Format.KERAS2_SAVEDMODEL:
         reference_file = workdir / "reference.npz"
-        legacy.run_child(source.path, staging, reference_file, request.samples, request.samples_file)
+        legacy.run_child(
+            source.path, staging, reference_file, request.samples, request.samples_file
+        )
         clock.lap("export")
         batches, reference = legacy.load_reference(reference_file)
         exported = tf.saved_model.load(str(staging))
@@ -127,12 +135,17 @@ def _build(request: Request, source: sources.LocalSource, staging: Path, workdir
         exported = _load_saved_model(staging)
         fn = exported.signatures["serving_default"]
         specs = fn.structured_input_signature[1]
-        batches = (sampling.load(request.samples_file, specs) if request.samples_file
-                   else sampling.generate(specs, request.samples, hints))
+        batches = (
+            sampling.load(request.samples_file, specs)
+            if request.samples_file
+            else sampling.generate(specs, request.samples, hints)
+        )
         if fmt is Format.TF_SAVEDMODEL:
             reference = verify.run_signature(original.signatures["serving_default"], batches)
         else:
-            reference = verify.keras_reference(model, batches, list(specs), list(fn.structured_outputs))
+            reference = verify.keras_reference(
+                model, batches, list(specs), list(fn.structured_outputs)
+            )
     actual = verify.run_signature(exported.signatures["serving_default"], batches)
     verification = verify.compare(reference, actual, request.atol, request.rtol)
     clock.lap("verify")
@@ -167,5 +180,7 @@ def _load_saved_model(path: Path) -> Any:
     try:
         return tf.saved_model.load(str(path))
     except Exception as exc:
-        raise NotAKerasModel(f"the SavedModel does not load: {type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
+        raise NotAKerasModel(
+            f"the SavedModel does not load: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from exc

@@ -8,8 +8,8 @@ corrupt file) instead of surfacing as tracebacks.
 from __future__ import annotations
 
 import importlib
-import json
 import importlib.util
+import json
 import re
 import zipfile
 from enum import StrEnum
@@ -109,7 +109,9 @@ def load_keras(path: Path, fmt: Format, workdir: Path) -> Any:
                 "importable with --custom-objects-module or --custom-objects-file, registered with "
                 "@keras.saving.register_keras_serializable"
             ) from exc
-        raise NotAKerasModel(f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}") from exc
+        raise NotAKerasModel(
+            f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}"
+        ) from exc
     _ensure_called(model)
     return model
 
@@ -140,7 +142,11 @@ def unregistered_objects(path: Path, fmt: Format) -> list[str]:
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             name = node.get("registered_name")
-            if isinstance(name, str) and ">" in name and keras.saving.get_registered_object(name) is None:
+            if (
+                isinstance(name, str)
+                and ">" in name
+                and keras.saving.get_registered_object(name) is None
+            ):
                 names.add(name)
             for value in node.values():
                 walk(value)
@@ -161,6 +167,8 @@ def _ensure_called(model: Any) -> None:
 
     shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
     if shape is None:
-        raise NotAKerasModel("a subclassed model without a recorded input shape: build or call it "
-                             "once before saving it")
+        raise NotAKerasModel(
+            "a subclassed model without a recorded input shape: build or call it "
+            "once before saving it"
+        )
     model(np.zeros([1 if d is None else d for d in shape], dtype=keras.backend.floatx()))

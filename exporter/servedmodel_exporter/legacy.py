@@ -24,7 +24,7 @@ from servedmodel_exporter.samples import Batch
 def _save(path: Path, inputs: list[Batch], outputs: list[dict[str, np.ndarray]]) -> None:
     arrays = {f"in/{i}/{k}": v for i, b in enumerate(inputs) for k, v in b.items()}
     arrays |= {f"out/{i}/{k}": v for i, b in enumerate(outputs) for k, v in b.items()}
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def load_reference(path: Path) -> tuple[list[Batch], list[dict[str, np.ndarray]]]:
@@ -37,11 +37,21 @@ def load_reference(path: Path) -> tuple[list[Batch], list[dict[str, np.ndarray]]
     return [inputs[i] for i in sorted(inputs)], [outputs[i] for i in sorted(outputs)]
 
 
-def run_child(source: Path, staging: Path, reference: Path, samples: int, samples_file: Path | None) -> None:
+def run_child(
+    source: Path, staging: Path, reference: Path, samples: int, samples_file: Path | None
+) -> None:
     """Parent side: run this module in a child process, translate its failure."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-    args = [sys.executable, "-m", "servedmodel_exporter.legacy", str(source), str(staging),
-            str(reference), str(samples), str(samples_file or "")]
+    args = [
+        sys.executable,
+        "-m",
+        "servedmodel_exporter.legacy",
+        str(source),
+        str(staging),
+        str(reference),
+        str(samples),
+        str(samples_file or ""),
+    ]
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {}
@@ -67,15 +77,20 @@ def _child(source: Path, staging: Path, reference: Path, samples: int, samples_f
     model.export(str(staging))
     fn = tf.saved_model.load(str(staging)).signatures["serving_default"]
     specs = fn.structured_input_signature[1]
-    batches = (sampling.load(Path(samples_file), specs) if samples_file
-               else sampling.generate(specs, samples, sampling.hints(model)))
+    batches = (
+        sampling.load(Path(samples_file), specs)
+        if samples_file
+        else sampling.generate(specs, samples, sampling.hints(model))
+    )
     outputs = verify.keras_reference(model, batches, list(specs), list(fn.structured_outputs))
     _save(reference, batches, outputs)
 
 
 if __name__ == "__main__":
     try:
-        _child(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        _child(
+            Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        )
         print(json.dumps({"ok": True}))
     except ExportError as exc:
         print(json.dumps({"ok": False, "reason": exc.reason, "message": exc.message}))

@@ -49,8 +49,14 @@ def one_line(result: dict[str, Any]) -> str:
     sig = result.get("signature") or {}
     ver = result.get("verification") or {}
     verb = "already exported" if result.get("alreadyExported") else "exported"
-    inputs = ", ".join(f"{k}:{v['dtype']}{v['shape']}" for k, v in (sig.get("inputs") or {}).items())
-    outputs = ", ".join(f"{k}:{v['dtype']}{v['shape']}" for k, v in (sig.get("outputs") or {}).items())
-    return (f"{result.get('modelName')} version {result.get('version')} {verb} to {result.get('path')} "
-            f"[{inputs} -> {outputs}] verified on {ver.get('samples')} samples, "
-            f"max abs diff {ver.get('maxAbsDiff')}")
+    inputs = ", ".join(
+        f"{k}:{v['dtype']}{v['shape']}" for k, v in (sig.get("inputs") or {}).items()
+    )
+    outputs = ", ".join(
+        f"{k}:{v['dtype']}{v['shape']}" for k, v in (sig.get("outputs") or {}).items()
+    )
+    return (
+        f"{result.get('modelName')} version {result.get('version')} {verb} to {result.get('path')} "
+        f"[{inputs} -> {outputs}] verified on {ver.get('samples')} samples, "
+        f"max abs diff {ver.get('maxAbsDiff')}"
+    )

@@ -23,7 +23,8 @@ DEFAULT_INT_LIMIT = 10
 
 def hints(model: Any) -> dict[str, Any]:
     """Value ranges that random inputs must respect, read off the model's layers."""
-    limits, vocabulary = [], []
+    limits: list[int] = []
+    vocabulary: list[str] = []
     for layer in _all_layers(model):
         name = type(layer).__name__
         if name == "Embedding":
@@ -48,7 +49,9 @@ def _all_layers(model: Any) -> list[Any]:
     return seen
 
 
-def _values(dtype: Any, shape: tuple[int, ...], rng: np.random.Generator, hint: Mapping[str, Any]) -> np.ndarray:
+def _values(
+    dtype: Any, shape: tuple[int, ...], rng: np.random.Generator, hint: Mapping[str, Any]
+) -> np.ndarray:
     if dtype.is_floating:
         return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
     if dtype.is_bool:
@@ -63,7 +66,9 @@ def _values(dtype: Any, shape: tuple[int, ...], rng: np.random.Generator, hint: 
     raise VerificationMismatch(f"cannot generate inputs of dtype {dtype.name}")
 
 
-def generate(specs: Mapping[str, Any], count: int, hint: Mapping[str, Any], seed: int = 0) -> list[Batch]:
+def generate(
+    specs: Mapping[str, Any], count: int, hint: Mapping[str, Any], seed: int = 0
+) -> list[Batch]:
     """specs: name -> tf.TensorSpec (the signature's inputs)."""
     rng = np.random.default_rng(seed)
     dynamic = any(d is None for s in specs.values() for d in list(s.shape)[1:])
@@ -89,10 +94,14 @@ def load(path: Path, specs: Mapping[str, Any]) -> list[Batch]:
     with np.load(path, allow_pickle=False) as data:
         missing = sorted(set(specs) - set(data.files))
         if missing:
-            raise VerificationMismatch(f"{path.name} lacks input(s) {', '.join(missing)} "
-                                       f"(has {', '.join(sorted(data.files))})")
+            raise VerificationMismatch(
+                f"{path.name} lacks input(s) {', '.join(missing)} "
+                f"(has {', '.join(sorted(data.files))})"
+            )
         return [{name: data[name].astype(specs[name].dtype.as_numpy_dtype) for name in specs}]
 
 
 def count(batches: list[Batch]) -> int:
-    return sum(len(next(iter(b.values()))) if b and next(iter(b.values())).ndim else 1 for b in batches)
+    return sum(
+        len(next(iter(b.values()))) if b and next(iter(b.values())).ndim else 1 for b in batches
+    )

@@ -23,7 +23,9 @@ def signature_def(saved_model_dir: Path) -> Any:
         if SERVING_TAG in meta_graph.meta_info_def.tags:
             if SIGNATURE not in meta_graph.signature_def:
                 names = ", ".join(sorted(meta_graph.signature_def)) or "none"
-                raise NotAKerasModel(f"the SavedModel has no '{SIGNATURE}' signature (it has: {names})")
+                raise NotAKerasModel(
+                    f"the SavedModel has no '{SIGNATURE}' signature (it has: {names})"
+                )
             return meta_graph.signature_def[SIGNATURE]
     raise NotAKerasModel(f"the SavedModel has no MetaGraph tagged '{SERVING_TAG}'")
 
@@ -41,12 +43,20 @@ def _dtype_name(enum_value: int) -> str:
 
 
 def summary(saved_model_dir: Path) -> dict[str, Any]:
-    """{"inputs": {name: {"dtype", "shape"}}, "outputs": {...}, "methodName": ...}; -1 = any size."""
+    """{"inputs": {name: {"dtype", "shape"}}, "outputs": {...}, "methodName": ...}.
+
+    A dimension of -1 takes any size."""
     sig = signature_def(saved_model_dir)
     return {
         "name": SIGNATURE,
-        "inputs": {k: {"dtype": _dtype_name(v.dtype), "shape": _shape(v)} for k, v in sorted(sig.inputs.items())},
-        "outputs": {k: {"dtype": _dtype_name(v.dtype), "shape": _shape(v)} for k, v in sorted(sig.outputs.items())},
+        "inputs": {
+            k: {"dtype": _dtype_name(v.dtype), "shape": _shape(v)}
+            for k, v in sorted(sig.inputs.items())
+        },
+        "outputs": {
+            k: {"dtype": _dtype_name(v.dtype), "shape": _shape(v)}
+            for k, v in sorted(sig.outputs.items())
+        },
         "methodName": sig.method_name,
     }
 
@@ -62,8 +72,11 @@ def as_cli_text(saved_model_dir: Path) -> str:
         for key in sorted(tensors):
             info = tensors[key]
             shape = _shape(info)
-            shape_text = "unknown_rank" if shape is None else "(" + ", ".join(map(str, shape)) + (
-                ",)" if len(shape) == 1 else ")")
+            shape_text = (
+                "unknown_rank"
+                if shape is None
+                else "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
+            )
             lines += [
                 f"  {kind}s['{key}'] tensor_info:",
                 f"      dtype: {types_pb2.DataType.Name(info.dtype)}",

@@ -34,7 +34,9 @@ def outputs_by_name(out: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     positional = [f"output_{i}" for i in range(len(flat))]
     if sorted(positional) == sorted(names):
         return {n: _numpy(v) for n, v in zip(positional, flat, strict=True)}
-    raise InternalError(f"cannot match the model's {len(flat)} outputs to the signature's {sorted(names)}")
+    raise InternalError(
+        f"cannot match the model's {len(flat)} outputs to the signature's {sorted(names)}"
+    )
 
 
 def call_keras(model: Any, batch: Batch, signature_inputs: Sequence[str]) -> Any:
@@ -47,24 +49,39 @@ def call_keras(model: Any, batch: Batch, signature_inputs: Sequence[str]) -> Any
             return model(dict(batch), training=False)
         except (ValueError, TypeError, KeyError):
             return model([batch[name] for name in model_inputs], training=False)
-    ordered = sorted(signature_inputs, key=lambda n: int(n.rsplit("_", 1)[1]) if n.rsplit("_", 1)[-1].isdigit() else 0)
+    ordered = sorted(
+        signature_inputs,
+        key=lambda n: int(n.rsplit("_", 1)[1]) if n.rsplit("_", 1)[-1].isdigit() else 0,
+    )
     return model(*[batch[n] for n in ordered], training=False)
 
 
-def keras_reference(model: Any, batches: Sequence[Batch], signature_inputs: Sequence[str],
-                    signature_outputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    return [outputs_by_name(call_keras(model, b, signature_inputs), signature_outputs) for b in batches]
+def keras_reference(
+    model: Any,
+    batches: Sequence[Batch],
+    signature_inputs: Sequence[str],
+    signature_outputs: Sequence[str],
+) -> list[dict[str, np.ndarray]]:
+    return [
+        outputs_by_name(call_keras(model, b, signature_inputs), signature_outputs) for b in batches
+    ]
 
 
 def run_signature(fn: Callable[..., Any], batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
     import tensorflow as tf
 
-    return [{k: _numpy(v) for k, v in fn(**{n: tf.constant(a) for n, a in b.items()}).items()}
-            for b in batches]
+    return [
+        {k: _numpy(v) for k, v in fn(**{n: tf.constant(a) for n, a in b.items()}).items()}
+        for b in batches
+    ]
 
 
-def compare(reference: Sequence[Mapping[str, np.ndarray]], exported: Sequence[Mapping[str, np.ndarray]],
-            atol: float, rtol: float) -> dict[str, Any]:
+def compare(
+    reference: Sequence[Mapping[str, np.ndarray]],
+    exported: Sequence[Mapping[str, np.ndarray]],
+    atol: float,
+    rtol: float,
+) -> dict[str, Any]:
     max_abs = max_rel = 0.0
     failures: list[str] = []
     elements = 0
@@ -83,7 +100,9 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], exported: Sequence[Ma
             scale = np.abs(ref.astype(np.float64))
             if diff.size:
                 max_abs = max(max_abs, float(diff.max()))
-                max_rel = max(max_rel, float((diff / np.maximum(scale, np.finfo(np.float64).tiny)).max()))
+                max_rel = max(
+                    max_rel, float((diff / np.maximum(scale, np.finfo(np.float64).tiny)).max())
+                )
             bad = int(np.count_nonzero(diff > atol + rtol * scale))
             if bad:
                 failures.append(f"{name}: {bad}/{diff.size} elements out of tolerance")

@@ -11,7 +11,9 @@ FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
 def write(saved_model_dir: Path, model_name: str, batches: list[Batch], records: int) -> int:
-    """Write `records` single-example Predict requests cycled from the batches; returns the count."""
+    """Write `records` single-example Predict requests, cycling through the batches.
+
+    Returns how many were written."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -29,6 +31,8 @@ def write(saved_model_dir: Path, model_name: str, batches: list[Batch], records:
             )
             for name, values in batch.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(values[index : index + 1]))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
     return records

@@ -19,36 +19,54 @@ from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="servedmodel-operator", description=__doc__)
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch only this namespace (repeatable; default: all namespaces)")
-    parser.add_argument("--exporter-image",
-                        default=os.environ.get("SERVEDMODEL_EXPORTER_IMAGE", DEFAULT_EXPORTER_IMAGE),
-                        help="exporter image for ServedModels that name none "
-                             "(env SERVEDMODEL_EXPORTER_IMAGE)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("SERVEDMODEL_WORKERS", "8")),
-                        help="reconciles running at once (env SERVEDMODEL_WORKERS)")
-    parser.add_argument("--liveness", default=os.environ.get("SERVEDMODEL_LIVENESS", ""),
-                        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--exporter-image",
+        default=os.environ.get("SERVEDMODEL_EXPORTER_IMAGE", DEFAULT_EXPORTER_IMAGE),
+        help="exporter image for ServedModels that name none (env SERVEDMODEL_EXPORTER_IMAGE)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SERVEDMODEL_WORKERS", "8")),
+        help="reconciles running at once (env SERVEDMODEL_WORKERS)",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("SERVEDMODEL_LIVENESS", ""),
+        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
     parser.add_argument("--log-level", default=os.environ.get("SERVEDMODEL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from servedmodel_operator import handlers  # noqa: F401 - registers the handlers
 
     memo = kopf.Memo(options=Options(exporter_image=args.exporter_image, workers=args.workers))
-    asyncio.run(kopf.operator(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        memo=memo,
-        liveness_endpoint=args.liveness or None,
-        standalone=True,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            memo=memo,
+            liveness_endpoint=args.liveness or None,
+            standalone=True,
+        )
+    )
     return 0
 
 

@@ -14,8 +14,18 @@ from typing import Any
 from servedmodel_operator import KIND
 
 # What reconciles read of each object; the rest is dropped to keep 500 models small.
-_METADATA_KEYS = ("name", "namespace", "uid", "resourceVersion", "generation",
-                  "creationTimestamp", "labels", "annotations", "managedFields", "ownerReferences")
+_METADATA_KEYS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "labels",
+    "annotations",
+    "managedFields",
+    "ownerReferences",
+)
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -61,8 +71,9 @@ class Recent:
         with self._lock:
             self._objects.pop((kind, namespace, name), None)
 
-    def fresher(self, kind: str, namespace: str, name: str,
-                indexed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    def fresher(
+        self, kind: str, namespace: str, name: str, indexed: Mapping[str, Any] | None
+    ) -> Mapping[str, Any] | None:
         with self._lock:
             ours = self._objects.get((kind, namespace, name))
             if ours is None:
@@ -72,13 +83,17 @@ class Recent:
                 return indexed
             return ours
 
-    def extra(self, kind: str, namespace: str, owner: str,
-              indexed_names: Iterable[str]) -> list[dict[str, Any]]:
+    def extra(
+        self, kind: str, namespace: str, owner: str, indexed_names: Iterable[str]
+    ) -> list[dict[str, Any]]:
         """Objects of kind we created for owner that the index has not seen yet."""
         seen = set(indexed_names)
         with self._lock:
-            return [o for (k, ns, name), o in self._objects.items()
-                    if k == kind and ns == namespace and name not in seen and owner_name(o) == owner]
+            return [
+                o
+                for (k, ns, name), o in self._objects.items()
+                if k == kind and ns == namespace and name not in seen and owner_name(o) == owner
+            ]
 
     def __len__(self) -> int:
         return len(self._objects)

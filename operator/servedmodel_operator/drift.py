@@ -36,8 +36,11 @@ def stamped(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def _our_fields(observed: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for entry in observed.get("metadata", {}).get("managedFields", []) or []:
-        if (entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
-                and not entry.get("subresource")):
+        if (
+            entry.get("manager") == FIELD_MANAGER
+            and entry.get("operation") == "Apply"
+            and not entry.get("subresource")
+        ):
             return entry.get("fieldsV1") or {}
     return None
 
@@ -52,7 +55,9 @@ def _item_key(fields: Mapping[str, Any], item: Mapping[str, Any]) -> str | None:
     return None
 
 
-def missing_fields(desired: Any, fields: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+def missing_fields(
+    desired: Any, fields: Mapping[str, Any], path: tuple[str, ...] = ()
+) -> list[str]:
     """Paths set in desired that our Apply entry (fieldsV1) no longer owns."""
     missing: list[str] = []
     if not fields:

@@ -66,7 +66,9 @@ def _termination(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _result(pods: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+def _result(
+    pods: Sequence[Mapping[str, Any]],
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     """(exporter result JSON, termination) of the newest terminated pod of a Job."""
     terminated = [(p, t) for p in pods if (t := _termination(p))]
     if not terminated:
@@ -101,10 +103,14 @@ def version_states(
     for version in model.declared_versions:
         before = previous.get(version, {})
         if before.get("state") == State.EXPORTED:
-            states.append(VersionStatus(
-                version, State.EXPORTED, job=before.get("job"),
-                result={k: before[k] for k in RESULT_FIELDS if k in before},
-            ))
+            states.append(
+                VersionStatus(
+                    version,
+                    State.EXPORTED,
+                    job=before.get("job"),
+                    result={k: before[k] for k in RESULT_FIELDS if k in before},
+                )
+            )
             continue
         candidates = by_version.get(version, [])
         if not candidates:
@@ -118,26 +124,41 @@ def version_states(
     return states
 
 
-def _from_job(version: int, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> VersionStatus:
+def _from_job(
+    version: int, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> VersionStatus:
     name = job["metadata"]["name"]
     result, termination = _result(pods)
     if _job_condition(job, "Complete"):
         if result and result.get("ok"):
             return VersionStatus(version, State.EXPORTED, job=name, result=result)
         return VersionStatus(
-            version, State.FAILED, job=name, reason="NoExportResult",
+            version,
+            State.FAILED,
+            job=name,
+            reason="NoExportResult",
             message="the exporter Job succeeded but left no result in its termination message",
         )
     failed = _job_condition(job, "Failed")
     if failed:
         if result and result.get("reason"):
-            return VersionStatus(version, State.FAILED, job=name, reason=str(result["reason"]),
-                                 message=str(result.get("message", "")))
+            return VersionStatus(
+                version,
+                State.FAILED,
+                job=name,
+                reason=str(result["reason"]),
+                message=str(result.get("message", "")),
+            )
         message = str(failed.get("message") or "")
         if termination and termination.get("message") and not result:
             message = f"{message}: {str(termination['message']).strip()[-300:]}".strip(": ")
-        return VersionStatus(version, State.FAILED, job=name,
-                             reason=str(failed.get("reason") or "JobFailed"), message=message)
+        return VersionStatus(
+            version,
+            State.FAILED,
+            job=name,
+            reason=str(failed.get("reason") or "JobFailed"),
+            message=message,
+        )
     return VersionStatus(version, State.EXPORTING, job=name)
 
 

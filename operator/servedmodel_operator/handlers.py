@@ -39,37 +39,39 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def servedmodel_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> Any:
+def servedmodel_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): trim(body)}
 
 
-def _by_owner(namespace: str, body: kopf.Body) -> Any:
+def _by_owner(namespace: str | None, body: kopf.Body) -> Any:
     owner = owner_name(body)
     return {(namespace, owner): trim(body)} if owner else None
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+def deployment_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
 @kopf.index("", "v1", "configmaps", labels=MANAGED)
-def configmap_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+def configmap_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
 @kopf.index("", "v1", "services", labels=MANAGED)
-def service_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+def service_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-def job_index(namespace: str, body: kopf.Body, **_: Any) -> Any:
+def job_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
 @kopf.index("", "v1", "pods", labels=EXPORTER_PODS)
-def exporter_pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+def exporter_pod_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
     return {(namespace, job): trim(body)} if job else None
 
@@ -77,10 +79,19 @@ def exporter_pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------
 
 
-def _enqueue(memo: kopf.Memo, kwargs: dict[str, Any], namespace: str, owner: str | None,
-             kind: str, name: str, event_type: str | None) -> None:
+def _enqueue(
+    memo: kopf.Memo,
+    kwargs: dict[str, Any],
+    namespace: str | None,
+    owner: str | None,
+    kind: str,
+    name: str,
+    event_type: str | None,
+) -> None:
     rt: Runtime = runtime(memo)
     rt.indexes = kwargs
+    if not namespace:  # every kind watched here is namespaced
+        return
     if event_type == "DELETED":
         rt.recent.forget(kind, namespace, name)
     if owner:
@@ -88,8 +99,9 @@ def _enqueue(memo: kopf.Memo, kwargs: dict[str, Any], namespace: str, owner: str
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def servedmodel_changed(namespace: str, name: str, type: str | None, memo: kopf.Memo,
-                              **kwargs: Any) -> None:
+async def servedmodel_changed(
+    namespace: str | None, name: str, type: str, memo: Any, **kwargs: Any
+) -> None:
     _enqueue(memo, kwargs, namespace, name, "ServedModel", name, type)
 
 
@@ -97,18 +109,19 @@ async def servedmodel_changed(namespace: str, name: str, type: str | None, memo:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def child_changed(namespace: str, name: str, body: kopf.Body, type: str | None,
-                        memo: kopf.Memo, **kwargs: Any) -> None:
+async def child_changed(
+    namespace: str | None, name: str, body: kopf.Body, type: str, memo: Any, **kwargs: Any
+) -> None:
     _enqueue(memo, kwargs, namespace, owner_name(body), str(body.get("kind")), name, type)
 
 
 @kopf.on.event("", "v1", "pods", labels=EXPORTER_PODS)
-async def exporter_pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                               **kwargs: Any) -> None:
+async def exporter_pod_changed(
+    namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any
+) -> None:
     _enqueue(memo, kwargs, namespace, labels.get("app.kubernetes.io/instance"), "Pod", "", None)
 
 
 @kopf.on.probe(id="queue")
 def queue_depth(memo: kopf.Memo, **_: Any) -> int:
     return runtime(memo).queue.depth
-

@@ -7,17 +7,17 @@ converged operator sends nothing at all.
 from __future__ import annotations
 
 import datetime
-from importlib import metadata
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from importlib import metadata
+from typing import Any, cast
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
@@ -69,21 +69,26 @@ class Kube:
         result: dict[str, Any] = live.to_dict()
         return result
 
-    def patch_status(self, namespace: str, name: str,
-                     status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
+    def patch_status(
+        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
         """Merge-patch the status subresource (never spec); the patched object, or None if gone."""
         try:
-            patched: dict[str, Any] = self._objects.patch_namespaced_custom_object_status(
+            patched = self._objects.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status_patch)}
             )
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return None
             raise
-        return patched
+        return cast(dict[str, Any], patched)
 
-    def event(self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
-        """Post an events.k8s.io/v1 Event about a ServedModel. Best effort: never fails a reconcile."""
+    def event(
+        self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
+    ) -> None:
+        """Post an events.k8s.io/v1 Event about a ServedModel.
+
+        Best effort: a failed post never fails a reconcile."""
         now = datetime.datetime.now(datetime.UTC)
         body = client.EventsV1Event(
             # Named like client-go's recorder does: <object>.<unix nanoseconds in hex>.

@@ -47,18 +47,24 @@ class Plan:
 
 
 def _with_started(states: list[VersionStatus], started: Mapping[int, str]) -> list[VersionStatus]:
-    return [replace(s, state=State.EXPORTING, job=started[s.version]) if s.version in started else s
-            for s in states]
+    return [
+        replace(s, state=State.EXPORTING, job=started[s.version]) if s.version in started else s
+        for s in states
+    ]
 
 
-def plan(
-    model: ServedModelSpec, observed: Observed, exporter_image: str, now: str
-) -> Plan:
+def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
     previous = exports.previous_versions(observed.status)
-    wanted_jobs = {e.version: job(model, e, exporter_image) for e in model.spec.versions
-                   if previous.get(e.version, {}).get("state") != State.EXPORTED}
+    wanted_jobs = {
+        e.version: job(model, e, exporter_image)
+        for e in model.spec.versions
+        if previous.get(e.version, {}).get("state") != State.EXPORTED
+    }
     states = exports.version_states(
-        model, observed.jobs, observed.pods_by_job, previous,
+        model,
+        observed.jobs,
+        observed.pods_by_job,
+        previous,
         {v: j["metadata"]["name"] for v, j in wanted_jobs.items()},
     )
     jobs = {v: wanted_jobs[v] for v in exports.versions_to_start(model, states)}
@@ -71,8 +77,11 @@ def plan(
         (service(model), observed.service),
         *((j, None) for j in jobs.values()),
     ]
-    to_apply = [m for m, live in ((drift.stamped(m), live) for m, live in desired)
-                if drift.needs_apply(m, live)]
+    to_apply = [
+        m
+        for m, live in ((drift.stamped(m), live) for m, live in desired)
+        if drift.needs_apply(m, live)
+    ]
 
     new_status = status.summarise(model, states, served, observed.deployment, observed.status, now)
     return Plan(
@@ -83,7 +92,10 @@ def plan(
 
 
 def events(
-    model: ServedModelSpec, previous: Mapping[str, Any], states: Sequence[VersionStatus], served: Served
+    model: ServedModelSpec,
+    previous: Mapping[str, Any],
+    states: Sequence[VersionStatus],
+    served: Served,
 ) -> list[Event]:
     """Events for what changed since the previous status: exports and what is served."""
     before = exports.previous_versions(previous)
@@ -93,24 +105,45 @@ def events(
         if old_state == s.state:
             continue
         if s.state is State.EXPORTING:
-            out.append(Event("Normal", "ExportStarted", f"exporting version {s.version} (Job {s.job})"))
+            out.append(
+                Event("Normal", "ExportStarted", f"exporting version {s.version} (Job {s.job})")
+            )
         elif s.state is State.EXPORTED:
             diff = (s.result.get("verification") or {}).get("maxAbsDiff")
             detail = f" (max abs diff {diff})" if diff is not None else ""
-            out.append(Event("Normal", "VersionExported", f"version {s.version} exported and verified{detail}"))
+            out.append(
+                Event(
+                    "Normal",
+                    "VersionExported",
+                    f"version {s.version} exported and verified{detail}",
+                )
+            )
             skew = version_skew(model, s)
             if skew:
                 out.append(Event("Warning", "VersionSkew", skew))
         elif s.state is State.FAILED:
-            out.append(Event("Warning", "ExportFailed", f"version {s.version}: {s.reason}: {s.message}"))
+            out.append(
+                Event("Warning", "ExportFailed", f"version {s.version}: {s.reason}: {s.message}")
+            )
     old_served = previous.get("served")
     if old_served is not None:
         if list(old_served.get("versions", [])) != list(served.versions):
-            out.append(Event("Normal", "ServedVersionsChanged",
-                             f"serving version(s) {list(served.versions)} (was {old_served.get('versions', [])})"))
+            out.append(
+                Event(
+                    "Normal",
+                    "ServedVersionsChanged",
+                    f"serving version(s) {list(served.versions)} "
+                    f"(was {old_served.get('versions', [])})",
+                )
+            )
         if dict(old_served.get("labels", {})) != served.labels:
-            out.append(Event("Normal", "LabelsChanged",
-                             f"labels {served.labels} (were {old_served.get('labels', {})})"))
+            out.append(
+                Event(
+                    "Normal",
+                    "LabelsChanged",
+                    f"labels {served.labels} (were {old_served.get('labels', {})})",
+                )
+            )
     return out
 
 
@@ -125,5 +158,7 @@ def version_skew(model: ServedModelSpec, state: VersionStatus) -> str | None:
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
     if not exported_with or not tag[:1].isdigit() or _minor(tag) == _minor(exported_with):
         return None
-    return (f"version {state.version} was exported with TensorFlow {exported_with} but the server "
-            f"image is {image}: a newer exporter can write ops the server cannot load")
+    return (
+        f"version {state.version} was exported with TensorFlow {exported_with} but the server "
+        f"image is {image}: a newer exporter can write ops the server cannot load"
+    )

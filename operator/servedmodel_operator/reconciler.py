@@ -42,17 +42,25 @@ class Reconciler:
             return
         decided = plan(model, observed, self._exporter_image, _now())
         for manifest in decided.apply:
-            log.info("%s/%s: applying %s %s", namespace, name, manifest["kind"],
-                     manifest["metadata"]["name"])
+            log.info(
+                "%s/%s: applying %s %s",
+                namespace,
+                name,
+                manifest["kind"],
+                manifest["metadata"]["name"],
+            )
             self._recent.record(self._kube.apply(manifest))
         if decided.status is not None:
             self._write_status(body, observed.status, decided.status)
         for event in decided.events:
             self._kube.event(namespace, name, model.uid, event.type, event.reason, event.message)
 
-    def _write_status(self, body: Mapping[str, Any], old: Mapping[str, Any],
-                      new: Mapping[str, Any]) -> None:
+    def _write_status(
+        self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> None:
         meta = body["metadata"]
-        patched = self._kube.patch_status(meta["namespace"], meta["name"], status.merge_patch(old, new))
+        patched = self._kube.patch_status(
+            meta["namespace"], meta["name"], status.merge_patch(old, new)
+        )
         if patched is not None:
             self._recent.record({**patched, "kind": KIND})

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -50,8 +50,9 @@ class Runtime:
         if idx is None:
             return None
         key = (namespace, name)
-        body = self.recent.fresher("ServedModel", namespace, name,
-                                   _only(idx["servedmodel_index"].get(key)))
+        body = self.recent.fresher(
+            "ServedModel", namespace, name, _only(idx["servedmodel_index"].get(key))
+        )
         if body is None:
             return None
 
@@ -65,8 +66,12 @@ class Runtime:
 
         jobs = list(idx["job_index"].get(key, ()))
         jobs += self.recent.extra("Job", namespace, name, (j["metadata"]["name"] for j in jobs))
-        pods = {j["metadata"]["name"]: tuple(idx["exporter_pod_index"].get((namespace, j["metadata"]["name"]), ()))
-                for j in jobs}
+        pods = {
+            j["metadata"]["name"]: tuple(
+                idx["exporter_pod_index"].get((namespace, j["metadata"]["name"]), ())
+            )
+            for j in jobs
+        }
         observed = Observed(
             status=body.get("status") or {},
             deployment=child("Deployment", "deployment_index"),
@@ -78,7 +83,7 @@ class Runtime:
         return body, observed
 
     async def _reconcile(self, key: Hashable) -> None:
-        namespace, name = key  # type: ignore[misc]
+        namespace, name = cast(tuple[str, str], key)
         snapshot = self.observe(namespace, name)
         if snapshot is None:
             return

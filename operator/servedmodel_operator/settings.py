@@ -13,7 +13,9 @@ FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     # Named ours from day one, although no handler of ours makes kopf store anything.
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )

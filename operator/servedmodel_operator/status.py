@@ -85,7 +85,8 @@ class Rollout:
     @property
     def complete(self) -> bool:
         return (
-            self.observed and self.current
+            self.observed
+            and self.current
             and self.updated == self.desired == self.replicas == self.available
         )
 
@@ -93,7 +94,9 @@ class Rollout:
 def export_condition(states: Sequence[VersionStatus]) -> Condition:
     failed = [s for s in states if s.state is State.FAILED]
     if failed:
-        detail = "; ".join(f"version {s.version}: {s.reason}: {s.message}".rstrip(": ") for s in failed)
+        detail = "; ".join(
+            f"version {s.version}: {s.reason}: {s.message}".rstrip(": ") for s in failed
+        )
         return _false(EXPORTED, "ExportFailed", detail)
     running = [s.version for s in states if s.state is State.EXPORTING]
     if running:
@@ -101,26 +104,37 @@ def export_condition(states: Sequence[VersionStatus]) -> Condition:
     pending = [s.version for s in states if s.state is State.PENDING]
     if pending:
         return _false(EXPORTED, "ExportPending", f"version(s) {_list(pending)} waiting to export")
-    return _true(EXPORTED, "AllVersionsExported", f"version(s) {_list([s.version for s in states])} exported")
+    return _true(
+        EXPORTED, "AllVersionsExported", f"version(s) {_list([s.version for s in states])} exported"
+    )
 
 
 def available_condition(rollout: Rollout, served: Served) -> Condition:
     if not served.versions:
         return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
     if not rollout.observed:
-        return Condition(AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving Deployment is being created")
+        return Condition(
+            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving Deployment is being created"
+        )
     if rollout.available > 0:
-        return _true(AVAILABLE, "MinimumReplicasAvailable",
-                     f"{rollout.available}/{rollout.desired} TF Serving pods available, serving "
-                     f"version(s) {_list(served.versions)}")
-    return _false(AVAILABLE, "NoReplicasAvailable", f"0/{rollout.desired} TF Serving pods available")
+        return _true(
+            AVAILABLE,
+            "MinimumReplicasAvailable",
+            f"{rollout.available}/{rollout.desired} TF Serving pods available, serving "
+            f"version(s) {_list(served.versions)}",
+        )
+    return _false(
+        AVAILABLE, "NoReplicasAvailable", f"0/{rollout.desired} TF Serving pods available"
+    )
 
 
 def _list(values: Sequence[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def conditions(export: Condition, available: Condition, rollout: Rollout, served: Served) -> list[Condition]:
+def conditions(
+    export: Condition, available: Condition, rollout: Rollout, served: Served
+) -> list[Condition]:
     """The kstatus trio from the two finer conditions."""
     if export.reason == "ExportFailed":
         return [
@@ -148,8 +162,10 @@ def conditions(export: Condition, available: Condition, rollout: Rollout, served
             _false(STALLED, "Progressing"),
         ]
     if not rollout.complete or (rollout.desired > 0 and available.status != "True"):
-        message = (f"{rollout.updated} updated, {rollout.available} available of "
-                   f"{rollout.desired} TF Serving pods")
+        message = (
+            f"{rollout.updated} updated, {rollout.available} available of "
+            f"{rollout.desired} TF Serving pods"
+        )
         return [
             _false(READY, "RollingOut", message),
             _true(RECONCILING, "RollingOut", message),
@@ -158,7 +174,8 @@ def conditions(export: Condition, available: Condition, rollout: Rollout, served
     message = f"serving version(s) {_list(served.versions)}"
     if served.pending_labels:
         message += "; labels waiting for their version: " + ", ".join(
-            f"{k}={v}" for k, v in served.pending_labels.items())
+            f"{k}={v}" for k, v in served.pending_labels.items()
+        )
     return [
         _true(READY, "Serving", message),
         _false(RECONCILING, "Serving"),
@@ -174,15 +191,18 @@ def _merge_conditions(
     for cond in sorted(new, key=lambda c: CONDITION_ORDER.index(c.type)):
         old = before.get(cond.type, {})
         changed = old.get("status") != cond.status
-        out.append({
-            "type": cond.type,
-            "status": cond.status,
-            "reason": cond.reason,
-            "message": cond.message,
-            "observedGeneration": generation,
-            "lastTransitionTime": now if changed or "lastTransitionTime" not in old
-            else old["lastTransitionTime"],
-        })
+        out.append(
+            {
+                "type": cond.type,
+                "status": cond.status,
+                "reason": cond.reason,
+                "message": cond.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": now
+                if changed or "lastTransitionTime" not in old
+                else old["lastTransitionTime"],
+            }
+        )
     return out
 
 
@@ -201,8 +221,9 @@ def summarise(
     return {
         "observedGeneration": model.generation,
         "modelName": model.model_name,
-        "conditions": _merge_conditions([*trio, export, available],
-                                        previous.get("conditions", []), model.generation, now),
+        "conditions": _merge_conditions(
+            [*trio, export, available], previous.get("conditions", []), model.generation, now
+        ),
         "versions": [s.to_status() for s in states],
         "served": {"versions": list(served.versions), "labels": dict(served.labels)},
         "endpoints": endpoints(model),

@@ -70,8 +70,9 @@ class WorkQueue:
         except Exception:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
-            log.exception("reconcile of %s failed (%d in a row); retrying in %.1fs",
-                          key, failures, retry_in)
+            log.exception(
+                "reconcile of %s failed (%d in a row); retrying in %.1fs", key, failures, retry_in
+            )
         finally:
             self._running.discard(key)
         dirty = key in self._dirty

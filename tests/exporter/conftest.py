@@ -29,25 +29,48 @@ def _build(out: Path) -> dict[str, Path]:
         model.save(paths[name])
 
     keras.utils.set_random_seed(7)
-    save("sequential", keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)]),
-         "sequential.keras")
+    save(
+        "sequential",
+        keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)]),
+        "sequential.keras",
+    )
     a, b = keras.Input((3,), name="alpha"), keras.Input((2,), name="beta")
     joined = keras.layers.Concatenate()([a, b])
-    save("functional", keras.Model({"alpha": a, "beta": b}, {
-        "score": keras.layers.Dense(1, name="score")(joined),
-        "probs": keras.layers.Dense(2, activation="softmax", name="probs")(joined)}), "functional.keras")
+    save(
+        "functional",
+        keras.Model(
+            {"alpha": a, "beta": b},
+            {
+                "score": keras.layers.Dense(1, name="score")(joined),
+                "probs": keras.layers.Dense(2, activation="softmax", name="probs")(joined),
+            },
+        ),
+        "functional.keras",
+    )
     sub = custom_layers.TwoTower(3)
     sub(np.zeros((1, 5), "float32"))
     save("subclassed", sub, "subclassed.keras")
-    save("custom_layer", keras.Sequential([keras.Input((4,)), custom_layers.Scale(3.0), keras.layers.Dense(2)]),
-         "custom-layer.keras")
-    save("h5", keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]),
-         "legacy.h5")
+    save(
+        "custom_layer",
+        keras.Sequential([keras.Input((4,)), custom_layers.Scale(3.0), keras.layers.Dense(2)]),
+        "custom-layer.keras",
+    )
+    save(
+        "h5",
+        keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+        ),
+        "legacy.h5",
+    )
     ids = keras.Input((None,), dtype="int32", name="token_ids")
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 4)(ids))
     save("embedding", keras.Model(ids, keras.layers.Dense(2)(pooled)), "embedding.keras")
     seq = keras.Input((None, 3), name="sequence")
-    save("dynamic", keras.Model(seq, keras.layers.Dense(2)(keras.layers.LSTM(4)(seq))), "dynamic.keras")
+    save(
+        "dynamic",
+        keras.Model(seq, keras.layers.Dense(2)(keras.layers.LSTM(4)(seq))),
+        "dynamic.keras",
+    )
     words = keras.Input((1,), dtype="string", name="word")
     lookup = keras.layers.StringLookup(vocabulary=["cat", "dog", "fish"])(words)
     embedded = keras.layers.Flatten()(keras.layers.Embedding(5, 2)(lookup))
@@ -56,6 +79,7 @@ def _build(out: Path) -> dict[str, Path]:
 
     unzipped = out / "unzipped.keras.d"
     import zipfile
+
     with zipfile.ZipFile(paths["sequential"]) as archive:
         archive.extractall(unzipped)
     paths["keras_dir"] = unzipped
@@ -67,7 +91,9 @@ def _build(out: Path) -> dict[str, Path]:
 
     module = Doubler()
     paths["tf_savedmodel"] = out / "tf-savedmodel"
-    tf.saved_model.save(module, str(paths["tf_savedmodel"]), signatures={"serving_default": module.serve})
+    tf.saved_model.save(
+        module, str(paths["tf_savedmodel"]), signatures={"serving_default": module.serve}
+    )
 
     # A Keras-2 SavedModel can only be written by tf_keras, in its own process.
     paths["keras2_savedmodel"] = out / "keras2-savedmodel"
@@ -76,8 +102,12 @@ def _build(out: Path) -> dict[str, Path]:
         "m = k.Sequential([k.layers.Dense(3, input_shape=(5,), name='dense')])\n"
         f"m.save({str(paths['keras2_savedmodel'])!r}, save_format='tf')\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                   env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
+    )
     (out / "not-a-model.keras").write_bytes(os.urandom(2048))
     paths["random_bytes"] = out / "not-a-model.keras"
     (out / "truncated.keras").write_bytes(paths["sequential"].read_bytes()[:500])

@@ -29,10 +29,17 @@ OPERATOR_AGENT = "servedmodel-operator/"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
-def kubectl(cluster: localcluster.Cluster, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(cluster.kubectl), *args], input=stdin, text=True,
-                          capture_output=True, env=cluster.env(), check=False)
+def kubectl(
+    cluster: localcluster.Cluster, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(cluster.kubectl), *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=cluster.env(),
+        check=False,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
     return done
@@ -42,12 +49,18 @@ def kubectl(cluster: localcluster.Cluster, *args: str, stdin: str | None = None,
 def crd(cluster: localcluster.Cluster, api_client: client.ApiClient) -> None:
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     ext = client.ApiextensionsV1Api(api_client)
-    wait_for("the CRD to be established", lambda: any(
-        c.type == "Established" and c.status == "True"
-        for c in ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}").status.conditions or []
-    ))
-    wait_for("the API to serve servedmodels",
-             lambda: kubectl(cluster, "get", "servedmodels", "-A", check=False).returncode == 0)
+    wait_for(
+        "the CRD to be established",
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}").status.conditions
+            or []
+        ),
+    )
+    wait_for(
+        "the API to serve servedmodels",
+        lambda: kubectl(cluster, "get", "servedmodels", "-A", check=False).returncode == 0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +76,13 @@ def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
 class OperatorProcess:
     """servedmodel-operator as users run it: a console script, KUBECONFIG, one namespace."""
 
-    def __init__(self, cluster: localcluster.Cluster, namespace: str, log_dir: Path,
-                 kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self,
+        cluster: localcluster.Cluster,
+        namespace: str,
+        log_dir: Path,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.cluster, self.namespace = cluster, namespace
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.log_path = log_dir / f"operator-{namespace}.log"
@@ -76,10 +94,16 @@ class OperatorProcess:
         out = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(exe), "--namespace", self.namespace, "--log-level", "DEBUG"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        wait_for("the operator to start", lambda: b"Activity 'start' succeeded" in
-                 self.log_path.read_bytes() or self._died(), timeout=60)
+        wait_for(
+            "the operator to start",
+            lambda: b"Activity 'start' succeeded" in self.log_path.read_bytes() or self._died(),
+            timeout=60,
+        )
 
     def _died(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -100,12 +124,18 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def errors(self) -> list[str]:
-        return [line for line in self.log().splitlines() if " ERROR " in line or "Traceback" in line]
+        return [
+            line for line in self.log().splitlines() if " ERROR " in line or "Traceback" in line
+        ]
 
 
 @pytest.fixture
-def operator(cluster: localcluster.Cluster, namespace: str, crd: None,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: localcluster.Cluster,
+    namespace: str,
+    crd: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(cluster, namespace, tmp_path_factory.mktemp("operator"))
     proc.start()
     yield proc
@@ -125,24 +155,37 @@ def _hostpath_volume(core: client.CoreV1Api, namespace: str, claim: str, path: P
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o777)  # like local-path provisioners: any pod uid may write
     pv_name = f"{namespace}-{claim}"
-    core.create_persistent_volume(client.V1PersistentVolume(
-        metadata=client.V1ObjectMeta(name=pv_name, labels={"test-namespace": namespace}),
-        spec=client.V1PersistentVolumeSpec(
-            capacity={"storage": "1Gi"}, access_modes=["ReadWriteMany"],
-            host_path=client.V1HostPathVolumeSource(path=str(path)),
-            claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
-            persistent_volume_reclaim_policy="Retain", storage_class_name="",
+    core.create_persistent_volume(
+        client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name=pv_name, labels={"test-namespace": namespace}),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": "1Gi"},
+                access_modes=["ReadWriteMany"],
+                host_path=client.V1HostPathVolumeSource(path=str(path)),
+                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
+                persistent_volume_reclaim_policy="Retain",
+                storage_class_name="",
+            ),
+        )
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=claim),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteMany"],
+                volume_name=pv_name,
+                storage_class_name="",
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
         ),
-    ))
-    core.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
-        metadata=client.V1ObjectMeta(name=claim),
-        spec=client.V1PersistentVolumeClaimSpec(
-            access_modes=["ReadWriteMany"], volume_name=pv_name, storage_class_name="",
-            resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+    )
+    wait_for(
+        f"PVC {claim} to bind",
+        lambda: (
+            core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound"
         ),
-    ))
-    wait_for(f"PVC {claim} to bind", lambda: core.read_namespaced_persistent_volume_claim(
-        claim, namespace).status.phase == "Bound")
+    )
     return Volume(claim, path)
 
 
@@ -154,8 +197,9 @@ def store(core: client.CoreV1Api, namespace: str, tmp_path: Path) -> Iterator[Vo
 
 
 @pytest.fixture
-def training(core: client.CoreV1Api, namespace: str, tmp_path: Path,
-             model_files: dict[str, Path]) -> Iterator[Volume]:
+def training(
+    core: client.CoreV1Api, namespace: str, tmp_path: Path, model_files: dict[str, Path]
+) -> Iterator[Volume]:
     """A 'training output' claim holding the tiny models (and a corrupt one)."""
     volume = _hostpath_volume(core, namespace, "training", tmp_path / "training")
     for name, source in model_files.items():
@@ -171,12 +215,17 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     script = f"""
 import keras
 a = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3, name="logits")])
-a.save({str(out / 'model-a.keras')!r})
-b = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(8), keras.layers.Dense(3)])
-b.save({str(out / 'model-b.h5')!r})
+a.save({str(out / "model-a.keras")!r})
+b = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(8),
+                     keras.layers.Dense(3)])
+b.save({str(out / "model-b.h5")!r})
 """
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     (out / "corrupt.keras").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
     return {p.name: p for p in out.iterdir()}
 
@@ -195,7 +244,9 @@ def servedmodel(name: str, versions: list[tuple[int, str]], **spec: Any) -> dict
 
 
 def get_sm(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
     return obj
 
 
@@ -206,8 +257,15 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def wait_condition(custom: client.CustomObjectsApi, namespace: str, name: str, kind: str,
-                   status: str, timeout: float = 120, reason: str | None = None) -> dict[str, Any]:
+def wait_condition(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    kind: str,
+    status: str,
+    timeout: float = 120,
+    reason: str | None = None,
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         obj = get_sm(custom, namespace, name)
         cond = condition(obj, kind)
@@ -215,7 +273,9 @@ def wait_condition(custom: client.CustomObjectsApi, namespace: str, name: str, k
         ok = ok and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
         return obj if ok else None
 
-    return wait_for(f"{name} {kind}={status}" + (f" ({reason})" if reason else ""), probe, timeout=timeout)
+    return wait_for(
+        f"{name} {kind}={status}" + (f" ({reason})" if reason else ""), probe, timeout=timeout
+    )
 
 
 class AuditLog:
@@ -227,7 +287,9 @@ class AuditLog:
     def mark(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def writes(self, since: int, namespace: str, user_agent: str = OPERATOR_AGENT) -> list[dict[str, Any]]:
+    def writes(
+        self, since: int, namespace: str, user_agent: str = OPERATOR_AGENT
+    ) -> list[dict[str, Any]]:
         with open(self.path, "rb") as f:
             f.seek(since)
             lines = f.read().decode(errors="replace").splitlines()
@@ -238,8 +300,11 @@ class AuditLog:
             except json.JSONDecodeError:
                 continue
             ref = entry.get("objectRef") or {}
-            if (entry.get("verb") in WRITE_VERBS and str(entry.get("userAgent", "")).startswith(user_agent)
-                    and ref.get("namespace") == namespace):
+            if (
+                entry.get("verb") in WRITE_VERBS
+                and str(entry.get("userAgent", "")).startswith(user_agent)
+                and ref.get("namespace") == namespace
+            ):
                 out.append(entry)
         return out
 
@@ -250,8 +315,11 @@ def audit(cluster: localcluster.Cluster) -> AuditLog:
 
 
 def describe_writes(entries: list[dict[str, Any]]) -> list[str]:
-    return [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')}"
-            f"{e['objectRef'].get('name', '')}" for e in entries]
+    return [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')}"
+        f"{e['objectRef'].get('name', '')}"
+        for e in entries
+    ]
 
 
 def read_or_none(fn: Any, *args: Any) -> Any:
@@ -263,8 +331,9 @@ def read_or_none(fn: Any, *args: Any) -> Any:
         raise
 
 
-def wait_until_quiet(audit: AuditLog, namespace: str, quiet_seconds: float = 3.0,
-                     timeout: float = 60) -> None:
+def wait_until_quiet(
+    audit: AuditLog, namespace: str, quiet_seconds: float = 3.0, timeout: float = 60
+) -> None:
     """Until the operator has written nothing in the namespace for quiet_seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

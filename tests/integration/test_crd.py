@@ -15,8 +15,11 @@ pytestmark = pytest.mark.cluster
 
 
 def _valid() -> dict[str, Any]:
-    return servedmodel("mnist", [(1, "pvc://training/a.keras"), (2, "https://models.example/b.h5")],
-                       serve={"policy": "Latest", "labels": {"stable": 1}})
+    return servedmodel(
+        "mnist",
+        [(1, "pvc://training/a.keras"), (2, "https://models.example/b.h5")],
+        serve={"policy": "Latest", "labels": {"stable": 1}},
+    )
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -43,35 +46,60 @@ INVALID = [
     ("label at an undeclared version", _with("serve.labels", {"stable": 7}), "spec.serve.labels"),
     ("label name with a dash", _with("serve.labels", {"can-ary": 1}), "spec.serve.labels"),
     ("Specific without versions", _with("serve.policy", "Specific"), "spec.serve.versions"),
-    ("Specific naming an undeclared version",
-     _with("serve", {"policy": "Specific", "versions": [9]}), "spec.serve.versions"),
-    ("versions without Specific", _with("serve", {"policy": "All", "versions": [1]}), "spec.serve.versions"),
+    (
+        "Specific naming an undeclared version",
+        _with("serve", {"policy": "Specific", "versions": [9]}),
+        "spec.serve.versions",
+    ),
+    (
+        "versions without Specific",
+        _with("serve", {"policy": "All", "versions": [1]}),
+        "spec.serve.versions",
+    ),
     ("unknown policy", _with("serve.policy", "Newest"), "spec.serve.policy"),
     ("modelName with a slash", _with("modelName", "team/mnist"), "spec.modelName"),
     ("modelName with ..", _with("modelName", "a..b"), "spec.modelName"),
     ("modelName with whitespace", _with("modelName", "mn ist"), "spec.modelName"),
-    ("source with an unsupported scheme", _with("versions.0.source.uri", "ftp://host/a.keras"),
-     "spec.versions[0].source.uri"),
-    ("source with credentials", _with("versions.1.source.uri", "https://u:p@models.example/b.h5"),
-     "spec.versions[1].source.uri"),
-    ("sha256 that is not hex", _with("versions.0.source.sha256", "xyz"), "spec.versions[0].source.sha256"),
+    (
+        "source with an unsupported scheme",
+        _with("versions.0.source.uri", "ftp://host/a.keras"),
+        "spec.versions[0].source.uri",
+    ),
+    (
+        "source with credentials",
+        _with("versions.1.source.uri", "https://u:p@models.example/b.h5"),
+        "spec.versions[1].source.uri",
+    ),
+    (
+        "sha256 that is not hex",
+        _with("versions.0.source.sha256", "xyz"),
+        "spec.versions[0].source.sha256",
+    ),
     ("no store", _with("store", _DELETE), "spec.store"),
     ("negative replicas", _with("server.replicas", -1), "spec.server.replicas"),
     ("no versions", _with("versions", []), "spec.versions"),
-    ("batch sizes not ending at maxBatchSize",
-     _with("server.batching", {"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}),
-     "spec.server.batching"),
+    (
+        "batch sizes not ending at maxBatchSize",
+        _with("server.batching", {"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}),
+        "spec.server.batching",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_servedmodel_is_rejected_naming_the_field(
-    custom: client.CustomObjectsApi, cluster: localcluster.Cluster, namespace: str,
-    case: str, body: dict[str, Any], field: str,
+    custom: client.CustomObjectsApi,
+    cluster: localcluster.Cluster,
+    namespace: str,
+    case: str,
+    body: dict[str, Any],
+    field: str,
 ) -> None:
     import yaml
 
-    done = kubectl(cluster, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body), check=False)
+    done = kubectl(
+        cluster, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body), check=False
+    )
     assert done.returncode != 0, f"{case}: accepted"
     assert "is invalid" in done.stderr, done.stderr
     assert field in done.stderr, f"{case}: {done.stderr}"
@@ -83,11 +111,16 @@ def test_the_valid_base_case_is_accepted(custom: client.CustomObjectsApi, namesp
     assert created["spec"]["serve"]["count"] == 1
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda o: o["spec"]["versions"][0]["source"].update(uri="pvc://training/other.keras"),
-     "spec.versions[0]"),
-    (lambda o: o["spec"]["versions"][1]["source"].update(sha256="a" * 64), "spec.versions[1]"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            lambda o: o["spec"]["versions"][0]["source"].update(uri="pvc://training/other.keras"),
+            "spec.versions[0]",
+        ),
+        (lambda o: o["spec"]["versions"][1]["source"].update(sha256="a" * 64), "spec.versions[1]"),
+    ],
+)
 def test_an_existing_version_entry_is_immutable(
     custom: client.CustomObjectsApi, namespace: str, change: Any, field: str
 ) -> None:
@@ -103,7 +136,10 @@ def test_an_existing_version_entry_is_immutable(
     assert field in rejected.value.body and "immutable" in rejected.value.body
 
     # Adding a version and removing one are allowed.
-    obj["spec"]["versions"] = [obj["spec"]["versions"][0], {"version": 3, "source": {"uri": "pvc://training/c.keras"}}]
+    obj["spec"]["versions"] = [
+        obj["spec"]["versions"][0],
+        {"version": 3, "source": {"uri": "pvc://training/c.keras"}},
+    ]
     custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mnist", obj)
 
 
@@ -116,10 +152,23 @@ def test_kubectl_explain_teaches_the_api(cluster: localcluster.Cluster, crd: Non
     assert "pvc://<claim>/<path>" in out
 
 
-def test_printer_columns_and_short_name(cluster: localcluster.Cluster, custom: client.CustomObjectsApi,
-                                        namespace: str) -> None:
+def test_printer_columns_and_short_name(
+    cluster: localcluster.Cluster, custom: client.CustomObjectsApi, namespace: str
+) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
     header = kubectl(cluster, "get", "sm", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "READY", "SERVED", "ENDPOINT", "AGE"]
-    wide = kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert wide == ["NAME", "READY", "SERVED", "ENDPOINT", "MODEL", "LABELS", "REPLICAS", "REASON", "AGE"]
+    wide = (
+        kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
+    )
+    assert wide == [
+        "NAME",
+        "READY",
+        "SERVED",
+        "ENDPOINT",
+        "MODEL",
+        "LABELS",
+        "REPLICAS",
+        "REASON",
+        "AGE",
+    ]

@@ -39,7 +39,9 @@ def _create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any
 
 
 def _jobs_by_version(batch: client.BatchV1Api, namespace: str) -> Counter[str]:
-    return Counter(j.metadata.labels[VERSION_LABEL] for j in batch.list_namespaced_job(namespace).items)
+    return Counter(
+        j.metadata.labels[VERSION_LABEL] for j in batch.list_namespaced_job(namespace).items
+    )
 
 
 def _loads_and_shows(version_dir: str) -> dict[str, Any]:
@@ -50,21 +52,39 @@ m = tf.saved_model.load({version_dir!r})
 print(json.dumps(sorted(m.signatures.keys())))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--dir", version_dir, "--all"], capture_output=True, text=True,
-                           env=env, check=True)
+    shown = subprocess.run(
+        [cli, "show", "--dir", version_dir, "--all"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return {"signatures": json.loads(loaded.stdout.strip().splitlines()[-1]), "cli": shown.stdout}
 
 
 def test_two_versions_export_for_real_and_serve_per_policy(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, core: client.CoreV1Api,
-    batch: client.BatchV1Api, namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel(
-        "iris", [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
-        serve={"policy": "Latest", "count": 1}, exporter={"warmup": {"requests": 4}},
-    ))
+    _create(
+        custom,
+        namespace,
+        servedmodel(
+            "iris",
+            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+            serve={"policy": "Latest", "count": 1},
+            exporter={"warmup": {"requests": 4}},
+        ),
+    )
     obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
 
     for version in (1, 2):
@@ -101,13 +121,22 @@ def test_two_versions_export_for_real_and_serve_per_policy(
 
 
 def test_a_corrupt_version_fails_with_the_exporters_reason_while_the_other_serves(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, core: client.CoreV1Api,
-    namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel(
-        "iris", [(1, "pvc://training/model-a.keras"), (2, "pvc://training/corrupt.keras")],
-        serve={"policy": "All"},
-    ))
+    _create(
+        custom,
+        namespace,
+        servedmodel(
+            "iris",
+            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/corrupt.keras")],
+            serve={"policy": "All"},
+        ),
+    )
     obj = wait_condition(custom, namespace, "iris", "Stalled", "True", timeout=180)
     versions = {v["version"]: v for v in obj["status"]["versions"]}
     assert versions[1]["state"] == "Exported"
@@ -121,7 +150,9 @@ def test_a_corrupt_version_fails_with_the_exporters_reason_while_the_other_serve
     assert obj["status"]["served"]["versions"] == [1]
     assert not (store.path / "iris" / "2").exists()
     events = core.list_namespaced_event(namespace, field_selector="reason=ExportFailed").items
-    assert any("version 2" in (e.message or e.note or "") for e in events) or _events_v1(namespace, core)
+    assert any("version 2" in (e.message or e.note or "") for e in events) or _events_v1(
+        namespace, core
+    )
 
 
 def _events_v1(namespace: str, core: client.CoreV1Api) -> bool:
@@ -130,13 +161,24 @@ def _events_v1(namespace: str, core: client.CoreV1Api) -> bool:
 
 
 def test_operator_killed_mid_export_creates_no_duplicate_jobs(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, batch: client.BatchV1Api,
-    namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel(
-        "iris", [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
-    ))
-    wait_for("the first exporter Job", lambda: batch.list_namespaced_job(namespace).items, timeout=30)
+    _create(
+        custom,
+        namespace,
+        servedmodel(
+            "iris",
+            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+        ),
+    )
+    wait_for(
+        "the first exporter Job", lambda: batch.list_namespaced_job(namespace).items, timeout=30
+    )
     operator.stop(kill=True)
     operator.start()
     obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
@@ -145,21 +187,41 @@ def test_operator_killed_mid_export_creates_no_duplicate_jobs(
 
 
 def test_a_job_deleted_by_hand_is_recreated_only_while_its_version_is_not_exported(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, batch: client.BatchV1Api,
-    namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
     _create(custom, namespace, servedmodel("iris", [(1, "pvc://training/model-a.keras")]))
     wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
     [exported_job] = batch.list_namespaced_job(namespace).items
-    batch.delete_namespaced_job(exported_job.metadata.name, namespace, propagation_policy="Background")
+    batch.delete_namespaced_job(
+        exported_job.metadata.name, namespace, propagation_policy="Background"
+    )
 
     # A new version; its Job is deleted while it runs, and comes back.
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris", {"spec": {"versions": [
-        {"version": 1, "source": {"uri": "pvc://training/model-a.keras"}},
-        {"version": 2, "source": {"uri": "pvc://training/model-b.h5"}},
-    ]}})
-    running = wait_for("the version 2 Job", lambda: batch.list_namespaced_job(
-        namespace, label_selector=f"{VERSION_LABEL}=2").items, timeout=30)[0]
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "iris",
+        {
+            "spec": {
+                "versions": [
+                    {"version": 1, "source": {"uri": "pvc://training/model-a.keras"}},
+                    {"version": 2, "source": {"uri": "pvc://training/model-b.h5"}},
+                ]
+            }
+        },
+    )
+    running = wait_for(
+        "the version 2 Job",
+        lambda: batch.list_namespaced_job(namespace, label_selector=f"{VERSION_LABEL}=2").items,
+        timeout=30,
+    )[0]
     batch.delete_namespaced_job(running.metadata.name, namespace, propagation_policy="Background")
     obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
     assert [v["state"] for v in obj["status"]["versions"]] == ["Exported", "Exported"]
@@ -167,20 +229,46 @@ def test_a_job_deleted_by_hand_is_recreated_only_while_its_version_is_not_export
 
 
 def test_removing_a_version_stops_serving_it_and_keeps_its_savedmodel(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, core: client.CoreV1Api,
-    namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel(
-        "iris", [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
-        serve={"policy": "All"},
-    ))
+    _create(
+        custom,
+        namespace,
+        servedmodel(
+            "iris",
+            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+            serve={"policy": "All"},
+        ),
+    )
     obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
     assert obj["status"]["served"]["versions"] == [1, 2]
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris", {"spec": {"versions": [
-        {"version": 2, "source": {"uri": "pvc://training/model-b.h5"}},
-    ]}})
-    obj = wait_for("version 1 to leave the served set", lambda: (o := get_sm(custom, namespace, "iris"))
-                   and o["status"]["served"]["versions"] == [2] and o)
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "iris",
+        {
+            "spec": {
+                "versions": [
+                    {"version": 2, "source": {"uri": "pvc://training/model-b.h5"}},
+                ]
+            }
+        },
+    )
+    obj = wait_for(
+        "version 1 to leave the served set",
+        lambda: (
+            (o := get_sm(custom, namespace, "iris"))
+            and o["status"]["served"]["versions"] == [2]
+            and o
+        ),
+    )
     assert [v["version"] for v in obj["status"]["versions"]] == [2]
     config = core.read_namespaced_config_map("iris-tfserving", namespace).data["models.config"]
     assert "versions: 1" not in config
@@ -188,14 +276,26 @@ def test_removing_a_version_stops_serving_it_and_keeps_its_savedmodel(
 
 
 def test_parallelism_bounds_running_exports(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, batch: client.BatchV1Api,
-    namespace: str, store: Volume, training: Volume,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel(
-        "iris", [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5"),
-                 (3, "pvc://training/model-a.keras")],
-        exporter={"parallelism": 2},
-    ))
+    _create(
+        custom,
+        namespace,
+        servedmodel(
+            "iris",
+            [
+                (1, "pvc://training/model-a.keras"),
+                (2, "pvc://training/model-b.h5"),
+                (3, "pvc://training/model-a.keras"),
+            ],
+            exporter={"parallelism": 2},
+        ),
+    )
     most = 0
 
     def done() -> bool:

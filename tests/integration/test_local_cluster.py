@@ -31,36 +31,48 @@ def test_a_second_up_reuses_the_running_cluster(cluster: localcluster.Cluster) -
 
 def test_deployment_pods_become_ready(apps: client.AppsV1Api, namespace: str) -> None:
     labels = {"app": "web"}
-    apps.create_namespaced_deployment(namespace, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[_container()]),
+    apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="web"),
+            spec=client.V1DeploymentSpec(
+                replicas=2,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(containers=[_container()]),
+                ),
             ),
         ),
-    ))
+    )
     status = wait_for(
         "2 available replicas",
-        lambda: (s := apps.read_namespaced_deployment_status("web", namespace).status)
-        and s.available_replicas == 2 and s,
+        lambda: (
+            (s := apps.read_namespaced_deployment_status("web", namespace).status)
+            and s.available_replicas == 2
+            and s
+        ),
         timeout=30,
     )
     assert status.ready_replicas == 2
 
 
 def test_job_completes(batch: client.BatchV1Api, namespace: str) -> None:
-    batch.create_namespaced_job(namespace, client.V1Job(
-        metadata=client.V1ObjectMeta(name="once"),
-        spec=client.V1JobSpec(
-            backoff_limit=0,
-            template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
-                restart_policy="Never", containers=[_container(command=["true"])],
-            )),
+    batch.create_namespaced_job(
+        namespace,
+        client.V1Job(
+            metadata=client.V1ObjectMeta(name="once"),
+            spec=client.V1JobSpec(
+                backoff_limit=0,
+                template=client.V1PodTemplateSpec(
+                    spec=client.V1PodSpec(
+                        restart_policy="Never",
+                        containers=[_container(command=["true"])],
+                    )
+                ),
+            ),
         ),
-    ))
+    )
     wait_for(
         "the Job to succeed",
         lambda: batch.read_namespaced_job_status("once", namespace).status.succeeded == 1,
@@ -77,9 +89,10 @@ def test_deleting_an_owner_garbage_collects_its_dependents(
     ref = client.V1OwnerReference(
         api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid
     )
-    core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="dependent", owner_references=[ref])
-    ))
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="dependent", owner_references=[ref])),
+    )
     core.delete_namespaced_config_map("owner", namespace)
 
     def dependent_gone() -> bool:
@@ -94,21 +107,32 @@ def test_deleting_an_owner_garbage_collects_its_dependents(
 
 def test_restricted_namespace_rejects_a_privileged_pod(core: client.CoreV1Api) -> None:
     name = "restricted-pss-check"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=name, labels={"pod-security.kubernetes.io/enforce": "restricted"}
-    )))
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name, labels={"pod-security.kubernetes.io/enforce": "restricted"}
+            )
+        )
+    )
     try:
         with pytest.raises(ApiException) as rejected:
-            core.create_namespaced_pod(name, client.V1Pod(
-                metadata=client.V1ObjectMeta(name="privileged"),
-                spec=client.V1PodSpec(containers=[
-                    _container(security_context=client.V1SecurityContext(privileged=True))
-                ]),
-            ))
+            core.create_namespaced_pod(
+                name,
+                client.V1Pod(
+                    metadata=client.V1ObjectMeta(name="privileged"),
+                    spec=client.V1PodSpec(
+                        containers=[
+                            _container(security_context=client.V1SecurityContext(privileged=True))
+                        ]
+                    ),
+                ),
+            )
         assert rejected.value.status == 403
         message = json.loads(rejected.value.body)["message"]
         assert 'violates PodSecurity "restricted:latest"' in message
-        assert 'privileged (container "main" must not set securityContext.privileged=true)' in message
+        assert (
+            'privileged (container "main" must not set securityContext.privileged=true)' in message
+        )
     finally:
         core.delete_namespace(name)
 
@@ -122,7 +146,9 @@ def test_serviceaccount_token_is_denied_until_a_rolebinding_exists(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))
     )
     token = core.create_namespaced_service_account_token(
-        "reader", namespace, client.AuthenticationV1TokenRequest(
+        "reader",
+        namespace,
+        client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
         ),
     ).status.token
@@ -138,17 +164,25 @@ def test_serviceaccount_token_is_denied_until_a_rolebinding_exists(
     assert denied.value.status == 403
     assert f"system:serviceaccount:{namespace}:reader" in denied.value.body
 
-    rbac.create_namespaced_role(namespace, client.V1Role(
-        metadata=client.V1ObjectMeta(name="read-configmaps"),
-        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
-    ))
-    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
-        metadata=client.V1ObjectMeta(name="reader-reads-configmaps"),
-        role_ref=client.V1RoleRef(
-            api_group="rbac.authorization.k8s.io", kind="Role", name="read-configmaps"
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="read-configmaps"),
+            rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
         ),
-        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=namespace)],
-    ))
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="reader-reads-configmaps"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="read-configmaps"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=namespace)
+            ],
+        ),
+    )
     listed = wait_for("the RoleBinding to take effect", lambda: _try_list(reader, namespace))
     assert any(cm.metadata.name == "kube-root-ca.crt" for cm in listed.items)
 

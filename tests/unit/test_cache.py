@@ -8,10 +8,19 @@ from servedmodel_operator.cache import Recent, owner_name, trim
 
 
 def _obj(name: str, rv: str, owner: str = "mnist", kind: str = "Job") -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": kind, "metadata": {
-        "name": name, "namespace": "ml", "resourceVersion": rv, "managedFields": [{"x": 1}],
-        "ownerReferences": [{"kind": "ServedModel", "name": owner, "controller": True}]},
-        "spec": {"big": "x" * 100}, "status": {"active": 1}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "resourceVersion": rv,
+            "managedFields": [{"x": 1}],
+            "ownerReferences": [{"kind": "ServedModel", "name": owner, "controller": True}],
+        },
+        "spec": {"big": "x" * 100},
+        "status": {"active": 1},
+    }
 
 
 def test_a_recent_write_wins_until_the_index_catches_up() -> None:

@@ -9,11 +9,22 @@ from servedmodel_exporter import result as results
 
 def _big_result() -> dict[str, object]:
     inputs = {f"feature_{i:03d}": {"dtype": "float32", "shape": [-1, 128]} for i in range(200)}
-    return {"ok": True, "version": 3, "modelName": "wide", "path": "/store/wide/3",
-            "signature": {"inputs": inputs, "outputs": {"output_0": {"dtype": "float32", "shape": [-1, 1]}}},
-            "verification": {"samples": 8, "maxAbsDiff": 1e-7, "passed": True},
-            "sourceSha256": "f" * 64, "tensorflowVersion": "2.21.0", "exportedAt": "2026-11-25T10:00:00Z",
-            "durations": {"totalSeconds": 3.2}, "sizes": {"savedModelBytes": 10}}
+    return {
+        "ok": True,
+        "version": 3,
+        "modelName": "wide",
+        "path": "/store/wide/3",
+        "signature": {
+            "inputs": inputs,
+            "outputs": {"output_0": {"dtype": "float32", "shape": [-1, 1]}},
+        },
+        "verification": {"samples": 8, "maxAbsDiff": 1e-7, "passed": True},
+        "sourceSha256": "f" * 64,
+        "tensorflowVersion": "2.21.0",
+        "exportedAt": "2026-11-25T10:00:00Z",
+        "durations": {"totalSeconds": 3.2},
+        "sizes": {"savedModelBytes": 10},
+    }
 
 
 def test_a_small_result_is_kept_whole() -> None:
@@ -37,6 +48,8 @@ def test_no_limit_means_everything() -> None:
 
 
 def test_one_line_summaries() -> None:
-    assert results.one_line({"ok": False, "reason": "ChecksumMismatch", "message": "x"}) == \
-        "export failed: ChecksumMismatch: x"
+    assert (
+        results.one_line({"ok": False, "reason": "ChecksumMismatch", "message": "x"})
+        == "export failed: ChecksumMismatch: x"
+    )
     assert "\n" not in results.one_line(_big_result())

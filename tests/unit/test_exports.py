@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 
 from servedmodel_operator.exports import State, exported, version_states, versions_to_start
+
 from tests.unit.builders import job_obj, model, pod_obj
 
-OK = json.dumps({"ok": True, "version": 1, "signature": {"inputs": {}}, "verification": {"maxAbsDiff": 0.0},
-                 "sourceSha256": "f" * 64, "tensorflowVersion": "2.21.0", "durations": {"x": 1}})
+OK = json.dumps(
+    {
+        "ok": True,
+        "version": 1,
+        "signature": {"inputs": {}},
+        "verification": {"maxAbsDiff": 0.0},
+        "sourceSha256": "f" * 64,
+        "tensorflowVersion": "2.21.0",
+        "durations": {"x": 1},
+    }
+)
 WANTED = {1: "mnist-export-v1-aaaa", 2: "mnist-export-v2-bbbb"}
 
 
@@ -41,23 +51,35 @@ def test_a_complete_job_without_a_result_is_a_failure_not_a_success() -> None:
 def test_a_failed_job_carries_the_exporters_reason() -> None:
     result = json.dumps({"ok": False, "reason": "ChecksumMismatch", "message": "sha differs"})
     job = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="PodFailurePolicy")
-    s = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod_obj(12, result)]}, {}, WANTED)[0]
+    s = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod_obj(12, result)]}, {}, WANTED)[
+        0
+    ]
     assert (s.state, s.reason, s.message) == (State.FAILED, "ChecksumMismatch", "sha differs")
 
 
 def test_a_failed_job_without_a_result_reports_the_job_condition() -> None:
-    job = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="DeadlineExceeded",
-                  message="Job was active longer than specified deadline")
+    job = job_obj(
+        "mnist-export-v1-aaaa",
+        1,
+        condition="Failed",
+        reason="DeadlineExceeded",
+        message="Job was active longer than specified deadline",
+    )
     s = version_states(model(), [job], {}, {}, WANTED)[0]
     assert (s.state, s.reason) == (State.FAILED, "DeadlineExceeded")
     assert "deadline" in (s.message or "")
 
 
 def test_the_newest_pod_of_a_job_decides() -> None:
-    old = pod_obj(10, json.dumps({"ok": False, "reason": "SourceUnreachable"}), "2026-11-25T10:00:00Z")
+    old = pod_obj(
+        10, json.dumps({"ok": False, "reason": "SourceUnreachable"}), "2026-11-25T10:00:00Z"
+    )
     new = pod_obj(0, OK, "2026-11-25T10:05:00Z")
     job = job_obj("mnist-export-v1-aaaa", 1, condition="Complete")
-    assert version_states(model(), [job], {"mnist-export-v1-aaaa": [new, old]}, {}, WANTED)[0].state is State.EXPORTED
+    assert (
+        version_states(model(), [job], {"mnist-export-v1-aaaa": [new, old]}, {}, WANTED)[0].state
+        is State.EXPORTED
+    )
 
 
 def test_exported_is_sticky_once_recorded_in_status() -> None:

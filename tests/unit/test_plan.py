@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from servedmodel_operator import drift
-from servedmodel_operator.plan import Observed, plan, version_skew
 from servedmodel_operator.exports import State, VersionStatus
+from servedmodel_operator.plan import Observed, plan, version_skew
+
 from tests.unit.builders import deployment_obj, job_obj, model, pod_obj
 
 NOW = "2026-11-25T10:00:00Z"
@@ -27,14 +28,24 @@ def _live(manifest: dict[str, Any]) -> dict[str, Any]:
             return {f"f:{k}": fields(v) for k, v in value.items()}
         return {}
 
-    live["metadata"]["managedFields"] = [{"manager": "servedmodel-operator", "operation": "Apply",
-                                          "fieldsV1": fields({k: v for k, v in live.items() if k != "status"})}]
+    live["metadata"]["managedFields"] = [
+        {
+            "manager": "servedmodel-operator",
+            "operation": "Apply",
+            "fieldsV1": fields({k: v for k, v in live.items() if k != "status"}),
+        }
+    ]
     return live
 
 
 def test_first_reconcile_creates_everything_and_the_first_export() -> None:
     p = plan(model(), Observed(), IMAGE, NOW)
-    assert [k.split("/")[0] for k in _kinds(p.apply)] == ["ConfigMap", "Deployment", "Service", "Job"]
+    assert [k.split("/")[0] for k in _kinds(p.apply)] == [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Job",
+    ]
     assert "mnist-export-v1-" in _kinds(p.apply)[3]
     assert all(drift.HASH_ANNOTATION in m["metadata"]["annotations"] for m in p.apply)
     assert p.status is not None
@@ -46,23 +57,35 @@ def test_a_converged_model_plans_nothing() -> None:
     first = plan(model(), Observed(), IMAGE, NOW)
     observed = Observed(
         status=first.status or {},
-        configmap=_live(first.apply[0]), deployment=_live(first.apply[1]), service=_live(first.apply[2]),
+        configmap=_live(first.apply[0]),
+        deployment=_live(first.apply[1]),
+        service=_live(first.apply[2]),
         jobs=(job_obj(first.apply[3]["metadata"]["name"], 1),),
     )
     second = plan(model(), observed, IMAGE, NOW)  # the Deployment now exists: status moves on
     assert second.apply == [] and second.status is not None
-    converged = plan(model(), Observed(**{**observed.__dict__, "status": second.status}), IMAGE, NOW)
+    converged = plan(
+        model(), Observed(**{**observed.__dict__, "status": second.status}), IMAGE, NOW
+    )
     assert converged.apply == [] and converged.status is None and converged.events == []
 
 
 def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the_next() -> None:
     first = plan(model(), Observed(), IMAGE, NOW)
     job_name = first.apply[3]["metadata"]["name"]
-    result = json.dumps({"ok": True, "signature": {"inputs": {"x": {}}}, "verification": {"maxAbsDiff": 0.0},
-                         "tensorflowVersion": "2.21.0"})
+    result = json.dumps(
+        {
+            "ok": True,
+            "signature": {"inputs": {"x": {}}},
+            "verification": {"maxAbsDiff": 0.0},
+            "tensorflowVersion": "2.21.0",
+        }
+    )
     observed = Observed(
         status=first.status or {},
-        configmap=_live(first.apply[0]), deployment=_live(first.apply[1]), service=_live(first.apply[2]),
+        configmap=_live(first.apply[0]),
+        deployment=_live(first.apply[1]),
+        service=_live(first.apply[2]),
         jobs=(job_obj(job_name, 1, condition="Complete"),),
         pods_by_job={job_name: [pod_obj(0, result)]},
     )
@@ -70,7 +93,11 @@ def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the
     assert [k.split("/")[0] for k in _kinds(p.apply)] == ["ConfigMap", "Deployment", "Job"]
     assert p.apply[1]["spec"]["replicas"] == 1
     assert "versions: 1" in p.apply[0]["data"]["models.config"]
-    assert [e.reason for e in p.events] == ["VersionExported", "ExportStarted", "ServedVersionsChanged"]
+    assert [e.reason for e in p.events] == [
+        "VersionExported",
+        "ExportStarted",
+        "ServedVersionsChanged",
+    ]
 
 
 def test_version_skew_is_flagged() -> None:
@@ -82,8 +109,10 @@ def test_version_skew_is_flagged() -> None:
 
 
 def test_label_moves_produce_events_and_no_deployment_change() -> None:
-    status = {"served": {"versions": [1, 2], "labels": {"stable": 1}},
-              "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}]}
+    status = {
+        "served": {"versions": [1, 2], "labels": {"stable": 1}},
+        "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
+    }
     m = model(serve={"policy": "All", "labels": {"stable": 2}})
     p = plan(m, Observed(status=status, deployment=deployment_obj()), IMAGE, NOW)
     assert "Job" not in {x["kind"] for x in p.apply}

@@ -7,15 +7,20 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
-
 from servedmodel_operator.render import configmap, deployment, job, labels, service
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
 from servedmodel_operator.selection import Served
+from tensorflow_serving.config import model_server_config_pb2
+
 from tests.unit.builders import model
 
-FIXED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
-                "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of"}
+FIXED_LABELS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+}
 
 
 def _parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig:
@@ -53,15 +58,25 @@ def test_monitoring_config_turns_prometheus_on_at_the_standard_path() -> None:
 
 def test_no_monitoring_file_when_prometheus_is_off() -> None:
     assert "monitoring.config" not in configmap.config_files(
-        model(server={"monitoring": {"prometheus": False}}), Served((1,)))
+        model(server={"monitoring": {"prometheus": False}}), Served((1,))
+    )
 
 
 def test_batching_config_only_when_batching_is_set() -> None:
     assert "batching.config" not in configmap.config_files(model(), Served((1,)))
     text = configmap.config_files(
-        model(server={"batching": {"maxBatchSize": 32, "batchTimeoutMicros": 2000,
-                                   "allowedBatchSizes": [8, 32], "padVariableLengthInputs": True}}),
-        Served((1,)))["batching.config"]
+        model(
+            server={
+                "batching": {
+                    "maxBatchSize": 32,
+                    "batchTimeoutMicros": 2000,
+                    "allowedBatchSizes": [8, 32],
+                    "padVariableLengthInputs": True,
+                }
+            }
+        ),
+        Served((1,)),
+    )["batching.config"]
     parsed = text_format.Parse(text, BatchingParameters())
     assert parsed.max_batch_size.value == 32  # type: ignore[attr-defined]
     assert parsed.batch_timeout_micros.value == 2000  # type: ignore[attr-defined]
@@ -79,9 +94,16 @@ def test_configmap_metadata_is_the_fixed_label_set_and_an_owner_reference() -> N
     cm = configmap.configmap(model(), Served((1,)))
     assert cm["metadata"]["name"] == "mnist-tfserving"
     assert set(cm["metadata"]["labels"]) == FIXED_LABELS
-    assert cm["metadata"]["ownerReferences"] == [{
-        "apiVersion": "serving.servedmodel.io/v1alpha1", "kind": "ServedModel", "name": "mnist",
-        "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}]
+    assert cm["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "serving.servedmodel.io/v1alpha1",
+            "kind": "ServedModel",
+            "name": "mnist",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 # --- Deployment -------------------------------------------------------------------------------
@@ -102,8 +124,13 @@ def test_server_args_are_tf_servings_own_flags() -> None:
         "--allow_version_labels_for_unavailable_models=true",
         "--monitoring_config_file=/etc/tfserving/monitoring.config",
     ]
-    batching = _container(deployment.deployment(model(server={"batching": {"maxBatchSize": 8}}), True))["args"]
-    assert batching[-2:] == ["--enable_batching=true", "--batching_parameters_file=/etc/tfserving/batching.config"]
+    batching = _container(
+        deployment.deployment(model(server={"batching": {"maxBatchSize": 8}}), True)
+    )["args"]
+    assert batching[-2:] == [
+        "--enable_batching=true",
+        "--batching_parameters_file=/etc/tfserving/batching.config",
+    ]
 
 
 def test_probes_use_the_metadata_path_for_readiness_and_size_startup_for_loading() -> None:
@@ -143,7 +170,13 @@ def assert_restricted(pod: dict[str, Any]) -> None:
         assert sc["readOnlyRootFilesystem"] is True
         assert not sc.get("privileged")
     for v in pod["volumes"]:
-        assert set(v) - {"name"} <= {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected"}
+        assert set(v) - {"name"} <= {
+            "configMap",
+            "emptyDir",
+            "persistentVolumeClaim",
+            "secret",
+            "projected",
+        }
 
 
 def test_pod_template_is_identical_whatever_is_served() -> None:
@@ -151,7 +184,8 @@ def test_pod_template_is_identical_whatever_is_served() -> None:
     a = model(serve={"labels": {"stable": 1}})
     b = model(serve={"policy": "All", "labels": {"stable": 2, "canary": 1}})
     assert json.dumps(deployment.pod_template(a), sort_keys=True) == json.dumps(
-        deployment.pod_template(b), sort_keys=True)
+        deployment.pod_template(b), sort_keys=True
+    )
 
 
 def test_replicas_are_zero_until_a_version_is_servable() -> None:
@@ -170,8 +204,11 @@ def test_batching_changes_roll_the_pods_through_a_template_hash() -> None:
 
 def test_prometheus_scrape_annotations() -> None:
     annotations = deployment.pod_template(model())["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8501",
-                           "prometheus.io/path": "/monitoring/prometheus/metrics"}
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8501",
+        "prometheus.io/path": "/monitoring/prometheus/metrics",
+    }
 
 
 def test_selector_is_a_subset_of_the_pod_labels() -> None:
@@ -182,15 +219,24 @@ def test_selector_is_a_subset_of_the_pod_labels() -> None:
 
 
 def test_gpu_example_carries_node_selector_tolerations_and_limits() -> None:
-    d = deployment.deployment(model(server={
-        "image": "tensorflow/serving:2.21.0-gpu",
-        "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}},
-        "nodeSelector": {"accelerator": "nvidia"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    }), True)
+    d = deployment.deployment(
+        model(
+            server={
+                "image": "tensorflow/serving:2.21.0-gpu",
+                "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}},
+                "nodeSelector": {"accelerator": "nvidia"},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            }
+        ),
+        True,
+    )
     pod = d["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"accelerator": "nvidia"}
-    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1", "memory": "4Gi"}}
 
 
@@ -200,25 +246,39 @@ def test_gpu_example_carries_node_selector_tolerations_and_limits() -> None:
 def test_service_exposes_grpc_8500_and_http_8501() -> None:
     s = service.service(model())
     assert [(p["name"], p["port"], p["targetPort"]) for p in s["spec"]["ports"]] == [
-        ("grpc", 8500, "grpc"), ("http", 8501, "http")]
+        ("grpc", 8500, "grpc"),
+        ("http", 8501, "http"),
+    ]
     assert s["spec"]["selector"] == labels.selector(model())
-    assert service.endpoints(model()) == {"grpc": "mnist.ml.svc:8500",
-                                          "rest": "http://mnist.ml.svc:8501/v1/models/mnist"}
+    assert service.endpoints(model()) == {
+        "grpc": "mnist.ml.svc:8500",
+        "rest": "http://mnist.ml.svc:8501/v1/models/mnist",
+    }
 
 
 # --- Job --------------------------------------------------------------------------------------
 
 
 def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() -> None:
-    m = model(exporter={"warmup": {"requests": 16}, "verify": {"samples": 4, "atol": 0.001, "rtol": 0.01}})
+    m = model(
+        exporter={"warmup": {"requests": 16}, "verify": {"samples": 4, "atol": 0.001, "rtol": 0.01}}
+    )
     j = job.job(m, m.spec.versions[1], "ghcr.io/servedmodel/exporter:0.1.0")
     pod = j["spec"]["template"]["spec"]
     [c] = pod["containers"]
     assert c["command"] == ["servedmodel-export"]
     assert c["args"] == [
-        "https://models.example/mnist-2.keras", "--store=/store", "--model-name=mnist", "--version=2",
-        "--samples=4", "--atol=0.001", "--rtol=0.01", "--warmup=16",
-        "--result-file=/dev/termination-log", "--result-max-bytes=4096", f"--sha256={'a' * 64}",
+        "https://models.example/mnist-2.keras",
+        "--store=/store",
+        "--model-name=mnist",
+        "--version=2",
+        "--samples=4",
+        "--atol=0.001",
+        "--rtol=0.01",
+        "--warmup=16",
+        "--result-file=/dev/termination-log",
+        "--result-max-bytes=4096",
+        f"--sha256={'a' * 64}",
     ]
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert pod["restartPolicy"] == "Never"
@@ -239,8 +299,14 @@ def test_pvc_sources_mount_their_claim_read_only_and_the_store_read_write() -> N
 
 def test_a_changed_exporter_setting_means_a_new_job_name() -> None:
     a, b = model(), model(exporter={"image": "ghcr.io/servedmodel/exporter:0.2.0"})
-    assert job.job(a, a.spec.versions[0], "x")["metadata"]["name"] != job.job(b, b.spec.versions[0], "x")["metadata"]["name"]
-    assert job.job(a, a.spec.versions[0], "x")["metadata"]["name"] == job.job(a, a.spec.versions[0], "x")["metadata"]["name"]
+    assert (
+        job.job(a, a.spec.versions[0], "x")["metadata"]["name"]
+        != job.job(b, b.spec.versions[0], "x")["metadata"]["name"]
+    )
+    assert (
+        job.job(a, a.spec.versions[0], "x")["metadata"]["name"]
+        == job.job(a, a.spec.versions[0], "x")["metadata"]["name"]
+    )
 
 
 def test_permanent_exit_codes_fail_the_job_without_retry() -> None:
@@ -253,7 +319,8 @@ def test_permanent_exit_codes_fail_the_job_without_retry() -> None:
 
 
 def test_the_default_exporter_image_is_what_the_local_runner_runs() -> None:
-    from localcluster.runner import RUNNABLE_IMAGES
     from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE
+
+    from localcluster.runner import RUNNABLE_IMAGES
 
     assert DEFAULT_EXPORTER_IMAGE in RUNNABLE_IMAGES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from servedmodel_operator.selection import select
+
 from tests.unit.builders import model
 
 THREE = [{"version": v, "source": {"uri": f"file:///m{v}.keras"}} for v in (1, 2, 3)]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from servedmodel_operator.spec import InvalidSpec, Policy, ServedModelSpec, Spec
+
 from tests.unit.builders import body, model
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servedmodel.yaml"
@@ -26,7 +26,11 @@ def test_parses_a_minimal_body_with_defaults() -> None:
     assert m.spec.serve.policy is Policy.LATEST and m.spec.serve.count == 1
     assert m.spec.server.image == "tensorflow/serving:2.21.0"
     assert m.spec.exporter.verify.samples == 8
-    assert (m.deployment_name, m.service_name, m.configmap_name) == ("mnist", "mnist", "mnist-tfserving")
+    assert (m.deployment_name, m.service_name, m.configmap_name) == (
+        "mnist",
+        "mnist",
+        "mnist-tfserving",
+    )
 
 
 def test_model_name_overrides_the_object_name() -> None:
@@ -39,11 +43,14 @@ def test_spec_is_frozen() -> None:
         m.spec.serve.count = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("broken", [
-    {"versions": []},
-    {"versions": [{"version": 0, "source": {"uri": "file:///m.keras"}}]},
-    {"store": {}},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"versions": []},
+        {"versions": [{"version": 0, "source": {"uri": "file:///m.keras"}}]},
+        {"store": {}},
+    ],
+)
 def test_nonsense_raises_invalid_spec(broken: dict[str, Any]) -> None:
     with pytest.raises(InvalidSpec):
         ServedModelSpec.from_body(body(**broken))
@@ -80,11 +87,20 @@ def _value(obj: Any, path: str) -> Any:
 
 def test_every_crd_default_equals_the_models_default() -> None:
     spec_schema = _schema()["properties"]["spec"]
-    parsed = Spec.model_validate({"versions": [{"version": 1, "source": {"uri": "file:///m"}}],
-                                  "store": {"pvc": {"claimName": "m"}}})
-    snake = {"modelName": "model_name", "configPollSeconds": "config_poll_seconds",
-             "startupTimeoutSeconds": "startup_timeout_seconds", "backoffLimit": "backoff_limit",
-             "activeDeadlineSeconds": "active_deadline_seconds", "claimName": "claim_name"}
+    parsed = Spec.model_validate(
+        {
+            "versions": [{"version": 1, "source": {"uri": "file:///m"}}],
+            "store": {"pvc": {"claimName": "m"}},
+        }
+    )
+    snake = {
+        "modelName": "model_name",
+        "configPollSeconds": "config_poll_seconds",
+        "startupTimeoutSeconds": "startup_timeout_seconds",
+        "backoffLimit": "backoff_limit",
+        "activeDeadlineSeconds": "active_deadline_seconds",
+        "claimName": "claim_name",
+    }
     defaults = _defaults(spec_schema)
     assert len(defaults) >= 12
     for path, default in defaults.items():
@@ -139,5 +155,9 @@ def test_every_spec_field_in_the_crd_is_known_to_the_model() -> None:
 
     walk(_schema()["properties"]["spec"], Spec, "spec")
     assert unknown == []
-    assert {"spec.server.batching.maxBatchSize", "spec.versions.source.sha256",
-            "spec.exporter.verify.atol", "spec.store.pvc.claimName"} <= set(seen)
+    assert {
+        "spec.server.batching.maxBatchSize",
+        "spec.versions.source.sha256",
+        "spec.exporter.verify.atol",
+        "spec.store.pvc.claimName",
+    } <= set(seen)

@@ -59,7 +59,9 @@ def test_failures_are_retried_with_growing_delays() -> None:
             if len(times) < 3:
                 raise RuntimeError("API unavailable")
 
-        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.05, max_backoff=1)
+        queue = WorkQueue(
+            work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.05, max_backoff=1
+        )
         queue.add("a")
         await asyncio.sleep(0.5)
         await queue.close()

@@ -10,9 +10,12 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
 from servedmodel_exporter.errors import ChecksumMismatch, SourceNotFound
 from servedmodel_exporter.sources import http, local
 from servedmodel_exporter.sources.uris import redact, scheme_of
+
+__all__ = ["SCHEMES", "LocalSource", "fetch", "redact", "sha256_of"]
 
 Fetcher = Callable[[str, Path], Path]
 
@@ -54,10 +57,14 @@ def fetch(uri: str, workdir: Path, expected_sha256: str | None = None) -> LocalS
     scheme = scheme_of(uri)
     fetcher = SCHEMES.get(scheme)
     if fetcher is None:
-        raise SourceNotFound(f"unsupported source scheme {scheme}:// in {redact(uri)}; "
-                             f"supported: {', '.join(s + '://' for s in SCHEMES if s)} or a path")
+        raise SourceNotFound(
+            f"unsupported source scheme {scheme}:// in {redact(uri)}; "
+            f"supported: {', '.join(s + '://' for s in SCHEMES if s)} or a path"
+        )
     path = fetcher(uri, workdir)
     digest, size = sha256_of(path)
     if expected_sha256 and digest != expected_sha256.lower():
-        raise ChecksumMismatch(f"{redact(uri)} has SHA-256 {digest}, expected {expected_sha256.lower()}")
+        raise ChecksumMismatch(
+            f"{redact(uri)} has SHA-256 {digest}, expected {expected_sha256.lower()}"
+        )
     return LocalSource(uri=uri, path=path, sha256=digest, size=size)

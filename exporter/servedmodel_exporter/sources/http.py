@@ -12,9 +12,15 @@ from servedmodel_exporter.errors import AccessDenied, SourceNotFound, SourceUnre
 from servedmodel_exporter.sources.uris import local_name, redact, redact_text
 
 RETRIES = Retry(
-    total=5, connect=5, read=5, status=5, backoff_factor=0.5,
-    status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
-    raise_on_status=False, respect_retry_after_header=True,
+    total=5,
+    connect=5,
+    read=5,
+    status=5,
+    backoff_factor=0.5,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=("GET",),
+    raise_on_status=False,
+    respect_retry_after_header=True,
 )
 TIMEOUT = (10, 60)  # connect, read (per chunk)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
-
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
 from servedmodel_operator.selection import Served
 from servedmodel_operator.spec import Batching, ServedModelSpec
+from tensorflow_serving.config import model_server_config_pb2
 
 CONFIG_DIR = "/etc/tfserving"
 MODELS_CONFIG = "models.config"
@@ -30,7 +29,9 @@ def model_base_path(model: ServedModelSpec) -> str:
     return "/".join(p for p in parts if p)
 
 
-def model_server_config(model: ServedModelSpec, served: Served) -> model_server_config_pb2.ModelServerConfig:
+def model_server_config(
+    model: ServedModelSpec, served: Served
+) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
     entry = config.model_config_list.config.add()
     entry.name = model.model_name
@@ -52,7 +53,12 @@ def monitoring_config() -> Any:
 
 def batching_parameters(batching: Batching) -> Any:
     params = BatchingParameters()
-    for field in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+    for field in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+    ):
         value = getattr(batching, field)
         if value is not None:
             getattr(params, field).value = value

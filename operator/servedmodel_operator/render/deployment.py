@@ -46,7 +46,10 @@ def server_args(model: ServedModelSpec) -> list[str]:
     if server.monitoring.prometheus:
         args.append(f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG}")
     if server.batching is not None:
-        args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}"]
+        args += [
+            "--enable_batching=true",
+            f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}",
+        ]
     return args
 
 
@@ -62,11 +65,13 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
 def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
     annotations = {}
     if model.spec.server.monitoring.prometheus:
-        annotations.update({
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(REST_PORT),
-            "prometheus.io/path": METRICS_PATH,
-        })
+        annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(REST_PORT),
+                "prometheus.io/path": METRICS_PATH,
+            }
+        )
     if model.spec.server.batching is not None:
         text = str(batching_parameters(model.spec.server.batching))
         annotations[BATCHING_HASH_ANNOTATION] = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -88,7 +93,8 @@ def pod_template(model: ServedModelSpec) -> dict[str, Any]:
         ],
         # The REST port opens only once every configured version has loaded (and warmed up).
         "startupProbe": _http_probe(
-            f"{model_path}/metadata", STARTUP_PERIOD_SECONDS,
+            f"{model_path}/metadata",
+            STARTUP_PERIOD_SECONDS,
             math.ceil(server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
         ),
         # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
@@ -113,16 +119,22 @@ def pod_template(model: ServedModelSpec) -> dict[str, Any]:
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": model.configmap_name}},
-            {"name": "models", "persistentVolumeClaim": {
-                "claimName": model.spec.store.pvc.claim_name, "readOnly": True,
-            }},
+            {
+                "name": "models",
+                "persistentVolumeClaim": {
+                    "claimName": model.spec.store.pvc.claim_name,
+                    "readOnly": True,
+                },
+            },
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         ],
     }
     if server.node_selector:
         spec["nodeSelector"] = dict(server.node_selector)
     if server.tolerations:
-        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations]
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
+        ]
     metadata: dict[str, Any] = {"labels": labels.labels(model, labels.SERVER)}
     annotations = _pod_annotations(model)
     if annotations:
@@ -141,7 +153,10 @@ def deployment(model: ServedModelSpec, has_servable_version: bool) -> dict[str, 
             "replicas": replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": labels.selector(model)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
             "template": pod_template(model),
         },
     }

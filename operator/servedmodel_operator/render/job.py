@@ -63,7 +63,7 @@ def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
 
 def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
     exporter = model.spec.exporter
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "store", "mountPath": STORE_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir for TF's scratch files
     ]
@@ -74,15 +74,18 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
     claim = _source_claim(entry)
     if claim:
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
-        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        volumes.append(
+            {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
     container = {
         "name": CONTAINER,
         "image": image,
         "command": ["servedmodel-export"],
         "args": _exporter_args(model, entry),
         "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "TMPDIR", "value": "/tmp"},
+            # The root filesystem is read-only: every scratch path points at the tmp emptyDir.
+            {"name": "HOME", "value": "/tmp"},  # noqa: S108
+            {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108
             {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
         ],
         "resources": exporter.resources.manifest() or DEFAULT_RESOURCES,
@@ -113,18 +116,27 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **labels.metadata(model, model.job_name(entry.version, job_digest(pod)), labels.EXPORTER),
+            **labels.metadata(
+                model, model.job_name(entry.version, job_digest(pod)), labels.EXPORTER
+            ),
             "labels": job_labels,
         },
         "spec": {
             "backoffLimit": exporter.backoff_limit,
             "activeDeadlineSeconds": exporter.active_deadline_seconds,
             # Reasons like "checksum mismatch" fail the same way on every retry.
-            "podFailurePolicy": {"rules": [{
-                "action": "FailJob",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                "values": list(PERMANENT_EXIT_CODES)},
-            }]},
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": list(PERMANENT_EXIT_CODES),
+                        },
+                    }
+                ]
+            },
             "template": {"metadata": {"labels": job_labels}, "spec": pod},
         },
     }

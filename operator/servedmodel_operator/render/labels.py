@@ -17,7 +17,11 @@ EXPORTER = "exporter"
 CONFIG = "model-config"
 
 # What app.kubernetes.io/name says for each component.
-_APP_NAMES = {SERVER: "tensorflow-serving", EXPORTER: "servedmodel-exporter", CONFIG: "tensorflow-serving"}
+_APP_NAMES = {
+    SERVER: "tensorflow-serving",
+    EXPORTER: "servedmodel-exporter",
+    CONFIG: "tensorflow-serving",
+}
 
 HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
 VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"

@@ -28,7 +28,10 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     prometheus.field.add(name="path", number=2, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
     monitoring = proto.message_type.add(name="MonitoringConfig")
     monitoring.field.add(
-        name="prometheus_config", number=1, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+        name="prometheus_config",
+        number=1,
+        type=_F.TYPE_MESSAGE,
+        label=_F.LABEL_OPTIONAL,
         type_name=f".{_PACKAGE}.PrometheusConfig",
     )
     batching = proto.message_type.add(name="BatchingParameters")
@@ -37,7 +40,10 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         start=1,
     ):
         batching.field.add(
-            name=name, number=number, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+            name=name,
+            number=number,
+            type=_F.TYPE_MESSAGE,
+            label=_F.LABEL_OPTIONAL,
             type_name=".google.protobuf.Int64Value",
         )
     batching.field.add(

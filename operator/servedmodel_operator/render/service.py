@@ -18,10 +18,20 @@ def service(model: ServedModelSpec) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": labels.selector(model),
             "ports": [
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-                 "appProtocol": "grpc"},
-                {"name": "http", "port": REST_PORT, "targetPort": "http", "protocol": "TCP",
-                 "appProtocol": "http"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {
+                    "name": "http",
+                    "port": REST_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
             ],
         },
     }
