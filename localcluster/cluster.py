@@ -443,7 +443,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
             f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
             "--authorization-mode=RBAC",
-            "--enable-admission-plugins=PodSecurity,ServiceAccount",
+            "--enable-admission-plugins=PodSecurity,ServiceAccount,OwnerReferencesPermissionEnforcement",
             # Privileged pods pass the API's own check so that PodSecurity is what rejects them.
             "--allow-privileged=true",
             f"--service-account-key-file={p / 'sa.pub'}",

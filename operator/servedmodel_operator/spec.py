@@ -126,6 +126,7 @@ class Warmup(_Frozen):
 
 class Exporter(_Frozen):
     image: str | None = None
+    service_account_name: str | None = None
     parallelism: int = Field(default=1, ge=1)
     backoff_limit: int = Field(default=1, ge=0)
     active_deadline_seconds: int = Field(default=3600, ge=60)

@@ -94,7 +94,7 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
     }
-    return {
+    pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the exporter never talks to the API server
         "enableServiceLinks": False,
@@ -102,6 +102,9 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         "containers": [container],
         "volumes": volumes,
     }
+    if exporter.service_account_name:
+        pod["serviceAccountName"] = exporter.service_account_name
+    return pod
 
 
 def job_digest(pod: dict[str, Any]) -> str:

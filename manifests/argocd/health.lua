@@ -1,0 +1,53 @@
+-- Argo CD health check for serving.servedmodel.io/ServedModel.
+-- Install: add this script to argocd-cm as
+--   resource.customizations.health.serving.servedmodel.io_ServedModel
+-- (see argocd-cm-patch.yaml). It reads the kstatus conditions the operator writes.
+local hs = {}
+
+local function condition(kind)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == kind then
+        return c
+      end
+    end
+  end
+  return nil
+end
+
+if obj.status == nil or obj.status.observedGeneration == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to report status"
+  return hs
+end
+
+if obj.metadata.generation ~= nil and obj.status.observedGeneration < obj.metadata.generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. obj.metadata.generation
+  return hs
+end
+
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = stalled.message or stalled.reason or "Stalled"
+  return hs
+end
+
+local ready = condition("Ready")
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message or "Serving"
+  return hs
+end
+
+hs.status = "Progressing"
+local reconciling = condition("Reconciling")
+if reconciling ~= nil and reconciling.status == "True" and reconciling.message ~= nil and reconciling.message ~= "" then
+  hs.message = reconciling.message
+elseif ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+  hs.message = ready.message
+else
+  hs.message = "Reconciling"
+end
+return hs

@@ -1,0 +1,315 @@
+"""Install as users do (kubectl apply -k manifests/), then prove the RBAC is enough by running
+the operator under its ServiceAccount's own token; and check what GitOps tools read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from localcluster import build
+from localcluster import cluster as localcluster
+from tests.integration.conftest import (
+    GROUP,
+    PLURAL,
+    REPO,
+    VERSION,
+    AuditLog,
+    OperatorProcess,
+    Volume,
+    get_sm,
+    kubectl,
+    servedmodel,
+    wait_condition,
+)
+from tests.unit.test_argocd_health import health
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.cluster
+SYSTEM = "servedmodel-system"
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: localcluster.Cluster, crd: None) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests"))
+
+
+def test_kustomize_base_applies_and_dry_runs_cleanly(
+    cluster: localcluster.Cluster, installed: None, apps: client.AppsV1Api
+) -> None:
+    done = kubectl(cluster, "apply", "-k", str(REPO / "manifests"), "--dry-run=server")
+    assert "servedmodel-operator" in done.stdout
+    # The (simulated) operator pod is admitted by the namespace's restricted Pod Security.
+    wait_for(
+        "the operator Deployment to be available",
+        lambda: (
+            apps.read_namespaced_deployment(
+                "servedmodel-operator", SYSTEM
+            ).status.available_replicas
+            == 1
+        ),
+    )
+
+
+def _token_kubeconfig(cluster: localcluster.Cluster, core: client.CoreV1Api, path: Path) -> Path:
+    token = core.create_namespaced_service_account_token(
+        "servedmodel-operator",
+        SYSTEM,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        ),
+    ).status.token
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": "servedmodel-operator", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "sa", "context": {"cluster": "local", "user": "servedmodel-operator"}}
+                ],
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def operator_as_serviceaccount(
+    cluster: localcluster.Cluster,
+    core: client.CoreV1Api,
+    installed: None,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    kubeconfig = _token_kubeconfig(cluster, core, tmp_path / "sa.kubeconfig")
+    who = json.loads(
+        kubectl(cluster, "--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json").stdout
+    )
+    assert (
+        who["status"]["userInfo"]["username"]
+        == f"system:serviceaccount:{SYSTEM}:servedmodel-operator"
+    )
+    proc = OperatorProcess(cluster, namespace, tmp_path, kubeconfig=kubeconfig)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
+    operator_as_serviceaccount: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    audit: AuditLog,
+) -> None:
+    mark = audit.mark()
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        servedmodel(
+            "rbac",
+            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+            serve={"labels": {"stable": 1, "canary": 2}},
+        ),
+    )
+    wait_condition(custom, namespace, "rbac", "Ready", "True", timeout=180)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "rbac", {"spec": {"serve": {"labels": {"canary": 1}}}}
+    )
+    wait_for(
+        "the label move",
+        lambda: (
+            get_sm(custom, namespace, "rbac")["status"]["served"]["labels"]
+            == {"canary": 1, "stable": 1}
+        ),
+    )
+
+    log = operator_as_serviceaccount.log()
+    assert "403" not in log and "Forbidden" not in log, operator_as_serviceaccount.errors()
+    writes = audit.writes(mark, namespace)
+    assert {e["user"]["username"] for e in writes} == {
+        f"system:serviceaccount:{SYSTEM}:servedmodel-operator"
+    }
+    used = set()
+    for e in writes:
+        ref = e["objectRef"]
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.add((resource, e["verb"]))
+        if e["verb"] == "patch" and e["responseStatus"]["code"] == 201:
+            used.add((resource, "create"))  # an apply that creates is authorized as create too
+    # Every write permission the ClusterRole grants is used; nothing else was written.
+    granted = set()
+    for rule in yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text()):
+        for r in rule.get("rules", []):
+            for resource in r["resources"]:
+                for verb in r["verbs"]:
+                    if (
+                        verb not in ("list", "watch", "get")
+                        and resource != "servedmodels/finalizers"
+                    ):
+                        granted.add((resource, verb))
+    assert used == granted, f"used {sorted(used)}, granted {sorted(granted)}"
+    events = core.list_namespaced_event(namespace).items  # events.k8s.io events, read as core/v1
+    assert {"ExportStarted", "VersionExported", "LabelsChanged"} <= {e.reason for e in events}
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("patch", "servedmodels/status", "yes"),
+        ("patch", "servedmodels", "no"),  # the operator never writes spec
+        ("update", "servedmodels", "no"),
+        ("get", "secrets", "no"),
+        ("delete", "deployments", "no"),
+        ("delete", "jobs", "no"),
+        ("create", "pods", "no"),
+        ("create", "roles.rbac.authorization.k8s.io", "no"),
+    ],
+)
+def test_the_operator_serviceaccount_can_do_exactly_its_job(
+    cluster: localcluster.Cluster,
+    installed: None,
+    namespace: str,
+    verb: str,
+    resource: str,
+    allowed: str,
+) -> None:
+    who = f"--as=system:serviceaccount:{SYSTEM}:servedmodel-operator"
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    done = kubectl(cluster, who, "auth", "can-i", verb, kind, *extra, "-n", namespace, check=False)
+    assert done.stdout.strip() == allowed, f"{verb} {resource}: {done.stdout} {done.stderr}"
+
+
+# --- GitOps: what Flux (kstatus) and Argo CD (health.lua) make of live objects ----------------
+
+
+def _kstatus_binary() -> Path:
+    source = REPO / "tests" / "kstatus"
+    digest = hashlib.sha256(
+        b"".join((source / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))
+    )
+    target = build.cache_root() / f"kstatus-{digest.hexdigest()[:12]}" / "kstatus"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["go", "build", "-o", str(target), "."],
+            cwd=source,
+            check=True,
+            env={**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"},
+        )
+    return target
+
+
+def kstatus(obj: dict[str, Any]) -> dict[str, str]:
+    done = subprocess.run(
+        [str(_kstatus_binary())], input=json.dumps(obj), capture_output=True, text=True, check=True
+    )
+    result: dict[str, str] = json.loads(done.stdout)
+    return result
+
+
+def test_kstatus_and_argocd_read_the_lifecycle_right(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    cluster: localcluster.Cluster,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+) -> None:
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        servedmodel("flux", [(1, "pvc://training/model-a.keras")]),
+    )
+    seen = wait_for(
+        "an in-progress status",
+        lambda: (
+            (o := get_sm(custom, namespace, "flux")).get("status")
+            and condition_ready(o) != "True"
+            and o
+        ),
+    )
+    assert kstatus(seen)["status"] == "InProgress"
+    assert health(seen)["status"] == "Progressing"
+
+    kubectl(cluster, "wait", "--for=condition=Ready", "sm/flux", "-n", namespace, "--timeout=180s")
+    ready = wait_condition(custom, namespace, "flux", "Ready", "True")
+    assert (
+        kstatus(ready) == {"status": "Current", "message": "Resource is current"}
+        or kstatus(ready)["status"] == "Current"
+    )
+    assert health(ready) == {"status": "Healthy", "message": "serving version(s) 1"}
+
+    # A spec change the operator has not observed yet is in progress for both.
+    edited = {
+        **ready,
+        "metadata": {**ready["metadata"], "generation": ready["metadata"]["generation"] + 1},
+    }
+    assert kstatus(edited)["status"] == "InProgress"
+    assert health(edited)["status"] == "Progressing"
+
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "flux",
+        {
+            "spec": {
+                "versions": [
+                    {"version": 1, "source": {"uri": "pvc://training/model-a.keras"}},
+                    {"version": 2, "source": {"uri": "pvc://training/corrupt.keras"}},
+                ]
+            }
+        },
+    )
+    failed = wait_condition(custom, namespace, "flux", "Stalled", "True", timeout=180)
+    assert kstatus(failed)["status"] == "Failed"
+    assert health(failed)["status"] == "Degraded"
+    assert "version 2: NotAKerasModel" in health(failed)["message"]
+
+
+def condition_ready(obj: dict[str, Any]) -> str | None:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == "Ready":
+            return str(c["status"])
+    return None
+
+
+def test_examples_are_valid_servedmodels(
+    cluster: localcluster.Cluster, crd: None, namespace: str
+) -> None:
+    examples = sorted((REPO / "examples").glob("*.yaml"))
+    assert {p.stem for p in examples} >= {"minimal", "canary", "batching-gpu"}
+    for example in examples:
+        done = kubectl(
+            cluster, "apply", "-n", namespace, "--dry-run=server", "-f", str(example), check=False
+        )
+        assert done.returncode == 0, f"{example.name}: {done.stderr}"

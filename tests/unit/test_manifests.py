@@ -1,0 +1,102 @@
+"""The kustomize base: least-privilege RBAC, a restricted operator Deployment, valid examples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _all_manifests() -> list[dict[str, Any]]:
+    return [
+        d
+        for p in sorted((REPO / "manifests").glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for d in _docs(p)
+    ]
+
+
+def test_no_wildcard_verb_resource_or_group_anywhere() -> None:
+    roles = [d for d in _all_manifests() if d["kind"] in ("ClusterRole", "Role")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
+                assert "*" not in rule.get(key, []), (
+                    f"{role['metadata']['name']}: wildcard in {key}"
+                )
+
+
+def test_the_operator_never_gets_write_access_to_servedmodel_specs() -> None:
+    [role] = [d for d in _all_manifests() if d["kind"] == "ClusterRole"]
+    for rule in role["rules"]:
+        if "servedmodels" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    assert not any("secrets" in r["resources"] for r in role["rules"])
+
+
+def test_operator_deployment_is_one_replica_recreate_restricted_with_liveness() -> None:
+    [dep] = [d for d in _all_manifests() if d["kind"] == "Deployment"]
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_kustomization_lists_every_manifest_and_the_crd() -> None:
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in (REPO / "manifests").glob("*.yaml")} - {"kustomization.yaml"}
+    assert on_disk <= listed and "../crds" in listed
+    crds = yaml.safe_load((REPO / "crds" / "Kustomization").read_text())
+    assert crds["resources"] == ["servedmodel.yaml"]
+
+
+def test_the_argocd_component_merges_health_lua_into_argocd_cm(tmp_path: Path) -> None:
+    """Build an Argo CD-like kustomization with the component, as a user would (kubectl kustomize)."""
+    import subprocess
+
+    from localcluster import build
+
+    (tmp_path / "argocd-cm.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+                "data": {"url": "https://argo"},
+            }
+        )
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["argocd-cm.yaml"],
+                "components": [os.path.relpath(REPO / "manifests" / "argocd", tmp_path)],
+            }
+        )
+    )
+    kubectl = build.kubernetes_dir() / "kubectl"
+    out = subprocess.run(
+        [str(kubectl), "kustomize", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    [cm] = yaml.safe_load_all(out)
+    key = "resource.customizations.health.serving.servedmodel.io_ServedModel"
+    assert cm["data"][key] == (REPO / "manifests" / "argocd" / "health.lua").read_text()
+    assert cm["data"]["url"] == "https://argo"
