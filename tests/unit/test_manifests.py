@@ -69,7 +69,7 @@ def test_kustomization_lists_every_manifest_and_the_crd() -> None:
 
 
 def test_the_argocd_component_merges_health_lua_into_argocd_cm(tmp_path: Path) -> None:
-    """Build an Argo CD-like kustomization with the component, as a user would (kubectl kustomize)."""
+    """Build an Argo CD-like kustomization with the component, as a user would."""
     import subprocess
 
     from localcluster import build
