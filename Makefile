@@ -44,8 +44,8 @@ exporter-test: venv  ## the exporter against real TensorFlow
 integration: build-cluster  ## the operator on the local control plane
 	$(PY) -m pytest tests/integration
 
-e2e-kind:  ## real TF Serving on kind (needs Docker and kind)
-	$(PY) -m pytest tests/e2e -m e2e
+e2e-kind: venv  ## real TF Serving on kind (needs Docker and kind)
+	E2E_REQUIRED=1 $(PY) -m pytest tests/e2e -m e2e -p no:cacheprovider
 
 lint: venv  ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,17 @@ from kubernetes import client, config
 from localcluster import cluster as localcluster
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly which suites did not run: a skip is never a pass."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    e2e = [r for r in skipped if r.nodeid.startswith("tests/e2e/")]
+    if e2e:
+        reason = e2e[0].longrepr[2] if isinstance(e2e[0].longrepr, tuple) else str(e2e[0].longrepr)
+        terminalreporter.write_sep("=", "e2e suite (kind): NOT RUN", yellow=True, bold=True)
+        terminalreporter.write_line(f"{len(e2e)} e2e tests were not run: {reason}")
+        terminalreporter.write_line("They run in .github/workflows/e2e-kind.yml (make e2e-kind).")
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.Cluster]:
     with localcluster.running() as running:
