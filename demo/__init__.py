@@ -1,0 +1,1 @@
+"""`make demo`: servedmodel end to end on the local control plane."""
