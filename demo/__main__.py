@@ -126,11 +126,13 @@ import keras
 keras.utils.set_random_seed(1)
 inputs = keras.Input((28, 28), name="image")
 x = keras.layers.Flatten()(inputs)
-v1 = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="digits")(keras.layers.Dense(32, activation="relu")(x)))
+hidden = keras.layers.Dense(32, activation="relu")(x)
+v1 = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="digits")(hidden))
 v1.save({str(training / "mnist-2026-10.keras")!r})
 keras.utils.set_random_seed(2)
 x = keras.layers.Flatten()(inputs)
-v2 = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="digits")(keras.layers.Dense(64, activation="relu")(x)))
+hidden = keras.layers.Dense(64, activation="relu")(x)
+v2 = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="digits")(hidden))
 v2.save({str(training / "mnist-2026-11.h5")!r})
 """
         subprocess.run(
@@ -197,7 +199,8 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
             conditions = {c["type"]: c for c in status.get("conditions", [])}
             ready = conditions.get("Ready", {})
             line = (
-                f"Ready={ready.get('status', '?')} ({ready.get('reason', '')}: {ready.get('message', '')}); "
+                f"Ready={ready.get('status', '?')} "
+                f"({ready.get('reason', '')}: {ready.get('message', '')}); "
                 "versions "
                 + ", ".join(f"{v['version']}={v['state']}" for v in status.get("versions", []))
             )
@@ -236,11 +239,13 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
             note(f"  signature serving_default: {inputs} -> {outputs}")
             note(
                 f"  verified on {ver['samples']} samples: max abs diff {ver['maxAbsDiff']:.3g} "
-                f"(atol {ver['atol']}), max rel diff {ver['maxRelDiff']:.3g}; TF {v['tensorflowVersion']}"
+                f"(atol {ver['atol']}), max rel diff {ver['maxRelDiff']:.3g}; "
+                f"TF {v['tensorflowVersion']}"
             )
         store = self.work / "store" / "mnist"
         note(
-            f"on the store: {sorted(p.name for p in store.iterdir() if p.name.isdigit())} under {store}"
+            f"on the store: {sorted(p.name for p in store.iterdir() if p.name.isdigit())} "
+            f"under {store}"
         )
 
     def move_canary(self) -> None:
@@ -314,7 +319,8 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
         ).split()
         same_template = again["spec"]["template"] == deployment["spec"]["template"]
         note(
-            f"Deployment generation {deployment['metadata']['generation']} -> {again['metadata']['generation']}; "
+            f"Deployment generation {deployment['metadata']['generation']} -> "
+            f"{again['metadata']['generation']}; "
             f"pod template unchanged: {same_template}; pods {sorted(pods)} -> {sorted(pods_after)}"
         )
         if (
@@ -341,17 +347,16 @@ def main() -> int:
         operator.terminate()
         operator.wait(timeout=30)
     step("What was real and what was simulated")
-    note(
-        "Real: the Kubernetes API server, etcd, controllers, scheduler, RBAC and Pod Security admission;"
-    )
-    note(
-        "      the operator and its server-side applies; the exporter Jobs, which ran servedmodel-export"
-    )
-    note("      for real (the local runner acted as their kubelet) and wrote verified SavedModels.")
-    note("Simulated: the nodes (kwok). The TF Serving pods are marked Running and Ready but no")
-    note(
-        "      tensorflow_model_server runs here; real predictions are in the kind e2e suite (make e2e-kind)."
-    )
+    for line in (
+        "Real: the Kubernetes API server, etcd, controllers, scheduler, RBAC, Pod Security;",
+        "      the operator and its server-side applies; the exporter Jobs, which ran",
+        "      servedmodel-export for real (the local runner was their kubelet) and wrote",
+        "      verified SavedModels.",
+        "Simulated: the nodes (kwok). The TF Serving pods are marked Running and Ready, but no",
+        "      tensorflow_model_server runs here. Real predictions: the kind e2e suite",
+        "      (make e2e-kind).",
+    ):
+        note(line)
     note(
         f"Done in {time.monotonic() - started:.0f}s. The cluster stays up: "
         f"KUBECONFIG={cluster.kubeconfig} kubectl get sm -A;  make cluster-down  to stop it."
