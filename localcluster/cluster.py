@@ -494,6 +494,12 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
             f"--cluster-cidr={POD_CIDR}",
             # The volume binder otherwise looks at new claims every 15 s.
             "--pvclaimbinder-sync-period=1s",
+            # Hundreds of ServedModels (make bench) should wait on the operator, not on the
+            # client-side rate limits of the controllers that turn Deployments into pods.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
         ],
     )
     sched_config = state_dir / "scheduler.kubeconfig"
@@ -509,6 +515,8 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
             f"--secure-port={ports['scheduler']}",
             f"--cert-dir={state_dir / 'scheduler-certs'}",
             "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ],
     )
     _start(

@@ -1,0 +1,1 @@
+"""`make bench`: the operator and the exporter, measured as ratios taken in one run."""

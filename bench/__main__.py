@@ -1,0 +1,85 @@
+"""Run every benchmark, write bench/results.json and print a table (method: BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import convergence, exporter
+from localcluster import build
+from localcluster import cluster as localcluster
+
+HERE = Path(__file__).resolve().parent
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = ["| N | operator s | lower bound s | ratio | per model ms |", "|---|---|---|---|---|"]
+    for n, c in results["convergence"].items():
+        rows.append(
+            f"| {n} | {c['operator_s']} | {c['lower_bound_s']} | {c['ratio']} "
+            f"| {c['per_model_ms']} |"
+        )
+    e = results.get("export", {})
+    rows += [
+        "",
+        f"writes per ServedModel on create: {results['writes_per_model_create']} "
+        f"(owned objects {results['owned_objects_per_model']}; goal <= owned + 2)",
+        f"writes in 60 s at rest: {results['writes_steady_state_60s']} (goal 0)",
+        f"operator at rest with N={max(int(n) for n in results['convergence'])}: "
+        f"RSS {results.get('operator_rss_mb_500')} MB, CPU {results.get('operator_cpu_pct_500')} %",
+    ]
+    if e:
+        rows.append(
+            f"exporter ({e['model']}): time x{e['time_ratio']}, peak RSS x{e['rss_ratio']} "
+            f"vs bare tf.saved_model.save"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    work = HERE / ".work"
+    work.mkdir(exist_ok=True)
+    cluster = localcluster.up()
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kubernetes_version": build.versions()["KUBERNETES_VERSION"],
+        "machine": {"cpus": os.cpu_count()},
+    }
+    subprocess.run(
+        [
+            str(cluster.kubectl),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(HERE.parent / "crds"),
+        ],
+        env=cluster.env(),
+        check=True,
+        capture_output=True,
+    )
+    results |= convergence.measure(
+        cluster, [int(s) for s in args.sizes.split(",")], args.reps, work
+    )
+    if not args.skip_export:
+        results["export"] = exporter.measure(work / "exporter", args.reps)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
