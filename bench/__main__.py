@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def table(results: dict[str, Any]) -> str:
+    largest = max(int(n) for n in results["convergence"])
     rows = ["| N | operator s | lower bound s | ratio | per model ms |", "|---|---|---|---|---|"]
     for n, c in results["convergence"].items():
         rows.append(
@@ -31,8 +32,9 @@ def table(results: dict[str, Any]) -> str:
         f"writes per ServedModel on create: {results['writes_per_model_create']} "
         f"(owned objects {results['owned_objects_per_model']}; goal <= owned + 2)",
         f"writes in 60 s at rest: {results['writes_steady_state_60s']} (goal 0)",
-        f"operator at rest with N={max(int(n) for n in results['convergence'])}: "
-        f"RSS {results.get('operator_rss_mb_500')} MB, CPU {results.get('operator_cpu_pct_500')} %",
+        f"operator at rest with N={largest}: "
+        f"RSS {results.get(f'operator_rss_mb_{largest}')} MB, "
+        f"CPU {results.get(f'operator_cpu_pct_{largest}')} %",
     ]
     if e:
         rows.append(

@@ -20,6 +20,7 @@ from servedmodel_operator.runtime import Options, Runtime, runtime
 from servedmodel_operator.settings import configure
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_SETTLE_SECONDS = 0.5
 EXPORTER_PODS = {**MANAGED, "app.kubernetes.io/component": "exporter"}
 
 
@@ -95,7 +96,10 @@ def _enqueue(
     if event_type == "DELETED":
         rt.recent.forget(kind, namespace, name)
     if owner:
-        rt.queue.add((namespace, owner))
+        # A spec edit is acted on at once; children's status changes are let settle.
+        rt.queue.add(
+            (namespace, owner), settle=0.0 if kind == "ServedModel" else CHILD_SETTLE_SECONDS
+        )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

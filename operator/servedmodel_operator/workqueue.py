@@ -3,8 +3,10 @@
 Every watch event (of a ServedModel or of one of its children) only marks its ServedModel as
 needing a reconcile. The reconcile itself reads the current state, so ten events in a burst
 cost one reconcile, and a failure is retried with exponential backoff, as in client-go's
-workqueue. Running it on kopf's event handlers, rather than kopf's create/update handlers,
-keeps kopf's own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
+workqueue. Children's events may ask to `settle`: each one pushes the run back a little, up to
+a cap, so that a Deployment stepping through its rollout costs one status write, not five.
+Running it on kopf's event handlers, rather than kopf's create/update handlers, keeps kopf's
+own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
 """
 
 from __future__ import annotations
@@ -34,26 +36,41 @@ class WorkQueue:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._scheduled: dict[Hashable, asyncio.TimerHandle] = {}
+        self._first_asked: dict[Hashable, float] = {}
         self._running: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, key: Hashable, delay: float | None = None) -> None:
-        """Ask for key to be reconciled (soon, or after delay seconds)."""
+    def add(
+        self,
+        key: Hashable,
+        delay: float | None = None,
+        settle: float = 0.0,
+        settle_cap: float = 2.0,
+    ) -> None:
+        """Ask for key to be reconciled: after `delay` (default: the coalescing window), or,
+        with `settle`, once no such request came for `settle` seconds (at most `settle_cap`
+        after the first)."""
         if key in self._running:
             self._dirty.add(key)  # run again once the current run ends
             return
+        now = asyncio.get_running_loop().time()
         wait = self._coalesce if delay is None else delay
         existing = self._scheduled.get(key)
+        first = self._first_asked.setdefault(key, now)
+        when = now + wait
+        if settle:
+            when = min(max(when, now + settle), first + settle_cap)
         if existing is not None:
-            if existing.when() <= asyncio.get_running_loop().time() + wait:
+            if existing.when() == when or (not settle and existing.when() <= when):
                 return
             existing.cancel()
-        self._scheduled[key] = asyncio.get_running_loop().call_later(wait, self._start, key)
+        self._scheduled[key] = asyncio.get_running_loop().call_at(max(when, now), self._start, key)
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
+        self._first_asked.pop(key, None)
         self._running.add(key)
         task = asyncio.get_running_loop().create_task(self._run(key))
         self._tasks.add(task)
@@ -90,6 +107,7 @@ class WorkQueue:
         for handle in self._scheduled.values():
             handle.cancel()
         self._scheduled.clear()
+        self._first_asked.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,7 +4,6 @@ store and a training-output volume backed by local directories, tiny Keras model
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,13 +19,13 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
+from localcluster import audit as audit_log
 from localcluster import cluster as localcluster
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.servedmodel.io", "v1alpha1", "servedmodels"
 OPERATOR_AGENT = "servedmodel-operator/"
-WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def kubectl(
@@ -278,35 +277,13 @@ def wait_condition(
     )
 
 
-class AuditLog:
-    """The API server's audit log: who wrote what. Tests read the operator's writes from it."""
+class AuditLog(audit_log.AuditLog):
+    """The audit log, read for the operator's writes in one namespace."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mark(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def writes(
+    def writes(  # type: ignore[override]
         self, since: int, namespace: str, user_agent: str = OPERATOR_AGENT
     ) -> list[dict[str, Any]]:
-        with open(self.path, "rb") as f:
-            f.seek(since)
-            lines = f.read().decode(errors="replace").splitlines()
-        out = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            ref = entry.get("objectRef") or {}
-            if (
-                entry.get("verb") in WRITE_VERBS
-                and str(entry.get("userAgent", "")).startswith(user_agent)
-                and ref.get("namespace") == namespace
-            ):
-                out.append(entry)
-        return out
+        return super().writes(since, user_agent, namespace)
 
 
 @pytest.fixture(scope="session")
