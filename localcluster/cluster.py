@@ -41,7 +41,7 @@ COMPONENTS = (
     "kwok",
     "runner",
 )
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.96.0.0/16"  # room for the benchmark's 500 Services
 POD_CIDR = "10.244.0.0/16"
 CONTROLLERS = (
     "deployment",

@@ -25,7 +25,7 @@ API_SERVER_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-API_SERVER_IPS = ("127.0.0.1", "10.0.0.1")
+API_SERVER_IPS = ("127.0.0.1", "10.96.0.1")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from servedmodel_operator import KIND
+from servedmodel_operator import ANNOTATION_PREFIX, FIELD_MANAGER, KIND
 
 # What reconciles read of each object; the rest is dropped to keep 500 models small.
+_WITH_STATUS = {KIND, "Deployment", "Job", "Pod"}
+_WITH_SPEC = {KIND, "Deployment"}
 _METADATA_KEYS = (
     "name",
     "namespace",
@@ -31,14 +33,27 @@ Key = tuple[str, str, str]  # kind, namespace, name
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an object reconciles read: drift needs only our own managedFields entry
+    and our annotations; status only where it is looked at."""
     meta = obj.get("metadata", {}) or {}
-    out: dict[str, Any] = {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None},
-        "status": obj.get("status") or {},
-    }
-    if obj.get("kind") in (KIND, "Deployment"):
+    kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
+    if "managedFields" in kept:
+        kept["managedFields"] = [
+            m
+            for m in kept["managedFields"]
+            if m.get("manager") == FIELD_MANAGER
+            and m.get("operation") == "Apply"
+            and not m.get("subresource")
+        ]
+    if "annotations" in kept:
+        kept["annotations"] = {
+            k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
+        }
+    kind = obj.get("kind")
+    out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
+    if kind in _WITH_STATUS:
+        out["status"] = obj.get("status") or {}
+    if kind in _WITH_SPEC:
         out["spec"] = obj.get("spec") or {}
     return out
 
@@ -66,6 +81,15 @@ class Recent:
         meta = obj["metadata"]
         with self._lock:
             self._objects[(obj["kind"], meta["namespace"], meta["name"])] = trim(obj)
+
+    def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
+        """A watch event arrived: what we recorded is no longer ahead of the index."""
+        with self._lock:
+            ours = self._objects.get((kind, namespace, name))
+            if ours is not None and _resource_version(
+                {"metadata": {"resourceVersion": resource_version}}
+            ) >= _resource_version(ours):
+                del self._objects[(kind, namespace, name)]
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:

@@ -80,50 +80,39 @@ def exporter_pod_index(
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------
 
 
-def _enqueue(
-    memo: kopf.Memo,
-    kwargs: dict[str, Any],
-    namespace: str | None,
-    owner: str | None,
-    kind: str,
-    name: str,
-    event_type: str | None,
-) -> None:
+def _enqueue(memo: Any, kwargs: dict[str, Any], owner: str | None, event_type: str | None) -> None:
     rt: Runtime = runtime(memo)
     rt.indexes = kwargs
+    namespace, body = kwargs["namespace"], kwargs["body"]
     if not namespace:  # every kind watched here is namespaced
         return
+    kind, name = str(body.get("kind")), str(body["metadata"]["name"])
     if event_type == "DELETED":
         rt.recent.forget(kind, namespace, name)
+    else:
+        rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
     if owner:
         # A spec edit is acted on at once; children's status changes are let settle.
-        rt.queue.add(
-            (namespace, owner), settle=0.0 if kind == "ServedModel" else CHILD_SETTLE_SECONDS
-        )
+        settle = 0.0 if kind == "ServedModel" else CHILD_SETTLE_SECONDS
+        rt.queue.add((namespace, owner), settle=settle)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def servedmodel_changed(
-    namespace: str | None, name: str, type: str, memo: Any, **kwargs: Any
-) -> None:
-    _enqueue(memo, kwargs, namespace, name, "ServedModel", name, type)
+async def servedmodel_changed(name: str, type: str, memo: Any, **kwargs: Any) -> None:
+    _enqueue(memo, kwargs, name, type)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def child_changed(
-    namespace: str | None, name: str, body: kopf.Body, type: str, memo: Any, **kwargs: Any
-) -> None:
-    _enqueue(memo, kwargs, namespace, owner_name(body), str(body.get("kind")), name, type)
+async def child_changed(body: kopf.Body, type: str, memo: Any, **kwargs: Any) -> None:
+    _enqueue(memo, {**kwargs, "body": body}, owner_name(body), type)
 
 
 @kopf.on.event("", "v1", "pods", labels=EXPORTER_PODS)
-async def exporter_pod_changed(
-    namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any
-) -> None:
-    _enqueue(memo, kwargs, namespace, labels.get("app.kubernetes.io/instance"), "Pod", "", None)
+async def exporter_pod_changed(labels: kopf.Labels, type: str, memo: Any, **kwargs: Any) -> None:
+    _enqueue(memo, kwargs, labels.get("app.kubernetes.io/instance"), type)
 
 
 @kopf.on.probe(id="queue")

@@ -1,40 +1,48 @@
 """The only module that talks to the API server: server-side apply, status patches, events.
 
 Reads never come through here: the reconciler works from kopf's watch-fed indexes, so a
-converged operator sends nothing at all.
+converged operator sends nothing at all. Requests go through the official client's
+configuration, authentication and connection pool, as raw JSON: the handful of kinds we write
+have fixed paths, so neither discovery nor model (de)serialisation is worth its CPU at scale.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
+REQUEST_TIMEOUT = (10, 60)  # connect, read
+
+# (apiVersion, kind) -> the collection path under /namespaces/<ns>/, for what we write.
+_PATHS = {
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
+    ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{ns}/jobs",
+    (f"{GROUP}/{VERSION}", KIND): f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+    ("events.k8s.io/v1", "Event"): "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+}
 
 
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         api_client.user_agent = USER_AGENT
         self._api = api_client
-        self._dynamic: DynamicClient | None = None
-        self._lock = threading.Lock()
-        self._objects = client.CustomObjectsApi(api_client)
-        self._events = client.EventsV1Api(api_client)
-        self._instance = f"{FIELD_MANAGER}-{socket.gethostname()}"
+        self._instance = f"{FIELD_MANAGER}-{socket.gethostname()}"[:128]
 
     @classmethod
     def from_environment(cls, pool_size: int) -> Kube:
@@ -47,41 +55,59 @@ class Kube:
         configuration.connection_pool_maxsize = pool_size
         return cls(client.ApiClient(configuration))
 
-    def _resources(self) -> DynamicClient:
-        with self._lock:  # discovery once, on first use
-            if self._dynamic is None:
-                self._dynamic = DynamicClient(self._api)
-            return self._dynamic
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any],
+        content_type: str,
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=dict(body),
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(
+                http_resp=response, body=data.decode(errors="replace"), data=None
+            )
+        result: dict[str, Any] = json.loads(data)
+        return result
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager; returns the live object."""
-        resource = self._resources().resources.get(
-            api_version=manifest["apiVersion"], kind=manifest["kind"]
-        )
         meta = manifest["metadata"]
-        live = resource.server_side_apply(
-            body=dict(manifest),
-            name=meta["name"],
-            namespace=meta.get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
+        collection = _PATHS[(manifest["apiVersion"], manifest["kind"])].format(ns=meta["namespace"])
+        return self._request(
+            "PATCH",
+            f"{collection}/{meta['name']}",
+            manifest,
+            "application/apply-patch+yaml",
+            [("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
-        result: dict[str, Any] = live.to_dict()
-        return result
 
     def patch_status(
         self, namespace: str, name: str, status_patch: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch the status subresource (never spec); the patched object, or None if gone."""
+        collection = _PATHS[(f"{GROUP}/{VERSION}", KIND)].format(ns=namespace)
         try:
-            patched = self._objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status_patch)}
+            return self._request(
+                "PATCH",
+                f"{collection}/{name}/status",
+                {"status": dict(status_patch)},
+                "application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return None
             raise
-        return cast(dict[str, Any], patched)
 
     def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
@@ -89,22 +115,33 @@ class Kube:
         """Post an events.k8s.io/v1 Event about a ServedModel.
 
         Best effort: a failed post never fails a reconcile."""
-        now = datetime.datetime.now(datetime.UTC)
-        body = client.EventsV1Event(
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
             # Named like client-go's recorder does: <object>.<unix nanoseconds in hex>.
-            metadata=client.V1ObjectMeta(name=f"{name}.{time.time_ns():x}", namespace=namespace),
-            event_time=now,
-            type=type_,
-            reason=reason,
-            note=message[:1024],
-            action="Reconcile",
-            reporting_controller=f"{GROUP}/{FIELD_MANAGER}",
-            reporting_instance=self._instance[:128],
-            regarding=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, namespace=namespace, uid=uid
-            ),
-        )
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "eventTime": now,
+            "type": type_,
+            "reason": reason,
+            "note": message[:1024],
+            "action": "Reconcile",
+            "reportingController": f"{GROUP}/{FIELD_MANAGER}",
+            "reportingInstance": self._instance,
+            "regarding": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+        }
         try:
-            self._events.create_namespaced_event(namespace, body)
+            self._request(
+                "POST",
+                _PATHS[("events.k8s.io/v1", "Event")].format(ns=namespace),
+                body,
+                "application/json",
+            )
         except ApiException as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc.reason)

@@ -6,6 +6,9 @@ from typing import Any
 
 from servedmodel_operator.cache import Recent, owner_name, trim
 
+OURS = {"manager": "servedmodel-operator", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+THEIRS = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}}
+
 
 def _obj(name: str, rv: str, owner: str = "mnist", kind: str = "Job") -> dict[str, Any]:
     return {
@@ -15,7 +18,8 @@ def _obj(name: str, rv: str, owner: str = "mnist", kind: str = "Job") -> dict[st
             "name": name,
             "namespace": "ml",
             "resourceVersion": rv,
-            "managedFields": [{"x": 1}],
+            "managedFields": [OURS, THEIRS],
+            "annotations": {"serving.servedmodel.io/spec-hash": "h", "kubectl.kubernetes.io/x": "y"},
             "ownerReferences": [{"kind": "ServedModel", "name": owner, "controller": True}],
         },
         "spec": {"big": "x" * 100},
@@ -32,6 +36,15 @@ def test_a_recent_write_wins_until_the_index_catches_up() -> None:
     assert len(recent) == 0
 
 
+def test_a_watch_event_at_or_past_our_write_retires_the_record() -> None:
+    recent = Recent()
+    recent.record(_obj("j", "10"))
+    recent.seen("Job", "ml", "j", "9")
+    assert len(recent) == 1
+    recent.seen("Job", "ml", "j", "10")
+    assert len(recent) == 0
+
+
 def test_objects_not_yet_indexed_are_listed_for_their_owner() -> None:
     recent = Recent()
     recent.record(_obj("a", "1"))
@@ -45,6 +58,8 @@ def test_objects_not_yet_indexed_are_listed_for_their_owner() -> None:
 def test_trim_keeps_what_reconciles_read() -> None:
     t = trim(_obj("a", "1"))
     assert "spec" not in t and t["status"] == {"active": 1}
-    assert t["metadata"]["managedFields"] == [{"x": 1}]
+    assert t["metadata"]["managedFields"] == [OURS]  # drift reads our own entry only
+    assert t["metadata"]["annotations"] == {"serving.servedmodel.io/spec-hash": "h"}
     assert owner_name(t) == "mnist"
     assert "spec" in trim(_obj("d", "1", kind="Deployment"))
+    assert "status" not in trim(_obj("c", "1", kind="ConfigMap"))
