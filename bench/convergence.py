@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import psutil
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 from servedmodel_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
 from servedmodel_operator.plan import Observed, plan
@@ -182,26 +182,70 @@ class Api:
                 )
         return counts
 
-    def converged(self, namespace: str, n: int) -> bool:
-        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        models = cast(dict[str, Any], listed)["items"]
-        ready = sum(
-            1
-            for m in models
-            if m.get("status", {}).get("readyReplicas") == 1
-            and any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in m["status"].get("conditions", [])
+    def watch_until(
+        self, what: str, list_fn: Any, args: tuple[Any, ...], done: Any, timeout: float = 900
+    ) -> None:
+        """Watch a collection (cheap for the API server, unlike polling lists) until
+        done(objects by name) holds."""
+        objects: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stream = watch.Watch().stream(list_fn, *args, timeout_seconds=30)
+            for event in stream:
+                obj = event["object"]
+                raw = obj if isinstance(obj, dict) else self.client.sanitize_for_serialization(obj)
+                name = raw["metadata"]["name"]
+                if event["type"] == "DELETED":
+                    objects.pop(name, None)
+                else:
+                    objects[name] = raw
+                if done(objects):
+                    return
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def wait_converged(self, namespace: str, n: int) -> None:
+        """Every ServedModel Ready with its pod ready, then every child present."""
+
+        def ready(models: dict[str, dict[str, Any]]) -> bool:
+            return n == sum(
+                1
+                for m in models.values()
+                if m.get("status", {}).get("readyReplicas") == 1
+                and m["status"].get("observedGeneration") == m["metadata"]["generation"]
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in m["status"].get("conditions", [])
+                )
             )
+
+        self.watch_until(
+            f"{n} ServedModels Ready",
+            self.custom.list_namespaced_custom_object,
+            (GROUP, VERSION, namespace, PLURAL),
+            ready,
         )
-        if ready < n:
-            return False
         selector = "app.kubernetes.io/managed-by=servedmodel-operator"
-        return (
-            len(self.core.list_namespaced_config_map(namespace, label_selector=selector).items) == n
-            and len(self.core.list_namespaced_service(namespace, label_selector=selector).items)
-            == n
-            and self._available(namespace) == n
+        children = (
+            len(self.core.list_namespaced_config_map(namespace, label_selector=selector).items),
+            len(self.core.list_namespaced_service(namespace, label_selector=selector).items),
+            self._available(namespace),
+        )
+        if children != (n, n, n):
+            raise AssertionError(f"Ready, but children are {children}, not {n} each")
+
+    def wait_available(self, namespace: str, n: int) -> None:
+        self.watch_until(
+            f"{n} Deployments available",
+            self.apps.list_namespaced_deployment,
+            (namespace,),
+            lambda ds: (
+                n
+                == sum(
+                    1
+                    for d in ds.values()
+                    if ((d.get("status") or {}).get("availableReplicas") or 0) >= 1
+                )
+            ),
         )
 
     def _available(self, namespace: str) -> int:
@@ -275,7 +319,7 @@ def lower_bound(api: Api, n: int) -> float:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(apply, [m for p in plans for m in p.apply]))
-            api.wait("lower-bound Deployments", lambda: api._available(namespace) == n)
+            api.wait_available(namespace, n)
             list(pool.map(write_status, range(n)))
         return time.monotonic() - started
     finally:
@@ -305,7 +349,7 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    api.wait(f"{n} ServedModels to converge", lambda: api.converged(namespace, n))
+    api.wait_converged(namespace, n)
     seconds = time.monotonic() - started
     time.sleep(2)  # let in-flight status writes land before counting
     writes = operator_writes(before, api.request_counts())

@@ -41,6 +41,9 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.peering.standalone = True
     settings.scanning.disabled = True
     settings.execution.max_workers = options.workers
+    # A Deployment rolling out sends a burst of status updates; only the last one matters to
+    # us (the work queue lets them settle anyway), so let kopf fold each burst into one event.
+    settings.batching.batch_window = 0.5
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     # Reconnect watches regularly so a silently dropped connection cannot stall us for long.

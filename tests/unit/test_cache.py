@@ -19,7 +19,10 @@ def _obj(name: str, rv: str, owner: str = "mnist", kind: str = "Job") -> dict[st
             "namespace": "ml",
             "resourceVersion": rv,
             "managedFields": [OURS, THEIRS],
-            "annotations": {"serving.servedmodel.io/spec-hash": "h", "kubectl.kubernetes.io/x": "y"},
+            "annotations": {
+                "serving.servedmodel.io/spec-hash": "h",
+                "kubectl.kubernetes.io/x": "y",
+            },
             "ownerReferences": [{"kind": "ServedModel", "name": owner, "controller": True}],
         },
         "spec": {"big": "x" * 100},
