@@ -212,9 +212,50 @@ def build_kwok() -> Path:
     return _install(kwok_dir(), build)
 
 
+def seaweedfs_dir() -> Path:
+    return component_dir("seaweedfs", versions()["SEAWEEDFS_VERSION"])
+
+
+def build_seaweedfs() -> Path:
+    """SeaweedFS's `weed`: a real S3-compatible server for the object-store source tests."""
+    version = versions()["SEAWEEDFS_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building SeaweedFS {version} (first time only)")
+        (work / "go.mod").write_text("module localcluster/probe\n")
+        gomod = Path(
+            _module_info("github.com/seaweedfs/seaweedfs", version, work)["GoMod"]
+        ).read_text()
+        # Its go.mod swaps one dependency for a fork; a wrapper module must say so too.
+        forks = {}
+        for line in gomod.splitlines():
+            if line.startswith("replace ") and "=>" in line and not line.strip().startswith("//"):
+                old, new = (part.split() for part in line.removeprefix("replace").split("=>"))
+                forks[old[0]] = new
+        lines = ["module localcluster/seaweedfs", "", f"go {_go_directive(gomod)}", ""]
+        lines += [f"replace {old} => {' '.join(new)}" for old, new in sorted(forks.items())]
+        (work / "go.mod").write_text("\n".join(lines) + "\n")
+        _go(["get", "-tool", f"github.com/seaweedfs/seaweedfs/weed@{version}"], work)
+        _go(
+            [
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(out / "weed"),
+                "github.com/seaweedfs/seaweedfs/weed",
+            ],
+            work,
+        )
+
+    return _install(seaweedfs_dir(), build)
+
+
 def build_all() -> None:
     if shutil.which("go") is None:
         raise RuntimeError("the Go toolchain is needed to build the local control plane")
     build_etcd()
     build_kwok()
     build_kubernetes()
+    build_seaweedfs()  # for the object-store tests

@@ -42,7 +42,6 @@ IDENTITIES = (
     Identity("controller-manager", "system:kube-controller-manager"),
     Identity("scheduler", "system:kube-scheduler"),
     Identity("kwok", "localcluster-kwok", ("system:masters",)),
-    Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 
 
@@ -78,54 +77,67 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.
     )
 
 
-def write_pki(directory: Path) -> None:
-    """Write ca.{crt,key}, apiserver.{crt,key}, <identity>.{crt,key} and sa.{key,pub}."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("localcluster-ca")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+class Authority:
+    """A certificate authority that writes <stem>.crt/<stem>.key pairs it signs."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = _name(name)
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            key_cert_sign=True,
+            crl_sign=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            encipher_only=False,
+            decipher_only=False,
         )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(directory / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(directory / "ca.key", _pem_key(ca_key), private=True)
+        cert = (
+            _builder(self._name, self._name, self._key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        _write(directory / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
+        _write(directory / "ca.key", _pem_key(self._key), private=True)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.crt"
 
     def issue(
+        self,
         stem: str,
         subject: x509.Name,
         usage: x509.ObjectIdentifier,
         sans: list[x509.GeneralName] | None = None,
     ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = _builder(subject, ca_name, key.public_key()).add_extension(
+        builder = _builder(subject, self._name, key.public_key()).add_extension(
             x509.ExtendedKeyUsage([usage]), critical=False
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        _write(directory / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
-        _write(directory / f"{stem}.key", _pem_key(key), private=True)
+        cert = builder.sign(self._key, hashes.SHA256())
+        _write(self.directory / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
+        _write(self.directory / f"{stem}.key", _pem_key(key), private=True)
 
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in API_SERVER_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in API_SERVER_IPS]
-    issue("apiserver", _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    def serving(self, stem: str, names: tuple[str, ...], ips: tuple[str, ...]) -> None:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        self.issue(stem, _name(stem), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+
+def write_pki(directory: Path) -> None:
+    """Write ca.{crt,key}, apiserver.{crt,key}, <identity>.{crt,key} and sa.{key,pub}."""
+    ca = Authority(directory, "localcluster-ca")
+    ca.serving("apiserver", API_SERVER_NAMES, API_SERVER_IPS)
     for ident in IDENTITIES:
-        issue(ident.file_stem, _name(ident.user, ident.groups), ExtendedKeyUsageOID.CLIENT_AUTH)
+        ca.issue(ident.file_stem, _name(ident.user, ident.groups), ExtendedKeyUsageOID.CLIENT_AUTH)
 
     # ServiceAccount token signing key pair (RSA: what every token consumer expects).
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

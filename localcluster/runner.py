@@ -175,7 +175,9 @@ class Runner:
         mounts[container.get("terminationMessagePath", "/dev/termination-log")] = message_file
         env = {"PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin", "HOSTNAME": meta["name"]}
         for item in container.get("env", []):
-            env[item["name"]] = _map_path(self._env_value(meta["namespace"], item), mounts)
+            value = self._env_value(meta["namespace"], item)
+            if value is not None:  # None: an optional reference to a missing key
+                env[item["name"]] = _map_path(value, mounts)
         command = [*container.get("command", []), *container.get("args", [])]
         if not command:
             raise NotRunnable("no command: the runner does not know the image's entrypoint")
@@ -255,7 +257,7 @@ class Runner:
             raise NotRunnable(f"{kind} {name}: {exc.reason}") from exc
         return {str(k): str(v) for k, v in (obj.data or {}).items()}
 
-    def _env_value(self, namespace: str, item: dict[str, Any]) -> str:
+    def _env_value(self, namespace: str, item: dict[str, Any]) -> str | None:
         if "value" in item:
             return str(item["value"])
         source = item.get("valueFrom") or {}
@@ -264,6 +266,8 @@ class Runner:
             if ref:
                 data = self._read(kind, namespace, ref["name"])
                 if ref["key"] not in data:
+                    if ref.get("optional"):
+                        return None
                     raise NotRunnable(f"{kind} {ref['name']} has no key {ref['key']}")
                 value = data[ref["key"]]
                 return base64.b64decode(value).decode() if kind == "secret" else value

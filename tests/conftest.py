@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from localcluster import cluster as localcluster
+from localcluster import s3
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -31,6 +32,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def cluster() -> Iterator[localcluster.Cluster]:
     with localcluster.running() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3.S3Server]:
+    """A real S3-compatible server (SeaweedFS) on loopback, for the object-store tests."""
+    server = s3.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

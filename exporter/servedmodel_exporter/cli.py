@@ -55,6 +55,21 @@ def _export_parser() -> argparse.ArgumentParser:
         help="shrink the result file to this size "
         "(a container termination message holds 4096 bytes)",
     )
+    store = p.add_argument_group(
+        "object stores (s3://, gs://)",
+        "credentials come from the environment only: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+        "(AWS_SESSION_TOKEN), or GOOGLE_APPLICATION_CREDENTIALS naming a service account file",
+    )
+    store.add_argument(
+        "--endpoint-url", help="S3-compatible (MinIO, Ceph, SeaweedFS) or GCS endpoint"
+    )
+    store.add_argument("--region", help="S3 region")
+    store.add_argument("--path-style", action="store_true", help="S3 path-style addressing")
+    store.add_argument(
+        "--no-verify-tls", action="store_true", help="do not verify the endpoint's certificate"
+    )
+    store.add_argument("--ca-bundle", help="PEM file of CAs to trust for the endpoint")
+    store.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
     p.add_argument(
         "--custom-objects-module",
         action="append",
@@ -110,7 +125,18 @@ def export(argv: list[str]) -> int:
         _export_parser().error("--version must be a positive integer")
     _quiet_tensorflow()
     from servedmodel_exporter.export import Request, run
+    from servedmodel_exporter.sources import objectstore
 
+    objectstore.configure(
+        objectstore.ObjectStoreOptions(
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            path_style=args.path_style,
+            verify_tls=not args.no_verify_tls,
+            ca_bundle=args.ca_bundle,
+            anonymous=args.anonymous,
+        )
+    )
     request = Request(
         source=args.source,
         store=args.store,

@@ -46,7 +46,7 @@ class VersionStatus:
         return out
 
 
-def _job_version(job: Mapping[str, Any]) -> int | None:
+def job_version(job: Mapping[str, Any]) -> int | None:
     value = job.get("metadata", {}).get("labels", {}).get(VERSION_LABEL)
     return int(value) if value and value.isdigit() else None
 
@@ -96,7 +96,7 @@ def version_states(
     Job whose name differs (its exporter settings changed since) does not count: retry."""
     by_version: dict[int, list[Mapping[str, Any]]] = {}
     for job in jobs:
-        version = _job_version(job)
+        version = job_version(job)
         if version is not None:
             by_version.setdefault(version, []).append(job)
     states = []
@@ -170,4 +170,5 @@ def versions_to_start(model: ServedModelSpec, states: Sequence[VersionStatus]) -
     """Pending versions that may start now, lowest first, within spec.exporter.parallelism."""
     running = sum(1 for s in states if s.state is State.EXPORTING)
     room = max(0, model.spec.exporter.parallelism - running)
-    return [s.version for s in states if s.state is State.PENDING][:room]
+    # A pending version with a reason is blocked (its credentials are missing): no Job.
+    return [s.version for s in states if s.state is State.PENDING and not s.reason][:room]

@@ -63,21 +63,19 @@ class Kube:
         content_type: str,
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        serialized = self._api.param_serialize(
-            method=method,
-            resource_path=path,
+        """One request, JSON in and out; a non-2xx answer raises ApiException."""
+        response = self._api.call_api(
+            path,
+            method,
             query_params=query or [],
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=dict(body),
             auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=REQUEST_TIMEOUT,
         )
-        response = self._api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(
-                http_resp=response, body=data.decode(errors="replace"), data=None
-            )
-        result: dict[str, Any] = json.loads(data)
+        result: dict[str, Any] = json.loads(response.data)
         return result
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,6 +106,25 @@ class Kube:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return None
             raise
+
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The key names of a Secret (None if it does not exist). Values are dropped at once:
+        the operator checks that credentials exist, it never handles them."""
+        try:
+            response = self._api.call_api(
+                f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                "GET",
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return frozenset((json.loads(response.data).get("data") or {}).keys())
 
     def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str

@@ -30,6 +30,8 @@ class Observed:
     service: Mapping[str, Any] | None = None
     jobs: Sequence[Mapping[str, Any]] = ()
     pods_by_job: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    # Key names of the credentials Secrets pending exports need (None: no such Secret).
+    secret_keys: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,44 @@ class Plan:
     apply: list[dict[str, Any]]
     status: dict[str, Any] | None  # None: the current status is already right
     events: list[Event]
+    requeue_after: float | None = None  # look again even if nothing changes (a missing Secret)
+
+
+CREDENTIALS_RECHECK_SECONDS = 30.0
+
+
+def secrets_to_check(model: ServedModelSpec, observed: Observed) -> set[str]:
+    """Credentials Secrets of versions that may need an exporter Job now (not yet exported,
+    no Job yet): the reconciler reads their key names before planning."""
+    previous = exports.previous_versions(observed.status)
+    started = {exports.job_version(j) for j in observed.jobs}
+    return {
+        e.source.credentials_secret_ref.name
+        for e in model.spec.versions
+        if e.source.credentials_secret_ref is not None
+        and previous.get(e.version, {}).get("state") != State.EXPORTED
+        and e.version not in started
+    }
+
+
+def missing_credentials(model: ServedModelSpec, observed: Observed) -> dict[int, tuple[str, str]]:
+    """version -> (reason, message) for versions whose Secret or keys are missing."""
+    missing = {}
+    for entry in model.spec.versions:
+        ref = entry.source.credentials_secret_ref
+        if ref is None or ref.name not in observed.secret_keys:
+            continue
+        keys = observed.secret_keys[ref.name]
+        if keys is None:
+            missing[entry.version] = ("SecretNotFound", f"Secret {ref.name} does not exist")
+            continue
+        absent = [k for k in entry.source.required_secret_keys if k not in keys]
+        if absent:
+            missing[entry.version] = (
+                "SecretKeyMissing",
+                f"Secret {ref.name} has no key {', '.join(absent)}",
+            )
+    return missing
 
 
 def _with_started(states: list[VersionStatus], started: Mapping[int, str]) -> list[VersionStatus]:
@@ -67,6 +107,13 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         previous,
         {v: j["metadata"]["name"] for v, j in wanted_jobs.items()},
     )
+    blocked = missing_credentials(model, observed)
+    states = [
+        replace(s, reason=blocked[s.version][0], message=blocked[s.version][1])
+        if s.state is State.PENDING and s.version in blocked
+        else s
+        for s in states
+    ]
     jobs = {v: wanted_jobs[v] for v in exports.versions_to_start(model, states)}
     states = _with_started(states, {v: j["metadata"]["name"] for v, j in jobs.items()})
     served = select(model, exports.exported(states))
@@ -88,6 +135,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         apply=to_apply,
         status=new_status if new_status != dict(observed.status) else None,
         events=events(model, observed.status, states, served),
+        requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked else None,
     )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from servedmodel_operator import KIND, status
 from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import Kube
-from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator.plan import Observed, plan, secrets_to_check
 from servedmodel_operator.spec import InvalidSpec, ServedModelSpec
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class Reconciler:
         self._recent = recent
         self._exporter_image = exporter_image
 
-    def run(self, body: Mapping[str, Any], observed: Observed) -> None:
+    def run(self, body: Mapping[str, Any], observed: Observed) -> float | None:
+        """Reconcile one ServedModel; returns when to look again regardless of events, if ever."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         try:
@@ -39,7 +41,11 @@ class Reconciler:
             log.error("%s/%s: cannot parse the spec: %s", namespace, name, exc)
             new = status.invalid(observed.status, int(meta.get("generation", 0)), str(exc), _now())
             self._write_status(body, observed.status, new)
-            return
+            return None
+        needed = secrets_to_check(model, observed)
+        if needed:  # the one read a reconcile makes: whether credentials exist, never values
+            keys = {secret: self._kube.secret_keys(namespace, secret) for secret in sorted(needed)}
+            observed = replace(observed, secret_keys=keys)
         decided = plan(model, observed, self._exporter_image, _now())
         for manifest in decided.apply:
             log.info(
@@ -54,6 +60,7 @@ class Reconciler:
             self._write_status(body, observed.status, decided.status)
         for event in decided.events:
             self._kube.event(namespace, name, model.uid, event.type, event.reason, event.message)
+        return decided.requeue_after
 
     def _write_status(
         self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]

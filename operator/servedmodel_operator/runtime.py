@@ -82,13 +82,13 @@ class Runtime:
         )
         return body, observed
 
-    async def _reconcile(self, key: Hashable) -> None:
+    async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)
         snapshot = self.observe(namespace, name)
         if snapshot is None:
-            return
+            return None
         body, observed = snapshot
-        await asyncio.get_running_loop().run_in_executor(
+        return await asyncio.get_running_loop().run_in_executor(
             self.executor, self.reconciler.run, body, observed
         )
 

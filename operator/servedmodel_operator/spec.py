@@ -31,9 +31,51 @@ class _Frozen(BaseModel):
     )
 
 
+class SecretRef(_Frozen):
+    name: str
+
+
+class ConfigMapKey(_Frozen):
+    config_map_name: str
+    key: str
+
+
+class S3Options(_Frozen):
+    endpoint: str | None = None
+    region: str | None = None
+    path_style: bool = False
+    verify_tls: bool = Field(default=True, alias="verifyTLS")
+    ca_bundle: ConfigMapKey | None = None
+    anonymous: bool = False
+
+
+class GcsOptions(_Frozen):
+    endpoint: str | None = None
+    anonymous: bool = False
+
+
+# The keys a credentials Secret must hold, by scheme (optional ones are not checked).
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN",)
+GCS_SECRET_KEY = "service-account.json"  # noqa: S105 - a key name, not a secret
+
+
 class Source(_Frozen):
     uri: str
     sha256: str | None = None
+    credentials_secret_ref: SecretRef | None = None
+    s3: S3Options | None = None
+    gcs: GcsOptions | None = None
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0] if "://" in self.uri else ""
+
+    @property
+    def required_secret_keys(self) -> tuple[str, ...]:
+        if self.credentials_secret_ref is None:
+            return ()
+        return S3_SECRET_KEYS if self.scheme == "s3" else (GCS_SECRET_KEY,)
 
 
 class VersionEntry(_Frozen):

@@ -92,6 +92,10 @@ class Rollout:
 
 
 def export_condition(states: Sequence[VersionStatus]) -> Condition:
+    blocked = [s for s in states if s.state is State.PENDING and s.reason]
+    if blocked:
+        detail = "; ".join(f"version {s.version}: {s.reason}: {s.message}" for s in blocked)
+        return _false(EXPORTED, "CredentialsMissing", detail)
     failed = [s for s in states if s.state is State.FAILED]
     if failed:
         detail = "; ".join(
@@ -136,11 +140,11 @@ def conditions(
     export: Condition, available: Condition, rollout: Rollout, served: Served
 ) -> list[Condition]:
     """The kstatus trio from the two finer conditions."""
-    if export.reason == "ExportFailed":
+    if export.reason in ("ExportFailed", "CredentialsMissing"):
         return [
-            _false(READY, "ExportFailed", export.message),
-            _false(RECONCILING, "ExportFailed"),
-            _true(STALLED, "ExportFailed", export.message),
+            _false(READY, export.reason, export.message),
+            _false(RECONCILING, export.reason),
+            _true(STALLED, export.reason, export.message),
         ]
     if rollout.progress_deadline_exceeded:
         message = "the TF Serving Deployment exceeded its progress deadline"

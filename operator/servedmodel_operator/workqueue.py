@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Hashable
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[Hashable], Awaitable[None]]
+# A unit of work; it may ask to run again after some seconds even if nothing else asks.
+Work = Callable[[Hashable], Awaitable[float | None]]
 
 
 class WorkQueue:
@@ -78,9 +79,10 @@ class WorkQueue:
 
     async def _run(self, key: Hashable) -> None:
         retry_in: float | None = None
+        again: float | None = None
         try:
             async with self._slots:
-                await self._work(key)
+                again = await self._work(key)
             self._failures.pop(key, None)
         except asyncio.CancelledError:
             raise
@@ -98,6 +100,8 @@ class WorkQueue:
             self.add(key, delay=retry_in)
         elif dirty:
             self.add(key)
+        elif again is not None:
+            self.add(key, delay=again)
 
     @property
     def depth(self) -> int:

@@ -79,6 +79,35 @@ INVALID = [
     ("negative replicas", _with("server.replicas", -1), "spec.server.replicas"),
     ("no versions", _with("versions", []), "spec.versions"),
     (
+        "s3 options on an https source",
+        _with("versions.1.source.s3", {"pathStyle": True}),
+        "spec.versions[1].source.s3",
+    ),
+    (
+        "credentials for an https source",
+        _with("versions.1.source.credentialsSecretRef", {"name": "creds"}),
+        "spec.versions[1].source.credentialsSecretRef",
+    ),
+    (
+        "an s3 endpoint that is not a URL",
+        _with(
+            "versions.0.source", {"uri": "s3://models/a.keras", "s3": {"endpoint": "minio:9000"}}
+        ),
+        "spec.versions[0].source.s3.endpoint",
+    ),
+    (
+        "anonymous access with credentials",
+        _with(
+            "versions.0.source",
+            {
+                "uri": "s3://models/a.keras",
+                "s3": {"anonymous": True},
+                "credentialsSecretRef": {"name": "creds"},
+            },
+        ),
+        "spec.versions[0].source",
+    ),
+    (
         "batch sizes not ending at maxBatchSize",
         _with("server.batching", {"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}),
         "spec.server.batching",

@@ -183,7 +183,9 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         ("patch", "servedmodels/status", "yes"),
         ("patch", "servedmodels", "no"),  # the operator never writes spec
         ("update", "servedmodels", "no"),
-        ("get", "secrets", "no"),
+        ("get", "secrets", "yes"),  # to check credentials exist (s3://, gs://)
+        ("list", "secrets", "no"),
+        ("watch", "secrets", "no"),
         ("delete", "deployments", "no"),
         ("delete", "jobs", "no"),
         ("create", "pods", "no"),

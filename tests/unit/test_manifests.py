@@ -40,7 +40,8 @@ def test_the_operator_never_gets_write_access_to_servedmodel_specs() -> None:
     for rule in role["rules"]:
         if "servedmodels" in rule["resources"]:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}
-    assert not any("secrets" in r["resources"] for r in role["rules"])
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [(r["resources"], r["verbs"]) for r in secret_rules] == [(["secrets"], ["get"])]
 
 
 def test_operator_deployment_is_one_replica_recreate_restricted_with_liveness() -> None:

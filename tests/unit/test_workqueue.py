@@ -12,7 +12,7 @@ def test_a_burst_of_events_is_one_reconcile() -> None:
     async def scenario() -> list[Hashable]:
         calls: list[Hashable] = []
 
-        async def work(key: Hashable) -> None:
+        async def work(key: Hashable) -> float | None:
             calls.append(key)
 
         queue = WorkQueue(work, concurrency=4, coalesce_seconds=0.05)
@@ -30,7 +30,7 @@ def test_events_during_a_run_cause_exactly_one_more_run_and_never_overlap() -> N
         running = most = runs = 0
         queue: WorkQueue
 
-        async def work(key: Hashable) -> None:
+        async def work(key: Hashable) -> float | None:
             nonlocal running, most, runs
             running += 1
             runs += 1
@@ -54,7 +54,7 @@ def test_failures_are_retried_with_growing_delays() -> None:
         loop = asyncio.get_running_loop()
         times: list[float] = []
 
-        async def work(key: Hashable) -> None:
+        async def work(key: Hashable) -> float | None:
             times.append(loop.time())
             if len(times) < 3:
                 raise RuntimeError("API unavailable")
@@ -77,7 +77,7 @@ def test_concurrency_is_bounded() -> None:
     async def scenario() -> int:
         running = most = 0
 
-        async def work(key: Hashable) -> None:
+        async def work(key: Hashable) -> float | None:
             nonlocal running, most
             running += 1
             most = max(most, running)
@@ -89,5 +89,22 @@ def test_concurrency_is_bounded() -> None:
             queue.add(i)
         await asyncio.sleep(0.5)
         return most
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_work_can_ask_to_run_again_later_without_any_event() -> None:
+    async def scenario() -> int:
+        runs = 0
+
+        async def work(key: Hashable) -> float | None:
+            nonlocal runs
+            runs += 1
+            return 0.05 if runs < 3 else None
+
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0)
+        queue.add("a")
+        await asyncio.sleep(0.4)
+        return runs
 
     assert asyncio.run(scenario()) == 3

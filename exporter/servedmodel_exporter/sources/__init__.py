@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servedmodel_exporter.errors import ChecksumMismatch, SourceNotFound
-from servedmodel_exporter.sources import http, local
+from servedmodel_exporter.sources import http, local, objectstore
 from servedmodel_exporter.sources.uris import redact, scheme_of
 
 __all__ = ["SCHEMES", "LocalSource", "fetch", "redact", "sha256_of"]
@@ -24,6 +24,8 @@ SCHEMES: dict[str, Fetcher] = {
     "file": local.fetch,
     "http": http.fetch,
     "https": http.fetch,
+    "s3": objectstore.fetch,
+    "gs": objectstore.fetch,
 }
 
 

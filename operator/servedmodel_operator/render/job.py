@@ -13,13 +13,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servedmodel_operator.render import labels, security
-from servedmodel_operator.spec import ServedModelSpec, VersionEntry
+from servedmodel_operator.spec import (
+    GCS_SECRET_KEY,
+    S3_OPTIONAL_SECRET_KEYS,
+    S3_SECRET_KEYS,
+    ServedModelSpec,
+    VersionEntry,
+)
 
 CONTAINER = "exporter"
 STORE_MOUNT = "/store"
 SOURCE_MOUNT = "/source"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
+GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"
+CA_BUNDLE_MOUNT = "/etc/servedmodel/ca"
+CA_BUNDLE_FILE = "ca-bundle.pem"
 DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 
 # Exit codes of servedmodel-export that no retry can fix (see exporter/servedmodel_exporter/
@@ -58,7 +67,79 @@ def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
     ]
     if entry.source.sha256:
         args.append(f"--sha256={entry.source.sha256}")
+    return args + _object_store_args(entry)
+
+
+def _object_store_args(entry: VersionEntry) -> list[str]:
+    """Non-secret connection options only; credentials travel by Secret (see _credentials)."""
+    source = entry.source
+    args: list[str] = []
+    if source.s3 is not None:
+        s3 = source.s3
+        args += [f"--endpoint-url={s3.endpoint}"] if s3.endpoint else []
+        args += [f"--region={s3.region}"] if s3.region else []
+        args += ["--path-style"] if s3.path_style else []
+        args += ["--no-verify-tls"] if not s3.verify_tls else []
+        args += [f"--ca-bundle={CA_BUNDLE_MOUNT}/{CA_BUNDLE_FILE}"] if s3.ca_bundle else []
+        args += ["--anonymous"] if s3.anonymous else []
+    if source.gcs is not None:
+        args += [f"--endpoint-url={source.gcs.endpoint}"] if source.gcs.endpoint else []
+        args += ["--anonymous"] if source.gcs.anonymous else []
     return args
+
+
+def _credentials(
+    entry: VersionEntry,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, volumeMounts, volumes) that hand the source's Secret and CA bundle to the exporter:
+    environment variables from secretKeyRef (S3) or a mounted file (GCS), never values."""
+    source = entry.source
+    env: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    ref = source.credentials_secret_ref
+    if ref is not None and source.scheme == "s3":
+        for key in S3_SECRET_KEYS:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+        for key in S3_OPTIONAL_SECRET_KEYS:
+            env.append(
+                {
+                    "name": key,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key, "optional": True}},
+                }
+            )
+    elif ref is not None and source.scheme == "gs":
+        volumes.append(
+            {
+                "name": "gcs-credentials",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": GCS_SECRET_KEY, "path": GCS_SECRET_KEY}],
+                },
+            }
+        )
+        mounts.append(
+            {"name": "gcs-credentials", "mountPath": GCS_CREDENTIALS_MOUNT, "readOnly": True}
+        )
+        env.append(
+            {
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": f"{GCS_CREDENTIALS_MOUNT}/{GCS_SECRET_KEY}",
+            }
+        )
+    if source.s3 is not None and source.s3.ca_bundle is not None:
+        bundle = source.s3.ca_bundle
+        volumes.append(
+            {
+                "name": "ca-bundle",
+                "configMap": {
+                    "name": bundle.config_map_name,
+                    "items": [{"key": bundle.key, "path": CA_BUNDLE_FILE}],
+                },
+            }
+        )
+        mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_MOUNT, "readOnly": True})
+    return env, mounts, volumes
 
 
 def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
@@ -77,6 +158,9 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         volumes.append(
             {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
+    credential_env, credential_mounts, credential_volumes = _credentials(entry)
+    mounts += credential_mounts
+    volumes += credential_volumes
     container = {
         "name": CONTAINER,
         "image": image,
@@ -87,6 +171,7 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
             {"name": "HOME", "value": "/tmp"},  # noqa: S108
             {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108
             {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+            *credential_env,
         ],
         "resources": exporter.resources.manifest() or DEFAULT_RESOURCES,
         "securityContext": security.container_security_context(),
