@@ -32,6 +32,7 @@ from servedmodel_operator.plan import Observed, plan
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 
 from localcluster import cluster as localcluster
+from localcluster import volumes
 from localcluster.audit import AuditLog
 
 WORKERS = 8  # the operator's default --workers, and the lower bound's thread count
@@ -104,45 +105,13 @@ class Api:
         """A namespace with a bound `models` claim (TF Serving pods mount the store)."""
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        store = self.cluster.state_dir / "bench-store"
-        store.mkdir(exist_ok=True)
-        self.core.create_persistent_volume(
-            client.V1PersistentVolume(
-                metadata=client.V1ObjectMeta(name=f"{name}-models"),
-                spec=client.V1PersistentVolumeSpec(
-                    capacity={"storage": "1Gi"},
-                    access_modes=["ReadWriteMany"],
-                    storage_class_name="",
-                    host_path=client.V1HostPathVolumeSource(path=str(store)),
-                    claim_ref=client.V1ObjectReference(namespace=name, name="models"),
-                    persistent_volume_reclaim_policy="Delete",
-                ),
-            )
-        )
-        self.core.create_namespaced_persistent_volume_claim(
-            name,
-            client.V1PersistentVolumeClaim(
-                metadata=client.V1ObjectMeta(name="models"),
-                spec=client.V1PersistentVolumeClaimSpec(
-                    access_modes=["ReadWriteMany"],
-                    storage_class_name="",
-                    volume_name=f"{name}-models",
-                    resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
-                ),
-            ),
-        )
-
-        def bound() -> bool:
-            status = self.core.read_namespaced_persistent_volume_claim("models", name).status
-            return status is not None and status.phase == "Bound"
-
-        self.wait("the models claim to bind", bound)
+        volumes.hostpath_claim(self.core, name, "models", self.cluster.state_dir / "bench-store")
         return name
 
     def delete_namespace(self, name: str) -> None:
         """Delete and wait, so that garbage collection does not load the next measurement."""
         self.core.delete_namespace(name)
-        self.core.delete_persistent_volume(f"{name}-models")
+        volumes.delete_hostpath_claim_volume(self.core, name, "models")
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if name not in {

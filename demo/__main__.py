@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client, config
 
 from localcluster import cluster as localcluster
+from localcluster import volumes
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -40,19 +42,13 @@ class Demo:
     def __init__(self, cluster: localcluster.Cluster) -> None:
         self.cluster = cluster
         self.work = cluster.state_dir / "demo"
+        self.core = client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            [str(self.cluster.kubectl), *args],
-            input=stdin,
-            text=True,
-            capture_output=True,
-            env=self.cluster.env(),
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise SystemExit(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
-        return done.stdout
+        try:
+            return self.cluster.run_kubectl(*args, stdin=stdin, check=check).stdout
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from exc
 
     def show(self, *args: str) -> None:
         print(f"    $ kubectl {' '.join(args)}")
@@ -72,8 +68,8 @@ class Demo:
         self.kubectl(
             "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s"
         )
-        for pv in ("demo-training", "demo-models"):
-            self.kubectl("delete", "pv", pv, "--ignore-not-found")
+        for claim in ("training", "models"):
+            volumes.delete_hostpath_claim_volume(self.core, NAMESPACE, claim)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
 
@@ -145,40 +141,12 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
             note(f"{f.name}  ({f.stat().st_size} bytes)")
         store = self.work / "store"
         store.mkdir()
-        for directory in (training, store):
-            directory.chmod(0o777)
         self.kubectl("create", "namespace", NAMESPACE)
         self.kubectl(
             "label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted"
         )
-        volumes = []
         for claim, path in (("training", training), ("models", store)):
-            volumes += [
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": f"demo-{claim}"},
-                    "spec": {
-                        "capacity": {"storage": "1Gi"},
-                        "accessModes": ["ReadWriteMany"],
-                        "hostPath": {"path": str(path)},
-                        "storageClassName": "",
-                        "claimRef": {"namespace": NAMESPACE, "name": claim},
-                    },
-                },
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": claim, "namespace": NAMESPACE},
-                    "spec": {
-                        "accessModes": ["ReadWriteMany"],
-                        "storageClassName": "",
-                        "volumeName": f"demo-{claim}",
-                        "resources": {"requests": {"storage": "1Gi"}},
-                    },
-                },
-            ]
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(volumes))
+            volumes.hostpath_claim(self.core, NAMESPACE, claim, path)
         note(f"claims 'training' and 'models' are PersistentVolumes on {training} and {store}")
 
     def status(self) -> dict[str, Any]:

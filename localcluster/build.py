@@ -91,12 +91,6 @@ def _module_info(module: str, version: str, cwd: Path) -> dict[str, str]:
     return info
 
 
-def _wrapper_module(workdir: Path, name: str, go_version: str, replaces: dict[str, str]) -> None:
-    lines = [f"module localcluster/{name}", "", f"go {go_version}", ""]
-    lines += [f"replace {mod} => {mod} {ver}" for mod, ver in sorted(replaces.items())]
-    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
-
-
 def _go_directive(gomod_text: str) -> str:
     for line in gomod_text.splitlines():
         if line.startswith("go "):
@@ -104,14 +98,42 @@ def _go_directive(gomod_text: str) -> str:
     raise RuntimeError("go.mod without a go directive")
 
 
-def _staging_replaces(gomod_text: str, staging_version: str) -> dict[str, str]:
-    """Every `k8s.io/x => ./staging/src/k8s.io/x` line becomes `k8s.io/x => k8s.io/x v0.Y.Z`."""
-    replaces = {}
-    for line in gomod_text.splitlines():
-        if "=> ./staging/src/" in line:
-            module = line.split("=>")[0].strip().removeprefix("replace").strip()
-            replaces[module] = staging_version
-    return replaces
+def _module(module: str, version: str, work: Path) -> tuple[Path, str]:
+    """(source directory, go.mod text) of module@version, from the module proxy."""
+    (work / "go.mod").write_text("module localcluster/probe\n")
+    info = _module_info(module, version, work)
+    return Path(info["Dir"]), Path(info["GoMod"]).read_text()
+
+
+def _wrapper_build(
+    work: Path,
+    out: Path,
+    *,
+    gomod: str,
+    replaces: dict[str, str],
+    packages: dict[str, str],
+    version: str,
+    ldflags: str = "-s -w",
+) -> None:
+    """Build `packages` (import path -> binary name) at `version` from a wrapper module that
+    requires them and carries `replaces` (module -> "module version" it is replaced with)."""
+    lines = ["module localcluster/wrapper", "", f"go {_go_directive(gomod)}", ""]
+    lines += [f"replace {mod} => {target}" for mod, target in sorted(replaces.items())]
+    (work / "go.mod").write_text("\n".join(lines) + "\n")
+    _go(["get", "-tool", *[f"{pkg}@{version}" for pkg in packages]], work)
+    for pkg, binary in packages.items():
+        _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / binary), pkg], work)
+
+
+def _replaced_lines(gomod: str, marker: str) -> list[tuple[str, list[str]]]:
+    """(module, target words) of every live `replace` line whose target contains marker."""
+    out = []
+    for line in gomod.splitlines():
+        text = line.strip().removeprefix("replace").strip()
+        if "=>" in text and marker in text and not line.strip().startswith("//"):
+            old, new = (part.split() for part in text.split("=>"))
+            out.append((old[0], new))
+    return out
 
 
 def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
@@ -129,16 +151,15 @@ def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
 
 def build_kubernetes() -> Path:
     version = versions()["KUBERNETES_VERSION"]
-    major, minor = version.lstrip("v").split(".")[:2]
+    major, minor, patch = version.lstrip("v").split(".")[:3]
 
     def build(work: Path, out: Path) -> None:
         _log(f"building Kubernetes {version} (first time only; 10-20 min on 2 cores)")
-        (work / "go.mod").write_text("module localcluster/probe\n")
-        gomod = Path(_module_info("k8s.io/kubernetes", version, work)["GoMod"]).read_text()
-        replaces = _staging_replaces(gomod, f"v0.{minor}.{version.split('.')[2]}")
-        _wrapper_module(work, "kubernetes", _go_directive(gomod), replaces)
-        packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
-        _go(["get", "-tool", *[f"{pkg}@{version}" for pkg in packages]], work)
+        _, gomod = _module("k8s.io/kubernetes", version, work)
+        # Every `k8s.io/x => ./staging/src/k8s.io/x` becomes its published v0.Y.Z twin.
+        staging = {
+            mod: f"{mod} v0.{minor}.{patch}" for mod, _ in _replaced_lines(gomod, "./staging/")
+        }
         ldflags = ["-s", "-w"]
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
             ldflags += [
@@ -147,7 +168,15 @@ def build_kubernetes() -> Path:
                 f"-X {pkg}.gitMinor={minor}",
                 f"-X {pkg}.gitTreeState=clean",
             ]
-        _go(["build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", f"{out}/", *packages], work)
+        _wrapper_build(
+            work,
+            out,
+            gomod=gomod,
+            replaces=staging,
+            version=version,
+            packages={f"k8s.io/kubernetes/cmd/{cmd}": cmd for cmd in KUBE_COMMANDS},
+            ldflags=" ".join(ldflags),
+        )
 
     return _install(kubernetes_dir(), build)
 
@@ -157,25 +186,21 @@ def build_etcd() -> Path:
 
     def build(work: Path, out: Path) -> None:
         _log(f"building etcd {version}")
-        (work / "go.mod").write_text("module localcluster/probe\n")
-        gomod = Path(_module_info("go.etcd.io/etcd/server/v3", version, work)["GoMod"]).read_text()
+        _, gomod = _module("go.etcd.io/etcd/server/v3", version, work)
         # server/v3's go.mod points its sibling modules at ../api, ../pkg, …: pin them instead.
-        siblings = {
-            line.split("=>")[0].strip(): version for line in gomod.splitlines() if "=> ../" in line
+        siblings = {mod: f"{mod} {version}" for mod, _ in _replaced_lines(gomod, "=> ../")}
+        siblings |= {
+            mod: f"{mod} {version}"
+            for mod, new in _replaced_lines(gomod, "../")
+            if new[0].startswith("../")
         }
-        _wrapper_module(work, "etcd", _go_directive(gomod), siblings)
-        _go(["get", "-tool", f"go.etcd.io/etcd/server/v3@{version}"], work)
-        _go(
-            [
-                "build",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                "-o",
-                str(out / "etcd"),
-                "go.etcd.io/etcd/server/v3",
-            ],
+        _wrapper_build(
             work,
+            out,
+            gomod=gomod,
+            replaces=siblings,
+            version=version,
+            packages={"go.etcd.io/etcd/server/v3": "etcd"},
         )
 
     return _install(etcd_dir(), build)
@@ -186,23 +211,15 @@ def build_kwok() -> Path:
 
     def build(work: Path, out: Path) -> None:
         _log(f"building kwok {version}")
-        (work / "go.mod").write_text("module localcluster/probe\n")
-        source = Path(_module_info("sigs.k8s.io/kwok", version, work)["Dir"])
-        gomod = (source / "go.mod").read_text()
-        _wrapper_module(work, "kwok", _go_directive(gomod), {})
-        _go(["get", "-tool", f"sigs.k8s.io/kwok/cmd/kwok@{version}"], work)
-        ldflags = f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}"
-        _go(
-            [
-                "build",
-                "-trimpath",
-                "-ldflags",
-                ldflags,
-                "-o",
-                str(out / "kwok"),
-                "sigs.k8s.io/kwok/cmd/kwok",
-            ],
+        source, gomod = _module("sigs.k8s.io/kwok", version, work)
+        _wrapper_build(
             work,
+            out,
+            gomod=gomod,
+            replaces={},
+            version=version,
+            packages={"sigs.k8s.io/kwok/cmd/kwok": "kwok"},
+            ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}",
         )
         stages = out / "stages"
         stages.mkdir()
@@ -222,31 +239,16 @@ def build_seaweedfs() -> Path:
 
     def build(work: Path, out: Path) -> None:
         _log(f"building SeaweedFS {version} (first time only)")
-        (work / "go.mod").write_text("module localcluster/probe\n")
-        gomod = Path(
-            _module_info("github.com/seaweedfs/seaweedfs", version, work)["GoMod"]
-        ).read_text()
+        _, gomod = _module("github.com/seaweedfs/seaweedfs", version, work)
         # Its go.mod swaps one dependency for a fork; a wrapper module must say so too.
-        forks = {}
-        for line in gomod.splitlines():
-            if line.startswith("replace ") and "=>" in line and not line.strip().startswith("//"):
-                old, new = (part.split() for part in line.removeprefix("replace").split("=>"))
-                forks[old[0]] = new
-        lines = ["module localcluster/seaweedfs", "", f"go {_go_directive(gomod)}", ""]
-        lines += [f"replace {old} => {' '.join(new)}" for old, new in sorted(forks.items())]
-        (work / "go.mod").write_text("\n".join(lines) + "\n")
-        _go(["get", "-tool", f"github.com/seaweedfs/seaweedfs/weed@{version}"], work)
-        _go(
-            [
-                "build",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                "-o",
-                str(out / "weed"),
-                "github.com/seaweedfs/seaweedfs/weed",
-            ],
+        forks = {mod: " ".join(new) for mod, new in _replaced_lines(gomod, " ") if len(new) == 2}
+        _wrapper_build(
             work,
+            out,
+            gomod=gomod,
+            replaces=forks,
+            version=version,
+            packages={"github.com/seaweedfs/seaweedfs/weed": "weed"},
         )
 
     return _install(seaweedfs_dir(), build)

@@ -107,6 +107,23 @@ class Cluster:
         env["PATH"] = f"{build.kubernetes_dir()}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def run_kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """The matching kubectl against this cluster; with check, a failure raises
+        RuntimeError carrying kubectl's own message."""
+        done = subprocess.run(
+            [str(self.kubectl), *args],
+            input=stdin,
+            text=True,
+            capture_output=True,
+            env=self.env(),
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
     def get(self, path: str, timeout: float = 5.0) -> requests.Response:
         """GET on the API server as the admin user (health checks; tests use a real client)."""
         return requests.get(
@@ -330,17 +347,7 @@ def _simulated_node(name: str) -> dict[str, object]:
 
 
 def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(cluster.kubectl), *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        env=cluster.env(),
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    return cluster.run_kubectl(*args, stdin=stdin).stdout
 
 
 def _nodes_ready(cluster: Cluster) -> bool:

@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -38,6 +39,19 @@ class S3Server:
     reader: Identity
     process: subprocess.Popen[bytes]
     log: Path
+
+    def filesystem(self, identity: Identity | None = None) -> Any:
+        """An s3fs filesystem on this server (default: the read-write identity)."""
+        import s3fs
+
+        who = identity or self.writer
+        return s3fs.S3FileSystem(
+            key=who.access_key,
+            secret=who.secret_key,
+            client_kwargs={"endpoint_url": self.endpoint},
+            config_kwargs={"s3": {"addressing_style": "path"}},
+            skip_instance_cache=True,
+        )
 
     def stop(self) -> None:
         self.process.terminate()

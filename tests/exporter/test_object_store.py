@@ -13,26 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import s3fs
 
 from localcluster.s3 import Identity, S3Server
 
 CLI = str(Path(sys.executable).parent / "servedmodel-export")
 
 
-def _fs(server: S3Server) -> Any:
-    return s3fs.S3FileSystem(
-        key=server.writer.access_key,
-        secret=server.writer.secret_key,
-        client_kwargs={"endpoint_url": server.endpoint},
-        config_kwargs={"s3": {"addressing_style": "path"}},
-        skip_instance_cache=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def bucket(s3_server: S3Server, models: dict[str, Path]) -> str:
-    fs = _fs(s3_server)
+    fs = s3_server.filesystem()
     name = "exporter-tests"
     if not fs.exists(name):
         fs.mkdir(name)

@@ -21,6 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from localcluster import audit as audit_log
 from localcluster import cluster as localcluster
+from localcluster import volumes
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,17 +32,7 @@ OPERATOR_AGENT = "servedmodel-operator/"
 def kubectl(
     cluster: localcluster.Cluster, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(cluster.kubectl), *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        env=cluster.env(),
-        check=False,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-    return done
+    return cluster.run_kubectl(*args, stdin=stdin, check=check)
 
 
 @pytest.fixture(scope="session")
@@ -149,50 +140,11 @@ class Volume:
     path: Path
 
 
-def _hostpath_volume(core: client.CoreV1Api, namespace: str, claim: str, path: Path) -> Volume:
-    """A PV on a local directory, pre-bound to a claim: what the runner maps to that directory."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # like local-path provisioners: any pod uid may write
-    pv_name = f"{namespace}-{claim}"
-    core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=pv_name, labels={"test-namespace": namespace}),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": "1Gi"},
-                access_modes=["ReadWriteMany"],
-                host_path=client.V1HostPathVolumeSource(path=str(path)),
-                claim_ref=client.V1ObjectReference(namespace=namespace, name=claim),
-                persistent_volume_reclaim_policy="Retain",
-                storage_class_name="",
-            ),
-        )
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=claim),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteMany"],
-                volume_name=pv_name,
-                storage_class_name="",
-                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
-            ),
-        ),
-    )
-    wait_for(
-        f"PVC {claim} to bind",
-        lambda: (
-            core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound"
-        ),
-    )
-    return Volume(claim, path)
-
-
 @pytest.fixture
 def store(core: client.CoreV1Api, namespace: str, tmp_path: Path) -> Iterator[Volume]:
-    volume = _hostpath_volume(core, namespace, "models", tmp_path / "store")
-    yield volume
-    core.delete_persistent_volume(f"{namespace}-models")
+    volumes.hostpath_claim(core, namespace, "models", tmp_path / "store")
+    yield Volume("models", tmp_path / "store")
+    volumes.delete_hostpath_claim_volume(core, namespace, "models")
 
 
 @pytest.fixture
@@ -200,11 +152,12 @@ def training(
     core: client.CoreV1Api, namespace: str, tmp_path: Path, model_files: dict[str, Path]
 ) -> Iterator[Volume]:
     """A 'training output' claim holding the tiny models (and a corrupt one)."""
-    volume = _hostpath_volume(core, namespace, "training", tmp_path / "training")
+    volume = Volume("training", tmp_path / "training")
+    volumes.hostpath_claim(core, namespace, volume.claim, volume.path)
     for name, source in model_files.items():
         (volume.path / name).write_bytes(source.read_bytes())
     yield volume
-    core.delete_persistent_volume(f"{namespace}-training")
+    volumes.delete_hostpath_claim_volume(core, namespace, volume.claim)
 
 
 @pytest.fixture(scope="session")

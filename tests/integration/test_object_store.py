@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import s3fs
 from kubernetes import client
 
 from localcluster.s3 import Identity, S3Server
@@ -33,13 +32,7 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def bucket(s3_server: S3Server, model_files: dict[str, Path], tmp_path: Path) -> str:
-    fs = s3fs.S3FileSystem(
-        key=s3_server.writer.access_key,
-        secret=s3_server.writer.secret_key,
-        client_kwargs={"endpoint_url": s3_server.endpoint},
-        config_kwargs={"s3": {"addressing_style": "path"}},
-        skip_instance_cache=True,
-    )
+    fs = s3_server.filesystem()
     name = f"it-{uuid.uuid4().hex[:10]}"
     fs.mkdir(name)
     fs.put_file(str(model_files["model-a.keras"]), f"{name}/mnist/v1.keras")
