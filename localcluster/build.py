@@ -188,8 +188,7 @@ def build_etcd() -> Path:
         _log(f"building etcd {version}")
         _, gomod = _module("go.etcd.io/etcd/server/v3", version, work)
         # server/v3's go.mod points its sibling modules at ../api, ../pkg, …: pin them instead.
-        siblings = {mod: f"{mod} {version}" for mod, _ in _replaced_lines(gomod, "=> ../")}
-        siblings |= {
+        siblings = {
             mod: f"{mod} {version}"
             for mod, new in _replaced_lines(gomod, "../")
             if new[0].startswith("../")
