@@ -81,6 +81,8 @@ def measure(work: Path, reps: int) -> dict[str, Any]:
         "bare_save_s": round(bare_time, 2),
         "export_verify_peak_rss_mb": round(ours_rss, 1),
         "bare_save_peak_rss_mb": round(bare_rss, 1),
+        "export_verify_runs": [[round(t, 2), round(r, 1)] for t, r in ours],
+        "bare_save_runs": [[round(t, 2), round(r, 1)] for t, r in bare],
         "runs": reps,
         "samples": 8,
     }

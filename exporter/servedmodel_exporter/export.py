@@ -8,6 +8,7 @@ passed; the only write to a numbered directory is the final no-replace rename.
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import shutil
 import tempfile
@@ -130,6 +131,9 @@ def _build(
             model = formats.load_keras(source.path, fmt, workdir)
             clock.lap("load")
             model.export(str(staging), format="tf_saved_model", verbose=False)
+            # The export's traced graphs sit in reference cycles; collected now, their memory
+            # is reused by verification (MobileNetV2: peak RSS 1.00 GB -> 0.93 GB).
+            gc.collect()
             hints = sampling.hints(model)
         clock.lap("export")
         exported = _load_saved_model(staging)
