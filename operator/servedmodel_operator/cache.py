@@ -15,7 +15,6 @@ from servedmodel_operator import ANNOTATION_PREFIX, FIELD_MANAGER, KIND
 
 # What reconciles read of each object; the rest is dropped to keep 500 models small.
 _WITH_STATUS = {KIND, "Deployment", "Job", "Pod"}
-_WITH_SPEC = {KIND, "Deployment"}
 _METADATA_KEYS = (
     "name",
     "namespace",
@@ -53,8 +52,11 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     if kind in _WITH_STATUS:
         out["status"] = obj.get("status") or {}
-    if kind in _WITH_SPEC:
-        out["spec"] = obj.get("spec") or {}
+    spec = obj.get("spec") or {}
+    if kind == KIND:
+        out["spec"] = spec
+    elif kind == "Deployment":  # its rollout needs the desired replicas, not the pod template
+        out["spec"] = {k: spec[k] for k in ("replicas",) if k in spec}
     return out
 
 
