@@ -1,9 +1,10 @@
 """Inputs for verification and warmup, generated from the serving signature (or loaded).
 
-Dynamic batch dimensions take the sample count; other dynamic dimensions take small sizes,
-twice with different sizes, so an export that froze a dimension fails verification. Integer
-inputs stay below the smallest Embedding/CategoryEncoding size found in the model; string
-inputs come from a StringLookup vocabulary when there is one.
+The sample count is spread over batches of two rows where the batch dimension is dynamic;
+other dynamic dimensions take small sizes, twice with different sizes, so an export that
+froze a dimension fails verification. Integer inputs stay below the smallest
+Embedding/CategoryEncoding size found in the model; string inputs come from a StringLookup
+vocabulary when there is one.
 """
 
 from __future__ import annotations
