@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Two images from one tree:
-#   docker build --target operator -t ghcr.io/servedmodel/operator:0.1.0 .
-#   docker build --target exporter -t ghcr.io/servedmodel/exporter:0.1.0 .
+#   docker build --target operator -t ghcr.io/servedmodel/operator:<version> .
+#   docker build --target exporter -t ghcr.io/servedmodel/exporter:<version> .
+# (<version>: pyproject.toml's, the one source of truth for image tags)
 # No Docker engine exists on the development machines; the kind e2e workflow builds both.
 
 ARG PYTHON_VERSION=3.11

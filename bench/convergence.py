@@ -15,7 +15,6 @@ import concurrent.futures
 import datetime
 import re
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +33,8 @@ from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 from localcluster import cluster as localcluster
 from localcluster import volumes
 from localcluster.audit import AuditLog
+from localcluster.operator_process import OperatorProcess
+from localcluster.waiting import wait_for
 
 WORKERS = 8  # the operator's default --workers, and the lower bound's thread count
 OPERATOR_RESOURCES = {"configmaps", "services", "deployments", "jobs", "servedmodels"}
@@ -112,13 +113,15 @@ class Api:
         """Delete and wait, so that garbage collection does not load the next measurement."""
         self.core.delete_namespace(name)
         volumes.delete_hostpath_claim_volume(self.core, name, "models")
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if name not in {
-                n.metadata and n.metadata.name for n in self.core.list_namespace().items
-            }:
-                return
-            time.sleep(1)
+        wait_for(
+            f"namespace {name} to go",
+            lambda: (
+                name
+                not in {n.metadata and n.metadata.name for n in self.core.list_namespace().items}
+            ),
+            timeout=600,
+            interval=1,
+        )
 
     def create_servedmodels(self, namespace: str, n: int, exported: bool) -> list[dict[str, Any]]:
         def one(i: int) -> dict[str, Any]:
@@ -224,14 +227,6 @@ class Api:
             if d.status and (d.status.available_replicas or 0) >= 1
         )
 
-    def wait(self, what: str, probe: Any, timeout: float = 900) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if probe():
-                return
-            time.sleep(0.25)
-        raise TimeoutError(f"timed out waiting for {what}")
-
 
 def operator_writes(
     counts_before: Counter[tuple[str, str, str]], counts_after: Counter[tuple[str, str, str]]
@@ -301,30 +296,27 @@ class OperatorRun:
     writes: Counter[str]  # from the API server's metrics
     audited: Counter[str]  # from the audit log, by the operator's user agent
     namespace: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    process: OperatorProcess
 
 
 def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
     namespace = api.namespace(f"op{n}")
     api.create_servedmodels(namespace, n, exported=True)
-    log_path = work / f"operator-{namespace}.log"
+    proc = OperatorProcess(
+        api.cluster.kubeconfig,
+        work,
+        name=f"operator-{namespace}",
+        namespaces=(namespace,),
+        args=(f"--workers={WORKERS}", "--log-level=WARNING"),
+    )
     before, mark = api.request_counts(), api.audit.mark()
     started = time.monotonic()
-    exe = Path(sys.executable).parent / "servedmodel-operator"
-    proc = subprocess.Popen(
-        [str(exe), "--namespace", namespace, f"--workers={WORKERS}", "--log-level=WARNING"],
-        env=api.cluster.env(),
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc.start(wait=False)  # start-up is part of what is measured
     api.wait_converged(namespace, n)
     seconds = time.monotonic() - started
     time.sleep(2)  # let in-flight status writes land before counting
     writes = operator_writes(before, api.request_counts())
-    return OperatorRun(
-        seconds, writes, audited_writes(api.audit, mark, namespace), namespace, proc, log_path
-    )
+    return OperatorRun(seconds, writes, audited_writes(api.audit, mark, namespace), namespace, proc)
 
 
 def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, Any]:
@@ -347,11 +339,7 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
 
 
 def stop(run: OperatorRun) -> None:
-    run.process.terminate()
-    try:
-        run.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        run.process.kill()
+    run.process.stop(timeout=30)
 
 
 def measure(

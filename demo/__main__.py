@@ -24,6 +24,8 @@ from kubernetes import client, config
 
 from localcluster import cluster as localcluster
 from localcluster import volumes
+from localcluster.operator_process import OperatorProcess
+from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -73,7 +75,7 @@ class Demo:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
 
-    def operator(self) -> subprocess.Popen[bytes]:
+    def operator(self) -> OperatorProcess:
         step("Starting servedmodel-operator as a local process, under its ServiceAccount's token")
         token = self.kubectl(
             "create", "token", "servedmodel-operator", "-n", SYSTEM, "--duration=2h"
@@ -101,17 +103,12 @@ class Demo:
                 }
             )
         )
-        log = self.work / "operator.log"
-        note(f"RBAC: the ClusterRole from manifests/rbac.yaml; log: {log}")
+        operator = OperatorProcess(kubeconfig, self.work)
+        note(f"RBAC: the ClusterRole from manifests/rbac.yaml; log: {operator.log_path}")
         # The in-cluster Deployment from manifests/ runs on a simulated node: it does nothing.
         self.kubectl("-n", SYSTEM, "scale", "deployment/servedmodel-operator", "--replicas=0")
-        exe = Path(sys.executable).parent / "servedmodel-operator"
-        return subprocess.Popen(
-            [str(exe)],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        operator.start()
+        return operator
 
     def models(self) -> None:
         step("Training two tiny Keras models (the 'training output')")
@@ -160,8 +157,8 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
         self.show("apply", "-f", str(REPO / "demo" / "servedmodel.yaml"))
         step("Watching it converge: exports run for real, one Job per version")
         seen: set[str] = set()
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+
+        def converged() -> bool:
             obj = self.status()
             status = obj.get("status", {})
             conditions = {c["type"]: c for c in status.get("conditions", [])}
@@ -175,18 +172,16 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
             if status and line not in seen:
                 seen.add(line)
                 note(f"{time.strftime('%H:%M:%S')}  {line}")
-            if (
-                ready.get("status") == "True"
-                and status.get("observedGeneration") == obj["metadata"]["generation"]
-            ):
-                break
             if conditions.get("Stalled", {}).get("status") == "True":
                 raise SystemExit(
                     "the ServedModel is Stalled: " + conditions["Stalled"].get("message", "")
                 )
-            time.sleep(1)
-        else:
-            raise SystemExit("timed out waiting for Ready")
+            return bool(
+                ready.get("status") == "True"
+                and status.get("observedGeneration") == obj["metadata"]["generation"]
+            )
+
+        wait_for("the ServedModel to be Ready", converged, timeout=600, interval=1)
         step("kubectl get sm -o wide")
         self.show("-n", NAMESPACE, "get", "sm", "-o", "wide")
         self.show(
@@ -250,12 +245,11 @@ v2.save({str(training / "mnist-2026-11.h5")!r})
             "-p",
             '{"spec":{"serve":{"labels":{"canary":1}}}}',
         )
-        deadline = time.monotonic() + 60
-        while (
-            self.status()["status"]["served"]["labels"].get("canary") != 1
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.5)
+        wait_for(
+            "the canary label to move",
+            lambda: self.status()["status"]["served"]["labels"].get("canary") == 1,
+            interval=0.5,
+        )
         after_cm = self.kubectl(
             "-n",
             NAMESPACE,
@@ -312,8 +306,7 @@ def main() -> int:
         demo.serve()
         demo.move_canary()
     finally:
-        operator.terminate()
-        operator.wait(timeout=30)
+        operator.stop()
     step("What was real and what was simulated")
     for line in (
         "Real: the Kubernetes API server, etcd, controllers, scheduler, RBAC, Pod Security;",

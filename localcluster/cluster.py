@@ -2,7 +2,8 @@
 
 etcd, kube-apiserver (RBAC, PodSecurity, ServiceAccount tokens), kube-controller-manager,
 kube-scheduler and kwok, whose simulated nodes turn scheduled pods Running/Ready and Job pods
-Succeeded. No container ever runs: see README "The local cluster".
+Succeeded; the pods this checkout can run for real (the exporter's) are run by
+localcluster.runner instead. See README "The local cluster".
 
 State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json and the admin
 kubeconfig. `down()` stops exactly the processes whose pids it recorded, checking each pid still
@@ -401,10 +402,8 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         down(state_dir)
     build.build_all()
     started = time.monotonic()
-    kube, etcd_bin, kwok_bin = build.kubernetes_dir(), build.etcd_dir(), build.kwok_dir()
     state_dir.mkdir(parents=True)
-    pki_dir = state_dir / "pki"
-    pki.write_pki(pki_dir)
+    pki.write_pki(state_dir / "pki")
     ports = {
         name: _free_port()
         for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
@@ -413,13 +412,28 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)
     )
     cluster = Cluster(state_dir, ports["apiserver"])
+    etcd_url = _start_etcd(state_dir, ports)
+    _start_apiserver(cluster, etcd_url)
+    for identity in ("admin", "controller-manager", "scheduler", "kwok"):
+        target = cluster.kubeconfig if identity == "admin" else state_dir / f"{identity}.kubeconfig"
+        _kubeconfig(cluster.server, cluster.pki, identity, target)
+    _start_controllers(cluster, ports)
+    _start_nodes(cluster, ports)
+    _expose_kubectl(cluster)
+    log(
+        f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
+        f"KUBECONFIG={cluster.kubeconfig}"
+    )
+    return cluster
 
+
+def _start_etcd(state_dir: Path, ports: dict[str, int]) -> str:
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
     _start(
         state_dir,
         "etcd",
-        etcd_bin / "etcd",
+        build.etcd_dir() / "etcd",
         [
             f"--data-dir={state_dir / 'etcd'}",
             "--name=local",
@@ -435,17 +449,20 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         ],
     )
     _wait("etcd", lambda: requests.get(f"{etcd_url}/health", timeout=2).ok, 60, state_dir, "etcd")
+    return etcd_url
 
-    p = pki_dir
+
+def _start_apiserver(cluster: Cluster, etcd_url: str) -> None:
+    state_dir, p = cluster.state_dir, cluster.pki
     _start(
         state_dir,
         "kube-apiserver",
-        kube / "kube-apiserver",
+        build.kubernetes_dir() / "kube-apiserver",
         [
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['apiserver']}",
+            f"--secure-port={cluster.apiserver_port}",
             f"--tls-cert-file={p / 'apiserver.crt'}",
             f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
@@ -477,10 +494,10 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         "kube-apiserver",
     )
 
-    for identity in ("admin", "controller-manager", "scheduler", "kwok"):
-        target = cluster.kubeconfig if identity == "admin" else state_dir / f"{identity}.kubeconfig"
-        _kubeconfig(cluster.server, pki_dir, identity, target)
 
+def _start_controllers(cluster: Cluster, ports: dict[str, int]) -> None:
+    """kube-controller-manager and kube-scheduler, each under its own identity."""
+    state_dir, p, kube = cluster.state_dir, cluster.pki, build.kubernetes_dir()
     kcm_config = state_dir / "controller-manager.kubeconfig"
     _start(
         state_dir,
@@ -526,10 +543,15 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
             "--kube-api-burst=400",
         ],
     )
+
+
+def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
+    """kwok (the simulated kubelets), the runner (the pods run for real) and the Node objects."""
+    state_dir = cluster.state_dir
     _start(
         state_dir,
         "kwok",
-        kwok_bin / "kwok",
+        build.kwok_dir() / "kwok",
         [
             f"--kubeconfig={state_dir / 'kwok.kubeconfig'}",
             f"--config={_kwok_config(state_dir, ports['kwok'])}",
@@ -539,12 +561,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         state_dir,
         "runner",
         Path(sys.executable),
-        [
-            "-m",
-            "localcluster.runner",
-            str(cluster.kubeconfig),
-            str(state_dir / "runner"),
-        ],
+        ["-m", "localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
@@ -557,12 +574,6 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         state_dir,
         "kube-controller-manager",
     )
-    _expose_kubectl(cluster)
-    log(
-        f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
-        f"KUBECONFIG={cluster.kubeconfig}"
-    )
-    return cluster
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> None:

@@ -35,12 +35,12 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from servedmodel_operator import EXPORTER_IMAGE
 
 log = logging.getLogger("localcluster.runner")
 
-# Images run for real, each with the directory that plays its filesystem's bin/ (the venv).
-# The exporter image name is the operator's default (servedmodel_operator.spec).
-RUNNABLE_IMAGES = ("ghcr.io/servedmodel/exporter:0.1.0",)
+# Images run for real; the venv's bin/ plays their filesystem's bin/.
+RUNNABLE_IMAGES = (EXPORTER_IMAGE,)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
 

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import os
 import sys
 
 import kopf
 
+from servedmodel_operator import logs
 from servedmodel_operator.runtime import Options
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE
 
@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument("--log-level", default=os.environ.get("SERVEDMODEL_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get("SERVEDMODEL_LOG_FORMAT", "text"),
+        help="text, or one JSON object per line (env SERVEDMODEL_LOG_FORMAT)",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,13 +67,7 @@ def _limit_malloc_arenas() -> None:
 def main(argv: list[str] | None = None) -> int:
     _limit_malloc_arenas()
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kubernetes.client.rest").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logs.configure(args.log_level, args.log_format)
     from servedmodel_operator import handlers  # noqa: F401 - registers the handlers
 
     memo = kopf.Memo(options=Options(exporter_image=args.exporter_image, workers=args.workers))

@@ -11,7 +11,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from servedmodel_operator import ANNOTATION_PREFIX, FIELD_MANAGER, KIND
+from servedmodel_operator import ANNOTATION_PREFIX, KIND
+from servedmodel_operator.drift import is_our_apply
+from servedmodel_operator.layout import MODELS_CONFIG
 
 # What reconciles read of each object; the rest is dropped to keep 500 models small.
 _WITH_STATUS = {KIND, "Deployment", "Job", "Pod"}
@@ -22,6 +24,7 @@ _METADATA_KEYS = (
     "resourceVersion",
     "generation",
     "creationTimestamp",
+    "deletionTimestamp",
     "labels",
     "annotations",
     "managedFields",
@@ -37,13 +40,7 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata", {}) or {}
     kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
     if "managedFields" in kept:
-        kept["managedFields"] = [
-            m
-            for m in kept["managedFields"]
-            if m.get("manager") == FIELD_MANAGER
-            and m.get("operation") == "Apply"
-            and not m.get("subresource")
-        ]
+        kept["managedFields"] = [m for m in kept["managedFields"] if is_our_apply(m)]
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
@@ -57,6 +54,9 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
         out["spec"] = spec
     elif kind == "Deployment":  # its rollout needs the desired replicas, not the pod template
         out["spec"] = {k: spec[k] for k in ("replicas",) if k in spec}
+    elif kind == "ConfigMap":  # the config step TF Serving reads now (the cluster is the memory)
+        data = obj.get("data") or {}
+        out["data"] = {k: data[k] for k in (MODELS_CONFIG,) if k in data}
     return out
 
 

@@ -34,13 +34,18 @@ def stamped(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_our_apply(entry: Mapping[str, Any]) -> bool:
+    """Whether a managedFields entry records our own server-side apply of the object."""
+    return (
+        entry.get("manager") == FIELD_MANAGER
+        and entry.get("operation") == "Apply"
+        and not entry.get("subresource")
+    )
+
+
 def _our_fields(observed: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for entry in observed.get("metadata", {}).get("managedFields", []) or []:
-        if (
-            entry.get("manager") == FIELD_MANAGER
-            and entry.get("operation") == "Apply"
-            and not entry.get("subresource")
-        ):
+        if is_our_apply(entry):
             return entry.get("fieldsV1") or {}
     return None
 
@@ -93,3 +98,11 @@ def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) 
         return True
     ours = _our_fields(observed)
     return ours is None or bool(missing_fields(desired, ours))
+
+
+def applied_at(observed: Mapping[str, Any] | None) -> str | None:
+    """When our last server-side apply changed the object (its managedFields entry's time)."""
+    for entry in (observed or {}).get("metadata", {}).get("managedFields", []) or []:
+        if is_our_apply(entry):
+            return str(entry["time"]) if entry.get("time") else None
+    return None

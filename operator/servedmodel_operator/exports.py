@@ -21,7 +21,8 @@ RESULT_FIELDS = ("signature", "verification", "sourceSha256", "tensorflowVersion
 
 
 class State(StrEnum):
-    PENDING = "Pending"
+    PENDING = "Pending"  # waiting for a free export slot
+    BLOCKED = "Blocked"  # cannot start until something outside the spec changes (reason says)
     EXPORTING = "Exporting"
     EXPORTED = "Exported"
     FAILED = "Failed"
@@ -170,5 +171,4 @@ def versions_to_start(model: ServedModelSpec, states: Sequence[VersionStatus]) -
     """Pending versions that may start now, lowest first, within spec.exporter.parallelism."""
     running = sum(1 for s in states if s.state is State.EXPORTING)
     room = max(0, model.spec.exporter.parallelism - running)
-    # A pending version with a reason is blocked (its credentials are missing): no Job.
-    return [s.version for s in states if s.state is State.PENDING and not s.reason][:room]
+    return [s.version for s in states if s.state is State.PENDING][:room]

@@ -15,20 +15,24 @@ import kopf
 
 from servedmodel_operator import GROUP, PLURAL, VERSION
 from servedmodel_operator.cache import owner_name, trim
+from servedmodel_operator.render import labels
 from servedmodel_operator.render.labels import MANAGED_BY
-from servedmodel_operator.runtime import Options, Runtime, runtime
+from servedmodel_operator.runtime import Indexes, IndexName, Options, Runtime, runtime
 from servedmodel_operator.settings import configure
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_SETTLE_SECONDS = 0.5
-EXPORTER_PODS = {**MANAGED, "app.kubernetes.io/component": "exporter"}
+EXPORTER_PODS = {**MANAGED, "app.kubernetes.io/component": labels.EXPORTER}
+SERVER_PODS = {**MANAGED, "app.kubernetes.io/component": labels.SERVER}
+INSTANCE = "app.kubernetes.io/instance"
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     options: Options = memo["options"]
     configure(settings, options)
-    memo["runtime"] = Runtime(options)
+    # kopf hands every handler the same live index objects, already here at startup.
+    memo["runtime"] = Runtime(options, Indexes.of(kwargs))
 
 
 @kopf.on.cleanup()
@@ -39,7 +43,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 # --- indexes: the watch-fed caches the reconcile reads ------------------------------------
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, id=IndexName.SERVEDMODELS)
 def servedmodel_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): trim(body)}
 
@@ -49,27 +53,27 @@ def _by_owner(namespace: str | None, body: kopf.Body) -> Any:
     return {(namespace, owner): trim(body)} if owner else None
 
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+@kopf.index("apps", "v1", "deployments", labels=MANAGED, id=IndexName.DEPLOYMENTS)
 def deployment_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
-@kopf.index("", "v1", "configmaps", labels=MANAGED)
+@kopf.index("", "v1", "configmaps", labels=MANAGED, id=IndexName.CONFIGMAPS)
 def configmap_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
-@kopf.index("", "v1", "services", labels=MANAGED)
+@kopf.index("", "v1", "services", labels=MANAGED, id=IndexName.SERVICES)
 def service_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
-@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+@kopf.index("batch", "v1", "jobs", labels=MANAGED, id=IndexName.JOBS)
 def job_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
-@kopf.index("", "v1", "pods", labels=EXPORTER_PODS)
+@kopf.index("", "v1", "pods", labels=EXPORTER_PODS, id=IndexName.EXPORTER_PODS)
 def exporter_pod_index(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> Any:
@@ -77,13 +81,19 @@ def exporter_pod_index(
     return {(namespace, job): trim(body)} if job else None
 
 
+@kopf.index("", "v1", "pods", labels=SERVER_PODS, id=IndexName.SERVER_PODS)
+def server_pod_index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    owner = labels.get(INSTANCE)
+    return {(namespace, owner): trim(body)} if owner else None
+
+
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------
 
 
-def _enqueue(memo: Any, kwargs: dict[str, Any], owner: str | None, event_type: str | None) -> None:
+def _enqueue(
+    memo: Any, body: kopf.Body, namespace: str | None, owner: str | None, event_type: str | None
+) -> None:
     rt: Runtime = runtime(memo)
-    rt.indexes = kwargs
-    namespace, body = kwargs["namespace"], kwargs["body"]
     if not namespace:  # every kind watched here is namespaced
         return
     kind, name = str(body.get("kind")), str(body["metadata"]["name"])
@@ -98,21 +108,36 @@ def _enqueue(memo: Any, kwargs: dict[str, Any], owner: str | None, event_type: s
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def servedmodel_changed(name: str, type: str, memo: Any, **kwargs: Any) -> None:
-    _enqueue(memo, kwargs, name, type)
+async def servedmodel_changed(
+    body: kopf.Body, namespace: str | None, name: str, type: str, memo: Any, **_: Any
+) -> None:
+    _enqueue(memo, body, namespace, name, type)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def child_changed(body: kopf.Body, type: str, memo: Any, **kwargs: Any) -> None:
-    _enqueue(memo, {**kwargs, "body": body}, owner_name(body), type)
+async def child_changed(
+    body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any
+) -> None:
+    _enqueue(memo, body, namespace, owner_name(body), type)
 
 
 @kopf.on.event("", "v1", "pods", labels=EXPORTER_PODS)
-async def exporter_pod_changed(labels: kopf.Labels, type: str, memo: Any, **kwargs: Any) -> None:
-    _enqueue(memo, kwargs, labels.get("app.kubernetes.io/instance"), type)
+async def exporter_pod_changed(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, type: str, memo: Any, **_: Any
+) -> None:
+    _enqueue(memo, body, namespace, labels.get(INSTANCE), type)
+
+
+@kopf.on.event("", "v1", "pods", labels=SERVER_PODS)
+async def server_pod_changed(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, type: str, memo: Any, **_: Any
+) -> None:
+    if type == "DELETED":
+        runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
+    _enqueue(memo, body, namespace, labels.get(INSTANCE), type)
 
 
 @kopf.on.probe(id="queue")

@@ -59,8 +59,8 @@ class Kube:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any],
-        content_type: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """One request, JSON in and out; a non-2xx answer raises ApiException."""
@@ -69,7 +69,7 @@ class Kube:
             method,
             query_params=query or [],
             header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=dict(body),
+            body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
             _preload_content=False,
             _return_http_data_only=True,
@@ -111,20 +111,12 @@ class Kube:
         """The key names of a Secret (None if it does not exist). Values are dropped at once:
         the operator checks that credentials exist, it never handles them."""
         try:
-            response = self._api.call_api(
-                f"/api/v1/namespaces/{namespace}/secrets/{name}",
-                "GET",
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            secret = self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return frozenset((json.loads(response.data).get("data") or {}).keys())
+        return frozenset((secret.get("data") or {}).keys())
 
     def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str

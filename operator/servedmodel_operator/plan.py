@@ -10,14 +10,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from servedmodel_operator import drift, exports, status
+from servedmodel_operator import drift, exports, serving, status
 from servedmodel_operator.exports import State, VersionStatus
-from servedmodel_operator.render.configmap import configmap
+from servedmodel_operator.layout import MODELS_CONFIG
+from servedmodel_operator.render.configmap import configmap, parse_models_config
 from servedmodel_operator.render.deployment import deployment
 from servedmodel_operator.render.job import job
 from servedmodel_operator.render.service import service
-from servedmodel_operator.selection import Served, select
+from servedmodel_operator.selection import select
+from servedmodel_operator.serving import PodReport, ServingPod, View
 from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.transition import ModelsConfig, next_config
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Observed:
     pods_by_job: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     # Key names of the credentials Secrets pending exports need (None: no such Secret).
     secret_keys: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    # The TF Serving pods, and what each (incarnation) said when last read.
+    pods: Sequence[Mapping[str, Any]] = ()
+    reports: Mapping[str, PodReport] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Plan:
     status: dict[str, Any] | None  # None: the current status is already right
     events: list[Event]
     requeue_after: float | None = None  # look again even if nothing changes (a missing Secret)
+    config_changed: bool = False  # a new models.config is written: pods will need reading
 
 
 CREDENTIALS_RECHECK_SECONDS = 30.0
@@ -93,7 +100,11 @@ def _with_started(states: list[VersionStatus], started: Mapping[int, str]) -> li
     ]
 
 
-def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
+def _export_states(
+    model: ServedModelSpec, observed: Observed, exporter_image: str
+) -> tuple[list[VersionStatus], dict[int, dict[str, Any]], bool]:
+    """Each declared version's export state, the Jobs to create now, and whether any version
+    is blocked (by a missing Secret)."""
     previous = exports.previous_versions(observed.status)
     wanted_jobs = {
         e.version: job(model, e, exporter_image)
@@ -109,18 +120,39 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     )
     blocked = missing_credentials(model, observed)
     states = [
-        replace(s, reason=blocked[s.version][0], message=blocked[s.version][1])
+        replace(s, state=State.BLOCKED, reason=blocked[s.version][0], message=blocked[s.version][1])
         if s.state is State.PENDING and s.version in blocked
         else s
         for s in states
     ]
     jobs = {v: wanted_jobs[v] for v in exports.versions_to_start(model, states)}
     states = _with_started(states, {v: j["metadata"]["name"] for v, j in jobs.items()})
-    served = select(model, exports.exported(states))
+    return states, jobs, bool(blocked)
+
+
+def current_config(model: ServedModelSpec, observed: Observed) -> tuple[ModelsConfig | None, str]:
+    """The models config in the ConfigMap now, and the digest of its text."""
+    text = ((observed.configmap or {}).get("data") or {}).get(MODELS_CONFIG)
+    return parse_models_config(text, model.model_name), serving.config_digest(text)
+
+
+def serving_pods(observed: Observed) -> list[ServingPod]:
+    return [ServingPod.of(p) for p in observed.pods]
+
+
+def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
+    states, jobs, blocked = _export_states(model, observed, exporter_image)
+    wanted = select(model, exports.exported(states))
+    current, digest = current_config(model, observed)
+    pods = serving_pods(observed)
+    scope = serving.in_scope(pods, drift.applied_at(observed.configmap))
+    loaded = serving.loaded_everywhere(wanted.versions, scope, observed.reports, digest)
+    transition = next_config(wanted, current, loaded)
+    seen = serving.view(current, digest, pods, observed.reports)
 
     desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
-        (configmap(model, served), observed.configmap),
-        (deployment(model, bool(served.versions)), observed.deployment),
+        (configmap(model, transition.config), observed.configmap),
+        (deployment(model, bool(wanted.versions)), observed.deployment),
         (service(model), observed.service),
         *((j, None) for j in jobs.values()),
     ]
@@ -129,13 +161,20 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         for m, live in ((drift.stamped(m), live) for m, live in desired)
         if drift.needs_apply(m, live)
     ]
-
-    new_status = status.summarise(model, states, served, observed.deployment, observed.status, now)
+    new_status = status.summarise(
+        model,
+        states,
+        status.Serving(wanted, transition, current, seen, drift.applied_at(observed.configmap)),
+        observed.deployment,
+        observed.status,
+        now,
+    )
     return Plan(
         apply=to_apply,
         status=new_status if new_status != dict(observed.status) else None,
-        events=events(model, observed.status, states, served),
+        events=events(model, observed.status, states, seen),
         requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked else None,
+        config_changed=transition.config != current,
     )
 
 
@@ -143,53 +182,71 @@ def events(
     model: ServedModelSpec,
     previous: Mapping[str, Any],
     states: Sequence[VersionStatus],
-    served: Served,
+    seen: View,
 ) -> list[Event]:
     """Events for what changed since the previous status: exports and what is served."""
     before = exports.previous_versions(previous)
+    out = [
+        event
+        for s in states
+        if before.get(s.version, {}).get("state") != s.state
+        for event in _export_events(model, s)
+    ]
+    return out + _serving_events(previous, seen)
+
+
+def _export_events(model: ServedModelSpec, s: VersionStatus) -> list[Event]:
+    """Events for a version that has just reached state s."""
+    if s.state is State.EXPORTING:
+        return [Event("Normal", "ExportStarted", f"exporting version {s.version} (Job {s.job})")]
+    if s.state is State.FAILED:
+        return [Event("Warning", "ExportFailed", f"version {s.version}: {s.reason}: {s.message}")]
+    if s.state is not State.EXPORTED:
+        return []
+    diff = (s.result.get("verification") or {}).get("maxAbsDiff")
+    detail = f" (max abs diff {diff})" if diff is not None else ""
+    out = [Event("Normal", "VersionExported", f"version {s.version} exported and verified{detail}")]
+    skew = version_skew(model, s)
+    return [*out, Event("Warning", "VersionSkew", skew)] if skew else out
+
+
+def _serving_events(previous: Mapping[str, Any], seen: View) -> list[Event]:
+    """What TF Serving itself now serves, compared with the last status: changes the pods
+    confirmed, and load failures they reported."""
     out = []
-    for s in states:
-        old_state = before.get(s.version, {}).get("state")
-        if old_state == s.state:
-            continue
-        if s.state is State.EXPORTING:
-            out.append(
-                Event("Normal", "ExportStarted", f"exporting version {s.version} (Job {s.job})")
-            )
-        elif s.state is State.EXPORTED:
-            diff = (s.result.get("verification") or {}).get("maxAbsDiff")
-            detail = f" (max abs diff {diff})" if diff is not None else ""
-            out.append(
-                Event(
-                    "Normal",
-                    "VersionExported",
-                    f"version {s.version} exported and verified{detail}",
-                )
-            )
-            skew = version_skew(model, s)
-            if skew:
-                out.append(Event("Warning", "VersionSkew", skew))
-        elif s.state is State.FAILED:
-            out.append(
-                Event("Warning", "ExportFailed", f"version {s.version}: {s.reason}: {s.message}")
-            )
-    old_served = previous.get("served")
-    if old_served is not None:
-        if list(old_served.get("versions", [])) != list(served.versions):
+    old = previous.get("served")
+    if old is not None and seen.ready_pods:
+        old_versions = list(old.get("versions", []))
+        if old_versions != list(seen.served):
             out.append(
                 Event(
                     "Normal",
                     "ServedVersionsChanged",
-                    f"serving version(s) {list(served.versions)} "
-                    f"(was {old_served.get('versions', [])})",
+                    f"TF Serving serves version(s) {list(seen.served)} (was {old_versions})",
                 )
             )
-        if dict(old_served.get("labels", {})) != served.labels:
+        old_labels = dict(old.get("labels", {}))
+        if old_labels != dict(seen.labels):
             out.append(
                 Event(
                     "Normal",
                     "LabelsChanged",
-                    f"labels {served.labels} (were {old_served.get('labels', {})})",
+                    f"labels resolve to {dict(seen.labels)} (were {old_labels})",
+                )
+            )
+    known = {
+        (int(v["version"]), str(v.get("loadError", "")))
+        for v in previous.get("versions", []) or []
+        if v.get("loadError")
+    }
+    for failure in seen.failures:
+        if (failure.version, failure.error) not in known:
+            out.append(
+                Event(
+                    "Warning",
+                    "VersionLoadFailed",
+                    f"TF Serving could not load version {failure.version} on pod "
+                    f"{failure.pod}: {failure.error}",
                 )
             )
     return out

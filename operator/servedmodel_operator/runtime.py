@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import kopf
 
 from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import Kube
+from servedmodel_operator.logs import ObjectLogger
 from servedmodel_operator.plan import Observed
+from servedmodel_operator.prober import Reports
 from servedmodel_operator.reconciler import Reconciler
 from servedmodel_operator.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,36 @@ class Options:
     workers: int
 
 
+class IndexName(StrEnum):
+    """The id of each kopf index: its decorator registers it under this name, and kopf passes
+    it to handlers as a keyword argument of the same name (the one table of both)."""
+
+    SERVEDMODELS = "servedmodels"
+    DEPLOYMENTS = "deployments"
+    CONFIGMAPS = "configmaps"
+    SERVICES = "services"
+    JOBS = "jobs"
+    EXPORTER_PODS = "exporter_pods"
+    SERVER_PODS = "server_pods"
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """kopf's live indexes (watch-fed caches), keyed by (namespace, owner or Job name)."""
+
+    servedmodels: kopf.Index[tuple[str, str], Any]
+    deployments: kopf.Index[tuple[str, str], Any]
+    configmaps: kopf.Index[tuple[str, str], Any]
+    services: kopf.Index[tuple[str, str], Any]
+    jobs: kopf.Index[tuple[str, str], Any]
+    exporter_pods: kopf.Index[tuple[str, str], Any]
+    server_pods: kopf.Index[tuple[str, str], Any]
+
+    @classmethod
+    def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
+        return cls(**{str(name): handler_kwargs[name] for name in IndexName})
+
+
 def _only(store: Any) -> Mapping[str, Any] | None:
     """The single value an index holds under a key (names are unique per kind)."""
     for value in store or ():
@@ -33,52 +69,53 @@ def _only(store: Any) -> Mapping[str, Any] | None:
 
 
 class Runtime:
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, indexes: Indexes) -> None:
         self.recent = Recent()
+        self.reports = Reports()
         self.kube = Kube.from_environment(pool_size=options.workers + 4)
-        self.reconciler = Reconciler(self.kube, self.recent, options.exporter_image)
+        self.reconciler = Reconciler(self.kube, self.recent, self.reports, options.exporter_image)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=options.workers, thread_name_prefix="reconcile"
         )
-        self.queue = WorkQueue(self._reconcile, concurrency=options.workers)
-        # kopf hands its indexes to handlers only; the first event handler call stores them.
-        self.indexes: Mapping[str, Any] | None = None
+        self.queue = WorkQueue(
+            self._reconcile,
+            concurrency=options.workers,
+            logger=lambda key: ObjectLogger(log, *cast(tuple[str, str], key)),
+        )
+        self.indexes = indexes
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         """A consistent snapshot of one ServedModel and its children, taken on the event loop."""
         idx = self.indexes
-        if idx is None:
-            return None
         key = (namespace, name)
-        body = self.recent.fresher(
-            "ServedModel", namespace, name, _only(idx["servedmodel_index"].get(key))
-        )
+        body = self.recent.fresher("ServedModel", namespace, name, _only(idx.servedmodels.get(key)))
         if body is None:
             return None
 
-        def child(kind: str, index: str) -> Mapping[str, Any] | None:
-            indexed = _only(idx[index].get(key))
+        def child(kind: str, index: kopf.Index[tuple[str, str], Any]) -> Mapping[str, Any] | None:
+            indexed = _only(index.get(key))
             child_name = indexed["metadata"]["name"] if indexed else None
             if child_name is None:
                 extra = self.recent.extra(kind, namespace, name, ())
                 return extra[0] if extra else None
             return self.recent.fresher(kind, namespace, child_name, indexed)
 
-        jobs = list(idx["job_index"].get(key, ()))
+        jobs = list(idx.jobs.get(key, ()))
         jobs += self.recent.extra("Job", namespace, name, (j["metadata"]["name"] for j in jobs))
         pods = {
             j["metadata"]["name"]: tuple(
-                idx["exporter_pod_index"].get((namespace, j["metadata"]["name"]), ())
+                idx.exporter_pods.get((namespace, j["metadata"]["name"]), ())
             )
             for j in jobs
         }
         observed = Observed(
             status=body.get("status") or {},
-            deployment=child("Deployment", "deployment_index"),
-            configmap=child("ConfigMap", "configmap_index"),
-            service=child("Service", "service_index"),
+            deployment=child("Deployment", idx.deployments),
+            configmap=child("ConfigMap", idx.configmaps),
+            service=child("Service", idx.services),
             jobs=tuple(jobs),
             pods_by_job=pods,
+            pods=tuple(idx.server_pods.get(key, ())),
         )
         return body, observed
 

@@ -1,4 +1,8 @@
-"""kopf settings: our own annotation prefix and finalizer name, no kopf writes on our objects."""
+"""kopf settings: no kopf writes on our objects, no kopf event posting, our own tuning.
+
+kopf stores progress and finalizers only for change-detecting (create/update/delete) handlers;
+the operator has none, so neither storage is configured: nothing of kopf's is ever written.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ from typing import Any
 
 import kopf
 
-from servedmodel_operator import ANNOTATION_PREFIX
 from servedmodel_operator.runtime import Options
-
-FINALIZER = f"{ANNOTATION_PREFIX}/finalizer"
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -29,11 +30,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
-    # Named ours from day one, although no handler of ours makes kopf store anything.
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATION_PREFIX
-    )
     settings.persistence.diffbase_storage = NoDiffBase()
     # kopf would turn handler log lines into Events; ours are posted deliberately (kube.event).
     settings.posting.enabled = False

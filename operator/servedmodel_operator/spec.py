@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from servedmodel_operator import GROUP, VERSION
+from servedmodel_operator import EXPORTER_IMAGE, GROUP, VERSION
 
 DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
-DEFAULT_EXPORTER_IMAGE = "ghcr.io/servedmodel/exporter:0.1.0"
+DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
 
 
 class InvalidSpec(ValueError):

@@ -1,24 +1,33 @@
 """Status (pure): kstatus conditions, served versions, endpoints and replicas.
 
+Status says what is observed, never what was merely written: a version is served when every
+ready TF Serving pod reports it AVAILABLE, a label when every ready pod resolves it.
+
 kstatus semantics (what Flux, Argo CD and `kubectl wait` read):
-- Ready       True once every declared version is exported and the Deployment has rolled out.
-- Reconciling True while work is in progress (exports running, pods rolling out).
-- Stalled     True when progress needs a human (a failed export, an unusable spec).
+- Ready       True once every declared version is exported, the Deployment has rolled out, and
+              every ready pod serves the spec's versions and resolves its labels as declared.
+- Reconciling True while work is in progress (exports, pods rolling out, versions loading,
+              a label waiting for its version); the message says what it waits for.
+- Stalled     True when progress needs a human (a failed export, a version TF Serving cannot
+              load, an unusable spec).
 The finer Exported and Available say which half is not there yet. Every condition carries
 observedGeneration; lastTransitionTime moves only when a condition's status does.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from servedmodel_operator.exports import State, VersionStatus
+from servedmodel_operator.layout import endpoints
 from servedmodel_operator.render import labels
-from servedmodel_operator.render.service import endpoints
 from servedmodel_operator.selection import Served
+from servedmodel_operator.serving import View
 from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.transition import ModelsConfig, Transition, WaitsFor
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -92,7 +101,7 @@ class Rollout:
 
 
 def export_condition(states: Sequence[VersionStatus]) -> Condition:
-    blocked = [s for s in states if s.state is State.PENDING and s.reason]
+    blocked = [s for s in states if s.state is State.BLOCKED]
     if blocked:
         detail = "; ".join(f"version {s.version}: {s.reason}: {s.message}" for s in blocked)
         return _false(EXPORTED, "CredentialsMissing", detail)
@@ -113,46 +122,164 @@ def export_condition(states: Sequence[VersionStatus]) -> Condition:
     )
 
 
-def available_condition(rollout: Rollout, served: Served) -> Condition:
-    if not served.versions:
-        return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
-    if not rollout.observed:
-        return Condition(
-            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving Deployment is being created"
-        )
-    if rollout.available > 0:
-        return _true(
-            AVAILABLE,
-            "MinimumReplicasAvailable",
-            f"{rollout.available}/{rollout.desired} TF Serving pods available, serving "
-            f"version(s) {_list(served.versions)}",
-        )
-    return _false(
-        AVAILABLE, "NoReplicasAvailable", f"0/{rollout.desired} TF Serving pods available"
-    )
+@dataclass(frozen=True)
+class Serving:
+    """The serving half of a reconcile: what the spec asks, the config step written now, the
+    config the pods read, and what the ready pods report about it."""
+
+    wanted: Served
+    transition: Transition
+    current: ModelsConfig | None
+    seen: View
+    config_written: str | None = None  # when the current config was applied
+
+    @property
+    def declared_labels(self) -> dict[str, int]:
+        return {**self.wanted.labels, **self.wanted.pending_labels}
 
 
 def _list(values: Sequence[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def available_condition(rollout: Rollout, serving: Serving) -> Condition:
+    """True when every served version is AVAILABLE on every ready pod, and every label
+    resolves there to the version the spec declares."""
+    seen, current = serving.seen, serving.current
+    if not serving.wanted.versions:
+        return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
+    if not rollout.observed or current is None:
+        return Condition(
+            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving objects are being created"
+        )
+    if seen.ready_pods == 0:
+        return _false(
+            AVAILABLE, "NoReplicasAvailable", f"0/{rollout.desired} TF Serving pods ready"
+        )
+    if seen.unreachable:
+        pod, error = next(iter(seen.unreachable.items()))
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ServerStatusUnavailable",
+            f"cannot read TF Serving's model status from {len(seen.unreachable)} ready pod(s) "
+            f"(pod {pod}: {error}); the operator must reach serving pods on port 8501",
+        )
+    if seen.unread:
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ReadingServerStatus",
+            f"reading TF Serving's model status from pod(s) {', '.join(seen.unread)}",
+        )
+    loading = [v for v in current.versions if v not in seen.served]
+    if loading:
+        detail = "; ".join(
+            f"version {v} AVAILABLE on {seen.available.get(v, 0)}/{seen.ready_pods} ready pods"
+            for v in loading
+        )
+        return _false(AVAILABLE, "VersionsLoading", detail)
+    wrong = {
+        label: target
+        for label, target in serving.declared_labels.items()
+        if seen.labels.get(label) != target
+    }
+    if wrong:
+        detail = "; ".join(
+            f"label {k} resolves to {seen.labels.get(k, 'nothing')}, declared {v}"
+            for k, v in sorted(wrong.items())
+        )
+        return _false(AVAILABLE, "LabelsNotResolved", detail)
+    message = f"{seen.ready_pods}/{rollout.desired} TF Serving pods serve version(s) " + _list(
+        seen.served
+    )
+    if seen.labels:
+        message += "; labels " + ", ".join(f"{k}={v}" for k, v in seen.labels.items())
+    return _true(AVAILABLE, "AllVersionsAvailable", message)
+
+
+def _waits_message(serving: Serving) -> str:
+    parts = []
+    for wait in serving.transition.waits:
+        where = f"stays on {wait.current}" if wait.current is not None else "is not set yet"
+        if wait.waits_for is WaitsFor.EXPORT:
+            parts.append(f"label {wait.label} {where} until version {wait.target} is exported")
+        else:
+            available = serving.seen.available.get(wait.target, 0)
+            parts.append(
+                f"label {wait.label} {where} until version {wait.target} is AVAILABLE on every "
+                f"pod ({available}/{serving.seen.ready_pods} ready pods so far)"
+            )
+    return "; ".join(parts)
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def load_failure(model: ServedModelSpec, serving: Serving, now: str) -> Condition | None:
+    """A version TF Serving failed to load (END with an error), or that did not become
+    AVAILABLE within startupTimeoutSeconds of the config naming it being written."""
+    seen = serving.seen
+    if seen.failures:
+        failure = seen.failures[0]
+        return _true(
+            STALLED,
+            "VersionLoadFailed",
+            f"TF Serving could not load version {failure.version} (pod {failure.pod}): "
+            f"{failure.error}",
+        )
+    timeout = model.spec.server.startup_timeout_seconds
+    written = serving.config_written
+    if serving.current is None or written is None or seen.ready_pods == 0 or seen.unread:
+        return None
+    if _seconds(now) - _seconds(written) < timeout:
+        return None
+    late = [v for v in serving.current.versions if v not in seen.served]
+    if late:
+        return _true(
+            STALLED,
+            "VersionLoadFailed",
+            f"version(s) {_list(late)} not AVAILABLE on every ready pod {timeout}s after the "
+            f"config naming them was written (startupTimeoutSeconds)",
+        )
+    return None
+
+
+def _stalled(reason: str, message: str) -> list[Condition]:
+    return [
+        _false(READY, reason, message),
+        _false(RECONCILING, reason),
+        _true(STALLED, reason, message),
+    ]
+
+
+def _progressing(reason: str, message: str) -> list[Condition]:
+    return [
+        _false(READY, reason, message),
+        _true(RECONCILING, reason, message),
+        _false(STALLED, "Progressing"),
+    ]
+
+
 def conditions(
-    export: Condition, available: Condition, rollout: Rollout, served: Served
+    model: ServedModelSpec,
+    export: Condition,
+    available: Condition,
+    rollout: Rollout,
+    serving: Serving,
+    now: str,
 ) -> list[Condition]:
-    """The kstatus trio from the two finer conditions."""
+    """The kstatus trio, from the finer conditions: the first obstacle found decides."""
     if export.reason in ("ExportFailed", "CredentialsMissing"):
-        return [
-            _false(READY, export.reason, export.message),
-            _false(RECONCILING, export.reason),
-            _true(STALLED, export.reason, export.message),
-        ]
+        return _stalled(export.reason, export.message)
     if rollout.progress_deadline_exceeded:
-        message = "the TF Serving Deployment exceeded its progress deadline"
-        return [
-            _false(READY, "ProgressDeadlineExceeded", message),
-            _false(RECONCILING, "ProgressDeadlineExceeded"),
-            _true(STALLED, "ProgressDeadlineExceeded", message),
-        ]
+        return _stalled(
+            "ProgressDeadlineExceeded", "the TF Serving Deployment exceeded its progress deadline"
+        )
+    failure = load_failure(model, serving, now)
+    if failure is not None:
+        return _stalled(failure.reason, failure.message)
     if not rollout.observed:
         return [
             Condition(READY, "Unknown", "Reconciling", "creating the serving objects"),
@@ -160,31 +287,39 @@ def conditions(
             _false(STALLED, "Progressing"),
         ]
     if export.status != "True":
-        return [
-            _false(READY, export.reason, export.message),
-            _true(RECONCILING, export.reason, export.message),
-            _false(STALLED, "Progressing"),
-        ]
-    if not rollout.complete or (rollout.desired > 0 and available.status != "True"):
-        message = (
+        return _progressing(export.reason, export.message)
+    if not rollout.complete:
+        return _progressing(
+            "RollingOut",
             f"{rollout.updated} updated, {rollout.available} available of "
-            f"{rollout.desired} TF Serving pods"
+            f"{rollout.desired} TF Serving pods",
         )
-        return [
-            _false(READY, "RollingOut", message),
-            _true(RECONCILING, "RollingOut", message),
-            _false(STALLED, "Progressing"),
-        ]
-    message = f"serving version(s) {_list(served.versions)}"
-    if served.pending_labels:
-        message += "; labels waiting for their version: " + ", ".join(
-            f"{k}={v}" for k, v in served.pending_labels.items()
-        )
+    if rollout.desired > 0:
+        if serving.transition.config != serving.current:
+            config = serving.transition.config
+            return _progressing(
+                "UpdatingConfig",
+                f"writing models.config: version(s) {_list(config.versions)}, labels "
+                + (", ".join(f"{k}={v}" for k, v in config.labels.items()) or "none"),
+            )
+        if serving.transition.waits:
+            return _progressing("WaitingForVersion", _waits_message(serving))
+        if available.status != "True":
+            return _progressing(available.reason, available.message)
     return [
-        _true(READY, "Serving", message),
+        _true(READY, "Serving", _serving_message(serving, rollout)),
         _false(RECONCILING, "Serving"),
         _false(STALLED, "Serving"),
     ]
+
+
+def _serving_message(serving: Serving, rollout: Rollout) -> str:
+    if rollout.desired == 0:
+        return "scaled to zero replicas"
+    message = f"serving version(s) {_list(serving.seen.served)}"
+    if serving.seen.labels:
+        message += "; labels " + ", ".join(f"{k}={v}" for k, v in serving.seen.labels.items())
+    return message
 
 
 def _merge_conditions(
@@ -210,31 +345,45 @@ def _merge_conditions(
     return out
 
 
+def _version_status(state: VersionStatus, serving: Serving) -> dict[str, Any]:
+    out = state.to_status()
+    if serving.current is not None and state.version in serving.current.versions:
+        out["availableReplicas"] = serving.seen.available.get(state.version, 0)
+    errors = [f.error for f in serving.seen.failures if f.version == state.version]
+    if errors:
+        out["loadError"] = errors[0]
+    return out
+
+
 def summarise(
     model: ServedModelSpec,
     states: Sequence[VersionStatus],
-    served: Served,
+    serving: Serving,
     deployment: Mapping[str, Any] | None,
     previous: Mapping[str, Any],
     now: str,
 ) -> dict[str, Any]:
     rollout = Rollout.of(deployment)
     export = export_condition(states)
-    available = available_condition(rollout, served)
-    trio = conditions(export, available, rollout, served)
-    return {
+    available = available_condition(rollout, serving)
+    trio = conditions(model, export, available, rollout, serving, now)
+    out = {
         "observedGeneration": model.generation,
         "modelName": model.model_name,
         "conditions": _merge_conditions(
             [*trio, export, available], previous.get("conditions", []), model.generation, now
         ),
-        "versions": [s.to_status() for s in states],
-        "served": {"versions": list(served.versions), "labels": dict(served.labels)},
+        "versions": [_version_status(s, serving) for s in states],
+        # What the ready pods report, not what the config says.
+        "served": {"versions": list(serving.seen.served), "labels": dict(serving.seen.labels)},
         "endpoints": endpoints(model),
         "replicas": rollout.replicas,
         "readyReplicas": rollout.ready,
         "selector": labels.selector_string(model),
     }
+    if serving.seen.pods:
+        out["pods"] = [dict(p) for p in serving.seen.pods]
+    return out
 
 
 def invalid(previous: Mapping[str, Any], generation: int, message: str, now: str) -> dict[str, Any]:

@@ -27,11 +27,15 @@ class WorkQueue:
         work: Work,
         *,
         concurrency: int,
+        logger: Callable[[Hashable], logging.LoggerAdapter[logging.Logger] | logging.Logger] = (
+            lambda _: log
+        ),
         coalesce_seconds: float = 0.05,
         min_backoff: float = 0.5,
         max_backoff: float = 300.0,
     ) -> None:
         self._work = work
+        self._logger = logger
         self._slots = asyncio.Semaphore(concurrency)
         self._coalesce = coalesce_seconds
         self._min_backoff = min_backoff
@@ -89,8 +93,8 @@ class WorkQueue:
         except Exception:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
-            log.exception(
-                "reconcile of %s failed (%d in a row); retrying in %.1fs", key, failures, retry_in
+            self._logger(key).exception(
+                "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
             )
         finally:
             self._running.discard(key)

@@ -13,21 +13,20 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
+
+from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / ".e2e"
 CLUSTER = os.environ.get("E2E_KIND_CLUSTER", "servedmodel-e2e")
-IMAGES = {
-    "operator": "ghcr.io/servedmodel/operator:0.1.0",
-    "exporter": "ghcr.io/servedmodel/exporter:0.1.0",
-}
+IMAGES = {"operator": OPERATOR_IMAGE, "exporter": EXPORTER_IMAGE}
 NS = "e2e"
 
 pytestmark = pytest.mark.e2e
@@ -218,13 +217,13 @@ def ports(served: None) -> Iterator[dict[str, int]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{local['rest']}/v1/models/tiny", timeout=2)
-            break
-        except requests.RequestException:
-            time.sleep(0.5)
+    wait_for(
+        "the port-forward",
+        lambda: requests.get(f"http://127.0.0.1:{local['rest']}/v1/models/tiny", timeout=2),
+        timeout=30,
+        interval=0.5,
+        retry_on=(requests.RequestException,),
+    )
     yield local
     forward.terminate()
 
@@ -285,15 +284,7 @@ def _server_pods() -> set[str]:
 
 
 def _eventually(what: str, probe: Any, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if probe():
-                return
-        except (requests.RequestException, AssertionError):
-            pass
-        time.sleep(3)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(what, probe, timeout, interval=3, retry_on=(requests.RequestException, AssertionError))
 
 
 def test_moving_the_label_and_rolling_back_need_no_pod_restart(

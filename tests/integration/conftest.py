@@ -5,7 +5,6 @@ store and a training-output volume backed by local directories, tiny Keras model
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from kubernetes.client.rest import ApiException
 from localcluster import audit as audit_log
 from localcluster import cluster as localcluster
 from localcluster import volumes
-from tests.waiting import wait_for
+from localcluster.operator_process import OperatorProcess
+from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.servedmodel.io", "v1alpha1", "servedmodels"
@@ -63,62 +63,6 @@ def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
     return dynamic.DynamicClient(api_client)
 
 
-class OperatorProcess:
-    """servedmodel-operator as users run it: a console script, KUBECONFIG, one namespace."""
-
-    def __init__(
-        self,
-        cluster: localcluster.Cluster,
-        namespace: str,
-        log_dir: Path,
-        kubeconfig: Path | None = None,
-    ) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.kubeconfig = kubeconfig or cluster.kubeconfig
-        self.log_path = log_dir / f"operator-{namespace}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        exe = Path(sys.executable).parent / "servedmodel-operator"
-        out = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [str(exe), "--namespace", self.namespace, "--log-level", "DEBUG"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(
-            "the operator to start",
-            lambda: b"Activity 'start' succeeded" in self.log_path.read_bytes() or self._died(),
-            timeout=60,
-        )
-
-    def _died(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-        return False
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def errors(self) -> list[str]:
-        return [
-            line for line in self.log().splitlines() if " ERROR " in line or "Traceback" in line
-        ]
-
-
 @pytest.fixture
 def operator(
     cluster: localcluster.Cluster,
@@ -126,7 +70,13 @@ def operator(
     crd: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(cluster, namespace, tmp_path_factory.mktemp("operator"))
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        name=f"operator-{namespace}",
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG",),
+    )
     proc.start()
     yield proc
     proc.stop()

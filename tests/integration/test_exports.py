@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -28,7 +29,6 @@ from tests.integration.conftest import (
     servedmodel,
     wait_condition,
 )
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 VERSION_LABEL = "serving.servedmodel.io/version"

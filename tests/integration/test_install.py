@@ -18,6 +18,7 @@ from kubernetes import client
 
 from localcluster import build
 from localcluster import cluster as localcluster
+from localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -32,7 +33,6 @@ from tests.integration.conftest import (
     wait_condition,
 )
 from tests.unit.test_argocd_health import health
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 SYSTEM = "servedmodel-system"
@@ -109,7 +109,9 @@ def operator_as_serviceaccount(
         who["status"]["userInfo"]["username"]
         == f"system:serviceaccount:{SYSTEM}:servedmodel-operator"
     )
-    proc = OperatorProcess(cluster, namespace, tmp_path, kubeconfig=kubeconfig)
+    proc = OperatorProcess(
+        kubeconfig, tmp_path, namespaces=(namespace,), args=("--log-level=DEBUG",)
+    )
     proc.start()
     yield proc
     proc.stop()
@@ -315,3 +317,33 @@ def test_examples_are_valid_servedmodels(
             cluster, "apply", "-n", namespace, "--dry-run=server", "-f", str(example), check=False
         )
         assert done.returncode == 0, f"{example.name}: {done.stderr}"
+
+
+def test_the_argocd_component_merges_health_lua_into_argocd_cm(
+    cluster: localcluster.Cluster, tmp_path: Path
+) -> None:
+    """Build an Argo CD-like kustomization with the component, as a user would (the Go-built
+    kubectl's kustomize: this is why it lives with the cluster tests)."""
+    (tmp_path / "argocd-cm.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+                "data": {"url": "https://argo"},
+            }
+        )
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["argocd-cm.yaml"],
+                "components": [os.path.relpath(REPO / "manifests" / "argocd", tmp_path)],
+            }
+        )
+    )
+    out = cluster.run_kubectl("kustomize", str(tmp_path)).stdout
+    [cm] = yaml.safe_load_all(out)
+    key = "resource.customizations.health.serving.servedmodel.io_ServedModel"
+    assert cm["data"][key] == (REPO / "manifests" / "argocd" / "health.lua").read_text()
+    assert cm["data"]["url"] == "https://argo"

@@ -10,7 +10,7 @@ from kubernetes.client.rest import ApiException
 
 from localcluster import build
 from localcluster import cluster as localcluster
-from tests.waiting import wait_for
+from localcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

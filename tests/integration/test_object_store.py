@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from localcluster.s3 import Identity, S3Server
+from localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -25,7 +26,6 @@ from tests.integration.conftest import (
     servedmodel,
     wait_condition,
 )
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from localcluster import cluster as localcluster
+from localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -24,7 +25,6 @@ from tests.integration.conftest import (
     wait_condition,
     wait_until_quiet,
 )
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -270,11 +270,14 @@ def test_no_writes_at_rest_and_none_after_an_operator_restart(
     wait_until_quiet(audit, namespace)
     mark = audit.mark()
     operator.stop()
-    operator.start()
-    import time
-
-    time.sleep(10)  # the restarted operator lists everything and reconciles every object
-    assert "servedmodel_changed" in operator.log() or "mnist" in operator.log()
+    operator.start()  # a fresh log: nothing in it comes from the first run
+    # Proof that the restarted operator did reconcile the model (and found it in sync).
+    wait_for(
+        "the restarted operator to reconcile mnist",
+        lambda: f"[{namespace}/mnist] reconciled: in sync" in operator.log(),
+        timeout=60,
+    )
+    wait_until_quiet(audit, namespace)
     assert describe_writes(audit.writes(mark, namespace)) == []
 
 

@@ -96,3 +96,40 @@ def deployment_obj(
             "availableReplicas": available,
         },
     }
+
+
+def server_pod_obj(
+    name: str,
+    ready: bool = True,
+    ip: str = "127.1.0.10",
+    created: str = "2026-11-25T09:00:00Z",
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """A TF Serving pod as the watch cache holds it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
+        "status": {
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": str(ready)}],
+            "containerStatuses": [{"started": ready, "ready": ready, "restartCount": restarts}],
+        },
+    }
+
+
+def model_status(**versions: str) -> dict[str, Any]:
+    """TF Serving's GET /v1/models/<m> JSON; keyword v1="AVAILABLE" -> version 1."""
+    return {
+        "model_version_status": [
+            {
+                "version": k.lstrip("v"),
+                "state": state.split(":")[0],
+                "status": {
+                    "error_code": "OK" if ":" not in state else "UNKNOWN",
+                    "error_message": state.split(":", 1)[1] if ":" in state else "",
+                },
+            }
+            for k, state in versions.items()
+        ]
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,35 +69,17 @@ def test_kustomization_lists_every_manifest_and_the_crd() -> None:
     assert crds["resources"] == ["servedmodel.yaml"]
 
 
-def test_the_argocd_component_merges_health_lua_into_argocd_cm(tmp_path: Path) -> None:
-    """Build an Argo CD-like kustomization with the component, as a user would."""
-    import subprocess
+def test_every_image_tag_in_manifests_and_docs_is_the_package_version() -> None:
+    """pyproject.toml's version is the one source of truth for the release's image tags."""
+    from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE, RELEASE
 
-    from localcluster import build
-
-    (tmp_path / "argocd-cm.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "argocd-cm", "namespace": "argocd"},
-                "data": {"url": "https://argo"},
-            }
-        )
-    )
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "resources": ["argocd-cm.yaml"],
-                "components": [os.path.relpath(REPO / "manifests" / "argocd", tmp_path)],
-            }
-        )
-    )
-    kubectl = build.kubernetes_dir() / "kubectl"
-    out = subprocess.run(
-        [str(kubectl), "kustomize", str(tmp_path)], capture_output=True, text=True, check=True
-    ).stdout
-    [cm] = yaml.safe_load_all(out)
-    key = "resource.customizations.health.serving.servedmodel.io_ServedModel"
-    assert cm["data"][key] == (REPO / "manifests" / "argocd" / "health.lua").read_text()
-    assert cm["data"]["url"] == "https://argo"
+    [operator] = [d for d in _all_manifests() if d["kind"] == "Deployment"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == OPERATOR_IMAGE
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SERVEDMODEL_EXPORTER_IMAGE"] == EXPORTER_IMAGE
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": OPERATOR_IMAGE.split(":")[0], "newTag": RELEASE}]
+    readme = (REPO / "README.md").read_text()
+    tags = set(re.findall(r"ghcr\.io/servedmodel/(?:operator|exporter):([\w.\-]+)", readme))
+    assert tags <= {RELEASE}

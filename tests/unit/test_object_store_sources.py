@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.plan import Observed, plan, secrets_to_check
 from servedmodel_operator.render import job
 
 from tests.unit.builders import model
 
-IMAGE = "ghcr.io/servedmodel/exporter:0.1.0"
+IMAGE = EXPORTER_IMAGE
 NOW = "2026-11-25T10:00:00Z"
 S3 = [
     {
@@ -91,7 +92,7 @@ def test_a_missing_secret_blocks_the_export_with_a_clear_condition_and_no_job() 
     assert "Job" not in {x["kind"] for x in p.apply}
     assert p.status is not None
     [v] = p.status["versions"]
-    assert (v["state"], v["reason"]) == ("Pending", "SecretNotFound")
+    assert (v["state"], v["reason"]) == ("Blocked", "SecretNotFound")
     conditions = {c["type"]: c for c in p.status["conditions"]}
     assert conditions["Stalled"]["status"] == "True"
     assert conditions["Ready"]["reason"] == "CredentialsMissing"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from servedmodel_operator import drift
+from servedmodel_operator import EXPORTER_IMAGE, drift, serving
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.plan import Observed, plan, version_skew
+from servedmodel_operator.render import configmap
+from servedmodel_operator.serving import PodReport, VersionState
+from servedmodel_operator.transition import ModelsConfig
 
-from tests.unit.builders import deployment_obj, job_obj, model, pod_obj
+from tests.unit.builders import deployment_obj, job_obj, model, pod_obj, server_pod_obj
 
 NOW = "2026-11-25T10:00:00Z"
-IMAGE = "ghcr.io/servedmodel/exporter:0.1.0"
+IMAGE = EXPORTER_IMAGE
 
 
 def _kinds(manifests: list[dict[str, Any]]) -> list[str]:
@@ -93,11 +96,8 @@ def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the
     assert [k.split("/")[0] for k in _kinds(p.apply)] == ["ConfigMap", "Deployment", "Job"]
     assert p.apply[1]["spec"]["replicas"] == 1
     assert "versions: 1" in p.apply[0]["data"]["models.config"]
-    assert [e.reason for e in p.events] == [
-        "VersionExported",
-        "ExportStarted",
-        "ServedVersionsChanged",
-    ]
+    # Served versions change in status (and as an event) once TF Serving pods report them.
+    assert [e.reason for e in p.events] == ["VersionExported", "ExportStarted"]
 
 
 def test_version_skew_is_flagged() -> None:
@@ -108,12 +108,41 @@ def test_version_skew_is_flagged() -> None:
     assert version_skew(model(server={"image": "registry:5000/tfs@sha256:abc"}), exported) is None
 
 
-def test_label_moves_produce_events_and_no_deployment_change() -> None:
+def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> None:
     status = {
         "served": {"versions": [1, 2], "labels": {"stable": 1}},
         "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
     }
     m = model(serve={"policy": "All", "labels": {"stable": 2}})
-    p = plan(m, Observed(status=status, deployment=deployment_obj()), IMAGE, NOW)
-    assert "Job" not in {x["kind"] for x in p.apply}
+    before = configmap.configmap(m, ModelsConfig((1, 2), {"stable": 1}))
+    pod = server_pod_obj("p0")
+    digest = serving.config_digest(before["data"]["models.config"])
+    loaded = {1: VersionState("AVAILABLE"), 2: VersionState("AVAILABLE")}
+    observed = Observed(
+        status=status,
+        configmap=_live(before),
+        deployment=deployment_obj(),
+        pods=(pod,),
+        reports={"uid-p0/0": PodReport(digest, loaded, {"stable": 1})},
+    )
+    p = plan(m, observed, IMAGE, NOW)
+    assert [x["kind"] for x in p.apply] == ["ConfigMap", "Deployment", "Service"]
+    assert 'key: "stable"\n      value: 2' in p.apply[0]["data"]["models.config"]
+    assert p.config_changed and p.events == []  # nothing observed changed yet
+    # The pods read the new file and resolve the label: now it is news.
+    after = p.apply[0]
+    observed = Observed(
+        status=p.status or status,
+        configmap=_live(after),
+        deployment=deployment_obj(),
+        service=_live(p.apply[2]),
+        pods=(pod,),
+        reports={
+            "uid-p0/0": PodReport(
+                serving.config_digest(after["data"]["models.config"]), loaded, {"stable": 2}
+            )
+        },
+    )
+    p = plan(m, observed, IMAGE, NOW)
     assert [e.reason for e in p.events] == ["LabelsChanged"]
+    assert p.status is not None and p.status["served"]["labels"] == {"stable": 2}

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format
+from servedmodel_operator import EXPORTER_IMAGE, layout
 from servedmodel_operator.render import configmap, deployment, job, labels, service
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
-from servedmodel_operator.selection import Served
+from servedmodel_operator.transition import ModelsConfig
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests.unit.builders import model
@@ -32,7 +33,7 @@ def _parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig
 
 def test_models_config_round_trips_through_the_protos() -> None:
     m = model(store={"pvc": {"claimName": "models", "path": "team-a/"}})
-    cm = configmap.configmap(m, Served((1, 2), {"stable": 1, "canary": 2}))
+    cm = configmap.configmap(m, ModelsConfig((1, 2), {"stable": 1, "canary": 2}))
     parsed = _parse_models_config(cm["data"]["models.config"])
     [entry] = parsed.model_config_list.config
     assert entry.name == "mnist"
@@ -43,14 +44,14 @@ def test_models_config_round_trips_through_the_protos() -> None:
 
 
 def test_models_config_names_versions_explicitly_even_with_nothing_served() -> None:
-    text = configmap.config_files(model(), Served(()))["models.config"]
+    text = configmap.config_files(model(), ModelsConfig(()))["models.config"]
     entry = _parse_models_config(text).model_config_list.config[0]
     assert entry.model_version_policy.WhichOneof("policy_choice") == "specific"
     assert list(entry.model_version_policy.specific.versions) == []
 
 
 def test_monitoring_config_turns_prometheus_on_at_the_standard_path() -> None:
-    text = configmap.config_files(model(), Served((1,)))["monitoring.config"]
+    text = configmap.config_files(model(), ModelsConfig((1,)))["monitoring.config"]
     parsed = text_format.Parse(text, MonitoringConfig())
     assert parsed.prometheus_config.enable is True  # type: ignore[attr-defined]
     assert parsed.prometheus_config.path == "/monitoring/prometheus/metrics"  # type: ignore[attr-defined]
@@ -58,12 +59,12 @@ def test_monitoring_config_turns_prometheus_on_at_the_standard_path() -> None:
 
 def test_no_monitoring_file_when_prometheus_is_off() -> None:
     assert "monitoring.config" not in configmap.config_files(
-        model(server={"monitoring": {"prometheus": False}}), Served((1,))
+        model(server={"monitoring": {"prometheus": False}}), ModelsConfig((1,))
     )
 
 
 def test_batching_config_only_when_batching_is_set() -> None:
-    assert "batching.config" not in configmap.config_files(model(), Served((1,)))
+    assert "batching.config" not in configmap.config_files(model(), ModelsConfig((1,)))
     text = configmap.config_files(
         model(
             server={
@@ -75,7 +76,7 @@ def test_batching_config_only_when_batching_is_set() -> None:
                 }
             }
         ),
-        Served((1,)),
+        ModelsConfig((1,)),
     )["batching.config"]
     parsed = text_format.Parse(text, BatchingParameters())
     assert parsed.max_batch_size.value == 32  # type: ignore[attr-defined]
@@ -91,7 +92,7 @@ def test_a_misspelt_config_field_is_a_parse_error_naming_it() -> None:
 
 
 def test_configmap_metadata_is_the_fixed_label_set_and_an_owner_reference() -> None:
-    cm = configmap.configmap(model(), Served((1,)))
+    cm = configmap.configmap(model(), ModelsConfig((1,)))
     assert cm["metadata"]["name"] == "mnist-tfserving"
     assert set(cm["metadata"]["labels"]) == FIXED_LABELS
     assert cm["metadata"]["ownerReferences"] == [
@@ -250,7 +251,7 @@ def test_service_exposes_grpc_8500_and_http_8501() -> None:
         ("http", 8501, "http"),
     ]
     assert s["spec"]["selector"] == labels.selector(model())
-    assert service.endpoints(model()) == {
+    assert layout.endpoints(model()) == {
         "grpc": "mnist.ml.svc:8500",
         "rest": "http://mnist.ml.svc:8501/v1/models/mnist",
     }
@@ -263,7 +264,7 @@ def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() 
     m = model(
         exporter={"warmup": {"requests": 16}, "verify": {"samples": 4, "atol": 0.001, "rtol": 0.01}}
     )
-    j = job.job(m, m.spec.versions[1], "ghcr.io/servedmodel/exporter:0.1.0")
+    j = job.job(m, m.spec.versions[1], EXPORTER_IMAGE)
     pod = j["spec"]["template"]["spec"]
     [c] = pod["containers"]
     assert c["command"] == ["servedmodel-export"]

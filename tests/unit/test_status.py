@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator import status
+from servedmodel_operator import serving, status
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.selection import Served
+from servedmodel_operator.serving import PodReport, ServingPod, VersionState
+from servedmodel_operator.transition import ModelsConfig, next_config
 
-from tests.unit.builders import deployment_obj, model
+from tests.unit.builders import deployment_obj, model, server_pod_obj
 
 NOW, LATER = "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"
 EXPORTED = [VersionStatus(1, State.EXPORTED), VersionStatus(2, State.EXPORTED)]
@@ -18,11 +20,49 @@ def _conds(s: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in s["conditions"]}
 
 
+def served(
+    versions: tuple[int, ...],
+    labels: dict[str, int] | None = None,
+    pods: int = 1,
+    states: dict[int, VersionState] | None = None,
+    written: str | None = NOW,
+    config: ModelsConfig | None = None,
+) -> status.Serving:
+    """The serving picture when the config for `versions`/`labels` is written and `pods`
+    ready pods report `states` (default: every version AVAILABLE, labels resolved)."""
+    wanted = Served(versions, labels or {})
+    current = config or ModelsConfig(versions, dict(sorted((labels or {}).items())))
+    states = states or {v: VersionState("AVAILABLE") for v in current.versions}
+    resolved = {
+        k: v
+        for k, v in current.labels.items()
+        if states.get(v, VersionState("")).state == "AVAILABLE"
+    }
+    ready = [ServingPod.of(server_pod_obj(f"p{i}")) for i in range(pods)]
+    reports = {p.incarnation: PodReport("d", states, resolved) for p in ready}
+    return status.Serving(
+        wanted,
+        next_config(
+            wanted, current, frozenset(v for v, s in states.items() if s.state == "AVAILABLE")
+        ),
+        current,
+        serving.view(current, "d", ready, reports),
+        written,
+    )
+
+
+def nothing() -> status.Serving:
+    wanted = Served(())
+    return status.Serving(
+        wanted, next_config(wanted, None, frozenset()), None, serving.view(None, "d", [], {})
+    )
+
+
 def test_first_visit_is_ready_unknown_and_reconciling() -> None:
     s = status.summarise(
         model(),
         [VersionStatus(1, State.PENDING), VersionStatus(2, State.PENDING)],
-        Served(()),
+        nothing(),
         None,
         {},
         NOW,
@@ -35,25 +75,25 @@ def test_first_visit_is_ready_unknown_and_reconciling() -> None:
 
 def test_exporting_is_reconciling() -> None:
     states = [VersionStatus(1, State.EXPORTED), VersionStatus(2, State.EXPORTING, job="j")]
-    s = status.summarise(model(), states, Served((1,)), deployment_obj(), {}, NOW)
+    s = status.summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
     c = _conds(s)
     assert c["Ready"] == ("False", "Exporting") and c["Reconciling"] == ("True", "Exporting")
     assert c["Exported"] == ("False", "Exporting") and c["Available"] == (
         "True",
-        "MinimumReplicasAvailable",
+        "AllVersionsAvailable",
     )
 
 
 def test_everything_exported_and_rolled_out_is_ready() -> None:
     s = status.summarise(
-        model(), EXPORTED, Served((1, 2), {"stable": 1}), deployment_obj(2, 2), {}, NOW
+        model(), EXPORTED, served((1, 2), {"stable": 1}, pods=2), deployment_obj(2, 2), {}, NOW
     )
     assert _conds(s) == {
         "Ready": ("True", "Serving"),
         "Reconciling": ("False", "Serving"),
         "Stalled": ("False", "Serving"),
         "Exported": ("True", "AllVersionsExported"),
-        "Available": ("True", "MinimumReplicasAvailable"),
+        "Available": ("True", "AllVersionsAvailable"),
     }
     assert s["observedGeneration"] == 3 and all(
         c["observedGeneration"] == 3 for c in s["conditions"]
@@ -69,13 +109,13 @@ def test_everything_exported_and_rolled_out_is_ready() -> None:
 def test_a_rollout_in_progress_is_not_ready() -> None:
     d = deployment_obj(2, 1, generation=2, observed=2)
     d["status"]["updatedReplicas"] = 1
-    assert _conds(status.summarise(model(), EXPORTED, Served((1, 2)), d, {}, NOW))["Ready"] == (
+    assert _conds(status.summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Ready"] == (
         "False",
         "RollingOut",
     )
     stale = deployment_obj(2, 2, generation=3, observed=2)
     assert (
-        _conds(status.summarise(model(), EXPORTED, Served((1, 2)), stale, {}, NOW))["Reconciling"][
+        _conds(status.summarise(model(), EXPORTED, served((1, 2)), stale, {}, NOW))["Reconciling"][
             0
         ]
         == "True"
@@ -87,7 +127,7 @@ def test_a_failed_export_is_stalled_and_names_the_version() -> None:
         VersionStatus(1, State.EXPORTED),
         VersionStatus(2, State.FAILED, reason="ChecksumMismatch", message="sha differs"),
     ]
-    s = status.summarise(model(), states, Served((1,)), deployment_obj(), {}, NOW)
+    s = status.summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Stalled"]["status"], c["Ready"]["status"], c["Reconciling"]["status"]) == (
         "True",
@@ -103,18 +143,18 @@ def test_progress_deadline_exceeded_is_stalled() -> None:
     d["status"]["conditions"] = [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
     ]
-    assert _conds(status.summarise(model(), EXPORTED, Served((1, 2)), d, {}, NOW))["Stalled"] == (
+    assert _conds(status.summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Stalled"] == (
         "True",
         "ProgressDeadlineExceeded",
     )
 
 
 def test_transition_times_move_only_when_a_condition_status_changes() -> None:
-    first = status.summarise(model(), EXPORTED, Served((1, 2)), deployment_obj(), {}, NOW)
-    again = status.summarise(model(), EXPORTED, Served((1, 2)), deployment_obj(), first, LATER)
+    first = status.summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), {}, NOW)
+    again = status.summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), first, LATER)
     assert again == first  # nothing changed: identical, so nothing is written
     rolling = deployment_obj(1, 0)
-    changed = status.summarise(model(), EXPORTED, Served((1, 2)), rolling, first, LATER)
+    changed = status.summarise(model(), EXPORTED, served((1, 2)), rolling, first, LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
     assert times["Ready"] == LATER and times["Exported"] == NOW
 
@@ -132,3 +172,105 @@ def test_merge_patch_nulls_removed_keys_and_keeps_unchanged_ones_out() -> None:
     assert status.merge_patch(old, new) == {
         "served": {"versions": [2], "labels": {"canary": None, "stable": 2}}
     }
+
+
+def test_never_ready_while_a_served_version_is_not_available_on_a_ready_pod() -> None:
+    loading = served(
+        (1, 2), pods=2, states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")}
+    )
+    s = status.summarise(model(), EXPORTED, loading, deployment_obj(2, 2), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Ready"]["status"], c["Reconciling"]["status"]) == ("False", "True")
+    assert c["Available"]["reason"] == "VersionsLoading"
+    assert c["Available"]["message"] == "version 2 AVAILABLE on 0/2 ready pods"
+    assert s["served"]["versions"] == [1]
+    assert [v.get("availableReplicas") for v in s["versions"]] == [2, 0]
+
+
+def test_a_label_waiting_for_its_version_says_so_in_reconciling() -> None:
+    current = ModelsConfig((1, 2), {"canary": 1})
+    picture = served(
+        (1, 2),
+        {"canary": 2},
+        pods=2,
+        config=current,
+        states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")},
+    )
+    s = status.summarise(model(), EXPORTED, picture, deployment_obj(2, 2), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert c["Reconciling"]["reason"] == "WaitingForVersion"
+    assert c["Reconciling"]["message"] == (
+        "label canary stays on 1 until version 2 is AVAILABLE on every pod (0/2 ready pods so far)"
+    )
+    assert c["Ready"]["status"] == "False"
+
+
+def test_a_version_tf_serving_cannot_load_is_stalled_with_its_own_error() -> None:
+    broken = served(
+        (1, 2),
+        pods=1,
+        states={
+            1: VersionState("AVAILABLE"),
+            2: VersionState("END", "NOT_FOUND: Could not find meta graph def"),
+        },
+    )
+    s = status.summarise(model(), EXPORTED, broken, deployment_obj(), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Stalled"]["status"], c["Stalled"]["reason"]) == ("True", "VersionLoadFailed")
+    assert "NOT_FOUND: Could not find meta graph def" in c["Stalled"]["message"]
+    assert s["versions"][1]["loadError"] == "NOT_FOUND: Could not find meta graph def"
+
+
+def test_a_version_not_available_within_the_startup_timeout_is_stalled() -> None:
+    slow = served((1, 2), pods=1, states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")})
+    assert (
+        _conds(status.summarise(model(), EXPORTED, slow, deployment_obj(), {}, NOW))["Stalled"][0]
+        == "False"
+    )
+    late = "2026-11-25T10:10:01Z"  # startupTimeoutSeconds defaults to 600
+    assert _conds(status.summarise(model(), EXPORTED, slow, deployment_obj(), {}, late))[
+        "Stalled"
+    ] == (
+        "True",
+        "VersionLoadFailed",
+    )
+
+
+def test_an_unreachable_pod_leaves_availability_unknown_and_says_what_to_allow() -> None:
+    picture = served((1, 2), pods=1)
+    pod = ServingPod.of(server_pod_obj("p0"))
+    cut = serving.view(
+        picture.current, "d", [pod], {pod.incarnation: PodReport("d", error="timed out")}
+    )
+    picture = status.Serving(picture.wanted, picture.transition, picture.current, cut, NOW)
+    s = status.summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Available"]["status"], c["Available"]["reason"]) == (
+        "Unknown",
+        "ServerStatusUnavailable",
+    )
+    assert "port 8501" in c["Available"]["message"]
+    assert c["Ready"]["status"] == "False"
+    assert s["pods"] == [{"name": "p0", "ready": True, "error": "timed out"}]
+
+
+def test_a_config_not_written_yet_is_reconciling() -> None:
+    wanted = Served((1, 2), {})
+    current = ModelsConfig((1,), {})
+    pod = ServingPod.of(server_pod_obj("p0"))
+    reports = {pod.incarnation: PodReport("d", {1: VersionState("AVAILABLE")})}
+    picture = status.Serving(
+        wanted,
+        next_config(wanted, current, frozenset({1})),
+        current,
+        serving.view(current, "d", [pod], reports),
+        NOW,
+    )
+    c = {
+        x["type"]: x
+        for x in status.summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)[
+            "conditions"
+        ]
+    }
+    assert c["Reconciling"]["reason"] == "UpdatingConfig"
+    assert c["Reconciling"]["message"] == "writing models.config: version(s) 1, 2, labels none"

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from servedmodel_operator.workqueue import WorkQueue
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition on the event loop (never a fixed sleep: slow machines vary)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the queue")
+        await asyncio.sleep(0.005)
+
+
+def idle(queue: WorkQueue) -> Callable[[], bool]:
+    """Nothing scheduled and nothing running: no further run can happen without a new add()."""
+    return lambda: queue.depth == 0
 
 
 def test_a_burst_of_events_is_one_reconcile() -> None:
@@ -19,7 +33,7 @@ def test_a_burst_of_events_is_one_reconcile() -> None:
         for _ in range(10):
             queue.add("a")
         queue.add("b")
-        await asyncio.sleep(0.2)
+        await until(idle(queue))
         return calls
 
     assert sorted(asyncio.run(scenario())) == ["a", "b"]
@@ -43,7 +57,7 @@ def test_events_during_a_run_cause_exactly_one_more_run_and_never_overlap() -> N
 
         queue = WorkQueue(work, concurrency=4, coalesce_seconds=0.01)
         queue.add("a")
-        await asyncio.sleep(0.3)
+        await until(idle(queue))
         return runs, most
 
     assert asyncio.run(scenario()) == (2, 1)
@@ -63,7 +77,7 @@ def test_failures_are_retried_with_growing_delays() -> None:
             work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.05, max_backoff=1
         )
         queue.add("a")
-        await asyncio.sleep(0.5)
+        await until(lambda: len(times) == 3 and queue.depth == 0)
         await queue.close()
         return times
 
@@ -87,7 +101,7 @@ def test_concurrency_is_bounded() -> None:
         queue = WorkQueue(work, concurrency=3, coalesce_seconds=0.0)
         for i in range(10):
             queue.add(i)
-        await asyncio.sleep(0.5)
+        await until(idle(queue))
         return most
 
     assert asyncio.run(scenario()) == 3
@@ -104,7 +118,7 @@ def test_work_can_ask_to_run_again_later_without_any_event() -> None:
 
         queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0)
         queue.add("a")
-        await asyncio.sleep(0.4)
+        await until(lambda: runs == 3 and queue.depth == 0)
         return runs
 
     assert asyncio.run(scenario()) == 3

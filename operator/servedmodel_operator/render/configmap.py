@@ -9,28 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import text_format
+from servedmodel_operator.layout import (
+    BATCHING_CONFIG,
+    METRICS_PATH,
+    MODELS_CONFIG,
+    MONITORING_CONFIG,
+    model_base_path,
+)
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
-from servedmodel_operator.selection import Served
 from servedmodel_operator.spec import Batching, ServedModelSpec
+from servedmodel_operator.transition import ModelsConfig
 from tensorflow_serving.config import model_server_config_pb2
-
-CONFIG_DIR = "/etc/tfserving"
-MODELS_CONFIG = "models.config"
-MONITORING_CONFIG = "monitoring.config"
-BATCHING_CONFIG = "batching.config"
-METRICS_PATH = "/monitoring/prometheus/metrics"
-STORE_MOUNT = "/models"
-
-
-def model_base_path(model: ServedModelSpec) -> str:
-    """Where the numbered versions are, as the TF Serving pod sees the store."""
-    parts = [STORE_MOUNT, model.spec.store.pvc.path.strip("/"), model.model_name]
-    return "/".join(p for p in parts if p)
 
 
 def model_server_config(
-    model: ServedModelSpec, served: Served
+    model: ServedModelSpec, models: ModelsConfig
 ) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
     entry = config.model_config_list.config.add()
@@ -38,10 +32,29 @@ def model_server_config(
     entry.base_path = model_base_path(model)
     entry.model_platform = "tensorflow"
     # Always explicit: the store may hold versions the spec no longer declares.
-    entry.model_version_policy.specific.versions.extend(served.versions)
-    for label, version in served.labels.items():
+    entry.model_version_policy.specific.versions.extend(models.versions)
+    for label, version in models.labels.items():
         entry.version_labels[label] = version
     return config
+
+
+def parse_models_config(text: str | None, model_name: str) -> ModelsConfig | None:
+    """The versions and labels a models.config gives model_name (None: not there, or not a
+    config TF Serving would parse)."""
+    if not text:
+        return None
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError:
+        return None
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            return ModelsConfig(
+                tuple(sorted(entry.model_version_policy.specific.versions)),
+                dict(sorted(entry.version_labels.items())),
+            )
+    return None
 
 
 def monitoring_config() -> Any:
@@ -68,8 +81,8 @@ def batching_parameters(batching: Batching) -> Any:
     return params
 
 
-def config_files(model: ServedModelSpec, served: Served) -> dict[str, str]:
-    files = {MODELS_CONFIG: text_format.MessageToString(model_server_config(model, served))}
+def config_files(model: ServedModelSpec, models: ModelsConfig) -> dict[str, str]:
+    files = {MODELS_CONFIG: text_format.MessageToString(model_server_config(model, models))}
     if model.spec.server.monitoring.prometheus:
         files[MONITORING_CONFIG] = text_format.MessageToString(monitoring_config())
     if model.spec.server.batching is not None:
@@ -79,10 +92,10 @@ def config_files(model: ServedModelSpec, served: Served) -> dict[str, str]:
     return files
 
 
-def configmap(model: ServedModelSpec, served: Served) -> dict[str, Any]:
+def configmap(model: ServedModelSpec, models: ModelsConfig) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": labels.metadata(model, model.configmap_name, labels.CONFIG),
-        "data": config_files(model, served),
+        "data": config_files(model, models),
     }

@@ -12,25 +12,30 @@ import math
 from typing import Any
 
 from servedmodel_operator import ANNOTATION_PREFIX
-from servedmodel_operator.render import labels, security
-from servedmodel_operator.render.configmap import (
+from servedmodel_operator.layout import (
     BATCHING_CONFIG,
     CONFIG_DIR,
+    GRPC_PORT,
+    GRPC_PORT_NAME,
     METRICS_PATH,
     MODELS_CONFIG,
     MONITORING_CONFIG,
-    STORE_MOUNT,
-    batching_parameters,
+    REST_PORT,
+    REST_PORT_NAME,
+    SERVER_STORE_MOUNT,
+    TMP_MOUNT,
+    model_url_path,
 )
+from servedmodel_operator.render import labels, security
+from servedmodel_operator.render.configmap import batching_parameters
 from servedmodel_operator.spec import ServedModelSpec
 
-GRPC_PORT = 8500
-REST_PORT = 8501
 CONTAINER = "tfserving"
 BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
 PRESTOP_SLEEP_SECONDS = 10  # let endpoints drop the pod before it goes: TF Serving ignores SIGTERM
 GRACE_PERIOD_SECONDS = 20
 STARTUP_PERIOD_SECONDS = 5
+TMP_SIZE_LIMIT = "256Mi"
 
 
 def server_args(model: ServedModelSpec) -> list[str]:
@@ -55,10 +60,25 @@ def server_args(model: ServedModelSpec) -> list[str]:
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": REST_PORT_NAME},
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
+    }
+
+
+def _probes(model: ServedModelSpec) -> dict[str, Any]:
+    model_path = model_url_path(model)
+    return {
+        # The REST port opens only once every configured version has loaded (and warmed up).
+        "startupProbe": _http_probe(
+            f"{model_path}/metadata",
+            STARTUP_PERIOD_SECONDS,
+            math.ceil(model.spec.server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
+        ),
+        # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
+        "readinessProbe": _http_probe(f"{model_path}/metadata", 5, 2),
+        "livenessProbe": _http_probe(model_path, 10, 3),
     }
 
 
@@ -78,56 +98,56 @@ def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
     return annotations
 
 
-def pod_template(model: ServedModelSpec) -> dict[str, Any]:
+def container(model: ServedModelSpec) -> dict[str, Any]:
     server = model.spec.server
-    model_path = f"/v1/models/{model.model_name}"
-    container: dict[str, Any] = {
+    out: dict[str, Any] = {
         "name": CONTAINER,
         "image": server.image,
         # The image's entrypoint script adds --model_name/--model_base_path: bypass it.
         "command": ["tensorflow_model_server"],
         "args": server_args(model),
         "ports": [
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": REST_PORT_NAME, "containerPort": REST_PORT, "protocol": "TCP"},
         ],
-        # The REST port opens only once every configured version has loaded (and warmed up).
-        "startupProbe": _http_probe(
-            f"{model_path}/metadata",
-            STARTUP_PERIOD_SECONDS,
-            math.ceil(server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
-        ),
-        # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
-        "readinessProbe": _http_probe(f"{model_path}/metadata", 5, 2),
-        "livenessProbe": _http_probe(model_path, 10, 3),
+        **_probes(model),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": security.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},  # a directory: updates
-            {"name": "models", "mountPath": STORE_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
+            {"name": "models", "mountPath": SERVER_STORE_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }
     resources = server.resources.manifest()
     if resources:
-        container["resources"] = resources
+        out["resources"] = resources
+    return out
+
+
+def _volumes(model: ServedModelSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "configMap": {"name": model.configmap_name}},
+        {
+            "name": "models",
+            "persistentVolumeClaim": {
+                "claimName": model.spec.store.pvc.claim_name,
+                "readOnly": True,
+            },
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+    ]
+
+
+def pod_template(model: ServedModelSpec) -> dict[str, Any]:
+    server = model.spec.server
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # TF Serving never talks to the API server
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
         "securityContext": security.pod_security_context(),
-        "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": model.configmap_name}},
-            {
-                "name": "models",
-                "persistentVolumeClaim": {
-                    "claimName": model.spec.store.pvc.claim_name,
-                    "readOnly": True,
-                },
-            },
-            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-        ],
+        "containers": [container(model)],
+        "volumes": _volumes(model),
     }
     if server.node_selector:
         spec["nodeSelector"] = dict(server.node_selector)

@@ -12,6 +12,14 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from servedmodel_operator.layout import (
+    EXPORTER_STORE_MOUNT,
+    SOURCE_MOUNT,
+    TERMINATION_MESSAGE_LIMIT,
+    TERMINATION_MESSAGE_PATH,
+    TMP_MOUNT,
+    store_path,
+)
 from servedmodel_operator.render import labels, security
 from servedmodel_operator.spec import (
     GCS_SECRET_KEY,
@@ -22,10 +30,6 @@ from servedmodel_operator.spec import (
 )
 
 CONTAINER = "exporter"
-STORE_MOUNT = "/store"
-SOURCE_MOUNT = "/source"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-TERMINATION_MESSAGE_LIMIT = 4096
 GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"
 CA_BUNDLE_MOUNT = "/etc/servedmodel/ca"
 CA_BUNDLE_FILE = "ca-bundle.pem"
@@ -52,10 +56,9 @@ def _source_claim(entry: VersionEntry) -> str | None:
 
 def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
     exporter = model.spec.exporter
-    store = "/".join(p for p in (STORE_MOUNT, model.spec.store.pvc.path.strip("/")) if p)
     args = [
         source_argument(entry),
-        f"--store={store}",
+        f"--store={store_path(model, EXPORTER_STORE_MOUNT)}",
         f"--model-name={model.model_name}",
         f"--version={entry.version}",
         f"--samples={exporter.verify.samples}",
@@ -145,8 +148,8 @@ def _credentials(
 def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
     exporter = model.spec.exporter
     mounts: list[dict[str, Any]] = [
-        {"name": "store", "mountPath": STORE_MOUNT},
-        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir for TF's scratch files
+        {"name": "store", "mountPath": EXPORTER_STORE_MOUNT},
+        {"name": "tmp", "mountPath": TMP_MOUNT},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
@@ -168,8 +171,8 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         "args": _exporter_args(model, entry),
         "env": [
             # The root filesystem is read-only: every scratch path points at the tmp emptyDir.
-            {"name": "HOME", "value": "/tmp"},  # noqa: S108
-            {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108
+            {"name": "HOME", "value": TMP_MOUNT},
+            {"name": "TMPDIR", "value": TMP_MOUNT},
             {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
             *credential_env,
         ],

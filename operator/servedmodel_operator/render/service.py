@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from servedmodel_operator.layout import GRPC_PORT, GRPC_PORT_NAME, REST_PORT, REST_PORT_NAME
 from servedmodel_operator.render import labels
-from servedmodel_operator.render.deployment import GRPC_PORT, REST_PORT
 from servedmodel_operator.spec import ServedModelSpec
 
 
@@ -19,27 +19,19 @@ def service(model: ServedModelSpec) -> dict[str, Any]:
             "selector": labels.selector(model),
             "ports": [
                 {
-                    "name": "grpc",
+                    "name": GRPC_PORT_NAME,
                     "port": GRPC_PORT,
-                    "targetPort": "grpc",
+                    "targetPort": GRPC_PORT_NAME,
                     "protocol": "TCP",
                     "appProtocol": "grpc",
                 },
                 {
-                    "name": "http",
+                    "name": REST_PORT_NAME,
                     "port": REST_PORT,
-                    "targetPort": "http",
+                    "targetPort": REST_PORT_NAME,
                     "protocol": "TCP",
                     "appProtocol": "http",
                 },
             ],
         },
-    }
-
-
-def endpoints(model: ServedModelSpec) -> dict[str, str]:
-    host = f"{model.service_name}.{model.namespace}.svc"
-    return {
-        "grpc": f"{host}:{GRPC_PORT}",
-        "rest": f"http://{host}:{REST_PORT}/v1/models/{model.model_name}",
     }

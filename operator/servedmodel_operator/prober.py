@@ -1,0 +1,124 @@
+"""Reads TF Serving pods' model status over REST, and remembers what each pod said.
+
+The only module that talks to serving pods (kube.py is the only one that talks to the API
+server). A NetworkPolicy around serving pods must let the operator reach them on 8501.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from servedmodel_operator.layout import REST_PORT
+from servedmodel_operator.serving import (
+    PodReport,
+    ServingPod,
+    parse_model_status,
+    resolved_version,
+    retry_after,
+)
+
+TIMEOUT_SECONDS = 3.0
+
+
+class PodUnreadable(Exception):
+    """The pod did not answer, or not with a model status."""
+
+
+def _get(ip: str, path: str) -> tuple[int, Mapping[str, Any]]:
+    connection = http.client.HTTPConnection(ip, REST_PORT, timeout=TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        raw = response.read(1 << 20)
+    except (OSError, http.client.HTTPException) as exc:
+        raise PodUnreadable(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        connection.close()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise PodUnreadable(f"HTTP {response.status}: not JSON") from exc
+    return response.status, body if isinstance(body, Mapping) else {}
+
+
+def read_pod(ip: str, model_name: str, labels: Iterable[str], digest: str) -> PodReport:
+    """One pod's versions (GET /v1/models/<m>) and what each label resolves to there."""
+    base = f"/v1/models/{quote(model_name, safe='')}"
+    try:
+        status, body = _get(ip, base)
+        # 404: TF Serving knows no version of the model yet (nothing loaded or loading).
+        if status not in (200, 404):
+            raise PodUnreadable(f"HTTP {status}: {str(body.get('error', ''))[:200]}")
+        versions = parse_model_status(body) if status == 200 else {}
+        resolved: dict[str, int | None] = {}
+        for label in labels:
+            status, body = _get(ip, f"{base}/labels/{quote(label, safe='')}")
+            resolved[label] = resolved_version(body) if status == 200 else None
+    except PodUnreadable as exc:
+        return PodReport(digest, error=str(exc)[:300])
+    return PodReport(digest, versions, resolved)
+
+
+@dataclass
+class _Entry:
+    report: PodReport
+    attempts: int
+    due: float
+
+
+class Reports:
+    """What each serving pod (incarnation) last said, and when to ask an unsettled one again.
+
+    Memory only: after a restart every answering pod is read once more, then nothing."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def reports(self, pods: Iterable[ServingPod]) -> dict[str, PodReport]:
+        with self._lock:
+            return {
+                p.incarnation: self._entries[p.incarnation].report
+                for p in pods
+                if p.incarnation in self._entries
+            }
+
+    def due(self, pod: ServingPod, digest: str, now: float) -> bool:
+        with self._lock:
+            entry = self._entries.get(pod.incarnation)
+        return entry is None or entry.report.config != digest or entry.due <= now
+
+    def record(self, pod: ServingPod, report: PodReport, settled: bool, now: float) -> None:
+        with self._lock:
+            before = self._entries.get(pod.incarnation)
+            same = before is not None and before.report.config == report.config
+            attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
+            wait = retry_after(attempts, report.error is not None) if attempts else 0.0
+            self._entries[pod.incarnation] = _Entry(report, attempts, now + wait)
+
+    def next_due(self, pods: Iterable[ServingPod], now: float) -> float | None:
+        """Seconds until the earliest unsettled pod should be read again (None: none is)."""
+        with self._lock:
+            waits = [
+                max(0.0, e.due - now)
+                for p in pods
+                if (e := self._entries.get(p.incarnation)) is not None and e.attempts
+            ]
+        return min(waits) if waits else None
+
+    def forget(self, pod_uid: str) -> None:
+        """Drop what a deleted pod said."""
+        with self._lock:
+            for key in [k for k in self._entries if k.split("/", 1)[0] == pod_uid]:
+                del self._entries[key]
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,115 @@
+"""What TF Serving pods report, and what the operator concludes from it (pure)."""
+
+from __future__ import annotations
+
+from servedmodel_operator import serving
+from servedmodel_operator.serving import PodReport, ServingPod, VersionState
+from servedmodel_operator.transition import ModelsConfig
+
+from tests.unit.builders import model_status, server_pod_obj
+
+AVAILABLE = VersionState("AVAILABLE")
+CONFIG = ModelsConfig((1, 2), {"stable": 1, "canary": 2})
+
+
+def test_model_status_json_is_parsed_with_errors() -> None:
+    body = model_status(v1="AVAILABLE", v2="LOADING", v3="END:Could not find SavedModel")
+    assert serving.parse_model_status(body) == {
+        1: AVAILABLE,
+        2: VersionState("LOADING"),
+        3: VersionState("END", "UNKNOWN: Could not find SavedModel"),
+    }
+    assert serving.parse_model_status(body)[3].failed
+    assert not VersionState("END").failed  # unloaded on purpose, not a failure
+    assert serving.parse_model_status({"model_version_status": ["junk", {"version": "x"}]}) == {}
+    assert serving.resolved_version(model_status(v2="AVAILABLE")) == 2
+    assert serving.resolved_version({"error": "Unrecognized label"}) is None
+
+
+def test_a_pod_object_becomes_a_serving_pod() -> None:
+    pod = ServingPod.of(server_pod_obj("p", restarts=2))
+    assert (pod.name, pod.ip, pod.ready, pod.started, pod.incarnation) == (
+        "p",
+        "127.1.0.10",
+        True,
+        True,
+        "uid-p/2",
+    )
+    assert not ServingPod.of(server_pod_obj("q", ready=False)).started
+
+
+def test_settled_needs_every_version_loaded_every_removed_one_gone_every_label_resolved() -> None:
+    good = PodReport(
+        "d", {1: AVAILABLE, 2: AVAILABLE, 3: VersionState("END")}, {"stable": 1, "canary": 2}
+    )
+    assert good.settled(CONFIG)
+    assert not PodReport(
+        "d", {1: AVAILABLE, 2: VersionState("LOADING")}, {"stable": 1, "canary": 2}
+    ).settled(CONFIG)
+    assert not PodReport(
+        "d", {1: AVAILABLE, 2: AVAILABLE, 3: VersionState("UNLOADING")}, {"stable": 1, "canary": 2}
+    ).settled(CONFIG)
+    assert not PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 1}).settled(
+        CONFIG
+    )
+    assert not PodReport("d", error="connection refused").settled(CONFIG)
+    failed = PodReport(
+        "d", {1: AVAILABLE, 2: VersionState("END", "boom")}, {"stable": 1, "canary": 2}
+    )
+    assert failed.settled(CONFIG)  # nothing more will happen without a change
+
+
+def test_only_answering_unsettled_pods_are_read() -> None:
+    ready = ServingPod.of(server_pod_obj("a"))
+    starting = ServingPod.of(server_pod_obj("b", ready=False))
+    settled = {
+        ready.incarnation: PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 2})
+    }
+    assert serving.to_probe([ready, starting], {}, CONFIG, "d") == [ready]
+    assert serving.to_probe([ready, starting], settled, CONFIG, "d") == []
+    assert serving.to_probe([ready], settled, CONFIG, "new-digest") == [ready]
+    assert serving.to_probe([ready], {}, None, "d") == []
+
+
+def test_view_counts_versions_on_ready_pods_and_resolves_labels_only_where_all_agree() -> None:
+    a, b = ServingPod.of(server_pod_obj("a")), ServingPod.of(server_pod_obj("b"))
+    reports = {
+        a.incarnation: PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 2}),
+        b.incarnation: PodReport(
+            "d", {1: AVAILABLE, 2: VersionState("LOADING")}, {"stable": 1, "canary": 1}
+        ),
+    }
+    v = serving.view(CONFIG, "d", [a, b], reports)
+    assert (v.ready_pods, dict(v.available), v.served, dict(v.labels)) == (
+        2,
+        {1: 2, 2: 1},
+        (1,),
+        {"stable": 1},
+    )
+    assert not v.settled and not v.failures and not v.unread
+    assert v.pods[0] == {
+        "name": "a",
+        "ready": True,
+        "versions": {"1": "AVAILABLE", "2": "AVAILABLE"},
+        "labels": {"canary": 2, "stable": 1},
+    }
+
+
+def test_view_reports_failures_unreachable_and_unread_pods() -> None:
+    a, b, c = (ServingPod.of(server_pod_obj(n)) for n in "abc")
+    reports = {
+        a.incarnation: PodReport(
+            "d", {1: AVAILABLE, 2: VersionState("END", "NOT_FOUND: no graph")}
+        ),
+        b.incarnation: PodReport("d", error="ConnectionRefusedError"),
+    }
+    v = serving.view(CONFIG, "d", [a, b, c], reports)
+    assert [(f.version, f.pod, f.error) for f in v.failures] == [(2, "a", "NOT_FOUND: no graph")]
+    assert dict(v.unreachable) == {"b": "ConnectionRefusedError"}
+    assert v.unread == ("c",)
+    assert v.served == ()
+
+
+def test_retries_back_off_and_unreachable_pods_back_off_further() -> None:
+    assert [serving.retry_after(n, False) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
+    assert serving.retry_after(9, True) == 60

@@ -1,0 +1,159 @@
+"""The next models.config: every step is one TF Serving's ReloadConfig accepts (pure).
+
+server_core.cc refuses a config that moves an existing label to a version that is not
+AVAILABLE (and then never loads that version until a restart), so a label move is split: the
+version first, the label once the version is AVAILABLE on every pod that may read the file.
+"""
+
+from __future__ import annotations
+
+from servedmodel_operator import serving
+from servedmodel_operator.selection import Served
+from servedmodel_operator.serving import PodReport, ServingPod, VersionState
+from servedmodel_operator.transition import LabelWait, ModelsConfig, WaitsFor, next_config
+
+NOTHING: frozenset[int] = frozenset()
+
+
+def wanted(
+    versions: tuple[int, ...], labels: dict[str, int], pending: dict[str, int] | None = None
+) -> Served:
+    return Served(versions, labels, pending or {})
+
+
+def test_first_config_adds_versions_and_new_labels_at_once() -> None:
+    """A new label may name a version that is not loaded yet (TF Serving allows it)."""
+    t = next_config(wanted((1, 2), {"stable": 1, "canary": 2}), None, NOTHING)
+    assert t.config == ModelsConfig((1, 2), {"canary": 2, "stable": 1})
+    assert t.final
+
+
+def test_adding_a_version_changes_versions_only() -> None:
+    current = ModelsConfig((1,), {"stable": 1})
+    t = next_config(wanted((1, 2), {"stable": 1}), current, NOTHING)
+    assert t.config == ModelsConfig((1, 2), {"stable": 1}) and t.final
+
+
+def test_removing_a_version_nobody_labels_drops_it_at_once() -> None:
+    current = ModelsConfig((1, 2), {"stable": 2})
+    t = next_config(wanted((2,), {"stable": 2}), current, frozenset({2}))
+    assert t.config == ModelsConfig((2,), {"stable": 2}) and t.final
+
+
+def test_removing_a_label_is_immediate_and_its_version_leaves_one_step_later() -> None:
+    current = ModelsConfig((1, 2), {"stable": 2, "old": 1})
+    step = next_config(wanted((2,), {"stable": 2}), current, frozenset({2}))
+    assert step.config == ModelsConfig((1, 2), {"stable": 2})
+    after = next_config(wanted((2,), {"stable": 2}), step.config, frozenset({2}))
+    assert after.config == ModelsConfig((2,), {"stable": 2})
+
+
+def test_a_move_first_adds_the_version_and_keeps_the_label() -> None:
+    """The issue's scenario: canary 1 -> 2 while 2 is not loaded anywhere."""
+    current = ModelsConfig((1,), {"canary": 1, "stable": 1})
+    spec = wanted((1, 2), {"stable": 1, "canary": 2})
+    step1 = next_config(spec, current, frozenset({1}))
+    assert step1.config == ModelsConfig((1, 2), {"canary": 1, "stable": 1})
+    assert step1.waits == (LabelWait("canary", 2, 1, WaitsFor.LOAD),)
+    # Version 2 AVAILABLE on every pod: now the label moves; version 1 stays (stable).
+    step2 = next_config(spec, step1.config, frozenset({1, 2}))
+    assert step2.config == ModelsConfig((1, 2), {"canary": 2, "stable": 1})
+    assert step2.final
+
+
+def test_a_moved_labels_old_version_leaves_only_after_the_move_is_written() -> None:
+    current = ModelsConfig((1,), {"stable": 1})
+    spec = wanted((2,), {"stable": 2})
+    step1 = next_config(spec, current, frozenset({1}))
+    assert step1.config == ModelsConfig((1, 2), {"stable": 1})
+    step2 = next_config(spec, step1.config, frozenset({1, 2}))
+    assert step2.config == ModelsConfig((1, 2), {"stable": 2})  # 1 held: the written label
+    step3 = next_config(spec, step2.config, frozenset({1, 2}))
+    assert step3.config == ModelsConfig((2,), {"stable": 2})
+
+
+def test_rollback_to_a_loaded_version_is_one_step_and_roll_forward_again() -> None:
+    both = ModelsConfig((1, 2), {"canary": 2, "stable": 1})
+    back = next_config(wanted((1, 2), {"stable": 1, "canary": 1}), both, frozenset({1, 2}))
+    assert back.config == ModelsConfig((1, 2), {"canary": 1, "stable": 1}) and back.final
+    forward = next_config(
+        wanted((1, 2), {"stable": 1, "canary": 2}), back.config, frozenset({1, 2})
+    )
+    assert forward.config == ModelsConfig((1, 2), {"canary": 2, "stable": 1}) and forward.final
+
+
+def test_rollback_to_an_unloaded_version_adds_it_first() -> None:
+    current = ModelsConfig((2,), {"stable": 2})
+    spec = wanted((1,), {"stable": 1})
+    step1 = next_config(spec, current, frozenset({2}))
+    assert step1.config == ModelsConfig((1, 2), {"stable": 2})
+    assert step1.waits == (LabelWait("stable", 1, 2, WaitsFor.LOAD),)
+    step2 = next_config(spec, step1.config, frozenset({1, 2}))
+    assert step2.config == ModelsConfig((1, 2), {"stable": 1})
+
+
+def test_a_label_to_a_version_still_exporting_keeps_its_previous_target() -> None:
+    current = ModelsConfig((1,), {"canary": 1, "stable": 1})
+    t = next_config(wanted((1,), {"stable": 1}, pending={"canary": 2}), current, frozenset({1}))
+    assert t.config == ModelsConfig((1,), {"canary": 1, "stable": 1})
+    assert t.waits == (LabelWait("canary", 2, 1, WaitsFor.EXPORT),)
+
+
+def test_a_brand_new_label_to_a_version_still_exporting_waits_unwritten() -> None:
+    current = ModelsConfig((1,), {"stable": 1})
+    t = next_config(wanted((1,), {"stable": 1}, pending={"canary": 2}), current, frozenset({1}))
+    assert t.config == ModelsConfig((1,), {"stable": 1})
+    assert t.waits == (LabelWait("canary", 2, None, WaitsFor.EXPORT),)
+    exported = next_config(wanted((1, 2), {"stable": 1, "canary": 2}), t.config, frozenset({1}))
+    assert exported.config == ModelsConfig((1, 2), {"canary": 2, "stable": 1})  # new: allowed
+
+
+def test_several_labels_move_independently() -> None:
+    current = ModelsConfig((1, 2), {"a": 1, "b": 1, "c": 2})
+    spec = wanted((1, 2, 3), {"a": 2, "b": 3, "c": 1})
+    t = next_config(spec, current, frozenset({1, 2}))
+    assert t.config == ModelsConfig((1, 2, 3), {"a": 2, "b": 1, "c": 1})
+    assert [w.label for w in t.waits] == ["b"]
+    done = next_config(spec, t.config, frozenset({1, 2, 3}))
+    assert done.config == ModelsConfig((1, 2, 3), {"a": 2, "b": 3, "c": 1}) and done.final
+
+
+def _pod(name: str, created: str, started: bool = True) -> ServingPod:
+    return ServingPod(name, f"uid-{name}", "127.1.0.1", started, started, 0, created, False)
+
+
+def test_a_rollout_with_old_and_new_pods_waits_for_every_pod_that_may_read_the_file() -> None:
+    """An old pod that loaded version 2, a new pod that has not: the label does not move."""
+    digest = "d2"
+    written = "2026-11-25T10:00:00Z"
+    old = _pod("old", "2026-11-25T09:00:00Z")
+    new = _pod("new", "2026-11-25T10:00:05Z")
+    starting = _pod("starting", "2026-11-25T09:59:00Z", started=False)
+    available = {1: VersionState("AVAILABLE"), 2: VersionState("AVAILABLE")}
+    reports = {
+        old.incarnation: PodReport(digest, available),
+        new.incarnation: PodReport(
+            digest, {1: VersionState("AVAILABLE"), 2: VersionState("LOADING")}
+        ),
+    }
+    scope = serving.in_scope([old, new, starting], written)
+    assert [p.name for p in scope] == ["old", "new", "starting"]
+    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
+    # The pod created before the file was written has not started: it may read the old file.
+    reports[new.incarnation] = PodReport(digest, available)
+    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
+    # Once it runs and reports, the move may go ahead.
+    started = _pod("starting", "2026-11-25T09:59:00Z")
+    reports[started.incarnation] = PodReport(digest, available)
+    scope = serving.in_scope([old, new, started], written)
+    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == {1, 2}
+    # A pod created after the file was written reads it whole at start: not waited for.
+    late = _pod("late", "2026-11-25T10:01:00Z", started=False)
+    assert late not in serving.in_scope([old, late], written)
+    # A reading taken under an older config does not count.
+    stale = {k: PodReport("d1", available) for k in reports}
+    assert serving.loaded_everywhere({1, 2}, scope, stale, digest) == NOTHING
+
+
+def test_no_pod_in_scope_means_any_version_is_safe() -> None:
+    assert serving.loaded_everywhere({1, 2}, [], {}, "d") == {1, 2}
