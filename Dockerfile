@@ -29,7 +29,8 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install . \
  && /opt/venv/bin/pip install --no-deps "tensorflow-serving-api==${TF_SERVING_API_VERSION}" \
  && /opt/venv/bin/python -c "import tensorflow_serving.config.model_server_config_pb2, servedmodel_operator.handlers" \
- && ! /opt/venv/bin/pip show tensorflow tensorflow-cpu >/dev/null 2>&1
+ && ! /opt/venv/bin/pip show tensorflow tensorflow-cpu >/dev/null 2>&1 \
+ && ! /opt/venv/bin/pip show kubernetes >/dev/null 2>&1
 
 FROM python:${PYTHON_VERSION}-slim AS operator
 ENV PATH=/opt/venv/bin:$PATH \

@@ -31,7 +31,7 @@ from servedmodel_operator.plan import Observed, plan
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 
 from localcluster import cluster as localcluster
-from localcluster import volumes
+from localcluster import netguard, volumes
 from localcluster.audit import AuditLog
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
@@ -308,6 +308,7 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
         name=f"operator-{namespace}",
         namespaces=(namespace,),
         args=(f"--workers={WORKERS}", "--log-level=WARNING"),
+        env=netguard.guard_env(api.cluster.netguard_log),
     )
     before, mark = api.request_counts(), api.audit.mark()
     started = time.monotonic()

@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client, config
 
 from localcluster import cluster as localcluster
-from localcluster import volumes
+from localcluster import netguard, volumes
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
 
@@ -103,7 +103,9 @@ class Demo:
                 }
             )
         )
-        operator = OperatorProcess(kubeconfig, self.work)
+        operator = OperatorProcess(
+            kubeconfig, self.work, env=netguard.guard_env(self.cluster.netguard_log)
+        )
         note(f"RBAC: the ClusterRole from manifests/rbac.yaml; log: {operator.log_path}")
         # The in-cluster Deployment from manifests/ runs on a simulated node: it does nothing.
         self.kubectl("-n", SYSTEM, "scale", "deployment/servedmodel-operator", "--replicas=0")

@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from localcluster import build, pki, runner
+from localcluster import build, netguard, pki, runner
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
@@ -42,8 +42,13 @@ COMPONENTS = (
     "kwok",
     "runner",
 )
-SERVICE_CIDR = "10.96.0.0/16"  # room for the benchmark's 500 Services
-POD_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"  # room for the benchmark's 500 Services (never dialled)
+# Every pod IP is on loopback, so the operator and the tests reach pods as in a cluster while
+# no traffic leaves 127.0.0.0/8: kwok's simulated pods get 127.64.0.0/11, the pods the runner
+# runs (TF Serving stand-ins) 127.96.0.0/11 (localcluster/serving_pod.py).
+POD_CIDR = "127.64.0.0/10"
+KWOK_POD_CIDR = "127.64.0.0/11"
+NODE_IP = "127.0.0.1"
 CONTROLLERS = (
     "deployment",
     "replicaset",
@@ -92,6 +97,11 @@ class Cluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def netguard_log(self) -> Path:
+        """Connections outside loopback that guarded processes attempted (must stay empty)."""
+        return self.state_dir / "logs" / "netguard.log"
 
     @property
     def pki(self) -> Path:
@@ -271,7 +281,8 @@ def _kwok_config(state_dir: Path, server_port: int) -> Path:
             "options": {
                 "manageAllNodes": False,
                 "manageNodesWithAnnotationSelector": "=".join(KWOK_ANNOTATION),
-                "cidr": POD_CIDR,
+                "cidr": KWOK_POD_CIDR,
+                "nodeIP": NODE_IP,
                 "nodeLeaseDurationSeconds": 40,
                 "serverAddress": f"127.0.0.1:{server_port}",
                 # kwok leaves these at 0 (an error) when a config file is given: spell them out.
@@ -562,7 +573,11 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         "runner",
         Path(sys.executable),
         ["-m", "localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            **netguard.guard_env(cluster.netguard_log),
+            "PYTHONPATH": os.pathsep.join((str(netguard.GUARD_DIR), str(REPO))),
+        },
     )
     nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
     _kubectl(cluster, "apply", "-f", "-", stdin=nodes)

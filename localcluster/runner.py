@@ -1,26 +1,28 @@
-"""A kubelet for the pods whose image this checkout can run for real: the exporter.
+"""A kubelet for the pods whose image this checkout can run for real.
 
 kwok simulates every pod on its nodes: it marks them Running and, for Job pods, Succeeded,
-without running anything. That is right for TF Serving pods (no tensorflow_model_server
-exists here) but wrong for exporter pods, whose work must really happen. So kwok's pod stages
-skip pods whose image is in RUNNABLE_IMAGES, and this process does for them what a kubelet
-does: resolve the pod's volumes to local directories (a PVC through its PV's hostPath, an
-emptyDir as a fresh directory, Secrets and ConfigMaps as files), run the container's command
-and args as a local process, and report back exactly what a kubelet
-reports: phase, container state, exit code and the termination message file's content.
+without running anything. That is wrong for two kinds of pods, so kwok's pod stages skip
+pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
+- exporter pods (Jobs): the container's command and args run as a local process from this
+  checkout's virtualenv (its bin/ is the image's PATH), and the runner reports back what a
+  kubelet reports: phase, container state, exit code, the termination message file's content;
+- TF Serving pods (the operator's default server image): no registry ships
+  tensorflow_model_server, so the TF Serving stand-in (localcluster/tfserving_standin) runs
+  in its place on the pod's own loopback address, with probes and restarts (serving_pod.py).
 
-The "image" is this checkout's virtualenv: its bin/ is the container's PATH. What is not
-emulated: readOnlyRootFilesystem and dropped capabilities (the process sees the machine's
-filesystem), runAsUser (the process runs as whoever started the cluster: the interpreter
-may not be reachable by another uid), resource limits, and `kubectl logs` (each container's
-output lands in .local-cluster/runner/<namespace>_<pod>_<uid>/container.log).
+Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
+emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
+ConfigMaps kept current through a watch. Every process gets the network guard
+(localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
+process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
+resource limits, and `kubectl logs` (each container's output lands in
+.local-cluster/runner/<namespace>_<pod>_<uid>/container.log).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import logging
 import os
 import shutil
@@ -36,21 +38,23 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
+
+from localcluster import pod_status
+from localcluster.netguard import guard_env
+from localcluster.podvolumes import NotRunnable, PodVolumes
+from localcluster.serving_pod import ServingPod
 
 log = logging.getLogger("localcluster.runner")
 
-# Images run for real; the venv's bin/ plays their filesystem's bin/.
-RUNNABLE_IMAGES = (EXPORTER_IMAGE,)
+# Run to completion from the venv (its bin/ plays the image's bin/).
+JOB_IMAGES = (EXPORTER_IMAGE,)
+# Run with the TF Serving stand-in in place of tensorflow_model_server.
+STANDIN_IMAGES = (DEFAULT_SERVER_IMAGE,)
+RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
-
-
-class NotRunnable(Exception):
-    """The pod cannot start yet (a volume or a Secret missing): retried, as a kubelet does."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+_now = pod_status.now
 
 
 def _map_path(value: str, mounts: Mapping[str, Path]) -> str:
@@ -66,9 +70,11 @@ def _map_path(value: str, mounts: Mapping[str, Path]) -> str:
 class Runner:
     def __init__(self, api: client.ApiClient, work_dir: Path, image_bin: Path) -> None:
         self.core = client.CoreV1Api(api)
+        self.volumes = PodVolumes(self.core)
         self.work_dir = work_dir
         self.image_bin = image_bin
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.serving: dict[str, ServingPod] = {}
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
@@ -76,26 +82,41 @@ class Runner:
 
     def serve(self) -> None:
         threading.Thread(target=self._retry_waiting, daemon=True).start()
+        threading.Thread(
+            target=self._watch,
+            args=(self.core.list_config_map_for_all_namespaces, self._configmap_event),
+            daemon=True,
+        ).start()
+        self._watch(self.core.list_pod_for_all_namespaces, self.handle)
+
+    def _watch(self, list_fn: Any, handle: Any) -> None:
         resource_version = ""
         while True:
             stream = watch.Watch().stream(
-                self.core.list_pod_for_all_namespaces,
+                list_fn,
                 resource_version=resource_version,
                 timeout_seconds=300,
                 allow_watch_bookmarks=True,
             )
             try:
                 for event in stream:
-                    pod = self.core.api_client.sanitize_for_serialization(event["object"])
-                    resource_version = pod["metadata"].get("resourceVersion", resource_version)
+                    obj = self.core.api_client.sanitize_for_serialization(event["object"])
+                    resource_version = obj["metadata"].get("resourceVersion", resource_version)
                     if event["type"] != "BOOKMARK":
-                        self.handle(event["type"], pod)
+                        handle(event["type"], obj)
             except ApiException as exc:
                 if exc.status == 410:  # too old: relist
                     resource_version = ""
                 else:
                     log.warning("watch failed: %s", exc.reason)
                     time.sleep(1)
+
+    def _configmap_event(self, event_type: str, configmap: dict[str, Any]) -> None:
+        if event_type in ("ADDED", "MODIFIED"):
+            meta = configmap["metadata"]
+            self.volumes.configmap_changed(
+                meta["namespace"], meta["name"], configmap.get("data") or {}
+            )
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
         containers = pod["spec"].get("containers", [])
@@ -109,7 +130,7 @@ class Runner:
         if not pod["spec"].get("nodeName") or phase in ("Succeeded", "Failed"):
             return
         with self.lock:
-            if uid in self.processes:
+            if uid in self.processes or uid in self.serving:
                 return
             self.waiting[uid] = pod
         self._try_start(uid)
@@ -125,7 +146,17 @@ class Runner:
     def _try_start(self, uid: str) -> None:
         with self.lock:
             pod = self.waiting.get(uid)
-            if pod is None or uid in self.processes:
+            if pod is None or uid in self.processes or uid in self.serving:
+                return
+            if pod["spec"]["containers"][0]["image"] in STANDIN_IMAGES:
+                try:
+                    self._mounts(pod)  # every volume resolvable, or wait like a kubelet
+                except NotRunnable as exc:
+                    log.info("%s: waiting: %s", pod["metadata"]["name"], exc)
+                    return
+                del self.waiting[uid]
+                self.serving[uid] = ServingPod(pod, self._mounts, self._patch_status)
+                self.serving[uid].start()
                 return
             try:
                 argv, env, cwd, log_path, message_file = self._prepare(pod)
@@ -157,27 +188,38 @@ class Runner:
             target=self._wait, args=(pod, proc, started, log_path, message_file), daemon=True
         ).start()
 
-    def _prepare(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str], str, Path, Path]:
+    def _mounts(self, pod: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str], Path]:
+        """(container path -> local directory, environment, the pod's own directory)."""
         meta, spec = pod["metadata"], pod["spec"]
         container = spec["containers"][0]
         pod_dir = self.work_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         pod_dir.mkdir(parents=True, exist_ok=True)
         volumes = {
-            v["name"]: self._volume(meta["namespace"], v, pod_dir) for v in spec.get("volumes", [])
+            v["name"]: self.volumes.resolve(meta["namespace"], meta["uid"], v, pod_dir)
+            for v in spec.get("volumes", [])
         }
         mounts = {
             m["mountPath"]: volumes[m["name"]] / m.get("subPath", "")
             for m in container.get("volumeMounts", [])
         }
-        message_file = pod_dir / "termination-log"
-        message_file.touch()
-        message_file.chmod(0o666)
-        mounts[container.get("terminationMessagePath", "/dev/termination-log")] = message_file
-        env = {"PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin", "HOSTNAME": meta["name"]}
+        env = {
+            "PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin",
+            "HOSTNAME": meta["name"],
+            **guard_env(),
+        }
         for item in container.get("env", []):
             value = self._env_value(meta["namespace"], item)
             if value is not None:  # None: an optional reference to a missing key
                 env[item["name"]] = _map_path(value, mounts)
+        return mounts, env, pod_dir
+
+    def _prepare(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str], str, Path, Path]:
+        container = pod["spec"]["containers"][0]
+        mounts, env, pod_dir = self._mounts(pod)
+        message_file = pod_dir / "termination-log"
+        message_file.touch()
+        message_file.chmod(0o666)
+        mounts[container.get("terminationMessagePath", "/dev/termination-log")] = message_file
         command = [*container.get("command", []), *container.get("args", [])]
         if not command:
             raise NotRunnable("no command: the runner does not know the image's entrypoint")
@@ -194,69 +236,6 @@ class Runner:
             message_file,
         )
 
-    def _volume(self, namespace: str, volume: dict[str, Any], pod_dir: Path) -> Path:
-        if "persistentVolumeClaim" in volume:
-            claim = volume["persistentVolumeClaim"]["claimName"]
-            try:
-                pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace)
-            except ApiException as exc:
-                raise NotRunnable(f"PVC {claim}: {exc.reason}") from exc
-            volume_name = pvc.spec.volume_name if pvc.spec else None
-            if not volume_name:
-                raise NotRunnable(f"PVC {claim} is not bound")
-            pv_spec = self.core.read_persistent_volume(volume_name).spec
-            source = pv_spec and (pv_spec.host_path or pv_spec.local)
-            if not source:
-                raise NotRunnable(f"PV {volume_name} is neither hostPath nor local")
-            return Path(str(source.path))
-        local: Path = pod_dir / "volumes" / str(volume["name"])
-        if local.exists():
-            shutil.rmtree(local)
-        local.mkdir(parents=True)
-        local.chmod(0o777)
-        if "emptyDir" in volume:
-            return local
-        if "secret" in volume or "configMap" in volume:
-            self._write_keys(namespace, volume, local)
-            return local
-        raise NotRunnable(
-            f"volume {volume['name']}: only PVC, emptyDir, Secret and ConfigMap volumes run here"
-        )
-
-    def _write_keys(self, namespace: str, volume: dict[str, Any], target: Path) -> None:
-        if "secret" in volume:
-            name = volume["secret"]["secretName"]
-            data = {
-                k: base64.b64decode(v)
-                for k, v in (self._read("secret", namespace, name) or {}).items()
-            }
-            items = volume["secret"].get("items")
-        else:
-            name = volume["configMap"]["name"]
-            data = {
-                k: v.encode() for k, v in (self._read("configmap", namespace, name) or {}).items()
-            }
-            items = volume["configMap"].get("items")
-        selected = {i["key"]: i["path"] for i in items} if items else {k: k for k in data}
-        for key, path in selected.items():
-            if key not in data:
-                raise NotRunnable(f"key {key} missing from {name}")
-            file = target / path
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(data[key])
-            file.chmod(0o644)
-
-    def _read(self, kind: str, namespace: str, name: str) -> dict[str, str]:
-        try:
-            obj = (
-                self.core.read_namespaced_secret(name, namespace)
-                if kind == "secret"
-                else self.core.read_namespaced_config_map(name, namespace)
-            )
-        except ApiException as exc:
-            raise NotRunnable(f"{kind} {name}: {exc.reason}") from exc
-        return {str(k): str(v) for k, v in (obj.data or {}).items()}
-
     def _env_value(self, namespace: str, item: dict[str, Any]) -> str | None:
         if "value" in item:
             return str(item["value"])
@@ -264,7 +243,7 @@ class Runner:
         for kind, key in (("secret", "secretKeyRef"), ("configmap", "configMapKeyRef")):
             ref = source.get(key)
             if ref:
-                data = self._read(kind, namespace, ref["name"])
+                data = self.volumes.read(kind, namespace, ref["name"])
                 if ref["key"] not in data:
                     if ref.get("optional"):
                         return None
@@ -285,6 +264,7 @@ class Runner:
         uid = pod["metadata"]["uid"]
         with self.lock:
             stopped = self.processes.pop(uid, None) is None
+        self.volumes.release(uid)
         if stopped:  # killed because the pod was deleted: nothing to report on
             return
         container = pod["spec"]["containers"][0]
@@ -310,17 +290,9 @@ class Runner:
             pod,
             {
                 "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "conditions": _conditions(ready=False, reason="PodCompleted"),
+                "conditions": pod_status.conditions(ready=False, reason="PodCompleted"),
                 "containerStatuses": [
-                    {
-                        "name": container["name"],
-                        "image": container["image"],
-                        "imageID": "",
-                        "ready": False,
-                        "started": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
+                    pod_status.container_status(container, {"terminated": terminated})
                 ],
             },
         )
@@ -335,17 +307,11 @@ class Runner:
             {
                 "phase": "Running",
                 "startTime": started,
-                "conditions": _conditions(ready=True),
+                "conditions": pod_status.conditions(ready=True),
                 "containerStatuses": [
-                    {
-                        "name": container["name"],
-                        "image": container["image"],
-                        "imageID": "",
-                        "ready": True,
-                        "started": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": started}},
-                    }
+                    pod_status.container_status(
+                        container, {"running": {"startedAt": started}}, ready=True, started=True
+                    )
                 ],
             },
         )
@@ -364,6 +330,11 @@ class Runner:
         with self.lock:
             self.waiting.pop(uid, None)
             proc = self.processes.pop(uid, None)
+            serving = self.serving.pop(uid, None)
+        self.volumes.release(uid)
+        if serving is not None:
+            log.info("%s: pod deleted: stopping the stand-in", serving.name)
+            serving.delete()
         if proc is None or proc.poll() is not None:
             return
         grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
@@ -376,19 +347,15 @@ class Runner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
-
-def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
-    now = _now()
-    out = [
-        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-    ]
-    for kind in ("ContainersReady", "Ready"):
-        cond: dict[str, Any] = {"type": kind, "status": str(ready), "lastTransitionTime": now}
-        if reason:
-            cond["reason"] = reason
-        out.append(cond)
-    return out
+    def shutdown(self) -> None:
+        """The runner is stopping (cluster-down): no process of a pod may outlive it."""
+        with self.lock:
+            serving, processes = list(self.serving.values()), list(self.processes.values())
+        for pod in serving:
+            pod.kill_now()
+        for proc in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -397,7 +364,15 @@ def main() -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     work_dir.chmod(0o755)
     api = config.new_client_from_config(config_file=kubeconfig)
-    Runner(api, work_dir, Path(sys.executable).parent).serve()
+    runner = Runner(api, work_dir, Path(sys.executable).parent)
+
+    def stop(signum: int, _: Any) -> None:
+        runner.shutdown()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.serve()
 
 
 if __name__ == "__main__":

@@ -7,14 +7,31 @@ the end of the session.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from localcluster import cluster as localcluster
-from localcluster import s3
+from localcluster import netguard, s3
+
+# The machines' network rule, enforced in this process too: tests may reach loopback only.
+PYTEST_NETGUARD_LOG = Path(tempfile.gettempdir()) / f"servedmodel-netguard-{os.getpid()}.log"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    netguard.install(PYTEST_NETGUARD_LOG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    refused = netguard.refused(PYTEST_NETGUARD_LOG)
+    if refused:
+        print("\nnetguard: the test process tried to leave loopback:\n" + "\n".join(refused))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -31,7 +48,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.Cluster]:
     with localcluster.running() as running:
+        since = netguard.mark(running.netguard_log)
         yield running
+        # The operator, the runner, exporters and TF Serving stand-ins run under the guard.
+        refused = netguard.refused(running.netguard_log, since)
+        assert not refused, "a process tried to leave loopback:\n" + "\n".join(refused)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ garbage-collected without the version being exported again.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,6 +20,8 @@ from servedmodel_operator.spec import ServedModelSpec
 
 # How much of a result goes into status: the fields users and tools read.
 RESULT_FIELDS = ("signature", "verification", "sourceSha256", "tensorflowVersion", "exportedAt")
+REASON = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")  # a kstatus reason: CamelCase
+MAX_MESSAGE = 512
 
 
 class State(StrEnum):
@@ -67,6 +71,48 @@ def _termination(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+# A termination message is written by the exporter process, which runs the user's model: it
+# is untrusted input. Parsed with bounds, and only plain JSON values survive.
+MAX_DEPTH = 8
+MAX_ITEMS = 64
+MAX_STRING = 1024
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """value, keeping only finite numbers, bounded strings, lists and objects (None: dropped)."""
+    if depth > MAX_DEPTH:
+        return None
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:MAX_STRING]
+    if isinstance(value, list):
+        return [_plain(v, depth + 1) for v in value[:MAX_ITEMS]]
+    if isinstance(value, dict):
+        return {str(k)[:128]: _plain(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+    return None
+
+
+def parse_result(message: str) -> dict[str, Any] | None:
+    """The exporter's result JSON from a termination message, or None if it is not one."""
+    if message.count("[") + message.count("{") > 4 * MAX_ITEMS * MAX_DEPTH:
+        return None  # nesting deep enough to exhaust the parser's recursion
+    try:
+        result = json.loads(message, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return None
+    cleaned = _plain(result)
+    return cleaned if isinstance(cleaned, dict) else None
+
+
 def _result(
     pods: Sequence[Mapping[str, Any]],
 ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
@@ -75,11 +121,7 @@ def _result(
     if not terminated:
         return None, None
     _, termination = max(terminated, key=lambda pt: str(pt[1].get("finishedAt") or ""))
-    try:
-        result = json.loads(termination.get("message") or "")
-    except json.JSONDecodeError:
-        result = None
-    return (result if isinstance(result, dict) else None), termination
+    return parse_result(str(termination.get("message") or "")), termination
 
 
 def previous_versions(status: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
@@ -131,7 +173,7 @@ def _from_job(
     name = job["metadata"]["name"]
     result, termination = _result(pods)
     if _job_condition(job, "Complete"):
-        if result and result.get("ok"):
+        if result and result.get("ok") is True:
             return VersionStatus(version, State.EXPORTED, job=name, result=result)
         return VersionStatus(
             version,
@@ -142,17 +184,18 @@ def _from_job(
         )
     failed = _job_condition(job, "Failed")
     if failed:
-        if result and result.get("reason"):
+        if result and isinstance(result.get("reason"), str) and REASON.match(result["reason"]):
             return VersionStatus(
                 version,
                 State.FAILED,
                 job=name,
                 reason=str(result["reason"]),
-                message=str(result.get("message", "")),
+                message=str(result.get("message") or "")[:MAX_MESSAGE],
             )
         message = str(failed.get("message") or "")
         if termination and termination.get("message") and not result:
-            message = f"{message}: {str(termination['message']).strip()[-300:]}".strip(": ")
+            tail = str(termination["message"]).strip()[-300:]
+            message = f"{message}: {tail}".strip(": ")
         return VersionStatus(
             version,
             State.FAILED,

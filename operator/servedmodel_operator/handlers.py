@@ -13,11 +13,19 @@ from typing import Any
 
 import kopf
 
-from servedmodel_operator import GROUP, PLURAL, VERSION
+from servedmodel_operator import GROUP, PLURAL, VERSION, kube
 from servedmodel_operator.cache import owner_name, trim
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.labels import MANAGED_BY
-from servedmodel_operator.runtime import Indexes, IndexName, Options, Runtime, runtime
+from servedmodel_operator.runtime import (
+    Indexes,
+    IndexName,
+    Options,
+    Runtime,
+    created,
+    runtime,
+    store_key,
+)
 from servedmodel_operator.settings import configure
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -25,6 +33,12 @@ CHILD_SETTLE_SECONDS = 0.5
 EXPORTER_PODS = {**MANAGED, "app.kubernetes.io/component": labels.EXPORTER}
 SERVER_PODS = {**MANAGED, "app.kubernetes.io/component": labels.SERVER}
 INSTANCE = "app.kubernetes.io/instance"
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own loaders: kopf would otherwise log in through the `kubernetes` client.
+    return kube.login(**kwargs)
 
 
 @kopf.on.startup()
@@ -46,6 +60,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.index(GROUP, VERSION, PLURAL, id=IndexName.SERVEDMODELS)
 def servedmodel_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): trim(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=IndexName.STORES)
+def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Which ServedModels use which store directory: two must never share one."""
+    return {store_key(namespace, name, body.get("spec") or {}): (created(body), name)}
 
 
 def _by_owner(namespace: str | None, body: kopf.Body) -> Any:
@@ -99,12 +119,21 @@ def _enqueue(
     kind, name = str(body.get("kind")), str(body["metadata"]["name"])
     if event_type == "DELETED":
         rt.recent.forget(kind, namespace, name)
+        if kind == "ServedModel":
+            rt.generations.pop((namespace, name), None)
     else:
         rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
     if owner:
-        # A spec edit is acted on at once; children's status changes are let settle.
-        settle = 0.0 if kind == "ServedModel" else CHILD_SETTLE_SECONDS
-        rt.queue.add((namespace, owner), settle=settle)
+        # A spec edit is acted on at once, even during a failure's backoff (it may be the fix);
+        # children's status changes are let settle, and never cut a backoff short.
+        key = (namespace, owner)
+        if kind == "ServedModel":
+            generation = body["metadata"].get("generation")
+            new_spec = rt.generations.get(key) != generation
+            rt.generations[key] = generation
+            rt.queue.add(key, bypass_backoff=new_spec)
+        else:
+            rt.queue.add(key, settle=CHILD_SETTLE_SECONDS)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -1,124 +1,200 @@
-"""The only module that talks to the API server: server-side apply, status patches, events.
+"""The only module that talks to the API server: server-side apply, single-object reads,
+status patches, events.
 
-Reads never come through here: the reconciler works from kopf's watch-fed indexes, so a
-converged operator sends nothing at all. Requests go through the official client's
-configuration, authentication and connection pool, as raw JSON: the handful of kinds we write
-have fixed paths, so neither discovery nor model (de)serialisation is worth its CPU at scale.
+A thin asynchronous client on aiohttp (kopf's own HTTP library), logged in the way kopf logs
+in (kopf.login_with_service_account in a pod, kopf.login_with_kubeconfig elsewhere), so the
+operator never imports the official `kubernetes` client and its generated models. Requests
+are raw JSON to fixed, quoted paths: every name from a ServedModel is one quoted path segment,
+never a fragment of a URL.
+
+Reads of collections never come through here: the reconciler works from kopf's watch-fed
+indexes, so a converged operator sends nothing at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
+from urllib.parse import quote
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
-REQUEST_TIMEOUT = (10, 60)  # connect, read
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
+MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
 
-# (apiVersion, kind) -> the collection path under /namespaces/<ns>/, for what we write.
-_PATHS = {
-    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
-    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
-    ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{ns}/jobs",
-    (f"{GROUP}/{VERSION}", KIND): f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
-    ("events.k8s.io/v1", "Event"): "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+# (apiVersion, kind) -> (API prefix, plural), for every kind the operator reads or writes.
+RESOURCES = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    (f"{GROUP}/{VERSION}", KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    ("events.k8s.io/v1", "Event"): ("/apis/events.k8s.io/v1", "events"),
 }
 
 
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def permanent(self) -> bool:
+        """The request itself is wrong (invalid, forbidden, conflicting): retrying the same
+        request cannot succeed. 408 and 429 are the 4xx that can."""
+        return 400 <= self.status < 500 and self.status not in (408, 409, 429)
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The URL path of a namespaced object (or its collection), every segment quoted."""
+    prefix, plural = RESOURCES[(api_version, kind)]
+    out = f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}"
+    return f"{out}/{quote(name, safe='')}" if name is not None else out
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster credentials in a pod, else KUBECONFIG / ~/.kube/config (kopf's loaders)."""
+    settings = kwargs.pop("settings", None) or kopf.OperatorSettings()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_service_account(settings=settings, **kwargs)
+    return kopf.login_with_kubeconfig(settings=settings, **kwargs)
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
-        api_client.user_agent = USER_AGENT
-        self._api = api_client
+    def __init__(
+        self,
+        connect: Callable[[], kopf.ConnectionInfo | None] = login,
+        on_request: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+        self._lock = asyncio.Lock()
         self._instance = f"{FIELD_MANAGER}-{socket.gethostname()}"[:128]
+        self._on_request = on_request or (lambda verb, code: None)
 
-    @classmethod
-    def from_environment(cls, pool_size: int) -> Kube:
-        """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
-        configuration = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(client_configuration=configuration)
-        configuration.connection_pool_maxsize = pool_size
-        return cls(client.ApiClient(configuration))
+    async def _client(self, renew: bool = False) -> tuple[aiohttp.ClientSession, str]:
+        async with self._lock:
+            if self._session is None or renew:
+                info = self._connect()
+                if info is None:
+                    raise RuntimeError("no Kubernetes credentials: neither in a pod nor KUBECONFIG")
+                if self._session is not None:
+                    await self._session.close()
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=32, ssl=info.as_ssl_context()),
+                    headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
+                    timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT),
+                )
+                self._server = info.server.rstrip("/")
+            return self._session, self._server
 
-    def _request(
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
         self,
         method: str,
-        path: str,
+        url_path: str,
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
-        query: list[tuple[str, str]] | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One request, JSON in and out; a non-2xx answer raises ApiException."""
-        response = self._api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=dict(body) if body is not None else None,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-        result: dict[str, Any] = json.loads(response.data)
-        return result
+        """One request, JSON in and out; a non-2xx answer raises ApiError. An expired token is
+        renewed once (a projected ServiceAccount token rotates)."""
+        for attempt in (1, 2):
+            session, server = await self._client(renew=attempt == 2)
+            async with session.request(
+                method,
+                server + url_path,
+                params=dict(query or {}),
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Content-Type": content_type, "Accept": "application/json"},
+            ) as response:
+                raw = await response.content.read(MAX_RESPONSE_BYTES)
+                self._on_request(method, response.status)
+                if response.status == 401 and attempt == 1:
+                    continue
+                try:
+                    answer = json.loads(raw or b"{}")
+                except ValueError:
+                    answer = {"message": raw[:300].decode(errors="replace")}
+                if response.status >= 300:
+                    raise ApiError(
+                        response.status,
+                        str(answer.get("reason") or response.reason or ""),
+                        str(answer.get("message") or ""),
+                    )
+                return answer if isinstance(answer, dict) else {}
+        raise AssertionError("unreachable")
 
-    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's one field manager; returns the live object."""
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's one field manager; returns the live object.
+
+        Forced: the fields are ours by design (a hand edit is drift to undo). The caller has
+        checked the object is absent or ours (never a takeover of someone else's object)."""
         meta = manifest["metadata"]
-        collection = _PATHS[(manifest["apiVersion"], manifest["kind"])].format(ns=meta["namespace"])
-        return self._request(
+        return await self.request(
             "PATCH",
-            f"{collection}/{meta['name']}",
+            path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
             manifest,
             "application/apply-patch+yaml",
-            [("fieldManager", FIELD_MANAGER), ("force", "true")],
+            {"fieldManager": FIELD_MANAGER, "force": "true"},
         )
 
-    def patch_status(
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """One object by name (None if it does not exist): a typed single-object read."""
+        try:
+            return await self.request("GET", path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_status(
         self, namespace: str, name: str, status_patch: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch the status subresource (never spec); the patched object, or None if gone."""
-        collection = _PATHS[(f"{GROUP}/{VERSION}", KIND)].format(ns=namespace)
         try:
-            return self._request(
+            return await self.request(
                 "PATCH",
-                f"{collection}/{name}/status",
+                path(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status",
                 {"status": dict(status_patch)},
                 "application/merge-patch+json",
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return None
             raise
 
-    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """The key names of a Secret (None if it does not exist). Values are dropped at once:
         the operator checks that credentials exist, it never handles them."""
-        try:
-            secret = self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return frozenset((secret.get("data") or {}).keys())
+        secret = await self.get("v1", "Secret", namespace, name)
+        return None if secret is None else frozenset((secret.get("data") or {}).keys())
 
-    def event(
+    async def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
     ) -> None:
         """Post an events.k8s.io/v1 Event about a ServedModel.
@@ -146,11 +222,6 @@ class Kube:
             },
         }
         try:
-            self._request(
-                "POST",
-                _PATHS[("events.k8s.io/v1", "Event")].format(ns=namespace),
-                body,
-                "application/json",
-            )
-        except ApiException as exc:
-            log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc.reason)
+            await self.request("POST", path("events.k8s.io/v1", "Event", namespace), body)
+        except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc)

@@ -33,14 +33,22 @@ TERMINATION_MESSAGE_LIMIT = 4096
 TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir, not the host's /tmp
 
 
-def store_path(model: ServedModelSpec, mount: str) -> str:
-    """The directory holding <modelName>/<version>/ under a store mounted at `mount`."""
-    return "/".join(p for p in (mount, model.spec.store.pvc.path.strip("/")) if p)
+def model_subpath(model: ServedModelSpec) -> str:
+    """The model's own directory inside the store claim: `<store.pvc.path>/<modelName>`.
+
+    Pods mount only this directory of the claim (a subPath), never the whole store: an
+    exporter can write its own model's versions and nothing else, TF Serving read only them."""
+    return "/".join(p for p in (model.spec.store.pvc.path.strip("/"), model.model_name) if p)
+
+
+def model_mount(model: ServedModelSpec, store_mount: str) -> str:
+    """Where a pod sees the model's directory: `<store mount>/<modelName>`."""
+    return f"{store_mount}/{model.model_name}"
 
 
 def model_base_path(model: ServedModelSpec) -> str:
     """Where TF Serving finds the model's numbered versions (its config's base_path)."""
-    return f"{store_path(model, SERVER_STORE_MOUNT)}/{model.model_name}"
+    return model_mount(model, SERVER_STORE_MOUNT)
 
 
 def model_url_path(model: ServedModelSpec) -> str:

@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from servedmodel_operator import drift, exports, serving, status
+from servedmodel_operator import drift, exports, layout, policy, serving, status
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.layout import MODELS_CONFIG
+from servedmodel_operator.policy import Refusal
 from servedmodel_operator.render.configmap import configmap, parse_models_config
 from servedmodel_operator.render.deployment import deployment
 from servedmodel_operator.render.job import job
@@ -38,6 +39,10 @@ class Observed:
     # The TF Serving pods, and what each (incarnation) said when last read.
     pods: Sequence[Mapping[str, Any]] = ()
     reports: Mapping[str, PodReport] = field(default_factory=dict)
+    # ServedModels of the namespace that use the same store directory, as (created, name).
+    store_sharers: Sequence[tuple[str, str]] = ()
+    # Why writing is refused (the policy, an object that is not ours), found by the reconciler.
+    refusals: Sequence[Refusal] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def _with_started(states: list[VersionStatus], started: Mapping[int, str]) -> li
 
 
 def _export_states(
-    model: ServedModelSpec, observed: Observed, exporter_image: str
+    model: ServedModelSpec, observed: Observed, exporter_image: str, may_start: bool = True
 ) -> tuple[list[VersionStatus], dict[int, dict[str, Any]], bool]:
     """Each declared version's export state, the Jobs to create now, and whether any version
     is blocked (by a missing Secret)."""
@@ -125,7 +130,8 @@ def _export_states(
         else s
         for s in states
     ]
-    jobs = {v: wanted_jobs[v] for v in exports.versions_to_start(model, states)}
+    starting = exports.versions_to_start(model, states) if may_start else []
+    jobs = {v: wanted_jobs[v] for v in starting}
     states = _with_started(states, {v: j["metadata"]["name"] for v, j in jobs.items()})
     return states, jobs, bool(blocked)
 
@@ -140,8 +146,42 @@ def serving_pods(observed: Observed) -> list[ServingPod]:
     return [ServingPod.of(p) for p in observed.pods]
 
 
+def observed_object(observed: Observed, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The live object the watch caches hold for a manifest, if any."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    if kind == "Job":
+        return next((j for j in observed.jobs if j["metadata"]["name"] == name), None)
+    live = {"ConfigMap": observed.configmap, "Deployment": observed.deployment}.get(
+        kind, observed.service if kind == "Service" else None
+    )
+    return live if live is not None and live["metadata"]["name"] == name else None
+
+
+def refusals(model: ServedModelSpec, observed: Observed) -> list[Refusal]:
+    """Reasons not to write at all: the reconciler's findings, children that belong to another
+    ServedModel, and another ServedModel of the namespace that came first to the same store
+    directory (it keeps it)."""
+    out = list(observed.refusals)
+    for child in (observed.configmap, observed.deployment, observed.service, *observed.jobs):
+        if child is not None and (found := policy.foreign(child, child, model.uid)):
+            out.append(found)
+    if observed.store_sharers:
+        _created, name = min(observed.store_sharers)
+        out.append(
+            Refusal(
+                "StoreConflict",
+                f"ServedModel {name} already uses {model.spec.store.pvc.claim_name}:"
+                f"{layout.model_subpath(model)} for model {model.model_name}: versions of two "
+                "ServedModels would overwrite each other; give this one another modelName or "
+                "store path",
+            )
+        )
+    return list(dict.fromkeys(out))
+
+
 def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
-    states, jobs, blocked = _export_states(model, observed, exporter_image)
+    refused = refusals(model, observed)
+    states, jobs, blocked = _export_states(model, observed, exporter_image, not refused)
     wanted = select(model, exports.exported(states))
     current, digest = current_config(model, observed)
     pods = serving_pods(observed)
@@ -159,7 +199,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     to_apply = [
         m
         for m, live in ((drift.stamped(m), live) for m, live in desired)
-        if drift.needs_apply(m, live)
+        if drift.needs_apply(m, live) and not refused
     ]
     new_status = status.summarise(
         model,
@@ -168,13 +208,14 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         observed.deployment,
         observed.status,
         now,
+        refused,
     )
     return Plan(
         apply=to_apply,
         status=new_status if new_status != dict(observed.status) else None,
         events=events(model, observed.status, states, seen),
-        requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked else None,
-        config_changed=transition.config != current,
+        requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked or refused else None,
+        config_changed=transition.config != current and not refused,
     )
 
 

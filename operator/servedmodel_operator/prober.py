@@ -6,7 +6,6 @@ server). A NetworkPolicy around serving pods must let the operator reach them on
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
@@ -14,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+import aiohttp
 
 from servedmodel_operator.layout import REST_PORT
 from servedmodel_operator.serving import (
@@ -31,39 +32,60 @@ class PodUnreadable(Exception):
     """The pod did not answer, or not with a model status."""
 
 
-def _get(ip: str, path: str) -> tuple[int, Mapping[str, Any]]:
-    connection = http.client.HTTPConnection(ip, REST_PORT, timeout=TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", path, headers={"Accept": "application/json"})
-        response = connection.getresponse()
-        raw = response.read(1 << 20)
-    except (OSError, http.client.HTTPException) as exc:
-        raise PodUnreadable(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        connection.close()
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise PodUnreadable(f"HTTP {response.status}: not JSON") from exc
-    return response.status, body if isinstance(body, Mapping) else {}
+class Prober:
+    """HTTP to TF Serving pods: one session, a few connections, short timeouts."""
 
+    def __init__(self, on_request: Any = None) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._on_request = on_request or (lambda outcome: None)
 
-def read_pod(ip: str, model_name: str, labels: Iterable[str], digest: str) -> PodReport:
-    """One pod's versions (GET /v1/models/<m>) and what each label resolves to there."""
-    base = f"/v1/models/{quote(model_name, safe='')}"
-    try:
-        status, body = _get(ip, base)
-        # 404: TF Serving knows no version of the model yet (nothing loaded or loading).
-        if status not in (200, 404):
-            raise PodUnreadable(f"HTTP {status}: {str(body.get('error', ''))[:200]}")
-        versions = parse_model_status(body) if status == 200 else {}
-        resolved: dict[str, int | None] = {}
-        for label in labels:
-            status, body = _get(ip, f"{base}/labels/{quote(label, safe='')}")
-            resolved[label] = resolved_version(body) if status == 200 else None
-    except PodUnreadable as exc:
-        return PodReport(digest, error=str(exc)[:300])
-    return PodReport(digest, versions, resolved)
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
+        try:
+            async with self._client().get(
+                f"http://{ip}:{REST_PORT}{url_path}", headers={"Accept": "application/json"}
+            ) as response:
+                raw = await response.content.read(1 << 20)
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._on_request("error")
+            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        self._on_request(str(status))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise PodUnreadable(f"HTTP {status}: not JSON") from exc
+        return status, body if isinstance(body, Mapping) else {}
+
+    async def read_pod(
+        self, ip: str, model_name: str, labels: Iterable[str], digest: str
+    ) -> PodReport:
+        """One pod's versions (GET /v1/models/<m>) and what each label resolves to there."""
+        base = f"/v1/models/{quote(model_name, safe='')}"
+        try:
+            status, body = await self._get(ip, base)
+            # 404: TF Serving knows no version of the model yet (nothing loaded or loading).
+            if status not in (200, 404):
+                raise PodUnreadable(f"HTTP {status}: {str(body.get('error', ''))[:200]}")
+            versions = parse_model_status(body) if status == 200 else {}
+            resolved: dict[str, int | None] = {}
+            for label in labels:
+                status, body = await self._get(ip, f"{base}/labels/{quote(label, safe='')}")
+                resolved[label] = resolved_version(body) if status == 200 else None
+        except PodUnreadable as exc:
+            return PodReport(digest, error=str(exc)[:300])
+        return PodReport(digest, versions, resolved)
 
 
 @dataclass

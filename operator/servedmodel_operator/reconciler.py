@@ -1,33 +1,36 @@
-"""Runs one reconcile: parse, plan (pure), then apply, patch status and post events.
+"""Runs one reconcile: parse, read what must be read, plan (pure), then apply, patch status
+and post events.
 
-Called from the work queue in a worker thread (the kubernetes client blocks), with a snapshot
-of the caches taken on the event loop, so no thread ever reads a cache kopf is updating.
+Called from the work queue on kopf's event loop with a snapshot of the watch caches. All I/O
+is asynchronous (aiohttp): a reconcile waiting on the API server or on a pod blocks nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from servedmodel_operator import KIND, serving, status
+from servedmodel_operator import KIND, policy, serving, status
 from servedmodel_operator.cache import Recent
-from servedmodel_operator.kube import Kube
+from servedmodel_operator.kube import ApiError, Kube
 from servedmodel_operator.logs import ObjectLogger
 from servedmodel_operator.plan import (
     Observed,
     current_config,
+    observed_object,
     plan,
     secrets_to_check,
     serving_pods,
 )
-from servedmodel_operator.prober import Reports, monotonic, read_pod
+from servedmodel_operator.policy import Policy, Refusal
+from servedmodel_operator.prober import Prober, Reports, monotonic
 from servedmodel_operator.spec import InvalidSpec, ServedModelSpec
 
 log = logging.getLogger(__name__)
-
 
 # After writing a new models.config: when to first ask the pods about it.
 CONFIG_REREAD_SECONDS = 1.0
@@ -43,13 +46,26 @@ def _earliest(*delays: float | None) -> float | None:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, recent: Recent, reports: Reports, exporter_image: str) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        prober: Prober,
+        recent: Recent,
+        reports: Reports,
+        exporter_image: str,
+        policy: Policy,
+    ) -> None:
         self._kube = kube
+        self._prober = prober
         self._recent = recent
         self._reports = reports
         self._exporter_image = exporter_image
+        self._policy = policy
+        # (namespace, name) -> the generation whose apply the API server refused (a 4xx):
+        # not retried until the spec changes.
+        self._rejected: dict[tuple[str, str], tuple[int, str]] = {}
 
-    def run(self, body: Mapping[str, Any], observed: Observed) -> float | None:
+    async def run(self, body: Mapping[str, Any], observed: Observed) -> float | None:
         """Reconcile one ServedModel; returns when to look again regardless of events, if ever."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -59,51 +75,131 @@ class Reconciler:
         except InvalidSpec as exc:
             logger.error("cannot parse the spec: %s", exc)
             new = status.invalid(observed.status, int(meta.get("generation", 0)), str(exc), _now())
-            self._write_status(body, observed.status, new)
+            await self._write_status(body, observed.status, new)
             return None
-        needed = secrets_to_check(model, observed)
-        if needed:  # the one read a reconcile makes: whether credentials exist, never values
-            keys = {secret: self._kube.secret_keys(namespace, secret) for secret in sorted(needed)}
-            observed = replace(observed, secret_keys=keys)
-        observed = self._read_pods(model, observed, logger)
+        observed = await self._read_secrets(model, observed)
+        observed = await self._read_pods(model, observed, logger)
+        rejected = self._rejected.get((namespace, name))
+        if rejected is not None and rejected[0] == model.generation:
+            observed = replace(observed, refusals=(Refusal("ApplyRejected", rejected[1]),))
         decided = plan(model, observed, self._exporter_image, _now())
+        if decided.apply:
+            found = await self._admit(model, observed, decided.apply)
+            if found:
+                logger.warning("refused: %s", "; ".join(r.message for r in found))
+                observed = replace(observed, refusals=(*observed.refusals, *found))
+                decided = plan(model, observed, self._exporter_image, _now())
         if not decided.apply and decided.status is None and not decided.events:
             logger.debug("reconciled: in sync, nothing to write")
-        for manifest in decided.apply:
-            logger.info("applying %s %s", manifest["kind"], manifest["metadata"]["name"])
-            self._recent.record(self._kube.apply(manifest))
+        try:
+            for manifest in decided.apply:
+                logger.info("applying %s %s", manifest["kind"], manifest["metadata"]["name"])
+                self._recent.record(await self._kube.apply(manifest))
+        except ApiError as exc:
+            if not exc.permanent:
+                raise  # transient: the work queue retries with backoff
+            await self._refused_by_the_api(body, model, observed, manifest, exc, logger)
+            return None
+        self._rejected.pop((namespace, name), None)
         if decided.status is not None:
-            self._write_status(body, observed.status, decided.status)
+            await self._write_status(body, observed.status, decided.status)
         for event in decided.events:
-            self._kube.event(namespace, name, model.uid, event.type, event.reason, event.message)
+            await self._kube.event(
+                namespace, name, model.uid, event.type, event.reason, event.message
+            )
         return _earliest(
             decided.requeue_after,
             CONFIG_REREAD_SECONDS if decided.config_changed else None,
             self._reports.next_due(serving_pods(observed), monotonic()),
         )
 
-    def _read_pods(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Observed:
+    async def _admit(
+        self, model: ServedModelSpec, observed: Observed, manifests: Sequence[Mapping[str, Any]]
+    ) -> list[Refusal]:
+        """Before writing: an object to create must not exist already unless it is ours (one
+        typed read each), and every pod must pass the policy (the claims and ServiceAccounts
+        it uses are read, one object each)."""
+        out: list[Refusal] = []
+        for manifest in manifests:
+            if observed_object(observed, manifest) is None:
+                meta = manifest["metadata"]
+                live = await self._kube.get(
+                    manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+                )
+                if live is not None and (found := policy.foreign(manifest, live, model.uid)):
+                    out.append(found)
+        claims, accounts = policy.needed(manifests)
+        facts = policy.Facts(
+            claims={c: await self._labels("PersistentVolumeClaim", model, c) for c in claims},
+            service_accounts={
+                a: await self._labels("ServiceAccount", model, a, "annotations") for a in accounts
+            },
+        )
+        return out + policy.check(self._policy, manifests, facts)
+
+    async def _labels(
+        self, kind: str, model: ServedModelSpec, name: str, field: str = "labels"
+    ) -> dict[str, str] | None:
+        live = await self._kube.get("v1", kind, model.namespace, name)
+        return None if live is None else dict((live.get("metadata") or {}).get(field) or {})
+
+    async def _refused_by_the_api(
+        self,
+        body: Mapping[str, Any],
+        model: ServedModelSpec,
+        observed: Observed,
+        manifest: Mapping[str, Any],
+        exc: ApiError,
+        logger: Any,
+    ) -> None:
+        """The API server refused an apply for a reason retrying cannot fix (invalid, forbidden):
+        say so in status, and do not try again until the spec changes."""
+        message = (
+            f"the API server refused {manifest['kind']} {manifest['metadata']['name']}: "
+            f"{exc.status} {exc.reason}: {exc.message}"
+        )
+        logger.warning("%s", message)
+        self._rejected[(model.namespace, model.name)] = (model.generation, message[:1024])
+        observed = replace(observed, refusals=(Refusal("ApplyRejected", message),))
+        decided = plan(model, observed, self._exporter_image, _now())
+        if decided.status is not None:
+            await self._write_status(body, observed.status, decided.status)
+
+    async def _read_secrets(self, model: ServedModelSpec, observed: Observed) -> Observed:
+        """Whether credentials Secrets of exports about to start exist (key names only)."""
+        needed = sorted(secrets_to_check(model, observed))
+        if not needed:
+            return observed
+        keys = [await self._kube.secret_keys(model.namespace, secret) for secret in needed]
+        return replace(observed, secret_keys=dict(zip(needed, keys, strict=True)))
+
+    async def _read_pods(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Observed:
         """Ask the TF Serving pods that are not settled under the current config what they
         serve (a settled pod is never asked again: nothing is sent at rest)."""
         config, digest = current_config(model, observed)
         pods = serving_pods(observed)
         now = monotonic()
-        for pod in serving.to_probe(pods, self._reports.reports(pods), config, digest):
-            if not pod.ip or not self._reports.due(pod, digest, now):
-                continue
-            labels = list(config.labels) if config else []
-            report = read_pod(pod.ip, model.model_name, labels, digest)
-            settled = config is not None and report.settled(config)
+        due = [
+            p
+            for p in serving.to_probe(pods, self._reports.reports(pods), config, digest)
+            if p.ip and self._reports.due(p, digest, now)
+        ]
+        labels = list(config.labels) if config else []
+        readings = await asyncio.gather(
+            *(self._prober.read_pod(str(p.ip), model.model_name, labels, digest) for p in due)
+        )
+        for pod, report in zip(due, readings, strict=True):
             if report.error is not None:
                 logger.debug("pod %s: cannot read model status: %s", pod.name, report.error)
+            settled = config is not None and report.settled(config)
             self._reports.record(pod, report, settled, monotonic())
         return replace(observed, reports=self._reports.reports(pods))
 
-    def _write_status(
+    async def _write_status(
         self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
     ) -> None:
         meta = body["metadata"]
-        patched = self._kube.patch_status(
+        patched = await self._kube.patch_status(
             meta["namespace"], meta["name"], status.merge_patch(old, new)
         )
         if patched is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -16,7 +14,8 @@ from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import Kube
 from servedmodel_operator.logs import ObjectLogger
 from servedmodel_operator.plan import Observed
-from servedmodel_operator.prober import Reports
+from servedmodel_operator.policy import Policy
+from servedmodel_operator.prober import Prober, Reports
 from servedmodel_operator.reconciler import Reconciler
 from servedmodel_operator.workqueue import WorkQueue
 
@@ -29,6 +28,7 @@ class Options:
 
     exporter_image: str
     workers: int
+    policy: Policy
 
 
 class IndexName(StrEnum):
@@ -42,6 +42,7 @@ class IndexName(StrEnum):
     JOBS = "jobs"
     EXPORTER_PODS = "exporter_pods"
     SERVER_PODS = "server_pods"
+    STORES = "stores"
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,22 @@ class Indexes:
     jobs: kopf.Index[tuple[str, str], Any]
     exporter_pods: kopf.Index[tuple[str, str], Any]
     server_pods: kopf.Index[tuple[str, str], Any]
+    stores: kopf.Index[tuple[str, ...], Any]
 
     @classmethod
     def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
         return cls(**{str(name): handler_kwargs[name] for name in IndexName})
+
+
+def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """(namespace, claim, path, modelName): one model directory of one store."""
+    pvc = (spec.get("store") or {}).get("pvc") or {}
+    path = "/".join(p for p in str(pvc.get("path") or "").split("/") if p)
+    return (str(namespace), str(pvc.get("claimName")), path, str(spec.get("modelName") or name))
+
+
+def created(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
 def _only(store: Any) -> Mapping[str, Any] | None:
@@ -72,10 +85,15 @@ class Runtime:
     def __init__(self, options: Options, indexes: Indexes) -> None:
         self.recent = Recent()
         self.reports = Reports()
-        self.kube = Kube.from_environment(pool_size=options.workers + 4)
-        self.reconciler = Reconciler(self.kube, self.recent, self.reports, options.exporter_image)
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=options.workers, thread_name_prefix="reconcile"
+        self.kube = Kube()
+        self.prober = Prober()
+        self.reconciler = Reconciler(
+            self.kube,
+            self.prober,
+            self.recent,
+            self.reports,
+            options.exporter_image,
+            options.policy,
         )
         self.queue = WorkQueue(
             self._reconcile,
@@ -83,6 +101,7 @@ class Runtime:
             logger=lambda key: ObjectLogger(log, *cast(tuple[str, str], key)),
         )
         self.indexes = indexes
+        self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         """A consistent snapshot of one ServedModel and its children, taken on the event loop."""
@@ -116,8 +135,18 @@ class Runtime:
             jobs=tuple(jobs),
             pods_by_job=pods,
             pods=tuple(idx.server_pods.get(key, ())),
+            store_sharers=self._earlier_store_users(namespace, name, body),
         )
         return body, observed
+
+    def _earlier_store_users(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> tuple[tuple[str, str], ...]:
+        """The other ServedModels of the namespace on the same store directory that came
+        first (by creation time, then name): they keep it."""
+        mine = (created(body), name)
+        sharers = self.indexes.stores.get(store_key(namespace, name, body.get("spec") or {}), ())
+        return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
 
     async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)
@@ -125,13 +154,12 @@ class Runtime:
         if snapshot is None:
             return None
         body, observed = snapshot
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.reconciler.run, body, observed
-        )
+        return await self.reconciler.run(body, observed)
 
     async def close(self) -> None:
         await self.queue.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.prober.close()
+        await self.kube.close()
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

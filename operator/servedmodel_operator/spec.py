@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from servedmodel_operator import EXPORTER_IMAGE, GROUP, VERSION
@@ -21,8 +22,32 @@ DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
 DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
 
 
+# The CRD's patterns, repeated here for objects admitted before a rule existed (and tests).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME = 52  # room for every suffix derived from it within 63 characters (see derived_name)
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
+
+
 class InvalidSpec(ValueError):
     """The object cannot be parsed (the CRD schema should have rejected it)."""
+
+
+def _no_dot_segments(value: str) -> str:
+    if _DOT_SEGMENT.search(value):
+        raise ValueError("must not contain '.' or '..' path segments")
+    return value
+
+
+def derived_name(base: str, suffix: str = "", limit: int = 63) -> str:
+    """`<base><suffix>`, or, when that is longer than `limit`, base cut short plus a hash of
+    the whole base, so two long names never collide. Never ends in '-' or '.'."""
+    name = f"{base}{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
 
 
 class _Frozen(BaseModel):
@@ -32,12 +57,12 @@ class _Frozen(BaseModel):
 
 
 class SecretRef(_Frozen):
-    name: str
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
 
 
 class ConfigMapKey(_Frozen):
-    config_map_name: str
-    key: str
+    config_map_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
 
 
 class S3Options(_Frozen):
@@ -63,6 +88,14 @@ GCS_SECRET_KEY = "service-account.json"  # noqa: S105 - a key name, not a secret
 class Source(_Frozen):
     uri: str
     sha256: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _inside_the_claim(cls, uri: str) -> str:
+        if uri.startswith("pvc://"):
+            _no_dot_segments(uri.removeprefix("pvc://").partition("/")[2])
+        return uri
+
     credentials_secret_ref: SecretRef | None = None
     s3: S3Options | None = None
     gcs: GcsOptions | None = None
@@ -81,6 +114,8 @@ class Source(_Frozen):
 class VersionEntry(_Frozen):
     version: int = Field(gt=0)
     source: Source
+    # Keras-2 models may carry Python bytecode (Lambda layers) that runs when loaded.
+    allow_unsafe_deserialization: bool = False
 
     def digest(self) -> str:
         """A short, stable hash of the entry (it is immutable once added)."""
@@ -102,8 +137,15 @@ class Serve(_Frozen):
 
 
 class PvcStore(_Frozen):
-    claim_name: str
+    claim_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
     path: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside_the_claim(cls, path: str) -> str:
+        if path.startswith("/"):
+            raise ValueError("must be relative")
+        return _no_dot_segments(path)
 
 
 class Store(_Frozen):
@@ -168,7 +210,7 @@ class Warmup(_Frozen):
 
 class Exporter(_Frozen):
     image: str | None = None
-    service_account_name: str | None = None
+    service_account_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
     parallelism: int = Field(default=1, ge=1)
     backoff_limit: int = Field(default=1, ge=0)
     active_deadline_seconds: int = Field(default=3600, ge=60)
@@ -200,6 +242,12 @@ class ServedModelSpec(_Frozen):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ServedModelSpec:
         meta = body.get("metadata", {})
+        name = str(meta.get("name", ""))
+        if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
+            raise InvalidSpec(
+                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
+                "characters: recreate the ServedModel under such a name"
+            )
         try:
             return cls(
                 name=meta["name"],
@@ -227,7 +275,7 @@ class ServedModelSpec(_Frozen):
 
     @property
     def configmap_name(self) -> str:
-        return f"{self.name}-tfserving"
+        return derived_name(self.name, "-tfserving")
 
     @property
     def api_version(self) -> str:
@@ -244,6 +292,5 @@ class ServedModelSpec(_Frozen):
         raise KeyError(version)
 
     def job_name(self, version: int, digest: str) -> str:
-        """<name>-export-v<version>-<hash>, cut to stay a valid 63-character label value."""
-        suffix = f"-export-v{version}-{digest[:8]}"
-        return f"{self.name[: 63 - len(suffix)].rstrip('-')}{suffix}"
+        """<name>-export-v<version>-<hash>, a valid Job name and 63-character label value."""
+        return derived_name(self.name, f"-export-v{version}-{digest[:8]}")

@@ -23,6 +23,7 @@ from typing import Any
 
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.layout import endpoints
+from servedmodel_operator.policy import Refusal
 from servedmodel_operator.render import labels
 from servedmodel_operator.selection import Served
 from servedmodel_operator.serving import View
@@ -100,17 +101,35 @@ class Rollout:
         )
 
 
+MAX_MESSAGE = 1024  # a condition message, whatever a hostile spec or exporter puts in it
+
+
+def bounded(parts: Sequence[str], limit: int = MAX_MESSAGE) -> str:
+    """Distinct messages joined with '; ', each once, cut to `limit` characters."""
+    text = "; ".join(dict.fromkeys(p for p in parts if p))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _grouped(states: Sequence[VersionStatus]) -> str:
+    """`version(s) 1, 2: Reason: message` per distinct failure: each message once."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for s in states:
+        groups.setdefault((str(s.reason or ""), str(s.message or "")), []).append(s.version)
+    return bounded(
+        [
+            f"version{'s' if len(v) > 1 else ''} {_list(v)}: {reason}: {message}".rstrip(": ")
+            for (reason, message), v in groups.items()
+        ]
+    )
+
+
 def export_condition(states: Sequence[VersionStatus]) -> Condition:
     blocked = [s for s in states if s.state is State.BLOCKED]
     if blocked:
-        detail = "; ".join(f"version {s.version}: {s.reason}: {s.message}" for s in blocked)
-        return _false(EXPORTED, "CredentialsMissing", detail)
+        return _false(EXPORTED, "CredentialsMissing", _grouped(blocked))
     failed = [s for s in states if s.state is State.FAILED]
     if failed:
-        detail = "; ".join(
-            f"version {s.version}: {s.reason}: {s.message}".rstrip(": ") for s in failed
-        )
-        return _false(EXPORTED, "ExportFailed", detail)
+        return _false(EXPORTED, "ExportFailed", _grouped(failed))
     running = [s.version for s in states if s.state is State.EXPORTING]
     if running:
         return _false(EXPORTED, "Exporting", f"exporting version(s) {_list(running)}")
@@ -269,8 +288,11 @@ def conditions(
     rollout: Rollout,
     serving: Serving,
     now: str,
+    refused: Sequence[Refusal] = (),
 ) -> list[Condition]:
     """The kstatus trio, from the finer conditions: the first obstacle found decides."""
+    if refused:
+        return _stalled(refused[0].reason, bounded([r.message for r in refused]))
     if export.reason in ("ExportFailed", "CredentialsMissing"):
         return _stalled(export.reason, export.message)
     if rollout.progress_deadline_exceeded:
@@ -362,11 +384,12 @@ def summarise(
     deployment: Mapping[str, Any] | None,
     previous: Mapping[str, Any],
     now: str,
+    refused: Sequence[Refusal] = (),
 ) -> dict[str, Any]:
     rollout = Rollout.of(deployment)
     export = export_condition(states)
     available = available_condition(rollout, serving)
-    trio = conditions(model, export, available, rollout, serving, now)
+    trio = conditions(model, export, available, rollout, serving, now, refused)
     out = {
         "observedGeneration": model.generation,
         "modelName": model.model_name,

@@ -45,6 +45,7 @@ class WorkQueue:
         self._running: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
+        self._backoff_until: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add(
@@ -53,10 +54,12 @@ class WorkQueue:
         delay: float | None = None,
         settle: float = 0.0,
         settle_cap: float = 2.0,
+        bypass_backoff: bool = False,
     ) -> None:
         """Ask for key to be reconciled: after `delay` (default: the coalescing window), or,
         with `settle`, once no such request came for `settle` seconds (at most `settle_cap`
-        after the first)."""
+        after the first). A key backing off after failures is not run sooner for it, unless
+        `bypass_backoff` (a new spec: the failure may be fixed)."""
         if key in self._running:
             self._dirty.add(key)  # run again once the current run ends
             return
@@ -67,6 +70,10 @@ class WorkQueue:
         when = now + wait
         if settle:
             when = min(max(when, now + settle), first + settle_cap)
+        if bypass_backoff:
+            self._backoff_until.pop(key, None)
+        else:
+            when = max(when, self._backoff_until.get(key, when))
         if existing is not None:
             if existing.when() == when or (not settle and existing.when() <= when):
                 return
@@ -88,6 +95,7 @@ class WorkQueue:
             async with self._slots:
                 again = await self._work(key)
             self._failures.pop(key, None)
+            self._backoff_until.pop(key, None)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -101,6 +109,7 @@ class WorkQueue:
         dirty = key in self._dirty
         self._dirty.discard(key)
         if retry_in is not None:  # backoff wins over new events: a failing key never spins
+            self._backoff_until[key] = asyncio.get_running_loop().time() + retry_in
             self.add(key, delay=retry_in)
         elif dirty:
             self.add(key)

@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from localcluster import audit as audit_log
 from localcluster import cluster as localcluster
-from localcluster import volumes
+from localcluster import netguard, volumes
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
 
@@ -76,6 +76,7 @@ def operator(
         name=f"operator-{namespace}",
         namespaces=(namespace,),
         args=("--log-level=DEBUG",),
+        env=netguard.guard_env(cluster.netguard_log),
     )
     proc.start()
     yield proc

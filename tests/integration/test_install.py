@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from localcluster import build
+from localcluster import build, netguard
 from localcluster import cluster as localcluster
 from localcluster.waiting import wait_for
 from tests.integration.conftest import (
@@ -110,7 +110,11 @@ def operator_as_serviceaccount(
         == f"system:serviceaccount:{SYSTEM}:servedmodel-operator"
     )
     proc = OperatorProcess(
-        kubeconfig, tmp_path, namespaces=(namespace,), args=("--log-level=DEBUG",)
+        kubeconfig,
+        tmp_path,
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG",),
+        env=netguard.guard_env(cluster.netguard_log),
     )
     proc.start()
     yield proc

@@ -32,6 +32,17 @@ def model(**spec: Any) -> ServedModelSpec:
     return ServedModelSpec.from_body(body(**spec))
 
 
+OWNED_BY_MNIST = [
+    {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "name": "mnist",
+        "uid": "uid-1",
+        "controller": True,
+    }
+]
+
+
 def job_obj(
     name: str,
     version: int,
@@ -53,6 +64,7 @@ def job_obj(
             "name": name,
             "creationTimestamp": created,
             "labels": {"serving.servedmodel.io/version": str(version)},
+            "ownerReferences": OWNED_BY_MNIST,
         },
         "status": status,
     }
@@ -86,7 +98,9 @@ def deployment_obj(
 ) -> dict[str, Any]:
     available = ready if available is None else available
     return {
-        "metadata": {"name": "mnist", "generation": generation},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "mnist", "generation": generation, "ownerReferences": OWNED_BY_MNIST},
         "spec": {"replicas": replicas},
         "status": {
             "observedGeneration": observed,

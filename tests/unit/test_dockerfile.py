@@ -55,6 +55,8 @@ def test_the_operator_image_installs_no_tensorflow() -> None:
             assert package == "tensorflow-serving-api", command
             assert "--no-deps" in command, command
     assert "! /opt/venv/bin/pip show tensorflow tensorflow-cpu >/dev/null 2>&1" in commands
+    # Nor the official Kubernetes client: the operator talks to the API server with aiohttp.
+    assert "! /opt/venv/bin/pip show kubernetes >/dev/null 2>&1" in commands
 
 
 def test_the_exporter_image_has_tensorflow_and_versions_are_build_args() -> None:
@@ -75,3 +77,25 @@ def test_exporter_uid_matches_the_job_security_context() -> None:
 
     users = [line for line in _stages()["exporter"] if line.startswith("USER ")]
     assert users[-1] == f"USER {RUN_AS_USER}:{RUN_AS_USER}"
+
+
+def test_the_operator_process_imports_neither_tensorflow_nor_the_kubernetes_client() -> None:
+    """Everything `servedmodel-operator` imports before it runs, in a fresh interpreter of the
+    development venv (where both are installed): neither may be among them."""
+    import ast
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from servedmodel_operator import __main__ as entry\n"
+        "for name in entry.UNUSED_CLIENTS: sys.modules.setdefault(name, None)\n"
+        "import servedmodel_operator.app, servedmodel_operator.handlers\n"
+        "print(sorted(m for m in sys.modules if sys.modules[m] is not None))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    modules = set(ast.literal_eval(loaded))
+    assert not {m for m in modules if m.split(".")[0] in ("kubernetes", "tensorflow", "keras")}
+    assert "servedmodel_operator.handlers" in modules

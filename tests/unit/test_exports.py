@@ -103,3 +103,29 @@ def test_parallelism_limits_what_starts() -> None:
     assert versions_to_start(m, states) == [2]
     assert versions_to_start(m, version_states(m, [], {}, {}, wanted)) == [1, 2]
     assert exported(states) == frozenset()
+
+
+def test_termination_messages_are_untrusted_input() -> None:
+    from servedmodel_operator.exports import parse_result
+
+    deep = "[" * 100_000 + "]" * 100_000
+    assert parse_result(deep) is None  # no RecursionError
+    assert parse_result('{"ok": true, "verification": {"maxAbsDiff": NaN}}') is None
+    cleaned = parse_result('{"ok": true, "big": 1e400, "s": "' + "x" * 5000 + '"}')
+    assert cleaned is not None and cleaned["big"] is None and len(cleaned["s"]) == 1024
+    assert parse_result("[1, 2]") is None and parse_result("not json") is None
+
+
+def test_ok_must_be_the_json_true() -> None:
+    m = model()
+    job = job_obj("j", 1, condition="Complete")
+    [state, _] = version_states(m, [job], {"j": [pod_obj(0, '{"ok": "false"}')]}, {}, {})
+    assert (state.state, state.reason) == (State.FAILED, "NoExportResult")
+
+
+def test_a_failure_reason_must_look_like_a_reason() -> None:
+    m = model()
+    job = job_obj("j", 1, condition="Failed", reason="BackoffLimitExceeded", message="failed")
+    hostile = '{"ok": false, "reason": "' + "A" * 500 + ' <script>", "message": "m"}'
+    [state, _] = version_states(m, [job], {"j": [pod_obj(1, hostile)]}, {}, {})
+    assert state.reason == "BackoffLimitExceeded"

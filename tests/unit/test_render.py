@@ -37,7 +37,7 @@ def test_models_config_round_trips_through_the_protos() -> None:
     parsed = _parse_models_config(cm["data"]["models.config"])
     [entry] = parsed.model_config_list.config
     assert entry.name == "mnist"
-    assert entry.base_path == "/models/team-a/mnist"
+    assert entry.base_path == "/models/mnist"  # the pod mounts only <path>/<model> there
     assert entry.model_platform == "tensorflow"
     assert list(entry.model_version_policy.specific.versions) == [1, 2]
     assert dict(entry.version_labels) == {"stable": 1, "canary": 2}
@@ -143,13 +143,18 @@ def test_probes_use_the_metadata_path_for_readiness_and_size_startup_for_loading
     assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
 
 
-def test_config_is_mounted_as_a_directory_and_the_store_read_only() -> None:
-    d = deployment.deployment(model(), True)
+def test_config_is_mounted_as_a_directory_and_only_the_models_store_directory_read_only() -> None:
+    d = deployment.deployment(model(store={"pvc": {"claimName": "models", "path": "team-a"}}), True)
     c = _container(d)
-    assert all("subPath" not in m for m in c["volumeMounts"])
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["config"]["mountPath"] == "/etc/tfserving"
-    assert mounts["models"]["readOnly"] is True
+    assert "subPath" not in mounts["config"]  # a subPath mount never sees ConfigMap updates
+    assert mounts["models"] == {
+        "name": "models",
+        "mountPath": "/models/mnist",
+        "subPath": "team-a/mnist",
+        "readOnly": True,
+    }
     volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert volumes["config"]["configMap"] == {"name": "mnist-tfserving"}
@@ -272,6 +277,7 @@ def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() 
         "https://models.example/mnist-2.keras",
         "--store=/store",
         "--model-name=mnist",
+        "--owner-uid=uid-1",
         "--version=2",
         "--samples=4",
         "--atol=0.001",
@@ -279,6 +285,7 @@ def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() 
         "--warmup=16",
         "--result-file=/dev/termination-log",
         "--result-max-bytes=4096",
+        f"--max-source-bytes={8 * 2**30}",
         f"--sha256={'a' * 64}",
     ]
     assert c["terminationMessagePath"] == "/dev/termination-log"
@@ -295,7 +302,35 @@ def test_pvc_sources_mount_their_claim_read_only_and_the_store_read_write() -> N
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["source"]["persistentVolumeClaim"] == {"claimName": "training", "readOnly": True}
     assert volumes["store"]["persistentVolumeClaim"] == {"claimName": "models"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    # Only the model's own directory of the store: an exporter cannot touch other models.
+    assert mounts["store"] == {"name": "store", "mountPath": "/store/mnist", "subPath": "mnist"}
     assert pod["containers"][0]["args"][0] == "/source/mnist-1.keras"
+
+
+def test_exporter_scratch_space_is_bounded_and_user_resources_merge_with_the_defaults() -> None:
+    m = model(exporter={"resources": {"limits": {"cpu": 2, "ephemeral-storage": "4Gi"}}})
+    pod = job.job(m, m.spec.versions[0], "img")["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+        "limits": {"memory": "4Gi", "ephemeral-storage": "4Gi", "cpu": "2"},
+    }
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"] == {"sizeLimit": "4Gi"}
+    assert f"--max-source-bytes={2 * 2**30}" in c["args"]
+    assert job.quantity_bytes("500M") == 500_000_000 and job.quantity_bytes("junk") is None
+
+
+def test_no_ambient_cloud_credentials_unless_a_service_account_is_named() -> None:
+    def env(m: Any) -> dict[str, str]:
+        pod = job.job(m, m.spec.versions[1], "img")["spec"]["template"]["spec"]
+        return {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
+
+    assert env(model())["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert env(model())["NO_GCE_CHECK"] == "true"
+    named = env(model(exporter={"serviceAccountName": "irsa"}))
+    assert "AWS_EC2_METADATA_DISABLED" not in named and "NO_GCE_CHECK" not in named
 
 
 def test_a_changed_exporter_setting_means_a_new_job_name() -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import ValidationError
-from servedmodel_operator.spec import InvalidSpec, Policy, ServedModelSpec, Spec
+from servedmodel_operator.spec import (
+    MAX_NAME,
+    InvalidSpec,
+    Policy,
+    ServedModelSpec,
+    Spec,
+    derived_name,
+)
 
 from tests.unit.builders import body, model
 
@@ -57,11 +65,61 @@ def test_nonsense_raises_invalid_spec(broken: dict[str, Any]) -> None:
         ServedModelSpec.from_body(body(**broken))
 
 
-def test_job_names_stay_valid_label_values_for_long_names() -> None:
+LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def test_derived_names_are_valid_at_the_maximum_lengths() -> None:
     b = body()
-    b["metadata"]["name"] = "a" * 63
-    name = ServedModelSpec.from_body(b).job_name(12345, "0123456789")
-    assert len(name) <= 63 and name.endswith("-export-v12345-01234567")
+    b["metadata"]["name"] = "a" * MAX_NAME
+    m = ServedModelSpec.from_body(b)
+    job = m.job_name(2**63 - 1, "0123456789")
+    assert len(job) <= 63 and LABEL_VALUE.match(job), job
+    assert job.endswith(f"-export-v{2**63 - 1}-01234567")
+    for name in (m.deployment_name, m.service_name, m.name):
+        assert len(name) <= 63 and LABEL_VALUE.match(name)
+    assert m.configmap_name == "a" * MAX_NAME + "-tfserving"
+
+
+def test_a_cut_name_never_ends_in_a_dash_or_dot_and_two_long_names_do_not_collide() -> None:
+    base = "m" * 40 + "-" + "x" * 20
+    cut = derived_name(base, "-suffix", limit=50)
+    assert len(cut) == 50 and cut.endswith("-suffix") and "--" not in cut
+    other = derived_name(base[:-1] + "y", "-suffix", limit=50)
+    assert cut != other
+    dash_at_the_cut = derived_name("m" * 30 + "-" + "n" * 10, "-suffix", limit=47)
+    assert dash_at_the_cut.startswith("m" * 30 + "-") and "--" not in dash_at_the_cut
+    assert derived_name("short", "-suffix") == "short-suffix"
+
+
+@pytest.mark.parametrize("name", ["model.v2", "1model", "a" * (MAX_NAME + 1), "Model", "m-"])
+def test_names_that_break_derived_objects_are_invalid(name: str) -> None:
+    b = body()
+    b["metadata"]["name"] = name
+    with pytest.raises(InvalidSpec, match="DNS-1035"):
+        ServedModelSpec.from_body(b)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"store": {"pvc": {"claimName": "models", "path": "a/../b"}}},
+        {"store": {"pvc": {"claimName": "models", "path": "/abs"}}},
+        {"store": {"pvc": {"claimName": "../x"}}},
+        {"versions": [{"version": 1, "source": {"uri": "pvc://train/a/../../etc"}}]},
+        {
+            "versions": [
+                {
+                    "version": 1,
+                    "source": {"uri": "s3://b/k", "credentialsSecretRef": {"name": "a/b"}},
+                }
+            ]
+        },
+        {"exporter": {"serviceAccountName": "../default"}},
+    ],
+)
+def test_references_that_could_leave_their_object_are_invalid(broken: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSpec):
+        ServedModelSpec.from_body(body(**broken))
 
 
 def test_version_entry_digest_is_stable_and_sensitive() -> None:

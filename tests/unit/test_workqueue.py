@@ -122,3 +122,36 @@ def test_work_can_ask_to_run_again_later_without_any_event() -> None:
         return runs
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_unrelated_events_do_not_cut_a_backoff_short_but_a_new_spec_does() -> None:
+    async def scenario() -> tuple[list[float], float]:
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def work(key: Hashable) -> float | None:
+            times.append(loop.time())
+            if len(times) == 1:
+                raise RuntimeError("the API server said no")
+            return None
+
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.4)
+        queue.add("a")
+        await until(lambda: len(times) == 1)
+        for _ in range(20):  # a storm of child events during the backoff
+            queue.add("a")
+            await asyncio.sleep(0.01)
+        await until(lambda: len(times) == 2)
+        gap = times[1] - times[0]
+        # Fail again, then a spec change arrives: it runs at once.
+        times.clear()
+        queue.add("a")
+        await until(lambda: len(times) == 1)
+        asked = loop.time()
+        queue.add("a", bypass_backoff=True)
+        await until(lambda: len(times) == 2)
+        return [gap], times[1] - asked
+
+    gaps, after_spec_change = asyncio.run(scenario())
+    assert gaps[0] >= 0.4
+    assert after_spec_change < 0.3

@@ -24,6 +24,8 @@ from servedmodel_operator.layout import (
     REST_PORT_NAME,
     SERVER_STORE_MOUNT,
     TMP_MOUNT,
+    model_mount,
+    model_subpath,
     model_url_path,
 )
 from servedmodel_operator.render import labels, security
@@ -115,7 +117,12 @@ def container(model: ServedModelSpec) -> dict[str, Any]:
         "securityContext": security.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},  # a directory: updates
-            {"name": "models", "mountPath": SERVER_STORE_MOUNT, "readOnly": True},
+            {
+                "name": "models",
+                "mountPath": model_mount(model, SERVER_STORE_MOUNT),
+                "subPath": model_subpath(model),
+                "readOnly": True,
+            },
             {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }

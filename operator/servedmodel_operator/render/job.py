@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,8 @@ from servedmodel_operator.layout import (
     TERMINATION_MESSAGE_LIMIT,
     TERMINATION_MESSAGE_PATH,
     TMP_MOUNT,
-    store_path,
+    model_mount,
+    model_subpath,
 )
 from servedmodel_operator.render import labels, security
 from servedmodel_operator.spec import (
@@ -33,7 +35,50 @@ CONTAINER = "exporter"
 GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"
 CA_BUNDLE_MOUNT = "/etc/servedmodel/ca"
 CA_BUNDLE_FILE = "ca-bundle.pem"
-DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+# Merged key by key with the user's: scratch space is bounded even when only CPU is set.
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+    "limits": {"memory": "4Gi", "ephemeral-storage": "16Gi"},
+}
+# The download lands in /tmp beside TensorFlow's scratch files: at most half of it.
+SOURCE_SHARE_OF_SCRATCH = 0.5
+_QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[kmu]?)$")
+_FACTORS = {
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "m": 1e-3,
+    "u": 1e-6,
+}
+
+
+def quantity_bytes(value: str) -> int | None:
+    """A Kubernetes quantity (16Gi, 500M, 1e9 is not accepted) in bytes, None if unparsable."""
+    match = _QUANTITY.match(str(value).strip())
+    return int(float(match[1]) * _FACTORS[match[2]]) if match else None
+
+
+def resources(model: ServedModelSpec) -> dict[str, dict[str, str]]:
+    """The exporter container's resources: the defaults, overridden key by key."""
+    mine = model.spec.exporter.resources.manifest()
+    return {
+        kind: {**DEFAULT_RESOURCES[kind], **mine.get(kind, {})} for kind in ("requests", "limits")
+    }
+
+
+def scratch_limit(model: ServedModelSpec) -> str:
+    return resources(model)["limits"]["ephemeral-storage"]
+
 
 # Exit codes of servedmodel-export that no retry can fix (see exporter/servedmodel_exporter/
 # errors.py; a unit test keeps the two lists equal, the operator must not import TensorFlow).
@@ -56,10 +101,14 @@ def _source_claim(entry: VersionEntry) -> str | None:
 
 def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
     exporter = model.spec.exporter
+    scratch = quantity_bytes(scratch_limit(model))
     args = [
         source_argument(entry),
-        f"--store={store_path(model, EXPORTER_STORE_MOUNT)}",
+        # Only the model's own directory is mounted there (a subPath of the store claim).
+        f"--store={EXPORTER_STORE_MOUNT}",
         f"--model-name={model.model_name}",
+        # The version record names its owner: another ServedModel's exporter refuses it.
+        f"--owner-uid={model.uid}",
         f"--version={entry.version}",
         f"--samples={exporter.verify.samples}",
         f"--atol={exporter.verify.atol!r}",
@@ -68,8 +117,12 @@ def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
         f"--result-file={TERMINATION_MESSAGE_PATH}",
         f"--result-max-bytes={TERMINATION_MESSAGE_LIMIT}",
     ]
+    if scratch:
+        args.append(f"--max-source-bytes={int(scratch * SOURCE_SHARE_OF_SCRATCH)}")
     if entry.source.sha256:
         args.append(f"--sha256={entry.source.sha256}")
+    if entry.allow_unsafe_deserialization:
+        args.append("--allow-unsafe-deserialization")
     return args + _object_store_args(entry)
 
 
@@ -148,12 +201,16 @@ def _credentials(
 def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
     exporter = model.spec.exporter
     mounts: list[dict[str, Any]] = [
-        {"name": "store", "mountPath": EXPORTER_STORE_MOUNT},
+        {
+            "name": "store",
+            "mountPath": model_mount(model, EXPORTER_STORE_MOUNT),
+            "subPath": model_subpath(model),
+        },
         {"name": "tmp", "mountPath": TMP_MOUNT},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": scratch_limit(model)}},
     ]
     claim = _source_claim(entry)
     if claim:
@@ -175,8 +232,9 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
             {"name": "TMPDIR", "value": TMP_MOUNT},
             {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
             *credential_env,
+            *_no_ambient_credentials(model),
         ],
-        "resources": exporter.resources.manifest() or DEFAULT_RESOURCES,
+        "resources": resources(model),
         "securityContext": security.container_security_context(),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
@@ -193,6 +251,17 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
     if exporter.service_account_name:
         pod["serviceAccountName"] = exporter.service_account_name
     return pod
+
+
+def _no_ambient_credentials(model: ServedModelSpec) -> list[dict[str, str]]:
+    """Without a named ServiceAccount (a deliberate cloud identity), the node's own cloud
+    credentials stay out of reach: no EC2 instance metadata, no GCE metadata server."""
+    if model.spec.exporter.service_account_name:
+        return []
+    return [
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        {"name": "NO_GCE_CHECK", "value": "true"},
+    ]
 
 
 def job_digest(pod: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ def pod_security_context() -> dict[str, Any]:
         "runAsUser": RUN_AS_USER,
         "runAsGroup": RUN_AS_USER,
         "fsGroup": RUN_AS_USER,
+        # Only when the volume's root is not already ours: never a recursive chown of a store.
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

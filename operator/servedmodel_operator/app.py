@@ -1,0 +1,141 @@
+"""The operator process: parse flags, configure logging, run kopf.
+
+Honours KUBECONFIG (or in-cluster credentials); watches all namespaces unless --namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+
+import kopf
+
+from servedmodel_operator import logs
+from servedmodel_operator.policy import Policy
+from servedmodel_operator.runtime import Options
+from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="servedmodel-operator", description=__doc__)
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--exporter-image",
+        default=os.environ.get("SERVEDMODEL_EXPORTER_IMAGE", DEFAULT_EXPORTER_IMAGE),
+        help="exporter image for ServedModels that name none (env SERVEDMODEL_EXPORTER_IMAGE)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SERVEDMODEL_WORKERS", "8")),
+        help="reconciles running at once (env SERVEDMODEL_WORKERS)",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("SERVEDMODEL_LIVENESS", ""),
+        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    policy = parser.add_argument_group(
+        "policy", "what a ServedModel may ask for (see README: Multi-tenancy and threat model)"
+    )
+    policy.add_argument(
+        "--allowed-server-images",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_SERVER_IMAGES", DEFAULT_SERVER_IMAGE),
+        help="comma-separated glob patterns of TF Serving images ServedModels may use "
+        f"(env SERVEDMODEL_ALLOWED_SERVER_IMAGES; default {DEFAULT_SERVER_IMAGE})",
+    )
+    policy.add_argument(
+        "--allowed-exporter-images",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_EXPORTER_IMAGES", ""),
+        help="comma-separated glob patterns of exporter images ServedModels may use "
+        "(env SERVEDMODEL_ALLOWED_EXPORTER_IMAGES; default: --exporter-image only)",
+    )
+    policy.add_argument(
+        "--claim-opt-in",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_CLAIM_OPT_IN", True),
+        help="PVCs must carry serving.servedmodel.io/model-store or /model-source=true to be "
+        "used (env SERVEDMODEL_CLAIM_OPT_IN; default on)",
+    )
+    policy.add_argument(
+        "--service-account-opt-in",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_SERVICE_ACCOUNT_OPT_IN", True),
+        help="exporter ServiceAccounts must carry serving.servedmodel.io/exporter=allowed "
+        "(env SERVEDMODEL_SERVICE_ACCOUNT_OPT_IN; default on)",
+    )
+    policy.add_argument(
+        "--allow-unsafe-models",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_ALLOW_UNSAFE_MODELS", False),
+        help="let versions set allowUnsafeDeserialization (env SERVEDMODEL_ALLOW_UNSAFE_MODELS; "
+        "default off)",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("SERVEDMODEL_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get("SERVEDMODEL_LOG_FORMAT", "text"),
+        help="text, or one JSON object per line (env SERVEDMODEL_LOG_FORMAT)",
+    )
+    return parser.parse_args(argv)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def policy_of(args: argparse.Namespace) -> Policy:
+    return Policy(
+        server_images=_patterns(args.allowed_server_images),
+        exporter_images=_patterns(args.allowed_exporter_images) or (args.exporter_image,),
+        require_claim_opt_in=args.claim_opt_in,
+        require_service_account_opt_in=args.service_account_opt_in,
+        allow_unsafe_models=args.allow_unsafe_models,
+    )
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own malloc arena; with a pool of reconcile
+    threads that is most of the resident memory. Two arenas keep it flat (the effect of
+    MALLOC_ARENA_MAX=2, applied before any thread starts)."""
+    m_arena_max = -8
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(m_arena_max, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _limit_malloc_arenas()
+    args = parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    from servedmodel_operator import handlers  # noqa: F401 - registers the handlers
+
+    options = Options(
+        exporter_image=args.exporter_image, workers=args.workers, policy=policy_of(args)
+    )
+    memo = kopf.Memo(options=options)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            memo=memo,
+            liveness_endpoint=args.liveness or None,
+            standalone=True,
+        )
+    )
+    return 0

@@ -1,0 +1,131 @@
+"""What a ServedModel may ask for: images, ServiceAccounts, claims, and never someone else's
+object (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator.policy import Facts, Policy, Refusal, check, foreign, needed
+from servedmodel_operator.render import deployment, job
+from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
+
+from tests.unit.builders import job_obj, model
+
+NOW = "2026-11-25T10:00:00Z"
+POLICY = Policy(server_images=(DEFAULT_SERVER_IMAGE,), exporter_images=(EXPORTER_IMAGE,))
+STORE = {"serving.servedmodel.io/model-store": "true"}
+SOURCE = {"serving.servedmodel.io/model-source": "true"}
+OK_FACTS = Facts(claims={"models": STORE, "training": SOURCE})
+
+
+def manifests(**spec: Any) -> list[dict[str, Any]]:
+    m = model(**spec)
+    return [deployment.deployment(m, True), job.job(m, m.spec.versions[0], EXPORTER_IMAGE)]
+
+
+def reasons(refusals: list[Refusal]) -> list[str]:
+    return [r.reason for r in refusals]
+
+
+def test_the_defaults_pass() -> None:
+    assert needed(manifests()) == ({"models", "training"}, set())
+    assert check(POLICY, manifests(), OK_FACTS) == []
+
+
+def test_an_image_outside_the_patterns_is_refused_and_says_how_to_allow_it() -> None:
+    [refusal] = check(POLICY, manifests(server={"image": "evil/miner:1"}), OK_FACTS)
+    assert refusal.reason == "ImageNotAllowed"
+    assert "evil/miner:1" in refusal.message and "--allowed-server-images" in refusal.message
+    wider = Policy(server_images=("tensorflow/serving:2.21.*", "evil/*"), exporter_images=("*",))
+    assert check(wider, manifests(server={"image": "evil/miner:1"}), OK_FACTS) == []
+    [exporter] = check(POLICY, manifests(exporter={"image": "x/exporter:9"}), OK_FACTS)
+    assert exporter.reason == "ImageNotAllowed" and "--allowed-exporter-images" in exporter.message
+
+
+def test_a_service_account_must_opt_in() -> None:
+    spec = {"exporter": {"serviceAccountName": "cloud-admin"}}
+    assert needed(manifests(**spec))[1] == {"cloud-admin"}
+    [missing] = check(POLICY, manifests(**spec), OK_FACTS)
+    assert missing.reason == "ServiceAccountNotAllowed" and "does not exist" in missing.message
+    unannotated = Facts(claims=OK_FACTS.claims, service_accounts={"cloud-admin": {}})
+    [refusal] = check(POLICY, manifests(**spec), unannotated)
+    assert "serving.servedmodel.io/exporter=allowed" in refusal.message
+    allowed = Facts(
+        claims=OK_FACTS.claims,
+        service_accounts={"cloud-admin": {"serving.servedmodel.io/exporter": "allowed"}},
+    )
+    assert check(POLICY, manifests(**spec), allowed) == []
+
+
+def test_claims_must_opt_in_as_store_or_source() -> None:
+    none = check(POLICY, manifests(), Facts(claims={"models": {}, "training": None}))
+    assert reasons(none) == ["ClaimNotAllowed", "ClaimNotAllowed"]
+    assert "label it serving.servedmodel.io/model-store=true" in none[0].message
+    assert "training does not exist" in none[1].message
+    # A source-only claim cannot be a store (the exporter writes there).
+    swapped = Facts(claims={"models": SOURCE, "training": STORE})
+    [refusal] = check(POLICY, manifests(), swapped)
+    assert refusal.message.startswith("PersistentVolumeClaim models has not opted in")
+
+
+def test_unsafe_models_need_the_operators_consent() -> None:
+    unsafe = {
+        "versions": [
+            {
+                "version": 1,
+                "source": {"uri": "pvc://training/a"},
+                "allowUnsafeDeserialization": True,
+            }
+        ]
+    }
+    [refusal] = check(POLICY, manifests(**unsafe), OK_FACTS)
+    assert refusal.reason == "UnsafeModelNotAllowed"
+    consenting = Policy(POLICY.server_images, POLICY.exporter_images, allow_unsafe_models=True)
+    assert check(consenting, manifests(**unsafe), OK_FACTS) == []
+
+
+def test_an_object_that_is_not_ours_is_never_taken_over() -> None:
+    m = manifests()[0]
+    assert foreign(m, None, "uid-1") is None  # absent: ours to create
+    theirs = {"metadata": {"name": "mnist", "ownerReferences": []}}
+    refusal = foreign(m, theirs, "uid-1")
+    assert refusal is not None and refusal.reason == "ResourceConflict"
+    assert "Deployment mnist already exists and belongs to no ServedModel" in refusal.message
+    ours = {"metadata": {"ownerReferences": m["metadata"]["ownerReferences"]}}
+    assert foreign(m, ours, "uid-1") is None
+
+
+def test_a_refusal_stalls_the_model_and_nothing_is_written() -> None:
+    refused = Refusal("ClaimNotAllowed", "PersistentVolumeClaim models has not opted in")
+    p = plan(model(), Observed(refusals=(refused,)), EXPORTER_IMAGE, NOW)
+    assert p.apply == [] and not p.config_changed
+    assert p.status is not None
+    conditions = {c["type"]: c for c in p.status["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == (
+        "True",
+        "ClaimNotAllowed",
+    )
+    assert [v["state"] for v in p.status["versions"]] == ["Pending", "Pending"]  # no Job started
+
+
+def test_a_child_owned_by_another_incarnation_is_a_conflict() -> None:
+    stale = job_obj("mnist-export-v1-abc", 1)
+    stale["metadata"]["ownerReferences"] = [
+        {"kind": "ServedModel", "name": "mnist", "uid": "old-uid", "controller": True}
+    ]
+    stale["kind"] = "Job"
+    p = plan(model(), Observed(jobs=(stale,)), EXPORTER_IMAGE, NOW)
+    assert p.apply == []
+    assert p.status is not None
+    assert "ResourceConflict" in {c["reason"] for c in p.status["conditions"]}
+
+
+def test_the_later_of_two_models_on_one_store_directory_is_stalled() -> None:
+    p = plan(
+        model(), Observed(store_sharers=(("2026-11-25T09:00:00Z", "first"),)), EXPORTER_IMAGE, NOW
+    )
+    assert p.apply == [] and p.status is not None
+    stalled = next(c for c in p.status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "StoreConflict" and "ServedModel first" in stalled["message"]
