@@ -44,8 +44,8 @@ exporter-test: venv  ## the exporter against real TensorFlow
 integration: build-cluster  ## the operator on the local control plane
 	$(PY) -m pytest tests/integration
 
-e2e-kind: venv  ## real TF Serving on kind (needs Docker and kind)
-	E2E_REQUIRED=1 $(PY) -m pytest tests/e2e -m e2e -p no:cacheprovider
+e2e-kind: venv  ## the serving scenarios on kind with real TF Serving (needs Docker and kind)
+	E2E_REQUIRED=1 $(PY) -m pytest tests/scenarios -m e2e -p no:cacheprovider -o timeout_func_only=true
 
 lint: venv  ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -14,10 +14,23 @@ def pv_name(namespace: str, claim: str) -> str:
     return f"{namespace}-{claim}"
 
 
+# The operator's default policy uses only claims that opt in (see servedmodel_operator.policy).
+OPT_IN = {
+    "serving.servedmodel.io/model-store": "true",
+    "serving.servedmodel.io/model-source": "true",
+}
+
+
 def hostpath_claim(
-    core: client.CoreV1Api, namespace: str, claim: str, path: Path, timeout: float = 60
+    core: client.CoreV1Api,
+    namespace: str,
+    claim: str,
+    path: Path,
+    timeout: float = 60,
+    labels: dict[str, str] | None = None,
 ) -> None:
-    """Create a PV on `path` and the claim bound to it; wait until the claim is Bound."""
+    """Create a PV on `path` and the claim bound to it; wait until the claim is Bound. The claim
+    opts in as a model store and source unless other `labels` are given."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o777)  # like local-path provisioners: any pod uid may write
     name = pv_name(namespace, claim)
@@ -37,7 +50,7 @@ def hostpath_claim(
     core.create_namespaced_persistent_volume_claim(
         namespace,
         client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=claim),
+            metadata=client.V1ObjectMeta(name=claim, labels=OPT_IN if labels is None else labels),
             spec=client.V1PersistentVolumeClaimSpec(
                 access_modes=["ReadWriteMany"],
                 storage_class_name="",

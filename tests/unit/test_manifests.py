@@ -78,6 +78,8 @@ def test_every_image_tag_in_manifests_and_docs_is_the_package_version() -> None:
     assert container["image"] == OPERATOR_IMAGE
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SERVEDMODEL_EXPORTER_IMAGE"] == EXPORTER_IMAGE
+    [policy] = [d for d in _all_manifests() if d["metadata"]["name"] == "servedmodel-policy"]
+    assert policy["data"]["SERVEDMODEL_ALLOWED_EXPORTER_IMAGES"] == EXPORTER_IMAGE
     kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
     assert kustomization["images"] == [{"name": OPERATOR_IMAGE.split(":")[0], "newTag": RELEASE}]
     readme = (REPO / "README.md").read_text()

@@ -1,0 +1,352 @@
+"""Where the serving scenarios run: the same test code, two clusters.
+
+- `standin`: the local control plane (`make test`), the operator as a local process, TF Serving
+  pods run by the local runner with the TF Serving stand-in (localcluster/tfserving_standin),
+  each on its own loopback pod IP, reached directly as a client inside a cluster would.
+- `kind`: a kind cluster (`make e2e-kind`, GitHub Actions), the operator and exporter images
+  built from this tree, the real tensorflow/serving image; pods reached through
+  `kubectl port-forward`.
+
+A scenario sees only this interface, so any difference between the stand-in and TF Serving
+shows as a scenario that passes on one backend and fails on the other.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from kubernetes import client, config
+
+from localcluster import cluster as localcluster
+from localcluster import netguard, volumes
+from localcluster.operator_process import OperatorProcess
+from localcluster.waiting import wait_for
+from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
+from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, API_VERSION = "serving.servedmodel.io", "v1alpha1"
+OPT_IN = volumes.OPT_IN
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    rest: str  # http://host:port
+    grpc: str  # host:port
+
+
+class Backend(abc.ABC):
+    name: str
+    namespace: str
+
+    # --- the cluster, as kubectl sees it ------------------------------------------------------
+
+    @abc.abstractmethod
+    def kubectl(self, *args: str, stdin: str | None = None) -> str: ...
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.kubectl("-n", self.namespace, "apply", "-f", "-", stdin=json.dumps(obj))
+
+    def servedmodel(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(
+            self.kubectl("-n", self.namespace, "get", "servedmodel", name, "-o", "json")
+        )
+        return out
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.kubectl(
+            "-n", self.namespace, "patch", "servedmodel", name, "--type=merge",
+            "-p", json.dumps({"spec": spec}),
+        )  # fmt: skip
+
+    def configmap(self, name: str) -> dict[str, str]:
+        cm = json.loads(self.kubectl("-n", self.namespace, "get", "configmap", name, "-o", "json"))
+        return dict(cm.get("data") or {})
+
+    def server_pods(self, model: str) -> list[dict[str, Any]]:
+        pods = json.loads(
+            self.kubectl(
+                "-n",
+                self.namespace,
+                "get",
+                "pods",
+                "-o",
+                "json",
+                "-l",
+                f"app.kubernetes.io/instance={model},app.kubernetes.io/component=server",
+            )  # fmt: skip
+        )["items"]
+        return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+    def ready_pods(self, model: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.server_pods(model)
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+        ]
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        obj = self.servedmodel(name)
+        for cond in obj.get("status", {}).get("conditions", []):
+            if cond["type"] == kind:
+                return {**cond, "_current": obj["status"].get("observedGeneration")
+                        == obj["metadata"]["generation"]}  # fmt: skip
+        return {}
+
+    def wait_condition(
+        self, name: str, kind: str, status: str, reason: str | None = None, timeout: float = 600
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.condition(name, kind)
+            ok = cond.get("_current") and cond.get("status") == status
+            return cond if ok and (reason is None or cond.get("reason") == reason) else None
+
+        return wait_for(f"{name} {kind}={status} {reason or ''}", probe, timeout, interval=1)
+
+    # --- the world around the cluster -------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_training_file(self, name: str, source: Path) -> None:
+        """Put a model file on the `training` claim, as a training job would."""
+
+    @abc.abstractmethod
+    def damage_version(self, model_name: str, version: int) -> None:
+        """Make an exported version unloadable on the store (its variables are gone), as a
+        careless tool writing to the store would."""
+
+    @abc.abstractmethod
+    def endpoint(self, pod: dict[str, Any]) -> contextlib.AbstractContextManager[Endpoint]:
+        """How this test process reaches one TF Serving pod's REST and gRPC ports."""
+
+
+# --- the local control plane with the TF Serving stand-in -------------------------------------
+
+
+class StandinBackend(Backend):
+    name = "standin"
+
+    def __init__(self, cluster: localcluster.Cluster, work: Path) -> None:
+        self.cluster = cluster
+        self.work = work
+        self.namespace = f"scenarios-{uuid.uuid4().hex[:6]}"
+        self.core = client.CoreV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+        self.operator = OperatorProcess(
+            cluster.kubeconfig,
+            work / "operator",
+            namespaces=(self.namespace,),
+            args=("--log-level=DEBUG",),
+            env=netguard.guard_env(cluster.netguard_log),
+        )
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.cluster.run_kubectl(*args, stdin=stdin).stdout
+
+    def __enter__(self) -> StandinBackend:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        self.kubectl("create", "namespace", self.namespace)
+        self.kubectl(
+            "label", "namespace", self.namespace, "pod-security.kubernetes.io/enforce=restricted"
+        )
+        for claim in ("training", "models"):
+            volumes.hostpath_claim(self.core, self.namespace, claim, self.work / claim)
+        self.operator.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.operator.stop()
+        self.kubectl("delete", "namespace", self.namespace, "--wait=false")
+        for claim in ("training", "models"):
+            volumes.delete_hostpath_claim_volume(self.core, self.namespace, claim)
+
+    def put_training_file(self, name: str, source: Path) -> None:
+        shutil.copyfile(source, self.work / "training" / name)
+
+    def damage_version(self, model_name: str, version: int) -> None:
+        variables = self.work / "models" / model_name / str(version) / "variables"
+        for file in variables.iterdir():
+            file.unlink()
+
+    @contextlib.contextmanager
+    def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
+        ip = pod["status"]["podIP"]  # on loopback: the stand-in listens on the pod's own IP
+        yield Endpoint(f"http://{ip}:8501", f"{ip}:8500")
+
+
+# --- kind with real images -----------------------------------------------------------------------
+
+KIND_CLUSTER = os.environ.get("KIND_CLUSTER", "servedmodel-e2e")
+KIND_WORK = REPO / ".e2e"
+IMAGES = {"operator": OPERATOR_IMAGE, "exporter": EXPORTER_IMAGE}
+
+
+def kind_missing() -> str | None:
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        return "no Docker engine is running (docker info failed)"
+    if shutil.which("kind") is None:
+        return "kind is not installed"
+    return None
+
+
+def _run(*args: str, stdin: str | None = None, timeout: float = 1800) -> str:
+    done = subprocess.run(
+        args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "KUBECONFIG": str(KIND_WORK / "kubeconfig")},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KindBackend(Backend):
+    """The real thing: real images, real TF Serving. Setup (cluster, image builds and loads)
+    has its own time budget in subprocess timeouts; pytest-timeout covers test bodies only
+    (make e2e-kind sets timeout_func_only)."""
+
+    name = "kind"
+
+    def __init__(self) -> None:
+        self.namespace = f"scenarios-{uuid.uuid4().hex[:6]}"
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return _run("kubectl", *args, stdin=stdin)
+
+    def __enter__(self) -> KindBackend:
+        KIND_WORK.mkdir(exist_ok=True)
+        if KIND_CLUSTER not in _run("kind", "get", "clusters").split():
+            _run("kind", "create", "cluster", "--name", KIND_CLUSTER, "--wait", "180s")
+        _run("kind", "export", "kubeconfig", "--name", KIND_CLUSTER,
+             "--kubeconfig", str(KIND_WORK / "kubeconfig"))  # fmt: skip
+        _run("docker", "pull", DEFAULT_SERVER_IMAGE)  # fails clearly if the tag is missing
+        for target, image in IMAGES.items():
+            _run("docker", "build", "--target", target, "-t", image, str(REPO), timeout=3600)
+        for image in (*IMAGES.values(), DEFAULT_SERVER_IMAGE):
+            # An archive works with Docker's containerd image store (Docker 29), where
+            # `kind load docker-image` does not.
+            archive = KIND_WORK / f"{image.replace('/', '_').replace(':', '_')}.tar"
+            _run("docker", "save", "-o", str(archive), image, timeout=1800)
+            _run("kind", "load", "image-archive", str(archive), "--name", KIND_CLUSTER)
+            archive.unlink()
+        self.kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
+        self.kubectl("-n", "servedmodel-system", "rollout", "status",
+                     "deployment/servedmodel-operator", "--timeout=300s")  # fmt: skip
+        self.kubectl("create", "namespace", self.namespace)
+        self.kubectl(
+            "label", "namespace", self.namespace, "pod-security.kubernetes.io/enforce=restricted"
+        )
+        claims = [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "labels": OPT_IN},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+            for name in ("training", "models")
+        ]
+        for claim in claims:
+            self.apply(claim)
+        # One pod keeps both claims mounted (kind's storage is node-local, ReadWriteOnce).
+        self.apply(self._toolbox())
+        self.kubectl("-n", self.namespace, "wait", "--for=condition=Ready", "pod/toolbox",
+                     "--timeout=300s")  # fmt: skip
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not os.environ.get("E2E_KEEP_CLUSTER"):
+            self.kubectl("delete", "namespace", self.namespace, "--wait=false")
+
+    def _toolbox(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "toolbox"},
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 1000,
+                    "runAsGroup": 1000,
+                    "fsGroup": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },  # fmt: skip
+                "containers": [
+                    {
+                        "name": "toolbox",
+                        "image": "busybox:1.36",
+                        "command": ["sleep", "86400"],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [
+                            {"name": "training", "mountPath": "/training"},
+                            {"name": "models", "mountPath": "/models"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": n, "persistentVolumeClaim": {"claimName": n}}
+                    for n in ("training", "models")
+                ],
+            },
+        }
+
+    def put_training_file(self, name: str, source: Path) -> None:
+        self.kubectl("cp", str(source), f"{self.namespace}/toolbox:/training/{name}")
+
+    def damage_version(self, model_name: str, version: int) -> None:
+        self.kubectl("-n", self.namespace, "exec", "toolbox", "--", "sh", "-c",
+                     f"rm -f /models/{model_name}/{version}/variables/*")  # fmt: skip
+
+    @contextlib.contextmanager
+    def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
+        rest, grpc = _free_port(), _free_port()
+        forward = subprocess.Popen(
+            ["kubectl", "-n", self.namespace, "port-forward", f"pod/{pod['metadata']['name']}",
+             f"{rest}:8501", f"{grpc}:8500"],
+            env={**os.environ, "KUBECONFIG": str(KIND_WORK / "kubeconfig")},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for(
+                "the port-forward",
+                lambda: requests.get(f"http://127.0.0.1:{rest}/v1/models", timeout=2) is not None,
+                timeout=30,
+                interval=0.5,
+                retry_on=(requests.RequestException,),
+            )
+            yield Endpoint(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc}")
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
+
+
+def eventually(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:
+    """Poll a condition that crosses TF Serving's own polling (config file, file system)."""
+    return wait_for(what, probe, timeout, interval=1, retry_on=(requests.RequestException,))

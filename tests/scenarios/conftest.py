@@ -1,0 +1,74 @@
+"""The serving scenarios' two backends and the Keras models they serve (see backends.py).
+
+`make test` runs the scenarios on the `standin` backend and reports the `kind` ones as NOT RUN
+where Docker is missing; `make e2e-kind` runs them on `kind` and fails if it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster import cluster as localcluster
+from tests.scenarios.backends import Backend, KindBackend, StandinBackend, kind_missing
+
+# Three versions of one small model: same architecture, different weights.
+SEEDS = {1: 1, 2: 2, 3: 3}
+
+
+@pytest.fixture(
+    scope="module",
+    params=["standin", pytest.param("kind", marks=pytest.mark.e2e)],
+)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    if request.param == "kind":
+        reason = kind_missing()
+        if reason and os.environ.get("E2E_REQUIRED"):
+            pytest.fail(f"make e2e-kind needs Docker and kind: {reason}")
+        if reason:
+            pytest.skip(f"e2e suite not run: {reason}")
+        with KindBackend() as kind:
+            yield kind
+        return
+    cluster: localcluster.Cluster = request.getfixturevalue("cluster")
+    with StandinBackend(cluster, tmp_path_factory.mktemp("scenarios")) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    out = tmp_path_factory.mktemp("scenario-models")
+    script = f"""
+import keras
+for version, seed in {SEEDS!r}.items():
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3, name="logits")])
+    m.save({str(out)!r} + f"/v{{version}}.keras")
+"""
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
+    return {v: out / f"v{v}.keras" for v in SEEDS}
+
+
+@pytest.fixture(scope="session")
+def keras_outputs(keras_files: dict[int, Path]) -> dict[int, Any]:
+    """Each version's Keras outputs for INSTANCES: what every prediction must match."""
+    import keras
+    import numpy as np
+
+    return {
+        v: np.asarray(keras.saving.load_model(path)(np.asarray(INSTANCES, "float32")))
+        for v, path in keras_files.items()
+    }
+
+
+INSTANCES = [[0.1, -0.2, 0.3, 1.5], [2.0, 0.0, -1.0, 0.25]]
