@@ -12,8 +12,15 @@ SavedModel loader into a TensorFlow session and run by signature tensor names, a
 SavedModelBundle is.
 
 It names itself a stand-in in its log lines, its --help and --version output and its HTTP
-`Server` header. What it does not copy is listed in /work/notes/tfserving-standin.md and in
-README-level docs of the repository (batching scheduler, TLS, TFLite, profiler, ...).
+`Server` header.
+
+Not copied: the batching scheduler (batching parameters are parsed and validated, requests
+are not batched); TLS/ALTS, UNIX sockets, platform config files, TFLite, mixed precision,
+thread-pool factories and the gRPC health service (those flags are refused at startup with an
+UNIMPLEMENTED error naming the stand-in); MultiInference; resource estimation; request
+logging; the session timeout derived from gRPC deadlines; TensorFlow's own metrics beyond the
+few listed in metrics.py; libevent's HTTP connection handling (Python's threading HTTP server
+serves the same paths and bodies).
 
 Environment (the contract with the local cluster's pod runner):
 - STANDIN_POD_IP: the address both ports bind to (default 127.0.0.1); plays the pod's network
@@ -23,6 +30,8 @@ Environment (the contract with the local cluster's pod runner):
   the container's mount namespace.
 - STANDIN_STRICT_FLAGS=1: stand-in addition; an unknown flag becomes a startup error instead of
   TF Serving's printed "unknown argument" (see flags.py).
+- STANDIN_IGNORE_SIGTERM=1: ignore SIGTERM, as tensorflow_model_server does when it is the
+  container's PID 1 (it installs no handler; TF Serving issue #1853). Off by default.
 """
 
 STANDIN_NAME = "tfserving-standin"

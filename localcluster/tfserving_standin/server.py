@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -331,6 +332,10 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"Failed to start server. Error: INVALID_ARGUMENT: {exc}\n")
         return 255
     host = os.environ.get("STANDIN_POD_IP", "127.0.0.1") or "127.0.0.1"
+    if os.environ.get("STANDIN_IGNORE_SIGTERM", "") not in ("", "0"):
+        # tensorflow_model_server installs no SIGTERM handler; run as the container's command
+        # it is PID 1, and the kernel drops signals PID 1 does not handle (TF Serving #1853).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     import tensorflow as tf
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,3 +195,46 @@ def test_a_version_that_cannot_load_ends_with_an_error(standin: StandIn, models:
     np.testing.assert_allclose(
         predict(standin).json()["predictions"], models.expected[1], atol=1e-5
     )
+
+
+def test_a_new_model_blocks_the_poll_until_it_has_a_version(
+    standin: StandIn, models: Models
+) -> None:
+    """server_core.cc waits for brand-new models inside ReloadConfig, holding the config lock.
+
+    Until a version is AVAILABLE, /v1/models/<m> is 404 (no versions yet) and metadata is 404
+    (no servable); a non-numeric directory is never a version; polling resumes afterwards.
+    """
+    late = standin.workdir / "store" / "late"
+    late.mkdir()
+    set_config(
+        standin,
+        [{"name": "m", "versions": [4, 5], "labels": {"stable": 4}}, {"name": "late"}],
+    )
+    wait_for(lambda: " (Re-)adding model: late" in standin.log())
+    r = requests.get(f"{standin.rest}/v1/models/late", timeout=10)
+    assert (r.status_code, r.json()) == (
+        404,
+        {"error": "Could not find any versions of model late"},
+    )
+    r = requests.get(f"{standin.rest}/v1/models/late/metadata", timeout=10)
+    assert (r.status_code, r.json()) == (
+        404,
+        {"error": "Servable not found for request: Latest(late)"},
+    )
+    # An export in progress under a non-numeric name is not a version.
+    shutil.copytree(models.version_dir(2), late / ".export-7.tmp")
+    finished = standin.log().count("Finished reloading config")
+    time.sleep(3)
+    assert standin.log().count("Finished reloading config") == finished  # the poll is blocked
+    r = requests.get(f"{standin.rest}/v1/models/late", timeout=10)
+    assert r.status_code == 404
+    (late / ".export-7.tmp").rename(late / "7")
+    wait_for(
+        lambda: (
+            requests.get(f"{standin.rest}/v1/models/late/metadata", timeout=10).status_code == 200
+        )
+    )
+    meta = requests.get(f"{standin.rest}/v1/models/late/metadata", timeout=10).json()
+    assert meta["model_spec"]["version"] == "7"
+    wait_for(lambda: standin.log().count("Finished reloading config") > finished)
