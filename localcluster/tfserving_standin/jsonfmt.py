@@ -30,11 +30,28 @@ import numpy as np
 # --- parsed JSON values ------------------------------------------------------------------------
 
 
-class JObject(list[tuple[str, Any]]):
+class JObject:
     """A JSON object as rapidjson keeps it: ordered members, duplicates allowed."""
 
+    def __init__(self, members: list[tuple[str, Any]]) -> None:
+        self.members = list(members)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JObject) and self.members == other.members
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JObject({self.members!r})"
+
     def find(self, key: str) -> tuple[bool, Any]:
-        for k, v in self:
+        for k, v in self.members:
             if k == key:
                 return True, v
         return False, None
