@@ -1,0 +1,663 @@
+"""A loaded SavedModel version and what runs on it: Predict, Classify, Regress, warmup.
+
+TF Serving loads a version with TensorFlow's C++ LoadSavedModel into a Session (a
+SavedModelBundle: tensorflow_serving/servables/tensorflow/saved_model_bundle_factory.cc) and
+runs requests by feeding and fetching the signature's tensor names. The stand-in does the same
+with TensorFlow's Python SavedModel loader for sessions (tf.compat.v1.saved_model.loader.load)
+and Session callables (Session::MakeCallable, the API LoadSavedModel itself uses), so the
+numbers and the runtime's error messages (shape and dtype mismatches) are TensorFlow's own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from localcluster.tfserving_standin import logs, metrics, tensors
+from localcluster.tfserving_standin.status import Code, Status, StatusError, error, from_exception
+
+DEFAULT_SIGNATURE = "serving_default"  # kDefaultServingSignatureDefKey
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+WARMUP_FILE = "tf_serving_warmup_requests"  # saved_model_warmup_util.h kRequestsFileName
+WARMUP_MAX_RECORDS = 1000  # saved_model_warmup_util.h kMaxNumRecords
+BATCH_SIZE_LIMIT_DEFAULT = 1000  # shared_batch_scheduler.h QueueOptions::input_batch_size_limit
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    tags: tuple[str, ...]
+    enable_warmup: bool
+    warmup_iterations: int
+    batching: Any | None  # BatchingParameters when --enable_batching
+    session_config: Any | None  # tf ConfigProto
+    method_name_check: bool
+    tensor_content: bool
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+class Bundle:
+    def __init__(self, export_dir: str, meta_graph_def: Any, session: Any, options: LoadOptions):
+        self.export_dir = export_dir
+        self.meta_graph_def = meta_graph_def
+        self.signatures = meta_graph_def.signature_def
+        self.session = session
+        self.options = options
+        self._callables: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+        self._users = 0
+        self._users_cond = threading.Condition()
+
+    def acquire(self) -> None:
+        """A ServableHandle taken: unloading waits until every handle is released."""
+        with self._users_cond:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._users_cond:
+            self._users -= 1
+            self._users_cond.notify_all()
+
+    def run(
+        self,
+        feeds: Sequence[tuple[str, np.ndarray]],
+        fetches: Sequence[str],
+        timeout_ms: int | None,
+    ) -> list[np.ndarray]:
+        """Session::MakeCallable + RunCallable, as tensorflow/cc/saved_model/loader.cc RunOnce."""
+        from tensorflow.core.protobuf import config_pb2
+
+        key = (tuple(n for n, _ in feeds), tuple(fetches), timeout_ms)
+        with self._lock:
+            fn = self._callables.get(key)
+            if fn is None:
+                opts = config_pb2.CallableOptions(feed=list(key[0]), fetch=list(fetches))
+                if timeout_ms:
+                    opts.run_options.timeout_in_ms = timeout_ms
+                fn = self.session._make_callable_from_options(opts)
+                self._callables[key] = fn
+        try:
+            return [np.asarray(x) for x in fn(*[v for _, v in feeds])]
+        except Exception as exc:
+            raise StatusError(from_exception(exc)) from None
+
+    def close(self) -> None:
+        # BasicManager::UpdateServingMap() blocks until the last handle is freed; then unload.
+        with self._users_cond:
+            self._users_cond.wait_for(lambda: self._users == 0)
+        with self._lock:
+            self._callables.clear()
+        self.session.close()
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _read_meta_graph(export_dir: str, local_dir: str, tags: tuple[str, ...]) -> Any:
+    """tensorflow/cc/saved_model/reader.cc ReadSavedModel() + FindMetaGraphDef()."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    logs.info("reader.cc", f"Reading SavedModel from: {export_dir}")
+    pb = os.path.join(local_dir, "saved_model.pb")
+    pbtxt = os.path.join(local_dir, "saved_model.pbtxt")
+    saved_model = saved_model_pb2.SavedModel()
+    if os.path.exists(pb):
+        try:
+            with open(pb, "rb") as f:
+                saved_model.ParseFromString(f.read())
+        except Exception:
+            raise error(
+                Code.DATA_LOSS, "Can't parse ", export_dir, "/saved_model.pb as binary proto"
+            ) from None
+    elif os.path.exists(pbtxt):
+        try:
+            with open(pbtxt, encoding="utf-8", errors="surrogateescape") as f:
+                text_format.Parse(f.read(), saved_model)
+        except Exception:
+            raise error(
+                Code.DATA_LOSS, "Can't parse ", export_dir, "/saved_model.pbtxt as text proto"
+            ) from None
+    else:
+        raise error(
+            Code.NOT_FOUND,
+            "Could not find SavedModel .pb or .pbtxt at supplied export directory path: ",
+            export_dir,
+            ". Check that the directory exists and that you have the right permissions for "
+            "accessing it.",
+        )
+    logs.info("reader.cc", f"Reading meta graph with tags {{ {' '.join(tags)} }}")
+    for meta_graph in saved_model.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            return meta_graph
+    raise error(
+        Code.NOT_FOUND,
+        "Could not find meta graph def matching supplied tags: { ",
+        " ".join(tags),
+        " }. To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        "`saved_model_cli`",
+    )
+
+
+def _validate_batching(batching: Any) -> None:
+    """tensorflow_serving/servables/tensorflow/bundle_factory_util.cc WrapSessionForBatching()."""
+    logs.info("bundle_factory_util.cc", "Wrapping session to perform batch processing")
+    allowed = list(batching.allowed_batch_sizes)
+    if allowed:
+        last = allowed[-1]
+        maximum = (
+            batching.max_batch_size.value
+            if batching.HasField("max_batch_size")
+            else BATCH_SIZE_LIMIT_DEFAULT
+        )
+        if last != maximum:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                "Last entry in allowed_batch_sizes must match max_batch_size; last entry was ",
+                last,
+                "; expected ",
+                maximum,
+            )
+
+
+def load(export_dir: str, local_dir: str, options: LoadOptions) -> Bundle:
+    """SavedModelBundleFactory::CreateSavedModelBundle(), then RunSavedModelWarmup().
+
+    LoadSavedModel's log line and its load_attempt_count / load_latency metrics follow
+    tensorflow/cc/saved_model/loader.cc; warmup follows saved_model_bundle_source_adapter.cc
+    (it runs inside the load, so the version is LOADING while warmup replays).
+    """
+    import tensorflow as tf
+
+    start = _now_us()
+    tags = options.tags or ("serve",)
+    session = None
+    try:
+        meta_graph = _read_meta_graph(export_dir, local_dir, tags)
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=options.session_config)
+        logs.info("loader.cc", "Restoring SavedModel bundle.")
+        try:
+            loaded = tf.compat.v1.saved_model.loader.load(session, list(tags), local_dir)
+        except Exception as exc:
+            raise StatusError(from_exception(exc)) from None
+        # remove_unused_fields_from_bundle_metagraph: only signature_def is kept.
+        meta_graph = type(meta_graph)()
+        meta_graph.signature_def.MergeFrom(loaded.signature_def)
+    except StatusError as exc:
+        took = _now_us() - start
+        logs.info(
+            "loader.cc",
+            f"SavedModel load for tags {{ {' '.join(tags)} }}; Status: fail: "
+            f"{exc.status.to_string()}. Took {took} microseconds.",
+        )
+        metrics.load_attempt_count.inc(export_dir, "fail")
+        if session is not None:
+            session.close()
+        raise
+    took = _now_us() - start
+    logs.info(
+        "loader.cc",
+        f"SavedModel load for tags {{ {' '.join(tags)} }}; Status: success: OK. "
+        f"Took {took} microseconds.",
+    )
+    metrics.load_attempt_count.inc(export_dir, "success")
+    metrics.load_latency.inc(export_dir, by=took)
+    bundle = Bundle(export_dir, meta_graph, session, options)
+    try:
+        if options.batching is not None:
+            _validate_batching(options.batching)
+        if options.enable_warmup:
+            run_warmup(bundle, local_dir, options)
+    except StatusError:
+        bundle.close()
+        raise
+    return bundle
+
+
+# --- warmup ------------------------------------------------------------------------------------
+
+
+def run_warmup(bundle: Bundle, local_dir: str, options: LoadOptions) -> None:
+    """saved_model_warmup_util.cc RunSavedModelWarmupUntracked() with saved_model_warmup.cc's
+    RunWarmupRequest(): every PredictionLog in assets.extra/tf_serving_warmup_requests is run
+    (num_request_iterations times) before the version becomes AVAILABLE."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    start = _now_us()
+    warmup_path = f"{bundle.export_dir}/assets.extra/{WARMUP_FILE}"
+    local_path = os.path.join(local_dir, "assets.extra", WARMUP_FILE)
+    if not os.path.exists(local_path):
+        logs.info("saved_model_warmup_util.cc", f"No warmup data file found at {warmup_path}")
+        return
+    iterations = options.warmup_iterations if options.warmup_iterations > 0 else 1
+    logs.info(
+        "saved_model_warmup_util.cc",
+        f"Starting to read warmup data for model at {warmup_path} with model-warmup-options ",
+    )
+    count = 0
+    status = Status()
+    try:
+        for record in tf.compat.v1.io.tf_record_iterator(local_path):
+            log = prediction_log_pb2.PredictionLog()
+            try:
+                log.ParseFromString(record)
+            except Exception:
+                raise error(
+                    Code.INVALID_ARGUMENT,
+                    "Failed to parse warmup record: ",
+                    record.decode("utf-8", errors="replace"),
+                    " from ",
+                    warmup_path,
+                ) from None
+            for _ in range(iterations):
+                _run_warmup_request(bundle, log)
+            count += 1
+            if count > WARMUP_MAX_RECORDS:
+                raise error(
+                    Code.INVALID_ARGUMENT,
+                    f"Number of warmup records exceeds the maximum ({WARMUP_MAX_RECORDS}) at ",
+                    warmup_path,
+                )
+    except StatusError as exc:
+        status = exc.status
+    except Exception as exc:
+        status = from_exception(exc)
+    latency = _now_us() - start
+    metrics.model_warmup_latency.add(latency, bundle.export_dir, status.to_string())
+    metrics.model_warmup_records_read.inc(bundle.export_dir, status.to_string(), by=count)
+    if status.code == Code.DATA_LOSS:
+        raise StatusError(
+            Status(
+                Code.DATA_LOSS,
+                status.message + ". Please verify your warmup data is in TFRecord format.",
+            )
+        )
+    if not status.ok:
+        raise StatusError(status)
+    logs.info(
+        "saved_model_warmup_util.cc",
+        f"Finished reading warmup data for model at {warmup_path}. Number of warmup records "
+        f"read: {count}. Elapsed time (microseconds): {latency}.",
+    )
+
+
+def _run_warmup_request(bundle: Bundle, log: Any) -> None:
+    """saved_model_warmup.cc RunWarmupRequest()."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = log.predict_log.request
+        inputs = dict(request.inputs.items())
+        run_predict(
+            bundle,
+            request.model_spec.name,
+            request.model_spec.signature_name,
+            inputs,
+            list(request.output_filter),
+            None,
+            None,
+        )
+    elif kind == "classify_log":
+        run_classify(bundle, log.classify_log.request, None, None)
+    elif kind == "regress_log":
+        run_regress(bundle, log.regress_log.request, None, None)
+    elif kind == "multi_inference_log":
+        raise error(
+            Code.UNIMPLEMENTED,
+            "tfserving-standin: MultiInference warmup records are not copied by the stand-in",
+        )
+    elif kind is not None:
+        number = log.DESCRIPTOR.fields_by_name[kind].number
+        raise error(Code.UNIMPLEMENTED, "Unsupported log_type for warmup: ", number)
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+
+def _keys(mapping: Any) -> list[str]:
+    return sorted(mapping.keys())
+
+
+def run_predict(
+    bundle: Bundle,
+    model_name: str,
+    signature_name: str,
+    inputs: dict[str, Any],
+    output_filter: list[str],
+    version: int | None,
+    timeout_ms: int | None,
+) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """tensorflow_serving/servables/tensorflow/predict_util.cc RunPredict().
+
+    `inputs` values are numpy arrays (REST: json_tensor.cc built them) or TensorProtos (gRPC,
+    warmup). Returns the resolved signature name and the outputs by alias.
+    """
+    name = signature_name or DEFAULT_SIGNATURE
+    if name not in bundle.signatures:
+        raise error(Code.FAILED_PRECONDITION, 'Serving signature key "', name, '" not found.')
+    signature = bundle.signatures[name]
+    # PreProcessPrediction(): VerifySignature() only with --enable_signature_method_name_check.
+    if bundle.options.method_name_check and signature.method_name not in (
+        PREDICT_METHOD,
+        CLASSIFY_METHOD,
+        REGRESS_METHOD,
+    ):
+        raise error(
+            Code.INTERNAL,
+            "Expected prediction signature method_name to be one of {",
+            f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}",
+            "}. Was: ",
+            signature.method_name,
+        )
+    _verify_inputs_size(signature, inputs)
+    feeds = _input_values(signature, inputs)
+    aliases: list[str] = []
+    fetches: list[str] = []
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                "output tensor alias not found in signature: ",
+                alias,
+                " Outputs expected to be in the set {",
+                ",".join(_keys(signature.outputs)),
+                "}.",
+            )
+        if alias in seen:
+            raise error(Code.INVALID_ARGUMENT, "duplicate output tensor alias: " + alias)
+        seen.add(alias)
+        aliases.append(alias)
+        fetches.append(signature.outputs[alias].name)
+    if not fetches:
+        for alias in _keys(signature.outputs):
+            aliases.append(alias)
+            fetches.append(signature.outputs[alias].name)
+    start = _now_us()
+    outputs = bundle.run(feeds, fetches, timeout_ms)
+    metrics.runtime_latency.add(_now_us() - start, model_name, "Predict", "TF1")
+    if len(outputs) != len(aliases):
+        raise error(Code.UNKNOWN, "Predict internal error")
+    return name, list(zip(aliases, outputs, strict=True))
+
+
+def _verify_inputs_size(signature: Any, inputs: dict[str, Any]) -> None:
+    """predict_util.cc VerifyRequestInputsSize()."""
+    n_req, n_sig = len(inputs), len(signature.inputs)
+    if n_req > n_sig or (n_req < n_sig and len(signature.defaults) == 0):
+        request_inputs = sorted(inputs)
+        signature_inputs = _keys(signature.inputs)
+        extra = sorted(set(request_inputs) - set(signature_inputs))
+        missing = sorted(set(signature_inputs) - set(request_inputs))
+        raise error(
+            Code.INVALID_ARGUMENT,
+            f"input size does not match signature: {n_req}!={n_sig} len({{",
+            ",".join(request_inputs),
+            "}) != len({",
+            ",".join(signature_inputs),
+            "}). Sent extra: {",
+            ",".join(extra),
+            "}. Missing but required: {",
+            ",".join(missing),
+            "}.",
+        )
+
+
+def _input_values(signature: Any, inputs: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """tensorflow/cc/saved_model/util.cc GetInputValues()."""
+    feeds: list[tuple[str, np.ndarray]] = []
+    seen: set[str] = set()
+    for alias in _keys(signature.inputs):
+        feed_name = signature.inputs[alias].name
+        if alias in inputs:
+            value = inputs[alias]
+            seen.add(alias)
+        elif alias in signature.defaults:
+            value = signature.defaults[alias]
+        else:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                "Signature input alias: ",
+                alias,
+                "(feed name: ",
+                feed_name,
+                ") not found in request and no default value provided. Inputs expected to be "
+                "in the request {",
+                ",".join(sorted(inputs)),
+                "}, or default input alias set: ",
+                ",".join(_keys(signature.defaults)),
+            )
+        if not isinstance(value, np.ndarray):
+            try:
+                value = tensors.from_proto(value)
+            except Exception:
+                raise error(Code.INVALID_ARGUMENT, "tensor parsing error: ", alias) from None
+        feeds.append((feed_name, value))
+    if inputs and len(seen) != len(inputs):
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Inputs contains invalid name. Used request inputs: ",
+            ",".join(sorted(seen)),
+            ", request input: ",
+            ",".join(sorted(inputs)),
+        )
+    return feeds
+
+
+# --- classify / regress ------------------------------------------------------------------------
+
+
+def _signature_for(bundle: Bundle, signature_name: str) -> Any:
+    name = signature_name or DEFAULT_SIGNATURE
+    if name not in bundle.signatures:
+        raise error(Code.INVALID_ARGUMENT, "No signature was found with the name: ", name)
+    return bundle.signatures[name]
+
+
+def _debug_string(message: Any) -> str:
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(message))
+
+
+def _serialized_examples(request_input: Any) -> np.ndarray:
+    """tensorflow_serving/servables/tensorflow/util.cc InputToSerializedExampleTensor()."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif kind == "example_list_with_context":
+        ctx = request_input.example_list_with_context.context.SerializeToString()
+        examples = [
+            ctx + e.SerializeToString() for e in request_input.example_list_with_context.examples
+        ]
+    else:
+        examples = []
+    if not examples:
+        raise error(Code.INVALID_ARGUMENT, "Input is empty.")
+    return np.array(examples, dtype=object)
+
+
+def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
+    """tensorflow_serving/servables/tensorflow/classifier.cc RunClassify()."""
+    from tensorflow_serving.apis import classification_pb2
+
+    signature = _signature_for(bundle, request.model_spec.signature_name)
+    check = bundle.options.method_name_check
+    if check and signature.method_name != CLASSIFY_METHOD:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected classification signature method_name to be ",
+            CLASSIFY_METHOD,
+            ". Was: ",
+            signature.method_name,
+        )
+    # PreProcessClassification()
+    if len(signature.inputs) != 1:
+        raise error(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected one or two output Tensors, found ",
+            len(signature.outputs),
+        )
+    if "inputs" not in signature.inputs:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "No classification inputs found in SignatureDef: ",
+            _debug_string(signature),
+        )
+    has_classes = "classes" in signature.outputs
+    has_scores = "scores" in signature.outputs
+    if not has_classes and not has_scores:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            'Expected classification signature outputs to contain at least one of "classes" '
+            'or "scores". Signature was: ',
+            _debug_string(signature),
+        )
+    fetches = []
+    if has_classes:
+        fetches.append(signature.outputs["classes"].name)
+    if has_scores:
+        fetches.append(signature.outputs["scores"].name)
+    examples = _serialized_examples(request.input)
+    start = _now_us()
+    outputs = bundle.run([(signature.inputs["inputs"].name, examples)], fetches, timeout_ms)
+    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Classify", "TF1")
+    classes = outputs[0] if has_classes else None
+    scores = outputs[-1] if has_scores else None
+    n = len(examples)
+    for tensor, what, dtype in ((classes, "classes", "string"), (scores, "scores", "float")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                "Expected Tensor shape: [batch_size num_classes] but got ",
+                _shape_debug(tensor),
+            )
+        if tensors.dtype_string(tensors.tf_dtype_of(tensor)) != dtype:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                f"Expected {what} Tensor of DT_{dtype.upper()}. Got: ",
+                "DT_" + tensors.dtype_string(tensors.tf_dtype_of(tensor)).upper(),
+            )
+        if tensor.shape[0] != n:
+            raise error(
+                Code.INVALID_ARGUMENT,
+                f"Expected {what} output batch size of {n}. Got: {tensor.shape[0]}",
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Tensors class and score should match in dim_size(1). Got ",
+            f"{classes.shape[1]} vs. {scores.shape[1]}",
+        )
+    num_classes = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+    response = classification_pb2.ClassificationResponse()
+    _model_spec(response.model_spec, request.model_spec, version)
+    for i in range(n):
+        entry = response.result.classifications.add()
+        for c in range(num_classes):
+            cls = entry.classes.add()
+            if classes is not None:
+                cls.label = classes[i, c].decode("utf-8", errors="surrogateescape")
+            if scores is not None:
+                cls.score = float(scores[i, c])
+    return response
+
+
+def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
+    """tensorflow_serving/servables/tensorflow/regressor.cc RunRegress()."""
+    from tensorflow_serving.apis import regression_pb2
+
+    signature = _signature_for(bundle, request.model_spec.signature_name)
+    if bundle.options.method_name_check and signature.method_name != REGRESS_METHOD:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected regression signature method_name to be ",
+            REGRESS_METHOD,
+            ". Was: ",
+            signature.method_name,
+        )
+    # PreProcessRegression()
+    if len(signature.inputs) != 1:
+        raise error(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise error(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
+    if "inputs" not in signature.inputs:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "No regression inputs found in SignatureDef: ",
+            _debug_string(signature),
+        )
+    if "outputs" not in signature.outputs:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "No regression outputs found in SignatureDef: ",
+            _debug_string(signature),
+        )
+    examples = _serialized_examples(request.input)
+    start = _now_us()
+    (output,) = bundle.run(
+        [(signature.inputs["inputs"].name, examples)],
+        [signature.outputs["outputs"].name],
+        timeout_ms,
+    )
+    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Regress", "TF1")
+    n = len(examples)
+    if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got ",
+            _shape_debug(output),
+        )
+    if n != output.shape[0]:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            f"Input batch size did not match output batch size: {n} vs. {output.shape[0]}",
+        )
+    if output.dtype != np.float32:
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected output Tensor of DT_FLOAT.  Got: DT_",
+            tensors.dtype_string(tensors.tf_dtype_of(output)).upper(),
+        )
+    response = regression_pb2.RegressionResponse()
+    _model_spec(response.model_spec, request.model_spec, version)
+    for value in output.reshape(-1):
+        response.result.regressions.add().value = float(value)
+    return response
+
+
+def _shape_debug(array: np.ndarray) -> str:
+    """TensorShape::DebugString(): [2,3]."""
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _model_spec(out: Any, spec: Any, version: int | None) -> None:
+    """tensorflow_serving/servables/tensorflow/util.cc MakeModelSpec() (signature name given)."""
+    out.Clear()
+    out.name = spec.name
+    out.signature_name = spec.signature_name or DEFAULT_SIGNATURE
+    if version is not None:
+        out.version.value = version
+
+
+def make_model_spec(out: Any, name: str, signature_name: str, version: int | None) -> None:
+    out.Clear()
+    out.name = name
+    out.signature_name = signature_name or DEFAULT_SIGNATURE
+    if version is not None:
+        out.version.value = version

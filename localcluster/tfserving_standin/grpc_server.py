@@ -1,0 +1,214 @@
+"""The gRPC port: tensorflow_serving/model_servers/prediction_service_impl.cc and
+model_service_impl.cc, with the tensorflow-serving-api service stubs.
+
+- PredictionService: Predict, GetModelMetadata, Classify, Regress (MultiInference answers
+  UNIMPLEMENTED, named as the stand-in's). Predict/Classify/Regress record request_latency
+  {entrypoint="GRPC"} when OK and request_count{model_name,status} always; GetModelMetadata
+  records neither, as in prediction_service_impl.cc.
+- ModelService: GetModelStatus, HandleReloadConfigRequest (ModelConfigList only:
+  "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is
+  currently supported"; the reply carries the status; metric_names are not copied).
+- Status codes are TF's codes one to one; messages are cut at 1024 characters with
+  "...TRUNCATED" (grpc_status_util.cc).
+- Predict responses use Tensor::AsProtoField() (typed *_val fields), tensor_content with
+  --enable_serialization_as_tensor_content.
+- Max message size int32 max both ways, as server.cc sets it.
+- The session timeout TF Serving derives from the client deadline (enforce_session_run_timeout)
+  is not copied: the client's deadline still ends the call on the client side.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from localcluster.tfserving_standin import logs, metrics, services, tensors
+from localcluster.tfserving_standin.server_core import ServerCore
+from localcluster.tfserving_standin.status import (
+    Code,
+    Status,
+    StatusError,
+    error,
+    grpc_message,
+)
+
+
+def _abort(context: grpc.ServicerContext, status: Status) -> None:
+    context.set_code(grpc.StatusCode[status.code.name])
+    context.set_details(grpc_message(status))
+
+
+def _call(
+    context: grpc.ServicerContext,
+    fn: Callable[[], Any],
+    empty: Callable[[], Any],
+) -> tuple[Status, Any]:
+    try:
+        return Status(), fn()
+    except StatusError as exc:
+        status = exc.status
+    except Exception as exc:  # never crash on a request
+        status = Status(Code.INTERNAL, f"tfserving-standin internal error: {exc!r}")
+    _abort(context, status)
+    return status, empty()
+
+
+def build(
+    core: ServerCore,
+    address: str,
+    max_threads: int,
+    tensor_content: bool,
+    channel_arguments: list[tuple[str, Any]],
+    reload_config: Callable[[Any], None],
+) -> grpc.Server | None:
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        inference_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+        def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            start = time.monotonic_ns()
+
+            def run() -> Any:
+                if not request.HasField("model_spec"):
+                    raise error(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+                spec, outputs = services.predict(
+                    core,
+                    request.model_spec,
+                    dict(request.inputs.items()),
+                    list(request.output_filter),
+                    None,
+                )
+                response = predict_pb2.PredictResponse()
+                response.model_spec.CopyFrom(spec)
+                for alias, array in outputs:
+                    response.outputs[alias].CopyFrom(tensors.to_proto(array, tensor_content))
+                return response
+
+            status, response = _call(context, run, predict_pb2.PredictResponse)
+            name = request.model_spec.name
+            if status.ok:
+                metrics.request_latency.add(
+                    (time.monotonic_ns() - start) // 1000, name, "Predict", "GRPC"
+                )
+            metrics.request_count.inc(name, status.code.name)
+            return response
+
+        def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            _, response = _call(
+                context,
+                lambda: services.get_model_metadata(core, request),
+                get_model_metadata_pb2.GetModelMetadataResponse,
+            )
+            return response
+
+        def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            start = time.monotonic_ns()
+            status, response = _call(
+                context,
+                lambda: services.classify(core, request, None),
+                classification_pb2.ClassificationResponse,
+            )
+            name = request.model_spec.name
+            if status.ok:
+                metrics.request_latency.add(
+                    (time.monotonic_ns() - start) // 1000, name, "Classify", "GRPC"
+                )
+            metrics.request_count.inc(name, status.code.name)
+            return response
+
+        def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            start = time.monotonic_ns()
+            status, response = _call(
+                context,
+                lambda: services.regress(core, request, None),
+                regression_pb2.RegressionResponse,
+            )
+            name = request.model_spec.name
+            if status.ok:
+                metrics.request_latency.add(
+                    (time.monotonic_ns() - start) // 1000, name, "Regress", "GRPC"
+                )
+            metrics.request_count.inc(name, status.code.name)
+            return response
+
+        def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            _abort(
+                context,
+                Status(
+                    Code.UNIMPLEMENTED,
+                    "tfserving-standin: MultiInference is not copied by the stand-in",
+                ),
+            )
+            return inference_pb2.MultiInferenceResponse()
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+        def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            _, response = _call(
+                context,
+                lambda: services.get_model_status(core, request),
+                get_model_status_pb2.GetModelStatusResponse,
+            )
+            return response
+
+        def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+            response = model_management_pb2.ReloadConfigResponse()
+            config = request.config
+            if config.WhichOneof("config") == "model_config_list":
+                for index, model in enumerate(config.model_config_list.config):
+                    logs.info(
+                        "model_service_impl.cc",
+                        f"\nConfig entry\n\tindex : {index}\n\tpath : {model.base_path}"
+                        f"\n\tname : {model.name}\n\tplatform : {model.model_platform}",
+                    )
+                try:
+                    reload_config(config)
+                    status = Status()
+                except StatusError as exc:
+                    status = exc.status
+            else:
+                status = Status(
+                    Code.INVALID_ARGUMENT,
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                    "ModelConfigList is currently supported",
+                )
+            if not status.ok:
+                logs.error("model_service_impl.cc", f"ReloadConfig failed: {status.message}")
+                _abort(context, status)
+            response.status.error_code = int(status.code)
+            response.status.error_message = status.message
+            return response
+
+    limit = 2**31 - 1
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        *channel_arguments,
+    ]
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_threads)),
+        options=options,
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        return None
+    server.start()
+    return server
