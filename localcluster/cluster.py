@@ -352,8 +352,13 @@ def _simulated_node(name: str) -> dict[str, object]:
             },
         },
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500"},
+            "allocatable": {
+                "cpu": "32",
+                "memory": "256Gi",
+                "pods": "500",
+                "ephemeral-storage": "1Ti",
+            },
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "ephemeral-storage": "1Ti"},
         },
     }
 

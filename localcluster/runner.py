@@ -67,6 +67,35 @@ def _map_path(value: str, mounts: Mapping[str, Path]) -> str:
     return f"{prefix}{sep}{path}"
 
 
+def _subpath(volume: Path, subpath: str) -> Path:
+    """A volume's subPath, created if missing (as the kubelet does), never outside the volume."""
+    target = (volume / subpath).resolve() if subpath else volume
+    if subpath and not target.is_relative_to(volume.resolve()):
+        raise NotRunnable(f"subPath {subpath} leaves its volume")
+    if subpath:
+        target.mkdir(parents=True, exist_ok=True)
+        target.chmod(0o777)
+    return target
+
+
+def _mount_parents(mounts: Mapping[str, Path], rootfs: Path) -> dict[str, Path]:
+    """Directories of the image's own filesystem that hold mount points (/store when only
+    /store/mnist is mounted): local directories with a link to each mounted child."""
+    parents: dict[str, Path] = {}
+    for mount_path, local in mounts.items():
+        path = Path(mount_path)
+        for parent in path.parents:
+            if str(parent) == "/" or str(parent) in mounts:
+                break
+            directory = rootfs / str(parent).lstrip("/")
+            directory.mkdir(parents=True, exist_ok=True)
+            parents[str(parent)] = directory
+            link = directory / path.relative_to(parent).parts[0]
+            if not link.exists() and not link.is_symlink() and parent == path.parent:
+                link.symlink_to(local)
+    return parents
+
+
 class Runner:
     def __init__(self, api: client.ApiClient, work_dir: Path, image_bin: Path) -> None:
         self.core = client.CoreV1Api(api)
@@ -199,9 +228,10 @@ class Runner:
             for v in spec.get("volumes", [])
         }
         mounts = {
-            m["mountPath"]: volumes[m["name"]] / m.get("subPath", "")
+            m["mountPath"]: _subpath(volumes[m["name"]], m.get("subPath", ""))
             for m in container.get("volumeMounts", [])
         }
+        mounts.update(_mount_parents(mounts, pod_dir / "rootfs"))
         env = {
             "PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin",
             "HOSTNAME": meta["name"],

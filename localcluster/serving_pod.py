@@ -125,6 +125,8 @@ class ServingPod:
                 p for p in (os.environ.get("PYTHONPATH", ""), str(REPO)) if p
             ),
             "STANDIN_POD_IP": self.ip,
+            # tensorflow_model_server as a container's PID 1 ignores SIGTERM (serving#1853).
+            "STANDIN_IGNORE_SIGTERM": "1",
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
         }
         return argv, env, pod_dir

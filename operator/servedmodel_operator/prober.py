@@ -81,7 +81,10 @@ class Prober:
             versions = parse_model_status(body) if status == 200 else {}
             resolved: dict[str, int | None] = {}
             for label in labels:
-                status, body = await self._get(ip, f"{base}/labels/{quote(label, safe='')}")
+                # Only .../labels/<l>/metadata resolves a label: GET .../labels/<l> lists every
+                # version whatever the label (http_rest_api_handler.cc).
+                path = f"{base}/labels/{quote(label, safe='')}/metadata"
+                status, body = await self._get(ip, path)
                 resolved[label] = resolved_version(body) if status == 200 else None
         except PodUnreadable as exc:
             return PodReport(digest, error=str(exc)[:300])

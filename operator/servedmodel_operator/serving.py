@@ -122,9 +122,13 @@ def parse_model_status(body: Mapping[str, Any]) -> dict[int, VersionState]:
 
 
 def resolved_version(body: Mapping[str, Any]) -> int | None:
-    """The version a label resolves to, from the model status by label."""
-    versions = parse_model_status(body)
-    return next(iter(versions)) if len(versions) == 1 else None
+    """The version a label resolves to, from TF Serving's metadata by label (its model_spec)."""
+    spec = body.get("model_spec")
+    version = spec.get("version") if isinstance(spec, Mapping) else None
+    try:
+        return int(version) if version is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def in_scope(pods: Iterable[ServingPod], config_written: str | None) -> list[ServingPod]:

@@ -35,12 +35,14 @@ def rest_predict(endpoint: Endpoint, selector: str, columnar: bool = False) -> A
 
 
 def label_version(endpoint: Endpoint, label: str) -> int | None:
-    """The version a label resolves to on one pod (TF Serving's model status by label)."""
-    response = requests.get(f"{endpoint.rest}/v1/models/{MODEL}/labels/{label}", timeout=10)
+    """The version a label resolves to on one pod (metadata by label: TF Serving's model
+    status by label ignores the label)."""
+    response = requests.get(
+        f"{endpoint.rest}/v1/models/{MODEL}/labels/{label}/metadata", timeout=10
+    )
     if response.status_code != 200:
         return None
-    [status] = response.json()["model_version_status"]
-    return int(status["version"])
+    return int(response.json()["model_spec"]["version"])
 
 
 def version_state(endpoint: Endpoint, version: int) -> str | None:
@@ -150,7 +152,9 @@ def test_rollback_then_roll_forward_without_a_pod_restart(
         served, {"canary": 1, "stable": 1}))  # fmt: skip
     for pod in served.ready_pods(MODEL):
         with served.endpoint(pod) as endpoint:
-            eventually("version 2 unloaded", lambda e=endpoint: version_state(e, 2) in (None, "END"))
+            eventually(
+                "version 2 unloaded", lambda e=endpoint: version_state(e, 2) in (None, "END")
+            )
             assert np.allclose(rest_predict(endpoint, "labels/canary"), keras_outputs[1], atol=1e-5)
 
     # Roll forward: version 2 must be loaded again before the label may move to it.
@@ -218,7 +222,9 @@ def test_a_restarted_pod_serves_the_same_versions_and_labels(
                    "--wait=false")  # fmt: skip
 
     def replaced() -> list[dict[str, Any]] | None:
-        pods = [p for p in served.ready_pods(MODEL) if p["metadata"]["uid"] != victim["metadata"]["uid"]]
+        pods = [
+            p for p in served.ready_pods(MODEL) if p["metadata"]["uid"] != victim["metadata"]["uid"]
+        ]
         return pods if len(pods) == 2 else None
 
     [fresh] = [p for p in eventually("a replacement pod", replaced, 600)
@@ -238,7 +244,9 @@ def test_a_version_tf_serving_cannot_load_stalls_with_its_own_error(served: Back
     wait_ready(served)
     for pod in served.ready_pods(MODEL):
         with served.endpoint(pod) as endpoint:
-            eventually("version 1 unloaded", lambda e=endpoint: version_state(e, 1) in (None, "END"))
+            eventually(
+                "version 1 unloaded", lambda e=endpoint: version_state(e, 1) in (None, "END")
+            )
     served.damage_version(MODEL, 1)
     served.patch_spec(MODEL, {"serve": {"versions": [1, 3]}})
     stalled = served.wait_condition(MODEL, "Stalled", "True", "VersionLoadFailed", timeout=600)

@@ -123,6 +123,8 @@ def test_server_args_are_tf_servings_own_flags() -> None:
         "--model_config_file=/etc/tfserving/models.config",
         "--model_config_file_poll_wait_seconds=10",
         "--allow_version_labels_for_unavailable_models=true",
+        "--max_num_load_retries=1",
+        "--load_retry_interval_micros=10000000",
         "--monitoring_config_file=/etc/tfserving/monitoring.config",
     ]
     batching = _container(
@@ -132,6 +134,18 @@ def test_server_args_are_tf_servings_own_flags() -> None:
         "--enable_batching=true",
         "--batching_parameters_file=/etc/tfserving/batching.config",
     ]
+
+
+def test_every_server_flag_is_one_tensorflow_model_server_knows() -> None:
+    """TF Serving prints 'unknown argument' and starts anyway: a misspelt flag would be
+    silently ignored. The stand-in's table holds main.cc's flags, names, types and ranges."""
+    from localcluster.tfserving_standin import flags
+
+    m = model(server={"batching": {"maxBatchSize": 8}})
+    parsed = flags.parse(
+        ["tensorflow_model_server", *_container(deployment.deployment(m, True))["args"]]
+    )
+    assert parsed.ok and parsed.unknown == [] and parsed.errors == []
 
 
 def test_probes_use_the_metadata_path_for_readiness_and_size_startup_for_loading() -> None:

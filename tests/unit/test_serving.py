@@ -22,8 +22,9 @@ def test_model_status_json_is_parsed_with_errors() -> None:
     assert serving.parse_model_status(body)[3].failed
     assert not VersionState("END").failed  # unloaded on purpose, not a failure
     assert serving.parse_model_status({"model_version_status": ["junk", {"version": "x"}]}) == {}
-    assert serving.resolved_version(model_status(v2="AVAILABLE")) == 2
-    assert serving.resolved_version({"error": "Unrecognized label"}) is None
+    metadata = {"model_spec": {"name": "mnist", "signature_name": "", "version": "2"}}
+    assert serving.resolved_version(metadata) == 2
+    assert serving.resolved_version({"error": "Unrecognized servable version label"}) is None
 
 
 def test_a_pod_object_becomes_a_serving_pod() -> None:

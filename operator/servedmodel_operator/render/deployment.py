@@ -37,6 +37,8 @@ BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
 PRESTOP_SLEEP_SECONDS = 10  # let endpoints drop the pod before it goes: TF Serving ignores SIGTERM
 GRACE_PERIOD_SECONDS = 20
 STARTUP_PERIOD_SECONDS = 5
+LOAD_RETRIES = 1
+LOAD_RETRY_INTERVAL_SECONDS = 10
 TMP_SIZE_LIMIT = "256Mi"
 
 
@@ -49,6 +51,10 @@ def server_args(model: ServedModelSpec) -> list[str]:
         f"--model_config_file_poll_wait_seconds={server.config_poll_seconds}",
         # Labels are re-applied at every pod start, before versions have loaded.
         "--allow_version_labels_for_unavailable_models=true",
+        # A failed load is retried once, 10 s later, then reported (END with its error): TF
+        # Serving's default, 5 retries a minute apart, hides a broken version for 5 minutes.
+        f"--max_num_load_retries={LOAD_RETRIES}",
+        f"--load_retry_interval_micros={LOAD_RETRY_INTERVAL_SECONDS * 1_000_000}",
     ]
     if server.monitoring.prometheus:
         args.append(f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG}")
