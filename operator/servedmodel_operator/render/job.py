@@ -33,7 +33,7 @@ DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"m
 
 # Exit codes of servedmodel-export that no retry can fix (see exporter/servedmodel_exporter/
 # errors.py; a unit test keeps the two lists equal, the operator must not import TensorFlow).
-PERMANENT_EXIT_CODES = (11, 12, 13, 14, 15, 16, 18)
+PERMANENT_EXIT_CODES = (11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 23, 24)
 
 
 def source_argument(entry: VersionEntry) -> str:
