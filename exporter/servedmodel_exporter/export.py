@@ -21,6 +21,7 @@ from servedmodel_exporter import sources
 from servedmodel_exporter.errors import NotAKerasModel
 from servedmodel_exporter.formats import Format
 from servedmodel_exporter.samples import Batch
+from servedmodel_exporter.sources import DEFAULT_MAX_SOURCE_BYTES, ObjectStoreOptions
 from servedmodel_exporter.store import METADATA, Store
 
 
@@ -38,6 +39,8 @@ class Request:
     sha256: str | None = None
     custom_object_modules: list[str] = field(default_factory=list)
     custom_object_files: list[Path] = field(default_factory=list)
+    object_store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
+    max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
 
 
 class _Clock:
@@ -65,7 +68,15 @@ def run(request: Request) -> dict[str, Any]:
     store.ensure_writable()
     with tempfile.TemporaryDirectory(prefix="servedmodel-export-") as tmp:
         workdir = Path(tmp)
-        source = sources.fetch(request.source, workdir, request.sha256)
+        source = sources.fetch(
+            request.source,
+            workdir,
+            sources.FetchOptions(
+                expected_sha256=request.sha256,
+                max_bytes=request.max_source_bytes,
+                object_store=request.object_store,
+            ),
+        )
         clock.lap("fetch")
         recorded = store.check_existing(request.version, source.sha256)
         if recorded is not None:
