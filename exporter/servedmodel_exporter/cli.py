@@ -60,6 +60,12 @@ def _export_parser() -> argparse.ArgumentParser:
         help=f"refuse sources larger than this, counted while they download "
         f"(default {DEFAULT_MAX_SOURCE_BYTES}, 20 GiB)",
     )
+    p.add_argument(
+        "--allow-unsafe-deserialization",
+        action="store_true",
+        help="let Keras run Python bytecode stored in the model (Lambda layers); "
+        "only for sources you trust",
+    )
     p.add_argument("--result-file", type=Path, help="write the JSON result here")
     p.add_argument(
         "--result-max-bytes",
@@ -163,6 +169,7 @@ def export(argv: list[str]) -> int:
             anonymous=args.anonymous,
         ),
         max_source_bytes=args.max_source_bytes,
+        allow_unsafe_deserialization=args.allow_unsafe_deserialization,
     )
     outcome: dict[str, Any]
     try:

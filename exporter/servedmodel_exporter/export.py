@@ -43,6 +43,7 @@ class Request:
     custom_object_files: list[Path] = field(default_factory=list)
     object_store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+    allow_unsafe_deserialization: bool = False  # run a Lambda's bytecode: trusted sources only
 
 
 class _Clock:
@@ -148,7 +149,7 @@ def _from_keras(
     """.keras archive or directory, .h5: Keras 3, in this process."""
     from servedmodel_exporter import formats, savedmodel
 
-    model = formats.load_keras(path, fmt, workdir)
+    model = formats.load_keras(path, fmt, workdir, request.allow_unsafe_deserialization)
     arguments = savedmodel.keras_input_signature(model)
     return savedmodel.export(model, staging, arguments, request.samples, request.samples_file)
 
@@ -160,7 +161,14 @@ def _from_keras2(
     from servedmodel_exporter import legacy
 
     reference_file = workdir / "reference.npz"
-    legacy.run_child(path, staging, reference_file, request.samples, request.samples_file)
+    legacy.run_child(
+        path,
+        staging,
+        reference_file,
+        request.samples,
+        request.samples_file,
+        request.allow_unsafe_deserialization,
+    )
     return legacy.load_reference(reference_file)
 
 

@@ -5,6 +5,9 @@ versions, so the parent runs this module with TF_USE_LEGACY_KERAS=1. It loads th
 tf_keras, exports it to the staging directory with the same code as the Keras 3 path
 (savedmodel.export), and saves the verification inputs with the model's own outputs on them;
 the parent then verifies the export against those.
+
+tf_keras' SavedModel loader ignores safe mode: it would rebuild a Lambda layer from the
+bytecode in keras_metadata.pb. So the metadata is searched for bytecode before loading.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def run_child(
     reference: Path,
     samples: int,
     samples_file: Path | None,
+    allow_unsafe: bool,
 ) -> None:
     """Parent side: run this module in a child process, translate its failure."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
@@ -56,6 +60,7 @@ def run_child(
         str(reference),
         str(samples),
         str(samples_file or ""),
+        "allow-unsafe" if allow_unsafe else "safe",
     ]
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -68,19 +73,36 @@ def run_child(
     raise error(f"Keras-2 SavedModel: {message}", details=outcome.get("details") or {})
 
 
+def _metadata_configs(source: Path) -> list[Any]:
+    """The layer configs in keras_metadata.pb, as JSON."""
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    metadata = saved_metadata_pb2.SavedMetadata()
+    try:
+        metadata.ParseFromString((source / "keras_metadata.pb").read_bytes())
+        return [json.loads(node.metadata) for node in metadata.nodes if node.metadata]
+    except Exception as exc:  # protobuf's DecodeError, JSON errors: not a Keras-2 SavedModel
+        raise NotAKerasModel(f"keras_metadata.pb does not parse: {type(exc).__name__}") from exc
+
+
 def _child(
     source: Path,
     staging: Path,
     reference: Path,
     samples: int,
     samples_file: Path | None,
+    allow_unsafe: bool,
 ) -> None:
     import tf_keras
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    from servedmodel_exporter import savedmodel
+    from servedmodel_exporter import formats, savedmodel
 
+    if not allow_unsafe:
+        formats.refuse_bytecode(_metadata_configs(source))
     try:
-        model = tf_keras.models.load_model(source, compile=False)
+        with SafeModeScope(not allow_unsafe):
+            model = tf_keras.models.load_model(source, compile=False)
     except Exception as exc:
         raise NotAKerasModel(f"tf_keras cannot load it: {type(exc).__name__}: {exc}") from exc
     arguments = savedmodel.tf_keras_input_signature(model)
@@ -96,6 +118,7 @@ if __name__ == "__main__":
             Path(sys.argv[3]),
             int(sys.argv[4]),
             Path(sys.argv[5]) if sys.argv[5] else None,
+            sys.argv[6] == "allow-unsafe",
         )
         print(json.dumps({"ok": True}))
     except ExportError as exc:
