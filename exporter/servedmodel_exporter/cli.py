@@ -61,6 +61,11 @@ def _export_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_SOURCE_BYTES}, 20 GiB)",
     )
     p.add_argument(
+        "--owner-uid",
+        help="the owning ServedModel's UID: recorded with the version, and an existing "
+        "version recorded with another UID is refused (StoreConflict)",
+    )
+    p.add_argument(
         "--allow-unsafe-deserialization",
         action="store_true",
         help="let Keras run Python bytecode stored in the model (Lambda layers); "
@@ -169,6 +174,7 @@ def export(argv: list[str]) -> int:
             anonymous=args.anonymous,
         ),
         max_source_bytes=args.max_source_bytes,
+        owner_uid=args.owner_uid,
         allow_unsafe_deserialization=args.allow_unsafe_deserialization,
     )
     outcome: dict[str, Any]

@@ -8,7 +8,6 @@ passed; the only write to a numbered directory is the final no-replace rename.
 from __future__ import annotations
 
 import datetime
-import json
 import shutil
 import tempfile
 import time
@@ -22,7 +21,7 @@ from servedmodel_exporter.errors import NotAKerasModel
 from servedmodel_exporter.formats import Format
 from servedmodel_exporter.samples import Batch
 from servedmodel_exporter.sources import DEFAULT_MAX_SOURCE_BYTES, ObjectStoreOptions
-from servedmodel_exporter.store import METADATA, Store
+from servedmodel_exporter.store import Store
 
 Outputs = dict[str, Any]
 
@@ -43,6 +42,7 @@ class Request:
     custom_object_files: list[Path] = field(default_factory=list)
     object_store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+    owner_uid: str | None = None  # the owning ServedModel's metadata.uid, kept in the record
     allow_unsafe_deserialization: bool = False  # run a Lambda's bytecode: trusted sources only
 
 
@@ -81,12 +81,12 @@ def run(request: Request) -> dict[str, Any]:
             ),
         )
         clock.lap("fetch")
-        recorded = store.check_existing(request.version, source.sha256)
+        recorded = store.check_existing(request.version, source.sha256, request.owner_uid)
         if recorded is not None:
             return _already(recorded, store, request.version, clock)
         with store.lock(request.version):
             # Another exporter may have published while we waited for the lock.
-            recorded = store.check_existing(request.version, source.sha256)
+            recorded = store.check_existing(request.version, source.sha256, request.owner_uid)
             if recorded is not None:
                 return _already(recorded, store, request.version, clock)
             staging = store.staging(request.version)
@@ -96,7 +96,7 @@ def run(request: Request) -> dict[str, Any]:
                 clock.lap("publish")
             except FileExistsError:
                 # Lost a race the lock could not prevent (another node, a network filesystem).
-                recorded = store.check_existing(request.version, source.sha256)
+                recorded = store.check_existing(request.version, source.sha256, request.owner_uid)
                 return _already(recorded or {}, store, request.version, clock)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -132,10 +132,9 @@ def _build(
     verification = _verify(staging, batches, reference, request)
     clock.lap("verify")
     records = warmup.write(staging, request.model_name, batches, request.warmup)
-    result = _result(request, source, fmt, staging, verification, records)
-    (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
-    (staging / METADATA).write_text(json.dumps(result, indent=2, sort_keys=True))
-    return result
+    return Store.write_record(
+        staging, _result(request, source, fmt, staging, verification, records)
+    )
 
 
 # Each exporter writes the SavedModel to staging and returns the verification inputs with the
@@ -235,6 +234,8 @@ def _result(
         "kerasVersion": keras.__version__,
         "exportedAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if request.owner_uid:
+        result["ownerUid"] = request.owner_uid
     return result
 
 
