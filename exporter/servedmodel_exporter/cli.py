@@ -126,6 +126,19 @@ def _quiet_tensorflow() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+_STDERR = logging.StreamHandler()
+_STDERR.setFormatter(logging.Formatter("servedmodel-export: %(levelname)s: %(message)s"))
+
+
+def _configure_logging() -> None:
+    """Our own messages (tracebacks of unexpected failures) on stderr; TensorFlow's stay quiet."""
+    _STDERR.setStream(sys.stderr)
+    if _STDERR not in log.handlers:
+        log.addHandler(_STDERR)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def inspect(argv: list[str]) -> int:
     args = _inspect_parser().parse_args(argv)
     _quiet_tensorflow()
@@ -149,6 +162,7 @@ def export(argv: list[str]) -> int:
     if args.max_source_bytes < 1:
         _export_parser().error("--max-source-bytes must be a positive integer")
     _quiet_tensorflow()
+    _configure_logging()
     from servedmodel_exporter.export import Request, run
     from servedmodel_exporter.sources import ObjectStoreOptions
 
@@ -185,7 +199,7 @@ def export(argv: list[str]) -> int:
         outcome = _failure(exc, args.version)
         code = exc.exit_code
     except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
-        log.debug("unexpected failure", exc_info=True)
+        log.error("unexpected failure, traceback follows", exc_info=True)
         outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
         code = InternalError.exit_code
     summary = results.one_line(outcome)
