@@ -5,11 +5,12 @@ line per regular file below it,
 
     <relative path> <length in bytes> <sha256 of the content, lowercase hex>\\n
 
-with `/` between path components, the lines sorted by the paths' UTF-8 bytes, directories
-themselves contributing nothing. The same thing in a shell (README, "The exporter"):
+with `/` between path components, the lines in the byte order of their paths (as
+`LC_ALL=C sort` orders them), directories themselves contributing nothing. The same thing in a
+shell, run in the directory (README, "The exporter"; a test runs README's copy):
 
-    cd DIR && find . -type f -printf '%P\\n' | LC_ALL=C sort | while IFS= read -r f; do
-      printf '%s %s %s\\n' "$f" "$(stat -c %s "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)"
+    find . -type f -printf '%P\\n' | LC_ALL=C sort | while IFS= read -r f; do
+      printf '%s %s %s\\n' "$f" "$(stat -c %s -- "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)"
     done | sha256sum
 
 Symlinks, special files and names with a newline are refused (ManifestError): a symlink in a
@@ -41,8 +42,10 @@ class Entry:
 
 
 def digest(entries: Iterable[Entry]) -> str:
-    lines = sorted(f"{e.path} {e.size} {e.sha256}\n".encode() for e in entries)
-    return hashlib.sha256(b"".join(lines)).hexdigest()
+    hasher = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: os.fsencode(e.path)):  # as `LC_ALL=C sort`
+        hasher.update(os.fsencode(entry.path) + f" {entry.size} {entry.sha256}\n".encode())
+    return hasher.hexdigest()
 
 
 def regular_files(root: Path) -> Iterator[tuple[str, int]]:

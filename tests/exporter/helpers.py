@@ -63,6 +63,9 @@ class Server(http.server.ThreadingHTTPServer):
     files: dict[str, bytes]
     chunked: bool  # no Content-Length: the size is only known while the body streams
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that stops reading (the size limit) breaks the pipe: expected
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Server
