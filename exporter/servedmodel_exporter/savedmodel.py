@@ -121,6 +121,11 @@ def export(
     # verification (MobileNetV2: peak RSS 1.00 GB -> 0.93 GB with model.export).
     gc.collect()
     specs = signature.input_specs(path)
+    if sorted(specs) != sorted(serving.inputs):
+        raise UnsupportedSignature(
+            f"TensorFlow renamed the model's inputs {sorted(serving.inputs)} to "
+            f"{sorted(specs)} in the signature; rename the Keras inputs"
+        )
     batches = sampling.for_signature(specs, samples, samples_file, sampling.hints(model))
     return batches, reference(model, serving, batches)
 

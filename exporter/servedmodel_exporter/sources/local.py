@@ -17,13 +17,14 @@ from servedmodel_exporter import manifest
 from servedmodel_exporter.errors import AccessDenied, NotAKerasModel, SourceNotFound, UnsafeModel
 from servedmodel_exporter.sources.objectstore import ObjectStoreOptions
 from servedmodel_exporter.sources.transfer import Download
+from servedmodel_exporter.sources.uris import safe_name
 
 
 def fetch(uri: str, workdir: Path, download: Download, _: ObjectStoreOptions) -> Path:
     path = Path(unquote(urlsplit(uri).path) if uri.startswith("file://") else uri)
     if not path.exists():
         raise SourceNotFound(f"{path} does not exist")
-    target = workdir / (path.name or "model")
+    target = workdir / safe_name(path.name)
     try:
         if path.is_dir():
             _copy_directory(path, target, download)
