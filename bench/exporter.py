@@ -1,8 +1,13 @@
 """Exporter overhead: servedmodel-export (export + verify + atomic publish) against a bare
-tf.saved_model.save of the same model, each in a fresh process, wall time and peak RSS."""
+tf.saved_model.save of the same model, each in a fresh process, wall time and peak RSS.
+
+`python -m bench` runs it after the convergence benchmark and writes bench/results.json;
+`python -m bench.exporter [--reps N]` runs it alone and prints the figures (no cluster)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import statistics
@@ -86,3 +91,16 @@ def measure(work: Path, reps: int) -> dict[str, Any]:
         "runs": reps,
         "samples": 8,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.exporter", description=__doc__)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.work / "exporter", args.reps), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ from typing import Any
 
 from servedmodel_exporter import result as results
 from servedmodel_exporter.errors import ExportError, InternalError
+from servedmodel_exporter.sources.transfer import DEFAULT_MAX_SOURCE_BYTES
 
 log = logging.getLogger("servedmodel_exporter")
 
@@ -47,7 +48,29 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warmup", type=int, default=0, help="TF Serving warmup records to write (<= 1000)"
     )
-    p.add_argument("--sha256", help="expected SHA-256 of the source")
+    p.add_argument(
+        "--sha256",
+        help="expected SHA-256 of the source: a file's own (sha256sum), a directory's "
+        "manifest (README: 'The exporter')",
+    )
+    p.add_argument(
+        "--max-source-bytes",
+        type=int,
+        default=DEFAULT_MAX_SOURCE_BYTES,
+        help=f"refuse sources larger than this, counted while they download "
+        f"(default {DEFAULT_MAX_SOURCE_BYTES}, 20 GiB)",
+    )
+    p.add_argument(
+        "--owner-uid",
+        help="the owning ServedModel's UID: recorded with the version, and an existing "
+        "version recorded with another UID is refused (StoreConflict)",
+    )
+    p.add_argument(
+        "--allow-unsafe-deserialization",
+        action="store_true",
+        help="let Keras run Python bytecode stored in the model (Lambda layers); "
+        "only for sources you trust",
+    )
     p.add_argument("--result-file", type=Path, help="write the JSON result here")
     p.add_argument(
         "--result-max-bytes",
@@ -103,6 +126,19 @@ def _quiet_tensorflow() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+_STDERR = logging.StreamHandler()
+_STDERR.setFormatter(logging.Formatter("servedmodel-export: %(levelname)s: %(message)s"))
+
+
+def _configure_logging() -> None:
+    """Our own messages (tracebacks of unexpected failures) on stderr; TensorFlow's stay quiet."""
+    _STDERR.setStream(sys.stderr)
+    if _STDERR not in log.handlers:
+        log.addHandler(_STDERR)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def inspect(argv: list[str]) -> int:
     args = _inspect_parser().parse_args(argv)
     _quiet_tensorflow()
@@ -123,20 +159,13 @@ def export(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv)
     if args.version < 1:
         _export_parser().error("--version must be a positive integer")
+    if args.max_source_bytes < 1:
+        _export_parser().error("--max-source-bytes must be a positive integer")
     _quiet_tensorflow()
+    _configure_logging()
     from servedmodel_exporter.export import Request, run
-    from servedmodel_exporter.sources import objectstore
+    from servedmodel_exporter.sources import ObjectStoreOptions
 
-    objectstore.configure(
-        objectstore.ObjectStoreOptions(
-            endpoint_url=args.endpoint_url,
-            region=args.region,
-            path_style=args.path_style,
-            verify_tls=not args.no_verify_tls,
-            ca_bundle=args.ca_bundle,
-            anonymous=args.anonymous,
-        )
-    )
     request = Request(
         source=args.source,
         store=args.store,
@@ -150,6 +179,17 @@ def export(argv: list[str]) -> int:
         sha256=args.sha256,
         custom_object_modules=args.custom_objects_module,
         custom_object_files=args.custom_objects_file,
+        object_store=ObjectStoreOptions(
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            path_style=args.path_style,
+            verify_tls=not args.no_verify_tls,
+            ca_bundle=args.ca_bundle,
+            anonymous=args.anonymous,
+        ),
+        max_source_bytes=args.max_source_bytes,
+        owner_uid=args.owner_uid,
+        allow_unsafe_deserialization=args.allow_unsafe_deserialization,
     )
     outcome: dict[str, Any]
     try:
@@ -159,7 +199,7 @@ def export(argv: list[str]) -> int:
         outcome = _failure(exc, args.version)
         code = exc.exit_code
     except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
-        log.debug("unexpected failure", exc_info=True)
+        log.error("unexpected failure, traceback follows", exc_info=True)
         outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
         code = InternalError.exit_code
     summary = results.one_line(outcome)

@@ -75,6 +75,57 @@ class AccessDenied(ExportError):
     permanent = True
 
 
+class InvalidSamples(ExportError):
+    """--samples-file cannot feed the signature: missing inputs, wrong shapes, not an .npz."""
+
+    exit_code = 19
+    reason = "InvalidSamples"
+    permanent = True
+
+
+class UnsupportedSignature(ExportError):
+    """The model's inputs or outputs cannot be served or verified as they are: nested outputs,
+    or an input dtype the exporter cannot generate values for (--samples-file can)."""
+
+    exit_code = 20
+    reason = "UnsupportedSignature"
+    permanent = True
+
+
+class NoServingSignature(ExportError):
+    """A SavedModel without a 'serve' MetaGraph or without a serving_default signature."""
+
+    exit_code = 21
+    reason = "NoServingSignature"
+    permanent = True
+
+
+class UnsafeModel(ExportError):
+    """Loading would run code stored in the model (a Lambda's Python bytecode), or the source
+    holds a symlink or special file."""
+
+    exit_code = 22
+    reason = "UnsafeModel"
+    permanent = True
+
+
+class SourceTooLarge(ExportError):
+    """The source is larger than --max-source-bytes (checked while it streams)."""
+
+    exit_code = 23
+    reason = "SourceTooLarge"
+    permanent = True
+
+
+class StoreConflict(ExportError):
+    """The version exists but belongs to another ServedModel (owner UID), or its files no
+    longer match its record: it is never touched."""
+
+    exit_code = 24
+    reason = "StoreConflict"
+    permanent = True
+
+
 class InternalError(ExportError):
     exit_code = 1
     reason = "InternalError"
@@ -90,6 +141,12 @@ ALL_ERRORS: tuple[type[ExportError], ...] = (
     VersionExists,
     StoreNotWritable,
     AccessDenied,
+    InvalidSamples,
+    UnsupportedSignature,
+    NoServingSignature,
+    UnsafeModel,
+    SourceTooLarge,
+    StoreConflict,
     InternalError,
 )
 PERMANENT_EXIT_CODES = tuple(sorted(e.exit_code for e in ALL_ERRORS if e.permanent))

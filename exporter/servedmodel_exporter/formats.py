@@ -3,6 +3,10 @@
 Detection looks at content, not names: a download called `model` that is a zip archive is a
 .keras file. Loading errors are mapped onto the exporter's reasons (unknown custom object,
 corrupt file) instead of surfacing as tracebacks.
+
+Model files are untrusted: a Lambda layer's Python `lambda` is stored as bytecode that
+deserialising would run. The config is searched for it before anything is deserialised, and
+Keras loads in safe mode; both only yield to --allow-unsafe-deserialization.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from servedmodel_exporter.errors import NotAKerasModel, UnknownCustomObject
+from servedmodel_exporter.errors import NotAKerasModel, UnknownCustomObject, UnsafeModel
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -89,31 +93,81 @@ def _with_suffix(path: Path, suffix: str, workdir: Path) -> Path:
     return link
 
 
-def load_keras(path: Path, fmt: Format, workdir: Path) -> Any:
+def load_keras(path: Path, fmt: Format, workdir: Path, allow_unsafe: bool = False) -> Any:
     """A Keras 3 model from a .keras archive or directory, or an HDF5 file."""
     import keras
 
+    if not allow_unsafe:
+        refuse_bytecode(_model_config_or_none(path, fmt))
     if fmt is Format.KERAS:
         path = _with_suffix(path, ".keras", workdir)
     elif fmt is Format.H5:
         path = _with_suffix(path, ".h5", workdir)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe)
     except Exception as exc:  # Keras raises bare TypeError/ValueError/OSError for all of these
-        text = " ".join(str(exc).split())
-        missing = unregistered_objects(path, fmt)
-        if missing or _CUSTOM_OBJECT_HINTS.search(text):
-            names = ", ".join(missing) or text[:300]
-            raise UnknownCustomObject(
-                f"the model uses custom objects that are not registered: {names}; make them "
-                "importable with --custom-objects-module or --custom-objects-file, registered with "
-                "@keras.saving.register_keras_serializable"
-            ) from exc
-        raise NotAKerasModel(
-            f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}"
-        ) from exc
+        raise _load_error(exc, path, fmt) from exc
     _ensure_called(model)
     return model
+
+
+def _load_error(exc: Exception, path: Path, fmt: Format) -> Exception:
+    text = " ".join(str(exc).split())
+    if "safe_mode" in text:
+        return UnsafeModel(f"{UNSAFE_HINT}: {text[:300]}")
+    missing = unregistered_objects(path, fmt)
+    if missing or _CUSTOM_OBJECT_HINTS.search(text):
+        names = ", ".join(missing) or text[:300]
+        return UnknownCustomObject(
+            f"the model uses custom objects that are not registered: {names}; make them "
+            "importable with --custom-objects-module or --custom-objects-file, registered with "
+            "@keras.saving.register_keras_serializable"
+        )
+    return NotAKerasModel(f"cannot load {fmt} model: {type(exc).__name__}: {text[:300]}")
+
+
+UNSAFE_HINT = (
+    "loading it would run Python bytecode stored in the model file; rewrite the Lambda as a "
+    "registered custom layer, or pass --allow-unsafe-deserialization if its source is trusted"
+)
+
+
+def python_bytecode(config: Any) -> list[str]:
+    """The objects in a Keras config that carry Python bytecode: Keras 3 stores a `lambda` as
+    {"class_name": "__lambda__"}, Keras 2 marks it "function_type" (or "output_shape_type")
+    "lambda"."""
+    found: set[str] = set()
+
+    def walk(node: Any, owner: str) -> None:
+        if isinstance(node, dict):
+            inner = node.get("config")
+            if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                owner = f"{inner['name']} ({node.get('class_name')})"
+            if node.get("class_name") == "__lambda__" or any(
+                str(key).endswith("_type") and value == "lambda" for key, value in node.items()
+            ):
+                found.add(owner)
+            for value in node.values():
+                walk(value, owner)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, owner)
+
+    walk(config, "the model")
+    return sorted(found)
+
+
+def refuse_bytecode(config: Any) -> None:
+    names = python_bytecode(config)
+    if names:
+        raise UnsafeModel(f"{', '.join(names)}: {UNSAFE_HINT}")
+
+
+def _model_config_or_none(path: Path, fmt: Format) -> Any:
+    try:
+        return _model_config(path, fmt)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # unreadable: the loader reports it
 
 
 def _model_config(path: Path, fmt: Format) -> Any:
@@ -133,10 +187,7 @@ def unregistered_objects(path: Path, fmt: Format) -> list[str]:
     """Registered names (package>Class) the config refers to that nobody has registered."""
     import keras
 
-    try:
-        config = _model_config(path, fmt)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
+    config = _model_config_or_none(path, fmt)
     names: set[str] = set()
 
     def walk(node: Any) -> None:

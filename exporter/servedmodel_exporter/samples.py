@@ -4,18 +4,20 @@ The sample count is spread over batches of two rows where the batch dimension is
 other dynamic dimensions take small sizes, twice with different sizes, so an export that
 froze a dimension fails verification. Integer inputs stay below the smallest
 Embedding/CategoryEncoding size found in the model; string inputs come from a StringLookup
-vocabulary when there is one.
+vocabulary when there is one. Inputs of other dtypes (complex, quantized) cannot be made up:
+they fail with UnsupportedSignature, and a --samples-file supplies them instead.
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from servedmodel_exporter.errors import VerificationMismatch
+from servedmodel_exporter.errors import InvalidSamples, UnsupportedSignature
 
 Batch = dict[str, np.ndarray]
 DYNAMIC_SIZES = (3, 5)
@@ -55,7 +57,11 @@ def _all_layers(model: Any) -> list[Any]:
 
 
 def _values(
-    dtype: Any, shape: tuple[int, ...], rng: np.random.Generator, hint: Mapping[str, Any]
+    name: str,
+    dtype: Any,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    hint: Mapping[str, Any],
 ) -> np.ndarray:
     if dtype.is_floating:
         return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
@@ -68,7 +74,19 @@ def _values(
     if dtype == "string":
         words = hint.get("vocabulary") or ["alpha", "beta", "gamma", "delta", "epsilon"]
         return np.array(rng.choice(words, size=shape), dtype=object).astype(bytes)
-    raise VerificationMismatch(f"cannot generate inputs of dtype {dtype.name}")
+    raise UnsupportedSignature(
+        f"cannot make up verification inputs of dtype {dtype.name} for input '{name}': "
+        "supply them with --samples-file"
+    )
+
+
+def _dims(name: str, spec: Any) -> list[int | None]:
+    if spec.shape.rank is None:
+        raise UnsupportedSignature(
+            f"input '{name}' has no fixed rank, so no inputs can be made up for it: "
+            "supply them with --samples-file"
+        )
+    return list(spec.shape)
 
 
 def generate(
@@ -76,40 +94,90 @@ def generate(
 ) -> list[Batch]:
     """specs: name -> tf.TensorSpec (the signature's inputs)."""
     rng = np.random.default_rng(seed)
-    dynamic = any(d is None for s in specs.values() for d in list(s.shape)[1:])
+    dims = {name: _dims(name, spec) for name, spec in specs.items()}
+    dynamic = any(d is None for shape in dims.values() for d in shape[1:])
     sizes = DYNAMIC_SIZES if dynamic and count >= 2 else (DYNAMIC_SIZES[0],)
     counts = [count // len(sizes) + (1 if i < count % len(sizes) else 0) for i in range(len(sizes))]
-    batched = all(list(s.shape)[:1] == [None] for s in specs.values())
+    batched = all(shape[:1] == [None] for shape in dims.values())
     batches = []
     for size, n in zip(sizes, counts, strict=True):
         step = ROWS_PER_BATCH if batched else max(n, 1)
         for rows in [min(step, n - start) for start in range(0, n, step)]:
             batch = {}
             for name, spec in specs.items():
-                dims = list(spec.shape)
-                if not dims:
-                    shape: tuple[int, ...] = ()
-                else:
-                    batch_dim = rows if dims[0] is None else dims[0]
-                    shape = (batch_dim, *(size if d is None else d for d in dims[1:]))
-                batch[name] = _values(spec.dtype, shape, rng, hint)
+                shape: tuple[int, ...] = ()
+                if dims[name]:
+                    first, *rest = dims[name]
+                    shape = (
+                        rows if first is None else first,
+                        *(size if d is None else d for d in rest),
+                    )
+                batch[name] = _values(name, spec.dtype, shape, rng, hint)
             batches.append(batch)
     return batches
 
 
+def for_signature(
+    specs: Mapping[str, Any], count: int, samples_file: Path | None, hint: Mapping[str, Any]
+) -> list[Batch]:
+    """The verification inputs: --samples-file's if given, generated otherwise."""
+    return load(samples_file, specs) if samples_file else generate(specs, count, hint)
+
+
 def load(path: Path, specs: Mapping[str, Any]) -> list[Batch]:
-    """--samples-file: an .npz with one array per signature input (leading batch dimension)."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = sorted(set(specs) - set(data.files))
-        if missing:
-            raise VerificationMismatch(
-                f"{path.name} lacks input(s) {', '.join(missing)} "
-                f"(has {', '.join(sorted(data.files))})"
-            )
-        return [{name: data[name].astype(specs[name].dtype.as_numpy_dtype) for name in specs}]
+    """--samples-file: an .npz with one array per signature input (leading batch dimension),
+    checked against the signature and split into batches like generated samples."""
+    arrays = _read_npz(path)
+    missing = sorted(set(specs) - set(arrays))
+    if missing:
+        raise InvalidSamples(
+            f"{path.name} lacks input(s) {', '.join(missing)} "
+            f"(has {', '.join(sorted(arrays)) or 'nothing'})"
+        )
+    batch = {name: _conform(path.name, name, arrays[name], spec) for name, spec in specs.items()}
+    return _split(batch, specs)
 
 
-def count(batches: list[Batch]) -> int:
-    return sum(
-        len(next(iter(b.values()))) if b and next(iter(b.values())).ndim else 1 for b in batches
-    )
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InvalidSamples(f"{path.name} holds a single array, not an .npz of named ones")
+        with data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InvalidSamples(
+            f"{path.name} is not an .npz of plain arrays: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _conform(file: str, name: str, array: np.ndarray, spec: Any) -> np.ndarray:
+    expected = list(spec.shape) if spec.shape.rank is not None else None
+    if expected is not None and (
+        array.ndim != len(expected)
+        or any(
+            want is not None and want != got
+            for want, got in zip(expected, array.shape, strict=True)
+        )
+    ):
+        shown = [-1 if d is None else d for d in expected]
+        raise InvalidSamples(f"{file}: '{name}' has shape {list(array.shape)}, expected {shown}")
+    try:
+        return array.astype(spec.dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSamples(
+            f"{file}: '{name}' of dtype {array.dtype} does not convert to {spec.dtype.name}"
+        ) from exc
+
+
+def _split(batch: Batch, specs: Mapping[str, Any]) -> list[Batch]:
+    if not all(_dims(name, spec)[:1] == [None] for name, spec in specs.items()):
+        return [batch]
+    rows = {name: len(a) for name, a in batch.items()}
+    if len(set(rows.values())) != 1:
+        raise InvalidSamples(f"the inputs have different numbers of rows: {rows}")
+    [total] = set(rows.values())
+    return [
+        {name: a[start : start + ROWS_PER_BATCH] for name, a in batch.items()}
+        for start in range(0, total, ROWS_PER_BATCH)
+    ] or [batch]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servedmodel_exporter.errors import NotAKerasModel
+from servedmodel_exporter.errors import NoServingSignature, NotAKerasModel
 
 SERVING_TAG = "serve"
 SIGNATURE = "serving_default"
@@ -18,16 +18,40 @@ def signature_def(saved_model_dir: Path) -> Any:
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    try:
+        proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    except FileNotFoundError as exc:
+        raise NotAKerasModel(
+            "saved_model.pb is missing (a text saved_model.pbtxt is not supported)"
+        ) from exc
+    except Exception as exc:  # protobuf's DecodeError, or anything it raises on garbage
+        raise NotAKerasModel(f"saved_model.pb does not parse: {type(exc).__name__}") from exc
     for meta_graph in proto.meta_graphs:
         if SERVING_TAG in meta_graph.meta_info_def.tags:
             if SIGNATURE not in meta_graph.signature_def:
                 names = ", ".join(sorted(meta_graph.signature_def)) or "none"
-                raise NotAKerasModel(
-                    f"the SavedModel has no '{SIGNATURE}' signature (it has: {names})"
+                raise NoServingSignature(
+                    f"the SavedModel has no '{SIGNATURE}' signature, which TF Serving calls by "
+                    f"default (it has: {names})"
                 )
             return meta_graph.signature_def[SIGNATURE]
-    raise NotAKerasModel(f"the SavedModel has no MetaGraph tagged '{SERVING_TAG}'")
+    raise NoServingSignature(f"the SavedModel has no MetaGraph tagged '{SERVING_TAG}'")
+
+
+def input_specs(saved_model_dir: Path) -> dict[str, Any]:
+    """serving_default's inputs as name -> tf.TensorSpec, read from saved_model.pb."""
+    import tensorflow as tf
+
+    return {
+        name: tf.TensorSpec(
+            None
+            if info.tensor_shape.unknown_rank
+            else [d.size if d.size >= 0 else None for d in info.tensor_shape.dim],
+            tf.dtypes.as_dtype(info.dtype),
+            name=name,
+        )
+        for name, info in sorted(signature_def(saved_model_dir).inputs.items())
+    }
 
 
 def _shape(tensor_info: Any) -> list[int] | None:

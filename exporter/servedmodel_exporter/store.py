@@ -4,6 +4,14 @@ TF Serving loads a numeric version directory the moment it appears, complete or 
 version is built in a hidden, non-numeric staging directory beside its target, fsynced, then
 renamed to its number with RENAME_NOREPLACE: the rename either publishes a complete version or
 fails because another exporter published first. Nothing ever writes into a numeric directory.
+
+Each version carries a record (METADATA): the export result, the owning ServedModel's UID and
+the canonical manifest SHA-256 (manifest.py) of every other file of the version. An existing
+version counts as "already exported" only for the same source, the same owner (when both
+sides name one) and files that still hash to the recorded manifest; anything else is refused
+and left alone. The manifest catches versions altered after export and records copied from
+elsewhere; it is not a signature: whoever can write the store can also write a consistent
+record.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from servedmodel_exporter.errors import StoreNotWritable, VersionExists
+from servedmodel_exporter import manifest
+from servedmodel_exporter.errors import StoreConflict, StoreNotWritable, VersionExists
 
 METADATA = Path("assets.extra") / "servedmodel-export.json"
+_RECORD_ONLY = frozenset({METADATA.as_posix()})
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
@@ -104,18 +114,59 @@ class Store:
         except (OSError, ValueError):
             return {}  # a version written by something else: exists, provenance unknown
 
-    def check_existing(self, version: int, source_sha256: str) -> dict[str, Any] | None:
+    def check_existing(
+        self, version: int, source_sha256: str, owner_uid: str | None = None
+    ) -> dict[str, Any] | None:
         """The recorded result if this exact source is already exported; refuse any other."""
         recorded = self.recorded(version)
         if recorded is None:
             return None
-        if recorded.get("sourceSha256") == source_sha256:
-            return recorded
-        theirs = recorded.get("sourceSha256") or "unknown (not written by servedmodel-export)"
-        raise VersionExists(
-            f"{self.version_dir(version)} already exists from source SHA-256 {theirs}, not "
-            f"{source_sha256}; versions are never rewritten: export to a new version number"
-        )
+        target = self.version_dir(version)
+        owner = recorded.get("ownerUid")
+        if owner and owner_uid and owner != owner_uid:
+            raise StoreConflict(
+                f"{target} belongs to another ServedModel (owner UID {owner}, not {owner_uid}); "
+                "it is left alone: give this model another name or store"
+            )
+        if recorded.get("sourceSha256") != source_sha256:
+            theirs = recorded.get("sourceSha256") or "unknown (not written by servedmodel-export)"
+            raise VersionExists(
+                f"{target} already exists from source SHA-256 {theirs}, not "
+                f"{source_sha256}; versions are never rewritten: export to a new version number"
+            )
+        self._check_files(target, recorded)
+        return recorded
+
+    @staticmethod
+    def _check_files(target: Path, recorded: dict[str, Any]) -> None:
+        """The version's files must still be the ones its record describes."""
+        expected = recorded.get("savedModelSha256")
+        if not expected:
+            raise StoreConflict(
+                f"{target}'s record has no savedModelSha256 (written by hand or by an older "
+                "exporter), so its files cannot be vouched for; it is left alone"
+            )
+        try:
+            actual = manifest.of_directory(target, exclude=_RECORD_ONLY)
+        except manifest.ManifestError as exc:
+            raise StoreConflict(f"{target}: {exc}; it is left alone") from exc
+        if actual != expected:
+            raise StoreConflict(
+                f"{target}'s files (manifest SHA-256 {actual}) are not the ones its record "
+                f"describes ({expected}): changed after export, or a copied record; "
+                "it is left alone"
+            )
+
+    @staticmethod
+    def write_record(staging: Path, result: dict[str, Any]) -> dict[str, Any]:
+        """Seal a staged version: its record is the result plus the manifest of its files."""
+        record = {
+            **result,
+            "savedModelSha256": manifest.of_directory(staging, exclude=_RECORD_ONLY),
+        }
+        (staging / METADATA).parent.mkdir(parents=True, exist_ok=True)
+        (staging / METADATA).write_text(json.dumps(record, indent=2, sort_keys=True))
+        return record
 
     @contextlib.contextmanager
     def lock(self, version: int) -> Iterator[None]:

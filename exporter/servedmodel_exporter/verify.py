@@ -1,7 +1,10 @@
-"""Run the reference (the Keras model) and the exported SavedModel on the same inputs; compare.
+"""Compare the exported SavedModel's outputs with the reference's on the same inputs (the
+reference: the Keras model, savedmodel.reference, or the source SavedModel's signature).
 
 An element passes when |exported - reference| <= atol + rtol * |reference| (numpy.isclose);
-non-float outputs must be equal. Any failing element fails the export.
+non-float outputs must be equal. Any failing element fails the export, and so does a NaN or
+an infinity on either side: comparisons with NaN are false, so a model that outputs NaN would
+otherwise pass whatever the export does.
 """
 
 from __future__ import annotations
@@ -11,69 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from servedmodel_exporter.errors import InternalError, VerificationMismatch
+from servedmodel_exporter.errors import VerificationMismatch
 from servedmodel_exporter.samples import Batch
 
 
-def _numpy(value: Any) -> np.ndarray:
+def numpy(value: Any) -> np.ndarray:
     return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-
-
-def outputs_by_name(out: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """A Keras model's outputs keyed like the signature's (dict keys, or output_<i>)."""
-    if isinstance(out, Mapping):
-        if set(out) == set(names):
-            return {k: _numpy(v) for k, v in out.items()}
-        flat = [out[k] for k in out]
-    elif isinstance(out, list | tuple):
-        flat = list(out)
-    else:
-        flat = [out]
-    if len(flat) == 1 and len(names) == 1:
-        return {names[0]: _numpy(flat[0])}
-    positional = [f"output_{i}" for i in range(len(flat))]
-    if sorted(positional) == sorted(names):
-        return {n: _numpy(v) for n, v in zip(positional, flat, strict=True)}
-    raise InternalError(
-        f"cannot match the model's {len(flat)} outputs to the signature's {sorted(names)}"
-    )
-
-
-def call_keras(model: Any, batch: Batch, signature_inputs: Sequence[str]) -> Any:
-    """Feed a batch keyed by signature input names to a Keras model, in its own structure."""
-    model_inputs = [str(t.name).split(":")[0] for t in (getattr(model, "inputs", None) or [])]
-    if len(batch) == 1:
-        return model(next(iter(batch.values())), training=False)
-    if model_inputs and set(model_inputs) == set(batch):
-        try:
-            return model(dict(batch), training=False)
-        except (ValueError, TypeError, KeyError):
-            return model([batch[name] for name in model_inputs], training=False)
-    ordered = sorted(
-        signature_inputs,
-        key=lambda n: int(n.rsplit("_", 1)[1]) if n.rsplit("_", 1)[-1].isdigit() else 0,
-    )
-    return model(*[batch[n] for n in ordered], training=False)
-
-
-def keras_reference(
-    model: Any,
-    batches: Sequence[Batch],
-    signature_inputs: Sequence[str],
-    signature_outputs: Sequence[str],
-) -> list[dict[str, np.ndarray]]:
-    return [
-        outputs_by_name(call_keras(model, b, signature_inputs), signature_outputs) for b in batches
-    ]
 
 
 def run_signature(fn: Callable[..., Any], batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
     import tensorflow as tf
 
     return [
-        {k: _numpy(v) for k, v in fn(**{n: tf.constant(a) for n, a in b.items()}).items()}
+        {k: numpy(v) for k, v in fn(**{n: tf.constant(a) for n, a in b.items()}).items()}
         for b in batches
     ]
+
+
+def _inexact(dtype: np.dtype[Any]) -> bool:
+    """Floating point and complex, including ml_dtypes' bfloat16 (which numpy calls 'V')."""
+    return bool(np.issubdtype(dtype, np.inexact)) or dtype.name.startswith(("bfloat", "float"))
+
+
+def _rows(batch: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(batch.values()), None)
+    return 0 if first is None else (len(first) if first.ndim else 1)
 
 
 def compare(
@@ -84,20 +49,31 @@ def compare(
 ) -> dict[str, Any]:
     max_abs = max_rel = 0.0
     failures: list[str] = []
-    elements = 0
+    elements = non_finite = 0
     for ref_batch, out_batch in zip(reference, exported, strict=True):
+        if sorted(ref_batch) != sorted(out_batch):
+            failures.append(f"outputs {sorted(out_batch)} != {sorted(ref_batch)}")
+            continue
         for name, ref in ref_batch.items():
             out = out_batch[name]
             if ref.shape != out.shape:
                 failures.append(f"{name}: shape {out.shape} != {ref.shape}")
                 continue
             elements += ref.size
-            if not np.issubdtype(ref.dtype, np.floating):
+            if not _inexact(ref.dtype):
                 if not np.array_equal(ref, out):
                     failures.append(f"{name}: values differ")
                 continue
-            diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-            scale = np.abs(ref.astype(np.float64))
+            wide = np.complex128 if np.iscomplexobj(ref) else np.float64
+            ref64, out64 = ref.astype(wide), out.astype(wide)
+            for side, values in (("the reference", ref64), ("the SavedModel", out64)):
+                bad = int(np.count_nonzero(~np.isfinite(values)))
+                if bad:
+                    non_finite += bad
+                    failures.append(f"{name}: {side} gives {bad} NaN or infinite value(s)")
+            finite = np.isfinite(ref64) & np.isfinite(out64)
+            diff = np.abs(out64 - ref64)[finite]
+            scale = np.abs(ref64)[finite]
             if diff.size:
                 max_abs = max(max_abs, float(diff.max()))
                 max_rel = max(
@@ -105,10 +81,11 @@ def compare(
                 )
             bad = int(np.count_nonzero(diff > atol + rtol * scale))
             if bad:
-                failures.append(f"{name}: {bad}/{diff.size} elements out of tolerance")
+                failures.append(f"{name}: {bad}/{ref.size} elements out of tolerance")
     verification = {
-        "samples": sum(len(next(iter(b.values()))) for b in reference if b),
+        "samples": sum(_rows(b) for b in reference),
         "elements": elements,
+        "nonFinite": non_finite,
         "maxAbsDiff": max_abs,
         "maxRelDiff": max_rel,
         "atol": atol,
@@ -117,8 +94,8 @@ def compare(
     }
     if failures:
         raise VerificationMismatch(
-            f"exported outputs differ from the Keras model's (max abs diff {max_abs:.3g}, "
-            f"atol {atol:g}, rtol {rtol:g}): {'; '.join(failures[:3])}",
+            f"the SavedModel's outputs do not match the reference's (max abs diff "
+            f"{max_abs:.3g}, atol {atol:g}, rtol {rtol:g}): {'; '.join(failures[:3])}",
             details={"verification": verification},
         )
     return verification

@@ -1,10 +1,15 @@
-"""Tiny real Keras models in every format the exporter takes, built once per session."""
+"""Tiny real Keras models in every format the exporter takes, built once per session.
+
+Each builder writes one model under `out` and returns its path; MODELS names them all.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,74 +20,115 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CUSTOM = "tests.exporter.custom_layers"
 
 
-def _build(out: Path) -> dict[str, Path]:
+def _save(model: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def sequential(out: Path) -> Path:
     import keras
+
+    model = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)])
+    return _save(model, out / "sequential.keras")
+
+
+def functional(out: Path) -> Path:
+    """Two named inputs, two named outputs (dicts on both sides)."""
+    import keras
+
+    a, b = keras.Input((3,), name="alpha"), keras.Input((2,), name="beta")
+    joined = keras.layers.Concatenate()([a, b])
+    outputs = {
+        "score": keras.layers.Dense(1, name="score")(joined),
+        "probs": keras.layers.Dense(2, activation="softmax", name="probs")(joined),
+    }
+    return _save(keras.Model({"alpha": a, "beta": b}, outputs), out / "functional.keras")
+
+
+def multi_io_lists(out: Path) -> Path:
+    """Inputs and outputs as lists: positional names on the way out (output_0, output_1)."""
+    import keras
+
+    a, b = keras.Input((3,), name="left"), keras.Input((2,), name="right")
+    joined = keras.layers.Concatenate()([a, b])
+    outputs = [keras.layers.Dense(1)(joined), keras.layers.Dense(4)(joined)]
+    return _save(keras.Model([a, b], outputs), out / "multi-io-lists.keras")
+
+
+def subclassed(out: Path) -> Path:
     import numpy as np
-    import tensorflow as tf
 
     from tests.exporter import custom_layers
 
-    paths: dict[str, Path] = {}
+    model = custom_layers.TwoTower(3)
+    model(np.zeros((1, 5), "float32"))
+    return _save(model, out / "subclassed.keras")
 
-    def save(name: str, model: Any, filename: str) -> None:
-        paths[name] = out / filename
-        model.save(paths[name])
 
-    keras.utils.set_random_seed(7)
-    save(
-        "sequential",
-        keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)]),
-        "sequential.keras",
+def custom_layer(out: Path) -> Path:
+    import keras
+
+    from tests.exporter import custom_layers
+
+    model = keras.Sequential([keras.Input((4,)), custom_layers.Scale(3.0), keras.layers.Dense(2)])
+    return _save(model, out / "custom-layer.keras")
+
+
+def h5(out: Path) -> Path:
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
     )
-    a, b = keras.Input((3,), name="alpha"), keras.Input((2,), name="beta")
-    joined = keras.layers.Concatenate()([a, b])
-    save(
-        "functional",
-        keras.Model(
-            {"alpha": a, "beta": b},
-            {
-                "score": keras.layers.Dense(1, name="score")(joined),
-                "probs": keras.layers.Dense(2, activation="softmax", name="probs")(joined),
-            },
-        ),
-        "functional.keras",
-    )
-    sub = custom_layers.TwoTower(3)
-    sub(np.zeros((1, 5), "float32"))
-    save("subclassed", sub, "subclassed.keras")
-    save(
-        "custom_layer",
-        keras.Sequential([keras.Input((4,)), custom_layers.Scale(3.0), keras.layers.Dense(2)]),
-        "custom-layer.keras",
-    )
-    save(
-        "h5",
-        keras.Sequential(
-            [keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
-        ),
-        "legacy.h5",
-    )
+    return _save(model, out / "legacy.h5")
+
+
+def embedding(out: Path) -> Path:
+    import keras
+
     ids = keras.Input((None,), dtype="int32", name="token_ids")
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 4)(ids))
-    save("embedding", keras.Model(ids, keras.layers.Dense(2)(pooled)), "embedding.keras")
+    return _save(keras.Model(ids, keras.layers.Dense(2)(pooled)), out / "embedding.keras")
+
+
+def dynamic(out: Path) -> Path:
+    import keras
+
     seq = keras.Input((None, 3), name="sequence")
-    save(
-        "dynamic",
-        keras.Model(seq, keras.layers.Dense(2)(keras.layers.LSTM(4)(seq))),
-        "dynamic.keras",
-    )
+    model = keras.Model(seq, keras.layers.Dense(2)(keras.layers.LSTM(4)(seq)))
+    return _save(model, out / "dynamic.keras")
+
+
+def string(out: Path) -> Path:
+    """A StringLookup: a lookup table the SavedModel must carry."""
+    import keras
+
     words = keras.Input((1,), dtype="string", name="word")
     lookup = keras.layers.StringLookup(vocabulary=["cat", "dog", "fish"])(words)
     embedded = keras.layers.Flatten()(keras.layers.Embedding(5, 2)(lookup))
-    save("string", keras.Model(words, keras.layers.Dense(1)(embedded)), "string.keras")
-    save("noisy", keras.Sequential([keras.Input((4,)), custom_layers.EagerOnly()]), "noisy.keras")
+    return _save(keras.Model(words, keras.layers.Dense(1)(embedded)), out / "string.keras")
 
+
+def noisy(out: Path) -> Path:
+    import keras
+
+    from tests.exporter import custom_layers
+
+    model = keras.Sequential([keras.Input((4,)), custom_layers.EagerOnly()])
+    return _save(model, out / "noisy.keras")
+
+
+def keras_dir(out: Path) -> Path:
+    """An unzipped .keras archive."""
     unzipped = out / "unzipped.keras.d"
-    import zipfile
-
-    with zipfile.ZipFile(paths["sequential"]) as archive:
+    with zipfile.ZipFile(sequential(out / "for-keras-dir")) as archive:
         archive.extractall(unzipped)
-    paths["keras_dir"] = unzipped
+    return unzipped
+
+
+def tf_savedmodel(out: Path) -> Path:
+    import tensorflow as tf
 
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
@@ -90,31 +136,74 @@ def _build(out: Path) -> dict[str, Path]:
             return {"doubled": x * 2.0}
 
     module = Doubler()
-    paths["tf_savedmodel"] = out / "tf-savedmodel"
-    tf.saved_model.save(
-        module, str(paths["tf_savedmodel"]), signatures={"serving_default": module.serve}
-    )
+    path = out / "tf-savedmodel"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
 
-    # A Keras-2 SavedModel can only be written by tf_keras, in its own process.
-    paths["keras2_savedmodel"] = out / "keras2-savedmodel"
+
+def keras2_savedmodel(out: Path) -> Path:
+    """A Keras-2 SavedModel can only be written by tf_keras, in its own process."""
+    path = out / "keras2-savedmodel"
     script = (
         "import tf_keras as k\n"
         "m = k.Sequential([k.layers.Dense(3, input_shape=(5,), name='dense')])\n"
-        f"m.save({str(paths['keras2_savedmodel'])!r}, save_format='tf')\n"
+        f"m.save({str(path)!r}, save_format='tf')\n"
     )
+    run_tf_keras(script)
+    return path
+
+
+def run_tf_keras(script: str) -> None:
     subprocess.run(
         [sys.executable, "-c", script],
         check=True,
         capture_output=True,
         env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
     )
-    (out / "not-a-model.keras").write_bytes(os.urandom(2048))
-    paths["random_bytes"] = out / "not-a-model.keras"
-    (out / "truncated.keras").write_bytes(paths["sequential"].read_bytes()[:500])
-    paths["truncated"] = out / "truncated.keras"
+
+
+def random_bytes(out: Path) -> Path:
+    path = out / "not-a-model.keras"
+    path.write_bytes(os.urandom(2048))
+    return path
+
+
+def truncated(out: Path) -> Path:
+    path = out / "truncated.keras"
+    path.write_bytes(sequential(out / "for-truncated").read_bytes()[:500])
+    return path
+
+
+MODELS: dict[str, Callable[[Path], Path]] = {
+    "sequential": sequential,
+    "functional": functional,
+    "multi_io_lists": multi_io_lists,
+    "subclassed": subclassed,
+    "custom_layer": custom_layer,
+    "h5": h5,
+    "embedding": embedding,
+    "dynamic": dynamic,
+    "string": string,
+    "noisy": noisy,
+    "keras_dir": keras_dir,
+    "tf_savedmodel": tf_savedmodel,
+    "keras2_savedmodel": keras2_savedmodel,
+    "random_bytes": random_bytes,
+    "truncated": truncated,
+}
+
+
+def build(out: Path) -> dict[str, Path]:
+    import keras
+
+    keras.utils.set_random_seed(7)
+    paths = {}
+    for name, builder in MODELS.items():
+        (out / name).mkdir()
+        paths[name] = builder(out / name)
     return paths
 
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return _build(tmp_path_factory.mktemp("models"))
+    return build(tmp_path_factory.mktemp("models"))

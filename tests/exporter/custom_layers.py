@@ -50,3 +50,19 @@ class EagerOnly(keras.layers.Layer):
         import tensorflow as tf
 
         return inputs + 1.0 if tf.executing_eagerly() else inputs
+
+
+@keras.saving.register_keras_serializable(package="servedmodel_tests")
+class ShapeShifter(keras.Model):
+    """Returns a dict when run eagerly and a list when traced: the SavedModel's outputs cannot
+    be matched to the model's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs: Any) -> Any:
+        import tensorflow as tf
+
+        out = self.dense(inputs)
+        return {"eager": out} if tf.executing_eagerly() else [out, out]

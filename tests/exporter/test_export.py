@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from servedmodel_exporter.errors import ExportError
 from servedmodel_exporter.export import Request, run
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "servedmodel-export")
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+from tests.exporter.helpers import CLI, CUSTOM_LAYERS_FILE, ENV, cli, export, failure, serving
 
 FORMATS = {
     "sequential": ({"features": ("float32", [-1, 4])}, ["output_0"]),
     "functional": (
         {"alpha": ("float32", [-1, 3]), "beta": ("float32", [-1, 2])},
         ["probs", "score"],
+    ),
+    "multi_io_lists": (
+        {"left": ("float32", [-1, 3]), "right": ("float32", [-1, 2])},
+        ["output_0", "output_1"],
     ),
     "subclassed": ({"args_0": ("float32", [-1, 5])}, ["output_0"]),
     "custom_layer": (None, ["output_0"]),
@@ -40,18 +38,6 @@ FORMATS = {
     "tf_savedmodel": ({"x": ("float32", [-1, 3])}, ["doubled"]),
     "keras2_savedmodel": (None, ["output_0"]),
 }
-
-
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
 
 
 def _saved_model_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -127,7 +113,7 @@ def test_cli_writes_the_result_json_and_a_one_line_summary(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
     result_file = tmp_path / "result.json"
-    done = _cli(
+    done = cli(
         str(models["functional"]),
         "--store",
         str(tmp_path / "store"),
@@ -166,7 +152,7 @@ def test_cli_writes_the_result_json_and_a_one_line_summary(
 def test_custom_objects_load_from_a_file_on_the_cli(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    done = _cli(
+    done = cli(
         str(models["custom_layer"]),
         "--store",
         str(tmp_path),
@@ -175,7 +161,7 @@ def test_custom_objects_load_from_a_file_on_the_cli(
         "--version",
         "1",
         "--custom-objects-file",
-        str(REPO / "tests" / "exporter" / "custom_layers.py"),
+        str(CUSTOM_LAYERS_FILE),
     )
     assert done.returncode == 0, done.stderr
 
@@ -201,69 +187,17 @@ def test_samples_file_supplies_the_verification_inputs(
 # --- errors: each with its own exit code, one line on stderr, and the JSON -------------------
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    files: dict[str, bytes]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def http_models(models: dict[str, Path]) -> Iterator[str]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.files = {"/models/model.keras": models["sequential"].read_bytes()}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def _failure(
-    done: subprocess.CompletedProcess[str], result_file: Path, code: int, reason: str
-) -> dict[str, Any]:
-    assert done.returncode == code, (done.returncode, done.stderr)
-    [line] = [x for x in done.stderr.splitlines() if x.startswith("export failed:")]
-    assert line.startswith(f"export failed: {reason}: ")
-    result: dict[str, Any] = json.loads(result_file.read_text())
-    assert result["ok"] is False and result["reason"] == reason and result["exitCode"] == code
-    return result
-
-
-def _export(
-    source: str, store: Path, result: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    return _cli(
-        source,
-        "--store",
-        str(store),
-        "--model-name",
-        "m",
-        "--version",
-        "1",
-        "--result-file",
-        str(result),
-        *extra,
-    )
+    with serving({"/models/model.keras": models["sequential"].read_bytes()}) as url:
+        yield url
 
 
 def test_http_source_downloads_and_checks_the_sha256(
     http_models: str, models: dict[str, Path], tmp_path: Path
 ) -> None:
     digest = hashlib.sha256(models["sequential"].read_bytes()).hexdigest()
-    done = _export(
+    done = export(
         f"{http_models}/models/model.keras", tmp_path / "s", tmp_path / "r.json", "--sha256", digest
     )
     assert done.returncode == 0, done.stderr
@@ -274,8 +208,8 @@ def test_http_source_downloads_and_checks_the_sha256(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    _failure(
-        _export(str(tmp_path / "nope.keras"), tmp_path / "s", tmp_path / "r.json"),
+    failure(
+        export(str(tmp_path / "nope.keras"), tmp_path / "s", tmp_path / "r.json"),
         tmp_path / "r.json",
         11,
         "SourceNotFound",
@@ -283,8 +217,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_http_404(http_models: str, tmp_path: Path) -> None:
-    result = _failure(
-        _export(
+    result = failure(
+        export(
             f"{http_models}/models/missing.keras?token=secret", tmp_path / "s", tmp_path / "r.json"
         ),
         tmp_path / "r.json",
@@ -295,8 +229,8 @@ def test_http_404(http_models: str, tmp_path: Path) -> None:
 
 
 def test_unreachable_host(tmp_path: Path) -> None:
-    _failure(
-        _export("http://127.0.0.1:9/model.keras", tmp_path / "s", tmp_path / "r.json"),
+    failure(
+        export("http://127.0.0.1:9/model.keras", tmp_path / "s", tmp_path / "r.json"),
         tmp_path / "r.json",
         10,
         "SourceUnreachable",
@@ -304,8 +238,8 @@ def test_unreachable_host(tmp_path: Path) -> None:
 
 
 def test_checksum_mismatch(models: dict[str, Path], tmp_path: Path) -> None:
-    _failure(
-        _export(
+    failure(
+        export(
             str(models["sequential"]), tmp_path / "s", tmp_path / "r.json", "--sha256", "0" * 64
         ),
         tmp_path / "r.json",
@@ -317,8 +251,8 @@ def test_checksum_mismatch(models: dict[str, Path], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fixture", ["random_bytes", "truncated"])
 def test_not_a_keras_model(fixture: str, models: dict[str, Path], tmp_path: Path) -> None:
-    _failure(
-        _export(str(models[fixture]), tmp_path / "s", tmp_path / "r.json"),
+    failure(
+        export(str(models[fixture]), tmp_path / "s", tmp_path / "r.json"),
         tmp_path / "r.json",
         13,
         "NotAKerasModel",
@@ -326,8 +260,8 @@ def test_not_a_keras_model(fixture: str, models: dict[str, Path], tmp_path: Path
 
 
 def test_unregistered_custom_object(models: dict[str, Path], tmp_path: Path) -> None:
-    result = _failure(
-        _export(str(models["custom_layer"]), tmp_path / "s", tmp_path / "r.json"),
+    result = failure(
+        export(str(models["custom_layer"]), tmp_path / "s", tmp_path / "r.json"),
         tmp_path / "r.json",
         14,
         "UnknownCustomObject",
@@ -338,13 +272,13 @@ def test_unregistered_custom_object(models: dict[str, Path], tmp_path: Path) -> 
 def test_verification_mismatch_fails_and_publishes_nothing(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    result = _failure(
-        _export(
+    result = failure(
+        export(
             str(models["noisy"]),
             tmp_path / "s",
             tmp_path / "r.json",
             "--custom-objects-file",
-            str(REPO / "tests" / "exporter" / "custom_layers.py"),
+            str(CUSTOM_LAYERS_FILE),
         ),
         tmp_path / "r.json",
         15,
@@ -360,8 +294,8 @@ def test_verification_mismatch_fails_and_publishes_nothing(
 def test_version_exists_with_different_content(models: dict[str, Path], tmp_path: Path) -> None:
     run(Request(source=str(models["sequential"]), store=tmp_path / "s", model_name="m", version=1))
     before = (tmp_path / "s" / "m" / "1" / "saved_model.pb").stat().st_mtime_ns
-    _failure(
-        _export(str(models["h5"]), tmp_path / "s", tmp_path / "r.json"),
+    failure(
+        export(str(models["h5"]), tmp_path / "s", tmp_path / "r.json"),
         tmp_path / "r.json",
         16,
         "VersionExists",
@@ -383,8 +317,8 @@ def test_same_source_again_succeeds_without_rewriting(
 
 def test_store_not_writable(models: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a regular file where the store's directory should be")
-    _failure(
-        _export(str(models["sequential"]), tmp_path / "file", tmp_path / "r.json"),
+    failure(
+        export(str(models["sequential"]), tmp_path / "file", tmp_path / "r.json"),
         tmp_path / "r.json",
         17,
         "StoreNotWritable",
@@ -519,13 +453,13 @@ def test_inspect_prints_what_saved_model_cli_prints(
 ) -> None:
     run(Request(source=str(models["functional"]), store=tmp_path, model_name="fn", version=1))
     version_dir = str(tmp_path / "fn" / "1")
-    ours = _cli("inspect", version_dir)
+    ours = cli("inspect", version_dir)
     theirs = _saved_model_cli(
         "show", "--dir", version_dir, "--tag_set", "serve", "--signature_def", "serving_default"
     )
     assert ours.returncode == 0
     assert ours.stdout.strip() == theirs.stdout.strip()
-    as_json = json.loads(_cli("inspect", version_dir, "--json").stdout)
+    as_json = json.loads(cli("inspect", version_dir, "--json").stdout)
     assert as_json["inputs"]["alpha"] == {"dtype": "float32", "shape": [-1, 3]}
 
 

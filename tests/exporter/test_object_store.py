@@ -93,6 +93,35 @@ def test_a_savedmodel_directory_prefix_is_copied_and_verified(
     assert result["signature"]["outputs"] == {"doubled": {"dtype": "float32", "shape": [-1, 3]}}
 
 
+def test_a_prefix_checksum_is_the_manifest_of_its_files(
+    s3_server: S3Server, bucket: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same files uploaded under a prefix hash like the directory they came from."""
+    from servedmodel_exporter import manifest
+
+    expected = manifest.of_directory(models["tf_savedmodel"])
+    done, result = _export(
+        s3_server,
+        f"s3://{bucket}/saved/doubler/",
+        tmp_path,
+        s3_server.reader,
+        f"--sha256={expected}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert result["sourceSha256"] == expected
+
+
+@pytest.mark.parametrize("key", ["mnist/v1.keras", "saved/doubler/"], ids=["object", "prefix"])
+def test_an_object_over_the_size_limit_is_source_too_large(
+    s3_server: S3Server, bucket: str, tmp_path: Path, key: str
+) -> None:
+    done, result = _export(
+        s3_server, f"s3://{bucket}/{key}", tmp_path, s3_server.reader, "--max-source-bytes=1000"
+    )
+    assert (done.returncode, result["reason"]) == (23, "SourceTooLarge"), result
+    assert not (tmp_path / "store" / "m" / "1").exists()
+
+
 def test_wrong_credentials_are_access_denied(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:

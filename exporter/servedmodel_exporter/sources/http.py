@@ -1,4 +1,8 @@
-"""http(s):// sources, streamed to disk with requests and retried on transient failures."""
+"""http(s):// sources, streamed to disk with requests and retried on transient failures.
+
+The size limit is checked against Content-Length first and then on the bytes as they arrive
+(after decoding: a compressed response counts at its full size).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from servedmodel_exporter.errors import AccessDenied, SourceNotFound, SourceUnreachable
+from servedmodel_exporter.sources.objectstore import ObjectStoreOptions
+from servedmodel_exporter.sources.transfer import Download
 from servedmodel_exporter.sources.uris import local_name, redact, redact_text
 
 RETRIES = Retry(
@@ -32,7 +38,7 @@ def session() -> requests.Session:
     return s
 
 
-def fetch(uri: str, workdir: Path) -> Path:
+def fetch(uri: str, workdir: Path, download: Download, _: ObjectStoreOptions) -> Path:
     target = workdir / local_name(uri)
     shown = redact(uri)
     try:
@@ -43,9 +49,10 @@ def fetch(uri: str, workdir: Path) -> Path:
                 raise AccessDenied(f"{shown}: HTTP {response.status_code}")
             if response.status_code >= 400:
                 raise SourceUnreachable(f"{shown}: HTTP {response.status_code} after retries")
-            with open(target, "wb") as out:
-                for chunk in response.iter_content(chunk_size=1 << 20):
-                    out.write(chunk)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit():
+                download.expect(int(declared))
+            download.copy(response.iter_content(chunk_size=1 << 20), target, target.name)
     except requests.RequestException as exc:
         detail = redact_text(str(exc), uri)
         raise SourceUnreachable(f"{shown}: {type(exc).__name__}: {detail}") from exc

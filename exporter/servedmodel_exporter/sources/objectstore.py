@@ -3,7 +3,9 @@
 Credentials never pass through here as arguments: s3fs reads AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) from the environment, gcsfs reads the service
 account file named by GOOGLE_APPLICATION_CREDENTIALS; in a Job both come from a Secret.
-Only non-secret connection options arrive as flags (ObjectStoreOptions).
+Only non-secret connection options arrive, as flags, in ObjectStoreOptions (part of the
+export Request). Objects are streamed (fs.open) rather than fetched whole, so the size limit
+holds while they arrive; a prefix's listing sizes are checked before the first byte.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servedmodel_exporter.errors import AccessDenied, SourceNotFound, SourceUnreachable
+from servedmodel_exporter.errors import AccessDenied, ExportError, SourceNotFound, SourceUnreachable
+from servedmodel_exporter.sources.transfer import Download, safe_relative
 from servedmodel_exporter.sources.uris import local_name, redact, redact_text
+
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -27,39 +32,31 @@ class ObjectStoreOptions:
     anonymous: bool = False  # public buckets
 
 
-OPTIONS = ObjectStoreOptions()  # set once by the CLI, before any fetch
-
-
-def configure(options: ObjectStoreOptions) -> None:
-    global OPTIONS
-    OPTIONS = options
-
-
-def _s3() -> Any:
+def _s3(options: ObjectStoreOptions) -> Any:
     import s3fs
 
-    verify: bool | str = OPTIONS.ca_bundle or OPTIONS.verify_tls
+    verify: bool | str = options.ca_bundle or options.verify_tls
     client_kwargs: dict[str, Any] = {"verify": verify}
-    if OPTIONS.endpoint_url:
-        client_kwargs["endpoint_url"] = OPTIONS.endpoint_url
-    if OPTIONS.region:
-        client_kwargs["region_name"] = OPTIONS.region
+    if options.endpoint_url:
+        client_kwargs["endpoint_url"] = options.endpoint_url
+    if options.region:
+        client_kwargs["region_name"] = options.region
     config_kwargs: dict[str, Any] = {
         "connect_timeout": 10,
         "read_timeout": 60,
         "retries": {"max_attempts": 5, "mode": "standard"},
     }
-    if OPTIONS.path_style:
+    if options.path_style:
         config_kwargs["s3"] = {"addressing_style": "path"}
     return s3fs.S3FileSystem(
-        anon=OPTIONS.anonymous,
+        anon=options.anonymous,
         client_kwargs=client_kwargs,
         config_kwargs=config_kwargs,
         skip_instance_cache=True,
     )
 
 
-def _gcs() -> Any:
+def _gcs(options: ObjectStoreOptions) -> Any:
     # gcsfs's experimental zonal/HNS bucket support first probes every bucket over gRPC; against
     # anything but Google itself (an emulator, a proxy) each probe waits out a 60 s timeout.
     # Reading one object or prefix needs only the JSON API.
@@ -67,12 +64,12 @@ def _gcs() -> Any:
     import gcsfs
 
     kwargs: dict[str, Any] = {"skip_instance_cache": True}
-    if OPTIONS.anonymous:
+    if options.anonymous:
         kwargs["token"] = "anon"  # noqa: S105 - gcsfs's name for "no credentials"
     elif os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         kwargs["token"] = os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
-    if OPTIONS.endpoint_url:
-        kwargs["endpoint_url"] = OPTIONS.endpoint_url
+    if options.endpoint_url:
+        kwargs["endpoint_url"] = options.endpoint_url
     return gcsfs.GCSFileSystem(**kwargs)
 
 
@@ -123,25 +120,43 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def fetch(uri: str, workdir: Path) -> Path:
-    fs = _s3() if uri.startswith("s3://") else _gcs()
-    path = uri.split("://", 1)[1].rstrip("/")
+def fetch(uri: str, workdir: Path, download: Download, options: ObjectStoreOptions) -> Path:
+    fs = _s3(options) if uri.startswith("s3://") else _gcs(options)
     try:
-        if fs.isdir(path):
-            target = workdir / (local_name(uri) or "model")
-            fs.get(path + "/", str(target), recursive=True)
-            if not any(target.rglob("*")):
-                raise FileNotFoundError(path)
-            return target
-        if not fs.isfile(path):
-            bucket = path.split("/", 1)[0]
-            if not fs.exists(bucket):
-                raise FileNotFoundError(f"no bucket {bucket}")
-            raise FileNotFoundError(path)
-        target = workdir / local_name(uri)
-        fs.get(path, str(target))
-        return target
-    except (SourceNotFound, AccessDenied, SourceUnreachable):
+        return copy(fs, uri.split("://", 1)[1].rstrip("/"), workdir / local_name(uri), download)
+    except ExportError:
         raise
     except Exception as exc:
         raise _classify(exc, uri) from exc
+
+
+def copy(fs: Any, path: str, target: Path, download: Download) -> Path:
+    """One object, or every object below a prefix, from an fsspec filesystem to target."""
+    if fs.isdir(path):
+        listing = fs.find(path, detail=True)
+        files = {
+            key: int(info.get("size") or 0)
+            for key, info in sorted(listing.items())
+            if info.get("type") == "file" and not key.endswith("/")
+        }
+        if not files:
+            raise FileNotFoundError(path)
+        download.expect(sum(files.values()))
+        target.mkdir(parents=True)
+        for key in files:
+            relative = safe_relative(key.removeprefix(path.rstrip("/") + "/"), download.shown)
+            _copy_object(fs, key, target / relative, relative, download)
+        return target
+    if not fs.isfile(path):
+        bucket = path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise FileNotFoundError(f"no bucket {bucket}")
+        raise FileNotFoundError(path)
+    download.expect(int(fs.info(path).get("size") or 0))
+    _copy_object(fs, path, target, target.name, download)
+    return target
+
+
+def _copy_object(fs: Any, key: str, target: Path, relative: str, download: Download) -> None:
+    with fs.open(key, "rb", block_size=CHUNK, cache_type="none") as reader:
+        download.copy(iter(lambda: reader.read(CHUNK), b""), target, relative)

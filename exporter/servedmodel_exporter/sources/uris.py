@@ -32,4 +32,9 @@ def redact_text(text: str, uri: str) -> str:
 
 def local_name(uri: str) -> str:
     """A file name for a download that keeps the source's extension (it decides the format)."""
-    return os.path.basename(urlsplit(uri).path.rstrip("/")) or "model"
+    return safe_name(os.path.basename(urlsplit(uri).path.rstrip("/")))
+
+
+def safe_name(name: str) -> str:
+    """name as one path component in the work directory ("", "." and ".." become "model")."""
+    return name if name not in ("", ".", "..") else "model"

@@ -82,7 +82,7 @@ def scratch_limit(model: ServedModelSpec) -> str:
 
 # Exit codes of servedmodel-export that no retry can fix (see exporter/servedmodel_exporter/
 # errors.py; a unit test keeps the two lists equal, the operator must not import TensorFlow).
-PERMANENT_EXIT_CODES = (11, 12, 13, 14, 15, 16, 18)
+PERMANENT_EXIT_CODES = (11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 23, 24)
 
 
 def source_argument(entry: VersionEntry) -> str:

@@ -1,0 +1,107 @@
+"""What the exporter tests share: running the CLI, reading its failures, a local HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "servedmodel-export")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+CUSTOM_LAYERS_FILE = REPO / "tests" / "exporter" / "custom_layers.py"
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def export(source: str, store: Path, result: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """servedmodel-export SOURCE into store as model m, version 1."""
+    return cli(
+        source,
+        "--store",
+        str(store),
+        "--model-name",
+        "m",
+        "--version",
+        "1",
+        "--result-file",
+        str(result),
+        *extra,
+    )
+
+
+def failure(
+    done: subprocess.CompletedProcess[str], result_file: Path, code: int, reason: str
+) -> dict[str, Any]:
+    """Assert the exit code, the one stderr line and the JSON result of a failed export."""
+    assert done.returncode == code, (done.returncode, done.stderr)
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("export failed:")]
+    assert line.startswith(f"export failed: {reason}: ")
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    assert result["ok"] is False and result["reason"] == reason and result["exitCode"] == code
+    return result
+
+
+class Server(http.server.ThreadingHTTPServer):
+    files: dict[str, bytes]
+    chunked: bool  # no Content-Length: the size is only known while the body streams
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that stops reading (the size limit) breaks the pipe: expected
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = self.server.files.get(self.path.split("?")[0])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        if self.server.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(body), 4096):
+                piece = body[start : start + 4096]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(files: dict[str, bytes], chunked: bool = False) -> Iterator[str]:
+    """An HTTP server on loopback serving files (path -> bytes); yields its base URL."""
+    server = Server(("127.0.0.1", 0), _Handler)
+    server.files = files
+    server.chunked = chunked
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
