@@ -13,6 +13,7 @@ bytecode in keras_metadata.pb. So the metadata is searched for bytecode before l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import numpy as np
 
 from servedmodel_exporter.errors import ALL_ERRORS, ExportError, InternalError, NotAKerasModel
 from servedmodel_exporter.samples import Batch
+
+log = logging.getLogger("servedmodel_exporter")
 
 
 def _save(path: Path, inputs: list[Batch], outputs: list[dict[str, np.ndarray]]) -> None:
@@ -67,6 +70,8 @@ def run_child(
     outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     if done.returncode == 0 and outcome.get("ok"):
         return
+    if not outcome:  # not one of ours: its traceback is the only clue
+        log.error("the Keras-2 child process failed:\n%s", done.stderr.strip()[-8000:])
     by_reason = {e.reason: e for e in ALL_ERRORS}
     error = by_reason.get(str(outcome.get("reason")), InternalError)
     message = outcome.get("message") or done.stderr.strip()[-500:] or "the Keras-2 loader failed"

@@ -251,3 +251,24 @@ def test_object_store_options_travel_in_the_request(
     with pytest.raises(SourceNotFound):
         run(request)
     assert seen, "the request's endpoint was never asked"
+
+
+def test_a_crash_of_the_keras2_child_shows_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from servedmodel_exporter import legacy
+    from servedmodel_exporter.errors import InternalError
+
+    def crashed(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        trace = 'Traceback (most recent call last):\n  File "x.py"\nMemoryError: out of it'
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr=trace)
+
+    monkeypatch.setattr(legacy.subprocess, "run", crashed)
+    monkeypatch.setattr(
+        legacy.log, "propagate", True
+    )  # the CLI turns it off; caplog listens at the root
+    with pytest.raises(InternalError, match="MemoryError: out of it"):
+        legacy.run_child(tmp_path, tmp_path / "staging", tmp_path / "r.npz", 8, None, False)
+    assert "Traceback (most recent call last)" in caplog.text
