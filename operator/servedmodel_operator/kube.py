@@ -63,6 +63,17 @@ class ApiError(Exception):
         return 400 <= self.status < 500 and self.status not in (408, 409, 429)
 
 
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or an error past `limit` bytes (never an unbounded buffer)."""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise aiohttp.ClientPayloadError(f"response larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     """The URL path of a namespaced object (or its collection), every segment quoted."""
     prefix, plural = RESOURCES[(api_version, kind)]
@@ -130,7 +141,7 @@ class Kube:
                 data=json.dumps(body).encode() if body is not None else None,
                 headers={"Content-Type": content_type, "Accept": "application/json"},
             ) as response:
-                raw = await response.content.read(MAX_RESPONSE_BYTES)
+                raw = await read_bounded(response, MAX_RESPONSE_BYTES)
                 self._on_request(method, response.status)
                 if response.status == 401 and attempt == 1:
                     continue

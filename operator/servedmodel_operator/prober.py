@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from servedmodel_operator.kube import read_bounded
 from servedmodel_operator.layout import REST_PORT
 from servedmodel_operator.serving import (
     PodReport,
@@ -56,7 +57,7 @@ class Prober:
             async with self._client().get(
                 f"http://{ip}:{REST_PORT}{url_path}", headers={"Accept": "application/json"}
             ) as response:
-                raw = await response.content.read(1 << 20)
+                raw = await read_bounded(response, 1 << 20)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._on_request("error")

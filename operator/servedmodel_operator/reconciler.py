@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -102,6 +103,20 @@ class Reconciler:
             return None
         self._rejected.pop((namespace, name), None)
         if decided.status is not None:
+            ready = next((c for c in decided.status["conditions"] if c["type"] == "Ready"), {})
+            logger.debug(
+                "writing status: Ready=%s %s: %s; changed: %s",
+                ready.get("status"),
+                ready.get("reason"),
+                ready.get("message"),
+                json.dumps(
+                    {
+                        k: [observed.status.get(k), v]
+                        for k, v in decided.status.items()
+                        if observed.status.get(k) != v
+                    }
+                )[:3000],
+            )
             await self._write_status(body, observed.status, decided.status)
         for event in decided.events:
             await self._kube.event(

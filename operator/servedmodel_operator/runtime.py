@@ -152,6 +152,7 @@ class Runtime:
         namespace, name = cast(tuple[str, str], key)
         snapshot = self.observe(namespace, name)
         if snapshot is None:
+            log.debug("%s/%s: not in the watch cache (deleted, or not listed yet)", namespace, name)
             return None
         body, observed = snapshot
         return await self.reconciler.run(body, observed)

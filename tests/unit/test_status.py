@@ -274,3 +274,51 @@ def test_a_config_not_written_yet_is_reconciling() -> None:
     }
     assert c["Reconciling"]["reason"] == "UpdatingConfig"
     assert c["Reconciling"]["message"] == "writing models.config: version(s) 1, 2, labels none"
+
+
+def _pruned(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """Fields the API server would silently drop from value (structural schema pruning)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(value, dict):
+        props, extra = schema.get("properties"), schema.get("additionalProperties")
+        out = []
+        for key, sub in value.items():
+            if props is not None and key in props:
+                out += _pruned(sub, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                out += _pruned(sub, extra, f"{path}.{key}")
+            else:
+                out.append(f"{path}.{key}")
+        return out
+    if isinstance(value, list):
+        return [
+            p
+            for i, item in enumerate(value)
+            for p in _pruned(item, schema.get("items", {}), f"{path}[{i}]")
+        ]
+    return []
+
+
+def test_every_status_field_written_is_in_the_crd_schema() -> None:
+    """A field missing from the schema is pruned by the API server: status would never match
+    what the operator computes, and it would write again on every reconcile."""
+    from pathlib import Path
+
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "servedmodel.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    broken = served(
+        (1, 2),
+        {"stable": 1},
+        pods=2,
+        states={1: VersionState("AVAILABLE"), 2: VersionState("END", "NOT_FOUND: gone")},
+    )
+    states = [
+        VersionStatus(1, State.EXPORTED, job="j1", result={"signature": {"inputs": {}}}),
+        VersionStatus(2, State.FAILED, job="j2", reason="ChecksumMismatch", message="m"),
+    ]
+    s = status.summarise(model(), states, broken, deployment_obj(2, 2), {}, NOW)
+    assert "pods" in s and "loadError" in s["versions"][1]
+    assert _pruned(s, schema) == []
