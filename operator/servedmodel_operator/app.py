@@ -14,7 +14,7 @@ import os
 
 import kopf
 
-from servedmodel_operator import logs
+from servedmodel_operator import logs, metrics
 from servedmodel_operator.policy import Policy
 from servedmodel_operator.runtime import Options
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
@@ -81,6 +81,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="let versions set allowUnsafeDeserialization (env SERVEDMODEL_ALLOW_UNSAFE_MODELS; "
         "default off)",
     )
+    parser.add_argument(
+        "--metrics-address",
+        default=os.environ.get("SERVEDMODEL_METRICS_ADDRESS", ""),
+        help="serve Prometheus metrics at host:port/metrics, e.g. 0.0.0.0:9090 "
+        "(env SERVEDMODEL_METRICS_ADDRESS; default off)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_LEADER_ELECT", False),
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "reconciles (env SERVEDMODEL_LEADER_ELECT)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE", "servedmodel-system"),
+        help="namespace of the Lease (env POD_NAMESPACE; default servedmodel-system)",
+    )
+    parser.add_argument(
+        "--leader-election-id", default="servedmodel-operator", help="name of the Lease"
+    )
     parser.add_argument("--log-level", default=os.environ.get("SERVEDMODEL_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format",
@@ -126,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     from servedmodel_operator import handlers  # noqa: F401 - registers the handlers
 
     options = Options(
-        exporter_image=args.exporter_image, workers=args.workers, policy=policy_of(args)
+        exporter_image=args.exporter_image,
+        workers=args.workers,
+        policy=policy_of(args),
+        leader_election=(args.leader_election_namespace, args.leader_election_id)
+        if args.leader_elect
+        else None,
     )
+    if args.metrics_address:
+        metrics.serve(args.metrics_address)
     memo = kopf.Memo(options=options)
     asyncio.run(
         kopf.operator(

@@ -46,7 +46,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     options: Options = memo["options"]
     configure(settings, options)
     # kopf hands every handler the same live index objects, already here at startup.
-    memo["runtime"] = Runtime(options, Indexes.of(kwargs))
+    rt = memo["runtime"] = Runtime(options, Indexes.of(kwargs))
+    rt.start_leader_election(options)
 
 
 @kopf.on.cleanup()

@@ -94,12 +94,15 @@ class Kube:
         self,
         connect: Callable[[], kopf.ConnectionInfo | None] = login,
         on_request: Callable[[str, int], None] | None = None,
+        instance: str | None = None,
     ) -> None:
         self._connect = connect
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
         self._lock = asyncio.Lock()
-        self._instance = f"{FIELD_MANAGER}-{socket.gethostname()}"[:128]
+        self._instance = (instance or f"{FIELD_MANAGER}-{socket.gethostname()}")[:128]
+        # client-go's form, name/version (detail): the audit log tells replicas apart.
+        self._agent = f"{USER_AGENT} ({self._instance})"
         self._on_request = on_request or (lambda verb, code: None)
 
     async def _client(self, renew: bool = False) -> tuple[aiohttp.ClientSession, str]:
@@ -112,7 +115,7 @@ class Kube:
                     await self._session.close()
                 self._session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=32, ssl=info.as_ssl_context()),
-                    headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
+                    headers={**info.as_http_headers(), "User-Agent": self._agent},
                     timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT),
                 )
                 self._server = info.server.rstrip("/")

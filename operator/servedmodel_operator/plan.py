@@ -59,6 +59,7 @@ class Plan:
     events: list[Event]
     requeue_after: float | None = None  # look again even if nothing changes (a missing Secret)
     config_changed: bool = False  # a new models.config is written: pods will need reading
+    finished_exports: tuple[tuple[str, str], ...] = ()  # (Exported | Failed, reason) just now
 
 
 CREDENTIALS_RECHECK_SECONDS = 30.0
@@ -216,6 +217,20 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         events=events(model, observed.status, states, seen),
         requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked or refused else None,
         config_changed=transition.config != current and not refused,
+        finished_exports=finished_exports(observed.status, states),
+    )
+
+
+def finished_exports(
+    previous: Mapping[str, Any], states: Sequence[VersionStatus]
+) -> tuple[tuple[str, str], ...]:
+    """Exports that ended since the previous status, as (state, reason), for metrics."""
+    before = exports.previous_versions(previous)
+    return tuple(
+        (str(s.state), s.reason or "")
+        for s in states
+        if s.state in (State.EXPORTED, State.FAILED)
+        and before.get(s.version, {}).get("state") != s.state
     )
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from servedmodel_operator import KIND, policy, serving, status
+from servedmodel_operator import KIND, metrics, policy, serving, status
 from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import ApiError, Kube
 from servedmodel_operator.logs import ObjectLogger
@@ -39,6 +38,18 @@ CONFIG_REREAD_SECONDS = 1.0
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """For the debug log: the Ready condition and which status fields change."""
+    ready: Mapping[str, Any] = next(
+        (c for c in new.get("conditions", []) if c.get("type") == "Ready"), {}
+    )
+    changed = sorted(k for k, v in new.items() if old.get(k) != v)
+    return (
+        f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}; "
+        f"fields {', '.join(changed)}"
+    )
 
 
 def _earliest(*delays: float | None) -> float | None:
@@ -103,25 +114,14 @@ class Reconciler:
             return None
         self._rejected.pop((namespace, name), None)
         if decided.status is not None:
-            ready = next((c for c in decided.status["conditions"] if c["type"] == "Ready"), {})
-            logger.debug(
-                "writing status: Ready=%s %s: %s; changed: %s",
-                ready.get("status"),
-                ready.get("reason"),
-                ready.get("message"),
-                json.dumps(
-                    {
-                        k: [observed.status.get(k), v]
-                        for k, v in decided.status.items()
-                        if observed.status.get(k) != v
-                    }
-                )[:3000],
-            )
+            logger.debug("writing status: %s", _status_change(observed.status, decided.status))
             await self._write_status(body, observed.status, decided.status)
         for event in decided.events:
             await self._kube.event(
                 namespace, name, model.uid, event.type, event.reason, event.message
             )
+        for result, reason in decided.finished_exports:
+            metrics.exports.labels(result, reason).inc()
         return _earliest(
             decided.requeue_after,
             CONFIG_REREAD_SECONDS if decided.config_changed else None,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -10,8 +13,10 @@ from typing import Any, cast
 
 import kopf
 
+from servedmodel_operator import leader, metrics
 from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import Kube
+from servedmodel_operator.leader import LeaderElector
 from servedmodel_operator.logs import ObjectLogger
 from servedmodel_operator.plan import Observed
 from servedmodel_operator.policy import Policy
@@ -29,6 +34,7 @@ class Options:
     exporter_image: str
     workers: int
     policy: Policy
+    leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
 
 
 class IndexName(StrEnum):
@@ -85,8 +91,13 @@ class Runtime:
     def __init__(self, options: Options, indexes: Indexes) -> None:
         self.recent = Recent()
         self.reports = Reports()
-        self.kube = Kube()
-        self.prober = Prober()
+        self.kube = Kube(
+            instance=leader.identity(),
+            on_request=lambda method, code: metrics.api_requests.labels(
+                method, str(code), "apiserver"
+            ).inc(),
+        )
+        self.prober = Prober(on_request=lambda outcome: metrics.pod_reads.labels(outcome).inc())
         self.reconciler = Reconciler(
             self.kube,
             self.prober,
@@ -102,6 +113,7 @@ class Runtime:
         )
         self.indexes = indexes
         self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
+        self.election: asyncio.Task[None] | None = None
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         """A consistent snapshot of one ServedModel and its children, taken on the event loop."""
@@ -157,7 +169,24 @@ class Runtime:
         body, observed = snapshot
         return await self.reconciler.run(body, observed)
 
+    def start_leader_election(self, options: Options) -> None:
+        """With leader election, a standby: reconcile only while holding the Lease. When it is
+        lost, stop reconciling and end the process (it comes back as a standby)."""
+        if options.leader_election is None:
+            return
+        self.queue.pause()
+        namespace, name = options.leader_election
+
+        async def stop() -> None:
+            self.queue.pause()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        elector = LeaderElector(self.kube, namespace, name)
+        self.election = asyncio.get_running_loop().create_task(elector.run(self.queue.resume, stop))
+
     async def close(self) -> None:
+        if self.election is not None:
+            self.election.cancel()
         await self.queue.close()
         await self.prober.close()
         await self.kube.close()

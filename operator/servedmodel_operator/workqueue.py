@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
+
+from servedmodel_operator import metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,15 @@ class WorkQueue:
         self._failures: dict[Hashable, int] = {}
         self._backoff_until: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Leader election: a standby keeps accepting keys but runs none until it leads.
+        self._active = asyncio.Event()
+        self._active.set()
+
+    def pause(self) -> None:
+        self._active.clear()
+
+    def resume(self) -> None:
+        self._active.set()
 
     def add(
         self,
@@ -60,6 +72,7 @@ class WorkQueue:
         with `settle`, once no such request came for `settle` seconds (at most `settle_cap`
         after the first). A key backing off after failures is not run sooner for it, unless
         `bypass_backoff` (a new spec: the failure may be fixed)."""
+        metrics.queue_adds.labels(metrics.QUEUE).inc()
         if key in self._running:
             self._dirty.add(key)  # run again once the current run ends
             return
@@ -79,21 +92,36 @@ class WorkQueue:
                 return
             existing.cancel()
         self._scheduled[key] = asyncio.get_running_loop().call_at(max(when, now), self._start, key)
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
-        self._first_asked.pop(key, None)
+        asked = self._first_asked.pop(key, None)
         self._running.add(key)
-        task = asyncio.get_running_loop().create_task(self._run(key))
+        task = asyncio.get_running_loop().create_task(self._run(key, asked))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: Hashable) -> None:
+    async def _run(self, key: Hashable, asked: float | None = None) -> None:
         retry_in: float | None = None
         again: float | None = None
+        result = "error"
         try:
+            await self._active.wait()
             async with self._slots:
-                again = await self._work(key)
+                loop = asyncio.get_running_loop()
+                if asked is not None:
+                    metrics.queue_latency.labels(metrics.QUEUE).observe(loop.time() - asked)
+                started = time.monotonic()
+                metrics.active_workers.labels(metrics.CONTROLLER).inc()
+                try:
+                    again = await self._work(key)
+                    result = "success" if again is None else "requeue_after"
+                finally:
+                    metrics.active_workers.labels(metrics.CONTROLLER).dec()
+                    elapsed = time.monotonic() - started
+                    metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
+                    metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
             self._failures.pop(key, None)
             self._backoff_until.pop(key, None)
         except asyncio.CancelledError:
@@ -101,11 +129,15 @@ class WorkQueue:
         except Exception:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
+            metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
+            metrics.queue_retries.labels(metrics.QUEUE).inc()
             self._logger(key).exception(
                 "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
             )
         finally:
             self._running.discard(key)
+            metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
+            metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
         dirty = key in self._dirty
         self._dirty.discard(key)
         if retry_in is not None:  # backoff wins over new events: a failing key never spins

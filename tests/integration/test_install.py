@@ -60,10 +60,16 @@ def test_kustomize_base_applies_and_dry_runs_cleanly(
     )
 
 
-def _token_kubeconfig(cluster: localcluster.Cluster, core: client.CoreV1Api, path: Path) -> Path:
+def _token_kubeconfig(
+    cluster: localcluster.Cluster,
+    core: client.CoreV1Api,
+    path: Path,
+    account: str = "servedmodel-operator",
+    account_namespace: str = SYSTEM,
+) -> Path:
     token = core.create_namespaced_service_account_token(
-        "servedmodel-operator",
-        SYSTEM,
+        account,
+        account_namespace,
         client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
         ),
@@ -169,7 +175,7 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
             used.add((resource, "create"))  # an apply that creates is authorized as create too
     # Every write permission the ClusterRole grants is used; nothing else was written.
     granted = set()
-    for rule in yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text()):
+    for rule in yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text()):
         for r in rule.get("rules", []):
             for resource in r["resources"]:
                 for verb in r["verbs"]:
@@ -351,3 +357,110 @@ def test_the_argocd_component_merges_health_lua_into_argocd_cm(
     key = "resource.customizations.health.serving.servedmodel.io_ServedModel"
     assert cm["data"][key] == (REPO / "manifests" / "argocd" / "health.lua").read_text()
     assert cm["data"]["url"] == "https://argo"
+
+
+def test_the_admission_policy_lets_the_operator_write_only_what_it_manages(
+    cluster: localcluster.Cluster, core: client.CoreV1Api, installed: None, namespace: str
+) -> None:
+    """The ValidatingAdmissionPolicy in manifests/, enforced by the API server for the
+    operator's ServiceAccount whatever its code does (here as kubectl with its identity)."""
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="theirs"), data={"a": "b"})
+    )
+    as_operator = ("--as", f"system:serviceaccount:{SYSTEM}:servedmodel-operator", "-n", namespace)
+    takeover = kubectl(
+        cluster,
+        *as_operator,
+        "patch",
+        "configmap",
+        "theirs",
+        "-p",
+        json.dumps(
+            {"metadata": {"labels": {"app.kubernetes.io/managed-by": "servedmodel-operator"}}}
+        ),
+        check=False,
+    )
+    assert takeover.returncode != 0
+    assert "may not take over configmaps/theirs" in takeover.stderr
+    unlabelled = kubectl(
+        cluster,
+        *as_operator,
+        "create",
+        "configmap",
+        "unlabelled",
+        "--from-literal=a=b",
+        check=False,
+    )
+    assert "may only write objects labelled" in unlabelled.stderr
+    labelled = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "ours",
+            "labels": {"app.kubernetes.io/managed-by": "servedmodel-operator"},
+        },
+    }
+    kubectl(cluster, *as_operator, "apply", "--server-side", "-f", "-", stdin=json.dumps(labelled))
+    assert core.read_namespaced_config_map("theirs", namespace).metadata.labels is None
+
+
+def test_namespaced_mode_needs_only_the_roles_of_the_overlay(
+    cluster: localcluster.Cluster,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    installed: None,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    tmp_path: Path,
+) -> None:
+    """An operator whose ServiceAccount holds only manifests/namespaced's Role in one namespace
+    (no ClusterRole at all) serves a ServedModel there."""
+    account, home = "servedmodel-operator-ns", f"{namespace}-operator"
+    kubectl(cluster, "create", "namespace", home)
+    kubectl(cluster, "-n", home, "create", "serviceaccount", account)
+    overlay = REPO / "manifests" / "namespaced" / "roles.yaml"
+    role, binding = [d for d in yaml.safe_load_all(overlay.read_text()) if d][:2]
+    role["metadata"]["namespace"] = binding["metadata"]["namespace"] = namespace
+    binding["subjects"] = [{"kind": "ServiceAccount", "name": account, "namespace": home}]
+    kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}),
+    )
+    kubeconfig = _token_kubeconfig(cluster, core, tmp_path / "ns.kubeconfig", account, home)
+    denied = kubectl(
+        cluster,
+        "--kubeconfig",
+        str(kubeconfig),
+        "auth",
+        "can-i",
+        "list",
+        "servedmodels",
+        "-A",
+        check=False,
+    )
+    assert denied.stdout.strip() == "no"
+    operator = OperatorProcess(
+        kubeconfig,
+        tmp_path,
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG",),
+        env=netguard.guard_env(cluster.netguard_log),
+    )
+    operator.start()
+    try:
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            servedmodel("scoped", [(1, "pvc://training/model-a.keras")]),
+        )
+        wait_condition(custom, namespace, "scoped", "Ready", "True", timeout=300)
+        assert "Forbidden" not in operator.log(), operator.errors()
+    finally:
+        operator.stop()
+        kubectl(cluster, "delete", "namespace", home, "--wait=false")

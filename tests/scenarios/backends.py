@@ -28,13 +28,13 @@ from typing import Any
 
 import requests
 from kubernetes import client, config
+from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
+from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
 
 from localcluster import cluster as localcluster
 from localcluster import netguard, volumes
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
-from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
-from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, API_VERSION = "serving.servedmodel.io", "v1alpha1"
@@ -67,9 +67,15 @@ class Backend(abc.ABC):
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         self.kubectl(
-            "-n", self.namespace, "patch", "servedmodel", name, "--type=merge",
-            "-p", json.dumps({"spec": spec}),
-        )  # fmt: skip
+            "-n",
+            self.namespace,
+            "patch",
+            "servedmodel",
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+        )
 
     def configmap(self, name: str) -> dict[str, str]:
         cm = json.loads(self.kubectl("-n", self.namespace, "get", "configmap", name, "-o", "json"))
@@ -86,7 +92,7 @@ class Backend(abc.ABC):
                 "json",
                 "-l",
                 f"app.kubernetes.io/instance={model},app.kubernetes.io/component=server",
-            )  # fmt: skip
+            )
         )["items"]
         return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
@@ -104,8 +110,11 @@ class Backend(abc.ABC):
         obj = self.servedmodel(name)
         for cond in obj.get("status", {}).get("conditions", []):
             if cond["type"] == kind:
-                return {**cond, "_current": obj["status"].get("observedGeneration")
-                        == obj["metadata"]["generation"]}  # fmt: skip
+                return {
+                    **cond,
+                    "_current": obj["status"].get("observedGeneration")
+                    == obj["metadata"]["generation"],
+                }
         return {}
 
     def wait_condition(
@@ -206,9 +215,14 @@ def kind_missing() -> str | None:
 
 def _run(*args: str, stdin: str | None = None, timeout: float = 1800) -> str:
     done = subprocess.run(
-        args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+        args,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={**os.environ, "KUBECONFIG": str(KIND_WORK / "kubeconfig")},
-    )  # fmt: skip
+    )
     if done.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -239,8 +253,15 @@ class KindBackend(Backend):
         KIND_WORK.mkdir(exist_ok=True)
         if KIND_CLUSTER not in _run("kind", "get", "clusters").split():
             _run("kind", "create", "cluster", "--name", KIND_CLUSTER, "--wait", "180s")
-        _run("kind", "export", "kubeconfig", "--name", KIND_CLUSTER,
-             "--kubeconfig", str(KIND_WORK / "kubeconfig"))  # fmt: skip
+        _run(
+            "kind",
+            "export",
+            "kubeconfig",
+            "--name",
+            KIND_CLUSTER,
+            "--kubeconfig",
+            str(KIND_WORK / "kubeconfig"),
+        )
         _run("docker", "pull", DEFAULT_SERVER_IMAGE)  # fails clearly if the tag is missing
         for target, image in IMAGES.items():
             _run("docker", "build", "--target", target, "-t", image, str(REPO), timeout=3600)
@@ -252,8 +273,14 @@ class KindBackend(Backend):
             _run("kind", "load", "image-archive", str(archive), "--name", KIND_CLUSTER)
             archive.unlink()
         self.kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
-        self.kubectl("-n", "servedmodel-system", "rollout", "status",
-                     "deployment/servedmodel-operator", "--timeout=300s")  # fmt: skip
+        self.kubectl(
+            "-n",
+            "servedmodel-system",
+            "rollout",
+            "status",
+            "deployment/servedmodel-operator",
+            "--timeout=300s",
+        )
         self.kubectl("create", "namespace", self.namespace)
         self.kubectl(
             "label", "namespace", self.namespace, "pod-security.kubernetes.io/enforce=restricted"
@@ -274,8 +301,9 @@ class KindBackend(Backend):
             self.apply(claim)
         # One pod keeps both claims mounted (kind's storage is node-local, ReadWriteOnce).
         self.apply(self._toolbox())
-        self.kubectl("-n", self.namespace, "wait", "--for=condition=Ready", "pod/toolbox",
-                     "--timeout=300s")  # fmt: skip
+        self.kubectl(
+            "-n", self.namespace, "wait", "--for=condition=Ready", "pod/toolbox", "--timeout=300s"
+        )
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -294,7 +322,7 @@ class KindBackend(Backend):
                     "runAsGroup": 1000,
                     "fsGroup": 1000,
                     "seccompProfile": {"type": "RuntimeDefault"},
-                },  # fmt: skip
+                },
                 "containers": [
                     {
                         "name": "toolbox",
@@ -321,18 +349,34 @@ class KindBackend(Backend):
         self.kubectl("cp", str(source), f"{self.namespace}/toolbox:/training/{name}")
 
     def damage_version(self, model_name: str, version: int) -> None:
-        self.kubectl("-n", self.namespace, "exec", "toolbox", "--", "sh", "-c",
-                     f"rm -f /models/{model_name}/{version}/variables/*")  # fmt: skip
+        self.kubectl(
+            "-n",
+            self.namespace,
+            "exec",
+            "toolbox",
+            "--",
+            "sh",
+            "-c",
+            f"rm -f /models/{model_name}/{version}/variables/*",
+        )
 
     @contextlib.contextmanager
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
         rest, grpc = _free_port(), _free_port()
         forward = subprocess.Popen(
-            ["kubectl", "-n", self.namespace, "port-forward", f"pod/{pod['metadata']['name']}",
-             f"{rest}:8501", f"{grpc}:8500"],
+            [
+                "kubectl",
+                "-n",
+                self.namespace,
+                "port-forward",
+                f"pod/{pod['metadata']['name']}",
+                f"{rest}:8501",
+                f"{grpc}:8500",
+            ],
             env={**os.environ, "KUBECONFIG": str(KIND_WORK / "kubeconfig")},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for(
                 "the port-forward",

@@ -145,11 +145,15 @@ def test_rollback_then_roll_forward_without_a_pod_restart(
 ) -> None:
     before = pod_identities(served)
     # Roll the canary back and stop serving version 2 at all.
-    served.patch_spec(MODEL, {"serve": {"policy": "Specific", "versions": [1],
-                                        "labels": {"stable": 1, "canary": 1}}})  # fmt: skip
+    served.patch_spec(
+        MODEL,
+        {"serve": {"policy": "Specific", "versions": [1], "labels": {"stable": 1, "canary": 1}}},
+    )
     wait_ready(served)
-    assert eventually("canary on version 1 everywhere", lambda: labels_everywhere(
-        served, {"canary": 1, "stable": 1}))  # fmt: skip
+    assert eventually(
+        "canary on version 1 everywhere",
+        lambda: labels_everywhere(served, {"canary": 1, "stable": 1}),
+    )
     for pod in served.ready_pods(MODEL):
         with served.endpoint(pod) as endpoint:
             eventually(
@@ -193,12 +197,15 @@ def test_a_label_to_a_version_still_exporting_keeps_its_previous_target(
     exporting = eventually(
         "version 3 exporting",
         lambda: next(
-            (v for v in served.servedmodel(MODEL)["status"].get("versions", [])
-             if v["version"] == 3 and v["state"] in ("Pending", "Exporting")),
+            (
+                v
+                for v in served.servedmodel(MODEL)["status"].get("versions", [])
+                if v["version"] == 3 and v["state"] in ("Pending", "Exporting")
+            ),
             None,
         ),
         timeout=60,
-    )  # fmt: skip
+    )
     assert exporting
     [pod, *_] = served.ready_pods(MODEL)
     with served.endpoint(pod) as endpoint:
@@ -218,8 +225,9 @@ def test_a_restarted_pod_serves_the_same_versions_and_labels(
     served: Backend, keras_outputs: dict[int, Any]
 ) -> None:
     victim, survivor = served.ready_pods(MODEL)[:2]
-    served.kubectl("-n", served.namespace, "delete", "pod", victim["metadata"]["name"],
-                   "--wait=false")  # fmt: skip
+    served.kubectl(
+        "-n", served.namespace, "delete", "pod", victim["metadata"]["name"], "--wait=false"
+    )
 
     def replaced() -> list[dict[str, Any]] | None:
         pods = [
@@ -227,8 +235,11 @@ def test_a_restarted_pod_serves_the_same_versions_and_labels(
         ]
         return pods if len(pods) == 2 else None
 
-    [fresh] = [p for p in eventually("a replacement pod", replaced, 600)
-               if p["metadata"]["uid"] != survivor["metadata"]["uid"]]  # fmt: skip
+    [fresh] = [
+        p
+        for p in eventually("a replacement pod", replaced, 600)
+        if p["metadata"]["uid"] != survivor["metadata"]["uid"]
+    ]
     with served.endpoint(fresh) as endpoint:
         assert label_version(endpoint, "stable") == 1
         assert label_version(endpoint, "canary") == 3
@@ -239,8 +250,10 @@ def test_a_restarted_pod_serves_the_same_versions_and_labels(
 def test_a_version_tf_serving_cannot_load_stalls_with_its_own_error(served: Backend) -> None:
     """Version 1 stays declared but unserved; its files are damaged on the store; serving it
     again must end Stalled/VersionLoadFailed with TF Serving's message, version 3 serving on."""
-    served.patch_spec(MODEL, {"serve": {"policy": "Specific", "versions": [3],
-                                        "labels": {"stable": 3, "canary": 3}}})  # fmt: skip
+    served.patch_spec(
+        MODEL,
+        {"serve": {"policy": "Specific", "versions": [3], "labels": {"stable": 3, "canary": 3}}},
+    )
     wait_ready(served)
     for pod in served.ready_pods(MODEL):
         with served.endpoint(pod) as endpoint:

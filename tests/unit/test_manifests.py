@@ -15,12 +15,12 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+BASE = REPO / "manifests" / "base"
+
+
 def _all_manifests() -> list[dict[str, Any]]:
     return [
-        d
-        for p in sorted((REPO / "manifests").glob("*.yaml"))
-        if p.name != "kustomization.yaml"
-        for d in _docs(p)
+        d for p in sorted(BASE.glob("*.yaml")) if p.name != "kustomization.yaml" for d in _docs(p)
     ]
 
 
@@ -44,14 +44,20 @@ def test_the_operator_never_gets_write_access_to_servedmodel_specs() -> None:
     assert [(r["resources"], r["verbs"]) for r in secret_rules] == [(["secrets"], ["get"])]
 
 
-def test_operator_deployment_is_one_replica_recreate_restricted_with_liveness() -> None:
+def test_operator_deployment_is_two_elected_replicas_restricted_with_liveness_and_metrics() -> None:
     [dep] = [d for d in _all_manifests() if d["kind"] == "Deployment"]
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
     pod = spec["template"]["spec"]
     [container] = pod["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--leader-elect" in container["args"]
+    assert "--metrics-address=0.0.0.0:9090" in container["args"]
+    env = {e["name"] for e in container["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env
+    [service] = [d for d in _all_manifests() if d["kind"] == "Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = container["securityContext"]
@@ -61,10 +67,12 @@ def test_operator_deployment_is_one_replica_recreate_restricted_with_liveness() 
 
 
 def test_kustomization_lists_every_manifest_and_the_crd() -> None:
-    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    top = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert top["resources"] == ["base"]
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
-    on_disk = {p.name for p in (REPO / "manifests").glob("*.yaml")} - {"kustomization.yaml"}
-    assert on_disk <= listed and "../crds" in listed
+    on_disk = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert on_disk <= listed and "../../crds" in listed
     crds = yaml.safe_load((REPO / "crds" / "Kustomization").read_text())
     assert crds["resources"] == ["servedmodel.yaml"]
 
@@ -80,8 +88,26 @@ def test_every_image_tag_in_manifests_and_docs_is_the_package_version() -> None:
     assert env["SERVEDMODEL_EXPORTER_IMAGE"] == EXPORTER_IMAGE
     [policy] = [d for d in _all_manifests() if d["metadata"]["name"] == "servedmodel-policy"]
     assert policy["data"]["SERVEDMODEL_ALLOWED_EXPORTER_IMAGES"] == EXPORTER_IMAGE
-    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     assert kustomization["images"] == [{"name": OPERATOR_IMAGE.split(":")[0], "newTag": RELEASE}]
     readme = (REPO / "README.md").read_text()
     tags = set(re.findall(r"ghcr\.io/servedmodel/(?:operator|exporter):([\w.\-]+)", readme))
     assert tags <= {RELEASE}
+
+
+def test_the_namespaced_overlay_grants_the_cluster_roles_rules_as_roles_only() -> None:
+    """Namespaced mode: the same rules, as a Role (and RoleBinding) per watched namespace, a
+    --namespace per Role, and the ClusterRole and its binding deleted."""
+    overlay = REPO / "manifests" / "namespaced"
+    roles = _docs(overlay / "roles.yaml")
+    [cluster_role] = [d for d in _all_manifests() if d["kind"] == "ClusterRole"]
+    namespaces = sorted(d["metadata"]["namespace"] for d in roles if d["kind"] == "Role")
+    assert namespaces and all(
+        d["rules"] == cluster_role["rules"] for d in roles if d["kind"] == "Role"
+    )
+    bindings = [d for d in roles if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == namespaces
+    assert all(b["roleRef"]["kind"] == "Role" for b in bindings)
+    kustomization = (overlay / "kustomization.yaml").read_text()
+    assert all(f"--namespace={ns}" in kustomization for ns in namespaces)
+    assert "kind: ClusterRole\n" in kustomization and "kind: ClusterRoleBinding\n" in kustomization

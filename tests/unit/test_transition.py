@@ -157,3 +157,36 @@ def test_a_rollout_with_old_and_new_pods_waits_for_every_pod_that_may_read_the_f
 
 def test_no_pod_in_scope_means_any_version_is_safe() -> None:
     assert serving.loaded_everywhere({1, 2}, [], {}, "d") == {1, 2}
+
+
+def test_no_sequence_of_edits_ever_writes_a_config_tf_serving_would_refuse() -> None:
+    """Random spec edits, exports and loads: every config written moves an existing label only
+    to a version that was loaded everywhere when it was written, and never drops a version a
+    label of the previous config still named (server_core.cc's UpdateModelVersionLabelMap)."""
+    import random
+
+    rng = random.Random(20261125)  # noqa: S311 - a reproducible test sequence
+    for _ in range(300):
+        current: ModelsConfig | None = None
+        loaded: set[int] = set()
+        exported: set[int] = set()
+        for _ in range(12):
+            exported |= {v for v in range(1, 6) if rng.random() < 0.3}
+            labels = {name: rng.randint(1, 5) for name in ("a", "b", "c") if rng.random() < 0.7}
+            chosen = tuple(sorted(v for v in exported if rng.random() < 0.5))
+            spec = Served(
+                tuple(sorted(set(chosen) | {v for v in labels.values() if v in exported})),
+                {k: v for k, v in labels.items() if v in exported},
+                {k: v for k, v in labels.items() if v not in exported},
+            )
+            step = next_config(spec, current, frozenset(loaded))
+            before = dict(current.labels) if current else {}
+            for label, version in step.config.labels.items():
+                moved = label in before and before[label] != version
+                assert not moved or version in loaded, (current, step.config, loaded)
+                assert version in step.config.versions
+            if current is not None:
+                assert set(before.values()) & set(current.versions) <= set(step.config.versions)
+            current = step.config
+            # The pods load some of what the config names, and unload what it no longer does.
+            loaded = {v for v in current.versions if v in loaded or rng.random() < 0.6}
