@@ -2,6 +2,7 @@
 
     servedmodel-export SOURCE --store DIR --model-name NAME --version N [options]
     servedmodel-export inspect DIR/NAME/N [--json]
+    servedmodel-export prune --store DIR --model-name NAME --keep K --protect 1,2 [--result-file F]
 
 Prints a one-line summary on stdout and writes the JSON result to --result-file. Every failure
 has its own exit code and a one-line reason on stderr and in the JSON (README: "Exporter
@@ -220,10 +221,55 @@ def _failure(exc: ExportError, version: int) -> dict[str, Any]:
     }
 
 
+def _prune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="servedmodel-export prune",
+        description="Remove a model's old, unprotected versions from the store (the newest "
+        "--keep unprotected ones stay).",
+    )
+    p.add_argument("--store", required=True, type=Path, help="the model store's root directory")
+    p.add_argument("--model-name", required=True, help="the model's directory in the store")
+    p.add_argument("--keep", required=True, type=int, help="unprotected versions to keep")
+    p.add_argument("--protect", default="", help="comma-separated versions never to remove")
+    p.add_argument("--result-file", type=Path, help="where to write the JSON result")
+    return p
+
+
+def prune(argv: list[str]) -> int:
+    from servedmodel_exporter.prune import prune as run_prune
+
+    args = _prune_parser().parse_args(argv)
+    try:
+        protect = {int(v) for v in args.protect.split(",") if v.strip()}
+    except ValueError:
+        _prune_parser().error("--protect must be comma-separated version numbers")
+    if args.keep < 0:
+        _prune_parser().error("--keep must not be negative")
+    try:
+        pruned = run_prune(args.store, args.model_name, args.keep, protect)
+        outcome: dict[str, Any] = {
+            "ok": True,
+            "removed": list(pruned.removed),
+            "kept": list(pruned.kept),
+            "protected": list(pruned.protected),
+        }
+        code = 0
+        print(f"pruned {args.model_name}: removed {outcome['removed']}, kept {outcome['kept']}")
+    except ExportError as exc:
+        outcome = {"ok": False, "reason": exc.reason, "message": exc.message}
+        code = exc.exit_code
+        print(f"prune failed: {exc.reason}: {exc.message}", file=sys.stderr)
+    if args.result_file:
+        args.result_file.write_text(results.encode(outcome))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["inspect"]:
         return inspect(argv[1:])
+    if argv[:1] == ["prune"]:
+        return prune(argv[1:])
     return export(argv)
 
 

@@ -1,8 +1,11 @@
 """Export bookkeeping (pure): each declared version's state from its Jobs, their pods' termination
 messages and the previous status; which Jobs to create next.
 
-Exported is sticky: once a version's result is recorded in status, its Job may be deleted or
-garbage-collected without the version being exported again.
+Status is the memory of finished exports, not the Jobs: finished Jobs are deleted by their
+ttlSecondsAfterFinished. Exported is sticky (the result recorded in status stays), and so is
+Failed for as long as the Job that failed would be the same Job again (same exporter settings):
+deleting a failed Job never restarts an export that fails the same way. A changed spec (a new
+Job name) retries.
 """
 
 from __future__ import annotations
@@ -157,7 +160,20 @@ def version_states(
             continue
         candidates = by_version.get(version, [])
         if not candidates:
-            states.append(VersionStatus(version, State.PENDING))
+            failed_before = before.get("state") == State.FAILED and before.get("job") == (
+                wanted_jobs.get(version)
+            )
+            states.append(
+                VersionStatus(
+                    version,
+                    State.FAILED,
+                    job=before.get("job"),
+                    reason=before.get("reason"),
+                    message=before.get("message"),
+                )
+                if failed_before
+                else VersionStatus(version, State.PENDING)
+            )
             continue
         job = max(candidates, key=lambda j: str(j["metadata"].get("creationTimestamp", "")))
         state = _from_job(version, job, pods_by_job.get(job["metadata"]["name"], ()))

@@ -89,6 +89,13 @@ def service_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
 
 
+@kopf.index(
+    "autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED, id=IndexName.AUTOSCALERS
+)
+def autoscaler_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return _by_owner(namespace, body)
+
+
 @kopf.index("batch", "v1", "jobs", labels=MANAGED, id=IndexName.JOBS)
 def job_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return _by_owner(namespace, body)
@@ -148,6 +155,7 @@ async def servedmodel_changed(
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 async def child_changed(
     body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any
 ) -> None:

@@ -44,6 +44,10 @@ RESOURCES = {
     ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
     (f"{GROUP}/{VERSION}", KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
     ("events.k8s.io/v1", "Event"): ("/apis/events.k8s.io/v1", "events"),
 }
@@ -185,6 +189,20 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    async def delete(self, obj: Mapping[str, Any]) -> None:
+        """Delete an owned object, if it is still the one observed (a UID precondition)."""
+        meta = obj["metadata"]
+        try:
+            await self.request(
+                "DELETE",
+                path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                {"kind": "DeleteOptions", "apiVersion": "v1",
+                 "preconditions": {"uid": meta.get("uid")}},
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced meanwhile
+                raise
 
     async def patch_status(
         self, namespace: str, name: str, status_patch: Mapping[str, Any]

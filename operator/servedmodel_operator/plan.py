@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from servedmodel_operator import drift, exports, layout, policy, serving, status
+from servedmodel_operator import drift, exports, layout, policy, retention, serving, status
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.layout import MODELS_CONFIG
 from servedmodel_operator.policy import Refusal
+from servedmodel_operator.render.autoscaler import autoscaler
 from servedmodel_operator.render.configmap import configmap, parse_models_config
 from servedmodel_operator.render.deployment import deployment
 from servedmodel_operator.render.job import job
@@ -32,6 +33,7 @@ class Observed:
     deployment: Mapping[str, Any] | None = None
     configmap: Mapping[str, Any] | None = None
     service: Mapping[str, Any] | None = None
+    autoscaler: Mapping[str, Any] | None = None
     jobs: Sequence[Mapping[str, Any]] = ()
     pods_by_job: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     # Key names of the credentials Secrets pending exports need (None: no such Secret).
@@ -57,6 +59,7 @@ class Plan:
     apply: list[dict[str, Any]]
     status: dict[str, Any] | None  # None: the current status is already right
     events: list[Event]
+    delete: list[Mapping[str, Any]] = field(default_factory=list)  # owned objects to remove
     requeue_after: float | None = None  # look again even if nothing changes (a missing Secret)
     config_changed: bool = False  # a new models.config is written: pods will need reading
     finished_exports: tuple[tuple[str, str], ...] = ()  # (Exported | Failed, reason) just now
@@ -191,17 +194,6 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     transition = next_config(wanted, current, loaded)
     seen = serving.view(current, digest, pods, observed.reports)
 
-    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
-        (configmap(model, transition.config), observed.configmap),
-        (deployment(model, bool(wanted.versions)), observed.deployment),
-        (service(model), observed.service),
-        *((j, None) for j in jobs.values()),
-    ]
-    to_apply = [
-        m
-        for m, live in ((drift.stamped(m), live) for m, live in desired)
-        if drift.needs_apply(m, live) and not refused
-    ]
     new_status = status.summarise(
         model,
         states,
@@ -211,14 +203,59 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         now,
         refused,
     )
+    kept = retention.decide(
+        model,
+        observed.status,
+        status.is_ready(new_status),
+        {
+            *model.declared_versions,
+            *(current.versions if current else ()),
+            *transition.config.versions,
+        },
+        observed.jobs,
+        observed.pods_by_job,
+        model.spec.exporter.image or exporter_image,
+        now,
+    )
+    if kept.status is not None:
+        new_status["retention"] = dict(kept.status)
+    scaler = autoscaler(model)
+    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
+        (configmap(model, transition.config), observed.configmap),
+        (deployment(model, bool(wanted.versions)), observed.deployment),
+        (service(model), observed.service),
+        *((j, None) for j in jobs.values()),
+        *(((scaler, observed.autoscaler),) if scaler else ()),
+        *(((kept.job, None),) if kept.job else ()),
+    ]
+    to_apply = [
+        m
+        for m, live in ((drift.stamped(m), live) for m, live in desired)
+        if drift.needs_apply(m, live) and not refused
+    ]
+    delete = (
+        [observed.autoscaler]
+        if scaler is None and observed.autoscaler is not None and not refused
+        else []
+    )
     return Plan(
         apply=to_apply,
+        delete=delete,
         status=new_status if new_status != dict(observed.status) else None,
-        events=events(model, observed.status, states, seen),
+        events=events(model, observed.status, states, seen) + retention_events(kept),
         requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked or refused else None,
         config_changed=transition.config != current and not refused,
         finished_exports=finished_exports(observed.status, states),
     )
+
+
+def retention_events(kept: retention.Retention) -> list[Event]:
+    if kept.removed:
+        removed = ", ".join(str(v) for v in kept.removed)
+        return [Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store")]
+    if kept.error:
+        return [Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}")]
+    return []
 
 
 def finished_exports(

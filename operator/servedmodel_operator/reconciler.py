@@ -107,6 +107,9 @@ class Reconciler:
             for manifest in decided.apply:
                 logger.info("applying %s %s", manifest["kind"], manifest["metadata"]["name"])
                 self._recent.record(await self._kube.apply(manifest))
+            for obj in decided.delete:
+                logger.info("deleting %s %s", obj["kind"], obj["metadata"]["name"])
+                await self._kube.delete(obj)
         except ApiError as exc:
             if not exc.permanent:
                 raise  # transient: the work queue retries with backoff

@@ -45,6 +45,7 @@ class IndexName(StrEnum):
     DEPLOYMENTS = "deployments"
     CONFIGMAPS = "configmaps"
     SERVICES = "services"
+    AUTOSCALERS = "autoscalers"
     JOBS = "jobs"
     EXPORTER_PODS = "exporter_pods"
     SERVER_PODS = "server_pods"
@@ -59,6 +60,7 @@ class Indexes:
     deployments: kopf.Index[tuple[str, str], Any]
     configmaps: kopf.Index[tuple[str, str], Any]
     services: kopf.Index[tuple[str, str], Any]
+    autoscalers: kopf.Index[tuple[str, str], Any]
     jobs: kopf.Index[tuple[str, str], Any]
     exporter_pods: kopf.Index[tuple[str, str], Any]
     server_pods: kopf.Index[tuple[str, str], Any]
@@ -144,6 +146,7 @@ class Runtime:
             deployment=child("Deployment", idx.deployments),
             configmap=child("ConfigMap", idx.configmaps),
             service=child("Service", idx.services),
+            autoscaler=child("HorizontalPodAutoscaler", idx.autoscalers),
             jobs=tuple(jobs),
             pods_by_job=pods,
             pods=tuple(idx.server_pods.get(key, ())),

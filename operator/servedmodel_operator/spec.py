@@ -136,6 +136,10 @@ class Serve(_Frozen):
     labels: dict[str, int] = Field(default_factory=dict)
 
 
+class Retention(_Frozen):
+    keep_undeclared: int = Field(ge=0)
+
+
 class PvcStore(_Frozen):
     claim_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
     path: str = ""
@@ -150,6 +154,7 @@ class PvcStore(_Frozen):
 
 class Store(_Frozen):
     pvc: PvcStore
+    retention: Retention | None = None
 
 
 class Resources(_Frozen):
@@ -186,6 +191,15 @@ class Monitoring(_Frozen):
     prometheus: bool = True
 
 
+class Autoscaling(_Frozen):
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_cpu_utilization_percentage: int | None = Field(
+        default=None, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+    metrics: tuple[dict[str, Any], ...] = ()
+
+
 class Server(_Frozen):
     image: str = DEFAULT_SERVER_IMAGE
     replicas: int = Field(default=1, ge=0)
@@ -196,6 +210,7 @@ class Server(_Frozen):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     config_poll_seconds: int = Field(default=10, ge=1)
     startup_timeout_seconds: int = Field(default=600, ge=30)
+    autoscaling: Autoscaling | None = None
 
 
 class Verify(_Frozen):
@@ -214,6 +229,7 @@ class Exporter(_Frozen):
     parallelism: int = Field(default=1, ge=1)
     backoff_limit: int = Field(default=1, ge=0)
     active_deadline_seconds: int = Field(default=3600, ge=60)
+    ttl_seconds_after_finished: int = Field(default=86400, ge=0)
     resources: Resources = Field(default_factory=Resources)
     verify: Verify = Field(default_factory=Verify)
     warmup: Warmup = Field(default_factory=Warmup)

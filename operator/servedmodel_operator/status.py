@@ -409,6 +409,13 @@ def summarise(
     return out
 
 
+def is_ready(computed: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == READY and c.get("status") == "True"
+        for c in computed.get("conditions") or []
+    )
+
+
 def invalid(previous: Mapping[str, Any], generation: int, message: str, now: str) -> dict[str, Any]:
     """Status of an object the operator cannot parse: Stalled, nothing else touched."""
     trio = [

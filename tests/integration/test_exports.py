@@ -146,7 +146,8 @@ def test_a_corrupt_version_fails_with_the_exporters_reason_while_the_other_serve
     ready = condition(obj, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ExportFailed")
     assert "version 2: NotAKerasModel" in ready["message"]
-    assert condition(obj, "Available")["status"] == "True"
+    # Version 1 keeps serving: the pods report it AVAILABLE (once they have loaded it).
+    obj = wait_condition(custom, namespace, "iris", "Available", "True", timeout=180)
     assert obj["status"]["served"]["versions"] == [1]
     assert not (store.path / "iris" / "2").exists()
     events = core.list_namespaced_event(namespace, field_selector="reason=ExportFailed").items

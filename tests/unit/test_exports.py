@@ -129,3 +129,20 @@ def test_a_failure_reason_must_look_like_a_reason() -> None:
     hostile = '{"ok": false, "reason": "' + "A" * 500 + ' <script>", "message": "m"}'
     [state, _] = version_states(m, [job], {"j": [pod_obj(1, hostile)]}, {}, {})
     assert state.reason == "BackoffLimitExceeded"
+
+
+def test_a_failed_export_stays_failed_after_its_job_is_deleted_until_the_spec_changes() -> None:
+    m = model()
+    previous = {
+        1: {
+            "version": 1,
+            "state": "Failed",
+            "job": "j-same",
+            "reason": "ChecksumMismatch",
+            "message": "differs",
+        }
+    }
+    [state, _] = version_states(m, [], {}, previous, {1: "j-same"})
+    assert (state.state, state.reason, state.job) == (State.FAILED, "ChecksumMismatch", "j-same")
+    [retried, _] = version_states(m, [], {}, previous, {1: "j-new-settings"})
+    assert retried.state is State.PENDING

@@ -284,6 +284,8 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
         "spec": {
             "backoffLimit": exporter.backoff_limit,
             "activeDeadlineSeconds": exporter.active_deadline_seconds,
+            # Status keeps each version's outcome: the finished Job and its pod can go.
+            "ttlSecondsAfterFinished": exporter.ttl_seconds_after_finished,
             # Reasons like "checksum mismatch" fail the same way on every retry.
             "podFailurePolicy": {
                 "rules": [

@@ -1,0 +1,117 @@
+"""Store retention and autoscaling: when a prune Job runs, what status keeps, the HPA (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from servedmodel_operator import EXPORTER_IMAGE, retention
+from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator.render import autoscaler, prune
+
+from tests.unit.builders import deployment_obj, job_obj, model, pod_obj
+
+NOW = "2026-11-25T10:00:00Z"
+KEEP = {"store": {"pvc": {"claimName": "models"}, "retention": {"keepUndeclared": 2}}}
+
+
+def decide(
+    previous: dict[str, Any], ready: bool = True, jobs: list[Any] = (), pods: Any = None
+) -> retention.Retention:  # type: ignore[assignment]
+    return retention.decide(
+        model(**KEEP), previous, ready, {1, 2}, jobs or [], pods or {}, EXPORTER_IMAGE, NOW
+    )
+
+
+def test_no_retention_no_prune() -> None:
+    kept = retention.decide(model(), {}, True, {1, 2}, [], {}, EXPORTER_IMAGE, NOW)
+    assert kept.job is None and kept.status is None
+
+
+def test_a_prune_job_runs_once_per_protected_set_and_only_when_ready() -> None:
+    assert decide({}, ready=False).job is None
+    first = decide({})
+    assert first.job is not None
+    [container] = first.job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == [
+        "prune",
+        "--store=/store",
+        "--model-name=mnist",
+        "--keep=2",
+        "--protect=1,2",
+        "--result-file=/dev/termination-log",
+    ]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["store"]["subPath"] == "mnist"  # only this model's directory
+    assert first.job["spec"]["ttlSecondsAfterFinished"] == 86400
+
+
+def test_a_finished_prune_is_remembered_in_status_and_never_runs_again() -> None:
+    job = decide({}).job
+    assert job is not None
+    name = job["metadata"]["name"]
+    done = job_obj(name, 0, condition="Complete")
+    done["metadata"]["labels"] = job["metadata"]["labels"]
+    result = {"ok": True, "removed": [3, 4], "kept": [5, 6], "protected": [1, 2]}
+    kept = decide({}, jobs=[done], pods={name: [pod_obj(0, json.dumps(result))]})
+    assert kept.removed == (3, 4) and kept.job is None
+    assert kept.status is not None and kept.status["removed"] == [3, 4]
+    # The Job is gone (its TTL): status says this set was pruned, nothing runs.
+    again = decide({"retention": dict(kept.status)})
+    assert again.job is None and again.done
+    # A new protected set (a version undeclared) prunes again.
+    moved = retention.decide(
+        model(**KEEP), {"retention": dict(kept.status)}, True, {2}, [], {}, EXPORTER_IMAGE, NOW
+    )
+    assert moved.job is not None and moved.job["metadata"]["name"] != name
+
+
+def test_prune_events_and_status_through_plan() -> None:
+    m = model(**KEEP)
+    p = plan(m, Observed(deployment=deployment_obj()), EXPORTER_IMAGE, NOW)
+    assert all(not j["metadata"]["name"].startswith("mnist-prune") for j in p.apply)  # not Ready
+
+
+def test_the_autoscaler_targets_the_servedmodels_scale_subresource() -> None:
+    m = model(
+        server={
+            "autoscaling": {
+                "maxReplicas": 5,
+                "targetCPUUtilizationPercentage": 60,
+                "metrics": [
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "rps"},
+                            "target": {"type": "AverageValue", "averageValue": "20"},
+                        },
+                    }
+                ],
+            }
+        }
+    )
+    hpa = autoscaler.autoscaler(m)
+    assert hpa is not None and hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "name": "mnist",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
+    assert [x["type"] for x in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
+    assert autoscaler.autoscaler(model()) is None
+
+
+def test_an_autoscaler_is_deleted_when_autoscaling_goes() -> None:
+    live = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "mnist", "namespace": "ml", "uid": "h1"},
+    }
+    p = plan(model(), Observed(autoscaler=live), EXPORTER_IMAGE, NOW)
+    assert p.delete == [live]
+
+
+def test_prune_digest_depends_on_the_set_and_keep() -> None:
+    assert prune.prune_digest([2, 1], 2) == prune.prune_digest([1, 2, 2], 2)
+    assert prune.prune_digest([1, 2], 2) != prune.prune_digest([1, 2], 3)
