@@ -66,6 +66,9 @@ CONTROLLERS = (
     "pvc-protection",
     "pv-protection",
     "clusterrole-aggregation",
+    # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
+    # runs here: it reports the current replicas and that it cannot get metrics.
+    "horizontalpodautoscaling",
 )
 
 

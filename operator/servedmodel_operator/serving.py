@@ -24,7 +24,10 @@ END = "END"
 # How often an unsettled pod is asked again: from the first to the last gap, doubling.
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 10.0
-MAX_UNREACHABLE_RETRY_SECONDS = 60.0
+# A pod that does not answer at all (a NetworkPolicy, a mesh without the operator in it) is
+# asked again less and less often, at least every 5 minutes: a fix is noticed, a cluster of
+# unreachable pods is not a constant load.
+MAX_UNREACHABLE_RETRY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)

@@ -236,3 +236,46 @@ def test_defaults_inside_optional_objects_apply_once_they_are_set() -> None:
     assert m.spec.server.autoscaling is not None
     assert m.spec.server.autoscaling.min_replicas == 1
     assert m.spec.exporter.ttl_seconds_after_finished == 86400
+
+
+SCHEMA_KEYS = {
+    "type",
+    "description",
+    "properties",
+    "items",
+    "required",
+    "default",
+    "enum",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "pattern",
+    "additionalProperties",
+    "anyOf",
+    "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+}
+
+
+def test_every_schema_node_uses_only_openapi_keys() -> None:
+    """A stray key is usually YAML gone wrong (a comma inside a flow mapping's description)."""
+    wrong: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        wrong.extend(f"{path}: {k}" for k in node if k not in SCHEMA_KEYS)
+        for name, sub in (node.get("properties") or {}).items():
+            walk(sub, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{path}[{key}]")
+
+    walk(_schema(), "")
+    assert wrong == []
