@@ -358,10 +358,10 @@ def _simulated_node(name: str) -> dict[str, object]:
             "allocatable": {
                 "cpu": "32",
                 "memory": "256Gi",
-                "pods": "500",
+                "pods": "5000",
                 "ephemeral-storage": "1Ti",
             },
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "ephemeral-storage": "1Ti"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "1Ti"},
         },
     }
 
