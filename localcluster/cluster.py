@@ -361,7 +361,12 @@ def _simulated_node(name: str) -> dict[str, object]:
                 "pods": "5000",
                 "ephemeral-storage": "1Ti",
             },
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "1Ti"},
+            "capacity": {
+                "cpu": "32",
+                "memory": "256Gi",
+                "pods": "5000",
+                "ephemeral-storage": "1Ti",
+            },
         },
     }
 

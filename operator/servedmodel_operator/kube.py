@@ -197,8 +197,11 @@ class Kube:
             await self.request(
                 "DELETE",
                 path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-                {"kind": "DeleteOptions", "apiVersion": "v1",
-                 "preconditions": {"uid": meta.get("uid")}},
+                {
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "preconditions": {"uid": meta.get("uid")},
+                },
             )
         except ApiError as exc:
             if exc.status not in (404, 409):  # gone already, or replaced meanwhile

@@ -194,6 +194,19 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     transition = next_config(wanted, current, loaded)
     seen = serving.view(current, digest, pods, observed.reports)
 
+    scaler = autoscaler(model)
+    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
+        (configmap(model, transition.config), observed.configmap),
+        (deployment(model, bool(wanted.versions)), observed.deployment),
+        (service(model), observed.service),
+        *((j, None) for j in jobs.values()),
+        *(((scaler, observed.autoscaler),) if scaler else ()),
+    ]
+    to_apply = [
+        m
+        for m, live in ((drift.stamped(m), live) for m, live in desired)
+        if drift.needs_apply(m, live) and not refused
+    ]
     new_status = status.summarise(
         model,
         states,
@@ -202,6 +215,8 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         observed.status,
         now,
         refused,
+        # What is written now is not observed yet: never Ready in the same breath.
+        applying=[f"{m['kind']} {m['metadata']['name']}" for m in to_apply],
     )
     kept = retention.decide(
         model,
@@ -219,20 +234,8 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     )
     if kept.status is not None:
         new_status["retention"] = dict(kept.status)
-    scaler = autoscaler(model)
-    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
-        (configmap(model, transition.config), observed.configmap),
-        (deployment(model, bool(wanted.versions)), observed.deployment),
-        (service(model), observed.service),
-        *((j, None) for j in jobs.values()),
-        *(((scaler, observed.autoscaler),) if scaler else ()),
-        *(((kept.job, None),) if kept.job else ()),
-    ]
-    to_apply = [
-        m
-        for m, live in ((drift.stamped(m), live) for m, live in desired)
-        if drift.needs_apply(m, live) and not refused
-    ]
+    if kept.job is not None and not refused:
+        to_apply.append(drift.stamped(kept.job))
     delete = (
         [observed.autoscaler]
         if scaler is None and observed.autoscaler is not None and not refused

@@ -289,6 +289,7 @@ def conditions(
     serving: Serving,
     now: str,
     refused: Sequence[Refusal] = (),
+    applying: Sequence[str] = (),
 ) -> list[Condition]:
     """The kstatus trio, from the finer conditions: the first obstacle found decides."""
     if refused:
@@ -310,6 +311,8 @@ def conditions(
         ]
     if export.status != "True":
         return _progressing(export.reason, export.message)
+    if applying:
+        return _progressing("Updating", "applying " + bounded(list(applying)))
     if not rollout.complete:
         return _progressing(
             "RollingOut",
@@ -385,11 +388,12 @@ def summarise(
     previous: Mapping[str, Any],
     now: str,
     refused: Sequence[Refusal] = (),
+    applying: Sequence[str] = (),
 ) -> dict[str, Any]:
     rollout = Rollout.of(deployment)
     export = export_condition(states)
     available = available_condition(rollout, serving)
-    trio = conditions(model, export, available, rollout, serving, now, refused)
+    trio = conditions(model, export, available, rollout, serving, now, refused, applying)
     out = {
         "observedGeneration": model.generation,
         "modelName": model.model_name,

@@ -68,17 +68,17 @@ def _holder(coordination: client.CoordinationV1Api, namespace: str) -> str | Non
     return lease.spec.holder_identity if lease.spec else None
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
+def _metric(text: str, metric: str, **labels: str) -> float:
     """The sum of a metric's samples whose labels include `labels`."""
     total, found = 0.0, False
     for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(?:{{(.*)}})? ([-+0-9.eE]+|NaN)$", line)
+        match = re.match(rf"^{re.escape(metric)}(?:{{(.*)}})? ([-+0-9.eE]+|NaN)$", line)
         if not match:
             continue
         pairs = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
         if all(pairs.get(k) == v for k, v in labels.items()):
             total, found = total + float(match[2]), True
-    assert found, f"no {name}{labels} in the scrape"
+    assert found, f"no {metric}{labels} in the scrape"
     return total
 
 

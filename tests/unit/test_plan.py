@@ -146,3 +146,17 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
     p = plan(m, observed, IMAGE, NOW)
     assert [e.reason for e in p.events] == ["LabelsChanged"]
     assert p.status is not None and p.status["served"]["labels"] == {"stable": 2}
+
+
+def test_never_ready_in_the_reconcile_that_writes_the_change() -> None:
+    """The first export finished: the Deployment goes from 0 to 1 replica in this very
+    reconcile. The observed Deployment still says 0 (scaled to zero), but that is not Ready."""
+    exported = {
+        "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
+    }
+    p = plan(model(), Observed(status=exported, deployment=deployment_obj(0, 0)), IMAGE, NOW)
+    assert "Deployment" in {m["kind"] for m in p.apply}
+    assert p.status is not None
+    ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Updating")
+    assert "Deployment mnist" in ready["message"]
