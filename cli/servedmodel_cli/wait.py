@@ -51,10 +51,7 @@ def read(obj: Mapping[str, Any], target: Target) -> Reading:
         parts.append(f"Ready={ready.get('status')} {_condition_text(ready)}")
     else:
         parts.append("no conditions yet (is the operator running?)")
-    if reconciling.get("status") == "True" and (
-        reconciling.get("reason"),
-        reconciling.get("message"),
-    ) != (ready.get("reason"), ready.get("message")):
+    if reconciling.get("status") == "True" and reconciling.get("message") != ready.get("message"):
         parts.append(f"Reconciling {_condition_text(reconciling)}")
     if not current:
         observed = (obj.get("status") or {}).get("observedGeneration")
