@@ -20,3 +20,18 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost cause of a connection failure ("[Errno 111] Connection refused"), not the
+    retry and pool wrappers around it."""
+    seen: BaseException = exc
+    for _ in range(8):
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        nested = nested or getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if not isinstance(nested, BaseException):
+            break
+        seen = nested
+    text = str(seen)
+    marker = "Failed to establish a new connection: "
+    return text.split(marker, 1)[1] if marker in text else text

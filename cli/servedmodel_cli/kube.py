@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from servedmodel_cli import GROUP, KIND, PLURAL, RESOURCE, VERSION
-from servedmodel_cli.errors import CliError
+from servedmodel_cli.errors import CliError, reason
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A request to the API server fails once, fast: urllib3's default retries would repeat a
@@ -59,8 +59,7 @@ class Session:
     # --- errors -------------------------------------------------------------------------------
 
     def unreachable(self, exc: BaseException) -> CliError:
-        reason = getattr(exc, "reason", None) or exc
-        return CliError(f"cannot reach the API server at {self.server}: {reason}")
+        return CliError(f"cannot reach the API server at {self.server}: {reason(exc)}")
 
     def api_error(
         self, exc: ApiException, verb: str, resource: str, name: str | None = None
@@ -219,6 +218,9 @@ def connect(
                 persist_config=False,
             )
             configuration.retries = RETRIES
+            if not configuration.verify_ssl:
+                # The kubeconfig asks for it (insecure-skip-tls-verify): kubectl says nothing.
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             api = client.ApiClient(configuration)
     except (ConfigException, yaml.YAMLError, OSError) as exc:
         raise CliError(f"cannot use the kubeconfig ({setting}): {exc}") from None

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from servedmodel_cli import document
-from servedmodel_cli.errors import DEBUG, CliError
+from servedmodel_cli.errors import DEBUG, CliError, reason
 
 
 @dataclass(frozen=True)
@@ -179,24 +179,10 @@ def rest(address: str, path: str, body: Mapping[str, Any], timeout: float) -> tu
     try:
         response = requests.post(url, json=body, timeout=timeout)
     except requests.ConnectionError as exc:
-        raise CliError(f"cannot reach TF Serving at {address} (REST): {_reason(exc)}") from None
+        raise CliError(f"cannot reach TF Serving at {address} (REST): {reason(exc)}") from None
     except requests.Timeout:
         raise CliError(f"TF Serving at {address} did not answer within {timeout:g}s") from None
     return response.status_code, response.content
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a connection failure (connection refused, no route), not the
-    adapter's retry wrapper."""
-    seen: BaseException = exc
-    for _ in range(8):
-        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        nested = nested or getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
-        if not isinstance(nested, BaseException):
-            break
-        seen = nested
-    text = str(seen)
-    return text.split(": ", 1)[-1] if "Failed to establish" in text else text
 
 
 # --- gRPC ------------------------------------------------------------------------------------

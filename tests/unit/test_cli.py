@@ -743,3 +743,16 @@ def test_both_console_scripts_and_the_extra_are_declared() -> None:
     assert any(d.startswith("requests") for d in extra)
     assert "cli" in project["tool"]["setuptools"]["packages"]["find"]["where"]
     assert "cli" in project["tool"]["mypy"]["files"]
+
+
+def test_an_unreachable_api_server_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A closed port on loopback: refused at once, without urllib3's retries or warnings."""
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG.replace("127.0.0.1:6443", "127.0.0.1:9"))
+    assert entry.main(["status", "mnist", "--kubeconfig", str(path)]) == errors.FAILED
+    assert capsys.readouterr().err == (
+        "error: cannot reach the API server at https://127.0.0.1:9: "
+        "[Errno 111] Connection refused\n"
+    )
