@@ -18,7 +18,7 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[exporter,dev]'
+	$(PY) -m pip install -e '.[exporter,dev,cli]'
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the project, TensorFlow and the test tools

@@ -51,6 +51,12 @@ class Backend(abc.ABC):
     name: str
     namespace: str
 
+    @property
+    @abc.abstractmethod
+    def kubeconfig(self) -> Path:
+        """The kubeconfig a user of this cluster has (admin): what kubectl and the servedmodel
+        CLI read."""
+
     # --- the cluster, as kubectl sees it ------------------------------------------------------
 
     @abc.abstractmethod
@@ -162,6 +168,10 @@ class StandinBackend(Backend):
             env=netguard.guard_env(cluster.netguard_log),
         )
 
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster.kubeconfig
+
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         return self.cluster.run_kubectl(*args, stdin=stdin).stdout
 
@@ -245,6 +255,10 @@ class KindBackend(Backend):
 
     def __init__(self) -> None:
         self.namespace = f"scenarios-{uuid.uuid4().hex[:6]}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return KIND_WORK / "kubeconfig"
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         return _run("kubectl", *args, stdin=stdin)
