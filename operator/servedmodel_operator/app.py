@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="let versions set allowUnsafeDeserialization (env SERVEDMODEL_ALLOW_UNSAFE_MODELS; "
         "default off)",
     )
+    policy.add_argument(
+        "--allowed-prometheus-addresses",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES", ""),
+        help="comma-separated glob patterns of Prometheus URLs a rollout's analysis may query "
+        "(env SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES; default none)",
+    )
     parser.add_argument(
         "--metrics-address",
         default=os.environ.get("SERVEDMODEL_METRICS_ADDRESS", ""),
@@ -128,6 +134,7 @@ def policy_of(args: argparse.Namespace) -> Policy:
         require_claim_opt_in=args.claim_opt_in,
         require_service_account_opt_in=args.service_account_opt_in,
         allow_unsafe_models=args.allow_unsafe_models,
+        prometheus_addresses=_patterns(args.allowed_prometheus_addresses),
     )
 
 

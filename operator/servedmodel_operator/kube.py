@@ -50,6 +50,14 @@ RESOURCES = {
     ),
     (f"{GROUP}/{VERSION}", KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
     ("events.k8s.io/v1", "Event"): ("/apis/events.k8s.io/v1", "events"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): (
+        "/apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+    ),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): (
+        "/apis/gateway.networking.k8s.io/v1",
+        "grpcroutes",
+    ),
 }
 
 
@@ -193,15 +201,14 @@ class Kube:
     async def delete(self, obj: Mapping[str, Any]) -> None:
         """Delete an owned object, if it is still the one observed (a UID precondition)."""
         meta = obj["metadata"]
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if meta.get("uid"):  # routes are not watched: deleted by name
+            options["preconditions"] = {"uid": meta["uid"]}
         try:
             await self.request(
                 "DELETE",
                 path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-                {
-                    "kind": "DeleteOptions",
-                    "apiVersion": "v1",
-                    "preconditions": {"uid": meta.get("uid")},
-                },
+                options,
             )
         except ApiError as exc:
             if exc.status not in (404, 409):  # gone already, or replaced meanwhile

@@ -10,15 +10,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from servedmodel_operator import drift, exports, layout, policy, retention, serving, status
+from servedmodel_operator import drift, exports, layout, policy, retention, rollout, serving, status
 from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.layout import MODELS_CONFIG
 from servedmodel_operator.policy import Refusal
+from servedmodel_operator.render import labels, routes
 from servedmodel_operator.render.autoscaler import autoscaler
 from servedmodel_operator.render.configmap import configmap, parse_models_config
-from servedmodel_operator.render.deployment import deployment
+from servedmodel_operator.render.deployment import canary_deployment, deployment
 from servedmodel_operator.render.job import job
-from servedmodel_operator.render.service import service
+from servedmodel_operator.render.service import service, track_service
 from servedmodel_operator.selection import select
 from servedmodel_operator.serving import PodReport, ServingPod, View
 from servedmodel_operator.spec import ServedModelSpec
@@ -34,6 +35,10 @@ class Observed:
     configmap: Mapping[str, Any] | None = None
     service: Mapping[str, Any] | None = None
     autoscaler: Mapping[str, Any] | None = None
+    # A rollout's children: the canary Deployment and ConfigMap, Services <name>-stable/-canary.
+    canary_deployment: Mapping[str, Any] | None = None
+    canary_configmap: Mapping[str, Any] | None = None
+    track_services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     jobs: Sequence[Mapping[str, Any]] = ()
     pods_by_job: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     # Key names of the credentials Secrets pending exports need (None: no such Secret).
@@ -45,6 +50,8 @@ class Observed:
     store_sharers: Sequence[tuple[str, str]] = ()
     # Why writing is refused (the policy, an object that is not ours), found by the reconciler.
     refusals: Sequence[Refusal] = ()
+    # A rollout's analysis: the canary's and the stable pods' figures from Prometheus.
+    measurement: rollout.Measurement | None = None
 
 
 @dataclass(frozen=True)
@@ -140,14 +147,18 @@ def _export_states(
     return states, jobs, bool(blocked)
 
 
-def current_config(model: ServedModelSpec, observed: Observed) -> tuple[ModelsConfig | None, str]:
-    """The models config in the ConfigMap now, and the digest of its text."""
-    text = ((observed.configmap or {}).get("data") or {}).get(MODELS_CONFIG)
+def current_config(
+    model: ServedModelSpec, observed: Observed, track: str = labels.STABLE
+) -> tuple[ModelsConfig | None, str]:
+    """The models config a track's ConfigMap holds now, and the digest of its text."""
+    cm = observed.canary_configmap if track == labels.CANARY else observed.configmap
+    text = ((cm or {}).get("data") or {}).get(MODELS_CONFIG)
     return parse_models_config(text, model.model_name), serving.config_digest(text)
 
 
-def serving_pods(observed: Observed) -> list[ServingPod]:
-    return [ServingPod.of(p) for p in observed.pods]
+def serving_pods(observed: Observed, track: str = labels.STABLE) -> list[ServingPod]:
+    """One track's TF Serving pods: the stable Deployment's, or a rollout's canary."""
+    return [p for p in (ServingPod.of(o) for o in observed.pods) if p.track == track]
 
 
 def observed_object(observed: Observed, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -183,16 +194,112 @@ def refusals(model: ServedModelSpec, observed: Observed) -> list[Refusal]:
     return list(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A rollout's part of one reconcile: its decision, the objects it needs, what goes."""
+
+    decision: rollout.Decision | None = None
+    desired: tuple[tuple[dict[str, Any], Mapping[str, Any] | None], ...] = ()
+    delete: tuple[Mapping[str, Any], ...] = ()
+    routes: str | None = None  # digest of the routes for status (None: no routes)
+
+
+def _delivery(
+    model: ServedModelSpec, observed: Observed, now: str, exported: frozenset[int], seen: View
+) -> Delivery:
+    spec = model.spec.rollout
+    if spec is None:
+        return Delivery(delete=_rollout_leftovers(model, observed))
+    canary_config = ModelsConfig((spec.canary,), {})
+    live, digest = current_config(model, observed, labels.CANARY)
+    canary_view = serving.view(
+        live, digest, serving_pods(observed, labels.CANARY), observed.reports
+    )
+    deployed = observed.canary_deployment or {}
+    wanted_pods = int((deployed.get("spec") or {}).get("replicas") or 0)
+    canary_ready = (
+        spec.canary in exported
+        and live == canary_config
+        and wanted_pods > 0
+        and canary_view.ready_pods == wanted_pods
+        and spec.canary in canary_view.served
+    )
+    previous = dict(observed.status.get("rollout") or {})
+    decision = rollout.decide(
+        model,
+        rollout.Inputs(
+            previous=previous,
+            now=now,
+            canary_ready=canary_ready,
+            stable_has_canary=spec.canary in seen.served,
+            measured=observed.measurement,
+        ),
+    )
+    assert decision is not None
+    if spec.canary not in exported:
+        decision = replace(
+            decision,
+            canary_replicas=0,
+            weight=0,
+            message=f"waiting for version {spec.canary} to be exported",
+        )
+    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
+        (configmap(model, canary_config, canary=True), observed.canary_configmap),
+        (canary_deployment(model, decision.canary_replicas), observed.canary_deployment),
+        *(
+            (track_service(model, t), observed.track_services.get(model.track_service_name(t)))
+            for t in (labels.STABLE, labels.CANARY)
+        ),
+    ]
+    routes_digest = None
+    if spec.parent_refs:
+        route_manifests = [
+            drift.stamped(routes.http_route(model, decision.weight)),
+            drift.stamped(routes.grpc_route(model, decision.weight)),
+        ]
+        routes_digest = drift.manifest_hash({"routes": route_manifests})
+        if previous.get("routes") != routes_digest:
+            desired += [(m, None) for m in route_manifests]
+    return Delivery(decision, tuple(desired), (), routes_digest)
+
+
+def _rollout_leftovers(model: ServedModelSpec, observed: Observed) -> tuple[Mapping[str, Any], ...]:
+    """Without spec.rollout, what a past rollout left: its canary objects and routes."""
+    out: list[Mapping[str, Any]] = [
+        o
+        for o in (
+            observed.canary_deployment,
+            observed.canary_configmap,
+            *observed.track_services.values(),
+        )
+        if o is not None
+    ]
+    if (observed.status.get("rollout") or {}).get("routes"):
+        meta = {"name": model.name, "namespace": model.namespace}
+        out += [
+            {"apiVersion": routes.GATEWAY_API, "kind": kind, "metadata": meta}
+            for kind in ("HTTPRoute", "GRPCRoute")
+        ]
+    return tuple(out)
+
+
 def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
     refused = refusals(model, observed)
     states, jobs, blocked = _export_states(model, observed, exporter_image, not refused)
-    wanted = select(model, exports.exported(states))
+    exported = exports.exported(states)
     current, digest = current_config(model, observed)
     pods = serving_pods(observed)
+    seen = serving.view(current, digest, pods, observed.reports)
+    delivery = _delivery(model, observed, now, exported, seen)
+    decision = delivery.decision
+    canary = {model.spec.rollout.canary} if model.spec.rollout else set()
+    promoted = decision is not None and decision.stable_serves_canary
+    wanted = select(
+        model, exported, withheld=set() if promoted else canary, added=canary if promoted else ()
+    )
     scope = serving.in_scope(pods, drift.applied_at(observed.configmap))
     loaded = serving.loaded_everywhere(wanted.versions, scope, observed.reports, digest)
     transition = next_config(wanted, current, loaded)
-    seen = serving.view(current, digest, pods, observed.reports)
 
     scaler = autoscaler(model)
     desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
@@ -201,6 +308,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         (service(model), observed.service),
         *((j, None) for j in jobs.values()),
         *(((scaler, observed.autoscaler),) if scaler else ()),
+        *delivery.desired,
     ]
     to_apply = [
         m
@@ -217,7 +325,10 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         refused,
         # What is written now is not observed yet: never Ready in the same breath.
         applying=[f"{m['kind']} {m['metadata']['name']}" for m in to_apply],
+        delivery=decision,
     )
+    if decision is not None and model.spec.rollout is not None:
+        new_status["rollout"] = decision.to_status(model.spec.rollout.canary, delivery.routes)
     kept = retention.decide(
         model,
         observed.status,
@@ -236,17 +347,26 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         new_status["retention"] = dict(kept.status)
     if kept.job is not None and not refused:
         to_apply.append(drift.stamped(kept.job))
-    delete = (
-        [observed.autoscaler]
-        if scaler is None and observed.autoscaler is not None and not refused
-        else []
-    )
+    delete = [] if refused else list(delivery.delete)
+    if scaler is None and observed.autoscaler is not None and not refused:
+        delete.append(observed.autoscaler)
+    rollout_events = [Event(*decision.event)] if decision and decision.event else []
+    requeue = [
+        t
+        for t in (
+            CREDENTIALS_RECHECK_SECONDS if blocked or refused else None,
+            decision.requeue_after if decision else None,
+        )
+        if t is not None
+    ]
     return Plan(
         apply=to_apply,
         delete=delete,
         status=new_status if new_status != dict(observed.status) else None,
-        events=events(model, observed.status, states, seen) + retention_events(kept),
-        requeue_after=CREDENTIALS_RECHECK_SECONDS if blocked or refused else None,
+        events=events(model, observed.status, states, seen)
+        + retention_events(kept)
+        + rollout_events,
+        requeue_after=min(requeue) if requeue else None,
         config_changed=transition.config != current and not refused,
         finished_exports=finished_exports(observed.status, states),
     )

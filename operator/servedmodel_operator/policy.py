@@ -40,6 +40,7 @@ class Policy:
     require_claim_opt_in: bool = True
     require_service_account_opt_in: bool = True
     allow_unsafe_models: bool = False
+    prometheus_addresses: tuple[str, ...] = ()  # fnmatch patterns a rollout may query
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,19 @@ def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
             )
         )
     return out
+
+
+def prometheus_refusal(policy: Policy, address: str | None) -> Refusal | None:
+    """A rollout's analysis makes the operator send requests to an address from the spec: only
+    to one the platform team allows (never an arbitrary URL inside the cluster)."""
+    if address is None or any(fnmatch.fnmatchcase(address, p) for p in policy.prometheus_addresses):
+        return None
+    return Refusal(
+        "PrometheusNotAllowed",
+        f"the operator's policy does not let it query {address} (allowed: "
+        f"{', '.join(policy.prometheus_addresses) or 'none'}); a cluster admin can allow it with "
+        "--allowed-prometheus-addresses",
+    )
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:

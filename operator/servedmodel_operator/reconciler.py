@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from servedmodel_operator import KIND, metrics, policy, serving, status
+from servedmodel_operator import KIND, metrics, policy, prometheus, rollout, serving, status
 from servedmodel_operator.cache import Recent
 from servedmodel_operator.kube import ApiError, Kube
 from servedmodel_operator.logs import ObjectLogger
@@ -28,10 +28,12 @@ from servedmodel_operator.plan import (
 )
 from servedmodel_operator.policy import Policy, Refusal
 from servedmodel_operator.prober import Prober, Reports, monotonic
+from servedmodel_operator.render.labels import CANARY, STABLE
 from servedmodel_operator.spec import InvalidSpec, ServedModelSpec
 
 log = logging.getLogger(__name__)
 
+TRACKS = (STABLE, CANARY)
 # After writing a new models.config: when to first ask the pods about it.
 CONFIG_REREAD_SECONDS = 1.0
 
@@ -91,6 +93,7 @@ class Reconciler:
             return None
         observed = await self._read_secrets(model, observed)
         observed = await self._read_pods(model, observed, logger)
+        observed = await self._analyse(model, observed, logger)
         rejected = self._rejected.get((namespace, name))
         if rejected is not None and rejected[0] == model.generation:
             observed = replace(observed, refusals=(Refusal("ApplyRejected", rejected[1]),))
@@ -128,7 +131,9 @@ class Reconciler:
         return _earliest(
             decided.requeue_after,
             CONFIG_REREAD_SECONDS if decided.config_changed else None,
-            self._reports.next_due(serving_pods(observed), monotonic()),
+            self._reports.next_due(
+                [p for t in TRACKS for p in serving_pods(observed, t)], monotonic()
+            ),
         )
 
     async def _admit(
@@ -192,26 +197,50 @@ class Reconciler:
         return replace(observed, secret_keys=dict(zip(needed, keys, strict=True)))
 
     async def _read_pods(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Observed:
-        """Ask the TF Serving pods that are not settled under the current config what they
-        serve (a settled pod is never asked again: nothing is sent at rest)."""
-        config, digest = current_config(model, observed)
-        pods = serving_pods(observed)
-        now = monotonic()
-        due = [
-            p
-            for p in serving.to_probe(pods, self._reports.reports(pods), config, digest)
-            if p.ip and self._reports.due(p, digest, now)
-        ]
-        labels = list(config.labels) if config else []
-        readings = await asyncio.gather(
-            *(self._prober.read_pod(str(p.ip), model.model_name, labels, digest) for p in due)
+        """Ask the TF Serving pods that are not settled under their track's current config
+        what they serve (a settled pod is never asked again: nothing is sent at rest)."""
+        everyone = []
+        for track in TRACKS:
+            config, digest = current_config(model, observed, track)
+            pods = serving_pods(observed, track)
+            everyone += pods
+            now = monotonic()
+            due = [
+                p
+                for p in serving.to_probe(pods, self._reports.reports(pods), config, digest)
+                if p.ip and self._reports.due(p, digest, now)
+            ]
+            labels = list(config.labels) if config else []
+            readings = await asyncio.gather(
+                *(self._prober.read_pod(str(p.ip), model.model_name, labels, digest) for p in due)
+            )
+            for pod, report in zip(due, readings, strict=True):
+                if report.error is not None:
+                    logger.debug("pod %s: cannot read model status: %s", pod.name, report.error)
+                settled = config is not None and report.settled(config)
+                self._reports.record(pod, report, settled, monotonic())
+        return replace(observed, reports=self._reports.reports(everyone))
+
+    async def _analyse(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Observed:
+        """A rollout step's analysis, when one is due: Prometheus, if the policy allows it."""
+        spec = model.spec.rollout
+        if spec is None or spec.analysis is None:
+            return observed
+        address = spec.analysis.prometheus.address
+        refused = policy.prometheus_refusal(self._policy, address)
+        if refused is not None:
+            return replace(observed, refusals=(*observed.refusals, refused))
+        now = _now()
+        if not rollout.analysis_due(model, observed.status.get("rollout") or {}, now):
+            return observed
+        measured = await prometheus.measure(model, address, spec.interval_seconds, now)
+        logger.info(
+            "analysis: canary %s; stable %s%s",
+            measured.canary.describe(),
+            measured.stable.describe(),
+            f" (error: {measured.error})" if measured.error else "",
         )
-        for pod, report in zip(due, readings, strict=True):
-            if report.error is not None:
-                logger.debug("pod %s: cannot read model status: %s", pod.name, report.error)
-            settled = config is not None and report.settled(config)
-            self._reports.record(pod, report, settled, monotonic())
-        return replace(observed, reports=self._reports.reports(pods))
+        return replace(observed, measurement=measured)
 
     async def _write_status(
         self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]

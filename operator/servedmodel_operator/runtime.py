@@ -22,6 +22,7 @@ from servedmodel_operator.plan import Observed
 from servedmodel_operator.policy import Policy
 from servedmodel_operator.prober import Prober, Reports
 from servedmodel_operator.reconciler import Reconciler
+from servedmodel_operator.spec import ChildNames
 from servedmodel_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,24 @@ class Runtime:
         if body is None:
             return None
 
-        def child(kind: str, index: kopf.Index[tuple[str, str], Any]) -> Mapping[str, Any] | None:
-            indexed = _only(index.get(key))
-            child_name = indexed["metadata"]["name"] if indexed else None
-            if child_name is None:
-                extra = self.recent.extra(kind, namespace, name, ())
-                return extra[0] if extra else None
-            return self.recent.fresher(kind, namespace, child_name, indexed)
+        def children(kind: str, index: kopf.Index[tuple[str, str], Any]) -> dict[str, Any]:
+            """Every object of a kind this ServedModel owns, by name, fresher of the watch
+            cache and our own last writes."""
+            indexed = {o["metadata"]["name"]: o for o in index.get(key, ())}
+            out = {n: self.recent.fresher(kind, namespace, n, o) for n, o in indexed.items()}
+            for extra in self.recent.extra(kind, namespace, name, indexed):
+                out[extra["metadata"]["name"]] = extra
+            return {n: o for n, o in out.items() if o is not None}
+
+        owned = {
+            kind: children(kind, index)
+            for kind, index in (
+                ("Deployment", idx.deployments),
+                ("ConfigMap", idx.configmaps),
+                ("Service", idx.services),
+                ("HorizontalPodAutoscaler", idx.autoscalers),
+            )
+        }
 
         jobs = list(idx.jobs.get(key, ()))
         jobs += self.recent.extra("Job", namespace, name, (j["metadata"]["name"] for j in jobs))
@@ -141,12 +153,16 @@ class Runtime:
             )
             for j in jobs
         }
+        names = ChildNames.of(name)
         observed = Observed(
             status=body.get("status") or {},
-            deployment=child("Deployment", idx.deployments),
-            configmap=child("ConfigMap", idx.configmaps),
-            service=child("Service", idx.services),
-            autoscaler=child("HorizontalPodAutoscaler", idx.autoscalers),
+            deployment=owned["Deployment"].get(names.deployment),
+            configmap=owned["ConfigMap"].get(names.configmap),
+            service=owned["Service"].get(names.service),
+            autoscaler=owned["HorizontalPodAutoscaler"].get(names.deployment),
+            canary_deployment=owned["Deployment"].get(names.canary_deployment),
+            canary_configmap=owned["ConfigMap"].get(names.canary_configmap),
+            track_services={n: o for n, o in owned["Service"].items() if n in names.track_services},
             jobs=tuple(jobs),
             pods_by_job=pods,
             pods=tuple(idx.server_pods.get(key, ())),

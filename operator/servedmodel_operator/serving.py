@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from servedmodel_operator.render.labels import TRACK_LABEL
 from servedmodel_operator.transition import ModelsConfig
 
 AVAILABLE = "AVAILABLE"
@@ -42,6 +43,7 @@ class ServingPod:
     restarts: int
     created: str
     terminating: bool
+    track: str = "stable"  # which Deployment: the stable one, or a rollout's canary
 
     @classmethod
     def of(cls, pod: Mapping[str, Any]) -> ServingPod:
@@ -60,6 +62,7 @@ class ServingPod:
             restarts=int(containers[0].get("restartCount") or 0),
             created=str(meta.get("creationTimestamp") or ""),
             terminating=bool(meta.get("deletionTimestamp")),
+            track=str((meta.get("labels") or {}).get(TRACK_LABEL) or "stable"),
         )
 
     @property

@@ -235,6 +235,41 @@ class Exporter(_Frozen):
     warmup: Warmup = Field(default_factory=Warmup)
 
 
+class Prometheus(_Frozen):
+    address: str
+
+
+class Analysis(_Frozen):
+    prometheus: Prometheus
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_seconds: float | None = Field(default=None, gt=0)
+    min_requests: int = Field(default=100, ge=1)
+
+
+class ParentRef(_Frozen):
+    """A Gateway API ParentReference (gateway.networking.k8s.io/v1)."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+    group: str | None = None
+    kind: str | None = None
+
+
+class Rollout(_Frozen):
+    """A progressive rollout of one version (the canary) beside the stable pods."""
+
+    canary: int = Field(gt=0)
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval_seconds: int = Field(default=60, ge=5)
+    paused: bool = False
+    promote: bool = False
+    abort: bool = False
+    analysis: Analysis | None = None
+    parent_refs: tuple[ParentRef, ...] = ()
+
+
 class Spec(_Frozen):
     """`.spec` exactly as the CRD defines it."""
 
@@ -244,6 +279,31 @@ class Spec(_Frozen):
     store: Store
     server: Server = Field(default_factory=Server)
     exporter: Exporter = Field(default_factory=Exporter)
+    rollout: Rollout | None = None
+
+
+class ChildNames(BaseModel):
+    """The names of a ServedModel's children, from its own name alone (the watch caches are
+    searched by them before the spec is parsed)."""
+
+    model_config = ConfigDict(frozen=True)
+    deployment: str
+    service: str
+    configmap: str
+    canary_deployment: str
+    canary_configmap: str
+    track_services: tuple[str, str]  # <name>-stable, <name>-canary
+
+    @classmethod
+    def of(cls, name: str) -> ChildNames:
+        return cls(
+            deployment=name,
+            service=name,
+            configmap=derived_name(name, "-tfserving"),
+            canary_deployment=derived_name(name, "-canary"),
+            canary_configmap=derived_name(name, "-canary-tfserving"),
+            track_services=(derived_name(name, "-stable"), derived_name(name, "-canary")),
+        )
 
 
 class ServedModelSpec(_Frozen):
@@ -282,16 +342,33 @@ class ServedModelSpec(_Frozen):
         return self.spec.model_name or self.name
 
     @property
+    def names(self) -> ChildNames:
+        return ChildNames.of(self.name)
+
+    @property
     def deployment_name(self) -> str:
-        return self.name
+        return self.names.deployment
 
     @property
     def service_name(self) -> str:
-        return self.name
+        return self.names.service
 
     @property
     def configmap_name(self) -> str:
-        return derived_name(self.name, "-tfserving")
+        return self.names.configmap
+
+    @property
+    def canary_deployment_name(self) -> str:
+        return self.names.canary_deployment
+
+    @property
+    def canary_configmap_name(self) -> str:
+        return self.names.canary_configmap
+
+    def track_service_name(self, track: str) -> str:
+        """Services <name>-stable and <name>-canary (one track each)."""
+        stable, canary = self.names.track_services
+        return canary if track == "canary" else stable
 
     @property
     def api_version(self) -> str:

@@ -25,6 +25,7 @@ from servedmodel_operator.exports import State, VersionStatus
 from servedmodel_operator.layout import endpoints
 from servedmodel_operator.policy import Refusal
 from servedmodel_operator.render import labels
+from servedmodel_operator.rollout import ABORTED, DONE, PROMOTED, Decision
 from servedmodel_operator.selection import Served
 from servedmodel_operator.serving import View
 from servedmodel_operator.spec import ServedModelSpec
@@ -35,7 +36,8 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 EXPORTED = "Exported"
 AVAILABLE = "Available"
-CONDITION_ORDER = (READY, RECONCILING, STALLED, EXPORTED, AVAILABLE)
+ROLLOUT = "Rollout"
+CONDITION_ORDER = (READY, RECONCILING, STALLED, EXPORTED, AVAILABLE, ROLLOUT)
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,25 @@ def _merge_conditions(
     return out
 
 
+def rollout_condition(delivery: Decision) -> Condition:
+    """Rollout: True once promoted, False once aborted (with the figures that decided),
+    Unknown while it runs."""
+    if delivery.phase == PROMOTED:
+        return _true(ROLLOUT, PROMOTED, delivery.message)
+    if delivery.phase == ABORTED:
+        return _false(ROLLOUT, ABORTED, delivery.message)
+    return Condition(ROLLOUT, "Unknown", delivery.phase, delivery.message)
+
+
+def _during_rollout(trio: list[Condition], delivery: Decision) -> list[Condition]:
+    """A rollout in progress is kstatus work in progress: Reconciling, not Ready."""
+    if delivery.phase in DONE:
+        return trio
+    if any(c.type == STALLED and c.status == "True" for c in trio):
+        return trio
+    return _progressing(f"Rollout{delivery.phase}", delivery.message)
+
+
 def _version_status(state: VersionStatus, serving: Serving) -> dict[str, Any]:
     out = state.to_status()
     if serving.current is not None and state.version in serving.current.versions:
@@ -389,16 +410,24 @@ def summarise(
     now: str,
     refused: Sequence[Refusal] = (),
     applying: Sequence[str] = (),
+    delivery: Decision | None = None,
 ) -> dict[str, Any]:
     rollout = Rollout.of(deployment)
     export = export_condition(states)
     available = available_condition(rollout, serving)
     trio = conditions(model, export, available, rollout, serving, now, refused, applying)
+    extra: list[Condition] = []
+    if delivery is not None:
+        trio = _during_rollout(trio, delivery)
+        extra.append(rollout_condition(delivery))
     out = {
         "observedGeneration": model.generation,
         "modelName": model.model_name,
         "conditions": _merge_conditions(
-            [*trio, export, available], previous.get("conditions", []), model.generation, now
+            [*trio, export, available, *extra],
+            previous.get("conditions", []),
+            model.generation,
+            now,
         ),
         "versions": [_version_status(s, serving) for s in states],
         # What the ready pods report, not what the config says.

@@ -173,7 +173,25 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         used.add((resource, e["verb"]))
         if e["verb"] == "patch" and e["responseStatus"]["code"] == 201:
             used.add((resource, "create"))  # an apply that creates is authorized as create too
-    # Every write permission the ClusterRole grants is used; nothing else was written.
+    # Every write permission the ClusterRole grants is used; nothing else was written. These
+    # belong to other flows, tested elsewhere: rollouts (test_canary: canary cleanup, routes),
+    # autoscaling (test_day2), leader election (test_operations).
+    other_flows = {
+        ("deployments", "delete"),
+        ("configmaps", "delete"),
+        ("services", "delete"),
+        ("httproutes", "create"),
+        ("httproutes", "patch"),
+        ("httproutes", "delete"),
+        ("grpcroutes", "create"),
+        ("grpcroutes", "patch"),
+        ("grpcroutes", "delete"),
+        ("horizontalpodautoscalers", "create"),
+        ("horizontalpodautoscalers", "patch"),
+        ("horizontalpodautoscalers", "delete"),
+        ("leases", "create"),
+        ("leases", "update"),
+    }
     granted = set()
     for rule in yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text()):
         for r in rule.get("rules", []):
@@ -184,7 +202,7 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
                         and resource != "servedmodels/finalizers"
                     ):
                         granted.add((resource, verb))
-    assert used == granted, f"used {sorted(used)}, granted {sorted(granted)}"
+    assert used == granted - other_flows, f"used {sorted(used)}, granted {sorted(granted)}"
     events = core.list_namespaced_event(namespace).items  # events.k8s.io events, read as core/v1
     assert {"ExportStarted", "VersionExported", "LabelsChanged"} <= {e.reason for e in events}
 

@@ -235,7 +235,14 @@ def test_selector_is_a_subset_of_the_pod_labels() -> None:
     d = deployment.deployment(model(), True)
     selector = d["spec"]["selector"]["matchLabels"]
     assert selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
-    assert set(d["spec"]["template"]["metadata"]["labels"]) == FIXED_LABELS
+    assert set(d["spec"]["template"]["metadata"]["labels"]) == FIXED_LABELS | {labels.TRACK_LABEL}
+    # A rollout's canary Deployment never selects the stable pods, nor they its.
+    canary = deployment.canary_deployment(model(), 1)
+    assert canary["metadata"]["name"] == "mnist-canary"
+    assert canary["spec"]["selector"]["matchLabels"][labels.TRACK_LABEL] == "canary"
+    assert selector[labels.TRACK_LABEL] == "stable"
+    volumes = {v["name"]: v for v in canary["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "mnist-canary-tfserving"
 
 
 def test_gpu_example_carries_node_selector_tolerations_and_limits() -> None:
@@ -269,7 +276,14 @@ def test_service_exposes_grpc_8500_and_http_8501() -> None:
         ("grpc", 8500, "grpc"),
         ("http", 8501, "http"),
     ]
-    assert s["spec"]["selector"] == labels.selector(model())
+    # Every TF Serving pod, both tracks (without a Gateway a rollout splits by replicas here).
+    assert s["spec"]["selector"] == labels.serving_selector(model())
+    stable = service.track_service(model(), labels.STABLE)
+    assert stable["metadata"]["name"] == "mnist-stable"
+    assert stable["spec"]["selector"] == {
+        **labels.serving_selector(model()),
+        labels.TRACK_LABEL: "stable",
+    }
     assert layout.endpoints(model()) == {
         "grpc": "mnist.ml.svc:8500",
         "rest": "http://mnist.ml.svc:8501/v1/models/mnist",

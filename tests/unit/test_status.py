@@ -102,7 +102,7 @@ def test_everything_exported_and_rolled_out_is_ready() -> None:
     assert (s["replicas"], s["readyReplicas"]) == (2, 2)
     assert s["selector"] == (
         "app.kubernetes.io/component=server,app.kubernetes.io/instance=mnist,"
-        "app.kubernetes.io/managed-by=servedmodel-operator"
+        "app.kubernetes.io/managed-by=servedmodel-operator,serving.servedmodel.io/track=stable"
     )
 
 

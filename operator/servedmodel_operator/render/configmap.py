@@ -92,10 +92,12 @@ def config_files(model: ServedModelSpec, models: ModelsConfig) -> dict[str, str]
     return files
 
 
-def configmap(model: ServedModelSpec, models: ModelsConfig) -> dict[str, Any]:
+def configmap(model: ServedModelSpec, models: ModelsConfig, canary: bool = False) -> dict[str, Any]:
+    """<name>-tfserving (the stable pods' config), or <name>-canary-tfserving (a rollout's)."""
+    name = model.canary_configmap_name if canary else model.configmap_name
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": labels.metadata(model, model.configmap_name, labels.CONFIG),
+        "metadata": labels.metadata(model, name, labels.CONFIG),
         "data": config_files(model, models),
     }

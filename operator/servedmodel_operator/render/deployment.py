@@ -138,9 +138,13 @@ def container(model: ServedModelSpec) -> dict[str, Any]:
     return out
 
 
-def _volumes(model: ServedModelSpec) -> list[dict[str, Any]]:
+def _configmap_name(model: ServedModelSpec, track: str) -> str:
+    return model.canary_configmap_name if track == labels.CANARY else model.configmap_name
+
+
+def _volumes(model: ServedModelSpec, track: str) -> list[dict[str, Any]]:
     return [
-        {"name": "config", "configMap": {"name": model.configmap_name}},
+        {"name": "config", "configMap": {"name": _configmap_name(model, track)}},
         {
             "name": "models",
             "persistentVolumeClaim": {
@@ -152,7 +156,8 @@ def _volumes(model: ServedModelSpec) -> list[dict[str, Any]]:
     ]
 
 
-def pod_template(model: ServedModelSpec) -> dict[str, Any]:
+def pod_template(model: ServedModelSpec, track: str = labels.STABLE) -> dict[str, Any]:
+    """The same pod for both tracks; only its config (ConfigMap) and track label differ."""
     server = model.spec.server
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # TF Serving never talks to the API server
@@ -160,7 +165,7 @@ def pod_template(model: ServedModelSpec) -> dict[str, Any]:
         "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
         "securityContext": security.pod_security_context(),
         "containers": [container(model)],
-        "volumes": _volumes(model),
+        "volumes": _volumes(model, track),
     }
     if server.node_selector:
         spec["nodeSelector"] = dict(server.node_selector)
@@ -168,7 +173,7 @@ def pod_template(model: ServedModelSpec) -> dict[str, Any]:
         spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
         ]
-    metadata: dict[str, Any] = {"labels": labels.labels(model, labels.SERVER)}
+    metadata: dict[str, Any] = {"labels": labels.pod_labels(model, track)}
     annotations = _pod_annotations(model)
     if annotations:
         metadata["annotations"] = annotations
@@ -178,18 +183,27 @@ def pod_template(model: ServedModelSpec) -> dict[str, Any]:
 def deployment(model: ServedModelSpec, has_servable_version: bool) -> dict[str, Any]:
     """With nothing exported yet TF Serving would never open its ports, so run no pods."""
     replicas = model.spec.server.replicas if has_servable_version else 0
+    return _deployment(model, model.deployment_name, replicas, labels.STABLE)
+
+
+def canary_deployment(model: ServedModelSpec, replicas: int) -> dict[str, Any]:
+    """A rollout's canary: the same pods, serving the canary version only (its own config)."""
+    return _deployment(model, model.canary_deployment_name, replicas, labels.CANARY)
+
+
+def _deployment(model: ServedModelSpec, name: str, replicas: int, track: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": labels.metadata(model, model.deployment_name, labels.SERVER),
+        "metadata": labels.metadata(model, name, labels.SERVER),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": labels.selector(model)},
+            "selector": {"matchLabels": labels.selector(model, track)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": pod_template(model),
+            "template": pod_template(model, track),
         },
     }

@@ -25,6 +25,10 @@ _APP_NAMES = {
 
 HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
 VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
+# Which TF Serving Deployment a pod belongs to: the stable one, or a rollout's canary.
+TRACK_LABEL = f"{ANNOTATION_PREFIX}/track"
+STABLE = "stable"
+CANARY = "canary"
 
 
 def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
@@ -37,8 +41,9 @@ def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
     }
 
 
-def selector(model: ServedModelSpec) -> dict[str, str]:
-    """The TF Serving pods' selector: a stable subset of their labels (selectors are immutable)."""
+def serving_selector(model: ServedModelSpec) -> dict[str, str]:
+    """Every TF Serving pod of the model, either track: the Service <name> (so without a Gateway
+    a rollout's traffic split follows the replica ratio)."""
     return {
         "app.kubernetes.io/instance": model.name,
         "app.kubernetes.io/component": SERVER,
@@ -46,7 +51,17 @@ def selector(model: ServedModelSpec) -> dict[str, str]:
     }
 
 
+def selector(model: ServedModelSpec, track: str = STABLE) -> dict[str, str]:
+    """One Deployment's pods: a fixed subset of their labels (selectors are immutable)."""
+    return {**serving_selector(model), TRACK_LABEL: track}
+
+
+def pod_labels(model: ServedModelSpec, track: str = STABLE) -> dict[str, str]:
+    return {**labels(model, SERVER), TRACK_LABEL: track}
+
+
 def selector_string(model: ServedModelSpec) -> str:
+    """The stable pods, for the scale subresource (an HPA scales the stable Deployment)."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector(model).items()))
 
 

@@ -1,4 +1,5 @@
-"""Service <name>: TF Serving's own ports, grpc 8500 and http 8501."""
+"""Services: <name> (every TF Serving pod) and, during a rollout, <name>-stable and
+<name>-canary (one Deployment's pods each); TF Serving's own ports, grpc 8500 and http 8501."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ from servedmodel_operator.spec import ServedModelSpec
 
 
 def service(model: ServedModelSpec) -> dict[str, Any]:
+    return _service(model, model.service_name, labels.serving_selector(model))
+
+
+def track_service(model: ServedModelSpec, track: str) -> dict[str, Any]:
+    return _service(model, model.track_service_name(track), labels.selector(model, track))
+
+
+def _service(model: ServedModelSpec, name: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": labels.metadata(model, model.service_name, labels.SERVER),
+        "metadata": labels.metadata(model, name, labels.SERVER),
         "spec": {
             "type": "ClusterIP",
-            "selector": labels.selector(model),
+            "selector": selector,
             "ports": [
                 {
                     "name": GRPC_PORT_NAME,

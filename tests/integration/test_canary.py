@@ -1,0 +1,450 @@
+"""Progressive delivery on real parts: the Gateway API's own CRDs validate the routes, a real
+Prometheus (built from Go modules) scrapes the TF Serving stand-in pods on their loopback IPs,
+traffic goes to canary and stable pods, and the operator decides from TF Serving's metrics.
+
+A healthy canary is promoted through every step (pause and resume hold on the way, no pod
+restarts); a canary that fails a share of its requests, and one that answers slowly, are
+aborted, each decision's figures in status, a condition and an event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from kubernetes import client
+
+from localcluster import build, netguard
+from localcluster import cluster as localcluster
+from localcluster.operator_process import OperatorProcess
+from localcluster.waiting import wait_for
+from tests.integration.conftest import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Volume,
+    condition,
+    get_sm,
+    kubectl,
+    servedmodel,
+    wait_condition,
+)
+
+pytestmark = pytest.mark.cluster
+INTERVAL = 8
+RNG = random.Random(7)  # noqa: S311 - test traffic, not cryptography
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def gateway_api(cluster: localcluster.Cluster) -> None:
+    """The Gateway API's standard CRDs: the API server validates our routes with their schema."""
+    for crd in build.gateway_api_crds():
+        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    wait_for(
+        "the route APIs",
+        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
+    )
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus scraping TF Serving pods through Kubernetes pod discovery, with the
+    relabelling the README asks for (namespace, servedmodel, track)."""
+    work = tmp_path_factory.mktemp("prometheus")
+    pki = cluster.pki
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [
+            {
+                "job_name": "tensorflow-serving",
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "api_server": cluster.server,
+                        "tls_config": {
+                            "ca_file": str(pki / "ca.crt"),
+                            "cert_file": str(pki / "admin.crt"),
+                            "key_file": str(pki / "admin.key"),
+                        },
+                    }
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "regex": "true",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_ip",
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                        ],
+                        "regex": "(.+);(.+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                        "regex": "(.+)",
+                        "target_label": "__metrics_path__",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+                        "target_label": "servedmodel",
+                    },
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_label_serving_servedmodel_io_track"
+                        ],
+                        "target_label": "track",
+                    },
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                ],
+            }
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = _free_port()
+    binary = build.prometheus_dir() / "prometheus"
+    log = (work / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{port}"
+    wait_for(
+        "Prometheus to be ready",
+        lambda: requests.get(f"{address}/-/ready", timeout=2).ok,
+        timeout=60,
+        retry_on=(requests.RequestException,),
+    )
+    yield address
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def rollout_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three pairs of versions (stable v1, canary v2): healthy; a canary with a smaller
+    vocabulary (its Embedding fails on half the tokens clients send); a slow canary (an LSTM
+    over 1000 steps against a pooling model)."""
+    out = tmp_path_factory.mktemp("rollout-models")
+    script = f"""
+import keras
+out = {str(out)!r}
+keras.utils.set_random_seed(1)
+for name, seed in (("healthy-1", 1), ("healthy-2", 2)):
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)])
+    m.save(f"{{out}}/{{name}}.keras")
+for name, vocab in (("vocab-1", 10), ("vocab-2", 5)):
+    keras.Sequential([keras.Input((1,), dtype="int32", name="token"),
+                      keras.layers.Embedding(vocab, 4), keras.layers.Flatten(),
+                      keras.layers.Dense(3)]).save(f"{{out}}/{{name}}.keras")
+keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.GlobalAveragePooling1D(),
+                  keras.layers.Dense(3)]).save(f"{{out}}/slow-1.keras")
+keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.LSTM(16),
+                  keras.layers.Dense(3)]).save(f"{{out}}/slow-2.keras")
+"""
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return {p.stem: p for p in out.iterdir()}
+
+
+@pytest.fixture
+def rollout_operator(
+    cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
+) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path,
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG", "--allowed-prometheus-addresses=http://127.0.0.1:*"),
+        env=netguard.guard_env(cluster.netguard_log),
+    )
+    operator.start()
+    yield operator
+    operator.stop()
+
+
+class Traffic:
+    """Requests that name no version, to every canary and stable pod, until stopped."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, model: str, body: Any) -> None:
+        self.core, self.namespace, self.model, self.body = core, namespace, model, body
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _pods(self) -> list[str]:
+        pods = self.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=f"app.kubernetes.io/instance={self.model},app.kubernetes.io/component=server",
+        ).items
+        return [
+            p.status.pod_ip
+            for p in pods
+            if p.status.pod_ip
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            ips = self._pods()
+            for ip in ips:
+                try:
+                    session.post(
+                        f"http://{ip}:8501/v1/models/{self.model}:predict",
+                        json=self.body(),
+                        timeout=10,
+                    )
+                    self.sent += 1
+                except requests.RequestException:
+                    pass
+            time.sleep(0.05 if ips else 0.5)
+
+
+def _route_weights(
+    cluster: localcluster.Cluster, namespace: str, name: str
+) -> tuple[int, int] | None:
+    done = kubectl(cluster, "-n", namespace, "get", "httproute", name, "-o", "json", check=False)
+    if done.returncode != 0:
+        return None
+    [_, split] = json.loads(done.stdout)["spec"]["rules"]
+    stable, canary = (b["weight"] for b in split["backendRefs"])
+    return stable, canary
+
+
+def _events(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
+    return {e.reason: e.message for e in core.list_namespaced_event(namespace).items}
+
+
+def _create(
+    custom: client.CustomObjectsApi, namespace: str, name: str, files: str, spec: dict[str, Any]
+) -> None:
+    body = servedmodel(
+        name,
+        [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
+        server={"replicas": 1, "configPollSeconds": 1},
+        **spec,
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def _analysis(prometheus: str, **limits: Any) -> dict[str, Any]:
+    return {"prometheus": {"address": prometheus}, "minRequests": 20, **limits}
+
+
+def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
+    cluster: localcluster.Cluster,
+    rollout_operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    rollout_models: dict[str, Path],
+    prometheus: str,
+) -> None:
+    for name in ("healthy-1", "healthy-2"):
+        (training.path / f"{name}.keras").write_bytes(rollout_models[name].read_bytes())
+    rollout = {
+        "canary": 2,
+        "steps": [25, 50, 100],
+        "intervalSeconds": INTERVAL,
+        "analysis": _analysis(prometheus, maxErrorRate=0.05, maxP99LatencySeconds=2),
+        "parentRefs": [{"name": "gateway", "namespace": "infra"}],
+    }
+    _create(
+        custom, namespace, "good", "healthy", {"rollout": rollout, "serve": {"policy": "Latest"}}
+    )
+    weights: list[tuple[int, int]] = []
+
+    def weight_is(stable: int, canary: int) -> bool:
+        now = _route_weights(cluster, namespace, "good")
+        if now and (not weights or weights[-1] != now):
+            weights.append(now)
+        return now == (100 - canary, canary) and stable == 100 - canary
+
+    with Traffic(
+        core, namespace, "good", lambda: {"instances": [[RNG.random() for _ in range(4)]]}
+    ):
+        # The first step starts once the canary pods serve; paused there, the weight holds over
+        # several intervals.
+        wait_for("the first step", lambda: weight_is(75, 25), timeout=300, interval=0.5)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "good", {"spec": {"rollout": {"paused": True}}}
+        )
+        obj = wait_for(
+            "Paused",
+            lambda: (
+                (o := get_sm(custom, namespace, "good"))["status"].get("rollout", {}).get("phase")
+                == "Paused"
+                and o
+            ),
+            60,
+        )
+        assert condition(obj, "Reconciling")["status"] == "True"
+        stable_pods = {
+            p.metadata.uid: p.status.container_statuses[0].restart_count
+            for p in core.list_namespaced_pod(
+                namespace, label_selector="serving.servedmodel.io/track=stable"
+            ).items
+        }
+        time.sleep(2.5 * INTERVAL)
+        assert _route_weights(cluster, namespace, "good") == (75, 25)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "good", {"spec": {"rollout": {"paused": False}}}
+        )
+        obj = wait_for(
+            "the promotion",
+            lambda: (
+                (o := get_sm(custom, namespace, "good"))["status"].get("rollout", {}).get("phase")
+                == "Promoted"
+                and o
+            ),
+            timeout=600,
+            interval=0.5,
+        )
+        for _ in range(20):
+            weight_is(100, 0)
+            time.sleep(0.2)
+    seen = [c for _, c in weights]
+    assert seen[:1] == [25] and 50 in seen and 100 in seen and seen[-1] == 0, weights
+    status = obj["status"]
+    assert status["rollout"]["analysis"]["decision"] == "Advance"
+    assert status["rollout"]["analysis"]["canary"]["requests"] >= 20
+    assert condition(obj, "Rollout")["status"] == "True"
+    assert status["served"]["versions"] == [2]  # the stable pods serve the promoted version
+    wait_condition(custom, namespace, "good", "Ready", "True")
+    deployment = client.AppsV1Api(core.api_client).read_namespaced_deployment(
+        "good-canary", namespace
+    )
+    assert deployment.spec.replicas == 0
+    after = {
+        p.metadata.uid: p.status.container_statuses[0].restart_count
+        for p in core.list_namespaced_pod(
+            namespace, label_selector="serving.servedmodel.io/track=stable"
+        ).items
+    }
+    assert after == stable_pods  # promoted without a restart
+    assert "RolloutPromoted" in _events(core, namespace)
+
+
+@pytest.mark.parametrize(
+    ("files", "body", "limits", "breach"),
+    [
+        (
+            "vocab",
+            lambda: {"instances": [[RNG.randrange(10)]]},
+            {"maxErrorRate": 0.1},
+            "canary error rate",
+        ),
+        (
+            "slow",
+            lambda: {"instances": [[[0.5] * 4] * 1000]},
+            {"maxP99LatencySeconds": 0.012},
+            "canary p99 latency",
+        ),
+    ],
+)
+def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
+    cluster: localcluster.Cluster,
+    rollout_operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    rollout_models: dict[str, Path],
+    prometheus: str,
+    files: str,
+    body: Any,
+    limits: dict[str, Any],
+    breach: str,
+) -> None:
+    for version in (1, 2):
+        name = f"{files}-{version}"
+        (training.path / f"{name}.keras").write_bytes(rollout_models[name].read_bytes())
+    rollout = {
+        "canary": 2,
+        "steps": [50, 100],
+        "intervalSeconds": INTERVAL,
+        "analysis": _analysis(prometheus, **limits),
+        "parentRefs": [{"name": "gateway"}],
+    }
+    _create(custom, namespace, "bad", files, {"rollout": rollout})
+    with Traffic(core, namespace, "bad", body):
+        obj = wait_for(
+            "the abort",
+            lambda: (
+                (o := get_sm(custom, namespace, "bad"))["status"].get("rollout", {}).get("phase")
+                == "Aborted"
+                and o
+            ),
+            timeout=600,
+            interval=0.5,
+        )
+    rollout_status = obj["status"]["rollout"]
+    assert breach in rollout_status["message"]
+    assert rollout_status["analysis"]["decision"] == "Abort"
+    assert rollout_status["analysis"]["canary"]["requests"] >= 20
+    rollout_condition = condition(obj, "Rollout")
+    assert (rollout_condition["status"], rollout_condition["reason"]) == ("False", "Aborted")
+    assert breach in rollout_condition["message"]
+    assert breach in _events(core, namespace).get("RolloutAborted", "")
+    wait_for(
+        "weights back to stable", lambda: _route_weights(cluster, namespace, "bad") == (100, 0), 60
+    )
+    wait_for(
+        "the canary scaled to zero",
+        lambda: (
+            client.AppsV1Api(core.api_client)
+            .read_namespaced_deployment("bad-canary", namespace)
+            .spec.replicas
+            == 0
+        ),
+        timeout=60,
+    )
+    assert obj["status"]["served"]["versions"] == [1]
