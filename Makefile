@@ -10,7 +10,7 @@ export GOTOOLCHAIN := local
 
 TF_SERVING_API_VERSION := 2.21.0
 
-.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint demo bench clean
+.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint demo demo-canary bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ lint: venv  ## ruff and mypy
 
 demo: build-cluster  ## the local demo: cluster, operator, two real exports, canary move
 	$(PY) -m demo
+
+demo-canary: build-cluster  ## progressive delivery: a real Prometheus judges two canaries
+	$(PY) -m demo.canary
 
 bench: build-cluster  ## benchmarks; writes bench/results.json
 	$(PY) -m bench

@@ -15,20 +15,19 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-import yaml
 from kubernetes import client
 
 from localcluster import build, netguard
 from localcluster import cluster as localcluster
 from localcluster.operator_process import OperatorProcess
+from localcluster.prometheus import Prometheus
+from localcluster.traffic import Traffic
 from localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
@@ -68,87 +67,9 @@ def gateway_api(cluster: localcluster.Cluster) -> None:
 def prometheus(
     cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A real Prometheus scraping TF Serving pods through Kubernetes pod discovery, with the
-    relabelling the README asks for (namespace, servedmodel, track)."""
-    work = tmp_path_factory.mktemp("prometheus")
-    pki = cluster.pki
-    config = {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [
-            {
-                "job_name": "tensorflow-serving",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "api_server": cluster.server,
-                        "tls_config": {
-                            "ca_file": str(pki / "ca.crt"),
-                            "cert_file": str(pki / "admin.crt"),
-                            "key_file": str(pki / "admin.key"),
-                        },
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "regex": "true",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_ip",
-                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                        ],
-                        "regex": "(.+);(.+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                        "regex": "(.+)",
-                        "target_label": "__metrics_path__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
-                        "target_label": "servedmodel",
-                    },
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_label_serving_servedmodel_io_track"
-                        ],
-                        "target_label": "track",
-                    },
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
-            }
-        ],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    binary = build.prometheus_dir() / "prometheus"
-    log = (work / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{port}"
-    wait_for(
-        "Prometheus to be ready",
-        lambda: requests.get(f"{address}/-/ready", timeout=2).ok,
-        timeout=60,
-        retry_on=(requests.RequestException,),
-    )
-    yield address
-    proc.terminate()
-    proc.wait(timeout=30)
+    """A real Prometheus scraping the TF Serving pods (localcluster/prometheus.py)."""
+    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
+        yield running.address
 
 
 @pytest.fixture(scope="module")
@@ -197,52 +118,6 @@ def rollout_operator(
     operator.start()
     yield operator
     operator.stop()
-
-
-class Traffic:
-    """Requests that name no version, to every canary and stable pod, until stopped."""
-
-    def __init__(self, core: client.CoreV1Api, namespace: str, model: str, body: Any) -> None:
-        self.core, self.namespace, self.model, self.body = core, namespace, model, body
-        self.stop = threading.Event()
-        self.sent = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    def _pods(self) -> list[str]:
-        pods = self.core.list_namespaced_pod(
-            self.namespace,
-            label_selector=f"app.kubernetes.io/instance={self.model},app.kubernetes.io/component=server",
-        ).items
-        return [
-            p.status.pod_ip
-            for p in pods
-            if p.status.pod_ip
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
-
-    def _run(self) -> None:
-        session = requests.Session()
-        while not self.stop.is_set():
-            ips = self._pods()
-            for ip in ips:
-                try:
-                    session.post(
-                        f"http://{ip}:8501/v1/models/{self.model}:predict",
-                        json=self.body(),
-                        timeout=10,
-                    )
-                    self.sent += 1
-                except requests.RequestException:
-                    pass
-            time.sleep(0.05 if ips else 0.5)
 
 
 def _route_weights(
