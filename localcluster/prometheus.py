@@ -21,9 +21,42 @@ from localcluster.cluster import Cluster
 from localcluster.waiting import wait_for
 
 
+def relabelling() -> list[dict[str, Any]]:
+    """Scrape the pods that ask for it (prometheus.io annotations); label each series with the
+    pod's namespace, ServedModel and track, as manifests/podmonitor does."""
+    meta = "__meta_kubernetes_pod_"
+    return [
+        {
+            "source_labels": [f"{meta}annotation_prometheus_io_scrape"],
+            "regex": "true",
+            "action": "keep",
+        },
+        {
+            "source_labels": [f"{meta}ip", f"{meta}annotation_prometheus_io_port"],
+            "regex": "(.+);(.+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        {
+            "source_labels": [f"{meta}annotation_prometheus_io_path"],
+            "regex": "(.+)",
+            "target_label": "__metrics_path__",
+        },
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {
+            "source_labels": [f"{meta}label_app_kubernetes_io_instance"],
+            "target_label": "servedmodel",
+        },
+        {
+            "source_labels": [f"{meta}label_serving_servedmodel_io_track"],
+            "target_label": "track",
+        },
+        {"source_labels": [f"{meta}name"], "target_label": "pod"},
+    ]
+
+
 def scrape_config(cluster: Cluster, interval: str = "2s") -> dict[str, Any]:
     pki = cluster.pki
-    meta = "__meta_kubernetes_pod_"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
@@ -40,34 +73,7 @@ def scrape_config(cluster: Cluster, interval: str = "2s") -> dict[str, Any]:
                         },
                     }
                 ],
-                "relabel_configs": [
-                    {
-                        "source_labels": [f"{meta}annotation_prometheus_io_scrape"],
-                        "regex": "true",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": [f"{meta}ip", f"{meta}annotation_prometheus_io_port"],
-                        "regex": "(.+);(.+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {
-                        "source_labels": [f"{meta}annotation_prometheus_io_path"],
-                        "regex": "(.+)",
-                        "target_label": "__metrics_path__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {
-                        "source_labels": [f"{meta}label_app_kubernetes_io_instance"],
-                        "target_label": "servedmodel",
-                    },
-                    {
-                        "source_labels": [f"{meta}label_serving_servedmodel_io_track"],
-                        "target_label": "track",
-                    },
-                    {"source_labels": [f"{meta}name"], "target_label": "pod"},
-                ],
+                "relabel_configs": relabelling(),
             }
         ],
     }

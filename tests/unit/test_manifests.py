@@ -111,3 +111,31 @@ def test_the_namespaced_overlay_grants_the_cluster_roles_rules_as_roles_only() -
     kustomization = (overlay / "kustomization.yaml").read_text()
     assert all(f"--namespace={ns}" in kustomization for ns in namespaces)
     assert "kind: ClusterRole\n" in kustomization and "kind: ClusterRoleBinding\n" in kustomization
+
+
+def test_the_tf_serving_podmonitor_labels_series_as_rollout_analysis_selects_them() -> None:
+    """The PodMonitor a production Prometheus uses and the local cluster's scrape config must
+    give TF Serving's series the same labels, on the port and path the operator renders."""
+    from servedmodel_operator import layout
+    from servedmodel_operator.render.labels import MANAGED_BY, SERVER
+
+    from localcluster.prometheus import relabelling
+
+    [monitor] = _docs(REPO / "manifests" / "podmonitor" / "tfserving-podmonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/component": SERVER,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == (layout.REST_PORT_NAME, layout.METRICS_PATH)
+
+    def targets(rules: list[dict[str, Any]], source: str, target: str) -> dict[str, str]:
+        return {r[source][0]: r[target] for r in rules if r.get(target) and r.get(source)}
+
+    wanted = {"namespace", "servedmodel", "track"}
+    operator_side = targets(endpoint["relabelings"], "sourceLabels", "targetLabel")
+    local_side = targets(relabelling(), "source_labels", "target_label")
+    assert {k: v for k, v in operator_side.items() if v in wanted} == {
+        k: v for k, v in local_side.items() if v in wanted
+    }
+    assert wanted <= set(operator_side.values())
