@@ -339,7 +339,7 @@ def test_examples_are_valid_servedmodels(
     cluster: localcluster.Cluster, crd: None, namespace: str
 ) -> None:
     examples = sorted((REPO / "examples").glob("*.yaml"))
-    assert {p.stem for p in examples} >= {"minimal", "canary", "batching-gpu"}
+    assert {p.stem for p in examples} >= {"minimal", "canary", "batching-gpu", "progressive"}
     for example in examples:
         done = kubectl(
             cluster, "apply", "-n", namespace, "--dry-run=server", "-f", str(example), check=False
