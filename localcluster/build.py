@@ -394,6 +394,15 @@ COMPONENTS: dict[str, Callable[[], Path]] = {
 }
 
 
+# `python -m localcluster run TOOL`: the binaries, by the component that holds them.
+TOOLS = {
+    "kubectl": "kubernetes",
+    "helm": "helm",
+    "actionlint": "actionlint",
+    "prometheus": "prometheus",
+}
+
+
 def build_all(names: list[str] | None = None) -> None:
     """Build the named components (default: all of them) that are not cached yet."""
     if shutil.which("go") is None:
