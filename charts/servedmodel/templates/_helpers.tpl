@@ -57,6 +57,10 @@ The same rules as manifests/base/rbac.yaml's ClusterRole (a test compares them).
 - apiGroups: [""]
   resources: [persistentvolumeclaims, serviceaccounts]
   verbs: [get]
+- apiGroups: [autoscaling]
+  # spec.server.autoscaling; deleted again when that field goes.
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
