@@ -5,7 +5,8 @@
 checks the git tag (when given: `v` + the version), the chart's version and appVersion (its
 image tags default to appVersion and must not be pinned otherwise), and manifests/base/'s
 image tag (kustomization.yaml), operator image and exporter image (operator.yaml) and allowed
-exporter images (policy.yaml), and every image tag the README shows. It prints the version and
+exporter images (policy.yaml), the `?ref=` tags manifests/*/kustomization.yaml show, and every
+image tag the README shows. It prints the version and
 the two image names, or every disagreement on stderr and exits 1. With --github-output it also
 writes version=, operator_image= and exporter_image= lines there (the release workflow's step
 outputs). Needs only PyYAML.
@@ -106,6 +107,11 @@ def disagreements(repo: Path = REPO, tag: str | None = None) -> list[str]:
         policy["data"].get("SERVEDMODEL_ALLOWED_EXPORTER_IMAGES"),
         want.exporter_image,
     )
+
+    # Remote bases and components are pinned to the release's tag in their usage comments.
+    for path in sorted((repo / "manifests").glob("*/kustomization.yaml")):
+        for found in sorted(set(re.findall(r"\?ref=(v[\w.\-]+)", path.read_text()))):
+            check(f"{path.relative_to(repo)} ?ref=", found, f"v{version}")
 
     readme = (repo / "README.md").read_text()
     for repository in (want.operator_repository, want.exporter_repository):
