@@ -9,8 +9,11 @@ PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
 TF_SERVING_API_VERSION := 2.21.0
+# install-bundle's kubectl; empty: the local cluster's (built once, needs the venv).
+KUBECTL ?=
+DIST ?= dist
 
-.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint demo demo-canary bench clean
+.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint install-bundle demo demo-canary bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed  ## create .venv with the project, TensorFlow and the test tools
 
-build-cluster: venv  ## build the control plane's binaries (first time only)
+build-cluster: venv  ## build the control plane's binaries and the tools (helm, actionlint, ...; first time only)
 	$(PY) -m localcluster build
 
 cluster-up: build-cluster  ## start the local control plane (admin kubeconfig: .local-cluster/kubeconfig)
@@ -35,7 +38,8 @@ cluster-down:  ## stop the processes cluster-up started and remove .local-cluste
 test: build-cluster  ## the whole suite: unit, exporter, integration (+ e2e where Docker and kind exist)
 	$(PY) -m pytest tests
 
-unit: venv  ## fast tests, no cluster, no TensorFlow work
+unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm and kubectl: built once)
+	$(PY) -m localcluster build helm kubernetes
 	$(PY) -m pytest tests/unit
 
 exporter-test: venv  ## the exporter against real TensorFlow
@@ -47,10 +51,23 @@ integration: build-cluster  ## the operator on the local control plane
 e2e-kind: venv  ## the serving scenarios on kind with real TF Serving (needs Docker and kind)
 	E2E_REQUIRED=1 $(PY) -m pytest tests/scenarios -m e2e -p no:cacheprovider -o timeout_func_only=true
 
-lint: venv  ## ruff and mypy
+lint: venv  ## ruff, mypy, and actionlint on .github/workflows (built once)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m localcluster run actionlint
+
+ifeq ($(KUBECTL),)
+install-bundle: venv
+KUBECTL_CMD = $(PY) -m localcluster run kubectl
+else
+KUBECTL_CMD = $(KUBECTL)
+endif
+install-bundle:  ## dist/install.yaml, the release's one-file install (kubectl kustomize manifests/)
+	@mkdir -p $(DIST)
+	$(KUBECTL_CMD) kustomize manifests/ > $(DIST)/install.yaml.tmp
+	mv $(DIST)/install.yaml.tmp $(DIST)/install.yaml
+	@echo "wrote $(DIST)/install.yaml (kubectl apply --server-side -f $(DIST)/install.yaml)"
 
 demo: build-cluster  ## the local demo: cluster, operator, two real exports, canary move
 	$(PY) -m demo

@@ -1,19 +1,47 @@
-"""`python -m localcluster up|down|status|build`: the one entry point the Makefile uses."""
+"""`python -m localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
+entry point the Makefile uses. `build` alone builds every component that is not cached yet;
+`run` builds a tool's component if needed and runs the tool (e.g. `run actionlint`,
+`run kubectl kustomize manifests/`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from localcluster import build, cluster
 
 
+def run(tool: str, args: list[str]) -> int:
+    if tool not in build.TOOLS:
+        print(f"unknown tool {tool!r}: one of {', '.join(build.TOOLS)}", file=sys.stderr)
+        return 2
+    component = build.TOOLS[tool]
+    binary = build.COMPONENTS[component]() / tool
+    os.execv(binary, [str(binary), *args])  # noqa: S606 (a binary this module built)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        if len(argv) < 2:
+            print(f"usage: python -m localcluster run {{{','.join(build.TOOLS)}}} [ARG ...]")
+            return 2
+        return run(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "build", "run"))
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help=f"with build: only these ({', '.join(build.COMPONENTS)})",
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.components) - set(build.COMPONENTS))
+    if unknown or (args.components and args.command != "build"):
+        parser.error(f"components are for build only, one of {', '.join(build.COMPONENTS)}")
     if args.command == "build":
-        build.build_all()
+        build.build_all(args.components)
     elif args.command == "up":
         started = cluster.up()
         print(f"export KUBECONFIG={started.kubeconfig}")

@@ -6,6 +6,10 @@ is a throwaway wrapper module that requires k8s.io/kubernetes and replaces each 
 with its published v0.Y.Z twin. etcd's server module has the same problem with its sibling
 modules. kwok builds as it is.
 
+Tools built the same way, cached the same way: SeaweedFS (the object-store tests' S3 server),
+Helm (the chart's tests), actionlint (`make lint`), Prometheus; and the Gateway API's CRDs,
+copied out of their module (nothing to compile).
+
 Each component lands in `<cache>/<component>-<version>/`, written to a temporary directory and
 renamed into place only when complete, so an interrupted build is simply redone.
 """
@@ -36,7 +40,7 @@ KWOK_STAGES = (
 
 
 def versions() -> dict[str, str]:
-    """KUBERNETES_VERSION, ETCD_VERSION and KWOK_VERSION from versions.env."""
+    """The NAME_VERSION pairs of versions.env."""
     pairs = {}
     for line in VERSIONS_FILE.read_text().splitlines():
         line = line.strip()
@@ -114,6 +118,7 @@ def _wrapper_build(
     packages: dict[str, str],
     version: str,
     ldflags: str = "-s -w",
+    tags: str = "",
 ) -> None:
     """Build `packages` (import path -> binary name) at `version` from a wrapper module that
     requires them and carries `replaces` (module -> "module version" it is replaced with)."""
@@ -122,7 +127,11 @@ def _wrapper_build(
     (work / "go.mod").write_text("\n".join(lines) + "\n")
     _go(["get", "-tool", *[f"{pkg}@{version}" for pkg in packages]], work)
     for pkg, binary in packages.items():
-        _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / binary), pkg], work)
+        tagged = ["-tags", tags] if tags else []
+        _go(
+            ["build", "-trimpath", *tagged, "-ldflags", ldflags, "-o", str(out / binary), pkg],
+            work,
+        )
 
 
 def _replaced_lines(gomod: str, marker: str) -> list[tuple[str, list[str]]]:
@@ -253,10 +262,150 @@ def build_seaweedfs() -> Path:
     return _install(seaweedfs_dir(), build)
 
 
-def build_all() -> None:
+def helm_dir() -> Path:
+    return component_dir("helm", versions()["HELM_VERSION"])
+
+
+def build_helm() -> Path:
+    """Helm (`helm lint`, `helm template`, `helm install` of charts/servedmodel in the tests)."""
+    version = versions()["HELM_VERSION"]
+    major = version.lstrip("v").split(".")[0]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building Helm {version}")
+        _, gomod = _module(f"helm.sh/helm/v{major}", version, work)
+        meta = f"helm.sh/helm/v{major}/internal/version"
+        _wrapper_build(
+            work,
+            out,
+            gomod=gomod,
+            replaces={},
+            version=version,
+            packages={f"helm.sh/helm/v{major}/cmd/helm": "helm"},
+            # What Helm's Makefile sets for a tagged release (`helm version` prints it).
+            ldflags=f"-s -w -X {meta}.version={version} -X {meta}.metadata= "
+            f"-X {meta}.gitTreeState=clean",
+        )
+
+    return _install(helm_dir(), build)
+
+
+def actionlint_dir() -> Path:
+    return component_dir("actionlint", versions()["ACTIONLINT_VERSION"])
+
+
+def build_actionlint() -> Path:
+    """actionlint, the GitHub Actions workflow checker `make lint` runs."""
+    version = versions()["ACTIONLINT_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building actionlint {version}")
+        _, gomod = _module("github.com/rhysd/actionlint", version, work)
+        _wrapper_build(
+            work,
+            out,
+            gomod=gomod,
+            replaces={},
+            version=version,
+            packages={"github.com/rhysd/actionlint/cmd/actionlint": "actionlint"},
+            ldflags=f"-s -w -X github.com/rhysd/actionlint.version={version}",
+        )
+
+    return _install(actionlint_dir(), build)
+
+
+def prometheus_dir() -> Path:
+    return component_dir("prometheus", versions()["PROMETHEUS_VERSION"])
+
+
+# Service discovery: file, HTTP and static targets always; of the optional mechanisms only
+# Kubernetes' (pods of the local cluster). The cloud ones (AWS, Azure, GCE, ...) are left out,
+# which also leaves their SDKs out of the build.
+PROMETHEUS_TAGS = "remove_all_sd,enable_kubernetes_sd"
+
+
+def build_prometheus() -> Path:
+    """The Prometheus server, without its web UI's assets (no `builtinassets` tag: the UI pages
+    answer with an error; the HTTP API, /api/v1/..., is whole)."""
+    version = versions()["PROMETHEUS_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        source, gomod = _module("github.com/prometheus/prometheus", version, work)
+        # Module v0.3XX.Y is Prometheus 3.XX.Y; the module says which in its VERSION file.
+        release = (source / "VERSION").read_text().strip()
+        _log(f"building Prometheus {release} (module {version}; first time only)")
+        meta = "github.com/prometheus/common/version"
+        _wrapper_build(
+            work,
+            out,
+            gomod=gomod,
+            replaces={},
+            version=version,
+            packages={"github.com/prometheus/prometheus/cmd/prometheus": "prometheus"},
+            ldflags=f"-s -w -X {meta}.Version={release} -X {meta}.Branch=HEAD "
+            f"-X {meta}.Revision={version}",
+            tags=PROMETHEUS_TAGS,
+        )
+
+    return _install(prometheus_dir(), build)
+
+
+def gateway_api_dir() -> Path:
+    return component_dir("gateway-api", versions()["GATEWAY_API_VERSION"])
+
+
+def gateway_api_crds() -> list[Path]:
+    """The Gateway API's standard-channel manifests (its module's config/crd/standard/*.yaml:
+    the CRDs and the ValidatingAdmissionPolicy that guards them against an experimental
+    install), in file-name order; fetched on first use."""
+    return sorted(build_gateway_api().glob("*.yaml"))
+
+
+def build_gateway_api() -> Path:
+    """Copy the standard-channel CRDs out of the sigs.k8s.io/gateway-api module zip (nothing
+    to compile; the files are never committed here)."""
+    version = versions()["GATEWAY_API_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"fetching the Gateway API {version} CRDs")
+        source, _ = _module("sigs.k8s.io/gateway-api", version, work)
+        files = sorted((source / "config/crd/standard").glob("*.yaml"))
+        if not files:
+            raise RuntimeError(f"sigs.k8s.io/gateway-api {version}: no config/crd/standard/")
+        for path in files:
+            shutil.copyfile(path, out / path.name)
+
+    return _install(gateway_api_dir(), build)
+
+
+# What `cluster.up()` needs; everything else is built by `python -m localcluster build` (all)
+# or on first use.
+CONTROL_PLANE = ("etcd", "kwok", "kubernetes")
+# Everything `python -m localcluster build [NAME ...]` can build, in build_all()'s order.
+COMPONENTS: dict[str, Callable[[], Path]] = {
+    "etcd": build_etcd,
+    "kwok": build_kwok,
+    "kubernetes": build_kubernetes,
+    "seaweedfs": build_seaweedfs,  # the object-store tests' S3 server
+    "helm": build_helm,  # the chart's tests
+    "actionlint": build_actionlint,  # make lint
+    "prometheus": build_prometheus,
+    "gateway-api": build_gateway_api,
+}
+
+
+# `python -m localcluster run TOOL`: the binaries, by the component that holds them.
+TOOLS = {
+    "kubectl": "kubernetes",
+    "helm": "helm",
+    "actionlint": "actionlint",
+    "prometheus": "prometheus",
+}
+
+
+def build_all(names: list[str] | None = None) -> None:
+    """Build the named components (default: all of them) that are not cached yet."""
     if shutil.which("go") is None:
         raise RuntimeError("the Go toolchain is needed to build the local control plane")
-    build_etcd()
-    build_kwok()
-    build_kubernetes()
-    build_seaweedfs()  # for the object-store tests
+    for name in names or list(COMPONENTS):
+        COMPONENTS[name]()

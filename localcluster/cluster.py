@@ -424,7 +424,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     if state_dir.exists():
         log("found a stale or broken cluster state: cleaning it up first")
         down(state_dir)
-    build.build_all()
+    build.build_all(list(build.CONTROL_PLANE))  # the tools build on first use, or with `build`
     started = time.monotonic()
     state_dir.mkdir(parents=True)
     pki.write_pki(state_dir / "pki")

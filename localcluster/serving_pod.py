@@ -23,7 +23,9 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,14 +43,33 @@ log = logging.getLogger("localcluster.runner")
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_MODULE = "localcluster.tfserving_standin"
 POD_NETWORK = ipaddress.ip_network("127.96.0.0/11")  # kwok's simulated pods use 127.64.0.0/11
-_addresses = itertools.islice(POD_NETWORK.hosts(), 1, None)
+# Each runner starts at a random place of the /11 (two million addresses): local clusters of two
+# worktrees on one machine would otherwise hand out the same first addresses, and the second
+# pod's stand-in could not bind its ports.
+_addresses = (
+    POD_NETWORK.network_address + offset
+    for offset in itertools.count(2 + secrets.randbelow(POD_NETWORK.num_addresses // 2))
+)
 _address_lock = threading.Lock()
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 
 
-def allocate_ip() -> str:
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_ip(ports: tuple[int, ...] = ()) -> str:
+    """A pod IP not handed out before, on which nothing listens on `ports` yet."""
     with _address_lock:
-        return str(next(_addresses))
+        while True:
+            ip = str(next(_addresses))
+            if all(_port_free(ip, port) for port in ports):
+                return ip
 
 
 class Probe:
@@ -95,17 +116,17 @@ class ServingPod:
         self.container = pod["spec"]["containers"][0]
         self.prepare = prepare
         self.patch_status = patch_status
-        self.ip = allocate_ip()
-        self.deleted = threading.Event()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self.last_state: dict[str, Any] | None = None
-        self.started_at = pod_status.now()
         self.ports = {
             p["name"]: int(p["containerPort"])
             for p in self.container.get("ports", [])
             if "name" in p
         }
+        self.ip = allocate_ip(tuple(self.ports.values()))
+        self.deleted = threading.Event()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.last_state: dict[str, Any] | None = None
+        self.started_at = pod_status.now()
 
     @property
     def name(self) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from release import versions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,22 +80,99 @@ def test_kustomization_lists_every_manifest_and_the_crd() -> None:
     assert crds["resources"] == ["servedmodel.yaml"]
 
 
-def test_every_image_tag_in_manifests_and_docs_is_the_package_version() -> None:
-    """pyproject.toml's version is the one source of truth for the release's image tags."""
+def test_every_version_and_image_tag_is_the_package_version() -> None:
+    """pyproject.toml's version is the one source of truth for a release: the git tag, the
+    chart's version and appVersion, manifests/base/'s images and the README's all name it
+    (release/versions.py, the check the release workflow runs on the tag); the operator's
+    built-in image defaults come from the installed package's version."""
     from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE, RELEASE
 
-    [operator] = [d for d in _all_manifests() if d["kind"] == "Deployment"]
-    container = operator["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == OPERATOR_IMAGE
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["SERVEDMODEL_EXPORTER_IMAGE"] == EXPORTER_IMAGE
-    [policy] = [d for d in _all_manifests() if d["metadata"]["name"] == "servedmodel-policy"]
-    assert policy["data"]["SERVEDMODEL_ALLOWED_EXPORTER_IMAGES"] == EXPORTER_IMAGE
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    assert kustomization["images"] == [{"name": OPERATOR_IMAGE.split(":")[0], "newTag": RELEASE}]
-    readme = (REPO / "README.md").read_text()
-    tags = set(re.findall(r"ghcr\.io/servedmodel/(?:operator|exporter):([\w.\-]+)", readme))
-    assert tags <= {RELEASE}
+    assert versions.disagreements(REPO, tag=f"v{RELEASE}") == []
+    release = versions.release(REPO)
+    assert (release.version, release.operator_image, release.exporter_image) == (
+        RELEASE,
+        OPERATOR_IMAGE,
+        EXPORTER_IMAGE,
+    )
+
+
+RELEASE_FILES = (
+    "pyproject.toml",
+    "README.md",
+    "charts/servedmodel/Chart.yaml",
+    "charts/servedmodel/values.yaml",
+    "manifests/base/kustomization.yaml",
+    "manifests/base/operator.yaml",
+    "manifests/base/policy.yaml",
+    "manifests/argocd/kustomization.yaml",
+    "manifests/podmonitor/kustomization.yaml",
+)
+
+
+def _release_tree(tmp_path: Path) -> Path:
+    for rel in RELEASE_FILES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, tmp_path / rel)
+    return tmp_path
+
+
+def test_the_version_check_names_every_place_a_bumped_version_was_forgotten(
+    tmp_path: Path,
+) -> None:
+    """Bumping pyproject.toml alone: the check lists each file that still says the old one."""
+    tree = _release_tree(tmp_path)
+    old = versions.package_version(tree)
+    pyproject = tree / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'version = "{old}"', 'version = "9.9.9"'))
+    problems = versions.disagreements(tree, tag="v9.9.9")
+    where = [p.split(":")[0] for p in problems]
+    assert where == [
+        "charts/servedmodel/Chart.yaml version",
+        "charts/servedmodel/Chart.yaml appVersion",
+        "manifests/base/kustomization.yaml images",
+        "manifests/base/operator.yaml image",
+        "manifests/base/operator.yaml SERVEDMODEL_EXPORTER_IMAGE",
+        "manifests/base/policy.yaml SERVEDMODEL_ALLOWED_EXPORTER_IMAGES",
+        "manifests/argocd/kustomization.yaml ?ref=",
+        "manifests/podmonitor/kustomization.yaml ?ref=",
+        "README.md ghcr.io/servedmodel/operator",
+        "README.md ghcr.io/servedmodel/exporter",
+    ]
+    assert (
+        versions.disagreements(tree, tag=f"v{old}")[0]
+        == f"the git tag: 'v{old}', expected 'v9.9.9'"
+    )
+
+
+def test_the_version_check_refuses_a_pinned_chart_image_tag_and_a_wrong_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = _release_tree(tmp_path)
+    version = versions.package_version(tree)
+    values = tree / "charts/servedmodel/values.yaml"
+    data = yaml.safe_load(values.read_text())
+    data["exporter"]["image"]["tag"] = version  # right today, a second truth tomorrow
+    values.write_text(yaml.safe_dump(data))
+    assert versions.disagreements(tree) == [
+        f"charts/servedmodel/values.yaml exporter.image.tag: '{version}', expected ''"
+    ]
+    assert versions.main(["--repo", str(tree), "--tag", f"v{version}"]) == 1
+    assert "exporter.image.tag" in capsys.readouterr().err
+
+    tree = _release_tree(tmp_path / "clean")
+    outputs = tmp_path / "github-output"
+    assert (
+        versions.main(
+            ["--repo", str(tree), "--tag", f"v{version}", "--github-output", str(outputs)]
+        )
+        == 0
+    )
+    assert outputs.read_text().splitlines() == [
+        f"version={version}",
+        f"operator_image=ghcr.io/servedmodel/operator:{version}",
+        f"exporter_image=ghcr.io/servedmodel/exporter:{version}",
+    ]
+    assert versions.main(["--repo", str(tree), "--tag", "v0.0.0-rc1"]) == 1
 
 
 def test_the_namespaced_overlay_grants_the_cluster_roles_rules_as_roles_only() -> None:

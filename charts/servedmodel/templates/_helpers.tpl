@@ -1,0 +1,75 @@
+{{/* The labels manifests/ gives every operator object (kustomize adds part-of). */}}
+{{- define "servedmodel.labels" -}}
+app.kubernetes.io/component: operator
+app.kubernetes.io/name: servedmodel-operator
+app.kubernetes.io/part-of: servedmodel
+{{- end }}
+
+{{- define "servedmodel.operatorImage" -}}
+{{ .Values.operator.image.repository }}:{{ .Values.operator.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "servedmodel.exporterImage" -}}
+{{ .Values.exporter.image.repository }}:{{ .Values.exporter.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as, as the API server names it (RBAC subjects, the
+admission policy's CEL). */}}
+{{- define "servedmodel.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:servedmodel-operator
+{{- end }}
+
+{{- define "servedmodel.globs" -}}
+{{- join "," . }}
+{{- end }}
+
+{{/*
+Exactly what servedmodel-operator calls, no more (a test fails on any wildcard):
+- it watches ServedModels and patches their status, never their spec;
+- it server-side-applies its children (an apply that creates needs create too) and watches them;
+- it reads exporter pods for their termination messages; it posts events;
+- it reads (get only) the credentials Secrets ServedModels name, to check they exist;
+- it reads (get only) the claims and ServiceAccounts a ServedModel's pods would use (the
+  policy's opt-in), and an object it is about to create (never take over someone else's).
+The same rules as manifests/base/rbac.yaml's ClusterRole (a test compares them).
+*/}}
+{{- define "servedmodel.rules" -}}
+- apiGroups: [serving.servedmodel.io]
+  resources: [servedmodels]
+  verbs: [list, watch]
+- apiGroups: [serving.servedmodel.io]
+  resources: [servedmodels/status]
+  verbs: [patch]
+- apiGroups: [serving.servedmodel.io]
+  # ownerReferences with blockOwnerDeletion need this where the
+  # OwnerReferencesPermissionEnforcement admission plugin is on.
+  resources: [servedmodels/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims, serviceaccounts]
+  verbs: [get]
+- apiGroups: [autoscaling]
+  # spec.server.autoscaling; deleted again when that field goes.
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [""]
+  # Only to check that an s3:// or gs:// source's credentials Secret and keys exist before
+  # starting an export. Never listed or watched; values are discarded on receipt.
+  resources: [secrets]
+  verbs: [get]
+{{- end }}

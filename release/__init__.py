@@ -1,0 +1,1 @@
+"""Release tooling: the version check the release workflow and the unit tests share."""

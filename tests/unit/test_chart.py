@@ -1,0 +1,237 @@
+"""charts/servedmodel against manifests/: the real `helm template` and the real kustomize
+(kubectl's), both Go-built and cached (localcluster/build.py; `make unit` and `make test`
+build them first), compared as parsed objects.
+
+Normalisations, all of them, applied to kustomize's side only (`as_helm_installs`):
+1. its Namespace object is dropped: Helm installs into an existing namespace (a chart that
+   created its own release namespace could not be installed: Helm stores the release there
+   first), so the chart has none;
+2. `metadata.namespace` is dropped from cluster-scoped objects: kustomize sets it on the
+   ValidatingAdmissionPolicy and its binding (kinds its built-in schema does not know as
+   cluster-scoped); the API server clears it on create.
+YAML is parsed as the API server parses it (YAML 1.2 floats: kustomize prints 1.0e-5 as 1e-05,
+a string to PyYAML's YAML 1.1). The chart adds no labels or annotations kustomize lacks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.charts import (
+    CHART,
+    REPO,
+    SYSTEM,
+    by_key,
+    helm,
+    key,
+    kustomize,
+    template,
+)
+
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
+def as_helm_installs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """kustomize's objects with the module docstring's two normalisations, nothing else."""
+    out = []
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            continue
+        if obj["kind"] in CLUSTER_SCOPED and "namespace" in obj["metadata"]:
+            meta = {k: v for k, v in obj["metadata"].items() if k != "namespace"}
+            obj = {**obj, "metadata": meta}
+        out.append(obj)
+    return out
+
+
+def assert_same_objects(chart: list[dict[str, Any]], kustomized: list[dict[str, Any]]) -> None:
+    ours, theirs = by_key(chart), by_key(as_helm_installs(kustomized))
+    assert sorted(ours, key=str) == sorted(theirs, key=str)
+    for k, obj in theirs.items():
+        assert ours[k] == obj, (
+            f"{k} differs:\n--- kustomize\n{yaml.safe_dump(obj)}\n--- helm\n"
+            f"{yaml.safe_dump(ours[k])}"
+        )
+
+
+def _kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [deployment] = _kind(objects, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_the_charts_crd_is_a_byte_identical_copy_of_crds() -> None:
+    """charts/servedmodel/crds/ is a copy (Helm reads nothing outside the chart); after editing
+    crds/servedmodel.yaml: cp crds/servedmodel.yaml charts/servedmodel/crds/"""
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["servedmodel.yaml"]
+    copy = (CHART / "crds" / "servedmodel.yaml").read_bytes()
+    assert copy == (REPO / "crds" / "servedmodel.yaml").read_bytes(), (
+        "charts/servedmodel/crds/servedmodel.yaml differs from crds/servedmodel.yaml: "
+        "cp crds/servedmodel.yaml charts/servedmodel/crds/"
+    )
+
+
+VALUE_SETS = {
+    "default": [],
+    "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
+    "metrics-podmonitor": ["--set", "metrics.podMonitor.enabled=true"],
+    "minimal": [
+        "--set",
+        "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
+        "admissionPolicy.enabled=false",
+    ],
+}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_helm_lint_is_clean(values: list[str]) -> None:
+    done = helm("lint", "--strict", str(CHART), "--namespace", SYSTEM, *values)
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+def test_default_values_render_what_kustomize_renders() -> None:
+    assert_same_objects(template(), kustomize(REPO / "manifests"))
+
+
+def test_namespaced_mode_renders_what_the_namespaced_overlay_renders() -> None:
+    """watchNamespaces [team-a, team-b] against manifests/namespaced/ (which lists those two):
+    a Role and a RoleBinding in each, a --namespace each, no ClusterRole."""
+    chart = template("--set", "watchNamespaces={team-a,team-b}")
+    assert_same_objects(chart, kustomize(REPO / "manifests" / "namespaced"))
+    assert not _kind(chart, "ClusterRole") and not _kind(chart, "ClusterRoleBinding")
+    assert _container(chart)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_the_podmonitor_value_renders_what_the_podmonitor_component_adds(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(REPO / "manifests", tmp_path)],
+                "components": [os.path.relpath(REPO / "manifests" / "podmonitor", tmp_path)],
+            }
+        )
+    )
+    chart = template("--set", "metrics.podMonitor.enabled=true")
+    assert_same_objects(chart, kustomize(tmp_path))
+    [monitor] = _kind(chart, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http-metrics"
+
+
+def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> None:
+    """In another namespace, the admission policy's CEL, the bindings' subjects and every
+    namespaced object follow the release namespace; servedmodel-system appears nowhere."""
+    chart = template("--set", "watchNamespaces={ml}", namespace="ml-platform")
+    assert "servedmodel-system" not in yaml.safe_dump_all(chart)
+    [policy] = _kind(chart, "ValidatingAdmissionPolicy")
+    [condition] = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:ml-platform:servedmodel-operator'"
+    )
+    for binding in _kind(chart, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "servedmodel-operator", "namespace": "ml-platform"}
+        ]
+    homes = {
+        (o["kind"], o["metadata"].get("namespace"))
+        for o in chart
+        if o["kind"] not in CLUSTER_SCOPED
+    }
+    assert homes == {
+        ("ServiceAccount", "ml-platform"),
+        ("ConfigMap", "ml-platform"),
+        ("Deployment", "ml-platform"),
+        ("Service", "ml-platform"),
+        ("Role", "ml-platform"),  # the Lease's
+        ("RoleBinding", "ml-platform"),
+        ("Role", "ml"),  # the watched namespace's
+        ("RoleBinding", "ml"),
+    }
+
+
+def test_parts_switch_off_whole() -> None:
+    chart = template(*VALUE_SETS["minimal"])
+    assert _container(chart)["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
+    assert [p["name"] for p in _container(chart)["ports"]] == ["health"]
+    assert {o["kind"] for o in chart} == {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+    }
+    [deployment] = _kind(chart, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_images_resources_and_policy_come_from_values() -> None:
+    chart = template(
+        "--set",
+        "operator.image.repository=registry.example/op,operator.image.tag=dev,"
+        "exporter.image.repository=registry.example/ex,exporter.image.tag=dev2,"
+        "operator.resources.limits.memory=1Gi,operator.workers=3,metrics.port=9191,"
+        "policy.allowedServerImages={tensorflow/serving:2.21.*,registry.example/tfs:*},"
+        "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true",
+    )
+    container = _container(chart)
+    assert container["image"] == "registry.example/op:dev"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SERVEDMODEL_EXPORTER_IMAGE"] == "registry.example/ex:dev2"
+    assert env["SERVEDMODEL_WORKERS"] == "3"
+    assert container["resources"]["limits"] == {"memory": "1Gi"}
+    assert "--metrics-address=0.0.0.0:9191" in container["args"]
+    assert {"name": "http-metrics", "containerPort": 9191, "protocol": "TCP"} in container["ports"]
+    [policy] = _kind(chart, "ConfigMap")
+    assert policy["data"] == {
+        "SERVEDMODEL_ALLOWED_SERVER_IMAGES": "tensorflow/serving:2.21.*,registry.example/tfs:*",
+        # Empty allowedExporterImages: the exporter image the operator is configured with.
+        "SERVEDMODEL_ALLOWED_EXPORTER_IMAGES": "registry.example/ex:dev2",
+        "SERVEDMODEL_CLAIM_OPT_IN": "false",
+        "SERVEDMODEL_SERVICE_ACCOUNT_OPT_IN": "false",
+        "SERVEDMODEL_ALLOW_UNSAFE_MODELS": "true",
+    }
+    [service] = _kind(chart, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9191
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
+        (
+            ["--set", "metrics.enabled=false,metrics.podMonitor.enabled=true"],
+            "metrics.podMonitor.enabled needs metrics.enabled",
+        ),
+        (["--set", "watchNamespaces=team-a"], "watchNamespaces"),  # a string, not a list
+        (["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),  # not a namespace name
+        (["--set", "policy.claimOptIn=maybe"], "claimOptIn"),
+        (["--set", "operator.replica=3"], "replica"),  # a typo is not silently ignored
+    ],
+)
+def test_values_that_would_break_the_install_are_refused(values: list[str], message: str) -> None:
+    done = helm("template", "servedmodel", str(CHART), *values, check=False)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def test_every_object_is_named_like_manifests_and_no_helm_labels_are_added() -> None:
+    for obj in template():
+        labels = obj["metadata"].get("labels", {})
+        assert "helm.sh/chart" not in labels and "app.kubernetes.io/managed-by" not in labels
+        assert key(obj)[3].startswith("servedmodel")
