@@ -90,7 +90,7 @@ def test_the_charts_crd_is_a_byte_identical_copy_of_crds() -> None:
 VALUE_SETS = {
     "default": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
-    "metrics-podmonitor": ["--set", "metrics.podMonitor.enabled=true"],
+    "podmonitors": ["--set", "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true"],
     "minimal": [
         "--set",
         "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
@@ -119,7 +119,7 @@ def test_namespaced_mode_renders_what_the_namespaced_overlay_renders() -> None:
     assert _container(chart)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
 
 
-def test_the_podmonitor_value_renders_what_the_podmonitor_component_adds(tmp_path: Path) -> None:
+def test_the_podmonitor_values_render_what_the_podmonitor_component_adds(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
@@ -128,10 +128,16 @@ def test_the_podmonitor_value_renders_what_the_podmonitor_component_adds(tmp_pat
             }
         )
     )
-    chart = template("--set", "metrics.podMonitor.enabled=true")
+    chart = template("--set", "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true")
     assert_same_objects(chart, kustomize(tmp_path))
-    [monitor] = _kind(chart, "PodMonitor")
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http-metrics"
+    ports = {
+        m["metadata"]["name"]: m["spec"]["podMetricsEndpoints"][0]["port"]
+        for m in _kind(chart, "PodMonitor")
+    }
+    assert ports == {
+        "servedmodel-operator": "http-metrics",
+        "servedmodel-tensorflow-serving": "http",
+    }
 
 
 def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> None:
@@ -188,7 +194,8 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "exporter.image.repository=registry.example/ex,exporter.image.tag=dev2,"
         "operator.resources.limits.memory=1Gi,operator.workers=3,metrics.port=9191,"
         "policy.allowedServerImages={tensorflow/serving:2.21.*,registry.example/tfs:*},"
-        "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true",
+        "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true,"
+        "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090}",
     )
     container = _container(chart)
     assert container["image"] == "registry.example/op:dev"
@@ -206,6 +213,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "SERVEDMODEL_CLAIM_OPT_IN": "false",
         "SERVEDMODEL_SERVICE_ACCOUNT_OPT_IN": "false",
         "SERVEDMODEL_ALLOW_UNSAFE_MODELS": "true",
+        "SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES": "http://prometheus.monitoring:9090",
     }
     [service] = _kind(chart, "Service")
     assert service["spec"]["ports"][0]["port"] == 9191

@@ -46,17 +46,23 @@ The same rules as manifests/base/rbac.yaml's ClusterRole (a test compares them).
   resources: [servedmodels/finalizers]
   verbs: [update]
 - apiGroups: [apps]
+  # delete: a finished rollout's canary Deployment, once spec.rollout goes.
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
+  # delete: a finished rollout's canary ConfigMap and Services, once spec.rollout goes.
   resources: [configmaps, services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [persistentvolumeclaims, serviceaccounts]
   verbs: [get]
+- apiGroups: [gateway.networking.k8s.io]
+  # A rollout's traffic split (spec.rollout.parentRefs); deleted once spec.rollout goes.
+  resources: [httproutes, grpcroutes]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   # spec.server.autoscaling; deleted again when that field goes.
   resources: [horizontalpodautoscalers]
