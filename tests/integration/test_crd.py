@@ -186,7 +186,7 @@ def test_printer_columns_and_short_name(
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
     header = kubectl(cluster, "get", "sm", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "READY", "SERVED", "ENDPOINT", "AGE"]
+    assert header == ["NAME", "READY", "SERVED", "ENDPOINT", "ROLLOUT", "AGE"]
     wide = (
         kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     )
@@ -199,5 +199,7 @@ def test_printer_columns_and_short_name(
         "LABELS",
         "REPLICAS",
         "REASON",
+        "ROLLOUT",
+        "WEIGHT",
         "AGE",
     ]

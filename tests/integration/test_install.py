@@ -48,16 +48,13 @@ def test_kustomize_base_applies_and_dry_runs_cleanly(
 ) -> None:
     done = kubectl(cluster, "apply", "-k", str(REPO / "manifests"), "--dry-run=server")
     assert "servedmodel-operator" in done.stdout
+
     # The (simulated) operator pod is admitted by the namespace's restricted Pod Security.
-    wait_for(
-        "the operator Deployment to be available",
-        lambda: (
-            apps.read_namespaced_deployment(
-                "servedmodel-operator", SYSTEM
-            ).status.available_replicas
-            == 1
-        ),
-    )
+    def all_available() -> bool:
+        deployment = apps.read_namespaced_deployment("servedmodel-operator", SYSTEM)
+        return deployment.status.available_replicas == deployment.spec.replicas == 2
+
+    wait_for("both operator replicas to be available", all_available)
 
 
 def _token_kubeconfig(
@@ -216,8 +213,9 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         ("get", "secrets", "yes"),  # to check credentials exist (s3://, gs://)
         ("list", "secrets", "no"),
         ("watch", "secrets", "no"),
-        ("delete", "deployments", "no"),
-        ("delete", "jobs", "no"),
+        ("delete", "deployments", "yes"),  # a finished rollout's canary
+        ("delete", "jobs", "no"),  # Jobs go by their TTL
+        ("delete", "persistentvolumeclaims", "no"),
         ("create", "pods", "no"),
         ("create", "roles.rbac.authorization.k8s.io", "no"),
     ],
