@@ -182,11 +182,25 @@ def decide(model: ServedModelSpec, given: Inputs) -> Decision | None:
     if spec.paused:
         return at(weight if started else 0, phase=PAUSED, message=f"paused at {weight}%")
     if not given.canary_ready:
+        if not started:
+            return at(
+                0,
+                phase=PROGRESSING,
+                step_started_at=None,
+                message=f"waiting for the canary pods to serve version {spec.canary}",
+                requeue_after=None,
+            )
+        # A step under way keeps its weight and its canary replicas while a canary pod
+        # starts (the step scaled the canary up) or restarts: dropping to 0 would scale the
+        # canary down again and never let the step settle. It is judged once all serve.
         return at(
-            0,
+            weight,
             phase=PROGRESSING,
-            step_started_at=None,
-            message=f"waiting for the canary pods to serve version {spec.canary}",
+            step_started_at=given.now if phase == PAUSED else started,
+            message=(
+                f"step {step + 1}/{len(spec.steps)}: {weight}% to the canary; waiting for "
+                f"every canary pod to serve version {spec.canary} before judging"
+            ),
             requeue_after=None,
         )
     if not started or phase == PAUSED:

@@ -136,12 +136,17 @@ def _events(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
 
 
 def _create(
-    custom: client.CustomObjectsApi, namespace: str, name: str, files: str, spec: dict[str, Any]
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    files: str,
+    spec: dict[str, Any],
+    replicas: int = 1,
 ) -> None:
     body = servedmodel(
         name,
         [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
-        server={"replicas": 1, "configPollSeconds": 1},
+        server={"replicas": replicas, "configPollSeconds": 1},
         **spec,
     )
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
@@ -178,8 +183,15 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
         "analysis": _analysis(prometheus, maxErrorRate=0.05, maxP99LatencySeconds=2),
         "parentRefs": [{"name": "gateway", "namespace": "infra"}],
     }
+    # Two stable replicas: the last step scales the canary from one pod to two, and holds its
+    # weight while the second starts.
     _create(
-        custom, namespace, "good", "healthy", {"rollout": rollout, "serve": {"policy": "Latest"}}
+        custom,
+        namespace,
+        "good",
+        "healthy",
+        {"rollout": rollout, "serve": {"policy": "Latest"}},
+        replicas=2,
     )
     weights: list[tuple[int, int]] = []
 

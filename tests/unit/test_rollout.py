@@ -55,6 +55,33 @@ def test_a_rollout_waits_for_its_canary_pods_then_takes_the_first_step() -> None
     assert first.requeue_after == 60 and not first.stable_serves_canary
 
 
+def test_a_step_under_way_holds_its_weight_and_replicas_while_a_canary_pod_starts() -> None:
+    """A step that scales the canary up has a pod not serving yet: the step keeps its weight
+    (and so its replica count: dropping to 0 would scale down and flap) and is not judged."""
+    m = model(
+        server={"replicas": 2},
+        rollout={
+            "canary": 2,
+            "steps": [25, 100],
+            "intervalSeconds": 60,
+            "analysis": ANALYSIS,
+            "parentRefs": [{"name": "gw"}],
+        },
+    )
+    previous = {"canary": 2, "phase": "Progressing", "step": 1, "stepStartedAt": T0}
+    held = decide(m, previous, now=T2, ready=False, measured=healthy())
+    assert (held.phase, held.step, held.weight, held.step_started_at) == (
+        "Progressing",
+        1,
+        100,
+        T0,
+    )
+    assert held.canary_replicas == 2 and held.event is None
+    assert "waiting for every canary pod" in held.message
+    judged = decide(m, previous, now=T2, measured=healthy())
+    assert judged.phase == "Promoting"
+
+
 def test_without_analysis_each_interval_moves_one_step_and_the_last_promotes() -> None:
     m = canary()
     step0 = decide(
