@@ -97,6 +97,7 @@ class _Entry:
     report: PodReport
     attempts: int
     due: float
+    answered: bool  # the pod has answered at least once (this incarnation)
 
 
 class Reports:
@@ -126,8 +127,9 @@ class Reports:
             before = self._entries.get(pod.incarnation)
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
-            wait = retry_after(attempts, report.error is not None) if attempts else 0.0
-            self._entries[pod.incarnation] = _Entry(report, attempts, now + wait)
+            answered = report.error is None or (before is not None and before.answered)
+            wait = retry_after(attempts, not answered) if attempts else 0.0
+            self._entries[pod.incarnation] = _Entry(report, attempts, now + wait, answered)
 
     def next_due(self, pods: Iterable[ServingPod], now: float) -> float | None:
         """Seconds until the earliest unsettled pod should be read again (None: none is)."""

@@ -25,9 +25,10 @@ END = "END"
 # How often an unsettled pod is asked again: from the first to the last gap, doubling.
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 10.0
-# A pod that does not answer at all (a NetworkPolicy, a mesh without the operator in it) is
-# asked again less and less often, at least every 5 minutes: a fix is noticed, a cluster of
-# unreachable pods is not a constant load.
+# A pod that has never answered (a NetworkPolicy, a mesh without the operator in it) is asked
+# again less and less often, at least every 5 minutes: a fix is noticed, a cluster of
+# unreachable pods is not a constant load. A pod that has answered before and now times out is
+# busy (loading on a loaded node), not unreachable: it is asked again like any unsettled pod.
 MAX_UNREACHABLE_RETRY_SECONDS = 300.0
 
 
@@ -188,7 +189,8 @@ def to_probe(
 
 
 def retry_after(attempts: int, unreachable: bool) -> float:
-    """Seconds before asking an unsettled pod again, after `attempts` readings in a row."""
+    """Seconds before asking an unsettled pod again, after `attempts` readings in a row
+    (`unreachable`: none of them, nor any before, was an answer)."""
     cap = MAX_UNREACHABLE_RETRY_SECONDS if unreachable else MAX_RETRY_SECONDS
     return float(min(cap, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1)))
 

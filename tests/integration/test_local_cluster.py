@@ -183,8 +183,12 @@ def test_serviceaccount_token_is_denied_until_a_rolebinding_exists(
             ],
         ),
     )
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="visible"), data={"a": "b"}),
+    )
     listed = wait_for("the RoleBinding to take effect", lambda: _try_list(reader, namespace))
-    assert any(cm.metadata.name == "kube-root-ca.crt" for cm in listed.items)
+    assert "visible" in {cm.metadata.name for cm in listed.items}
 
 
 def _try_list(api: client.CoreV1Api, namespace: str) -> client.V1ConfigMapList | None:

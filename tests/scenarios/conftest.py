@@ -72,3 +72,25 @@ def keras_outputs(keras_files: dict[int, Path]) -> dict[int, Any]:
 
 
 INSTANCES = [[0.1, -0.2, 0.3, 1.5], [2.0, 0.0, -1.0, 0.25]]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed scenario on the stand-in carries what the operator applied, was refused and
+    could not read: CI keeps only the report, not the operator's log file."""
+    report = yield
+    if report.failed and call.when == "call":
+        backend = getattr(item, "funcargs", {}).get("backend") or getattr(item, "funcargs", {}).get(
+            "served"
+        )
+        if isinstance(backend, StandinBackend):
+            marks = ("cannot read", "applying", "WARNING", "ERROR", "refused")
+            lines = [
+                line
+                for line in backend.operator.log().splitlines()
+                if any(m in line for m in marks)
+            ]
+            report.sections.append(
+                ("operator log (what it applied, refused, could not read)", "\n".join(lines[-120:]))
+            )
+    return report

@@ -1,0 +1,44 @@
+"""When an unsettled serving pod is asked again (prober.Reports: pure bookkeeping, no HTTP)."""
+
+from __future__ import annotations
+
+from servedmodel_operator.prober import Reports
+from servedmodel_operator.serving import PodReport, ServingPod, VersionState, to_probe
+from servedmodel_operator.transition import ModelsConfig
+
+from tests.unit.builders import server_pod_obj
+
+LOADING = PodReport("digest", {1: VersionState("LOADING")})
+TIMEOUT = PodReport("digest", error="TimeoutError")
+
+
+def _waits(reports: Reports, pod: ServingPod, readings: list[PodReport]) -> list[float]:
+    out = []
+    for reading in readings:
+        reports.record(pod, reading, settled=False, now=0.0)
+        out.append(reports.next_due([pod], 0.0) or 0.0)
+    return out
+
+
+def test_a_pod_that_never_answered_is_asked_less_and_less_often() -> None:
+    pod = ServingPod.of(server_pod_obj("p"))
+    waits = _waits(Reports(), pod, [TIMEOUT] * 10)
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+
+
+def test_a_pod_that_answered_before_and_now_times_out_is_busy_not_gone() -> None:
+    """A stand-in or TF Serving busy loading on a loaded node can miss the read timeout a few
+    times in a row; a label waiting on it must not wait minutes for the next read."""
+    pod = ServingPod.of(server_pod_obj("p"))
+    waits = _waits(Reports(), pod, [LOADING] * 3 + [TIMEOUT] * 6)
+    assert waits == [1, 2, 4, 8, 10, 10, 10, 10, 10]
+
+
+def test_a_settled_pod_is_not_due_again_under_the_same_config() -> None:
+    pod = ServingPod.of(server_pod_obj("p"))
+    reports = Reports()
+    reports.record(pod, PodReport("digest", {1: VersionState("AVAILABLE")}), True, 0.0)
+    assert reports.next_due([pod], 0.0) is None
+    config = ModelsConfig((1,), {})
+    assert to_probe([pod], reports.reports([pod]), config, "digest") == []
+    assert to_probe([pod], reports.reports([pod]), config, "another digest") == [pod]
