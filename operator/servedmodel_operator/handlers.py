@@ -112,7 +112,9 @@ async def exporter_pod_index(
 
 
 @kopf.index("", "v1", "pods", labels=SERVER_PODS, id=IndexName.SERVER_PODS)
-async def server_pod_index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def server_pod_index(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     owner = labels.get(INSTANCE)
     return {(namespace, owner): trim(body)} if owner else None
 
