@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,500,2000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--rest-seconds", type=float, default=60)
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     work = HERE / ".work"
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         capture_output=True,
     )
     results |= convergence.measure(
-        cluster, [int(s) for s in args.sizes.split(",")], args.reps, work
+        cluster,
+        [int(s) for s in args.sizes.split(",")],
+        args.reps,
+        work,
+        rest_seconds=args.rest_seconds,
     )
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)

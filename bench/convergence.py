@@ -199,12 +199,29 @@ class Api:
     def wait_converged(self, namespace: str, n: int) -> None:
         """Every ServedModel's status, for its current generation: the Deployment rolled out
         (readyReplicas 1), Exported True, Available Unknown/ServerStatusUnavailable (the
-        operator tried the pod; kwok's pods never answer). The same watch for both runs."""
+        operator tried the pod; kwok's pods never answer). The same watch for both runs.
+        Logs when every status first names the current generation (objects applied)."""
+        started, applied = time.monotonic(), False
+
+        def done(models: dict[str, dict[str, Any]]) -> bool:
+            nonlocal applied
+            if not applied and n == sum(
+                1
+                for m in models.values()
+                if (m.get("status") or {}).get("observedGeneration") == m["metadata"]["generation"]
+            ):
+                applied = True
+                log(
+                    f"N={n}: every status at the current generation after "
+                    f"{time.monotonic() - started:.1f}s"
+                )
+            return n == sum(1 for m in models.values() if converged(m))
+
         self.watch_until(
             f"{n} ServedModels converged",
             self.custom.list_namespaced_custom_object,
             (GROUP, VERSION, namespace, PLURAL),
-            lambda models: n == sum(1 for m in models.values() if converged(m)),
+            done,
         )
 
     def check_children(self, namespace: str, n: int) -> None:
@@ -353,6 +370,7 @@ def lower_bound(api: Api, n: int) -> float:
                 (o["kind"], o["metadata"]["labels"]["app.kubernetes.io/instance"]): o
                 for o in pool.map(apply, [m for p in plans for m in p.apply])
             }
+            log(f"lower bound N={n}: applied in {time.monotonic() - started:.1f}s")
             deployments = {
                 d["metadata"]["labels"]["app.kubernetes.io/instance"]: d
                 for d in api.wait_available(namespace, n).values()
@@ -362,6 +380,7 @@ def lower_bound(api: Api, n: int) -> float:
                 for p in api.raw_list(f"/api/v1/namespaces/{namespace}/pods", SERVER_PODS)
                 if p["status"].get("podIP")
             }
+            log(f"lower bound N={n}: Deployments available at {time.monotonic() - started:.1f}s")
             list(pool.map(write_status, range(n)))
         api.wait_converged(namespace, n)
         seconds = time.monotonic() - started

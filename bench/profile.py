@@ -63,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--memory", action="store_true")
-    parser.add_argument("--rest", type=float, default=20, help="seconds at rest before --memory")
+    parser.add_argument("--rest", type=float, default=20, help="seconds at rest, then RSS")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=HERE / ".work" / "profile")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cluster = localcluster.up()
+    cluster.run_kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(HERE.parent / "crds")
+    )
     api = convergence.Api(cluster)
     namespace = api.namespace(f"prof{args.n}")
     try:
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         port = convergence._free_port()
         module = "bench.memdump" if args.memory else "servedmodel_operator"
         snapshot = args.out / f"memory-{args.n}.txt"
+        snapshot.unlink(missing_ok=True)
         env = {
             **os.environ,
             **netguard.guard_env(cluster.netguard_log),
@@ -124,12 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
             print(own_and_total(collapsed, args.top))
+        time.sleep(args.rest)
+        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        print(f"RSS after {args.rest:.0f} s at rest: {rss:.1f} MB", flush=True)
         if args.memory:
-            time.sleep(args.rest)
-            rss = psutil.Process(proc.pid).memory_info().rss / 2**20
             proc.send_signal(signal.SIGUSR1)
-            time.sleep(15)
-            print(f"RSS at rest {rss:.1f} MB")
+            deadline = time.monotonic() + 300
+            while not snapshot.exists() and time.monotonic() < deadline:
+                time.sleep(2)
+            time.sleep(2)
             print(snapshot.read_text())
         proc.terminate()
         proc.wait(timeout=30)
