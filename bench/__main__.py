@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         args.reps,
         work,
         rest_seconds=args.rest_seconds,
+        # Partial results after each N: a long run cut short still leaves its figures.
+        progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+            json.dumps(results | partial, indent=2) + "\n"
+        ),
     )
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)

@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -484,6 +485,7 @@ def measure(
     work: Path,
     rest_at: tuple[int, ...] = (500,),
     rest_seconds: float = 60,
+    progress: Callable[[dict[str, Any]], None] = lambda results: None,
 ) -> dict[str, Any]:
     """Convergence at each N (reps runs each way, alternating); a rest window after the last
     run of the largest N and of each N in rest_at."""
@@ -552,6 +554,7 @@ def measure(
             "metrics": dict(runs[-1].writes),
             "audited": dict(runs[-1].audited),
         }
+        progress(results)
     largest = str(max(sizes))
     rest = results["at_rest"][largest]
     results["writes_per_model_create"] = results["writes_per_model_create_by_n"][largest]
