@@ -19,23 +19,29 @@ HERE = Path(__file__).resolve().parent
 
 
 def table(results: dict[str, Any]) -> str:
-    largest = max(int(n) for n in results["convergence"])
-    rows = ["| N | operator s | lower bound s | ratio | per model ms |", "|---|---|---|---|---|"]
+    rows = [
+        "| N | operator s | lower bound s | ratio | per model ms | lower bound per model ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for n, c in results["convergence"].items():
         rows.append(
             f"| {n} | {c['operator_s']} | {c['lower_bound_s']} | {c['ratio']} "
-            f"| {c['per_model_ms']} |"
+            f"| {c['per_model_ms']} | {c['lower_bound_per_model_ms']} |"
         )
     e = results.get("export", {})
     rows += [
         "",
-        f"writes per ServedModel on create: {results['writes_per_model_create']} "
-        f"(owned objects {results['owned_objects_per_model']}; goal <= owned + 2)",
-        f"writes in 60 s at rest: {results['writes_steady_state_60s']} (goal 0)",
-        f"operator at rest with N={largest}: "
-        f"RSS {results.get(f'operator_rss_mb_{largest}')} MB, "
-        f"CPU {results.get(f'operator_cpu_pct_{largest}')} %",
+        f"writes per ServedModel on create: {results['writes_per_model_create_by_n']} "
+        f"(owned objects {results['owned_objects_per_model']})",
+        f"requests to pods per ServedModel until converged: "
+        f"{results['pod_requests_per_model_create_by_n']}",
     ]
+    for n, rest in results["at_rest"].items():
+        rows.append(
+            f"at rest with N={n} ({rest['seconds']:.0f} s): writes {rest['writes']} "
+            f"(audited {rest['writes_audited']}), requests to pods {rest['pod_requests']}, "
+            f"RSS {rest['rss_mb']} MB, CPU {rest['cpu_pct']} %"
+        )
     if e:
         rows.append(
             f"exporter ({e['model']}): time x{e['time_ratio']}, peak RSS x{e['rss_ratio']} "
@@ -46,9 +52,10 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--sizes", default="10,100,500,2000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--rest-seconds", type=float, default=60)
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     work = HERE / ".work"
@@ -73,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         capture_output=True,
     )
     results |= convergence.measure(
-        cluster, [int(s) for s in args.sizes.split(",")], args.reps, work
+        cluster,
+        [int(s) for s in args.sizes.split(",")],
+        args.reps,
+        work,
+        rest_seconds=args.rest_seconds,
+        # Partial results after each N: a long run cut short still leaves its figures.
+        progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+            json.dumps(results | partial, indent=2) + "\n"
+        ),
     )
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)

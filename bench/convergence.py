@@ -2,32 +2,42 @@
 
 For N ServedModels whose versions are already exported (status says so: the state after an
 operator upgrade, a restore, or an adoption), the operator process is started and timed until
-every child exists and every status reports the Deployment available. The lower bound does the
-same work with no operator: one client, the same concurrency, the operator's own renderers,
-server-side apply of the same objects, waiting for the same Deployments to become available,
-then one status write per model. Both include the controllers' and kwok's time to make pods
-ready; only the operator includes its start-up (import, login, initial listing).
+every status reports, for the current generation, the Deployment rolled out (readyReplicas 1),
+Exported True and Available Unknown with reason ServerStatusUnavailable: serving pods are
+simulated by kwok (image SERVER_IMAGE), never answer on :8501, and that reason says the operator
+tried them. The lower bound does the same work with no operator: one client, the same
+concurrency, the operator's own renderers, server-side apply of the same objects, waiting for
+the same Deployments to become available, one connection attempt to each serving pod, then one
+status write per model (the operator's own plan() of what it observed, so the same status).
+Both runs are timed until the same watch sees every status converged; both include the
+controllers' and kwok's time to make pods ready; only the operator includes its start-up
+(import, login, initial listing).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import json
 import re
+import socket
 import statistics
 import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import psutil
+import requests
 from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 from servedmodel_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator.plan import Observed, current_config, plan
+from servedmodel_operator.serving import PodReport, ServingPod
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 
 from localcluster import cluster as localcluster
@@ -37,6 +47,18 @@ from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
 
 WORKERS = 8  # the operator's default --workers, and the lower bound's thread count
+# Serving pods simulated by kwok (the local runner runs only the default image's stand-in,
+# ~580 MB a pod): they are Ready but never answer on :8501.
+SERVER_IMAGE = "tensorflow/serving:2.21.0-gpu"
+OPERATOR_ARGS = (
+    f"--workers={WORKERS}",
+    "--log-level=WARNING",
+    "--allowed-server-images=tensorflow/serving:2.21.0*",
+)
+SERVER_PODS = "app.kubernetes.io/managed-by=servedmodel-operator,app.kubernetes.io/component=server"
+_POD_METRIC = re.compile(
+    r"^servedmodel_pod_status_requests_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$"
+)
 OPERATOR_RESOURCES = {"configmaps", "services", "deployments", "jobs", "servedmodels"}
 _METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
@@ -57,7 +79,7 @@ def servedmodel(name: str) -> dict[str, Any]:
         "spec": {
             "versions": [{"version": 1, "source": {"uri": "pvc://training/model.keras"}}],
             "store": {"pvc": {"claimName": "models"}},
-            "server": {"replicas": 1},
+            "server": {"replicas": 1, "image": SERVER_IMAGE},
         },
     }
 
@@ -155,58 +177,84 @@ class Api:
         return counts
 
     def watch_until(
-        self, what: str, list_fn: Any, args: tuple[Any, ...], done: Any, timeout: float = 900
-    ) -> None:
+        self, what: str, list_fn: Any, args: tuple[Any, ...], done: Any, timeout: float = 1800
+    ) -> dict[str, dict[str, Any]]:
         """Watch a collection (cheap for the API server, unlike polling lists) until
-        done(objects by name) holds."""
+        done(objects by name) holds; returns the objects. Events stay plain JSON (no model
+        classes): the bench client competes for the same two cores as what it measures."""
         objects: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stream = watch.Watch().stream(list_fn, *args, timeout_seconds=30)
+            stream = watch.Watch().stream(list_fn, *args, timeout_seconds=30, deserialize=False)
             for event in stream:
-                obj = event["object"]
-                raw = obj if isinstance(obj, dict) else self.client.sanitize_for_serialization(obj)
+                raw = event["object"]
                 name = raw["metadata"]["name"]
                 if event["type"] == "DELETED":
                     objects.pop(name, None)
                 else:
                     objects[name] = raw
                 if done(objects):
-                    return
+                    return objects
         raise TimeoutError(f"timed out waiting for {what}")
 
     def wait_converged(self, namespace: str, n: int) -> None:
-        """Every ServedModel Ready with its pod ready, then every child present."""
+        """Every ServedModel's status, for its current generation: the Deployment rolled out
+        (readyReplicas 1), Exported True, Available Unknown/ServerStatusUnavailable (the
+        operator tried the pod; kwok's pods never answer). The same watch for both runs.
+        Logs when every status first names the current generation (objects applied)."""
+        started, applied = time.monotonic(), False
 
-        def ready(models: dict[str, dict[str, Any]]) -> bool:
-            return n == sum(
+        def done(models: dict[str, dict[str, Any]]) -> bool:
+            nonlocal applied
+            if not applied and n == sum(
                 1
                 for m in models.values()
-                if m.get("status", {}).get("readyReplicas") == 1
-                and m["status"].get("observedGeneration") == m["metadata"]["generation"]
-                and any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in m["status"].get("conditions", [])
+                if (m.get("status") or {}).get("observedGeneration") == m["metadata"]["generation"]
+            ):
+                applied = True
+                log(
+                    f"N={n}: every status at the current generation after "
+                    f"{time.monotonic() - started:.1f}s"
                 )
-            )
+            return n == sum(1 for m in models.values() if converged(m))
 
         self.watch_until(
-            f"{n} ServedModels Ready",
+            f"{n} ServedModels converged",
             self.custom.list_namespaced_custom_object,
             (GROUP, VERSION, namespace, PLURAL),
-            ready,
+            done,
         )
+
+    def check_children(self, namespace: str, n: int) -> None:
+        """After the clock stops: every ConfigMap, Service and available Deployment exists."""
         selector = "app.kubernetes.io/managed-by=servedmodel-operator"
         children = (
-            len(self.core.list_namespaced_config_map(namespace, label_selector=selector).items),
-            len(self.core.list_namespaced_service(namespace, label_selector=selector).items),
-            self._available(namespace),
+            len(self.raw_list(f"/api/v1/namespaces/{namespace}/configmaps", selector)),
+            len(self.raw_list(f"/api/v1/namespaces/{namespace}/services", selector)),
+            sum(
+                1
+                for d in self.raw_list(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+                if ((d.get("status") or {}).get("availableReplicas") or 0) >= 1
+            ),
         )
         if children != (n, n, n):
-            raise AssertionError(f"Ready, but children are {children}, not {n} each")
+            raise AssertionError(f"converged, but children are {children}, not {n} each")
 
-    def wait_available(self, namespace: str, n: int) -> None:
-        self.watch_until(
+    def raw_list(self, path: str, selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", selector)] if selector else []
+        response = self.client.call_api(
+            path,
+            "GET",
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        return cast(list[dict[str, Any]], json.loads(response.data)["items"])
+
+    def wait_available(self, namespace: str, n: int) -> dict[str, dict[str, Any]]:
+        return self.watch_until(
             f"{n} Deployments available",
             self.apps.list_namespaced_deployment,
             (namespace,),
@@ -220,12 +268,18 @@ class Api:
             ),
         )
 
-    def _available(self, namespace: str) -> int:
-        return sum(
-            1
-            for d in self.apps.list_namespaced_deployment(namespace).items
-            if d.status and (d.status.available_replicas or 0) >= 1
-        )
+
+def converged(m: dict[str, Any]) -> bool:
+    status = m.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    available = conditions.get("Available", {})
+    return (
+        status.get("observedGeneration") == m["metadata"]["generation"]
+        and status.get("readyReplicas") == 1
+        and conditions.get("Exported", {}).get("status") == "True"
+        and available.get("status") == "Unknown"
+        and available.get("reason") == "ServerStatusUnavailable"
+    )
 
 
 def operator_writes(
@@ -254,6 +308,15 @@ def audited_writes(audit: AuditLog, since: int, namespace: str) -> Counter[str]:
     return out
 
 
+def try_pod(ip: str) -> str:
+    """One attempt to reach a serving pod's REST port, as the operator's prober makes."""
+    try:
+        with socket.create_connection((ip, 8501), timeout=3):
+            return ""
+    except OSError as exc:
+        return f"ClientConnectorError: Cannot connect to host {ip}:8501 ssl:default [{exc}]"
+
+
 def lower_bound(api: Api, n: int) -> float:
     namespace = api.namespace(f"lb{n}")
     try:
@@ -266,28 +329,72 @@ def lower_bound(api: Api, n: int) -> float:
             for kind, v in (("ConfigMap", "v1"), ("Deployment", "apps/v1"), ("Service", "v1"))
         }
 
-        def apply(manifest: dict[str, Any]) -> None:
-            resources[manifest["kind"]].server_side_apply(
-                body=manifest,
-                name=manifest["metadata"]["name"],
-                namespace=namespace,
-                field_manager="bench-lower-bound",
-                force_conflicts=True,
+        def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+            return cast(
+                dict[str, Any],
+                resources[manifest["kind"]]
+                .server_side_apply(
+                    body=manifest,
+                    name=manifest["metadata"]["name"],
+                    namespace=namespace,
+                    field_manager="bench-lower-bound",
+                    force_conflicts=True,
+                )
+                .to_dict(),
             )
 
         def write_status(i: int) -> None:
+            """What the operator writes once it has seen the rollout and tried the pod: its
+            own plan() of the same observations."""
+            model = models[i]
+            pod = pods[model.name]
+            observed = Observed(
+                status=EXPORTED,
+                deployment=deployments[model.name],
+                configmap=applied[("ConfigMap", model.name)],
+                service=applied[("Service", model.name)],
+                pods=(pod,),
+            )
+            _, digest = current_config(model, observed)
+            error = try_pod(pod["status"]["podIP"])
+            reports = {ServingPod.of(pod).incarnation: PodReport(digest, error=error or None)}
+            status = plan(
+                model, replace(observed, reports=reports), DEFAULT_EXPORTER_IMAGE, _now()
+            ).status
             api.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, models[i].name, {"status": plans[i].status}
+                GROUP, VERSION, namespace, PLURAL, model.name, {"status": status}
             )
 
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(apply, [m for p in plans for m in p.apply]))
-            api.wait_available(namespace, n)
+            applied = {
+                (o["kind"], o["metadata"]["labels"]["app.kubernetes.io/instance"]): o
+                for o in pool.map(apply, [m for p in plans for m in p.apply])
+            }
+            log(f"lower bound N={n}: applied in {time.monotonic() - started:.1f}s")
+            deployments = {
+                d["metadata"]["labels"]["app.kubernetes.io/instance"]: d
+                for d in api.wait_available(namespace, n).values()
+            }
+            pods = {
+                p["metadata"]["labels"]["app.kubernetes.io/instance"]: p
+                for p in api.raw_list(f"/api/v1/namespaces/{namespace}/pods", SERVER_PODS)
+                if p["status"].get("podIP")
+            }
+            log(f"lower bound N={n}: Deployments available at {time.monotonic() - started:.1f}s")
             list(pool.map(write_status, range(n)))
-        return time.monotonic() - started
+        api.wait_converged(namespace, n)
+        seconds = time.monotonic() - started
+        api.check_children(namespace, n)
+        return seconds
     finally:
         api.delete_namespace(namespace)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -295,19 +402,30 @@ class OperatorRun:
     seconds: float
     writes: Counter[str]  # from the API server's metrics
     audited: Counter[str]  # from the audit log, by the operator's user agent
+    pod_requests: int  # the operator's requests to serving pods (its own metric)
+    cpu_s: float  # the operator process's CPU time (user + system) until converged
+    rss_mb: float  # its RSS when converged
     namespace: str
     process: OperatorProcess
+    metrics_port: int
+
+
+def pod_requests(port: int) -> int:
+    """servedmodel_pod_status_requests_total, every outcome, from the operator's metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return int(sum(float(m["value"]) for m in map(_POD_METRIC.match, text.splitlines()) if m))
 
 
 def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
     namespace = api.namespace(f"op{n}")
     api.create_servedmodels(namespace, n, exported=True)
+    port = _free_port()
     proc = OperatorProcess(
         api.cluster.kubeconfig,
         work,
         name=f"operator-{namespace}",
         namespaces=(namespace,),
-        args=(f"--workers={WORKERS}", "--log-level=WARNING"),
+        args=(*OPERATOR_ARGS, f"--metrics-address=127.0.0.1:{port}"),
         env=netguard.guard_env(api.cluster.netguard_log),
     )
     before, mark = api.request_counts(), api.audit.mark()
@@ -315,18 +433,34 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
     proc.start(wait=False)  # start-up is part of what is measured
     api.wait_converged(namespace, n)
     seconds = time.monotonic() - started
+    process = psutil.Process(proc.pid)
+    cpu, rss = process.cpu_times(), process.memory_info().rss / 2**20
+    api.check_children(namespace, n)
     time.sleep(2)  # let in-flight status writes land before counting
     writes = operator_writes(before, api.request_counts())
-    return OperatorRun(seconds, writes, audited_writes(api.audit, mark, namespace), namespace, proc)
+    return OperatorRun(
+        seconds,
+        writes,
+        audited_writes(api.audit, mark, namespace),
+        pod_requests(port),
+        cpu.user + cpu.system,
+        rss,
+        namespace,
+        proc,
+        port,
+    )
 
 
 def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, Any]:
-    """Writes, RSS and CPU of a converged operator holding N models, over `seconds` of rest."""
+    """Writes, requests to pods, RSS and CPU of a converged operator holding N models, over
+    `seconds` of rest."""
     process = psutil.Process(run.process.pid)
     before, mark = api.request_counts(), api.audit.mark()
+    pods_before = pod_requests(run.metrics_port)
     cpu_before = process.cpu_times()
     time.sleep(seconds)
     cpu_after = process.cpu_times()
+    pods_after = pod_requests(run.metrics_port)
     writes = operator_writes(before, api.request_counts())
     audited = audited_writes(api.audit, mark, run.namespace)
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / seconds * 100
@@ -334,6 +468,7 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
         "writes": sum(writes.values()),
         "by_kind": dict(writes),
         "audited": sum(audited.values()),
+        "pod_requests": pods_after - pods_before,
         "rss_mb": process.memory_info().rss / 2**20,
         "cpu_pct": cpu,
     }
@@ -344,14 +479,24 @@ def stop(run: OperatorRun) -> None:
 
 
 def measure(
-    cluster: localcluster.Cluster, sizes: list[int], reps: int, work: Path
+    cluster: localcluster.Cluster,
+    sizes: list[int],
+    reps: int,
+    work: Path,
+    rest_at: tuple[int, ...] = (500,),
+    rest_seconds: float = 60,
+    progress: Callable[[dict[str, Any]], None] = lambda results: None,
 ) -> dict[str, Any]:
+    """Convergence at each N (reps runs each way, alternating); a rest window after the last
+    run of the largest N and of each N in rest_at."""
     api = Api(cluster)
     results: dict[str, Any] = {
         "convergence": {},
         "writes_per_model_create_by_n": {},
         "writes_audited_per_model_create_by_n": {},
         "writes_detail": {},
+        "pod_requests_per_model_create_by_n": {},
+        "at_rest": {},
     }
     for n in sizes:
         op_times, lb_times = [], []
@@ -364,15 +509,22 @@ def measure(
             log(
                 f"N={n} rep {rep + 1}/{reps}: operator {run.seconds:.2f}s, "
                 f"lower bound {lb_times[-1]:.2f}s, writes {dict(run.writes)}, "
-                f"audited {dict(run.audited)}"
+                f"audited {dict(run.audited)}, pod requests {run.pod_requests}, "
+                f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB"
             )
-            if rep == reps - 1 and n == max(sizes):
-                log(f"N={n}: measuring 60 s at rest")
-                rest = steady_state(api, run)
-                results["writes_steady_state_60s"] = rest["writes"]
-                results["writes_steady_state_60s_audited"] = rest["audited"]
-                results[f"operator_rss_mb_{n}"] = round(rest["rss_mb"], 1)
-                results[f"operator_cpu_pct_{n}"] = round(rest["cpu_pct"], 2)
+            if rep == reps - 1 and (n == max(sizes) or n in rest_at):
+                log(f"N={n}: measuring {rest_seconds:.0f} s at rest")
+                rest = steady_state(api, run, rest_seconds)
+                log(f"N={n} at rest: {rest}")
+                results["at_rest"][str(n)] = {
+                    "seconds": rest_seconds,
+                    "writes": rest["writes"],
+                    "writes_by_kind": rest["by_kind"],
+                    "writes_audited": rest["audited"],
+                    "pod_requests": rest["pod_requests"],
+                    "rss_mb": round(rest["rss_mb"], 1),
+                    "cpu_pct": round(rest["cpu_pct"], 2),
+                }
             stop(run)
             api.delete_namespace(run.namespace)
         operator_s, lower_s = statistics.median(op_times), statistics.median(lb_times)
@@ -381,8 +533,13 @@ def measure(
             "lower_bound_s": round(lower_s, 3),
             "ratio": round(operator_s / lower_s, 3),
             "per_model_ms": round(operator_s / n * 1000, 2),
+            "lower_bound_per_model_ms": round(lower_s / n * 1000, 2),
             "operator_runs_s": [round(t, 3) for t in op_times],
             "lower_bound_runs_s": [round(t, 3) for t in lb_times],
+            "ratio_by_rep": [round(o / lb, 3) for o, lb in zip(op_times, lb_times, strict=True)],
+            "operator_cpu_s": round(statistics.median(r.cpu_s for r in runs), 2),
+            "operator_cpu_runs_s": [round(r.cpu_s, 2) for r in runs],
+            "operator_rss_converged_mb_runs": [round(r.rss_mb, 1) for r in runs],
         }
         results["writes_per_model_create_by_n"][str(n)] = round(
             statistics.median(sum(r.writes.values()) / n for r in runs), 2
@@ -390,11 +547,22 @@ def measure(
         results["writes_audited_per_model_create_by_n"][str(n)] = round(
             statistics.median(sum(r.audited.values()) / n for r in runs), 2
         )
+        results["pod_requests_per_model_create_by_n"][str(n)] = round(
+            statistics.median(r.pod_requests / n for r in runs), 2
+        )
         results["writes_detail"][str(n)] = {
             "metrics": dict(runs[-1].writes),
             "audited": dict(runs[-1].audited),
         }
+        progress(results)
     largest = str(max(sizes))
+    rest = results["at_rest"][largest]
     results["writes_per_model_create"] = results["writes_per_model_create_by_n"][largest]
+    results["writes_steady_state_60s"] = rest["writes"]
+    results["writes_steady_state_60s_audited"] = rest["writes_audited"]
+    results["pod_requests_steady_state_60s"] = rest["pod_requests"]
+    for n, r in results["at_rest"].items():
+        results[f"operator_rss_mb_{n}"] = r["rss_mb"]
+        results[f"operator_cpu_pct_{n}"] = r["cpu_pct"]
     results["owned_objects_per_model"] = 3
     return results

@@ -218,3 +218,44 @@ def _scrape_when(port: int, ok: Any) -> str | None:
     except requests.RequestException:
         return None
     return text if ok(text) else None
+
+
+def test_a_settled_serving_pod_is_not_read_at_rest(
+    cluster: localcluster.Cluster,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    tmp_path: Path,
+) -> None:
+    """A TF Serving pod that answers (the stand-in) is read until it is settled, then never
+    again: the pod-status request counter stays put at rest. (kwok-simulated pods never
+    answer, so they are asked again with a backoff up to 5 minutes: see BENCHMARKS.md.)"""
+    port = _free_port()
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path,
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG", f"--metrics-address=127.0.0.1:{port}"),
+        env=netguard.guard_env(cluster.netguard_log),
+    )
+    operator.start()
+    try:
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            servedmodel("settled", [(1, "pvc://training/model-a.keras")]),
+        )
+        wait_condition(custom, namespace, "settled", "Ready", "True", timeout=300)
+        converged = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # Longer than the longest wait between two reads of an unsettled answering pod (10 s)
+        # and than TF Serving's config poll (10 s).
+        time.sleep(25)
+        rest = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        operator.stop()
+    reads = _metric(converged, "servedmodel_pod_status_requests_total")
+    assert _metric(converged, "servedmodel_pod_status_requests_total", outcome="200") >= 1
+    assert _metric(rest, "servedmodel_pod_status_requests_total") == reads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Hashable
 
 from servedmodel_operator.workqueue import WorkQueue
@@ -155,3 +156,25 @@ def test_unrelated_events_do_not_cut_a_backoff_short_but_a_new_spec_does() -> No
     gaps, after_spec_change = asyncio.run(scenario())
     assert gaps[0] >= 0.4
     assert after_spec_change < 0.3
+
+
+def test_work_does_not_keep_the_context_of_whoever_asked() -> None:
+    """kopf sets its current cause (the whole watched object) in a context variable around
+    each handler; work asked for from a handler must not copy it and keep it alive."""
+    cause: contextvars.ContextVar[str] = contextvars.ContextVar("cause")
+
+    async def scenario() -> list[str | None]:
+        seen: list[str | None] = []
+
+        async def work(key: Hashable) -> float | None:
+            seen.append(cause.get(None))
+            return 0.01 if len(seen) < 2 else None  # and once more, asked by the work itself
+
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.01)
+        token = cause.set("the whole object")
+        queue.add("a")
+        cause.reset(token)
+        await until(lambda: len(seen) == 2 and queue.depth == 0)
+        return seen
+
+    assert asyncio.run(scenario()) == [None, None]

@@ -1,0 +1,149 @@
+"""Where the operator's time and memory go during one convergence (method: BENCHMARKS.md).
+
+    python -m bench.profile --n 500 --cpu       # py-spy on the operator process
+    python -m bench.profile --n 500 --memory    # tracemalloc snapshot at rest
+
+--cpu records the operator with py-spy (sampling, from outside the process: it needs ptrace;
+--gil: only the thread holding the GIL, i.e. Python at work, not threads waiting) from its
+start until every ServedModel converged, and prints the functions with the most own
+time (the innermost frame of each sample) and the most cumulative time. --memory runs the
+operator under tracemalloc (bench/memdump.py) and, once converged and at rest, prints the
+allocation sites that hold the most memory, and RSS. Neither is part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from bench import convergence
+from localcluster import cluster as localcluster
+from localcluster import netguard
+
+HERE = Path(__file__).resolve().parent
+COUNTERS = (
+    "controller_runtime_reconcile_total",
+    "workqueue_adds_total",
+    "servedmodel_pod_status_requests_total",
+    "rest_client_requests_total",
+)
+
+
+def own_and_total(collapsed: Path, top: int) -> str:
+    """Top functions by own time and by cumulative time, from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    out = [f"{samples} samples", "", "own %  function (file:line)"]
+    out += [f"{100 * c / samples:5.1f}  {f}" for f, c in own.most_common(top)]
+    out += ["", "total %  function"]
+    out += [f"{100 * c / samples:5.1f}  {f}" for f, c in total.most_common(top)]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--rest", type=float, default=20, help="seconds at rest, then RSS")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=HERE / ".work" / "profile")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cluster = localcluster.up()
+    cluster.run_kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(HERE.parent / "crds")
+    )
+    api = convergence.Api(cluster)
+    namespace = api.namespace(f"prof{args.n}")
+    try:
+        api.create_servedmodels(namespace, args.n, exported=True)
+        port = convergence._free_port()
+        module = "bench.memdump" if args.memory else "servedmodel_operator"
+        snapshot = args.out / f"memory-{args.n}.txt"
+        snapshot.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            **netguard.guard_env(cluster.netguard_log),
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "MEMDUMP_PATH": str(snapshot),
+        }
+        argv_ = [
+            sys.executable,
+            "-m",
+            module,
+            f"--namespace={namespace}",
+            *convergence.OPERATOR_ARGS,
+            f"--metrics-address=127.0.0.1:{port}",
+        ]
+        log = (args.out / f"operator-{args.n}.log").open("wb")
+        started = time.monotonic()
+        proc = subprocess.Popen(argv_, env=env, stdout=log, stderr=subprocess.STDOUT)
+        spy = None
+        collapsed = args.out / f"cpu-{args.n}.collapsed"
+        if args.cpu:
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(collapsed),
+                    "--rate",
+                    "100",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        api.wait_converged(namespace, args.n)
+        seconds = time.monotonic() - started
+        print(f"converged in {seconds:.1f}s", flush=True)
+        scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for line in scrape.splitlines():
+            if line.startswith(COUNTERS):
+                print(line)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            print(own_and_total(collapsed, args.top))
+        time.sleep(args.rest)
+        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        print(f"RSS after {args.rest:.0f} s at rest: {rss:.1f} MB", flush=True)
+        if args.memory:
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 300
+            while not snapshot.exists() and time.monotonic() < deadline:
+                time.sleep(2)
+            time.sleep(2)
+            print(snapshot.read_text())
+        proc.terminate()
+        proc.wait(timeout=30)
+    finally:
+        api.delete_namespace(namespace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
