@@ -243,7 +243,26 @@ def _delivery(
             weight=0,
             message=f"waiting for version {spec.canary} to be exported",
         )
-    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
+    routes_digest = None
+    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = []
+    if spec.parent_refs:
+        # The routes send the step's share only to canary pods that can take it: while some
+        # start (a step scaled the canary up, a promotion) the serving ones keep the share
+        # they had; with none serving, the canary gets nothing (no 503s through the Gateway).
+        # The step's replica count stays: it is what lets the pods start.
+        if not (canary_ready and decision.canary_replicas <= wanted_pods):
+            serving_any = live == canary_config and canary_view.available.get(spec.canary, 0)
+            held = int(previous.get("weight") or 0) if serving_any else 0
+            decision = replace(decision, weight=min(decision.weight, held))
+        route_manifests = [
+            drift.stamped(routes.http_route(model, decision.weight)),
+            drift.stamped(routes.grpc_route(model, decision.weight)),
+        ]
+        routes_digest = drift.manifest_hash({"routes": route_manifests})
+        if previous.get("routes") != routes_digest:
+            # Applied before the canary Deployment: a canary scaled down loses its share first.
+            desired += [(m, None) for m in route_manifests]
+    desired += [
         (configmap(model, canary_config, canary=True), observed.canary_configmap),
         (canary_deployment(model, decision.canary_replicas), observed.canary_deployment),
         *(
@@ -251,36 +270,29 @@ def _delivery(
             for t in (labels.STABLE, labels.CANARY)
         ),
     ]
-    routes_digest = None
-    if spec.parent_refs:
-        route_manifests = [
-            drift.stamped(routes.http_route(model, decision.weight)),
-            drift.stamped(routes.grpc_route(model, decision.weight)),
-        ]
-        routes_digest = drift.manifest_hash({"routes": route_manifests})
-        if previous.get("routes") != routes_digest:
-            desired += [(m, None) for m in route_manifests]
-    return Delivery(decision, tuple(desired), (), routes_digest)
+    leftovers = () if spec.parent_refs else _route_leftovers(model, observed)
+    return Delivery(decision, tuple(desired), leftovers, routes_digest)
+
+
+def _route_leftovers(model: ServedModelSpec, observed: Observed) -> tuple[Mapping[str, Any], ...]:
+    """Routes a rollout applied (status names them) and no longer wants."""
+    if not (observed.status.get("rollout") or {}).get("routes"):
+        return ()
+    meta = {"name": model.name, "namespace": model.namespace}
+    return tuple(
+        {"apiVersion": routes.GATEWAY_API, "kind": kind, "metadata": meta}
+        for kind in ("HTTPRoute", "GRPCRoute")
+    )
 
 
 def _rollout_leftovers(model: ServedModelSpec, observed: Observed) -> tuple[Mapping[str, Any], ...]:
     """Without spec.rollout, what a past rollout left: its canary objects and routes."""
-    out: list[Mapping[str, Any]] = [
-        o
-        for o in (
-            observed.canary_deployment,
-            observed.canary_configmap,
-            *observed.track_services.values(),
-        )
-        if o is not None
-    ]
-    if (observed.status.get("rollout") or {}).get("routes"):
-        meta = {"name": model.name, "namespace": model.namespace}
-        out += [
-            {"apiVersion": routes.GATEWAY_API, "kind": kind, "metadata": meta}
-            for kind in ("HTTPRoute", "GRPCRoute")
-        ]
-    return tuple(out)
+    owned = (
+        observed.canary_deployment,
+        observed.canary_configmap,
+        *observed.track_services.values(),
+    )
+    return (*(o for o in owned if o is not None), *_route_leftovers(model, observed))
 
 
 def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
@@ -328,7 +340,11 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         delivery=decision,
     )
     if decision is not None and model.spec.rollout is not None:
-        new_status["rollout"] = decision.to_status(model.spec.rollout.canary, delivery.routes)
+        # Status names the routes that were applied: refused, they were not.
+        applied = (observed.status.get("rollout") or {}).get("routes") if refused else None
+        new_status["rollout"] = decision.to_status(
+            model.spec.rollout.canary, applied if refused else delivery.routes
+        )
     kept = retention.decide(
         model,
         observed.status,

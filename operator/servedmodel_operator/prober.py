@@ -30,7 +30,11 @@ TIMEOUT_SECONDS = 3.0
 
 
 class PodUnreadable(Exception):
-    """The pod did not answer, or not with a model status."""
+    """The pod did not answer (reached False), or not with a model status."""
+
+    def __init__(self, message: str, reached: bool = True) -> None:
+        super().__init__(message)
+        self.reached = reached
 
 
 class Prober:
@@ -61,7 +65,7 @@ class Prober:
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._on_request("error")
-            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
         self._on_request(str(status))
         try:
             body = json.loads(raw or b"{}")
@@ -88,7 +92,7 @@ class Prober:
                 status, body = await self._get(ip, path)
                 resolved[label] = resolved_version(body) if status == 200 else None
         except PodUnreadable as exc:
-            return PodReport(digest, error=str(exc)[:300])
+            return PodReport(digest, error=str(exc)[:300], reached=exc.reached)
         return PodReport(digest, versions, resolved)
 
 
@@ -127,7 +131,7 @@ class Reports:
             before = self._entries.get(pod.incarnation)
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
-            answered = report.error is None or (before is not None and before.answered)
+            answered = report.reached or (before is not None and before.answered)
             wait = retry_after(attempts, not answered) if attempts else 0.0
             self._entries[pod.incarnation] = _Entry(report, attempts, now + wait, answered)
 

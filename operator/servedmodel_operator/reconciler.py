@@ -93,17 +93,19 @@ class Reconciler:
             return None
         observed = await self._read_secrets(model, observed)
         observed = await self._read_pods(model, observed, logger)
-        observed = await self._analyse(model, observed, logger)
+        # One clock for the whole reconcile: the analysis and the plan judge the same instant.
+        now = _now()
+        observed = await self._analyse(model, observed, now, logger)
         rejected = self._rejected.get((namespace, name))
         if rejected is not None and rejected[0] == model.generation:
             observed = replace(observed, refusals=(Refusal("ApplyRejected", rejected[1]),))
-        decided = plan(model, observed, self._exporter_image, _now())
+        decided = plan(model, observed, self._exporter_image, now)
         if decided.apply:
             found = await self._admit(model, observed, decided.apply)
             if found:
                 logger.warning("refused: %s", "; ".join(r.message for r in found))
                 observed = replace(observed, refusals=(*observed.refusals, *found))
-                decided = plan(model, observed, self._exporter_image, _now())
+                decided = plan(model, observed, self._exporter_image, now)
         if not decided.apply and decided.status is None and not decided.events:
             logger.debug("reconciled: in sync, nothing to write")
         try:
@@ -221,7 +223,9 @@ class Reconciler:
                 self._reports.record(pod, report, settled, monotonic())
         return replace(observed, reports=self._reports.reports(everyone))
 
-    async def _analyse(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Observed:
+    async def _analyse(
+        self, model: ServedModelSpec, observed: Observed, now: str, logger: Any
+    ) -> Observed:
         """A rollout step's analysis, when one is due: Prometheus, if the policy allows it."""
         spec = model.spec.rollout
         if spec is None or spec.analysis is None:
@@ -230,7 +234,6 @@ class Reconciler:
         refused = policy.prometheus_refusal(self._policy, address)
         if refused is not None:
             return replace(observed, refusals=(*observed.refusals, refused))
-        now = _now()
         if not rollout.analysis_due(model, observed.status.get("rollout") or {}, now):
             return observed
         measured = await prometheus.measure(model, address, spec.interval_seconds, now)

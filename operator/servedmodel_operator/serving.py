@@ -90,6 +90,7 @@ class PodReport:
     versions: Mapping[int, VersionState] = field(default_factory=dict)
     labels: Mapping[str, int | None] = field(default_factory=dict)  # label -> resolved version
     error: str | None = None  # the pod could not be read (connection refused, timeout, ...)
+    reached: bool = True  # something answered on the port, if only an error
 
     def settled(self, config: ModelsConfig) -> bool:
         """Nothing left to wait for on this pod: every configured version loaded or failed for

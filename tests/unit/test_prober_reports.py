@@ -9,7 +9,8 @@ from servedmodel_operator.transition import ModelsConfig
 from tests.unit.builders import server_pod_obj
 
 LOADING = PodReport("digest", {1: VersionState("LOADING")})
-TIMEOUT = PodReport("digest", error="TimeoutError")
+TIMEOUT = PodReport("digest", error="TimeoutError", reached=False)
+BUSY = PodReport("digest", error="HTTP 503: not ready", reached=True)
 
 
 def _waits(reports: Reports, pod: ServingPod, readings: list[PodReport]) -> list[float]:
@@ -32,6 +33,8 @@ def test_a_pod_that_answered_before_and_now_times_out_is_busy_not_gone() -> None
     pod = ServingPod.of(server_pod_obj("p"))
     waits = _waits(Reports(), pod, [LOADING] * 3 + [TIMEOUT] * 6)
     assert waits == [1, 2, 4, 8, 10, 10, 10, 10, 10]
+    # An HTTP error is an answer too: the pod is there.
+    assert _waits(Reports(), pod, [BUSY] * 6) == [1, 2, 4, 8, 10, 10]
 
 
 def test_a_settled_pod_is_not_due_again_under_the_same_config() -> None:

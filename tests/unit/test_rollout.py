@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator import EXPORTER_IMAGE, rollout
+from servedmodel_operator import EXPORTER_IMAGE, rollout, serving
 from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator.policy import Refusal
 from servedmodel_operator.render import labels, routes
+from servedmodel_operator.render.configmap import configmap
 from servedmodel_operator.rollout import Figures, Inputs, Measurement
+from servedmodel_operator.serving import PodReport, VersionState
+from servedmodel_operator.transition import ModelsConfig
 
-from tests.unit.builders import model
+from tests.unit.builders import model, server_pod_obj
 
 T0, T1, T2 = "2026-11-25T10:00:00Z", "2026-11-25T10:01:00Z", "2026-11-25T10:02:00Z"
 ANALYSIS = {
@@ -232,3 +236,90 @@ def test_removing_the_rollout_removes_its_objects() -> None:
         ("Service", "mnist-stable"),
     ]
     assert p.status is not None and "rollout" not in p.status
+
+
+def _routed(ready_pods: int, serving_pods: int, previous_weight: int) -> tuple[int, int, Any]:
+    """The last step (100 %) of a rollout through a Gateway that scales the canary to two
+    pods: (the canary's route weight, the canary Deployment's replicas, the plan)."""
+    m = model(
+        server={"replicas": 2},
+        rollout={"canary": 2, "steps": [25, 50, 100], "parentRefs": [{"name": "gw"}]},
+    )
+    cm = configmap(m, ModelsConfig((2,), {}), canary=True)
+    digest = serving.config_digest(cm["data"]["models.config"])
+    pods, reports = [], {}
+    for i in range(2):
+        pod = server_pod_obj(f"c{i}", ready=i < ready_pods, ip=f"127.1.0.{20 + i}")
+        pod["metadata"]["labels"] = {labels.TRACK_LABEL: labels.CANARY}
+        pods.append(pod)
+        state = "AVAILABLE" if i < serving_pods else "LOADING"
+        reports[f"uid-c{i}/0"] = PodReport(digest, {2: VersionState(state)})
+    status = {
+        "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
+        "rollout": {
+            "canary": 2,
+            "phase": "Progressing",
+            "step": 2,
+            "stepStartedAt": T0,
+            "weight": previous_weight,
+        },
+    }
+    p = plan(
+        m,
+        Observed(
+            status=status,
+            canary_configmap=cm,
+            canary_deployment={"metadata": {"name": "mnist-canary"}, "spec": {"replicas": 2}},
+            pods=pods,
+            reports=reports,
+        ),
+        EXPORTER_IMAGE,
+        "2026-11-25T10:00:30Z",
+    )
+    route = next(x for x in p.apply if x["kind"] == "HTTPRoute")
+    [_, split] = route["spec"]["rules"]
+    weight = next(b["weight"] for b in split["backendRefs"] if b["name"] == "mnist-canary")
+    replicas = next(x for x in p.apply if x["metadata"]["name"] == "mnist-canary")
+    assert p.status is not None and p.status["rollout"]["weight"] == weight
+    return weight, replicas["spec"]["replicas"], p
+
+
+def test_through_a_gateway_a_canary_gets_only_the_share_its_serving_pods_can_take() -> None:
+    # The step asks for 100 % and two pods; one serves, one starts: the route keeps the 50 %
+    # the serving pod had (not 100 % on one pod), and the second pod is still asked for.
+    assert _routed(ready_pods=1, serving_pods=1, previous_weight=50)[:2] == (50, 2)
+    # No canary pod serves (crashed, pending): the route sends the canary nothing.
+    assert _routed(ready_pods=0, serving_pods=0, previous_weight=50)[:2] == (0, 2)
+    assert _routed(ready_pods=2, serving_pods=1, previous_weight=50)[:2] == (50, 2)
+    # Every pod serves: the step's share.
+    weight, _, p = _routed(ready_pods=2, serving_pods=2, previous_weight=50)
+    assert weight == 100
+    # The routes are applied before the canary Deployment.
+    names = [(x["kind"], x["metadata"]["name"]) for x in p.apply]
+    assert names.index(("HTTPRoute", "mnist")) < names.index(("Deployment", "mnist-canary"))
+
+
+def test_promote_through_a_gateway_waits_for_the_canary_pods_before_moving_traffic() -> None:
+    m = model(rollout={"canary": 2, "promote": True, "parentRefs": [{"name": "gw"}]})
+    p = plan(
+        m,
+        Observed(status={"versions": [{"version": 2, "state": "Exported"}]}),
+        EXPORTER_IMAGE,
+        T0,
+    )
+    assert p.status is not None and p.status["rollout"]["weight"] == 0
+
+
+def test_routes_go_when_parent_refs_go_mid_rollout_and_stay_named_when_refused() -> None:
+    status = {
+        "versions": [{"version": 2, "state": "Exported"}],
+        "rollout": {"canary": 2, "phase": "Progressing", "step": 0, "routes": "abc"},
+    }
+    p = plan(model(rollout={"canary": 2}), Observed(status=status), EXPORTER_IMAGE, T0)
+    assert sorted(d["kind"] for d in p.delete) == ["GRPCRoute", "HTTPRoute"]
+    assert p.status is not None and "routes" not in p.status["rollout"]
+    gw = model(rollout={"canary": 2, "parentRefs": [{"name": "gw"}]})
+    refused = Observed(status=status, refusals=(Refusal("ApplyRejected", "no"),))
+    p = plan(gw, refused, EXPORTER_IMAGE, T0)
+    assert not p.apply
+    assert p.status is not None and p.status["rollout"]["routes"] == "abc"
