@@ -73,16 +73,38 @@ def _resource_version(obj: Mapping[str, Any]) -> int:
 
 
 class Recent:
-    """Objects as our own writes returned them, until their watch event catches up."""
+    """Objects as our own writes returned them, until their watch event catches up.
+
+    Also kept by owner: a reconcile asks for its owner's not-yet-indexed children five times,
+    and scanning every record each time made a reconcile cost grow with the whole fleet while
+    watch events lag (thousands of records at N=2000)."""
 
     def __init__(self) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
+        self._by_owner: dict[Key, set[str]] = {}  # (kind, namespace, owner) -> names
         self._lock = threading.Lock()
+
+    def _drop(self, key: Key) -> None:
+        """Forget one record (the lock is held)."""
+        obj = self._objects.pop(key, None)
+        owner = owner_name(obj) if obj is not None else None
+        if owner is not None:
+            names = self._by_owner.get((key[0], key[1], owner))
+            if names is not None:
+                names.discard(key[2])
+                if not names:
+                    del self._by_owner[(key[0], key[1], owner)]
 
     def record(self, obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        trimmed = trim(obj)
         with self._lock:
-            self._objects[(obj["kind"], meta["namespace"], meta["name"])] = trim(obj)
+            self._drop(key)
+            self._objects[key] = trimmed
+            owner = owner_name(trimmed)
+            if owner is not None:
+                self._by_owner.setdefault((key[0], key[1], owner), set()).add(key[2])
 
     def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
         """A watch event arrived: what we recorded is no longer ahead of the index."""
@@ -91,11 +113,11 @@ class Recent:
             if ours is not None and _resource_version(
                 {"metadata": {"resourceVersion": resource_version}}
             ) >= _resource_version(ours):
-                del self._objects[(kind, namespace, name)]
+                self._drop((kind, namespace, name))
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
-            self._objects.pop((kind, namespace, name), None)
+            self._drop((kind, namespace, name))
 
     def fresher(
         self, kind: str, namespace: str, name: str, indexed: Mapping[str, Any] | None
@@ -105,7 +127,7 @@ class Recent:
             if ours is None:
                 return indexed
             if indexed is not None and _resource_version(indexed) >= _resource_version(ours):
-                del self._objects[(kind, namespace, name)]
+                self._drop((kind, namespace, name))
                 return indexed
             return ours
 
@@ -115,11 +137,8 @@ class Recent:
         """Objects of kind we created for owner that the index has not seen yet."""
         seen = set(indexed_names)
         with self._lock:
-            return [
-                o
-                for (k, ns, name), o in self._objects.items()
-                if k == kind and ns == namespace and name not in seen and owner_name(o) == owner
-            ]
+            names = self._by_owner.get((kind, namespace, owner), ())
+            return [self._objects[(kind, namespace, n)] for n in sorted(names) if n not in seen]
 
     def __len__(self) -> int:
         return len(self._objects)

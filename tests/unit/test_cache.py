@@ -66,3 +66,17 @@ def test_trim_keeps_what_reconciles_read() -> None:
     assert owner_name(t) == "mnist"
     assert "spec" in trim(_obj("d", "1", kind="Deployment"))
     assert "status" not in trim(_obj("c", "1", kind="ConfigMap"))
+
+
+def test_a_retired_record_leaves_its_owners_list() -> None:
+    recent = Recent()
+    recent.record(_obj("a", "1"))
+    recent.record(_obj("b", "1"))
+    recent.seen("Job", "ml", "a", "1")
+    recent.fresher("Job", "ml", "b", _obj("b", "2"))
+    assert recent.extra("Job", "ml", "mnist", []) == [] and len(recent) == 0
+    # A record re-written under another owner moves with it.
+    recent.record(_obj("c", "3"))
+    recent.record(_obj("c", "4", owner="other"))
+    assert recent.extra("Job", "ml", "mnist", []) == []
+    assert [o["metadata"]["name"] for o in recent.extra("Job", "ml", "other", [])] == ["c"]
