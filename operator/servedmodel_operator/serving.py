@@ -29,6 +29,10 @@ MAX_RETRY_SECONDS = 10.0
 # again less and less often, at least every 5 minutes: a fix is noticed, a cluster of
 # unreachable pods is not a constant load. A pod that has answered before and now times out is
 # busy (loading on a loaded node), not unreachable: it is asked again like any unsettled pod.
+# It starts at 10 s: a started pod (its port passed the startup probe) that refuses us is
+# behind a policy, not about to answer, and a fleet behind a default-deny NetworkPolicy would
+# otherwise be asked every second at first (2,000 models: half the operator's CPU).
+FIRST_UNREACHABLE_RETRY_SECONDS = 10.0
 MAX_UNREACHABLE_RETRY_SECONDS = 300.0
 
 
@@ -192,8 +196,12 @@ def to_probe(
 def retry_after(attempts: int, unreachable: bool) -> float:
     """Seconds before asking an unsettled pod again, after `attempts` readings in a row
     (`unreachable`: none of them, nor any before, was an answer)."""
-    cap = MAX_UNREACHABLE_RETRY_SECONDS if unreachable else MAX_RETRY_SECONDS
-    return float(min(cap, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1)))
+    first, cap = (
+        (FIRST_UNREACHABLE_RETRY_SECONDS, MAX_UNREACHABLE_RETRY_SECONDS)
+        if unreachable
+        else (FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS)
+    )
+    return float(min(cap, first * 2 ** max(0, attempts - 1)))
 
 
 @dataclass(frozen=True)
