@@ -76,7 +76,7 @@ class Demo:
             "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s"
         )
         for claim in ("training", "models"):
-            volumes.delete_hostpath_claim_volume(self.core, NAMESPACE, claim)
+            volumes.delete_hostpath_claim_volume(self.core, NAMESPACE, claim, wait=True)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
 

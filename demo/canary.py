@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from localcluster.waiting import wait_for
 NAMESPACE = "demo-canary"
 MODEL = "tokens"
 INTERVAL = 10
+DECIDED = ("Promoted", "Aborted")
 RNG = random.Random(11)  # noqa: S311 - demo traffic, not cryptography
 
 
@@ -95,8 +97,9 @@ class CanaryDemo(Demo):
         out = self.kubectl("-n", NAMESPACE, "get", "httproute", MODEL, "-o", jsonpath, check=False)
         return "/".join(out.split()) or "-"
 
-    def follow(self, until: tuple[str, ...], timeout: float = 900) -> dict[str, Any]:
-        """Print the rollout as it moves: phase, weight, the route's weights, each analysis."""
+    def follow(self, canary: int, timeout: float = 900) -> dict[str, Any]:
+        """Print the rollout of `canary` as it moves (phase, weight, the route's weights, each
+        analysis) until it is decided; a status still about the previous canary is not."""
         seen: list[str] = []
 
         def done() -> dict[str, Any] | None:
@@ -112,7 +115,8 @@ class CanaryDemo(Demo):
             if not seen or seen[-1] != line:
                 seen.append(line)
                 note(f"{time.strftime('%H:%M:%S')}  {line}")
-            return obj if rollout.get("phase") in until else None
+            decided = rollout.get("canary") == canary and rollout.get("phase") in DECIDED
+            return obj if decided else None
 
         result: dict[str, Any] = wait_for("the rollout", done, timeout=timeout, interval=1)
         return result
@@ -133,14 +137,17 @@ def main() -> int:
     work = cluster.state_dir / "demo-canary"
     work.mkdir(parents=True, exist_ok=True)
     training, store = work / "training", work / "store"
-    training.mkdir(exist_ok=True)
-    store.mkdir(exist_ok=True)
+    # A fresh store each run: versions a previous run exported belong to its ServedModel
+    # (another UID), and the exporter rightly refuses to touch them.
+    for directory in (training, store):
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
     step("Training three versions of a token classifier (version 3 knows only 5 tokens)")
     train(training)
     demo.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
     demo.kubectl("create", "namespace", NAMESPACE)
     for claim, path in (("training", training), ("models", store)):
-        volumes.delete_hostpath_claim_volume(core, NAMESPACE, claim)
+        volumes.delete_hostpath_claim_volume(core, NAMESPACE, claim, wait=True)
         volumes.hostpath_claim(core, NAMESPACE, claim, path)
     step("A real Prometheus scraping every TF Serving pod (pod discovery, loopback pod IPs)")
     with Prometheus(cluster, work / "prometheus") as prometheus:
@@ -175,26 +182,40 @@ def act(demo: CanaryDemo, core: client.CoreV1Api, prometheus: str) -> None:
         step("Rolling out version 2: 25 %, 50 %, 100 %, each step judged from Prometheus")
         canary = servedmodel(prometheus, 2, {"canary": 2, "steps": [25, 50, 100]})
         demo.kubectl("apply", "-f", "-", stdin=json.dumps(canary))
-        obj = demo.follow(("Promoted", "Aborted"))
+        obj = demo.follow(2)
         note(f"decided: {obj['status']['rollout']['message']}")
+        _expect(obj, "Promoted")
         demo.show("-n", NAMESPACE, "get", "sm", "-o", "wide")
         step("Rolling out version 3: it fails on tokens 5-9, half of what clients send")
         canary = servedmodel(prometheus, 3, {"canary": 3, "steps": [25, 50, 100]})
         demo.kubectl("apply", "-f", "-", stdin=json.dumps(canary))
-        obj = demo.follow(("Promoted", "Aborted"))
+        obj = demo.follow(3)
         rollout = obj["status"]["rollout"]
         note(f"decided: {rollout['message']}")
         note("figures: " + json.dumps(rollout.get("analysis", {})))
         demo.show("-n", NAMESPACE, "get", "events", "--field-selector", "reason=RolloutAborted")
         demo.show("-n", NAMESPACE, "get", "sm", "-o", "wide")
+        _expect(obj, "Aborted")
+
+
+def _expect(obj: dict[str, Any], phase: str) -> None:
+    """The demo fails, loudly, when a rollout ends otherwise than it shows."""
+    rollout = obj["status"]["rollout"]
+    if rollout["phase"] != phase:
+        raise SystemExit(
+            f"demo-canary: version {rollout['canary']} ended {rollout['phase']}, "
+            f"expected {phase}: {rollout.get('message', '')}"
+        )
 
 
 def _ready(obj: dict[str, Any]) -> bool:
-    return (
-        any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in obj.get("status", {}).get("conditions", [])
-        )
+    """Ready for the current generation; a Stalled model ends the demo with its reason."""
+    conditions = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+    stalled = conditions.get("Stalled", {})
+    if stalled.get("status") == "True":
+        raise SystemExit(f"demo-canary: {obj['metadata']['name']} is stalled: {stalled['message']}")
+    return bool(
+        conditions.get("Ready", {}).get("status") == "True"
         and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
     )
 

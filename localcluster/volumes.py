@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kubernetes import client
 
+from localcluster.waiting import wait_for
+
 
 def pv_name(namespace: str, claim: str) -> str:
     return f"{namespace}-{claim}"
@@ -68,10 +70,30 @@ def hostpath_claim(
     raise TimeoutError(f"claim {namespace}/{claim} did not bind")
 
 
-def delete_hostpath_claim_volume(core: client.CoreV1Api, namespace: str, claim: str) -> None:
-    """The PV outlives its namespace (Retain: the directory is never wiped): delete it too."""
+def delete_hostpath_claim_volume(
+    core: client.CoreV1Api, namespace: str, claim: str, wait: bool = False
+) -> None:
+    """The PV outlives its namespace (Retain: the directory is never wiped): delete it too.
+    With `wait` (its claim is gone already), until it is gone: its pv-protection finalizer
+    goes once no claim uses it, and only then can a claim of the same name be made again (a
+    demo run twice)."""
+    name = pv_name(namespace, claim)
     try:
-        core.delete_persistent_volume(pv_name(namespace, claim))
+        core.delete_persistent_volume(name)
     except client.exceptions.ApiException as exc:
         if exc.status != 404:
             raise
+        return
+    if not wait:
+        return
+
+    def gone() -> bool:
+        try:
+            core.read_persistent_volume(name)
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(f"PersistentVolume {name} to be deleted", gone, timeout=120, interval=0.5)
