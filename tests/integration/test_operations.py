@@ -4,10 +4,12 @@ leader election (one reconciles, the other takes over when it dies, nothing is w
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,16 +178,7 @@ def test_a_scrape_during_a_reconcile_shows_the_operators_metrics(
     training: Volume,
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG", f"--metrics-address=127.0.0.1:{port}"),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
-    operator.start()
-    try:
+    with _operator_with_metrics(cluster, namespace, tmp_path) as port:
         custom.create_namespaced_custom_object(
             GROUP,
             VERSION,
@@ -202,14 +195,32 @@ def test_a_scrape_during_a_reconcile_shows_the_operators_metrics(
         assert _metric(during, "rest_client_requests_total", method="PATCH", code="201") >= 1
         wait_condition(custom, namespace, "scraped", "Ready", "True", timeout=300)
         after = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    finally:
-        operator.stop()
     assert _metric(after, "controller_runtime_reconcile_total", result="success") >= 1
     assert _metric(after, "controller_runtime_reconcile_time_seconds_count") >= 1
     assert _metric(after, "workqueue_adds_total", name="servedmodel") >= 1
     assert _metric(after, "workqueue_queue_duration_seconds_count", name="servedmodel") >= 1
     assert _metric(after, "servedmodel_exports_total", result="Exported") == 1
     assert _metric(after, "servedmodel_pod_status_requests_total", outcome="200") >= 1
+
+
+@contextlib.contextmanager
+def _operator_with_metrics(
+    cluster: localcluster.Cluster, namespace: str, work: Path
+) -> Iterator[int]:
+    """The operator as a local process watching `namespace`, its metrics on the port given."""
+    port = _free_port()
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        work,
+        namespaces=(namespace,),
+        args=("--log-level=DEBUG", f"--metrics-address=127.0.0.1:{port}"),
+        env=netguard.guard_env(cluster.netguard_log),
+    )
+    operator.start()
+    try:
+        yield port
+    finally:
+        operator.stop()
 
 
 def _scrape_when(port: int, ok: Any) -> str | None:
@@ -231,16 +242,7 @@ def test_a_settled_serving_pod_is_not_read_at_rest(
     """A TF Serving pod that answers (the stand-in) is read until it is settled, then never
     again: the pod-status request counter stays put at rest. (kwok-simulated pods never
     answer, so they are asked again with a backoff up to 5 minutes: see BENCHMARKS.md.)"""
-    port = _free_port()
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG", f"--metrics-address=127.0.0.1:{port}"),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
-    operator.start()
-    try:
+    with _operator_with_metrics(cluster, namespace, tmp_path) as port:
         custom.create_namespaced_custom_object(
             GROUP,
             VERSION,
@@ -254,8 +256,6 @@ def test_a_settled_serving_pod_is_not_read_at_rest(
         # and than TF Serving's config poll (10 s).
         time.sleep(25)
         rest = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    finally:
-        operator.stop()
     reads = _metric(converged, "servedmodel_pod_status_requests_total")
     assert _metric(converged, "servedmodel_pod_status_requests_total", outcome="200") >= 1
     assert _metric(rest, "servedmodel_pod_status_requests_total") == reads
