@@ -341,10 +341,10 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     )
     if decision is not None and model.spec.rollout is not None:
         # Status names the routes that were applied: refused, they were not.
-        applied = (observed.status.get("rollout") or {}).get("routes") if refused else None
-        new_status["rollout"] = decision.to_status(
-            model.spec.rollout.canary, applied if refused else delivery.routes
+        routes_applied = (
+            (observed.status.get("rollout") or {}).get("routes") if refused else delivery.routes
         )
+        new_status["rollout"] = decision.to_status(model.spec.rollout.canary, routes_applied)
     kept = retention.decide(
         model,
         observed.status,
