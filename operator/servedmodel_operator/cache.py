@@ -7,7 +7,9 @@ controllers), so a reconcile in between neither re-applies it nor starts a secon
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,16 +33,17 @@ _METADATA_KEYS = (
     "ownerReferences",
 )
 
+_POD_STATUS = ("phase", "conditions", "containerStatuses", "podIP")
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of an object reconciles read: drift needs only our own managedFields entry
-    and our annotations; status only where it is looked at."""
+    """The parts of an object reconciles read, as a compact copy: drift needs only our own
+    managedFields entry and our annotations; status only where it is looked at."""
     meta = obj.get("metadata", {}) or {}
     kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
-    if "managedFields" in kept:
-        kept["managedFields"] = [m for m in kept["managedFields"] if is_our_apply(m)]
+    kept.pop("managedFields", None)  # put back below, after the copy: its field set is shared
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
@@ -49,6 +52,8 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     if kind in _WITH_STATUS:
         out["status"] = obj.get("status") or {}
+    if kind == "Pod":  # readiness, the container's start and its termination message, the IP
+        out["status"] = {k: out["status"][k] for k in _POD_STATUS if k in out["status"]}
     spec = obj.get("spec") or {}
     if kind == KIND:
         out["spec"] = spec
@@ -57,7 +62,67 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     elif kind == "ConfigMap":  # the config step TF Serving reads now (the cluster is the memory)
         data = obj.get("data") or {}
         out["data"] = {k: data[k] for k in (MODELS_CONFIG,) if k in data}
+    out = _compact(out)
+    if meta.get("managedFields") is not None:
+        out["metadata"]["managedFields"] = [
+            _our_entry(m) for m in meta["managedFields"] if is_our_apply(m)
+        ]
     return out
+
+
+def _compact(value: Any) -> Any:
+    """A copy with every string interned. Each watch event is decoded afresh, so without this
+    every object repeats the same keys ("lastTransitionTime", "app.kubernetes.io/name"...)
+    and values ("True", the image); the copy also lets the decoded event go whole."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, Mapping):
+        return {sys.intern(str(k)): _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def _our_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Our Apply entry, its field set made of shared subtrees (see _FieldSets)."""
+    out: dict[str, Any] = _compact({k: v for k, v in entry.items() if k != "fieldsV1"})
+    if isinstance(entry.get("fieldsV1"), Mapping):
+        out["fieldsV1"] = _FIELD_SETS.share(entry["fieldsV1"])
+    return out
+
+
+class _FieldSets:
+    """One object for each distinct subtree of our field sets (hash-consing). A Deployment's
+    fieldsV1 is about 20 KB once decoded, and two models' differ only in a few leaves (their
+    owner's uid, their mount path): shared, the rest costs nothing per model. Read only:
+    drift never changes a field set. Bounded: past `limit` subtrees the least recently seen
+    stops being shared and is freed with the objects holding it."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._nodes: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def share(self, tree: Mapping[str, Any]) -> dict[str, Any]:
+        node = {
+            sys.intern(str(k)): self.share(v) if isinstance(v, Mapping) else _compact(v)
+            for k, v in tree.items()
+        }
+        # A child is itself shared, so its identity stands for its content; an id in a key
+        # cannot be reused while the key exists, since the cached node holds that child.
+        key = tuple((k, id(v)) if isinstance(v, dict) else (k, repr(v)) for k, v in node.items())
+        with self._lock:
+            found = self._nodes.get(key)
+            if found is not None:
+                self._nodes.move_to_end(key)
+                return found
+            self._nodes[key] = node
+            if len(self._nodes) > self._limit:
+                self._nodes.popitem(last=False)
+        return node
+
+
+_FIELD_SETS = _FieldSets()
 
 
 def owner_name(obj: Mapping[str, Any]) -> str | None:

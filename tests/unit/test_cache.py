@@ -66,6 +66,9 @@ def test_trim_keeps_what_reconciles_read() -> None:
     assert owner_name(t) == "mnist"
     assert "spec" in trim(_obj("d", "1", kind="Deployment"))
     assert "status" not in trim(_obj("c", "1", kind="ConfigMap"))
+    pod = _obj("p", "1", kind="Pod")
+    pod["status"] = {"podIP": "127.0.1.2", "hostIP": "127.0.0.1", "qosClass": "Burstable"}
+    assert trim(pod)["status"] == {"podIP": "127.0.1.2"}
 
 
 def test_a_retired_record_leaves_its_owners_list() -> None:
@@ -80,3 +83,33 @@ def test_a_retired_record_leaves_its_owners_list() -> None:
     recent.record(_obj("c", "4", owner="other"))
     assert recent.extra("Job", "ml", "mnist", []) == []
     assert [o["metadata"]["name"] for o in recent.extra("Job", "ml", "other", [])] == ["c"]
+
+
+def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_event() -> None:
+    a, b = _obj("a", "1"), _obj("b", "2")
+    b["metadata"]["managedFields"] = [
+        {**OURS, "time": "2026-11-26T00:00:00Z", "fieldsV1": {"f:spec": {}}},
+        THEIRS,
+    ]
+    ta, tb = trim(a), trim(b)
+    fields_a = ta["metadata"]["managedFields"][0]["fieldsV1"]
+    assert fields_a == {"f:spec": {}}
+    assert fields_a is tb["metadata"]["managedFields"][0]["fieldsV1"]
+    assert tb["metadata"]["managedFields"][0]["time"] == "2026-11-26T00:00:00Z"
+    # a copy: nothing of the decoded event stays alive through the trimmed object
+    assert ta["status"] == a["status"] and ta["status"] is not a["status"]
+    assert ta["metadata"]["ownerReferences"][0] is not a["metadata"]["ownerReferences"][0]
+    template = {"f:spec": {"f:containers": {"f:image": {}}}}
+    different = _obj("c", "3")
+    different["metadata"]["managedFields"] = [
+        {**OURS, "fieldsV1": {**template, "f:metadata": {'k:{"uid":"1"}': {}}}}
+    ]
+    other = _obj("d", "4")
+    other["metadata"]["managedFields"] = [
+        {**OURS, "fieldsV1": {**template, "f:metadata": {'k:{"uid":"2"}': {}}}}
+    ]
+    fields_c = trim(different)["metadata"]["managedFields"][0]["fieldsV1"]
+    fields_d = trim(other)["metadata"]["managedFields"][0]["fieldsV1"]
+    assert fields_c == {**template, "f:metadata": {'k:{"uid":"1"}': {}}}
+    assert fields_d["f:metadata"] == {'k:{"uid":"2"}': {}}
+    assert fields_c is not fields_d and fields_c["f:spec"] is fields_d["f:spec"]
