@@ -42,7 +42,7 @@ from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 
 from localcluster import cluster as localcluster
 from localcluster import netguard, volumes
-from localcluster.audit import AuditLog
+from localcluster.audit import AuditLog, Mark
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
 
@@ -298,7 +298,7 @@ def operator_writes(
     return delta
 
 
-def audited_writes(audit: AuditLog, since: int, namespace: str) -> Counter[str]:
+def audited_writes(audit: AuditLog, since: Mark, namespace: str) -> Counter[str]:
     """Every write the operator's user agent made in the namespace, by verb and resource."""
     out: Counter[str] = Counter()
     for entry in audit.writes(since, f"{FIELD_MANAGER}/", namespace):

@@ -185,7 +185,7 @@ class AuditLog(audit_log.AuditLog):
     """The audit log, read for the operator's writes in one namespace."""
 
     def writes(  # type: ignore[override]
-        self, since: int, namespace: str, user_agent: str = OPERATOR_AGENT
+        self, since: audit_log.Mark, namespace: str, user_agent: str = OPERATOR_AGENT
     ) -> list[dict[str, Any]]:
         return super().writes(since, user_agent, namespace)
 

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from localcluster import cluster as localcluster
 from localcluster import netguard
+from localcluster.audit import Mark
 from localcluster.operator_process import OperatorProcess
 from localcluster.waiting import wait_for
 from tests.integration.conftest import (
@@ -84,7 +85,7 @@ def _metric(text: str, metric: str, **labels: str) -> float:
     return total
 
 
-def _by_replica(audit: AuditLog, since: int, namespace: str) -> Counter[str]:
+def _by_replica(audit: AuditLog, since: Mark, namespace: str) -> Counter[str]:
     """Writes of the operator's user agent in the namespace, per replica identity."""
     return Counter(
         str(e.get("userAgent", "")).rsplit("(", 1)[-1].rstrip(")")
