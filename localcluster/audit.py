@@ -34,8 +34,8 @@ class AuditLog:
         """A position to read from later: only entries written after it count."""
         try:
             with self.path.open("rb") as f:
-                inode, offset = os.fstat(f.fileno()).st_ino, os.fstat(f.fileno()).st_size
-                return Mark(inode, offset, f.read(min(offset, HEAD_BYTES)))
+                stat = os.fstat(f.fileno())
+                return Mark(stat.st_ino, stat.st_size, f.read(min(stat.st_size, HEAD_BYTES)))
         except FileNotFoundError:
             return Mark(0, 0)
 
