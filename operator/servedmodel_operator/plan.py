@@ -23,7 +23,7 @@ from servedmodel_operator.render.service import service, track_service
 from servedmodel_operator.selection import select
 from servedmodel_operator.serving import PodReport, ServingPod, View
 from servedmodel_operator.spec import ServedModelSpec
-from servedmodel_operator.transition import ModelsConfig, next_config
+from servedmodel_operator.transition import ModelsConfig
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,11 @@ def _export_states(
 def current_config(
     model: ServedModelSpec, observed: Observed, track: str = labels.STABLE
 ) -> tuple[ModelsConfig | None, str]:
-    """The models config a track's ConfigMap holds now, and the digest of its text."""
+    """The models config a track's ConfigMap holds now, and the digest of this write of it."""
     cm = observed.canary_configmap if track == labels.CANARY else observed.configmap
     text = ((cm or {}).get("data") or {}).get(MODELS_CONFIG)
-    return parse_models_config(text, model.model_name), serving.config_digest(text)
+    written_as = str(((cm or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return parse_models_config(text, model.model_name), serving.config_digest(text, written_as)
 
 
 def serving_pods(observed: Observed, track: str = labels.STABLE) -> list[ServingPod]:
@@ -310,8 +311,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         model, exported, withheld=set() if promoted else canary, added=canary if promoted else ()
     )
     scope = serving.in_scope(pods, drift.applied_at(observed.configmap))
-    loaded = serving.loaded_everywhere(wanted.versions, scope, observed.reports, digest)
-    transition = next_config(wanted, current, loaded)
+    transition = serving.next_step(wanted, current, digest, scope, observed.reports)
 
     scaler = autoscaler(model)
     desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -129,6 +129,9 @@ class Reports:
     def record(self, pod: ServingPod, report: PodReport, settled: bool, now: float) -> None:
         with self._lock:
             before = self._entries.get(pod.incarnation)
+            if report.error is not None and before is not None:
+                # Unreadable for now: what it said last still holds (see still_loaded).
+                report = replace(report, versions=before.report.versions)
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
             answered = report.reached or (before is not None and before.answered)

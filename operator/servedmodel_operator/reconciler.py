@@ -206,20 +206,23 @@ class Reconciler:
             config, digest = current_config(model, observed, track)
             pods = serving_pods(observed, track)
             everyone += pods
+            # The spec's labels too: a label changes only once every pod is seen to resolve
+            # it as the current config says (see transition.next_config).
+            wanted = model.spec.serve.labels if track == STABLE else {}
+            labels = sorted(set(config.labels) | set(wanted)) if config else []
             now = monotonic()
             due = [
                 p
-                for p in serving.to_probe(pods, self._reports.reports(pods), config, digest)
+                for p in serving.to_probe(pods, self._reports.reports(pods), config, digest, labels)
                 if p.ip and self._reports.due(p, digest, now)
             ]
-            labels = list(config.labels) if config else []
             readings = await asyncio.gather(
                 *(self._prober.read_pod(str(p.ip), model.model_name, labels, digest) for p in due)
             )
             for pod, report in zip(due, readings, strict=True):
                 if report.error is not None:
                     logger.debug("pod %s: cannot read model status: %s", pod.name, report.error)
-                settled = config is not None and report.settled(config)
+                settled = config is not None and report.settled(config, labels)
                 self._reports.record(pod, report, settled, monotonic())
         return replace(observed, reports=self._reports.reports(everyone))
 

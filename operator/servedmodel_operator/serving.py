@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator.render.labels import TRACK_LABEL
-from servedmodel_operator.transition import ModelsConfig
+from servedmodel_operator.selection import Served
+from servedmodel_operator.transition import ModelsConfig, Transition, next_config
 
 AVAILABLE = "AVAILABLE"
 END = "END"
@@ -91,15 +92,17 @@ class PodReport:
     """One reading of one pod, under one config."""
 
     config: str  # digest of the models.config it was taken under
+    # What the pod said about its versions; a pod that cannot be read keeps what it said last.
     versions: Mapping[int, VersionState] = field(default_factory=dict)
     labels: Mapping[str, int | None] = field(default_factory=dict)  # label -> resolved version
     error: str | None = None  # the pod could not be read (connection refused, timeout, ...)
     reached: bool = True  # something answered on the port, if only an error
 
-    def settled(self, config: ModelsConfig) -> bool:
+    def settled(self, config: ModelsConfig, labels: Iterable[str] = ()) -> bool:
         """Nothing left to wait for on this pod: every configured version loaded or failed for
-        good, every removed version gone, every label resolving as configured."""
-        if self.error is not None:
+        good, every removed version gone, every label resolving as configured, and every one
+        of `labels` (the spec's) read."""
+        if self.error is not None or not set(labels) <= set(self.labels):
             return False
         for version in config.versions:
             state = self.versions.get(version)
@@ -108,11 +111,22 @@ class PodReport:
         for version, state in self.versions.items():
             if version not in config.versions and state.state != END:
                 return False
-        return all(self.labels.get(label) == v for label, v in config.labels.items())
+        for label, resolved in self.labels.items():
+            target = config.labels.get(label)
+            if target is None and resolved is not None:
+                return False  # a label the config dropped still resolves: an older file
+            # A label to a version that failed to load never resolves: nothing to wait for.
+            failed = target is not None and self.versions.get(target, VersionState("")).failed
+            if target is not None and resolved != target and not failed:
+                return False
+        return all(label in self.labels for label in config.labels)
 
 
-def config_digest(text: str | None) -> str:
-    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+def config_digest(text: str | None, written_as: str = "") -> str:
+    """Names one write of a config: its text and the ConfigMap's resourceVersion. A config
+    written again after another (A, B, A) is a new write: a reading taken under the first A
+    says nothing about a pod that may have read B since."""
+    return hashlib.sha256(f"{text or ''}\0{written_as}".encode()).hexdigest()[:16]
 
 
 def parse_model_status(body: Mapping[str, Any]) -> dict[int, VersionState]:
@@ -173,22 +187,86 @@ def loaded_everywhere(
     return frozenset(out)
 
 
+def still_loaded(
+    candidates: Iterable[int],
+    pods: Iterable[ServingPod],
+    reports: Mapping[str, PodReport],
+    digest: str,
+) -> frozenset[int]:
+    """The candidates some pod may still serve (or load) from a file older than this write.
+
+    A reading under this write says it: every state but END. A reading under an older write,
+    or no answer now from a pod that has answered before, says nothing about files read
+    since: every candidate. A pod that has never answered, or has no reading yet, holds
+    nothing back (it blocks every label move until it answers)."""
+    wanted = frozenset(candidates)
+    out: set[int] = set()
+    for pod in pods:
+        report = reports.get(pod.incarnation)
+        if report is None or (report.error is not None and not report.versions):
+            continue
+        if report.config != digest or report.error is not None:
+            return wanted
+        out |= {v for v, state in report.versions.items() if state.state != END}
+    return frozenset(out & wanted)
+
+
+def settled_everywhere(
+    pods: Sequence[ServingPod],
+    reports: Mapping[str, PodReport],
+    config: ModelsConfig | None,
+    digest: str,
+    labels: Iterable[str] = (),
+) -> bool:
+    """Every pod in scope seen, under this write, serving what the config says, `labels`
+    (the spec's) included: it has applied this file, or one it cannot be told apart from."""
+    if config is None:
+        return not pods
+    asked = set(labels)
+    for pod in pods:
+        report = reports.get(pod.incarnation)
+        if report is None or report.config != digest or not report.settled(config, asked):
+            return False
+    return True
+
+
+def next_step(
+    wanted: Served,
+    current: ModelsConfig | None,
+    digest: str,
+    scope: Sequence[ServingPod],
+    reports: Mapping[str, PodReport],
+) -> Transition:
+    """transition.next_config with what the pods in scope were seen serving."""
+    return next_config(
+        wanted,
+        current,
+        loaded_everywhere(wanted.versions, scope, reports, digest),
+        still_loaded(wanted.versions, scope, reports, digest),
+        settled_everywhere(
+            scope, reports, current, digest, [*wanted.labels, *wanted.pending_labels]
+        ),
+    )
+
+
 def to_probe(
     pods: Iterable[ServingPod],
     reports: Mapping[str, PodReport],
     config: ModelsConfig | None,
     digest: str,
+    labels: Iterable[str] = (),
 ) -> list[ServingPod]:
     """Pods to read now: answering pods (started, with an IP) without a settled report under
-    the current config."""
+    the current config, or without a reading of one of `labels` (the spec's)."""
     if config is None:
         return []
+    asked = set(labels)
     out = []
     for pod in pods:
         if pod.terminating or not pod.started or not pod.ip:
             continue
         report = reports.get(pod.incarnation)
-        if report is None or report.config != digest or not report.settled(config):
+        if report is None or report.config != digest or not report.settled(config, asked):
             out.append(pod)
     return out
 

@@ -225,12 +225,29 @@ def _waits_message(serving: Serving) -> str:
         where = f"stays on {wait.current}" if wait.current is not None else "is not set yet"
         if wait.waits_for is WaitsFor.EXPORT:
             parts.append(f"label {wait.label} {where} until version {wait.target} is exported")
-        else:
+        elif wait.waits_for is WaitsFor.UNLOAD:
+            parts.append(f"label {wait.label} {where} until version {wait.target} is back")
+        elif wait.waits_for is WaitsFor.APPLY:
+            change = f"moves to {wait.target}" if wait.target is not None else "is removed"
+            parts.append(
+                f"label {wait.label} {where} and {change} once every pod has applied the "
+                "current models.config"
+            )
+        elif wait.target is not None:
             available = serving.seen.available.get(wait.target, 0)
             parts.append(
                 f"label {wait.label} {where} until version {wait.target} is AVAILABLE on every "
                 f"pod ({available}/{serving.seen.ready_pods} ready pods so far)"
             )
+    if serving.transition.held:
+        held = serving.transition.held
+        one = len(held) == 1
+        parts.append(
+            f"version {_list(held)} removed earlier {'is' if one else 'are'} added back once no "
+            f"pod serves {'it' if one else 'them'} any more (a pod that has not read the "
+            "removal yet would otherwise refuse the labels that move to "
+            f"{'it' if one else 'them'})"
+        )
     return "; ".join(parts)
 
 
@@ -329,7 +346,7 @@ def conditions(
                 f"writing models.config: version(s) {_list(config.versions)}, labels "
                 + (", ".join(f"{k}={v}" for k, v in config.labels.items()) or "none"),
             )
-        if serving.transition.waits:
+        if not serving.transition.final:
             return _progressing("WaitingForVersion", _waits_message(serving))
         if available.status != "True":
             return _progressing(available.reason, available.message)

@@ -12,6 +12,13 @@ config writes:
 2. once version 2 is AVAILABLE on every pod that may read the file, move `canary` to it;
 3. drop version 1 once no label of the written config points at it any more.
 
+A version dropped and then wanted again (a rollback rolled forward) is added back only once
+no pod still has it loaded. A pod's reading says what it serves, not which file it has read:
+until every pod has been seen without the version, a reading of it AVAILABLE may predate the
+file that unloads it, and a label moved on that evidence would reach a pod that has just
+unloaded the version (refused, and stuck). Once every pod has been seen without it, a later
+reading of it AVAILABLE can only come from the file that added it back.
+
 The cluster is the memory: the current step is read back from the ConfigMap, never from an
 annotation, so a restarted operator continues where the last one stopped.
 """
@@ -36,6 +43,8 @@ class ModelsConfig:
 class WaitsFor(StrEnum):
     EXPORT = "Exporting"  # the label's version has not been exported yet
     LOAD = "Loading"  # the version is not AVAILABLE on every pod yet
+    UNLOAD = "Unloading"  # the version was dropped and a pod still has it loaded
+    APPLY = "Applying"  # a pod has not been seen applying the current file yet
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class LabelWait:
     """A label that does not point where the spec says yet, and why."""
 
     label: str
-    target: int  # where the spec wants it
+    target: int | None  # where the spec wants it (None: removed from the spec)
     current: int | None  # where it points meanwhile (None: not in the config yet)
     waits_for: WaitsFor
 
@@ -52,30 +61,56 @@ class LabelWait:
 class Transition:
     config: ModelsConfig  # what to write now
     waits: tuple[LabelWait, ...] = ()
+    # Wanted versions not added back yet: dropped earlier, still loaded on some pod.
+    held: tuple[int, ...] = ()
 
     @property
     def final(self) -> bool:
         """True when the written config is what the spec asks for, not an intermediate step."""
-        return not self.waits
+        return not self.waits and not self.held
 
 
 def next_config(
-    wanted: Served, current: ModelsConfig | None, loaded_everywhere: Set[int]
+    wanted: Served,
+    current: ModelsConfig | None,
+    loaded_everywhere: Set[int],
+    still_loaded: Set[int] = frozenset(),
+    settled: bool = True,
 ) -> Transition:
     """The config to write now, given what the spec wants (`wanted`, from selection), the
-    config in the ConfigMap (`current`, None if there is none), and the versions that are
-    AVAILABLE on every pod that may read the file (`loaded_everywhere`)."""
+    config in the ConfigMap (`current`, None if there is none), the versions AVAILABLE on
+    every pod that may read the file (`loaded_everywhere`), the versions some pod may still
+    serve (`still_loaded`), and whether every such pod has been seen applying the current
+    file (`settled`).
+
+    Labels change only once every pod has applied the current file: a pod may skip files,
+    and reading a label change on top of an older file can make a new label (to an unloaded
+    version) a move that it refuses."""
     now = dict(current.labels) if current else {}
+    written = set(current.versions) if current else set()
+    # Dropped from the written config, still loaded somewhere: not added back yet (with no
+    # config at all there is no file to unload by, and nothing to hold back for).
+    held = {v for v in still_loaded if v not in written} if current else set()
+    may_change = settled or current is None
     labels: dict[str, int] = {}
     waits: list[LabelWait] = []
     for label, target in wanted.labels.items():
         before = now.get(label)
-        # A new label may name an unloaded version (TF Serving allows it); a moving one may not.
-        if before is None or before == target or target in loaded_everywhere:
+        if before == target:
             labels[label] = target
-        else:
-            labels[label] = before
+            continue
+        if before is not None:
+            labels[label] = before  # until the move below, if any
+        if target in held:
+            waits.append(LabelWait(label, target, before, WaitsFor.UNLOAD))
+        elif before is not None and target not in loaded_everywhere:
             waits.append(LabelWait(label, target, before, WaitsFor.LOAD))
+        elif not may_change:
+            waits.append(LabelWait(label, target, before, WaitsFor.APPLY))
+        else:
+            # A new label may name an unloaded version (TF Serving allows it); a moving one
+            # only an AVAILABLE one.
+            labels[label] = target
     for label, target in wanted.pending_labels.items():
         # Its version is still exporting: keep the label where it is instead of dropping it
         # (a 404 for every request by label during the export); a new one waits unwritten.
@@ -83,11 +118,18 @@ def next_config(
         if before is not None:
             labels[label] = before
         waits.append(LabelWait(label, target, before, WaitsFor.EXPORT))
+    if not may_change:
+        # A label the spec dropped goes once the current file is applied everywhere too.
+        for label, before in now.items():
+            if label not in wanted.labels and label not in wanted.pending_labels:
+                labels[label] = before
+                waits.append(LabelWait(label, None, before, WaitsFor.APPLY))
     # A version leaves only once no label of the written config points at it: clients may be
     # sending requests by that label until the file with the moved label has been read.
-    held = set(now.values()) & set(current.versions) if current else set()
-    versions = set(wanted.versions) | set(labels.values()) | held
+    kept = set(now.values()) & written
+    versions = (set(wanted.versions) - held) | set(labels.values()) | kept
     return Transition(
         ModelsConfig(tuple(sorted(versions)), dict(sorted(labels.items()))),
         tuple(sorted(waits, key=lambda w: w.label)),
+        tuple(sorted(held & set(wanted.versions))),
     )

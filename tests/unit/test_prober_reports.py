@@ -45,3 +45,13 @@ def test_a_settled_pod_is_not_due_again_under_the_same_config() -> None:
     config = ModelsConfig((1,), {})
     assert to_probe([pod], reports.reports([pod]), config, "digest") == []
     assert to_probe([pod], reports.reports([pod]), config, "another digest") == [pod]
+
+
+def test_an_unreadable_pod_keeps_what_it_said_last_about_its_versions() -> None:
+    """still_loaded must not forget that a pod served a version because it timed out once."""
+    pod = ServingPod.of(server_pod_obj("p"))
+    reports = Reports()
+    reports.record(pod, PodReport("digest", {2: VersionState("AVAILABLE")}), False, 0.0)
+    reports.record(pod, TIMEOUT, False, 1.0)
+    [kept] = reports.reports([pod]).values()
+    assert kept.error == "TimeoutError" and kept.versions == {2: VersionState("AVAILABLE")}

@@ -114,3 +114,51 @@ def test_view_reports_failures_unreachable_and_unread_pods() -> None:
 def test_retries_back_off_and_unreachable_pods_back_off_further() -> None:
     assert [serving.retry_after(n, False) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
     assert [serving.retry_after(n, True) for n in (1, 2, 5, 6, 12)] == [10, 20, 160, 300, 300]
+
+
+def test_a_label_the_config_dropped_must_be_seen_gone_and_every_spec_label_read() -> None:
+    """A pod still resolving a dropped label has not applied the file: re-adding that label
+    to an unloaded version would be, on that pod, a move it refuses."""
+    both = {1: AVAILABLE, 2: AVAILABLE}
+    config = ModelsConfig((1, 2), {"stable": 1})
+    assert PodReport("d", both, {"stable": 1, "canary": None}).settled(config, ["canary"])
+    assert not PodReport("d", both, {"stable": 1, "canary": 2}).settled(config, ["canary"])
+    # The spec's label was not asked yet: not known, not settled, asked next time.
+    unasked = PodReport("d", both, {"stable": 1})
+    assert unasked.settled(config) and not unasked.settled(config, ["canary"])
+    pod = ServingPod.of(server_pod_obj("a"))
+    reports = {pod.incarnation: unasked}
+    assert serving.to_probe([pod], reports, config, "d", ["canary"]) == [pod]
+    assert not serving.settled_everywhere([pod], reports, config, "d", ["canary"])
+    assert serving.settled_everywhere([pod], reports, config, "d")
+    assert not serving.settled_everywhere([pod], reports, config, "another write")
+    # A label to a version that failed to load never resolves: settled all the same.
+    broken = ModelsConfig((1, 2), {"stable": 1, "canary": 2})
+    failed = PodReport("d", {1: AVAILABLE, 2: VersionState("END", "boom")}, {"stable": 1})
+    assert PodReport("d", failed.versions, {"stable": 1, "canary": None}).settled(broken)
+
+
+def test_still_loaded_counts_what_a_pod_may_serve_from_an_older_file() -> None:
+    a, b = ServingPod.of(server_pod_obj("a")), ServingPod.of(server_pod_obj("b"))
+    end = VersionState("END")
+    reports = {
+        a.incarnation: PodReport("d", {1: AVAILABLE, 2: end}),
+        b.incarnation: PodReport("d", {1: AVAILABLE, 2: VersionState("UNLOADING")}),
+    }
+    assert serving.still_loaded([1, 2, 3], [a, b], reports, "d") == {1, 2}
+    assert serving.still_loaded([1, 2, 3], [a], reports, "d") == {1}
+    # A reading under an older write says nothing about files read since: anything may be.
+    assert serving.still_loaded([1, 2, 3], [a], reports, "newer") == {1, 2, 3}
+    # Unreadable now, after answering before: the same.
+    reports[a.incarnation] = PodReport("d", {1: AVAILABLE}, error="timeout")
+    assert serving.still_loaded([2], [a], reports, "d") == {2}
+    # Never answered, or not read yet: it holds nothing back (label moves wait on it anyway).
+    reports[a.incarnation] = PodReport("d", error="connection refused", reached=False)
+    assert serving.still_loaded([2], [a], reports, "d") == frozenset()
+    assert serving.still_loaded([2], [a], {}, "d") == frozenset()
+
+
+def test_a_config_written_again_is_a_new_write() -> None:
+    text = 'model_config_list { config { name: "m" } }'
+    assert serving.config_digest(text, "41") != serving.config_digest(text, "45")
+    assert serving.config_digest(text, "41") == serving.config_digest(text, "41")

@@ -205,6 +205,42 @@ def test_a_label_waiting_for_its_version_says_so_in_reconciling() -> None:
     assert c["Ready"]["status"] == "False"
 
 
+def test_a_version_still_unloading_is_not_added_back_and_never_ready() -> None:
+    """Rolled back (version 2 dropped), then forward again before every pod unloaded it."""
+    current = ModelsConfig((1,), {"canary": 1})
+    wanted = Served((1, 2), {"canary": 2})
+    transition = next_config(wanted, current, frozenset({1, 2}), frozenset({2}))
+    ready = [ServingPod.of(server_pod_obj("p0"))]
+    reports = {ready[0].incarnation: PodReport("d", {1: VersionState("AVAILABLE")}, {"canary": 1})}
+    picture = status.Serving(
+        wanted, transition, current, serving.view(current, "d", ready, reports)
+    )
+    s = status.summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert (c["Ready"]["status"], c["Reconciling"]["reason"]) == ("False", "WaitingForVersion")
+    assert c["Reconciling"]["message"] == (
+        "label canary stays on 1 until version 2 is back; version 2 removed earlier is added "
+        "back once no pod serves it any more (a pod that has not read the removal yet would "
+        "otherwise refuse the labels that move to it)"
+    )
+
+
+def test_a_label_change_waits_until_every_pod_applied_the_current_file() -> None:
+    current = ModelsConfig((1, 2), {"canary": 1, "old": 1})
+    wanted = Served((1, 2), {"canary": 2})
+    transition = next_config(wanted, current, frozenset({1, 2}), frozenset({1, 2}), False)
+    assert transition.config == current
+    ready = [ServingPod.of(server_pod_obj("p0"))]
+    picture = status.Serving(wanted, transition, current, serving.view(current, "d", ready, {}))
+    s = status.summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    assert c["Reconciling"]["message"] == (
+        "label canary stays on 1 and moves to 2 once every pod has applied the current "
+        "models.config; label old stays on 1 and is removed once every pod has applied the "
+        "current models.config"
+    )
+
+
 def test_a_version_tf_serving_cannot_load_is_stalled_with_its_own_error() -> None:
     broken = served(
         (1, 2),

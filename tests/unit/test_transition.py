@@ -190,3 +190,86 @@ def test_no_sequence_of_edits_ever_writes_a_config_tf_serving_would_refuse() -> 
             current = step.config
             # The pods load some of what the config names, and unload what it no longer does.
             loaded = {v for v in current.versions if v in loaded or rng.random() < 0.6}
+
+
+def test_a_version_dropped_and_wanted_again_comes_back_once_no_pod_serves_it() -> None:
+    """Rollback then roll-forward: version 2 left the file, but a pod last read still serving
+    it may not have read that file yet. Adding 2 back and moving canary on that reading would
+    reach a pod that has just unloaded 2: refused, and stuck."""
+    dropped = ModelsConfig((1,), {"canary": 1, "stable": 1})
+    spec = wanted((1, 2), {"stable": 1, "canary": 2})
+    # The pod's last reading (stale: taken before it read the file) still shows 2 AVAILABLE.
+    held = next_config(spec, dropped, frozenset({1, 2}), frozenset({1, 2}))
+    assert held.config == dropped and not held.final
+    assert held.held == (2,)
+    assert held.waits == (LabelWait("canary", 2, 1, WaitsFor.UNLOAD),)
+    # Seen without it: added back, the label waits for it to load like any move.
+    back = next_config(spec, dropped, frozenset({1}), frozenset({1}))
+    assert back.config == ModelsConfig((1, 2), {"canary": 1, "stable": 1})
+    assert back.waits == (LabelWait("canary", 2, 1, WaitsFor.LOAD),) and back.held == ()
+    # Still loaded but still in the file: nothing to hold back.
+    kept = next_config(spec, back.config, frozenset({1, 2}), frozenset({1, 2}))
+    assert kept.config == ModelsConfig((1, 2), {"canary": 2, "stable": 1}) and kept.final
+    # No config at all: no file to unload by, nothing held.
+    assert next_config(spec, None, NOTHING, frozenset({2})).held == ()
+
+
+def test_pods_that_read_the_file_late_never_get_a_config_they_would_refuse() -> None:
+    """Random spec edits against pods that read the file some ticks late (skipping files)
+    and readings some ticks old: every file a pod reads moves an existing label only to a
+    version that pod has AVAILABLE (otherwise TF Serving stores the config, refuses it, and
+    never loads anything again), and the spec is reached once the edits stop."""
+    import random
+
+    rng = random.Random(20261126)  # noqa: S311 - a reproducible test sequence
+    pods = [_pod(name, "2026-11-25T09:00:00Z") for name in ("a", "b")]
+    for _ in range(300):
+        written: ModelsConfig | None = None
+        applied: dict[str, dict[str, int]] = {p.name: {} for p in pods}  # the pod's labels
+        states: dict[str, dict[int, str]] = {p.name: {} for p in pods}
+        reports: dict[str, PodReport] = {}
+        spec = wanted((1,), {"stable": 1})
+        writes = 0  # the ConfigMap's resourceVersion: a config written again is a new write
+        for tick in range(60):
+            if tick < 30 and rng.random() < 0.3:
+                labels = {n: rng.randint(1, 3) for n in ("stable", "canary") if rng.random() < 0.8}
+                chosen = {v for v in (1, 2, 3) if rng.random() < 0.4} | set(labels.values())
+                spec = wanted(tuple(sorted(chosen or {1})), labels)
+            digest = serving.config_digest(repr(written), str(writes))
+            step = serving.next_step(spec, written, digest, pods, reports)
+            if step.config != written:
+                written, writes = step.config, writes + 1
+                digest = serving.config_digest(repr(written), str(writes))
+            for pod in pods:
+                state, labels_now = states[pod.name], applied[pod.name]
+                if rng.random() < 0.4:  # the pod reads the file (whatever it is by now)
+                    for label, version in written.labels.items():
+                        moved = label in labels_now and labels_now[label] != version
+                        assert not moved or state.get(version) == "AVAILABLE", (
+                            f"pod {pod.name} refuses {written} over {labels_now}: {state}"
+                        )
+                    applied[pod.name] = labels_now = dict(written.labels)
+                    for version in list(state):
+                        if version not in written.versions:
+                            state[version] = "END"
+                    for version in written.versions:
+                        if state.get(version) in (None, "END"):
+                            state[version] = "LOADING"
+                for version, now in state.items():
+                    if now == "LOADING" and rng.random() < 0.5:
+                        state[version] = "AVAILABLE"
+                if rng.random() < 0.5:  # the operator reads the pod (under the file it wrote)
+                    asked = set(written.labels) | set(spec.labels)
+                    reports[pod.incarnation] = PodReport(
+                        digest,
+                        {v: VersionState(s) for v, s in state.items()},
+                        {
+                            k: v if state.get(v := labels_now.get(k, -1)) == "AVAILABLE" else None
+                            for k in asked
+                        },
+                    )
+        assert written.labels == spec.labels and set(spec.versions) <= set(written.versions), (
+            spec,
+            written,
+            states,
+        )
