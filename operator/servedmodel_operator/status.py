@@ -243,10 +243,10 @@ def _waits_message(serving: Serving) -> str:
         held = serving.transition.held
         one = len(held) == 1
         parts.append(
-            f"version {_list(held)} removed earlier {'is' if one else 'are'} added back once no "
-            f"pod serves {'it' if one else 'them'} any more (a pod that has not read the "
-            "removal yet would otherwise refuse the labels that move to "
-            f"{'it' if one else 'them'})"
+            f"version {_list(held)} {'is' if one else 'are'} added once every pod has been read "
+            f"under the current models.config and none serves {'it' if one else 'them'} from "
+            "an older one (a pod that has not applied a removal yet would refuse the labels "
+            f"that move to {'it' if one else 'them'})"
         )
     return "; ".join(parts)
 

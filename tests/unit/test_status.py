@@ -219,9 +219,9 @@ def test_a_version_still_unloading_is_not_added_back_and_never_ready() -> None:
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Ready"]["status"], c["Reconciling"]["reason"]) == ("False", "WaitingForVersion")
     assert c["Reconciling"]["message"] == (
-        "label canary stays on 1 until version 2 is back; version 2 removed earlier is added "
-        "back once no pod serves it any more (a pod that has not read the removal yet would "
-        "otherwise refuse the labels that move to it)"
+        "label canary stays on 1 until version 2 is back; version 2 is added once every pod "
+        "has been read under the current models.config and none serves it from an older one "
+        "(a pod that has not applied a removal yet would refuse the labels that move to it)"
     )
 
 
