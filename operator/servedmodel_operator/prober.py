@@ -21,6 +21,7 @@ from servedmodel_operator.layout import REST_PORT
 from servedmodel_operator.serving import (
     PodReport,
     ServingPod,
+    assigned_version,
     parse_model_status,
     resolved_version,
     retry_after,
@@ -85,15 +86,20 @@ class Prober:
                 raise PodUnreadable(f"HTTP {status}: {str(body.get('error', ''))[:200]}")
             versions = parse_model_status(body) if status == 200 else {}
             resolved: dict[str, int | None] = {}
+            assigned: dict[str, int | None] = {}
             for label in labels:
                 # Only .../labels/<l>/metadata resolves a label: GET .../labels/<l> lists every
                 # version whatever the label (http_rest_api_handler.cc).
                 path = f"{base}/labels/{quote(label, safe='')}/metadata"
                 status, body = await self._get(ip, path)
                 resolved[label] = resolved_version(body) if status == 200 else None
+                try:
+                    assigned[label] = assigned_version(status, body)
+                except ValueError as exc:
+                    raise PodUnreadable(f"label {label}: {exc}") from exc
         except PodUnreadable as exc:
             return PodReport(digest, error=str(exc)[:300], reached=exc.reached)
-        return PodReport(digest, versions, resolved)
+        return PodReport(digest, versions, resolved, assigned=assigned)
 
 
 @dataclass

@@ -13,6 +13,7 @@ START, LOADING, AVAILABLE, UNLOADING, END); a load failure is END with an error 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,9 @@ class PodReport:
     # What the pod said about its versions; a pod that cannot be read keeps what it said last.
     versions: Mapping[int, VersionState] = field(default_factory=dict)
     labels: Mapping[str, int | None] = field(default_factory=dict)  # label -> resolved version
+    # label -> the version it is assigned to there, AVAILABLE or not (None: no such label);
+    # None: not read apart from `labels` (then a label is assigned where it resolves).
+    assigned: Mapping[str, int | None] | None = None
     error: str | None = None  # the pod could not be read (connection refused, timeout, ...)
     reached: bool = True  # something answered on the port, if only an error
 
@@ -111,15 +115,14 @@ class PodReport:
         for version, state in self.versions.items():
             if version not in config.versions and state.state != END:
                 return False
-        for label, resolved in self.labels.items():
-            target = config.labels.get(label)
-            if target is None and resolved is not None:
-                return False  # a label the config dropped still resolves: an older file
-            # A label to a version that failed to load never resolves: nothing to wait for.
-            failed = target is not None and self.versions.get(target, VersionState("")).failed
-            if target is not None and resolved != target and not failed:
+        targets = self.labels if self.assigned is None else self.assigned
+        # A label the config dropped still assigned means an older file is applied, and so
+        # does a label assigned elsewhere (a label to a version that failed to load is
+        # assigned, never resolved: nothing more to wait for).
+        for label, target in targets.items():
+            if config.labels.get(label) != target:
                 return False
-        return all(label in self.labels for label in config.labels)
+        return all(label in targets for label in config.labels)
 
 
 def config_digest(text: str | None, written_as: str = "") -> str:
@@ -147,6 +150,25 @@ def parse_model_status(body: Mapping[str, Any]) -> dict[int, VersionState]:
     return out
 
 
+_NOT_LOADED = re.compile(r"Servable not found for request: Specific\(.*, (\d+)\)\s*$")
+
+
+def assigned_version(status: int, body: Mapping[str, Any]) -> int | None:
+    """The version a label is assigned to, from TF Serving's answer to metadata by label: 200
+    names it; 404 "Servable not found for request: Specific(<m>, <v>)" names one not loaded
+    (server_core.cc resolved the label, the manager has no such version serving); 400
+    "Unrecognized servable version label" means there is no such label. Anything else: unknown
+    (ValueError)."""
+    if status == 200:
+        return resolved_version(body)
+    error = str(body.get("error", ""))
+    if status == 404 and (found := _NOT_LOADED.search(error)):
+        return int(found.group(1))
+    if status == 400 and "Unrecognized servable version label" in error:
+        return None
+    raise ValueError(f"HTTP {status}: {error[:200]}")
+
+
 def resolved_version(body: Mapping[str, Any]) -> int | None:
     """The version a label resolves to, from TF Serving's metadata by label (its model_spec)."""
     spec = body.get("model_spec")
@@ -165,7 +187,9 @@ def in_scope(pods: Iterable[ServingPod], config_written: str | None) -> list[Ser
         p
         for p in pods
         if not p.terminating
-        and (p.started or (config_written is not None and p.created < config_written))
+        # <=: both are whole seconds; a pod created in the second of the write may have
+        # been given the previous file.
+        and (p.started or (config_written is not None and p.created <= config_written))
     ]
 
 
@@ -187,28 +211,17 @@ def loaded_everywhere(
     return frozenset(out)
 
 
-def still_loaded(
-    candidates: Iterable[int],
-    pods: Iterable[ServingPod],
-    reports: Mapping[str, PodReport],
-    digest: str,
-) -> frozenset[int]:
-    """The candidates some pod may still serve (or load) from a file older than this write.
-
-    A reading under this write says it: every state but END. A reading under an older write,
-    or no answer now from a pod that has answered before, says nothing about files read
-    since: every candidate. A pod that has never answered, or has no reading yet, holds
-    nothing back (it blocks every label move until it answers)."""
-    wanted = frozenset(candidates)
-    out: set[int] = set()
-    for pod in pods:
-        report = reports.get(pod.incarnation)
-        if report is None or (report.error is not None and not report.versions):
-            continue
-        if report.config != digest or report.error is not None:
-            return wanted
-        out |= {v for v, state in report.versions.items() if state.state != END}
-    return frozenset(out & wanted)
+def still_loaded(pods: Iterable[ServingPod], reports: Mapping[str, PodReport]) -> frozenset[int]:
+    """The versions some pod was last seen serving or loading (any state but END), under
+    whichever write; a pod unreadable now keeps what it said last. A pod that has never
+    answered holds nothing back (it blocks every label change until it answers)."""
+    return frozenset(
+        v
+        for pod in pods
+        if (report := reports.get(pod.incarnation)) is not None
+        for v, state in report.versions.items()
+        if state.state != END
+    )
 
 
 def settled_everywhere(
@@ -242,7 +255,7 @@ def next_step(
         wanted,
         current,
         loaded_everywhere(wanted.versions, scope, reports, digest),
-        still_loaded(wanted.versions, scope, reports, digest),
+        still_loaded(scope, reports),
         settled_everywhere(
             scope, reports, current, digest, [*wanted.labels, *wanted.pending_labels]
         ),

@@ -12,12 +12,12 @@ config writes:
 2. once version 2 is AVAILABLE on every pod that may read the file, move `canary` to it;
 3. drop version 1 once no label of the written config points at it any more.
 
-A version dropped and then wanted again (a rollback rolled forward) is added back only once
-no pod still has it loaded. A pod's reading says what it serves, not which file it has read:
-until every pod has been seen without the version, a reading of it AVAILABLE may predate the
-file that unloads it, and a label moved on that evidence would reach a pod that has just
-unloaded the version (refused, and stuck). Once every pod has been seen without it, a later
-reading of it AVAILABLE can only come from the file that added it back.
+A pod applies the file late (kubelet sync, then its own poll) and may skip files, and its
+reading says what it serves, not which file it has applied. So labels change and versions
+leave only once every pod has been seen serving exactly what the current file says, and a
+version dropped and wanted again is added back only once no pod was last seen serving it:
+until then a reading of it AVAILABLE may predate the file that unloads it, and a label moved
+on that evidence would reach a pod that has just unloaded it (refused, and stuck).
 
 The cluster is the memory: the current step is read back from the ConfigMap, never from an
 annotation, so a restarted operator continues where the last one stopped.
@@ -83,9 +83,9 @@ def next_config(
     serve (`still_loaded`), and whether every such pod has been seen applying the current
     file (`settled`).
 
-    Labels change only once every pod has applied the current file: a pod may skip files,
-    and reading a label change on top of an older file can make a new label (to an unloaded
-    version) a move that it refuses."""
+    Labels change and versions leave only once every pod has applied the current file: a pod
+    applies files late, may skip some, and a label change read on top of an older file can be
+    a move it refuses. Versions are added at any time."""
     now = dict(current.labels) if current else {}
     written = set(current.versions) if current else set()
     # Dropped from the written config, still loaded somewhere: not added back yet (with no
@@ -103,7 +103,9 @@ def next_config(
             labels[label] = before  # until the move below, if any
         if target in held:
             waits.append(LabelWait(label, target, before, WaitsFor.UNLOAD))
-        elif before is not None and target not in loaded_everywhere:
+        elif before is not None and (target not in loaded_everywhere or target not in written):
+            # Never added and moved to in one write: a pod that starts meanwhile (out of
+            # scope until it does) may load the file that adds it and then get the move.
             waits.append(LabelWait(label, target, before, WaitsFor.LOAD))
         elif not may_change:
             waits.append(LabelWait(label, target, before, WaitsFor.APPLY))
@@ -127,6 +129,11 @@ def next_config(
     # A version leaves only once no label of the written config points at it: clients may be
     # sending requests by that label until the file with the moved label has been read.
     kept = set(now.values()) & written
+    if not may_change:
+        # Versions leave on the same condition as labels change: a pod that applies files
+        # late must have applied the one that added a version before a file drops it, or a
+        # version dropped and added back looks, on that pod, loaded when it is not yet.
+        kept |= written
     versions = (set(wanted.versions) - held) | set(labels.values()) | kept
     return Transition(
         ModelsConfig(tuple(sorted(versions)), dict(sorted(labels.items()))),

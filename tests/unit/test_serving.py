@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from servedmodel_operator import serving
 from servedmodel_operator.serving import PodReport, ServingPod, VersionState
 from servedmodel_operator.transition import ModelsConfig
@@ -132,30 +133,48 @@ def test_a_label_the_config_dropped_must_be_seen_gone_and_every_spec_label_read(
     assert not serving.settled_everywhere([pod], reports, config, "d", ["canary"])
     assert serving.settled_everywhere([pod], reports, config, "d")
     assert not serving.settled_everywhere([pod], reports, config, "another write")
-    # A label to a version that failed to load never resolves: settled all the same.
+    # A label to a version that failed to load never resolves but is assigned: settled.
     broken = ModelsConfig((1, 2), {"stable": 1, "canary": 2})
-    failed = PodReport("d", {1: AVAILABLE, 2: VersionState("END", "boom")}, {"stable": 1})
-    assert PodReport("d", failed.versions, {"stable": 1, "canary": None}).settled(broken)
+    failed = {1: AVAILABLE, 2: VersionState("END", "boom")}
+    resolved = {"stable": 1, "canary": None}
+    assert PodReport("d", failed, resolved, {"stable": 1, "canary": 2}).settled(broken)
+    # Not assigned at all: an older file, where canary did not exist.
+    assert not PodReport("d", failed, resolved, {"stable": 1, "canary": None}).settled(broken)
+    # Dropped from the config but still assigned (to a version that is not loaded): older file.
+    dropped = ModelsConfig((1, 2), {"stable": 1})
+    assert not PodReport("d", failed, resolved, {"stable": 1, "canary": 2}).settled(dropped)
+    assert PodReport("d", failed, resolved, {"stable": 1, "canary": None}).settled(dropped)
 
 
-def test_still_loaded_counts_what_a_pod_may_serve_from_an_older_file() -> None:
+def test_what_a_label_is_assigned_to_is_read_from_tf_servings_answers() -> None:
+    """server_core.cc: an unknown label is INVALID_ARGUMENT (400); a label assigned to a
+    version that is not loaded resolves, and the manager says NOT_FOUND (404) naming it."""
+    found = {"model_spec": {"name": "m", "version": "3"}}
+    assert serving.assigned_version(200, found) == 3
+    missing = {"error": "Servable not found for request: Specific(m, 4)"}
+    assert serving.assigned_version(404, missing) == 4
+    unknown = {"error": "Unrecognized servable version label: canary"}
+    assert serving.assigned_version(400, unknown) is None
+    with pytest.raises(ValueError, match="HTTP 503"):
+        serving.assigned_version(503, {"error": "Model labels does not init yet."})
+
+
+def test_still_loaded_is_what_each_pod_was_last_seen_serving() -> None:
     a, b = ServingPod.of(server_pod_obj("a")), ServingPod.of(server_pod_obj("b"))
     end = VersionState("END")
     reports = {
         a.incarnation: PodReport("d", {1: AVAILABLE, 2: end}),
-        b.incarnation: PodReport("d", {1: AVAILABLE, 2: VersionState("UNLOADING")}),
+        b.incarnation: PodReport("older", {1: AVAILABLE, 2: VersionState("UNLOADING")}),
     }
-    assert serving.still_loaded([1, 2, 3], [a, b], reports, "d") == {1, 2}
-    assert serving.still_loaded([1, 2, 3], [a], reports, "d") == {1}
-    # A reading under an older write says nothing about files read since: anything may be.
-    assert serving.still_loaded([1, 2, 3], [a], reports, "newer") == {1, 2, 3}
-    # Unreadable now, after answering before: the same.
-    reports[a.incarnation] = PodReport("d", {1: AVAILABLE}, error="timeout")
-    assert serving.still_loaded([2], [a], reports, "d") == {2}
-    # Never answered, or not read yet: it holds nothing back (label moves wait on it anyway).
+    assert serving.still_loaded([a, b], reports) == {1, 2}
+    assert serving.still_loaded([a], reports) == {1}
+    # Unreadable now, after answering before: what it said last.
+    reports[a.incarnation] = PodReport("d", {3: AVAILABLE}, error="timeout")
+    assert serving.still_loaded([a], reports) == {3}
+    # Never answered, or not read yet: it holds nothing back (label changes wait on it).
     reports[a.incarnation] = PodReport("d", error="connection refused", reached=False)
-    assert serving.still_loaded([2], [a], reports, "d") == frozenset()
-    assert serving.still_loaded([2], [a], {}, "d") == frozenset()
+    assert serving.still_loaded([a], reports) == frozenset()
+    assert serving.still_loaded([a], {}) == frozenset()
 
 
 def test_a_config_written_again_is_a_new_write() -> None:

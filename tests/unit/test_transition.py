@@ -214,62 +214,101 @@ def test_a_version_dropped_and_wanted_again_comes_back_once_no_pod_serves_it() -
     assert next_config(spec, None, NOTHING, frozenset({2})).held == ()
 
 
-def test_pods_that_read_the_file_late_never_get_a_config_they_would_refuse() -> None:
-    """Random spec edits against pods that read the file some ticks late (skipping files)
-    and readings some ticks old: every file a pod reads moves an existing label only to a
-    version that pod has AVAILABLE (otherwise TF Serving stores the config, refuses it, and
-    never loads anything again), and the spec is reached once the edits stop."""
+def _simulate(seed: int, fail_rate: float, pods: list[ServingPod], ticks: int = 80) -> None:
+    """One random history: spec edits for the first half, then quiet. Each write goes to the
+    pods in two lagging steps: the kubelet copies the ConfigMap to the pod's disk now and
+    then, and TF Serving applies what is on its disk now and then, so a pod applies files in
+    order, late, skipping some, possibly after newer ones exist. The operator reads a pod now
+    and then, under the write current at that moment."""
     import random
 
-    rng = random.Random(20261126)  # noqa: S311 - a reproducible test sequence
-    pods = [_pod(name, "2026-11-25T09:00:00Z") for name in ("a", "b")]
-    for _ in range(300):
-        written: ModelsConfig | None = None
-        applied: dict[str, dict[str, int]] = {p.name: {} for p in pods}  # the pod's labels
-        states: dict[str, dict[int, str]] = {p.name: {} for p in pods}
-        reports: dict[str, PodReport] = {}
-        spec = wanted((1,), {"stable": 1})
-        writes = 0  # the ConfigMap's resourceVersion: a config written again is a new write
-        for tick in range(60):
-            if tick < 30 and rng.random() < 0.3:
-                labels = {n: rng.randint(1, 3) for n in ("stable", "canary") if rng.random() < 0.8}
-                chosen = {v for v in (1, 2, 3) if rng.random() < 0.4} | set(labels.values())
-                spec = wanted(tuple(sorted(chosen or {1})), labels)
-            digest = serving.config_digest(repr(written), str(writes))
-            step = serving.next_step(spec, written, digest, pods, reports)
-            if step.config != written:
-                written, writes = step.config, writes + 1
-                digest = serving.config_digest(repr(written), str(writes))
-            for pod in pods:
-                state, labels_now = states[pod.name], applied[pod.name]
-                if rng.random() < 0.4:  # the pod reads the file (whatever it is by now)
-                    for label, version in written.labels.items():
-                        moved = label in labels_now and labels_now[label] != version
-                        assert not moved or state.get(version) == "AVAILABLE", (
-                            f"pod {pod.name} refuses {written} over {labels_now}: {state}"
-                        )
-                    applied[pod.name] = labels_now = dict(written.labels)
-                    for version in list(state):
-                        if version not in written.versions:
-                            state[version] = "END"
-                    for version in written.versions:
-                        if state.get(version) in (None, "END"):
-                            state[version] = "LOADING"
-                for version, now in state.items():
-                    if now == "LOADING" and rng.random() < 0.5:
-                        state[version] = "AVAILABLE"
-                if rng.random() < 0.5:  # the operator reads the pod (under the file it wrote)
-                    asked = set(written.labels) | set(spec.labels)
-                    reports[pod.incarnation] = PodReport(
-                        digest,
-                        {v: VersionState(s) for v, s in state.items()},
-                        {
-                            k: v if state.get(v := labels_now.get(k, -1)) == "AVAILABLE" else None
-                            for k in asked
-                        },
+    rng = random.Random(seed)  # noqa: S311 - a reproducible test sequence
+    history: list[ModelsConfig] = []
+    on_disk: dict[str, int | None] = {p.name: None for p in pods}
+    assigned: dict[str, dict[str, int]] = {p.name: {} for p in pods}
+    states: dict[str, dict[int, VersionState]] = {p.name: {} for p in pods}
+    reports: dict[str, PodReport] = {}
+    spec = wanted((1,), {"stable": 1})
+    written: ModelsConfig | None = None
+    for tick in range(ticks):
+        if tick < ticks // 2 and rng.random() < 0.3:
+            labels = {n: rng.randint(1, 3) for n in ("stable", "canary") if rng.random() < 0.8}
+            chosen = {v for v in (1, 2, 3) if rng.random() < 0.4} | set(labels.values())
+            spec = wanted(tuple(sorted(chosen or {1})), labels)
+        # The write's resourceVersion is its index in the history.
+        digest = serving.config_digest(repr(written), str(len(history)))
+        step = serving.next_step(spec, written, digest, pods, reports)
+        if step.config != written:
+            written = step.config
+            history.append(written)
+            digest = serving.config_digest(repr(written), str(len(history)))
+        for pod in pods:
+            state, labels_now = states[pod.name], assigned[pod.name]
+            if rng.random() < 0.4:
+                on_disk[pod.name] = len(history) - 1
+            disk = on_disk[pod.name]
+            if disk is not None and rng.random() < 0.4:  # TF Serving polls its disk
+                applying = history[disk]
+                for label, version in applying.labels.items():
+                    moved = label in labels_now and labels_now[label] != version
+                    assert not moved or state[version].state == "AVAILABLE", (
+                        f"seed {seed}: pod {pod.name} refuses {applying} over {labels_now}: "
+                        f"{state} (written: {history})"
                     )
-        assert written.labels == spec.labels and set(spec.versions) <= set(written.versions), (
-            spec,
-            written,
-            states,
-        )
+                assigned[pod.name] = labels_now = dict(applying.labels)
+                for version, now in list(state.items()):
+                    if version not in applying.versions and now.state != "END":
+                        state[version] = VersionState("END")
+                for version in applying.versions:
+                    if version not in state or state[version].state == "END":
+                        state[version] = VersionState("LOADING")
+            for version, now in list(state.items()):
+                if now.state == "LOADING" and rng.random() < 0.5:
+                    failed = rng.random() < fail_rate
+                    state[version] = (
+                        VersionState("END", "boom") if failed else VersionState("AVAILABLE")
+                    )
+            if rng.random() < 0.5:  # the operator reads the pod
+                asked = set(written.labels) | set(spec.labels)
+                reports[pod.incarnation] = PodReport(
+                    digest,
+                    dict(state),
+                    {
+                        k: v if (v := labels_now.get(k)) and state[v].state == "AVAILABLE" else None
+                        for k in asked
+                    },
+                    {k: labels_now.get(k) for k in asked},
+                )
+    if fail_rate == 0:
+        assert written is not None and written.labels == spec.labels, (seed, spec, history)
+        assert set(spec.versions) <= set(written.versions), (seed, spec, history)
+
+
+def test_pods_that_apply_the_file_late_never_get_a_config_they_would_refuse() -> None:
+    """Every file a pod applies moves an existing label only to a version that pod has
+    AVAILABLE (otherwise TF Serving stores the config, refuses it, and never loads anything
+    again), with one pod or two, with or without failed loads; and without failures the spec
+    is reached once the edits stop."""
+    one, two = [_pod("a", "2026-11-25T09:00:00Z")], [_pod(n, "2026-11-25T09:00:00Z") for n in "ab"]
+    for seed in range(150):
+        _simulate(seed, 0.0, one)
+        _simulate(seed, 0.0, two)
+        _simulate(seed, 0.15, two)
+
+
+def test_a_label_never_moves_in_the_write_that_adds_its_version() -> None:
+    """With no pod in scope every version counts as loaded, yet a pod starting meanwhile may
+    apply the file that adds the version: the move waits for the next write."""
+    current = ModelsConfig((1,), {"stable": 1})
+    spec = wanted((1, 2), {"stable": 2})
+    step = next_config(spec, current, frozenset({1, 2}))
+    assert step.config == ModelsConfig((1, 2), {"stable": 1})
+    assert step.waits == (LabelWait("stable", 2, 1, WaitsFor.LOAD),)
+    assert next_config(spec, step.config, frozenset({1, 2})).config.labels == {"stable": 2}
+
+
+def test_versions_leave_only_once_every_pod_applied_the_current_file() -> None:
+    current = ModelsConfig((1, 2), {"stable": 2})
+    spec = wanted((2,), {"stable": 2})
+    assert next_config(spec, current, frozenset({2}), settled=False).config == current
+    assert next_config(spec, current, frozenset({2}), settled=True).config.versions == (2,)
