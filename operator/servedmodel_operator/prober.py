@@ -23,7 +23,6 @@ from servedmodel_operator.serving import (
     ServingPod,
     assigned_version,
     parse_model_status,
-    resolved_version,
     retry_after,
 )
 
@@ -92,11 +91,11 @@ class Prober:
                 # version whatever the label (http_rest_api_handler.cc).
                 path = f"{base}/labels/{quote(label, safe='')}/metadata"
                 status, body = await self._get(ip, path)
-                resolved[label] = resolved_version(body) if status == 200 else None
                 try:
                     assigned[label] = assigned_version(status, body)
                 except ValueError as exc:
                     raise PodUnreadable(f"label {label}: {exc}") from exc
+                resolved[label] = assigned[label] if status == 200 else None
         except PodUnreadable as exc:
             return PodReport(digest, error=str(exc)[:300], reached=exc.reached)
         return PodReport(digest, versions, resolved, assigned=assigned)

@@ -206,8 +206,8 @@ class Reconciler:
             config, digest = current_config(model, observed, track)
             pods = serving_pods(observed, track)
             everyone += pods
-            # The spec's labels too: a label changes only once every pod is seen to resolve
-            # it as the current config says (see transition.next_config).
+            # The spec's labels too: a label changes only once every pod is seen to have it
+            # assigned as the current config says (see transition.next_config).
             wanted = model.spec.serve.labels if track == STABLE else {}
             labels = sorted(set(config.labels) | set(wanted)) if config else []
             now = monotonic()

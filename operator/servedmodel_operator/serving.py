@@ -236,11 +236,7 @@ def settled_everywhere(
     if config is None:
         return not pods
     asked = set(labels)
-    for pod in pods:
-        report = reports.get(pod.incarnation)
-        if report is None or report.config != digest or not report.settled(config, asked):
-            return False
-    return True
+    return all(_settled_under(reports.get(p.incarnation), config, digest, asked) for p in pods)
 
 
 def next_step(
@@ -278,10 +274,16 @@ def to_probe(
     for pod in pods:
         if pod.terminating or not pod.started or not pod.ip:
             continue
-        report = reports.get(pod.incarnation)
-        if report is None or report.config != digest or not report.settled(config, asked):
+        if not _settled_under(reports.get(pod.incarnation), config, digest, asked):
             out.append(pod)
     return out
+
+
+def _settled_under(
+    report: PodReport | None, config: ModelsConfig, digest: str, labels: set[str]
+) -> bool:
+    """A reading taken under this write that finds the pod settled."""
+    return report is not None and report.config == digest and report.settled(config, labels)
 
 
 def retry_after(attempts: int, unreachable: bool) -> float:
