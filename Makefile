@@ -27,19 +27,19 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed  ## create .venv with the project, TensorFlow and the test tools
 
 build-cluster: venv  ## build the control plane's binaries and the tools (helm, actionlint, ...; first time only)
-	$(PY) -m localcluster build
+	$(PY) -m testing.localcluster build
 
 cluster-up: build-cluster  ## start the local control plane (admin kubeconfig: .local-cluster/kubeconfig)
-	$(PY) -m localcluster up
+	$(PY) -m testing.localcluster up
 
 cluster-down:  ## stop the processes cluster-up started and remove .local-cluster/
-	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else rm -rf .local-cluster; fi
+	@if [ -x $(PY) ]; then $(PY) -m testing.localcluster down; else rm -rf .local-cluster; fi
 
 test: build-cluster  ## the whole suite: unit, exporter, integration (+ e2e where Docker and kind exist)
 	$(PY) -m pytest tests
 
 unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm and kubectl: built once)
-	$(PY) -m localcluster build helm kubernetes
+	$(PY) -m testing.localcluster build helm kubernetes
 	$(PY) -m pytest tests/unit
 
 exporter-test: venv  ## the exporter against real TensorFlow
@@ -55,11 +55,11 @@ lint: venv  ## ruff, mypy, and actionlint on .github/workflows (built once)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m localcluster run actionlint
+	$(PY) -m testing.localcluster run actionlint
 
 ifeq ($(KUBECTL),)
 install-bundle: venv
-KUBECTL_CMD = $(PY) -m localcluster run kubectl
+KUBECTL_CMD = $(PY) -m testing.localcluster run kubectl
 else
 KUBECTL_CMD = $(KUBECTL)
 endif

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import convergence, exporter
-from localcluster import build
-from localcluster import cluster as localcluster
+from testing.localcluster import build
+from testing.localcluster import cluster as localcluster
 
 HERE = Path(__file__).resolve().parent
 

@@ -40,11 +40,11 @@ from servedmodel_operator.plan import Observed, current_config, plan
 from servedmodel_operator.serving import PodReport, ServingPod
 from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
 
-from localcluster import cluster as localcluster
-from localcluster import netguard, volumes
-from localcluster.audit import AuditLog, Mark
-from localcluster.operator_process import OperatorProcess
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard, volumes
+from testing.localcluster.audit import AuditLog, Mark
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.waiting import wait_for
 
 WORKERS = 8  # the operator's default --workers, and the lower bound's thread count
 # Serving pods simulated by kwok (the local runner runs only the default image's stand-in,

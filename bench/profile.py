@@ -26,8 +26,8 @@ import psutil
 import requests
 
 from bench import convergence
-from localcluster import cluster as localcluster
-from localcluster import netguard
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard
 
 HERE = Path(__file__).resolve().parent
 COUNTERS = (

@@ -27,10 +27,10 @@ import requests
 import yaml
 from kubernetes import client, config
 
-from localcluster import cluster as localcluster
-from localcluster import netguard, volumes
-from localcluster.operator_process import OperatorProcess
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard, volumes
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -419,7 +419,7 @@ def main() -> int:
         "      kubelet) and wrote verified SavedModels; the predictions' numbers, computed by",
         "      TensorFlow from those SavedModels.",
         "Stand-in: TF Serving. No registry ships tensorflow_model_server, so each TF Serving",
-        "      pod ran localcluster/tfserving_standin (named as such in its logs and HTTP",
+        "      pod ran testing/tfserving_standin (named as such in its logs and HTTP",
         "      headers), which copies TF Serving's config reloads, version states, label rules,",
         "      REST, gRPC and metrics from TF Serving's sources. The same scenarios run against",
         "      real TF Serving in the kind suite (make e2e-kind).",

@@ -23,12 +23,12 @@ from typing import Any
 from kubernetes import client, config
 
 from demo.__main__ import Demo, note, step
-from localcluster import build, netguard, volumes
-from localcluster import cluster as localcluster
-from localcluster.operator_process import OperatorProcess
-from localcluster.prometheus import Prometheus
-from localcluster.traffic import Traffic
-from localcluster.waiting import wait_for
+from testing.localcluster import build, netguard, volumes
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.prometheus import Prometheus
+from testing.localcluster.traffic import Traffic
+from testing.localcluster.waiting import wait_for
 
 NAMESPACE = "demo-canary"
 MODEL = "tokens"
@@ -167,7 +167,7 @@ def main() -> int:
     step("What was real, what was a stand-in, what was simulated")
     note("Real: the API server, the operator, the exports, the Gateway API CRDs validating the")
     note("      routes, Prometheus scraping and answering the operator's queries, the numbers.")
-    note("Stand-in: TF Serving (localcluster/tfserving_standin), with TF Serving's metric names.")
+    note("Stand-in: TF Serving (testing/tfserving_standin), with TF Serving's metric names.")
     note("Simulated: nodes (kwok) and a Gateway controller: no Gateway implementation runs, so")
     note("      the routes' weights are shown, and the traffic goes to the pods directly.")
     return 0

@@ -1,5 +1,5 @@
 """Render charts/servedmodel with the real Helm and manifests/ with the real kustomize (kubectl's),
-both Go-built and cached by localcluster/build.py, and parse what they print."""
+both Go-built and cached by testing/localcluster/build.py, and parse what they print."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from localcluster import build
+from testing.localcluster import build
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "servedmodel"

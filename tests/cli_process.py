@@ -13,7 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from localcluster import netguard
+from testing.localcluster import netguard
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("servedmodel", "kubectl-servedmodel")

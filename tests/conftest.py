@@ -1,6 +1,6 @@
 """Fixtures shared by every suite: the local control plane and a namespace per test.
 
-The cluster fixture and `make cluster-up` run the same code (localcluster.cluster.up): a
+The cluster fixture and `make cluster-up` run the same code (testing.localcluster.cluster.up): a
 cluster that is already healthy is reused and left running; one started here is stopped at
 the end of the session.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from localcluster import cluster as localcluster
-from localcluster import netguard, s3
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard, s3
 
 # The machines' network rule, enforced in this process too: tests may reach loopback only.
 PYTEST_NETGUARD_LOG = Path(tempfile.gettempdir()) / f"servedmodel-netguard-{os.getpid()}.log"

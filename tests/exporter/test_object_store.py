@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from localcluster.s3 import Identity, S3Server
+from testing.localcluster.s3 import Identity, S3Server
 
 CLI = str(Path(sys.executable).parent / "servedmodel-export")
 

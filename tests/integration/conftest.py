@@ -18,11 +18,11 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
-from localcluster import audit as audit_log
-from localcluster import cluster as localcluster
-from localcluster import netguard, volumes
-from localcluster.operator_process import OperatorProcess
-from localcluster.waiting import wait_for
+from testing.localcluster import audit as audit_log
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard, volumes
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "serving.servedmodel.io", "v1alpha1", "servedmodels"

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster import build, netguard
-from localcluster import cluster as localcluster
-from localcluster.operator_process import OperatorProcess
-from localcluster.prometheus import Prometheus
-from localcluster.traffic import Traffic
-from localcluster.waiting import wait_for
+from testing.localcluster import build, netguard
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.prometheus import Prometheus
+from testing.localcluster.traffic import Traffic
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -67,7 +67,7 @@ def gateway_api(cluster: localcluster.Cluster) -> None:
 def prometheus(
     cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A real Prometheus scraping the TF Serving pods (localcluster/prometheus.py)."""
+    """A real Prometheus scraping the TF Serving pods (testing/localcluster/prometheus.py)."""
     with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
         yield running.address
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster import cluster as localcluster
-from localcluster.operator_process import OperatorProcess
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
 from tests import cli_process
 from tests.integration.conftest import (
     GROUP,

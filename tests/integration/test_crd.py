@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster import cluster as localcluster
+from testing.localcluster import cluster as localcluster
 from tests.integration.conftest import GROUP, PLURAL, VERSION, kubectl, servedmodel
 
 pytestmark = pytest.mark.cluster

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster import cluster as localcluster
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

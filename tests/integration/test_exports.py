@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster.waiting import wait_for
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

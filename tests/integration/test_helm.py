@@ -20,9 +20,9 @@ import pytest
 import requests
 from kubernetes import client
 
-from localcluster import cluster as localcluster
-from localcluster import netguard
-from localcluster.operator_process import OperatorProcess
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard
+from testing.localcluster.operator_process import OperatorProcess
 from tests.charts import CHART, helm, kustomize
 from tests.integration.conftest import (
     GROUP,

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from localcluster import build, netguard
-from localcluster import cluster as localcluster
-from localcluster.waiting import wait_for
+from testing.localcluster import build, netguard
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

@@ -8,9 +8,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from localcluster import build
-from localcluster import cluster as localcluster
-from localcluster.waiting import wait_for
+from testing.localcluster import build
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster.s3 import Identity, S3Server
-from localcluster.waiting import wait_for
+from testing.localcluster.s3 import Identity, S3Server
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

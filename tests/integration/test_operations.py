@@ -17,11 +17,11 @@ import pytest
 import requests
 from kubernetes import client
 
-from localcluster import cluster as localcluster
-from localcluster import netguard
-from localcluster.audit import Mark
-from localcluster.operator_process import OperatorProcess
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard
+from testing.localcluster.audit import Mark
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

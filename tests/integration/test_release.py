@@ -11,8 +11,8 @@ import pytest
 from kubernetes import client
 from servedmodel_operator import OPERATOR_IMAGE
 
-from localcluster import cluster as localcluster
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.waiting import wait_for
 from tests.charts import parse
 from tests.integration.conftest import GROUP, PLURAL, REPO, kubectl
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster import cluster as localcluster
-from localcluster import volumes
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import volumes
 from tests.integration.conftest import (
     GROUP,
     PLURAL,

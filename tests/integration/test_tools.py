@@ -1,4 +1,4 @@
-"""The tools localcluster/build.py builds for features to come, checked where they will run:
+"""The tools testing/localcluster/build.py builds for features to come, checked where they will run:
 Prometheus (built without its web UI's assets) answers its query API on loopback, and the
 Gateway API's standard-channel CRDs are accepted by the local cluster's API server."""
 
@@ -12,9 +12,9 @@ import pytest
 import requests
 import yaml
 
-from localcluster import build
-from localcluster import cluster as localcluster
-from localcluster.waiting import wait_for
+from testing.localcluster import build
+from testing.localcluster import cluster as localcluster
+from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import kubectl
 
 

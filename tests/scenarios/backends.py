@@ -1,7 +1,7 @@
 """Where the serving scenarios run: the same test code, two clusters.
 
 - `standin`: the local control plane (`make test`), the operator as a local process, TF Serving
-  pods run by the local runner with the TF Serving stand-in (localcluster/tfserving_standin),
+  pods run by the local runner with the TF Serving stand-in (testing/tfserving_standin),
   each on its own loopback pod IP, reached directly as a client inside a cluster would.
 - `kind`: a kind cluster (`make e2e-kind`, GitHub Actions), the operator and exporter images
   built from this tree, the real tensorflow/serving image; pods reached through
@@ -31,10 +31,10 @@ from kubernetes import client, config
 from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
 from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
 
-from localcluster import cluster as localcluster
-from localcluster import netguard, volumes
-from localcluster.operator_process import OperatorProcess
-from localcluster.waiting import wait_for
+from testing.localcluster import cluster as localcluster
+from testing.localcluster import netguard, volumes
+from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, API_VERSION = "serving.servedmodel.io", "v1alpha1"

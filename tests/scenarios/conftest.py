@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from localcluster import cluster as localcluster
+from testing.localcluster import cluster as localcluster
 from tests.scenarios.backends import Backend, KindBackend, StandinBackend, kind_missing
 
 # Three versions of one small model: same architecture, different weights.

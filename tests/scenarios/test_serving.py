@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from localcluster.waiting import wait_for
+from testing.localcluster.waiting import wait_for
 from tests.scenarios.backends import Backend, Endpoint, eventually
 from tests.scenarios.conftest import INSTANCES
 

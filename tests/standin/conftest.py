@@ -158,7 +158,7 @@ def free_address() -> str:
 
 
 class StandIn:
-    """One stand-in process: `python -m localcluster.tfserving_standin <flags>`."""
+    """One stand-in process: `python -m testing.tfserving_standin <flags>`."""
 
     def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None):
         self.ip = free_address()
@@ -177,7 +177,7 @@ class StandIn:
         }
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "localcluster.tfserving_standin", *args],
+            [sys.executable, "-m", "testing.tfserving_standin", *args],
             cwd=REPO,
             env=full_env,
             stdout=self._log,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from localcluster.tfserving_standin import json_tensor, jsonfmt
-from localcluster.tfserving_standin.json_tensor import Format
-from localcluster.tfserving_standin.status import StatusError
+from testing.tfserving_standin import json_tensor, jsonfmt
+from testing.tfserving_standin.json_tensor import Format
+from testing.tfserving_standin.status import StatusError
 
 
 class Info:

@@ -15,7 +15,7 @@ from kubernetes import client, config, dynamic
 from servedmodel_operator import FIELD_MANAGER, drift
 from servedmodel_operator.render import deployment, job
 
-from localcluster import cluster as localcluster
+from testing.localcluster import cluster as localcluster
 from tests.unit.builders import model
 from tests.unit.test_drift import DATA, FIXTURE_SPEC
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.audit import AuditLog, Mark
+from testing.localcluster.audit import AuditLog, Mark
 
 
 def _write(path: Path, *names: str) -> None:

@@ -1,5 +1,5 @@
 """charts/servedmodel against manifests/: the real `helm template` and the real kustomize
-(kubectl's), both Go-built and cached (localcluster/build.py; `make unit` and `make test`
+(kubectl's), both Go-built and cached (testing/localcluster/build.py; `make unit` and `make test`
 build them first), compared as parsed objects.
 
 Normalisations, all of them, applied to kustomize's side only (`as_helm_installs`):

@@ -199,7 +199,7 @@ def test_the_tf_serving_podmonitor_labels_series_as_rollout_analysis_selects_the
     from servedmodel_operator import layout
     from servedmodel_operator.render.labels import MANAGED_BY, SERVER
 
-    from localcluster.prometheus import relabelling
+    from testing.localcluster.prometheus import relabelling
 
     [monitor] = _docs(REPO / "manifests" / "podmonitor" / "tfserving-podmonitor.yaml")
     assert monitor["spec"]["selector"]["matchLabels"] == {

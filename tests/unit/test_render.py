@@ -139,7 +139,7 @@ def test_server_args_are_tf_servings_own_flags() -> None:
 def test_every_server_flag_is_one_tensorflow_model_server_knows() -> None:
     """TF Serving prints 'unknown argument' and starts anyway: a misspelt flag would be
     silently ignored. The stand-in's table holds main.cc's flags, names, types and ranges."""
-    from localcluster.tfserving_standin import flags
+    from testing.tfserving_standin import flags
 
     m = model(server={"batching": {"maxBatchSize": 8}})
     parsed = flags.parse(
@@ -385,6 +385,6 @@ def test_permanent_exit_codes_fail_the_job_without_retry() -> None:
 def test_the_default_exporter_image_is_what_the_local_runner_runs() -> None:
     from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE
 
-    from localcluster.runner import RUNNABLE_IMAGES
+    from testing.localcluster.runner import RUNNABLE_IMAGES
 
     assert DEFAULT_EXPORTER_IMAGE in RUNNABLE_IMAGES

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from localcluster.tfserving_standin import bundle as bundles
-from localcluster.tfserving_standin.monitor import ManagerState, ServableId, ServableState
-from localcluster.tfserving_standin.server_core import ServerCore
-from localcluster.tfserving_standin.status import Code, error
+from testing.tfserving_standin import bundle as bundles
+from testing.tfserving_standin.monitor import ManagerState, ServableId, ServableState
+from testing.tfserving_standin.server_core import ServerCore
+from testing.tfserving_standin.status import Code, error
 
 SIGNATURE_DEF = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 

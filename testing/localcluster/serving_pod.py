@@ -36,12 +36,12 @@ from typing import Any
 
 import requests
 
-from localcluster import pod_status
+from testing.localcluster import pod_status
 
 log = logging.getLogger("localcluster.runner")
 
-REPO = Path(__file__).resolve().parent.parent
-STANDIN_MODULE = "localcluster.tfserving_standin"
+REPO = Path(__file__).resolve().parents[2]
+STANDIN_MODULE = "testing.tfserving_standin"
 POD_NETWORK = ipaddress.ip_network("127.96.0.0/11")  # kwok's simulated pods use 127.64.0.0/11
 # Each runner starts at a random place of the /11 (two million addresses): local clusters of two
 # worktrees on one machine would otherwise hand out the same first addresses, and the second

@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 
-from localcluster.tfserving_standin import logs, metrics, services, tensors
-from localcluster.tfserving_standin.server_core import ServerCore
-from localcluster.tfserving_standin.status import (
+from testing.tfserving_standin import logs, metrics, services, tensors
+from testing.tfserving_standin.server_core import ServerCore
+from testing.tfserving_standin.status import (
     Code,
     Status,
     StatusError,

@@ -33,7 +33,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from localcluster.tfserving_standin import (
+from testing.tfserving_standin import (
     SERVER_HEADER,
     json_tensor,
     jsonfmt,
@@ -41,8 +41,8 @@ from localcluster.tfserving_standin import (
     metrics,
     services,
 )
-from localcluster.tfserving_standin.server_core import ServerCore
-from localcluster.tfserving_standin.status import Code, Status, StatusError, error, http_status
+from testing.tfserving_standin.server_core import ServerCore
+from testing.tfserving_standin.status import Code, Status, StatusError, error, http_status
 
 _PREDICTION_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",

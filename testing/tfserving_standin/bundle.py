@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from localcluster.tfserving_standin import logs, metrics, tensors
-from localcluster.tfserving_standin.status import Code, Status, StatusError, error, from_exception
+from testing.tfserving_standin import logs, metrics, tensors
+from testing.tfserving_standin.status import Code, Status, StatusError, error, from_exception
 
 DEFAULT_SIGNATURE = "serving_default"  # kDefaultServingSignatureDefKey
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from localcluster.tfserving_standin import jsonfmt, tensors
-from localcluster.tfserving_standin.jsonfmt import JObject, RJWriter
-from localcluster.tfserving_standin.status import Code, Status, StatusError, error
+from testing.tfserving_standin import jsonfmt, tensors
+from testing.tfserving_standin.jsonfmt import JObject, RJWriter
+from testing.tfserving_standin.status import Code, Status, StatusError, error
 
 
 class Format(enum.Enum):

@@ -1,5 +1,5 @@
 """A real S3-compatible server on loopback for the object-store tests: SeaweedFS's `weed`,
-built from Go modules like the control plane (localcluster/build.py), with two identities
+built from Go modules like the control plane (testing/localcluster/build.py), with two identities
 (read-write and read-only) and an HTTPS port whose certificate a test CA signs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from localcluster import build, pki
+from testing.localcluster import build, pki
 
 
 def _free_port() -> int:

@@ -7,13 +7,13 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
   checkout's virtualenv (its bin/ is the image's PATH), and the runner reports back what a
   kubelet reports: phase, container state, exit code, the termination message file's content;
 - TF Serving pods (the operator's default server image): no registry ships
-  tensorflow_model_server, so the TF Serving stand-in (localcluster/tfserving_standin) runs
+  tensorflow_model_server, so the TF Serving stand-in (testing/tfserving_standin) runs
   in its place on the pod's own loopback address, with probes and restarts (serving_pod.py).
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
 ConfigMaps kept current through a watch. Every process gets the network guard
-(localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
+(testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
 resource limits, and `kubectl logs` (each container's output lands in
 .local-cluster/runner/<namespace>_<pod>_<uid>/container.log).
@@ -40,10 +40,10 @@ from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
 
-from localcluster import pod_status
-from localcluster.netguard import guard_env
-from localcluster.podvolumes import NotRunnable, PodVolumes
-from localcluster.serving_pod import ServingPod
+from testing.localcluster import pod_status
+from testing.localcluster.netguard import guard_env
+from testing.localcluster.podvolumes import NotRunnable, PodVolumes
+from testing.localcluster.serving_pod import ServingPod
 
 log = logging.getLogger("localcluster.runner")
 

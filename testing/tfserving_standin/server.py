@@ -36,9 +36,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from localcluster.tfserving_standin import COPIED_RELEASE, STANDIN_NAME, flags, logs, protos
-from localcluster.tfserving_standin.paths import Mounts
-from localcluster.tfserving_standin.status import Code, Status, StatusError, error
+from testing.tfserving_standin import COPIED_RELEASE, STANDIN_NAME, flags, logs, protos
+from testing.tfserving_standin.paths import Mounts
+from testing.tfserving_standin.status import Code, Status, StatusError, error
 
 SRC = "server.cc"
 
@@ -146,8 +146,8 @@ class Server:
             )
         session_config = self._session_config(o)
 
-        from localcluster.tfserving_standin.bundle import LoadOptions
-        from localcluster.tfserving_standin.server_core import ServerCore
+        from testing.tfserving_standin.bundle import LoadOptions
+        from testing.tfserving_standin.server_core import ServerCore
 
         load_options = LoadOptions(
             tags=tuple(t for t in o.saved_model_tags.split(",")) if o.saved_model_tags else (),
@@ -178,7 +178,7 @@ class Server:
                 daemon=True,
             ).start()
 
-        from localcluster.tfserving_standin import grpc_server
+        from testing.tfserving_standin import grpc_server
 
         address = f"{self.host}:{o.port}"
         self._grpc = grpc_server.build(
@@ -202,7 +202,7 @@ class Server:
                 path = None
                 if prometheus.enable:
                     path = prometheus.path or "/monitoring/prometheus/metrics"
-                from localcluster.tfserving_standin import rest
+                from testing.tfserving_standin import rest
 
                 try:
                     self._http = rest.HttpServer(

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from localcluster.tfserving_standin import logs
-from localcluster.tfserving_standin.monitor import ServableId
-from localcluster.tfserving_standin.paths import Mounts
-from localcluster.tfserving_standin.status import Code, StatusError, error
+from testing.tfserving_standin import logs
+from testing.tfserving_standin.monitor import ServableId
+from testing.tfserving_standin.paths import Mounts
+from testing.tfserving_standin.status import Code, StatusError, error
 
 _ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
 

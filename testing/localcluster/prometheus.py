@@ -1,4 +1,4 @@
-"""A real Prometheus (built from Go modules, localcluster/build.py) on loopback, scraping TF
+"""A real Prometheus (built from Go modules, testing/localcluster/build.py) on loopback, scraping TF
 Serving pods through Kubernetes pod discovery, for rollout analysis in tests and the demo.
 
 The relabelling is the one the README asks of a production Prometheus: each pod's namespace,
@@ -16,9 +16,9 @@ from typing import Any
 import requests
 import yaml
 
-from localcluster import build
-from localcluster.cluster import Cluster
-from localcluster.waiting import wait_for
+from testing.localcluster import build
+from testing.localcluster.cluster import Cluster
+from testing.localcluster.waiting import wait_for
 
 
 def relabelling() -> list[dict[str, Any]]:

@@ -40,19 +40,19 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from localcluster.tfserving_standin import bundle as bundles
-from localcluster.tfserving_standin import logs
-from localcluster.tfserving_standin.manager import AspiredVersion, Handle, Manager
-from localcluster.tfserving_standin.monitor import (
+from testing.tfserving_standin import bundle as bundles
+from testing.tfserving_standin import logs
+from testing.tfserving_standin.manager import AspiredVersion, Handle, Manager
+from testing.tfserving_standin.monitor import (
     EventBus,
     ManagerState,
     ServableId,
     ServableRequest,
     ServableStateMonitor,
 )
-from localcluster.tfserving_standin.paths import Mounts
-from localcluster.tfserving_standin.source import FileSystemStoragePathSource, ServableToMonitor
-from localcluster.tfserving_standin.status import Code, StatusError, error
+from testing.tfserving_standin.paths import Mounts
+from testing.tfserving_standin.source import FileSystemStoragePathSource, ServableToMonitor
+from testing.tfserving_standin.status import Code, StatusError, error
 
 TENSORFLOW_PLATFORM = "tensorflow"  # model_platform_types.h kTensorFlowModelPlatform
 SRC = "server_core.cc"

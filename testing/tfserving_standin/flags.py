@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from localcluster.tfserving_standin import STANDIN_NAME
+from testing.tfserving_standin import STANDIN_NAME
 
 
 def _cpus() -> int:

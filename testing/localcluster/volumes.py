@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from localcluster.waiting import wait_for
+from testing.localcluster.waiting import wait_for
 
 
 def pv_name(namespace: str, claim: str) -> str:

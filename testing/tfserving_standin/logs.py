@@ -12,7 +12,7 @@ import datetime
 import sys
 import threading
 
-from localcluster.tfserving_standin import STANDIN_NAME
+from testing.tfserving_standin import STANDIN_NAME
 
 _lock = threading.Lock()
 

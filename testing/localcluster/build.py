@@ -104,7 +104,7 @@ def _go_directive(gomod_text: str) -> str:
 
 def _module(module: str, version: str, work: Path) -> tuple[Path, str]:
     """(source directory, go.mod text) of module@version, from the module proxy."""
-    (work / "go.mod").write_text("module localcluster/probe\n")
+    (work / "go.mod").write_text("module testing/localcluster/probe\n")
     info = _module_info(module, version, work)
     return Path(info["Dir"]), Path(info["GoMod"]).read_text()
 
@@ -122,7 +122,7 @@ def _wrapper_build(
 ) -> None:
     """Build `packages` (import path -> binary name) at `version` from a wrapper module that
     requires them and carries `replaces` (module -> "module version" it is replaced with)."""
-    lines = ["module localcluster/wrapper", "", f"go {_go_directive(gomod)}", ""]
+    lines = ["module testing/localcluster/wrapper", "", f"go {_go_directive(gomod)}", ""]
     lines += [f"replace {mod} => {target}" for mod, target in sorted(replaces.items())]
     (work / "go.mod").write_text("\n".join(lines) + "\n")
     _go(["get", "-tool", *[f"{pkg}@{version}" for pkg in packages]], work)
@@ -378,10 +378,11 @@ def build_gateway_api() -> Path:
     return _install(gateway_api_dir(), build)
 
 
-# What `cluster.up()` needs; everything else is built by `python -m localcluster build` (all)
+# What `cluster.up()` needs; everything else is built by
+# `python -m testing.localcluster build` (all)
 # or on first use.
 CONTROL_PLANE = ("etcd", "kwok", "kubernetes")
-# Everything `python -m localcluster build [NAME ...]` can build, in build_all()'s order.
+# Everything `python -m testing.localcluster build [NAME ...]` can build, in build_all()'s order.
 COMPONENTS: dict[str, Callable[[], Path]] = {
     "etcd": build_etcd,
     "kwok": build_kwok,
@@ -394,7 +395,7 @@ COMPONENTS: dict[str, Callable[[], Path]] = {
 }
 
 
-# `python -m localcluster run TOOL`: the binaries, by the component that holds them.
+# `python -m testing.localcluster run TOOL`: the binaries, by the component that holds them.
 TOOLS = {
     "kubectl": "kubernetes",
     "helm": "helm",

@@ -31,16 +31,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from localcluster.tfserving_standin import logs
-from localcluster.tfserving_standin.bundle import Bundle
-from localcluster.tfserving_standin.monitor import (
+from testing.tfserving_standin import logs
+from testing.tfserving_standin.bundle import Bundle
+from testing.tfserving_standin.monitor import (
     EventBus,
     ManagerState,
     ServableId,
     ServableRequest,
     ServableState,
 )
-from localcluster.tfserving_standin.status import OK, Code, Status, StatusError, error
+from testing.tfserving_standin.status import OK, Code, Status, StatusError, error
 
 MANAGE_STATE_INTERVAL_S = 0.1  # aspired_versions_manager.h manage_state_interval_micros
 

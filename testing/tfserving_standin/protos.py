@@ -21,8 +21,8 @@ from google.protobuf import (
     wrappers_pb2,
 )
 
-from localcluster.tfserving_standin import logs
-from localcluster.tfserving_standin.status import Code, error
+from testing.tfserving_standin import logs
+from testing.tfserving_standin.status import Code, error
 
 _PACKAGE = "tensorflow.serving"
 _F = descriptor_pb2.FieldDescriptorProto

@@ -1,4 +1,4 @@
-"""`python -m localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
+"""`python -m testing.localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
 entry point the Makefile uses. `build` alone builds every component that is not cached yet;
 `run` builds a tool's component if needed and runs the tool (e.g. `run actionlint`,
 `run kubectl kustomize manifests/`)."""
@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from localcluster import build, cluster
+from testing.localcluster import build, cluster
 
 
 def run(tool: str, args: list[str]) -> int:
@@ -25,10 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         if len(argv) < 2:
-            print(f"usage: python -m localcluster run {{{','.join(build.TOOLS)}}} [ARG ...]")
+            print(
+                f"usage: python -m testing.localcluster run {{{','.join(build.TOOLS)}}} [ARG ...]"
+            )
             return 2
         return run(argv[1], argv[2:])
-    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testing.localcluster", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "status", "build", "run"))
     parser.add_argument(
         "components",

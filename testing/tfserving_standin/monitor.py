@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from localcluster.tfserving_standin.status import OK, Status
+from testing.tfserving_standin.status import OK, Status
 
 
 class ManagerState(enum.IntEnum):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from localcluster.waiting import wait_for
+from testing.localcluster.waiting import wait_for
 
 STARTED_LINE = b"Activity 'start' succeeded"
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import requests
 import yaml
 
-from localcluster import build, netguard, pki, runner
+from testing.localcluster import build, netguard, pki, runner
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
 SIMULATED_NODES = ("kwok-node-0", "kwok-node-1")
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -45,7 +45,7 @@ COMPONENTS = (
 SERVICE_CIDR = "10.96.0.0/16"  # room for the benchmark's 500 Services (never dialled)
 # Every pod IP is on loopback, so the operator and the tests reach pods as in a cluster while
 # no traffic leaves 127.0.0.0/8: kwok's simulated pods get 127.64.0.0/11, the pods the runner
-# runs (TF Serving stand-ins) 127.96.0.0/11 (localcluster/serving_pod.py).
+# runs (TF Serving stand-ins) 127.96.0.0/11 (testing/localcluster/serving_pod.py).
 POD_CIDR = "127.64.0.0/10"
 KWOK_POD_CIDR = "127.64.0.0/11"
 NODE_IP = "127.0.0.1"

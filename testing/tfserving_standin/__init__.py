@@ -2,7 +2,7 @@
 
 No registry ships `tensorflow_model_server`, so on the local (kwok-based) cluster this program
 takes its place, the way kwok stands in for kubelets. It runs with exactly the command line the
-operator renders for TF Serving (`python -m localcluster.tfserving_standin --port=8500 ...`) and
+operator renders for TF Serving (`python -m testing.tfserving_standin --port=8500 ...`) and
 copies the behaviour a client or the operator can observe: the model config file and its
 polling (ServerCore::ReloadConfig), version loading with the availability-preserving policy,
 the REST and gRPC APIs with TF Serving's paths, JSON shapes, status codes and error texts, and
