@@ -36,9 +36,12 @@ import requests
 from kubernetes import client, config, watch
 from kubernetes.dynamic import DynamicClient
 from servedmodel_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from servedmodel_operator.plan import Observed, current_config, plan
-from servedmodel_operator.serving import PodReport, ServingPod
-from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
+from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.plan import plan
+from servedmodel_operator.parts.serving.pods import PodReport, ServingPod
+from servedmodel_operator.parts.serving.view import evidence
 
 from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard, volumes
@@ -348,14 +351,16 @@ def lower_bound(api: Api, n: int) -> float:
             own plan() of the same observations."""
             model = models[i]
             pod = pods[model.name]
-            observed = Observed(
+            observed = Observed.of(
+                [
+                    deployments[model.name],
+                    applied[("ConfigMap", model.name)],
+                    applied[("Service", model.name)],
+                ],
                 status=EXPORTED,
-                deployment=deployments[model.name],
-                configmap=applied[("ConfigMap", model.name)],
-                service=applied[("Service", model.name)],
                 pods=(pod,),
             )
-            _, digest = current_config(model, observed)
+            digest = evidence(model, observed, Track.STABLE).digest
             error = try_pod(pod["status"]["podIP"])
             reports = {ServingPod.of(pod).incarnation: PodReport(digest, error=error or None)}
             status = plan(

@@ -14,10 +14,10 @@ import os
 
 import kopf
 
-from servedmodel_operator import logs, metrics
-from servedmodel_operator.policy import Policy
-from servedmodel_operator.runtime import Options
-from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
+from servedmodel_operator.adapters import logs, metrics
+from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
+from servedmodel_operator.controller.runtime import Options
+from servedmodel_operator.parts.admission.policy import Policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     _limit_malloc_arenas()
     args = parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    from servedmodel_operator import handlers  # noqa: F401 - registers the handlers
+    from servedmodel_operator.controller import handlers  # noqa: F401 - registers the handlers
 
     options = Options(
         exporter_image=args.exporter_image,

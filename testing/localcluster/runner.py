@@ -38,7 +38,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
-from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
+from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
 from testing.localcluster import pod_status
 from testing.localcluster.netguard import guard_env

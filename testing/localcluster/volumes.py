@@ -16,7 +16,7 @@ def pv_name(namespace: str, claim: str) -> str:
     return f"{namespace}-{claim}"
 
 
-# The operator's default policy uses only claims that opt in (see servedmodel_operator.policy).
+# The operator's default policy uses only claims that opt in (see its parts/admission/policy.py).
 OPT_IN = {
     "serving.servedmodel.io/model-store": "true",
     "serving.servedmodel.io/model-source": "true",

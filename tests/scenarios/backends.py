@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from kubernetes import client, config
 from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
-from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
+from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
 from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard, volumes

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.api.names import ChildNames
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.observed import Observed
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -147,3 +149,36 @@ def model_status(**versions: str) -> dict[str, Any]:
             for k, state in versions.items()
         ]
     }
+
+
+_CHILD_KINDS = {
+    "deployment": ("Deployment", "deployment"),
+    "configmap": ("ConfigMap", "configmap"),
+    "service": ("Service", "service"),
+    "autoscaler": ("HorizontalPodAutoscaler", "deployment"),
+    "canary_deployment": ("Deployment", "canary_deployment"),
+    "canary_configmap": ("ConfigMap", "canary_configmap"),
+}
+
+
+def observed(name: str = "mnist", **kwargs: Any) -> Observed:
+    """An Observed with children given by role (deployment=, configmap=, jobs=, ...); the
+    child's name defaults to the one the ServedModel `name` gives it."""
+    names = ChildNames.of(name)
+    children: dict[tuple[str, str], Any] = {}
+
+    def add(kind: str, default: str, obj: Any) -> None:
+        if obj is None:
+            return
+        obj = {**obj, "kind": kind}
+        child = str((obj.get("metadata") or {}).get("name") or default)
+        obj["metadata"] = {**(obj.get("metadata") or {}), "name": child}
+        children[(kind, child)] = obj
+
+    for role, (kind, attribute) in _CHILD_KINDS.items():
+        add(kind, getattr(names, attribute), kwargs.pop(role, None))
+    for service_name, obj in (kwargs.pop("track_services", None) or {}).items():
+        add("Service", service_name, obj)
+    for job in kwargs.pop("jobs", None) or ():
+        add("Job", job["metadata"]["name"], job)
+    return Observed(children=children, **kwargs)

@@ -90,7 +90,7 @@ def test_the_operator_process_imports_neither_tensorflow_nor_the_kubernetes_clie
         "import sys\n"
         "from servedmodel_operator import __main__ as entry\n"
         "for name in entry.UNUSED_CLIENTS: sys.modules.setdefault(name, None)\n"
-        "import servedmodel_operator.app, servedmodel_operator.handlers\n"
+        "import servedmodel_operator.app, servedmodel_operator.controller.handlers\n"
         "print(sorted(m for m in sys.modules if sys.modules[m] is not None))\n"
     )
     loaded = subprocess.run(
@@ -98,4 +98,4 @@ def test_the_operator_process_imports_neither_tensorflow_nor_the_kubernetes_clie
     ).stdout
     modules = set(ast.literal_eval(loaded))
     assert not {m for m in modules if m.split(".")[0] in ("kubernetes", "tensorflow", "keras")}
-    assert "servedmodel_operator.handlers" in modules
+    assert "servedmodel_operator.controller.handlers" in modules

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from servedmodel_operator import drift
+from servedmodel_operator.parts import drift
 from servedmodel_operator.render import deployment, job
 
 from tests.unit.builders import model

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from servedmodel_operator.exports import State, exported, version_states, versions_to_start
+from servedmodel_operator.parts.exports.states import (
+    State,
+    exported,
+    version_states,
+    versions_to_start,
+)
 
 from tests.unit.builders import job_obj, model, pod_obj
 
@@ -106,7 +111,7 @@ def test_parallelism_limits_what_starts() -> None:
 
 
 def test_termination_messages_are_untrusted_input() -> None:
-    from servedmodel_operator.exports import parse_result
+    from servedmodel_operator.parts.exports.states import parse_result
 
     deep = "[" * 100_000 + "]" * 100_000
     assert parse_result(deep) is None  # no RecursionError

@@ -196,7 +196,7 @@ def test_the_namespaced_overlay_grants_the_cluster_roles_rules_as_roles_only() -
 def test_the_tf_serving_podmonitor_labels_series_as_rollout_analysis_selects_them() -> None:
     """The PodMonitor a production Prometheus uses and the local cluster's scrape config must
     give TF Serving's series the same labels, on the port and path the operator renders."""
-    from servedmodel_operator import layout
+    from servedmodel_operator.api import layout
     from servedmodel_operator.render.labels import MANAGED_BY, SERVER
 
     from testing.localcluster.prometheus import relabelling

@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 from servedmodel_operator import EXPORTER_IMAGE
-from servedmodel_operator.plan import Observed, plan, secrets_to_check
+from servedmodel_operator.parts.exports.part import secrets_to_check
+from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.plan import plan
+from servedmodel_operator.parts.serving.part import CONFIG_REREAD_SECONDS
 from servedmodel_operator.render import job
 
 from tests.unit.builders import model
@@ -110,4 +113,5 @@ def test_a_missing_key_is_named_and_present_keys_start_the_job() -> None:
     assert p.status["versions"][0]["message"] == "Secret s3-creds has no key AWS_SECRET_ACCESS_KEY"
     keys = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
     ok = plan(m, Observed(secret_keys={"s3-creds": keys}), IMAGE, NOW)
-    assert "Job" in {x["kind"] for x in ok.apply} and ok.requeue_after is None
+    # No 30 s recheck of the Secret any more: only the re-read of the models.config written now.
+    assert "Job" in {x["kind"] for x in ok.apply} and ok.requeue_after == CONFIG_REREAD_SECONDS

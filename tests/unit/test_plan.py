@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
-from servedmodel_operator import EXPORTER_IMAGE, drift, serving
-from servedmodel_operator.exports import State, VersionStatus
-from servedmodel_operator.plan import Observed, plan, version_skew
+from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.parts import drift
+from servedmodel_operator.parts.exports.part import version_skew
+from servedmodel_operator.parts.exports.states import State, VersionStatus
+from servedmodel_operator.parts.plan import plan
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
+from servedmodel_operator.parts.serving.part import CONFIG_REREAD_SECONDS
+from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 from servedmodel_operator.render import configmap
-from servedmodel_operator.serving import PodReport, VersionState
-from servedmodel_operator.transition import ModelsConfig
 
-from tests.unit.builders import deployment_obj, job_obj, model, pod_obj, server_pod_obj
+from tests.unit.builders import (
+    deployment_obj,
+    job_obj,
+    model,
+    pod_obj,
+    server_pod_obj,
+)
+from tests.unit.builders import (
+    observed as observed_of,
+)
 
 NOW = "2026-11-25T10:00:00Z"
 IMAGE = EXPORTER_IMAGE
@@ -42,7 +56,7 @@ def _live(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_first_reconcile_creates_everything_and_the_first_export() -> None:
-    p = plan(model(), Observed(), IMAGE, NOW)
+    p = plan(model(), observed_of(), IMAGE, NOW)
     assert [k.split("/")[0] for k in _kinds(p.apply)] == [
         "ConfigMap",
         "Deployment",
@@ -57,8 +71,8 @@ def test_first_reconcile_creates_everything_and_the_first_export() -> None:
 
 
 def test_a_converged_model_plans_nothing() -> None:
-    first = plan(model(), Observed(), IMAGE, NOW)
-    observed = Observed(
+    first = plan(model(), observed_of(), IMAGE, NOW)
+    observed = observed_of(
         status=first.status or {},
         configmap=_live(first.apply[0]),
         deployment=_live(first.apply[1]),
@@ -67,14 +81,12 @@ def test_a_converged_model_plans_nothing() -> None:
     )
     second = plan(model(), observed, IMAGE, NOW)  # the Deployment now exists: status moves on
     assert second.apply == [] and second.status is not None
-    converged = plan(
-        model(), Observed(**{**observed.__dict__, "status": second.status}), IMAGE, NOW
-    )
+    converged = plan(model(), replace(observed, status=second.status), IMAGE, NOW)
     assert converged.apply == [] and converged.status is None and converged.events == []
 
 
 def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the_next() -> None:
-    first = plan(model(), Observed(), IMAGE, NOW)
+    first = plan(model(), observed_of(), IMAGE, NOW)
     job_name = first.apply[3]["metadata"]["name"]
     result = json.dumps(
         {
@@ -84,7 +96,7 @@ def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the
             "tensorflowVersion": "2.21.0",
         }
     )
-    observed = Observed(
+    observed = observed_of(
         status=first.status or {},
         configmap=_live(first.apply[0]),
         deployment=_live(first.apply[1]),
@@ -114,11 +126,11 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
         "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
     }
     m = model(serve={"policy": "All", "labels": {"stable": 2}})
-    before = configmap.configmap(m, ModelsConfig((1, 2), {"stable": 1}))
+    before = configmap.configmap(m, modelsconfig.render_for(m, ModelsConfig((1, 2), {"stable": 1})))
     pod = server_pod_obj("p0")
-    digest = serving.config_digest(before["data"]["models.config"])
+    digest = modelsconfig.config_digest(before["data"]["models.config"])
     loaded = {1: VersionState("AVAILABLE"), 2: VersionState("AVAILABLE")}
-    observed = Observed(
+    observed = observed_of(
         status=status,
         configmap=_live(before),
         deployment=deployment_obj(),
@@ -128,10 +140,12 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
     p = plan(m, observed, IMAGE, NOW)
     assert [x["kind"] for x in p.apply] == ["ConfigMap", "Deployment", "Service"]
     assert 'key: "stable"\n      value: 2' in p.apply[0]["data"]["models.config"]
-    assert p.config_changed and p.events == []  # nothing observed changed yet
+    assert (
+        p.requeue_after == CONFIG_REREAD_SECONDS and p.events == []
+    )  # nothing observed changed yet
     # The pods read the new file and resolve the label: now it is news.
     after = p.apply[0]
-    observed = Observed(
+    observed = observed_of(
         status=p.status or status,
         configmap=_live(after),
         deployment=deployment_obj(),
@@ -139,7 +153,7 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
         pods=(pod,),
         reports={
             "uid-p0/0": PodReport(
-                serving.config_digest(after["data"]["models.config"]), loaded, {"stable": 2}
+                modelsconfig.config_digest(after["data"]["models.config"]), loaded, {"stable": 2}
             )
         },
     )
@@ -154,7 +168,7 @@ def test_never_ready_in_the_reconcile_that_writes_the_change() -> None:
     exported = {
         "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}],
     }
-    p = plan(model(), Observed(status=exported, deployment=deployment_obj(0, 0)), IMAGE, NOW)
+    p = plan(model(), observed_of(status=exported, deployment=deployment_obj(0, 0)), IMAGE, NOW)
     assert "Deployment" in {m["kind"] for m in p.apply}
     assert p.status is not None
     ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")

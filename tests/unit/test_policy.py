@@ -6,12 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from servedmodel_operator import EXPORTER_IMAGE
-from servedmodel_operator.plan import Observed, plan
-from servedmodel_operator.policy import Facts, Policy, Refusal, check, foreign, needed
+from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
+from servedmodel_operator.parts.admission.part import RECHECK_SECONDS
+from servedmodel_operator.parts.admission.policy import (
+    Facts,
+    Policy,
+    Refusal,
+    check,
+    foreign,
+    needed,
+)
+from servedmodel_operator.parts.plan import plan
 from servedmodel_operator.render import deployment, job
-from servedmodel_operator.spec import DEFAULT_SERVER_IMAGE
 
 from tests.unit.builders import job_obj, model
+from tests.unit.builders import observed as observed_of
 
 NOW = "2026-11-25T10:00:00Z"
 POLICY = Policy(server_images=(DEFAULT_SERVER_IMAGE,), exporter_images=(EXPORTER_IMAGE,))
@@ -99,8 +108,9 @@ def test_an_object_that_is_not_ours_is_never_taken_over() -> None:
 
 def test_a_refusal_stalls_the_model_and_nothing_is_written() -> None:
     refused = Refusal("ClaimNotAllowed", "PersistentVolumeClaim models has not opted in")
-    p = plan(model(), Observed(refusals=(refused,)), EXPORTER_IMAGE, NOW)
-    assert p.apply == [] and not p.config_changed
+    p = plan(model(), observed_of(refusals=(refused,)), EXPORTER_IMAGE, NOW)
+    # Nothing written, no config to re-read: only the 30 s recheck of the refusal.
+    assert p.apply == [] and p.delete == [] and p.requeue_after == RECHECK_SECONDS
     assert p.status is not None
     conditions = {c["type"]: c for c in p.status["conditions"]}
     assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == (
@@ -116,7 +126,7 @@ def test_a_child_owned_by_another_incarnation_is_a_conflict() -> None:
         {"kind": "ServedModel", "name": "mnist", "uid": "old-uid", "controller": True}
     ]
     stale["kind"] = "Job"
-    p = plan(model(), Observed(jobs=(stale,)), EXPORTER_IMAGE, NOW)
+    p = plan(model(), observed_of(jobs=(stale,)), EXPORTER_IMAGE, NOW)
     assert p.apply == []
     assert p.status is not None
     assert "ResourceConflict" in {c["reason"] for c in p.status["conditions"]}
@@ -124,7 +134,10 @@ def test_a_child_owned_by_another_incarnation_is_a_conflict() -> None:
 
 def test_the_later_of_two_models_on_one_store_directory_is_stalled() -> None:
     p = plan(
-        model(), Observed(store_sharers=(("2026-11-25T09:00:00Z", "first"),)), EXPORTER_IMAGE, NOW
+        model(),
+        observed_of(store_sharers=(("2026-11-25T09:00:00Z", "first"),)),
+        EXPORTER_IMAGE,
+        NOW,
     )
     assert p.apply == [] and p.status is not None
     stalled = next(c for c in p.status["conditions"] if c["type"] == "Stalled")

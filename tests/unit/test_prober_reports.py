@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from servedmodel_operator.prober import Reports
-from servedmodel_operator.serving import PodReport, ServingPod, VersionState, to_probe
-from servedmodel_operator.transition import ModelsConfig
+from servedmodel_operator.adapters.prober import Reports
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, to_probe
+from servedmodel_operator.parts.serving.pods import PodReport, ServingPod, VersionState
 
 from tests.unit.builders import server_pod_obj
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format
-from servedmodel_operator import EXPORTER_IMAGE, layout
+from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.api import layout
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
 from servedmodel_operator.render import configmap, deployment, job, labels, service
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
-from servedmodel_operator.transition import ModelsConfig
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests.unit.builders import model
@@ -24,6 +26,9 @@ FIXED_LABELS = {
 }
 
 
+MODELS_CONFIG_TEXT = modelsconfig.render_for(model(), ModelsConfig((1,)))
+
+
 def _parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
@@ -33,7 +38,9 @@ def _parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig
 
 def test_models_config_round_trips_through_the_protos() -> None:
     m = model(store={"pvc": {"claimName": "models", "path": "team-a/"}})
-    cm = configmap.configmap(m, ModelsConfig((1, 2), {"stable": 1, "canary": 2}))
+    cm = configmap.configmap(
+        m, modelsconfig.render_for(m, ModelsConfig((1, 2), {"stable": 1, "canary": 2}))
+    )
     parsed = _parse_models_config(cm["data"]["models.config"])
     [entry] = parsed.model_config_list.config
     assert entry.name == "mnist"
@@ -44,14 +51,14 @@ def test_models_config_round_trips_through_the_protos() -> None:
 
 
 def test_models_config_names_versions_explicitly_even_with_nothing_served() -> None:
-    text = configmap.config_files(model(), ModelsConfig(()))["models.config"]
+    text = modelsconfig.render_for(model(), ModelsConfig(()))
     entry = _parse_models_config(text).model_config_list.config[0]
     assert entry.model_version_policy.WhichOneof("policy_choice") == "specific"
     assert list(entry.model_version_policy.specific.versions) == []
 
 
 def test_monitoring_config_turns_prometheus_on_at_the_standard_path() -> None:
-    text = configmap.config_files(model(), ModelsConfig((1,)))["monitoring.config"]
+    text = configmap.config_files(model(), MODELS_CONFIG_TEXT)["monitoring.config"]
     parsed = text_format.Parse(text, MonitoringConfig())
     assert parsed.prometheus_config.enable is True  # type: ignore[attr-defined]
     assert parsed.prometheus_config.path == "/monitoring/prometheus/metrics"  # type: ignore[attr-defined]
@@ -59,12 +66,12 @@ def test_monitoring_config_turns_prometheus_on_at_the_standard_path() -> None:
 
 def test_no_monitoring_file_when_prometheus_is_off() -> None:
     assert "monitoring.config" not in configmap.config_files(
-        model(server={"monitoring": {"prometheus": False}}), ModelsConfig((1,))
+        model(server={"monitoring": {"prometheus": False}}), MODELS_CONFIG_TEXT
     )
 
 
 def test_batching_config_only_when_batching_is_set() -> None:
-    assert "batching.config" not in configmap.config_files(model(), ModelsConfig((1,)))
+    assert "batching.config" not in configmap.config_files(model(), MODELS_CONFIG_TEXT)
     text = configmap.config_files(
         model(
             server={
@@ -76,7 +83,7 @@ def test_batching_config_only_when_batching_is_set() -> None:
                 }
             }
         ),
-        ModelsConfig((1,)),
+        MODELS_CONFIG_TEXT,
     )["batching.config"]
     parsed = text_format.Parse(text, BatchingParameters())
     assert parsed.max_batch_size.value == 32  # type: ignore[attr-defined]
@@ -92,7 +99,7 @@ def test_a_misspelt_config_field_is_a_parse_error_naming_it() -> None:
 
 
 def test_configmap_metadata_is_the_fixed_label_set_and_an_owner_reference() -> None:
-    cm = configmap.configmap(model(), ModelsConfig((1,)))
+    cm = configmap.configmap(model(), modelsconfig.render_for(model(), ModelsConfig((1,))))
     assert cm["metadata"]["name"] == "mnist-tfserving"
     assert set(cm["metadata"]["labels"]) == FIXED_LABELS
     assert cm["metadata"]["ownerReferences"] == [
@@ -383,7 +390,7 @@ def test_permanent_exit_codes_fail_the_job_without_retry() -> None:
 
 
 def test_the_default_exporter_image_is_what_the_local_runner_runs() -> None:
-    from servedmodel_operator.spec import DEFAULT_EXPORTER_IMAGE
+    from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE
 
     from testing.localcluster.runner import RUNNABLE_IMAGES
 

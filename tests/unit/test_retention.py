@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from servedmodel_operator import EXPORTER_IMAGE, retention
-from servedmodel_operator.plan import Observed, plan
+from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.parts import retention
+from servedmodel_operator.parts.plan import plan
 from servedmodel_operator.render import autoscaler, prune
 
-from tests.unit.builders import deployment_obj, job_obj, model, pod_obj
+from tests.unit.builders import OWNED_BY_MNIST, deployment_obj, job_obj, model, pod_obj
+from tests.unit.builders import observed as observed_of
 
 NOW = "2026-11-25T10:00:00Z"
 KEEP = {"store": {"pvc": {"claimName": "models"}, "retention": {"keepUndeclared": 2}}}
@@ -68,7 +70,7 @@ def test_a_finished_prune_is_remembered_in_status_and_never_runs_again() -> None
 
 def test_prune_events_and_status_through_plan() -> None:
     m = model(**KEEP)
-    p = plan(m, Observed(deployment=deployment_obj()), EXPORTER_IMAGE, NOW)
+    p = plan(m, observed_of(deployment=deployment_obj()), EXPORTER_IMAGE, NOW)
     assert all(not j["metadata"]["name"].startswith("mnist-prune") for j in p.apply)  # not Ready
 
 
@@ -106,9 +108,14 @@ def test_an_autoscaler_is_deleted_when_autoscaling_goes() -> None:
     live = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "mnist", "namespace": "ml", "uid": "h1"},
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "h1",
+            "ownerReferences": OWNED_BY_MNIST,
+        },
     }
-    p = plan(model(), Observed(autoscaler=live), EXPORTER_IMAGE, NOW)
+    p = plan(model(), observed_of(autoscaler=live), EXPORTER_IMAGE, NOW)
     assert p.delete == [live]
 
 

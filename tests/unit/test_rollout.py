@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator import EXPORTER_IMAGE, rollout, serving
-from servedmodel_operator.plan import Observed, plan
-from servedmodel_operator.policy import Refusal
+from servedmodel_operator import EXPORTER_IMAGE
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.parts.admission.policy import Refusal
+from servedmodel_operator.parts.delivery import decide as rollout
+from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
+from servedmodel_operator.parts.delivery.decide import Inputs
+from servedmodel_operator.parts.plan import plan
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
+from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 from servedmodel_operator.render import labels, routes
 from servedmodel_operator.render.configmap import configmap
-from servedmodel_operator.rollout import Figures, Inputs, Measurement
-from servedmodel_operator.serving import PodReport, VersionState
-from servedmodel_operator.transition import ModelsConfig
 
-from tests.unit.builders import model, server_pod_obj
+from tests.unit.builders import OWNED_BY_MNIST, model, server_pod_obj
+from tests.unit.builders import observed as observed_of
 
 T0, T1, T2 = "2026-11-25T10:00:00Z", "2026-11-25T10:01:00Z", "2026-11-25T10:02:00Z"
 ANALYSIS = {
@@ -72,17 +77,29 @@ def test_a_step_under_way_holds_its_weight_and_replicas_while_a_canary_pod_start
             "parentRefs": [{"name": "gw"}],
         },
     )
-    previous = {"canary": 2, "phase": "Progressing", "step": 1, "stepStartedAt": T0}
-    held = decide(m, previous, now=T2, ready=False, measured=healthy())
+    previous = {
+        "canary": 2,
+        "phase": "Progressing",
+        "step": 1,
+        "stepStartedAt": T0,
+        "weight": 25,
+    }
+    # One of the two canary pods serves: the Gateway keeps the share it had (25 %).
+    held = decide(
+        m, previous, now=T2, ready=False, canary_serving=True, canary_pods=2, measured=healthy()
+    )
     assert (held.phase, held.step, held.weight, held.step_started_at) == (
         "Progressing",
         1,
-        100,
+        25,
         T0,
     )
     assert held.canary_replicas == 2 and held.event is None
     assert "waiting for every canary pod" in held.message
-    judged = decide(m, previous, now=T2, measured=healthy())
+    # None serves: the canary gets no traffic through the Gateway, and keeps its pods.
+    none = decide(m, previous, now=T2, ready=False, canary_pods=2, measured=healthy())
+    assert (none.weight, none.canary_replicas, none.step) == (0, 2, 1)
+    judged = decide(m, previous, now=T2, canary_pods=2, measured=healthy())
     assert judged.phase == "Promoting"
 
 
@@ -190,7 +207,7 @@ def test_the_plan_withholds_the_canary_from_the_stable_pods_until_promoted() -> 
         "versions": [{"version": 1, "state": "Exported"}, {"version": 2, "state": "Exported"}]
     }
     m = model(serve={"policy": "All"}, rollout={"canary": 2, "parentRefs": [{"name": "gw"}]})
-    p = plan(m, Observed(status=exported), EXPORTER_IMAGE, T0)
+    p = plan(m, observed_of(status=exported), EXPORTER_IMAGE, T0)
     by_name = {(x["kind"], x["metadata"]["name"]): x for x in p.apply}
     assert "versions: 1\n" in by_name[("ConfigMap", "mnist-tfserving")]["data"]["models.config"]
     assert "versions: 2" not in by_name[("ConfigMap", "mnist-tfserving")]["data"]["models.config"]
@@ -207,7 +224,7 @@ def test_the_plan_withholds_the_canary_from_the_stable_pods_until_promoted() -> 
     } <= set(by_name)
     assert p.status is not None and p.status["rollout"]["phase"] == "Progressing"
     promoted = {**exported, "rollout": {"canary": 2, "phase": "Promoting", "step": 2}}
-    p = plan(m, Observed(status=promoted), EXPORTER_IMAGE, T0)
+    p = plan(m, observed_of(status=promoted), EXPORTER_IMAGE, T0)
     stable = next(x for x in p.apply if x["metadata"]["name"] == "mnist-tfserving")
     assert "versions: 2" in stable["data"]["models.config"]
 
@@ -217,18 +234,28 @@ def test_removing_the_rollout_removes_its_objects() -> None:
         "canary_deployment": {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "mnist-canary", "namespace": "ml", "uid": "d"},
+            "metadata": {
+                "name": "mnist-canary",
+                "namespace": "ml",
+                "uid": "d",
+                "ownerReferences": OWNED_BY_MNIST,
+            },
         },
         "track_services": {
             "mnist-stable": {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": "mnist-stable", "namespace": "ml", "uid": "s"},
+                "metadata": {
+                    "name": "mnist-stable",
+                    "namespace": "ml",
+                    "uid": "s",
+                    "ownerReferences": OWNED_BY_MNIST,
+                },
             }
         },
         "status": {"rollout": {"canary": 2, "phase": "Promoted", "routes": "abc"}},
     }
-    p = plan(model(), Observed(**leftovers), EXPORTER_IMAGE, T0)
+    p = plan(model(), observed_of(**leftovers), EXPORTER_IMAGE, T0)
     assert sorted((d["kind"], d["metadata"]["name"]) for d in p.delete) == [
         ("Deployment", "mnist-canary"),
         ("GRPCRoute", "mnist"),
@@ -245,8 +272,8 @@ def _routed(ready_pods: int, serving_pods: int, previous_weight: int) -> tuple[i
         server={"replicas": 2},
         rollout={"canary": 2, "steps": [25, 50, 100], "parentRefs": [{"name": "gw"}]},
     )
-    cm = configmap(m, ModelsConfig((2,), {}), canary=True)
-    digest = serving.config_digest(cm["data"]["models.config"])
+    cm = configmap(m, modelsconfig.render_for(m, ModelsConfig((2,), {})), Track.CANARY)
+    digest = modelsconfig.config_digest(cm["data"]["models.config"])
     pods, reports = [], {}
     for i in range(2):
         pod = server_pod_obj(f"c{i}", ready=i < ready_pods, ip=f"127.1.0.{20 + i}")
@@ -266,10 +293,13 @@ def _routed(ready_pods: int, serving_pods: int, previous_weight: int) -> tuple[i
     }
     p = plan(
         m,
-        Observed(
+        observed_of(
             status=status,
             canary_configmap=cm,
-            canary_deployment={"metadata": {"name": "mnist-canary"}, "spec": {"replicas": 2}},
+            canary_deployment={
+                "metadata": {"name": "mnist-canary", "ownerReferences": OWNED_BY_MNIST},
+                "spec": {"replicas": 2},
+            },
             pods=pods,
             reports=reports,
         ),
@@ -303,7 +333,7 @@ def test_promote_through_a_gateway_waits_for_the_canary_pods_before_moving_traff
     m = model(rollout={"canary": 2, "promote": True, "parentRefs": [{"name": "gw"}]})
     p = plan(
         m,
-        Observed(status={"versions": [{"version": 2, "state": "Exported"}]}),
+        observed_of(status={"versions": [{"version": 2, "state": "Exported"}]}),
         EXPORTER_IMAGE,
         T0,
     )
@@ -315,11 +345,11 @@ def test_routes_go_when_parent_refs_go_mid_rollout_and_stay_named_when_refused()
         "versions": [{"version": 2, "state": "Exported"}],
         "rollout": {"canary": 2, "phase": "Progressing", "step": 0, "routes": "abc"},
     }
-    p = plan(model(rollout={"canary": 2}), Observed(status=status), EXPORTER_IMAGE, T0)
+    p = plan(model(rollout={"canary": 2}), observed_of(status=status), EXPORTER_IMAGE, T0)
     assert sorted(d["kind"] for d in p.delete) == ["GRPCRoute", "HTTPRoute"]
     assert p.status is not None and "routes" not in p.status["rollout"]
     gw = model(rollout={"canary": 2, "parentRefs": [{"name": "gw"}]})
-    refused = Observed(status=status, refusals=(Refusal("ApplyRejected", "no"),))
+    refused = observed_of(status=status, refusals=(Refusal("ApplyRejected", "no"),))
     p = plan(gw, refused, EXPORTER_IMAGE, T0)
     assert not p.apply
     assert p.status is not None and p.status["rollout"]["routes"] == "abc"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servedmodel_operator.selection import select
+from servedmodel_operator.parts.serving.selection import select
 
 from tests.unit.builders import model
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from servedmodel_operator import serving
-from servedmodel_operator.serving import PodReport, ServingPod, VersionState
-from servedmodel_operator.transition import ModelsConfig
+from servedmodel_operator.parts.serving import modelsconfig, pods
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
+from servedmodel_operator.parts.serving.pods import PodReport, ServingPod, VersionState
+from servedmodel_operator.parts.serving.view import view
 
 from tests.unit.builders import model_status, server_pod_obj
 
@@ -15,17 +16,17 @@ CONFIG = ModelsConfig((1, 2), {"stable": 1, "canary": 2})
 
 def test_model_status_json_is_parsed_with_errors() -> None:
     body = model_status(v1="AVAILABLE", v2="LOADING", v3="END:Could not find SavedModel")
-    assert serving.parse_model_status(body) == {
+    assert pods.parse_model_status(body) == {
         1: AVAILABLE,
         2: VersionState("LOADING"),
         3: VersionState("END", "UNKNOWN: Could not find SavedModel"),
     }
-    assert serving.parse_model_status(body)[3].failed
+    assert pods.parse_model_status(body)[3].failed
     assert not VersionState("END").failed  # unloaded on purpose, not a failure
-    assert serving.parse_model_status({"model_version_status": ["junk", {"version": "x"}]}) == {}
+    assert pods.parse_model_status({"model_version_status": ["junk", {"version": "x"}]}) == {}
     metadata = {"model_spec": {"name": "mnist", "signature_name": "", "version": "2"}}
-    assert serving.resolved_version(metadata) == 2
-    assert serving.resolved_version({"error": "Unrecognized servable version label"}) is None
+    assert pods.resolved_version(metadata) == 2
+    assert pods.resolved_version({"error": "Unrecognized servable version label"}) is None
 
 
 def test_a_pod_object_becomes_a_serving_pod() -> None:
@@ -44,21 +45,27 @@ def test_settled_needs_every_version_loaded_every_removed_one_gone_every_label_r
     good = PodReport(
         "d", {1: AVAILABLE, 2: AVAILABLE, 3: VersionState("END")}, {"stable": 1, "canary": 2}
     )
-    assert good.settled(CONFIG)
-    assert not PodReport(
-        "d", {1: AVAILABLE, 2: VersionState("LOADING")}, {"stable": 1, "canary": 2}
-    ).settled(CONFIG)
-    assert not PodReport(
-        "d", {1: AVAILABLE, 2: AVAILABLE, 3: VersionState("UNLOADING")}, {"stable": 1, "canary": 2}
-    ).settled(CONFIG)
-    assert not PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 1}).settled(
-        CONFIG
+    assert modelsconfig.settled(good, CONFIG)
+    assert not modelsconfig.settled(
+        PodReport("d", {1: AVAILABLE, 2: VersionState("LOADING")}, {"stable": 1, "canary": 2}),
+        CONFIG,
     )
-    assert not PodReport("d", error="connection refused").settled(CONFIG)
+    assert not modelsconfig.settled(
+        PodReport(
+            "d",
+            {1: AVAILABLE, 2: AVAILABLE, 3: VersionState("UNLOADING")},
+            {"stable": 1, "canary": 2},
+        ),
+        CONFIG,
+    )
+    assert not modelsconfig.settled(
+        PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 1}), CONFIG
+    )
+    assert not modelsconfig.settled(PodReport("d", error="connection refused"), CONFIG)
     failed = PodReport(
         "d", {1: AVAILABLE, 2: VersionState("END", "boom")}, {"stable": 1, "canary": 2}
     )
-    assert failed.settled(CONFIG)  # nothing more will happen without a change
+    assert modelsconfig.settled(failed, CONFIG)  # nothing more will happen without a change
 
 
 def test_only_answering_unsettled_pods_are_read() -> None:
@@ -67,10 +74,10 @@ def test_only_answering_unsettled_pods_are_read() -> None:
     settled = {
         ready.incarnation: PodReport("d", {1: AVAILABLE, 2: AVAILABLE}, {"stable": 1, "canary": 2})
     }
-    assert serving.to_probe([ready, starting], {}, CONFIG, "d") == [ready]
-    assert serving.to_probe([ready, starting], settled, CONFIG, "d") == []
-    assert serving.to_probe([ready], settled, CONFIG, "new-digest") == [ready]
-    assert serving.to_probe([ready], {}, None, "d") == []
+    assert modelsconfig.to_probe([ready, starting], {}, CONFIG, "d") == [ready]
+    assert modelsconfig.to_probe([ready, starting], settled, CONFIG, "d") == []
+    assert modelsconfig.to_probe([ready], settled, CONFIG, "new-digest") == [ready]
+    assert modelsconfig.to_probe([ready], {}, None, "d") == []
 
 
 def test_view_counts_versions_on_ready_pods_and_resolves_labels_only_where_all_agree() -> None:
@@ -81,7 +88,7 @@ def test_view_counts_versions_on_ready_pods_and_resolves_labels_only_where_all_a
             "d", {1: AVAILABLE, 2: VersionState("LOADING")}, {"stable": 1, "canary": 1}
         ),
     }
-    v = serving.view(CONFIG, "d", [a, b], reports)
+    v = view(CONFIG, "d", [a, b], reports)
     assert (v.ready_pods, dict(v.available), v.served, dict(v.labels)) == (
         2,
         {1: 2, 2: 1},
@@ -105,7 +112,7 @@ def test_view_reports_failures_unreachable_and_unread_pods() -> None:
         ),
         b.incarnation: PodReport("d", error="ConnectionRefusedError"),
     }
-    v = serving.view(CONFIG, "d", [a, b, c], reports)
+    v = view(CONFIG, "d", [a, b, c], reports)
     assert [(f.version, f.pod, f.error) for f in v.failures] == [(2, "a", "NOT_FOUND: no graph")]
     assert dict(v.unreachable) == {"b": "ConnectionRefusedError"}
     assert v.unread == ("c",)
@@ -113,8 +120,8 @@ def test_view_reports_failures_unreachable_and_unread_pods() -> None:
 
 
 def test_retries_back_off_and_unreachable_pods_back_off_further() -> None:
-    assert [serving.retry_after(n, False) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
-    assert [serving.retry_after(n, True) for n in (1, 2, 5, 6, 12)] == [10, 20, 160, 300, 300]
+    assert [pods.retry_after(n, False) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
+    assert [pods.retry_after(n, True) for n in (1, 2, 5, 6, 12)] == [10, 20, 160, 300, 300]
 
 
 def test_a_label_the_config_dropped_must_be_seen_gone_and_every_spec_label_read() -> None:
@@ -122,41 +129,55 @@ def test_a_label_the_config_dropped_must_be_seen_gone_and_every_spec_label_read(
     to an unloaded version would be, on that pod, a move it refuses."""
     both = {1: AVAILABLE, 2: AVAILABLE}
     config = ModelsConfig((1, 2), {"stable": 1})
-    assert PodReport("d", both, {"stable": 1, "canary": None}).settled(config, ["canary"])
-    assert not PodReport("d", both, {"stable": 1, "canary": 2}).settled(config, ["canary"])
+    assert modelsconfig.settled(
+        PodReport("d", both, {"stable": 1, "canary": None}), config, ["canary"]
+    )
+    assert not modelsconfig.settled(
+        PodReport("d", both, {"stable": 1, "canary": 2}), config, ["canary"]
+    )
     # The spec's label was not asked yet: not known, not settled, asked next time.
     unasked = PodReport("d", both, {"stable": 1})
-    assert unasked.settled(config) and not unasked.settled(config, ["canary"])
+    assert modelsconfig.settled(unasked, config) and not modelsconfig.settled(
+        unasked, config, ["canary"]
+    )
     pod = ServingPod.of(server_pod_obj("a"))
     reports = {pod.incarnation: unasked}
-    assert serving.to_probe([pod], reports, config, "d", ["canary"]) == [pod]
-    assert not serving.settled_everywhere([pod], reports, config, "d", ["canary"])
-    assert serving.settled_everywhere([pod], reports, config, "d")
-    assert not serving.settled_everywhere([pod], reports, config, "another write")
+    assert modelsconfig.to_probe([pod], reports, config, "d", ["canary"]) == [pod]
+    assert not modelsconfig.settled_everywhere([pod], reports, config, "d", ["canary"])
+    assert modelsconfig.settled_everywhere([pod], reports, config, "d")
+    assert not modelsconfig.settled_everywhere([pod], reports, config, "another write")
     # A label to a version that failed to load never resolves but is assigned: settled.
     broken = ModelsConfig((1, 2), {"stable": 1, "canary": 2})
     failed = {1: AVAILABLE, 2: VersionState("END", "boom")}
     resolved = {"stable": 1, "canary": None}
-    assert PodReport("d", failed, resolved, {"stable": 1, "canary": 2}).settled(broken)
+    assert modelsconfig.settled(
+        PodReport("d", failed, resolved, {"stable": 1, "canary": 2}), broken
+    )
     # Not assigned at all: an older file, where canary did not exist.
-    assert not PodReport("d", failed, resolved, {"stable": 1, "canary": None}).settled(broken)
+    assert not modelsconfig.settled(
+        PodReport("d", failed, resolved, {"stable": 1, "canary": None}), broken
+    )
     # Dropped from the config but still assigned (to a version that is not loaded): older file.
     dropped = ModelsConfig((1, 2), {"stable": 1})
-    assert not PodReport("d", failed, resolved, {"stable": 1, "canary": 2}).settled(dropped)
-    assert PodReport("d", failed, resolved, {"stable": 1, "canary": None}).settled(dropped)
+    assert not modelsconfig.settled(
+        PodReport("d", failed, resolved, {"stable": 1, "canary": 2}), dropped
+    )
+    assert modelsconfig.settled(
+        PodReport("d", failed, resolved, {"stable": 1, "canary": None}), dropped
+    )
 
 
 def test_what_a_label_is_assigned_to_is_read_from_tf_servings_answers() -> None:
     """server_core.cc: an unknown label is INVALID_ARGUMENT (400); a label assigned to a
     version that is not loaded resolves, and the manager says NOT_FOUND (404) naming it."""
     found = {"model_spec": {"name": "m", "version": "3"}}
-    assert serving.assigned_version(200, found) == 3
+    assert pods.assigned_version(200, found) == 3
     missing = {"error": "Servable not found for request: Specific(m, 4)"}
-    assert serving.assigned_version(404, missing) == 4
+    assert pods.assigned_version(404, missing) == 4
     unknown = {"error": "Unrecognized servable version label: canary"}
-    assert serving.assigned_version(400, unknown) is None
+    assert pods.assigned_version(400, unknown) is None
     with pytest.raises(ValueError, match="HTTP 503"):
-        serving.assigned_version(503, {"error": "Model labels does not init yet."})
+        pods.assigned_version(503, {"error": "Model labels does not init yet."})
 
 
 def test_still_loaded_is_what_each_pod_was_last_seen_serving() -> None:
@@ -166,18 +187,18 @@ def test_still_loaded_is_what_each_pod_was_last_seen_serving() -> None:
         a.incarnation: PodReport("d", {1: AVAILABLE, 2: end}),
         b.incarnation: PodReport("older", {1: AVAILABLE, 2: VersionState("UNLOADING")}),
     }
-    assert serving.still_loaded([a, b], reports) == {1, 2}
-    assert serving.still_loaded([a], reports) == {1}
+    assert modelsconfig.still_loaded([a, b], reports) == {1, 2}
+    assert modelsconfig.still_loaded([a], reports) == {1}
     # Unreadable now, after answering before: what it said last.
     reports[a.incarnation] = PodReport("d", {3: AVAILABLE}, error="timeout")
-    assert serving.still_loaded([a], reports) == {3}
+    assert modelsconfig.still_loaded([a], reports) == {3}
     # Never answered, or not read yet: it holds nothing back (label changes wait on it).
     reports[a.incarnation] = PodReport("d", error="connection refused", reached=False)
-    assert serving.still_loaded([a], reports) == frozenset()
-    assert serving.still_loaded([a], {}) == frozenset()
+    assert modelsconfig.still_loaded([a], reports) == frozenset()
+    assert modelsconfig.still_loaded([a], {}) == frozenset()
 
 
 def test_a_config_written_again_is_a_new_write() -> None:
     text = 'model_config_list { config { name: "m" } }'
-    assert serving.config_digest(text, "41") != serving.config_digest(text, "45")
-    assert serving.config_digest(text, "41") == serving.config_digest(text, "41")
+    assert modelsconfig.config_digest(text, "41") != modelsconfig.config_digest(text, "45")
+    assert modelsconfig.config_digest(text, "41") == modelsconfig.config_digest(text, "41")

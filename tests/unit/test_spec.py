@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from servedmodel_operator.spec import (
+from servedmodel_operator.api.names import derived_name
+from servedmodel_operator.api.spec import (
     MAX_NAME,
     InvalidSpec,
-    Policy,
     ServedModelSpec,
+    ServePolicy,
     Spec,
-    derived_name,
 )
 
 from tests.unit.builders import body, model
@@ -32,7 +32,7 @@ def test_parses_a_minimal_body_with_defaults() -> None:
     m = model()
     assert m.model_name == "mnist"
     assert m.declared_versions == (1, 2)
-    assert m.spec.serve.policy is Policy.LATEST and m.spec.serve.count == 1
+    assert m.spec.serve.policy is ServePolicy.LATEST and m.spec.serve.count == 1
     assert m.spec.server.image == "tensorflow/serving:2.21.0"
     assert m.spec.exporter.verify.samples == 8
     assert (m.deployment_name, m.service_name, m.configmap_name) == (

@@ -2,18 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from servedmodel_operator import serving, status
-from servedmodel_operator.exports import State, VersionStatus
-from servedmodel_operator.selection import Served
-from servedmodel_operator.serving import PodReport, ServingPod, VersionState
-from servedmodel_operator.transition import ModelsConfig, next_config
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts import status
+from servedmodel_operator.parts.admission.policy import Refusal
+from servedmodel_operator.parts.conditions import Findings
+from servedmodel_operator.parts.delivery.part import DeliveryFindings
+from servedmodel_operator.parts.exports.part import ExportFindings
+from servedmodel_operator.parts.exports.states import State, VersionStatus
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, Transition, next_config
+from servedmodel_operator.parts.serving.part import DeploymentProgress, ServingFindings
+from servedmodel_operator.parts.serving.pods import PodReport, ServingPod, VersionState
+from servedmodel_operator.parts.serving.selection import Served
+from servedmodel_operator.parts.serving.view import TrackEvidence, View, view
 
 from tests.unit.builders import deployment_obj, model, server_pod_obj
 
 NOW, LATER = "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"
 EXPORTED = [VersionStatus(1, State.EXPORTED), VersionStatus(2, State.EXPORTED)]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The serving picture a test builds: what is wanted, the step, the config the pods read,
+    what they say, and when the config was written."""
+
+    wanted: Served
+    transition: Transition
+    current: ModelsConfig | None
+    view: View
+    written: str | None = None
+
+
+def summarise(
+    m: ServedModelSpec,
+    states: Sequence[VersionStatus],
+    picture: Serving,
+    deployment: Mapping[str, Any] | None,
+    previous: Mapping[str, Any],
+    now: str,
+    refused: Sequence[Refusal] = (),
+    applying: Sequence[str] = (),
+) -> dict[str, Any]:
+    stable = TrackEvidence(
+        Track.STABLE, picture.current, "d", picture.written, (), {}, picture.view
+    )
+    findings = Findings(
+        m,
+        tuple(refused),
+        ExportFindings(tuple(states)),
+        ServingFindings(
+            picture.wanted, picture.transition, stable, DeploymentProgress.of(deployment)
+        ),
+        DeliveryFindings(),
+        tuple(applying),
+        now,
+    )
+    return status.summarise(findings, previous)
 
 
 def _conds(s: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -27,7 +76,7 @@ def served(
     states: dict[int, VersionState] | None = None,
     written: str | None = NOW,
     config: ModelsConfig | None = None,
-) -> status.Serving:
+) -> Serving:
     """The serving picture when the config for `versions`/`labels` is written and `pods`
     ready pods report `states` (default: every version AVAILABLE, labels resolved)."""
     wanted = Served(versions, labels or {})
@@ -40,26 +89,24 @@ def served(
     }
     ready = [ServingPod.of(server_pod_obj(f"p{i}")) for i in range(pods)]
     reports = {p.incarnation: PodReport("d", states, resolved) for p in ready}
-    return status.Serving(
+    return Serving(
         wanted,
         next_config(
             wanted, current, frozenset(v for v, s in states.items() if s.state == "AVAILABLE")
         ),
         current,
-        serving.view(current, "d", ready, reports),
+        view(current, "d", ready, reports),
         written,
     )
 
 
-def nothing() -> status.Serving:
+def nothing() -> Serving:
     wanted = Served(())
-    return status.Serving(
-        wanted, next_config(wanted, None, frozenset()), None, serving.view(None, "d", [], {})
-    )
+    return Serving(wanted, next_config(wanted, None, frozenset()), None, view(None, "d", [], {}))
 
 
 def test_first_visit_is_ready_unknown_and_reconciling() -> None:
-    s = status.summarise(
+    s = summarise(
         model(),
         [VersionStatus(1, State.PENDING), VersionStatus(2, State.PENDING)],
         nothing(),
@@ -75,7 +122,7 @@ def test_first_visit_is_ready_unknown_and_reconciling() -> None:
 
 def test_exporting_is_reconciling() -> None:
     states = [VersionStatus(1, State.EXPORTED), VersionStatus(2, State.EXPORTING, job="j")]
-    s = status.summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
+    s = summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
     c = _conds(s)
     assert c["Ready"] == ("False", "Exporting") and c["Reconciling"] == ("True", "Exporting")
     assert c["Exported"] == ("False", "Exporting") and c["Available"] == (
@@ -85,7 +132,7 @@ def test_exporting_is_reconciling() -> None:
 
 
 def test_everything_exported_and_rolled_out_is_ready() -> None:
-    s = status.summarise(
+    s = summarise(
         model(), EXPORTED, served((1, 2), {"stable": 1}, pods=2), deployment_obj(2, 2), {}, NOW
     )
     assert _conds(s) == {
@@ -109,15 +156,13 @@ def test_everything_exported_and_rolled_out_is_ready() -> None:
 def test_a_rollout_in_progress_is_not_ready() -> None:
     d = deployment_obj(2, 1, generation=2, observed=2)
     d["status"]["updatedReplicas"] = 1
-    assert _conds(status.summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Ready"] == (
+    assert _conds(summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Ready"] == (
         "False",
         "RollingOut",
     )
     stale = deployment_obj(2, 2, generation=3, observed=2)
     assert (
-        _conds(status.summarise(model(), EXPORTED, served((1, 2)), stale, {}, NOW))["Reconciling"][
-            0
-        ]
+        _conds(summarise(model(), EXPORTED, served((1, 2)), stale, {}, NOW))["Reconciling"][0]
         == "True"
     )
 
@@ -127,7 +172,7 @@ def test_a_failed_export_is_stalled_and_names_the_version() -> None:
         VersionStatus(1, State.EXPORTED),
         VersionStatus(2, State.FAILED, reason="ChecksumMismatch", message="sha differs"),
     ]
-    s = status.summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
+    s = summarise(model(), states, served((1,)), deployment_obj(), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Stalled"]["status"], c["Ready"]["status"], c["Reconciling"]["status"]) == (
         "True",
@@ -143,18 +188,18 @@ def test_progress_deadline_exceeded_is_stalled() -> None:
     d["status"]["conditions"] = [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
     ]
-    assert _conds(status.summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Stalled"] == (
+    assert _conds(summarise(model(), EXPORTED, served((1, 2)), d, {}, NOW))["Stalled"] == (
         "True",
         "ProgressDeadlineExceeded",
     )
 
 
 def test_transition_times_move_only_when_a_condition_status_changes() -> None:
-    first = status.summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), {}, NOW)
-    again = status.summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), first, LATER)
+    first = summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), {}, NOW)
+    again = summarise(model(), EXPORTED, served((1, 2)), deployment_obj(), first, LATER)
     assert again == first  # nothing changed: identical, so nothing is written
     rolling = deployment_obj(1, 0)
-    changed = status.summarise(model(), EXPORTED, served((1, 2)), rolling, first, LATER)
+    changed = summarise(model(), EXPORTED, served((1, 2)), rolling, first, LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
     assert times["Ready"] == LATER and times["Exported"] == NOW
 
@@ -178,7 +223,7 @@ def test_never_ready_while_a_served_version_is_not_available_on_a_ready_pod() ->
     loading = served(
         (1, 2), pods=2, states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")}
     )
-    s = status.summarise(model(), EXPORTED, loading, deployment_obj(2, 2), {}, NOW)
+    s = summarise(model(), EXPORTED, loading, deployment_obj(2, 2), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Ready"]["status"], c["Reconciling"]["status"]) == ("False", "True")
     assert c["Available"]["reason"] == "VersionsLoading"
@@ -196,7 +241,7 @@ def test_a_label_waiting_for_its_version_says_so_in_reconciling() -> None:
         config=current,
         states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")},
     )
-    s = status.summarise(model(), EXPORTED, picture, deployment_obj(2, 2), {}, NOW)
+    s = summarise(model(), EXPORTED, picture, deployment_obj(2, 2), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert c["Reconciling"]["reason"] == "WaitingForVersion"
     assert c["Reconciling"]["message"] == (
@@ -212,10 +257,8 @@ def test_a_version_still_unloading_is_not_added_back_and_never_ready() -> None:
     transition = next_config(wanted, current, frozenset({1, 2}), frozenset({2}))
     ready = [ServingPod.of(server_pod_obj("p0"))]
     reports = {ready[0].incarnation: PodReport("d", {1: VersionState("AVAILABLE")}, {"canary": 1})}
-    picture = status.Serving(
-        wanted, transition, current, serving.view(current, "d", ready, reports)
-    )
-    s = status.summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
+    picture = Serving(wanted, transition, current, view(current, "d", ready, reports))
+    s = summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Ready"]["status"], c["Reconciling"]["reason"]) == ("False", "WaitingForVersion")
     assert c["Reconciling"]["message"] == (
@@ -231,8 +274,8 @@ def test_a_label_change_waits_until_every_pod_applied_the_current_file() -> None
     transition = next_config(wanted, current, frozenset({1, 2}), frozenset({1, 2}), False)
     assert transition.config == current
     ready = [ServingPod.of(server_pod_obj("p0"))]
-    picture = status.Serving(wanted, transition, current, serving.view(current, "d", ready, {}))
-    s = status.summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
+    picture = Serving(wanted, transition, current, view(current, "d", ready, {}))
+    s = summarise(model(), EXPORTED, picture, deployment_obj(1, 1), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert c["Reconciling"]["message"] == (
         "label canary stays on 1 and moves to 2 once every pod has applied the current "
@@ -250,7 +293,7 @@ def test_a_version_tf_serving_cannot_load_is_stalled_with_its_own_error() -> Non
             2: VersionState("END", "NOT_FOUND: Could not find meta graph def"),
         },
     )
-    s = status.summarise(model(), EXPORTED, broken, deployment_obj(), {}, NOW)
+    s = summarise(model(), EXPORTED, broken, deployment_obj(), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Stalled"]["status"], c["Stalled"]["reason"]) == ("True", "VersionLoadFailed")
     assert "NOT_FOUND: Could not find meta graph def" in c["Stalled"]["message"]
@@ -260,13 +303,11 @@ def test_a_version_tf_serving_cannot_load_is_stalled_with_its_own_error() -> Non
 def test_a_version_not_available_within_the_startup_timeout_is_stalled() -> None:
     slow = served((1, 2), pods=1, states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")})
     assert (
-        _conds(status.summarise(model(), EXPORTED, slow, deployment_obj(), {}, NOW))["Stalled"][0]
+        _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, NOW))["Stalled"][0]
         == "False"
     )
     late = "2026-11-25T10:10:01Z"  # startupTimeoutSeconds defaults to 600
-    assert _conds(status.summarise(model(), EXPORTED, slow, deployment_obj(), {}, late))[
-        "Stalled"
-    ] == (
+    assert _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, late))["Stalled"] == (
         "True",
         "VersionLoadFailed",
     )
@@ -275,11 +316,9 @@ def test_a_version_not_available_within_the_startup_timeout_is_stalled() -> None
 def test_an_unreachable_pod_leaves_availability_unknown_and_says_what_to_allow() -> None:
     picture = served((1, 2), pods=1)
     pod = ServingPod.of(server_pod_obj("p0"))
-    cut = serving.view(
-        picture.current, "d", [pod], {pod.incarnation: PodReport("d", error="timed out")}
-    )
-    picture = status.Serving(picture.wanted, picture.transition, picture.current, cut, NOW)
-    s = status.summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)
+    cut = view(picture.current, "d", [pod], {pod.incarnation: PodReport("d", error="timed out")})
+    picture = Serving(picture.wanted, picture.transition, picture.current, cut, NOW)
+    s = summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)
     c = {x["type"]: x for x in s["conditions"]}
     assert (c["Available"]["status"], c["Available"]["reason"]) == (
         "Unknown",
@@ -295,18 +334,16 @@ def test_a_config_not_written_yet_is_reconciling() -> None:
     current = ModelsConfig((1,), {})
     pod = ServingPod.of(server_pod_obj("p0"))
     reports = {pod.incarnation: PodReport("d", {1: VersionState("AVAILABLE")})}
-    picture = status.Serving(
+    picture = Serving(
         wanted,
         next_config(wanted, current, frozenset({1})),
         current,
-        serving.view(current, "d", [pod], reports),
+        view(current, "d", [pod], reports),
         NOW,
     )
     c = {
         x["type"]: x
-        for x in status.summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)[
-            "conditions"
-        ]
+        for x in summarise(model(), EXPORTED, picture, deployment_obj(), {}, NOW)["conditions"]
     }
     assert c["Reconciling"]["reason"] == "UpdatingConfig"
     assert c["Reconciling"]["message"] == "writing models.config: version(s) 1, 2, labels none"
@@ -355,6 +392,6 @@ def test_every_status_field_written_is_in_the_crd_schema() -> None:
         VersionStatus(1, State.EXPORTED, job="j1", result={"signature": {"inputs": {}}}),
         VersionStatus(2, State.FAILED, job="j2", reason="ChecksumMismatch", message="m"),
     ]
-    s = status.summarise(model(), states, broken, deployment_obj(2, 2), {}, NOW)
+    s = summarise(model(), states, broken, deployment_obj(2, 2), {}, NOW)
     assert "pods" in s and "loadError" in s["versions"][1]
     assert _pruned(s, schema) == []

@@ -7,10 +7,15 @@ version first, the label once the version is AVAILABLE on every pod that may rea
 
 from __future__ import annotations
 
-from servedmodel_operator import serving
-from servedmodel_operator.selection import Served
-from servedmodel_operator.serving import PodReport, ServingPod, VersionState
-from servedmodel_operator.transition import LabelWait, ModelsConfig, WaitsFor, next_config
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import (
+    LabelWait,
+    ModelsConfig,
+    WaitsFor,
+    next_config,
+)
+from servedmodel_operator.parts.serving.pods import PodReport, ServingPod, VersionState
+from servedmodel_operator.parts.serving.selection import Served
 
 NOTHING: frozenset[int] = frozenset()
 
@@ -136,27 +141,27 @@ def test_a_rollout_with_old_and_new_pods_waits_for_every_pod_that_may_read_the_f
             digest, {1: VersionState("AVAILABLE"), 2: VersionState("LOADING")}
         ),
     }
-    scope = serving.in_scope([old, new, starting], written)
+    scope = modelsconfig.in_scope([old, new, starting], written)
     assert [p.name for p in scope] == ["old", "new", "starting"]
-    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
+    assert modelsconfig.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
     # The pod created before the file was written has not started: it may read the old file.
     reports[new.incarnation] = PodReport(digest, available)
-    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
+    assert modelsconfig.loaded_everywhere({1, 2}, scope, reports, digest) == NOTHING
     # Once it runs and reports, the move may go ahead.
     started = _pod("starting", "2026-11-25T09:59:00Z")
     reports[started.incarnation] = PodReport(digest, available)
-    scope = serving.in_scope([old, new, started], written)
-    assert serving.loaded_everywhere({1, 2}, scope, reports, digest) == {1, 2}
+    scope = modelsconfig.in_scope([old, new, started], written)
+    assert modelsconfig.loaded_everywhere({1, 2}, scope, reports, digest) == {1, 2}
     # A pod created after the file was written reads it whole at start: not waited for.
     late = _pod("late", "2026-11-25T10:01:00Z", started=False)
-    assert late not in serving.in_scope([old, late], written)
+    assert late not in modelsconfig.in_scope([old, late], written)
     # A reading taken under an older config does not count.
     stale = {k: PodReport("d1", available) for k in reports}
-    assert serving.loaded_everywhere({1, 2}, scope, stale, digest) == NOTHING
+    assert modelsconfig.loaded_everywhere({1, 2}, scope, stale, digest) == NOTHING
 
 
 def test_no_pod_in_scope_means_any_version_is_safe() -> None:
-    assert serving.loaded_everywhere({1, 2}, [], {}, "d") == {1, 2}
+    assert modelsconfig.loaded_everywhere({1, 2}, [], {}, "d") == {1, 2}
 
 
 def test_no_sequence_of_edits_ever_writes_a_config_tf_serving_would_refuse() -> None:
@@ -236,12 +241,12 @@ def _simulate(seed: int, fail_rate: float, pods: list[ServingPod], ticks: int = 
             chosen = {v for v in (1, 2, 3) if rng.random() < 0.4} | set(labels.values())
             spec = wanted(tuple(sorted(chosen or {1})), labels)
         # The write's resourceVersion is its index in the history.
-        digest = serving.config_digest(repr(written), str(len(history)))
-        step = serving.next_step(spec, written, digest, pods, reports)
+        digest = modelsconfig.config_digest(repr(written), str(len(history)))
+        step = modelsconfig.next_step(spec, written, digest, pods, reports)
         if step.config != written:
             written = step.config
             history.append(written)
-            digest = serving.config_digest(repr(written), str(len(history)))
+            digest = modelsconfig.config_digest(repr(written), str(len(history)))
         for pod in pods:
             state, labels_now = states[pod.name], assigned[pod.name]
             if rng.random() < 0.4:

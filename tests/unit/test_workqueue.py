@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable, Hashable
 
-from servedmodel_operator.workqueue import WorkQueue
+from servedmodel_operator.controller.workqueue import WorkQueue
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

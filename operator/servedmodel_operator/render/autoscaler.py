@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.render import labels
-from servedmodel_operator.spec import ServedModelSpec
 
 
 def autoscaler(model: ServedModelSpec) -> dict[str, Any] | None:

@@ -1,7 +1,10 @@
-"""ConfigMap <name>-tfserving: models.config, monitoring.config and batching.config.
+"""ConfigMaps <name>-tfserving (the stable pods') and <name>-canary-tfserving (a rollout's):
+models.config, monitoring.config and batching.config, mounted as a directory.
 
 TF Serving polls models.config (--model_config_file_poll_wait_seconds), so served versions and
-labels change here and nowhere else: the pod template never changes for them.
+labels change here and nowhere else: the pod template never changes for them. The models.config
+text itself comes from the models.config machine (parts/serving/modelsconfig.py), which owns
+the file: this renderer only places it beside the other two files.
 """
 
 from __future__ import annotations
@@ -9,52 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import text_format
-from servedmodel_operator.layout import (
+from servedmodel_operator.api.layout import (
     BATCHING_CONFIG,
     METRICS_PATH,
     MODELS_CONFIG,
     MONITORING_CONFIG,
-    model_base_path,
 )
+from servedmodel_operator.api.names import CONFIG, Track
+from servedmodel_operator.api.spec import Batching, ServedModelSpec
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
-from servedmodel_operator.spec import Batching, ServedModelSpec
-from servedmodel_operator.transition import ModelsConfig
-from tensorflow_serving.config import model_server_config_pb2
-
-
-def model_server_config(
-    model: ServedModelSpec, models: ModelsConfig
-) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    entry = config.model_config_list.config.add()
-    entry.name = model.model_name
-    entry.base_path = model_base_path(model)
-    entry.model_platform = "tensorflow"
-    # Always explicit: the store may hold versions the spec no longer declares.
-    entry.model_version_policy.specific.versions.extend(models.versions)
-    for label, version in models.labels.items():
-        entry.version_labels[label] = version
-    return config
-
-
-def parse_models_config(text: str | None, model_name: str) -> ModelsConfig | None:
-    """The versions and labels a models.config gives model_name (None: not there, or not a
-    config TF Serving would parse)."""
-    if not text:
-        return None
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError:
-        return None
-    for entry in config.model_config_list.config:
-        if entry.name == model_name:
-            return ModelsConfig(
-                tuple(sorted(entry.model_version_policy.specific.versions)),
-                dict(sorted(entry.version_labels.items())),
-            )
-    return None
 
 
 def monitoring_config() -> Any:
@@ -81,8 +48,8 @@ def batching_parameters(batching: Batching) -> Any:
     return params
 
 
-def config_files(model: ServedModelSpec, models: ModelsConfig) -> dict[str, str]:
-    files = {MODELS_CONFIG: text_format.MessageToString(model_server_config(model, models))}
+def config_files(model: ServedModelSpec, models_config: str) -> dict[str, str]:
+    files = {MODELS_CONFIG: models_config}
     if model.spec.server.monitoring.prometheus:
         files[MONITORING_CONFIG] = text_format.MessageToString(monitoring_config())
     if model.spec.server.batching is not None:
@@ -92,12 +59,13 @@ def config_files(model: ServedModelSpec, models: ModelsConfig) -> dict[str, str]
     return files
 
 
-def configmap(model: ServedModelSpec, models: ModelsConfig, canary: bool = False) -> dict[str, Any]:
-    """<name>-tfserving (the stable pods' config), or <name>-canary-tfserving (a rollout's)."""
-    name = model.canary_configmap_name if canary else model.configmap_name
+def configmap(
+    model: ServedModelSpec, models_config: str, track: Track = Track.STABLE
+) -> dict[str, Any]:
+    """One track's config files; `models_config` is the models.config text to serve."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": labels.metadata(model, name, labels.CONFIG),
-        "data": config_files(model, models),
+        "metadata": labels.metadata(model, model.names.configmap_of(track), CONFIG),
+        "data": config_files(model, models_config),
     }

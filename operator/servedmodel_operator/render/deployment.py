@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from servedmodel_operator import ANNOTATION_PREFIX
-from servedmodel_operator.layout import (
+from servedmodel_operator.api.layout import (
     BATCHING_CONFIG,
     CONFIG_DIR,
     GRPC_PORT,
@@ -28,9 +28,10 @@ from servedmodel_operator.layout import (
     model_subpath,
     model_url_path,
 )
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.render import labels, security
 from servedmodel_operator.render.configmap import batching_parameters
-from servedmodel_operator.spec import ServedModelSpec
 
 CONTAINER = "tfserving"
 BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
@@ -138,11 +139,11 @@ def container(model: ServedModelSpec) -> dict[str, Any]:
     return out
 
 
-def _configmap_name(model: ServedModelSpec, track: str) -> str:
-    return model.canary_configmap_name if track == labels.CANARY else model.configmap_name
+def _configmap_name(model: ServedModelSpec, track: Track) -> str:
+    return model.names.configmap_of(track)
 
 
-def _volumes(model: ServedModelSpec, track: str) -> list[dict[str, Any]]:
+def _volumes(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
     return [
         {"name": "config", "configMap": {"name": _configmap_name(model, track)}},
         {
@@ -156,7 +157,7 @@ def _volumes(model: ServedModelSpec, track: str) -> list[dict[str, Any]]:
     ]
 
 
-def pod_template(model: ServedModelSpec, track: str = labels.STABLE) -> dict[str, Any]:
+def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[str, Any]:
     """The same pod for both tracks; only its config (ConfigMap) and track label differ."""
     server = model.spec.server
     spec: dict[str, Any] = {
@@ -191,7 +192,7 @@ def canary_deployment(model: ServedModelSpec, replicas: int) -> dict[str, Any]:
     return _deployment(model, model.canary_deployment_name, replicas, labels.CANARY)
 
 
-def _deployment(model: ServedModelSpec, name: str, replicas: int, track: str) -> dict[str, Any]:
+def _deployment(model: ServedModelSpec, name: str, replicas: int, track: Track) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

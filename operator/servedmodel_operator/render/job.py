@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from servedmodel_operator.layout import (
+from servedmodel_operator.api.layout import (
     EXPORTER_STORE_MOUNT,
     SOURCE_MOUNT,
     TERMINATION_MESSAGE_LIMIT,
@@ -22,14 +22,14 @@ from servedmodel_operator.layout import (
     model_mount,
     model_subpath,
 )
-from servedmodel_operator.render import labels, security
-from servedmodel_operator.spec import (
+from servedmodel_operator.api.spec import (
     GCS_SECRET_KEY,
     S3_OPTIONAL_SECRET_KEYS,
     S3_SECRET_KEYS,
     ServedModelSpec,
     VersionEntry,
 )
+from servedmodel_operator.render import labels, security
 
 CONTAINER = "exporter"
 GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"

@@ -6,15 +6,43 @@ and a copied tracking label would make them claim our children.
 
 from __future__ import annotations
 
-from servedmodel_operator import ANNOTATION_PREFIX, KIND
-from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator import KIND
+from servedmodel_operator.api.names import (
+    COMPONENT_LABEL,
+    CONFIG,
+    EXPORTER,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    PART_OF,
+    SERVER,
+    TRACK_LABEL,
+    Track,
+)
+from servedmodel_operator.api.names import HASH_ANNOTATION as HASH_ANNOTATION
+from servedmodel_operator.api.names import VERSION_LABEL as VERSION_LABEL
+from servedmodel_operator.api.spec import ServedModelSpec
 
-MANAGED_BY = "servedmodel-operator"
-PART_OF = "servedmodel"
+__all__ = [
+    "CANARY",
+    "CONFIG",
+    "EXPORTER",
+    "HASH_ANNOTATION",
+    "SERVER",
+    "STABLE",
+    "TRACK_LABEL",
+    "VERSION_LABEL",
+    "labels",
+    "metadata",
+    "owner_reference",
+    "pod_labels",
+    "selector",
+    "selector_string",
+    "serving_selector",
+]
 
-SERVER = "server"
-EXPORTER = "exporter"
-CONFIG = "model-config"
+# The renderers' short names for the two tracks.
+STABLE, CANARY = Track.STABLE, Track.CANARY
 
 # What app.kubernetes.io/name says for each component.
 _APP_NAMES = {
@@ -23,20 +51,13 @@ _APP_NAMES = {
     CONFIG: "tensorflow-serving",
 }
 
-HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
-VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
-# Which TF Serving Deployment a pod belongs to: the stable one, or a rollout's canary.
-TRACK_LABEL = f"{ANNOTATION_PREFIX}/track"
-STABLE = "stable"
-CANARY = "canary"
-
 
 def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": _APP_NAMES[component],
-        "app.kubernetes.io/instance": model.name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        INSTANCE_LABEL: model.name,
+        COMPONENT_LABEL: component,
+        MANAGED_BY_LABEL: MANAGED_BY,
         "app.kubernetes.io/part-of": PART_OF,
     }
 
@@ -44,20 +65,16 @@ def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
 def serving_selector(model: ServedModelSpec) -> dict[str, str]:
     """Every TF Serving pod of the model, either track: the Service <name> (so without a Gateway
     a rollout's traffic split follows the replica ratio)."""
-    return {
-        "app.kubernetes.io/instance": model.name,
-        "app.kubernetes.io/component": SERVER,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-    }
+    return {INSTANCE_LABEL: model.name, COMPONENT_LABEL: SERVER, MANAGED_BY_LABEL: MANAGED_BY}
 
 
-def selector(model: ServedModelSpec, track: str = STABLE) -> dict[str, str]:
+def selector(model: ServedModelSpec, track: Track = Track.STABLE) -> dict[str, str]:
     """One Deployment's pods: a fixed subset of their labels (selectors are immutable)."""
-    return {**serving_selector(model), TRACK_LABEL: track}
+    return {**serving_selector(model), TRACK_LABEL: str(track)}
 
 
-def pod_labels(model: ServedModelSpec, track: str = STABLE) -> dict[str, str]:
-    return {**labels(model, SERVER), TRACK_LABEL: track}
+def pod_labels(model: ServedModelSpec, track: Track = Track.STABLE) -> dict[str, str]:
+    return {**labels(model, SERVER), TRACK_LABEL: str(track)}
 
 
 def selector_string(model: ServedModelSpec) -> str:

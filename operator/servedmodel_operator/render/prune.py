@@ -11,15 +11,16 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from servedmodel_operator.layout import (
+from servedmodel_operator.api.layout import (
     EXPORTER_STORE_MOUNT,
     TERMINATION_MESSAGE_PATH,
     TMP_MOUNT,
     model_mount,
     model_subpath,
 )
+from servedmodel_operator.api.names import derived_name
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.render import labels, security
-from servedmodel_operator.spec import ServedModelSpec, derived_name
 
 CONTAINER = "prune"
 TASK_LABEL = "serving.servedmodel.io/task"

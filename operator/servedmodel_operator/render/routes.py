@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.layout import GRPC_PORT, REST_PORT, model_url_path
+from servedmodel_operator.api.layout import GRPC_PORT, REST_PORT, model_url_path
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.render import labels
-from servedmodel_operator.spec import ServedModelSpec
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 

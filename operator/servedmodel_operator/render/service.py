@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.layout import GRPC_PORT, GRPC_PORT_NAME, REST_PORT, REST_PORT_NAME
+from servedmodel_operator.api.layout import GRPC_PORT, GRPC_PORT_NAME, REST_PORT, REST_PORT_NAME
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.render import labels
-from servedmodel_operator.spec import ServedModelSpec
 
 
 def service(model: ServedModelSpec) -> dict[str, Any]:
     return _service(model, model.service_name, labels.serving_selector(model))
 
 
-def track_service(model: ServedModelSpec, track: str) -> dict[str, Any]:
+def track_service(model: ServedModelSpec, track: Track) -> dict[str, Any]:
     return _service(model, model.track_service_name(track), labels.selector(model, track))
 
 

@@ -1,0 +1,245 @@
+"""The only module that talks to the API server: server-side apply, single-object reads,
+status patches, events.
+
+A thin asynchronous client on aiohttp (kopf's own HTTP library), logged in the way kopf logs
+in (kopf.login_with_service_account in a pod, kopf.login_with_kubeconfig elsewhere), so the
+operator never imports the official `kubernetes` client and its generated models. Requests
+are raw JSON to fixed, quoted paths: every name from a ServedModel is one quoted path segment,
+never a fragment of a URL.
+
+Reads of collections never come through here: the reconciler works from kopf's watch-fed
+indexes, so a converged operator sends nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import kopf
+
+from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, VERSION
+from servedmodel_operator.api import kinds
+
+log = logging.getLogger(__name__)
+USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
+MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def permanent(self) -> bool:
+        """The request itself is wrong (invalid, forbidden, conflicting): retrying the same
+        request cannot succeed. 408 and 429 are the 4xx that can."""
+        return 400 <= self.status < 500 and self.status not in (408, 409, 429)
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or an error past `limit` bytes (never an unbounded buffer)."""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise aiohttp.ClientPayloadError(f"response larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The URL path of a namespaced object (or its collection), every segment quoted."""
+    entry = kinds.by_api(api_version, kind)
+    out = f"{entry.prefix}/namespaces/{quote(namespace, safe='')}/{entry.plural}"
+    return f"{out}/{quote(name, safe='')}" if name is not None else out
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster credentials in a pod, else KUBECONFIG / ~/.kube/config (kopf's loaders)."""
+    settings = kwargs.pop("settings", None) or kopf.OperatorSettings()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_service_account(settings=settings, **kwargs)
+    return kopf.login_with_kubeconfig(settings=settings, **kwargs)
+
+
+class Kube:
+    def __init__(
+        self,
+        connect: Callable[[], kopf.ConnectionInfo | None] = login,
+        on_request: Callable[[str, int], None] | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self._connect = connect
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+        self._lock = asyncio.Lock()
+        self._instance = (instance or f"{FIELD_MANAGER}-{socket.gethostname()}")[:128]
+        # client-go's form, name/version (detail): the audit log tells replicas apart.
+        self._agent = f"{USER_AGENT} ({self._instance})"
+        self._on_request = on_request or (lambda verb, code: None)
+
+    async def _client(self, renew: bool = False) -> tuple[aiohttp.ClientSession, str]:
+        async with self._lock:
+            if self._session is None or renew:
+                info = self._connect()
+                if info is None:
+                    raise RuntimeError("no Kubernetes credentials: neither in a pod nor KUBECONFIG")
+                if self._session is not None:
+                    await self._session.close()
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=32, ssl=info.as_ssl_context()),
+                    headers={**info.as_http_headers(), "User-Agent": self._agent},
+                    timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT),
+                )
+                self._server = info.server.rstrip("/")
+            return self._session, self._server
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        url_path: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One request, JSON in and out; a non-2xx answer raises ApiError. An expired token is
+        renewed once (a projected ServiceAccount token rotates)."""
+        for attempt in (1, 2):
+            session, server = await self._client(renew=attempt == 2)
+            async with session.request(
+                method,
+                server + url_path,
+                params=dict(query or {}),
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Content-Type": content_type, "Accept": "application/json"},
+            ) as response:
+                raw = await read_bounded(response, MAX_RESPONSE_BYTES)
+                self._on_request(method, response.status)
+                if response.status == 401 and attempt == 1:
+                    continue
+                try:
+                    answer = json.loads(raw or b"{}")
+                except ValueError:
+                    answer = {"message": raw[:300].decode(errors="replace")}
+                if response.status >= 300:
+                    raise ApiError(
+                        response.status,
+                        str(answer.get("reason") or response.reason or ""),
+                        str(answer.get("message") or ""),
+                    )
+                return answer if isinstance(answer, dict) else {}
+        raise AssertionError("unreachable")
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's one field manager; returns the live object.
+
+        Forced: the fields are ours by design (a hand edit is drift to undo). The caller has
+        checked the object is absent or ours (never a takeover of someone else's object)."""
+        meta = manifest["metadata"]
+        return await self.request(
+            "PATCH",
+            path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
+            manifest,
+            "application/apply-patch+yaml",
+            {"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """One object by name (None if it does not exist): a typed single-object read."""
+        try:
+            return await self.request("GET", path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete(self, obj: Mapping[str, Any]) -> None:
+        """Delete an owned object, if it is still the one observed (a UID precondition)."""
+        meta = obj["metadata"]
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if meta.get("uid"):  # routes are not watched: deleted by name
+            options["preconditions"] = {"uid": meta["uid"]}
+        try:
+            await self.request(
+                "DELETE",
+                path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                options,
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced meanwhile
+                raise
+
+    async def patch_status(
+        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource (never spec); the patched object, or None if gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status",
+                {"status": dict(status_patch)},
+                "application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to report on
+                return None
+            raise
+
+    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The key names of a Secret (None if it does not exist). Values are dropped at once:
+        the operator checks that credentials exist, it never handles them."""
+        secret = await self.get("v1", "Secret", namespace, name)
+        return None if secret is None else frozenset((secret.get("data") or {}).keys())
+
+    async def event(
+        self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
+    ) -> None:
+        """Post an events.k8s.io/v1 Event about a ServedModel.
+
+        Best effort: a failed post never fails a reconcile."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            # Named like client-go's recorder does: <object>.<unix nanoseconds in hex>.
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "eventTime": now,
+            "type": type_,
+            "reason": reason,
+            "note": message[:1024],
+            "action": "Reconcile",
+            "reportingController": f"{GROUP}/{FIELD_MANAGER}",
+            "reportingInstance": self._instance,
+            "regarding": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+        }
+        try:
+            await self.request("POST", path("events.k8s.io/v1", "Event", namespace), body)
+        except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc)

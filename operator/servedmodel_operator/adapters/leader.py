@@ -1,0 +1,126 @@
+"""Leader election through a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
+
+Every replica watches and keeps its caches warm; only the leader reconciles, so nothing is
+written twice. The leader renews the Lease every RETRY_SECONDS; a standby takes the Lease over
+once it has seen the same holder record unchanged for LEASE_SECONDS (measured on its own clock,
+never by comparing timestamps across machines). A leader that cannot renew for RENEW_DEADLINE
+seconds stops: the process exits (as controller-runtime does) and comes back as a standby,
+so two replicas never reconcile at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from servedmodel_operator.adapters import metrics
+from servedmodel_operator.adapters.kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 10  # a standby takes over 10-12 s after the leader's last renewal
+RENEW_DEADLINE = 7
+RETRY_SECONDS = 2
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+
+
+def identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    def __init__(self, kube: Kube, namespace: str, name: str, me: str | None = None) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self.me = me or identity()
+        self._seen: tuple[Any, ...] | None = None  # the holder record last observed
+        self._seen_at = 0.0
+
+    @property
+    def _path(self) -> str:
+        return LEASES.format(ns=self.namespace) + f"/{self.name}"
+
+    def _lease(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
+        now = _now()
+        return {
+            "holderIdentity": self.me,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "acquireTime": acquired or now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    async def _try(self) -> bool:
+        """One attempt to take or keep the Lease; True if this replica holds it now."""
+        try:
+            lease = await self.kube.request("GET", self._path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._lease(0),
+            }
+            await self.kube.request("POST", LEASES.format(ns=self.namespace), body)
+            return True
+        spec = lease.get("spec") or {}
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
+        if record != self._seen:
+            self._seen, self._seen_at = record, time.monotonic()
+        holder = spec.get("holderIdentity")
+        expired = time.monotonic() - self._seen_at > float(
+            spec.get("leaseDurationSeconds") or LEASE_SECONDS
+        )
+        if holder and holder != self.me and not expired:
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.me else 1)
+        acquired = spec.get("acquireTime") if holder == self.me else None
+        lease["spec"] = self._lease(transitions, acquired)
+        # resourceVersion makes this a compare-and-swap: of two standbys, one wins.
+        await self.kube.request("PUT", self._path, lease)
+        return True
+
+    async def run(
+        self, started_leading: Callable[[], None], stopped_leading: Callable[[], Awaitable[None]]
+    ) -> None:
+        metrics.leader.labels(self.name).set(0)
+        while not await self._attempt():
+            await asyncio.sleep(RETRY_SECONDS)
+        log.info("%s leads (Lease %s/%s)", self.me, self.namespace, self.name)
+        metrics.leader.labels(self.name).set(1)
+        started_leading()
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            if await self._attempt():
+                last_renewal = time.monotonic()
+            elif time.monotonic() - last_renewal > RENEW_DEADLINE:
+                log.error("%s lost the Lease %s/%s: stopping", self.me, self.namespace, self.name)
+                metrics.leader.labels(self.name).set(0)
+                await stopped_leading()
+                return
+
+    async def _attempt(self) -> bool:
+        try:
+            return await self._try()
+        except ApiError as exc:
+            if exc.status == 409:  # another replica changed the Lease first
+                return False
+            log.warning("leader election: %s", exc)
+            return False
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            log.warning("leader election: %s", exc)
+            return False

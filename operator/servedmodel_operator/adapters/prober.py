@@ -1,0 +1,164 @@
+"""Reads TF Serving pods' model status over REST, and remembers what each pod said.
+
+The only module that talks to serving pods (kube.py is the only one that talks to the API
+server). A NetworkPolicy around serving pods must let the operator reach them on 8501.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from servedmodel_operator.adapters.kube import read_bounded
+from servedmodel_operator.api.layout import REST_PORT
+from servedmodel_operator.parts.serving.pods import (
+    PodReport,
+    ServingPod,
+    assigned_version,
+    parse_model_status,
+    retry_after,
+)
+
+TIMEOUT_SECONDS = 3.0
+
+
+class PodUnreadable(Exception):
+    """The pod did not answer (reached False), or not with a model status."""
+
+    def __init__(self, message: str, reached: bool = True) -> None:
+        super().__init__(message)
+        self.reached = reached
+
+
+class Prober:
+    """HTTP to TF Serving pods: one session, a few connections, short timeouts."""
+
+    def __init__(self, on_request: Any = None) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._on_request = on_request or (lambda outcome: None)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
+        try:
+            async with self._client().get(
+                f"http://{ip}:{REST_PORT}{url_path}", headers={"Accept": "application/json"}
+            ) as response:
+                raw = await read_bounded(response, 1 << 20)
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._on_request("error")
+            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
+        self._on_request(str(status))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise PodUnreadable(f"HTTP {status}: not JSON") from exc
+        return status, body if isinstance(body, Mapping) else {}
+
+    async def read_pod(
+        self, ip: str, model_name: str, labels: Iterable[str], digest: str
+    ) -> PodReport:
+        """One pod's versions (GET /v1/models/<m>) and what each label resolves to there."""
+        base = f"/v1/models/{quote(model_name, safe='')}"
+        try:
+            status, body = await self._get(ip, base)
+            # 404: TF Serving knows no version of the model yet (nothing loaded or loading).
+            if status not in (200, 404):
+                raise PodUnreadable(f"HTTP {status}: {str(body.get('error', ''))[:200]}")
+            versions = parse_model_status(body) if status == 200 else {}
+            resolved: dict[str, int | None] = {}
+            assigned: dict[str, int | None] = {}
+            for label in labels:
+                # Only .../labels/<l>/metadata resolves a label: GET .../labels/<l> lists every
+                # version whatever the label (http_rest_api_handler.cc).
+                path = f"{base}/labels/{quote(label, safe='')}/metadata"
+                status, body = await self._get(ip, path)
+                try:
+                    assigned[label] = assigned_version(status, body)
+                except ValueError as exc:
+                    raise PodUnreadable(f"label {label}: {exc}") from exc
+                resolved[label] = assigned[label] if status == 200 else None
+        except PodUnreadable as exc:
+            return PodReport(digest, error=str(exc)[:300], reached=exc.reached)
+        return PodReport(digest, versions, resolved, assigned=assigned)
+
+
+@dataclass
+class _Entry:
+    report: PodReport
+    attempts: int
+    due: float
+    answered: bool  # the pod has answered at least once (this incarnation)
+
+
+class Reports:
+    """What each serving pod (incarnation) last said, and when to ask an unsettled one again.
+
+    Memory only: after a restart every answering pod is read once more, then nothing."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def reports(self, pods: Iterable[ServingPod]) -> dict[str, PodReport]:
+        with self._lock:
+            return {
+                p.incarnation: self._entries[p.incarnation].report
+                for p in pods
+                if p.incarnation in self._entries
+            }
+
+    def due(self, pod: ServingPod, digest: str, now: float) -> bool:
+        with self._lock:
+            entry = self._entries.get(pod.incarnation)
+        return entry is None or entry.report.config != digest or entry.due <= now
+
+    def record(self, pod: ServingPod, report: PodReport, settled: bool, now: float) -> None:
+        with self._lock:
+            before = self._entries.get(pod.incarnation)
+            if report.error is not None and before is not None:
+                # Unreadable for now: what it said last still holds (see still_loaded).
+                report = replace(report, versions=before.report.versions)
+            same = before is not None and before.report.config == report.config
+            attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
+            answered = report.reached or (before is not None and before.answered)
+            wait = retry_after(attempts, not answered) if attempts else 0.0
+            self._entries[pod.incarnation] = _Entry(report, attempts, now + wait, answered)
+
+    def next_due(self, pods: Iterable[ServingPod], now: float) -> float | None:
+        """Seconds until the earliest unsettled pod should be read again (None: none is)."""
+        with self._lock:
+            waits = [
+                max(0.0, e.due - now)
+                for p in pods
+                if (e := self._entries.get(p.incarnation)) is not None and e.attempts
+            ]
+        return min(waits) if waits else None
+
+    def forget(self, pod_uid: str) -> None:
+        """Drop what a deleted pod said."""
+        with self._lock:
+            for key in [k for k in self._entries if k.split("/", 1)[0] == pod_uid]:
+                del self._entries[key]
+
+
+def monotonic() -> float:
+    return time.monotonic()

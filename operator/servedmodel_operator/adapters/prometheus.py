@@ -1,0 +1,94 @@
+"""A rollout's analysis: TF Serving's own request metrics, from the Prometheus HTTP API.
+
+TF Serving exports (tensorflow_serving/servables/tensorflow/util.cc, names as its Prometheus
+page spells them):
+- `:tensorflow:serving:request_count{model_name, status}`: requests by gRPC status
+  (`OK` or the error code);
+- `:tensorflow:serving:request_latency_bucket{model_name, API, entrypoint, le}`: request
+  latency in microseconds.
+
+Prometheus must attach each pod's namespace, ServedModel and track; with kubernetes_sd pod
+discovery (README: "Progressive delivery") these relabellings give them:
+`__meta_kubernetes_namespace` -> `namespace`,
+`__meta_kubernetes_pod_label_app_kubernetes_io_instance` -> `servedmodel`,
+`__meta_kubernetes_pod_label_serving_servedmodel_io_track` -> `track`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import aiohttp
+
+from servedmodel_operator.adapters.kube import read_bounded
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
+
+TIMEOUT_SECONDS = 10.0
+REQUESTS = ":tensorflow:serving:request_count"
+LATENCY = ":tensorflow:serving:request_latency_bucket"
+MICROSECONDS = 1e-6
+
+
+def queries(model: ServedModelSpec, window: int) -> dict[str, str]:
+    """PromQL for the canary's and the stable pods' figures over the last `window` seconds."""
+    selector = (
+        f'namespace="{model.namespace}",servedmodel="{model.name}",model_name="{model.model_name}"'
+    )
+    return {
+        "requests": f"sum by (track) (increase({REQUESTS}{{{selector}}}[{window}s]))",
+        "errors": (f'sum by (track) (increase({REQUESTS}{{{selector},status!="OK"}}[{window}s]))'),
+        "p99": (
+            f"histogram_quantile(0.99, sum by (track, le) "
+            f"(rate({LATENCY}{{{selector}}}[{window}s])))"
+        ),
+    }
+
+
+async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> dict[str, float]:
+    """One instant query: {track: value}."""
+    async with session.get(
+        f"{address.rstrip('/')}/api/v1/query", params={"query": promql}
+    ) as response:
+        raw = await read_bounded(response, 1 << 20)
+    body = json.loads(raw or b"{}")
+    if body.get("status") != "success":
+        raise ValueError(str(body.get("error") or f"HTTP {response.status}"))
+    out: dict[str, float] = {}
+    for sample in (body.get("data") or {}).get("result") or []:
+        track = str((sample.get("metric") or {}).get("track") or "")
+        try:
+            value = float(sample["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if track and math.isfinite(value):
+            out[track] = value
+    return out
+
+
+def _figures(values: dict[str, dict[str, float]], track: str) -> Figures:
+    requests = values["requests"].get(track, 0.0)
+    errors = values["errors"].get(track, 0.0)
+    p99 = values["p99"].get(track)
+    return Figures(
+        requests=requests,
+        error_rate=errors / requests if requests > 0 else None,
+        p99_seconds=p99 * MICROSECONDS if p99 is not None else None,
+    )
+
+
+async def measure(model: ServedModelSpec, address: str, window: int, now: str) -> Measurement:
+    """The canary's and the stable pods' figures; an error (no decision) if Prometheus fails."""
+    empty = Figures(0.0)
+    try:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+        ) as session:
+            names = queries(model, window)
+            results = await asyncio.gather(*(_query(session, address, q) for q in names.values()))
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        return Measurement(empty, empty, now, error=f"{type(exc).__name__}: {exc}"[:300])
+    values = dict(zip(names, results, strict=True))
+    return Measurement(_figures(values, "canary"), _figures(values, "stable"), now)

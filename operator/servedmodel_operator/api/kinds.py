@@ -1,0 +1,165 @@
+"""Every Kubernetes kind the operator owns, watches or reads: one table.
+
+The table drives the watch handlers (controller/handlers.py registers an index and an event
+handler for each watched kind), the client's URL paths (adapters/kube.py), what the watch cache
+keeps of each object (adapters/cache.py) and which children a reconcile sees
+(controller/runtime.py). A new owned kind is one row here, a renderer, and the part that wants
+it; nothing else needs to know it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from servedmodel_operator import GROUP, KIND, PLURAL, VERSION
+from servedmodel_operator.api.layout import MODELS_CONFIG
+from servedmodel_operator.api.names import (
+    COMPONENT_LABEL,
+    EXPORTER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SERVER,
+)
+
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+class OwnerKey(StrEnum):
+    """How a watched object names the ServedModel it belongs to (the index key)."""
+
+    OWNER_REFERENCE = "ownerReference"  # its controlling ServedModel's name
+    INSTANCE = "instance"  # app.kubernetes.io/instance (serving pods: owned by ReplicaSets)
+    JOB = "job"  # exporter pods, keyed by their Job's name (its pods carry the results)
+
+
+@dataclass(frozen=True)
+class Trim:
+    """What the watch cache keeps of an object besides identity and our own metadata: its
+    status (all, these keys, or none), spec keys, data keys."""
+
+    status: bool | tuple[str, ...] = False
+    spec: bool | tuple[str, ...] = False
+    data: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    api_version: str
+    plural: str
+    index: str | None = None  # the kopf index id, and the handlers' keyword; None: not watched
+    labels: Mapping[str, str] = field(default_factory=dict)  # the watch's label selector
+    owner: OwnerKey = OwnerKey.OWNER_REFERENCE
+    trim: Trim = field(default_factory=Trim)
+    owned: bool = True  # a child of a ServedModel: the operator applies it (after a takeover check)
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def prefix(self) -> str:
+        """The API path prefix: /api/v1 for the core group, /apis/<group>/<version> else."""
+        return f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+
+
+POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses", "podIP")
+
+SERVEDMODELS = Kind(
+    KIND,
+    f"{GROUP}/{VERSION}",
+    PLURAL,
+    index="servedmodels",
+    trim=Trim(status=True, spec=True),
+    owned=False,
+)
+
+# The children: every object a ServedModel owns through a controller ownerReference.
+CHILDREN = (
+    Kind(
+        "Deployment",
+        "apps/v1",
+        "deployments",
+        index="deployments",
+        labels=MANAGED,
+        # Its rollout needs the desired replicas, not the pod template.
+        trim=Trim(status=True, spec=("replicas",)),
+    ),
+    Kind(
+        "ConfigMap",
+        "v1",
+        "configmaps",
+        index="configmaps",
+        labels=MANAGED,
+        # The config step TF Serving reads now: the cluster is the memory.
+        trim=Trim(data=(MODELS_CONFIG,)),
+    ),
+    Kind("Service", "v1", "services", index="services", labels=MANAGED),
+    Kind(
+        "HorizontalPodAutoscaler",
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        index="autoscalers",
+        labels=MANAGED,
+    ),
+    Kind("Job", "batch/v1", "jobs", index="jobs", labels=MANAGED, trim=Trim(status=True)),
+    # A rollout's routes: not watched (the Gateway API may not be installed); status names
+    # the applied ones, and they are deleted by name.
+    Kind("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"),
+    Kind("GRPCRoute", "gateway.networking.k8s.io/v1", "grpcroutes"),
+)
+
+# Pods: read, never written. Exporter pods carry a Job's result; serving pods what they serve.
+EXPORTER_PODS = Kind(
+    "Pod",
+    "v1",
+    "pods",
+    index="exporter_pods",
+    labels={**MANAGED, COMPONENT_LABEL: EXPORTER},
+    owner=OwnerKey.JOB,
+    trim=Trim(status=POD_STATUS),
+    owned=False,
+)
+SERVER_PODS = Kind(
+    "Pod",
+    "v1",
+    "pods",
+    index="server_pods",
+    labels={**MANAGED, COMPONENT_LABEL: SERVER},
+    owner=OwnerKey.INSTANCE,
+    trim=Trim(status=POD_STATUS),
+    owned=False,
+)
+
+# Read by name (one object at a time) or written without being owned.
+OTHERS = (
+    Kind("Secret", "v1", "secrets", owned=False),
+    Kind("ServiceAccount", "v1", "serviceaccounts", owned=False),
+    Kind("PersistentVolumeClaim", "v1", "persistentvolumeclaims", owned=False),
+    Kind("Event", "events.k8s.io/v1", "events", owned=False),
+    Kind("Lease", "coordination.k8s.io/v1", "leases", owned=False),
+)
+
+WATCHED = (SERVEDMODELS, *(k for k in CHILDREN if k.index), EXPORTER_PODS, SERVER_PODS)
+ALL = (SERVEDMODELS, *CHILDREN, EXPORTER_PODS, *OTHERS)
+
+
+def by_api(api_version: str, kind: str) -> Kind:
+    for entry in ALL:
+        if entry.api_version == api_version and entry.kind == kind:
+            return entry
+    raise KeyError(f"{api_version} {kind}")
+
+
+def trim_rule(kind: str) -> Trim:
+    """What the cache keeps of an object of this kind (pods: either pod entry, the same)."""
+    for entry in (*WATCHED, *CHILDREN):
+        if entry.kind == kind:
+            return entry.trim
+    return Trim()

@@ -1,0 +1,354 @@
+"""ServedModelSpec: the typed, frozen view of a ServedModel, parsed once at the handler boundary.
+
+Defaults mirror the CRD's schema defaults (a unit test holds the two together), so an object
+read before the API server defaulted it, or a test dict, parses to the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from servedmodel_operator import EXPORTER_IMAGE, GROUP, VERSION
+from servedmodel_operator.api.names import ChildNames, Track, derived_name
+
+DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
+DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
+
+
+# The CRD's patterns, repeated here for objects admitted before a rule existed (and tests).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME = 52  # room for every suffix derived from it within 63 characters (see derived_name)
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
+
+
+class InvalidSpec(ValueError):
+    """The object cannot be parsed (the CRD schema should have rejected it)."""
+
+
+def _no_dot_segments(value: str) -> str:
+    if _DOT_SEGMENT.search(value):
+        raise ValueError("must not contain '.' or '..' path segments")
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class SecretRef(_Frozen):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class ConfigMapKey(_Frozen):
+    config_map_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+class S3Options(_Frozen):
+    endpoint: str | None = None
+    region: str | None = None
+    path_style: bool = False
+    verify_tls: bool = Field(default=True, alias="verifyTLS")
+    ca_bundle: ConfigMapKey | None = None
+    anonymous: bool = False
+
+
+class GcsOptions(_Frozen):
+    endpoint: str | None = None
+    anonymous: bool = False
+
+
+# The keys a credentials Secret must hold, by scheme (optional ones are not checked).
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN",)
+GCS_SECRET_KEY = "service-account.json"  # noqa: S105 - a key name, not a secret
+
+
+class Source(_Frozen):
+    uri: str
+    sha256: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _inside_the_claim(cls, uri: str) -> str:
+        if uri.startswith("pvc://"):
+            _no_dot_segments(uri.removeprefix("pvc://").partition("/")[2])
+        return uri
+
+    credentials_secret_ref: SecretRef | None = None
+    s3: S3Options | None = None
+    gcs: GcsOptions | None = None
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0] if "://" in self.uri else ""
+
+    @property
+    def required_secret_keys(self) -> tuple[str, ...]:
+        if self.credentials_secret_ref is None:
+            return ()
+        return S3_SECRET_KEYS if self.scheme == "s3" else (GCS_SECRET_KEY,)
+
+
+class VersionEntry(_Frozen):
+    version: int = Field(gt=0)
+    source: Source
+    # Keras-2 models may carry Python bytecode (Lambda layers) that runs when loaded.
+    allow_unsafe_deserialization: bool = False
+
+    def digest(self) -> str:
+        """A short, stable hash of the entry (it is immutable once added)."""
+        canonical = json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+class ServePolicy(StrEnum):
+    LATEST = "Latest"
+    ALL = "All"
+    SPECIFIC = "Specific"
+
+
+class Serve(_Frozen):
+    policy: ServePolicy = ServePolicy.LATEST
+    count: int = Field(default=1, ge=1)
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = Field(default_factory=dict)
+
+
+class Retention(_Frozen):
+    keep_undeclared: int = Field(ge=0)
+
+
+class PvcStore(_Frozen):
+    claim_name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    path: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside_the_claim(cls, path: str) -> str:
+        if path.startswith("/"):
+            raise ValueError("must be relative")
+        return _no_dot_segments(path)
+
+
+class Store(_Frozen):
+    pvc: PvcStore
+    retention: Retention | None = None
+
+
+class Resources(_Frozen):
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, int | str] = Field(default_factory=dict)
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        out = {}
+        if self.limits:
+            out["limits"] = {k: str(v) for k, v in self.limits.items()}
+        if self.requests:
+            out["requests"] = {k: str(v) for k, v in self.requests.items()}
+        return out
+
+
+class Toleration(_Frozen):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+class Batching(_Frozen):
+    max_batch_size: int | None = None
+    batch_timeout_micros: int | None = None
+    max_enqueued_batches: int | None = None
+    num_batch_threads: int | None = None
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool | None = None
+
+
+class Monitoring(_Frozen):
+    prometheus: bool = True
+
+
+class Autoscaling(_Frozen):
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_cpu_utilization_percentage: int | None = Field(
+        default=None, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+    metrics: tuple[dict[str, Any], ...] = ()
+
+
+class Server(_Frozen):
+    image: str = DEFAULT_SERVER_IMAGE
+    replicas: int = Field(default=1, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    batching: Batching | None = None
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    config_poll_seconds: int = Field(default=10, ge=1)
+    startup_timeout_seconds: int = Field(default=600, ge=30)
+    autoscaling: Autoscaling | None = None
+
+
+class Verify(_Frozen):
+    samples: int = Field(default=8, ge=1)
+    atol: float = Field(default=1.0e-5, ge=0)
+    rtol: float = Field(default=1.0e-4, ge=0)
+
+
+class Warmup(_Frozen):
+    requests: int = Field(default=0, ge=0, le=1000)
+
+
+class Exporter(_Frozen):
+    image: str | None = None
+    service_account_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    parallelism: int = Field(default=1, ge=1)
+    backoff_limit: int = Field(default=1, ge=0)
+    active_deadline_seconds: int = Field(default=3600, ge=60)
+    ttl_seconds_after_finished: int = Field(default=86400, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    verify: Verify = Field(default_factory=Verify)
+    warmup: Warmup = Field(default_factory=Warmup)
+
+
+class Prometheus(_Frozen):
+    address: str
+
+
+class Analysis(_Frozen):
+    prometheus: Prometheus
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_seconds: float | None = Field(default=None, gt=0)
+    min_requests: int = Field(default=100, ge=1)
+
+
+class ParentRef(_Frozen):
+    """A Gateway API ParentReference (gateway.networking.k8s.io/v1)."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+    group: str | None = None
+    kind: str | None = None
+
+
+class Rollout(_Frozen):
+    """A progressive rollout of one version (the canary) beside the stable pods."""
+
+    canary: int = Field(gt=0)
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval_seconds: int = Field(default=60, ge=5)
+    paused: bool = False
+    promote: bool = False
+    abort: bool = False
+    analysis: Analysis | None = None
+    parent_refs: tuple[ParentRef, ...] = ()
+
+
+class Spec(_Frozen):
+    """`.spec` exactly as the CRD defines it."""
+
+    model_name: str | None = None
+    versions: tuple[VersionEntry, ...] = Field(min_length=1)
+    serve: Serve = Field(default_factory=Serve)
+    store: Store
+    server: Server = Field(default_factory=Server)
+    exporter: Exporter = Field(default_factory=Exporter)
+    rollout: Rollout | None = None
+
+
+class ServedModelSpec(_Frozen):
+    """A ServedModel's identity and spec, with the names of everything derived from it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: Spec
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ServedModelSpec:
+        meta = body.get("metadata", {})
+        name = str(meta.get("name", ""))
+        if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
+            raise InvalidSpec(
+                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
+                "characters: recreate the ServedModel under such a name"
+            )
+        try:
+            return cls(
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid", ""),
+                generation=int(meta.get("generation", 0)),
+                spec=Spec.model_validate(body.get("spec") or {}),
+            )
+        except (KeyError, ValidationError) as exc:
+            raise InvalidSpec(str(exc)) from exc
+
+    # --- derived names --------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model_name or self.name
+
+    @property
+    def names(self) -> ChildNames:
+        return ChildNames.of(self.name)
+
+    @property
+    def deployment_name(self) -> str:
+        return self.names.deployment
+
+    @property
+    def service_name(self) -> str:
+        return self.names.service
+
+    @property
+    def configmap_name(self) -> str:
+        return self.names.configmap
+
+    @property
+    def canary_deployment_name(self) -> str:
+        return self.names.canary_deployment
+
+    @property
+    def canary_configmap_name(self) -> str:
+        return self.names.canary_configmap
+
+    def track_service_name(self, track: str) -> str:
+        """Services <name>-stable and <name>-canary (one track each)."""
+        return self.names.service_of(Track(track))
+
+    @property
+    def api_version(self) -> str:
+        return f"{GROUP}/{VERSION}"
+
+    @property
+    def declared_versions(self) -> tuple[int, ...]:
+        return tuple(sorted(v.version for v in self.spec.versions))
+
+    def entry(self, version: int) -> VersionEntry:
+        for entry in self.spec.versions:
+            if entry.version == version:
+                return entry
+        raise KeyError(version)
+
+    def job_name(self, version: int, digest: str) -> str:
+        """<name>-export-v<version>-<hash>, a valid Job name and 63-character label value."""
+        return derived_name(self.name, f"-export-v{version}-{digest[:8]}")

@@ -1,0 +1,149 @@
+"""Every kopf decorator of the operator, and nothing else.
+
+For each watched kind of api/kinds.py: an index (a watch-fed cache; kopf fills every index
+before any other handler runs, so the first reconcile after a restart already sees every
+existing child) and an event handler that only enqueues the owning ServedModel; the reconcile
+reads the indexes. No handler returns a value, none uses kopf's create/update bookkeeping, and
+none needs a finalizer: owned objects go with their ServedModel through ownerReferences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from servedmodel_operator.adapters import kube
+from servedmodel_operator.adapters.cache import owner_name, trim
+from servedmodel_operator.api import kinds
+from servedmodel_operator.api.kinds import Kind, OwnerKey
+from servedmodel_operator.api.names import INSTANCE_LABEL, JOB_NAME_LABELS
+from servedmodel_operator.controller.runtime import (
+    STORES,
+    Indexes,
+    Options,
+    Runtime,
+    created,
+    runtime,
+    store_key,
+)
+from servedmodel_operator.controller.settings import configure
+
+CHILD_SETTLE_SECONDS = 0.5
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own loaders: kopf would otherwise log in through the `kubernetes` client.
+    return kube.login(**kwargs)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    options: Options = memo["options"]
+    configure(settings, options)
+    # kopf hands every handler the same live index objects, already here at startup.
+    rt = memo["runtime"] = Runtime(options, Indexes.of(kwargs))
+    rt.start_leader_election(options)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await runtime(memo).close()
+
+
+@kopf.on.probe(id="queue")
+def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+    return runtime(memo).queue.depth
+
+
+def owner_of(kind: Kind, body: kopf.Body) -> str | None:
+    """The name an object of this kind is indexed under: its ServedModel's, or its Job's."""
+    if kind is kinds.SERVEDMODELS:
+        return str(body["metadata"]["name"])
+    labels = body.get("metadata", {}).get("labels") or {}
+    if kind.owner is OwnerKey.INSTANCE:
+        return labels.get(INSTANCE_LABEL)
+    if kind.owner is OwnerKey.JOB:
+        return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
+    return owner_name(body)
+
+
+def enqueued_for(kind: Kind, body: kopf.Body) -> str | None:
+    """The ServedModel an event on this object concerns (exporter pods: their Job's owner)."""
+    if kind.owner is OwnerKey.JOB:
+        return (body.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL)
+    return owner_of(kind, body)
+
+
+# --- indexes: the watch-fed caches the reconcile reads ------------------------------------
+# Coroutines, though they never await: kopf runs a plain function in its thread pool, and that
+# hand-off (an executor job, a copied context, a shielded future) cost more than the function.
+
+
+def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
+    async def index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+        owner = owner_of(kind, body)
+        return {(namespace, owner): trim(body)} if owner else None
+
+    return index
+
+
+@kopf.index(
+    kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=STORES
+)
+async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Which ServedModels use which store directory: two must never share one."""
+    return {store_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+
+
+# --- events: mark the owning ServedModel for a reconcile ----------------------------------
+
+
+def _enqueue(
+    memo: Any, body: kopf.Body, namespace: str | None, owner: str | None, type_: str | None
+) -> None:
+    rt: Runtime = runtime(memo)
+    if not namespace:  # every kind watched here is namespaced
+        return
+    kind, name = str(body.get("kind")), str(body["metadata"]["name"])
+    if type_ == "DELETED":
+        rt.recent.forget(kind, namespace, name)
+        if kind == kinds.SERVEDMODELS.kind:
+            rt.generations.pop((namespace, name), None)
+    else:
+        rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
+    if owner:
+        # A spec edit is acted on at once, even during a failure's backoff (it may be the fix);
+        # children's status changes are let settle, and never cut a backoff short.
+        key = (namespace, owner)
+        if kind == kinds.SERVEDMODELS.kind:
+            generation = body["metadata"].get("generation")
+            new_spec = rt.generations.get(key) != generation
+            rt.generations[key] = generation
+            rt.queue.add(key, bypass_backoff=new_spec)
+        else:
+            rt.queue.add(key, settle=CHILD_SETTLE_SECONDS)
+
+
+def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
+    async def changed(
+        body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any
+    ) -> None:
+        if kind is kinds.SERVER_PODS and type == "DELETED":
+            runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
+        _enqueue(memo, body, namespace, enqueued_for(kind, body), type)
+
+    return changed
+
+
+for _kind in kinds.WATCHED:
+    assert _kind.index is not None
+    _labels = dict(_kind.labels) or None
+    kopf.index(_kind.group, _kind.version, _kind.plural, labels=_labels, id=_kind.index)(
+        _index(_kind)
+    )
+    kopf.on.event(
+        _kind.group, _kind.version, _kind.plural, labels=_labels, id=f"{_kind.index}-event"
+    )(_event(_kind))

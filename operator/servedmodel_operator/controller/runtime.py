@@ -1,0 +1,181 @@
+"""The operator's moving parts, wired once at startup and kept in kopf's memo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+
+from servedmodel_operator import KIND
+from servedmodel_operator.adapters import leader, metrics
+from servedmodel_operator.adapters.cache import Recent
+from servedmodel_operator.adapters.kube import Kube
+from servedmodel_operator.adapters.leader import LeaderElector
+from servedmodel_operator.adapters.logs import ObjectLogger
+from servedmodel_operator.adapters.prober import Prober, Reports
+from servedmodel_operator.api import kinds
+from servedmodel_operator.controller.reconciler import Reconciler
+from servedmodel_operator.controller.workqueue import WorkQueue
+from servedmodel_operator.parts.admission.policy import Policy
+from servedmodel_operator.parts.observed import Observed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `servedmodel-operator`'s flags decide."""
+
+    exporter_image: str
+    workers: int
+    policy: Policy
+    leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
+
+
+class Indexes:
+    """kopf's live indexes (watch-fed caches), one per watched kind of api/kinds.py, keyed by
+    (namespace, owning ServedModel or Job name). kopf hands every handler the same live index
+    objects, each under its id as a keyword argument."""
+
+    def __init__(self, by_id: Mapping[str, kopf.Index[Any, Any]]) -> None:
+        self._by_id = dict(by_id)
+
+    @classmethod
+    def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
+        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES]
+        return cls({i: handler_kwargs[i] for i in ids})
+
+    def __getitem__(self, index_id: str) -> kopf.Index[Any, Any]:
+        return self._by_id[index_id]
+
+
+STORES = "stores"  # the index of store directories (see store_key)
+
+
+def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """(namespace, claim, path, modelName): one model directory of one store."""
+    pvc = (spec.get("store") or {}).get("pvc") or {}
+    path = "/".join(p for p in str(pvc.get("path") or "").split("/") if p)
+    return (str(namespace), str(pvc.get("claimName")), path, str(spec.get("modelName") or name))
+
+
+def created(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _only(store: Any) -> Mapping[str, Any] | None:
+    """The single value an index holds under a key (names are unique per kind)."""
+    for value in store or ():
+        return value  # type: ignore[no-any-return]
+    return None
+
+
+class Runtime:
+    def __init__(self, options: Options, indexes: Indexes) -> None:
+        self.recent = Recent()
+        self.reports = Reports()
+        self.kube = Kube(
+            instance=leader.identity(),
+            on_request=lambda method, code: metrics.api_requests.labels(
+                method, str(code), "apiserver"
+            ).inc(),
+        )
+        self.prober = Prober(on_request=lambda outcome: metrics.pod_reads.labels(outcome).inc())
+        self.reconciler = Reconciler(
+            self.kube,
+            self.prober,
+            self.recent,
+            self.reports,
+            options.exporter_image,
+            options.policy,
+        )
+        self.queue = WorkQueue(
+            self._reconcile,
+            concurrency=options.workers,
+            logger=lambda key: ObjectLogger(log, *cast(tuple[str, str], key)),
+        )
+        self.indexes = indexes
+        self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
+        self.election: asyncio.Task[None] | None = None
+
+    def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
+        """A consistent snapshot of one ServedModel and its children, taken on the event loop:
+        each watched object fresher of the watch cache and our own last writes."""
+        key = (namespace, name)
+        body = self.recent.fresher(
+            KIND, namespace, name, _only(self.indexes[kinds.SERVEDMODELS.index or ""].get(key))
+        )
+        if body is None:
+            return None
+        children: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for kind in kinds.CHILDREN:
+            if kind.index is None:
+                continue
+            indexed = {o["metadata"]["name"]: o for o in self.indexes[kind.index].get(key, ())}
+            for child_name, obj in indexed.items():
+                fresh = self.recent.fresher(kind.kind, namespace, child_name, obj)
+                if fresh is not None:
+                    children[(kind.kind, child_name)] = fresh
+            for extra in self.recent.extra(kind.kind, namespace, name, indexed):
+                children[(kind.kind, extra["metadata"]["name"])] = extra
+        exporter_pods = self.indexes[kinds.EXPORTER_PODS.index or ""]
+        jobs = [n for k, n in children if k == "Job"]
+        observed = Observed(
+            status=body.get("status") or {},
+            children=children,
+            pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
+            pods=tuple(self.indexes[kinds.SERVER_PODS.index or ""].get(key, ())),
+            store_sharers=self._earlier_store_users(namespace, name, body),
+        )
+        return body, observed
+
+    def _earlier_store_users(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> tuple[tuple[str, str], ...]:
+        """The other ServedModels of the namespace on the same store directory that came
+        first (by creation time, then name): they keep it."""
+        mine = (created(body), name)
+        sharers = self.indexes[STORES].get(store_key(namespace, name, body.get("spec") or {}), ())
+        return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+
+    async def _reconcile(self, key: Hashable) -> float | None:
+        namespace, name = cast(tuple[str, str], key)
+        snapshot = self.observe(namespace, name)
+        if snapshot is None:
+            log.debug("%s/%s: not in the watch cache (deleted, or not listed yet)", namespace, name)
+            return None
+        body, observed = snapshot
+        return await self.reconciler.run(body, observed)
+
+    def start_leader_election(self, options: Options) -> None:
+        """With leader election, a standby: reconcile only while holding the Lease. When it is
+        lost, stop reconciling and end the process (it comes back as a standby)."""
+        if options.leader_election is None:
+            return
+        self.queue.pause()
+        namespace, name = options.leader_election
+
+        async def stop() -> None:
+            self.queue.pause()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        elector = LeaderElector(self.kube, namespace, name)
+        self.election = asyncio.get_running_loop().create_task(elector.run(self.queue.resume, stop))
+
+    async def close(self) -> None:
+        if self.election is not None:
+            self.election.cancel()
+        await self.queue.close()
+        await self.prober.close()
+        await self.kube.close()
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    rt: Runtime = memo["runtime"]
+    return rt

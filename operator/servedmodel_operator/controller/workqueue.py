@@ -1,0 +1,171 @@
+"""A keyed work queue: coalesces bursts of events, one reconcile per key at a time, retries.
+
+Every watch event (of a ServedModel or of one of its children) only marks its ServedModel as
+needing a reconcile. The reconcile itself reads the current state, so ten events in a burst
+cost one reconcile, and a failure is retried with exponential backoff, as in client-go's
+workqueue. Children's events may ask to `settle`: each one pushes the run back a little, up to
+a cap, so that a Deployment stepping through its rollout costs one status write, not five.
+Running it on kopf's event handlers, rather than kopf's create/update handlers, keeps kopf's
+own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+from servedmodel_operator.adapters import metrics
+
+log = logging.getLogger(__name__)
+
+# A unit of work; it may ask to run again after some seconds even if nothing else asks.
+Work = Callable[[Hashable], Awaitable[float | None]]
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        work: Work,
+        *,
+        concurrency: int,
+        logger: Callable[[Hashable], logging.LoggerAdapter[logging.Logger] | logging.Logger] = (
+            lambda _: log
+        ),
+        coalesce_seconds: float = 0.05,
+        min_backoff: float = 0.5,
+        max_backoff: float = 300.0,
+    ) -> None:
+        self._work = work
+        self._logger = logger
+        self._slots = asyncio.Semaphore(concurrency)
+        self._coalesce = coalesce_seconds
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._scheduled: dict[Hashable, asyncio.TimerHandle] = {}
+        self._first_asked: dict[Hashable, float] = {}
+        self._running: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._failures: dict[Hashable, int] = {}
+        self._backoff_until: dict[Hashable, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Leader election: a standby keeps accepting keys but runs none until it leads.
+        self._active = asyncio.Event()
+        self._active.set()
+
+    def pause(self) -> None:
+        self._active.clear()
+
+    def resume(self) -> None:
+        self._active.set()
+
+    def add(
+        self,
+        key: Hashable,
+        delay: float | None = None,
+        settle: float = 0.0,
+        settle_cap: float = 2.0,
+        bypass_backoff: bool = False,
+    ) -> None:
+        """Ask for key to be reconciled: after `delay` (default: the coalescing window), or,
+        with `settle`, once no such request came for `settle` seconds (at most `settle_cap`
+        after the first). A key backing off after failures is not run sooner for it, unless
+        `bypass_backoff` (a new spec: the failure may be fixed)."""
+        metrics.queue_adds.labels(metrics.QUEUE).inc()
+        if key in self._running:
+            self._dirty.add(key)  # run again once the current run ends
+            return
+        now = asyncio.get_running_loop().time()
+        wait = self._coalesce if delay is None else delay
+        existing = self._scheduled.get(key)
+        first = self._first_asked.setdefault(key, now)
+        when = now + wait
+        if settle:
+            when = min(max(when, now + settle), first + settle_cap)
+        if bypass_backoff:
+            self._backoff_until.pop(key, None)
+        else:
+            when = max(when, self._backoff_until.get(key, when))
+        if existing is not None:
+            if existing.when() == when or (not settle and existing.when() <= when):
+                return
+            existing.cancel()
+        # Each timer and run starts in an empty context: one started from a kopf handler would
+        # otherwise copy that handler's context, and with it kopf's current cause (the whole
+        # watched object, every managedFields entry), and keep it for as long as the key keeps
+        # coming back (an unreachable pod is asked again for ever): ~70 KB per ServedModel.
+        self._scheduled[key] = asyncio.get_running_loop().call_at(
+            max(when, now), self._start, key, context=contextvars.Context()
+        )
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+
+    def _start(self, key: Hashable) -> None:
+        self._scheduled.pop(key, None)
+        asked = self._first_asked.pop(key, None)
+        self._running.add(key)
+        task = asyncio.get_running_loop().create_task(
+            self._run(key, asked), context=contextvars.Context()
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Hashable, asked: float | None = None) -> None:
+        retry_in: float | None = None
+        again: float | None = None
+        result = "error"
+        try:
+            await self._active.wait()
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                if asked is not None:
+                    metrics.queue_latency.labels(metrics.QUEUE).observe(loop.time() - asked)
+                started = time.monotonic()
+                metrics.active_workers.labels(metrics.CONTROLLER).inc()
+                try:
+                    again = await self._work(key)
+                    result = "success" if again is None else "requeue_after"
+                finally:
+                    metrics.active_workers.labels(metrics.CONTROLLER).dec()
+                    elapsed = time.monotonic() - started
+                    metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
+                    metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+            self._failures.pop(key, None)
+            self._backoff_until.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
+            metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
+            metrics.queue_retries.labels(metrics.QUEUE).inc()
+            self._logger(key).exception(
+                "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
+            )
+        finally:
+            self._running.discard(key)
+            metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
+            metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+        dirty = key in self._dirty
+        self._dirty.discard(key)
+        if retry_in is not None:  # backoff wins over new events: a failing key never spins
+            self._backoff_until[key] = asyncio.get_running_loop().time() + retry_in
+            self.add(key, delay=retry_in)
+        elif dirty:
+            self.add(key)
+        elif again is not None:
+            self.add(key, delay=again)
+
+    @property
+    def depth(self) -> int:
+        return len(self._scheduled) + len(self._running)
+
+    async def close(self) -> None:
+        for handle in self._scheduled.values():
+            handle.cancel()
+        self._scheduled.clear()
+        self._first_asked.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

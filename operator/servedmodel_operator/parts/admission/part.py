@@ -1,0 +1,36 @@
+"""The admission part of a reconcile: reasons not to write at all.
+
+The reconciler's own findings (the policy refused a pod, an object to create belongs to someone
+else, the API server refused an apply), children that belong to another ServedModel, and another
+ServedModel of the namespace that came first to the same store directory (it keeps it). Any
+refusal stalls the ServedModel and writes nothing; the operator looks again every 30 s.
+"""
+
+from __future__ import annotations
+
+from servedmodel_operator.api.layout import model_subpath
+from servedmodel_operator.parts.admission.policy import Refusal, foreign
+from servedmodel_operator.parts.part import Context, Part
+
+RECHECK_SECONDS = 30.0
+
+
+def plan(ctx: Context) -> Part[tuple[Refusal, ...]]:
+    model, observed = ctx.model, ctx.observed
+    out = list(observed.refusals)
+    for child in observed.children.values():
+        if found := foreign(child, child, model.uid):
+            out.append(found)
+    if observed.store_sharers:
+        _created, name = min(observed.store_sharers)
+        out.append(
+            Refusal(
+                "StoreConflict",
+                f"ServedModel {name} already uses {model.spec.store.pvc.claim_name}:"
+                f"{model_subpath(model)} for model {model.model_name}: versions of two "
+                "ServedModels would overwrite each other; give this one another modelName or "
+                "store path",
+            )
+        )
+    refused = tuple(dict.fromkeys(out))
+    return Part(refused, requeue=RECHECK_SECONDS if refused else None)

@@ -1,0 +1,429 @@
+"""Status conditions (pure): a kstatus chain of named checks over the parts' findings.
+
+kstatus semantics (what Flux, Argo CD and `kubectl wait` read):
+- Ready       True once every declared version is exported, the Deployment has rolled out, and
+              every ready pod serves the spec's versions and resolves its labels as declared.
+- Reconciling True while work is in progress (exports, pods rolling out, versions loading,
+              a label waiting for its version); the message says what it waits for.
+- Stalled     True when progress needs a human (a failed export, a version TF Serving cannot
+              load, an unusable spec).
+The finer Exported, Available and Rollout say which half is not there yet.
+
+The trio comes from CHECKS, in order: the first check that finds an obstacle decides (cert-
+manager's shape); none finding one means Ready. A new condition reason is one check here.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.admission.policy import Refusal
+from servedmodel_operator.parts.delivery.decide import Decision, Phase
+from servedmodel_operator.parts.delivery.part import DeliveryFindings
+from servedmodel_operator.parts.exports.part import ExportFindings
+from servedmodel_operator.parts.exports.states import State, VersionStatus
+from servedmodel_operator.parts.serving.modelsconfig import WaitsFor
+from servedmodel_operator.parts.serving.part import ServingFindings
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+EXPORTED = "Exported"
+AVAILABLE = "Available"
+ROLLOUT = "Rollout"
+ORDER = (READY, RECONCILING, STALLED, EXPORTED, AVAILABLE, ROLLOUT)
+MAX_MESSAGE = 1024  # a condition message, whatever a hostile spec or exporter puts in it
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+def _true(type_: str, reason: str, message: str = "") -> Condition:
+    return Condition(type_, "True", reason, message)
+
+
+def _false(type_: str, reason: str, message: str = "") -> Condition:
+    return Condition(type_, "False", reason, message)
+
+
+def bounded(parts: Sequence[str], limit: int = MAX_MESSAGE) -> str:
+    """Distinct messages joined with '; ', each once, cut to `limit` characters."""
+    text = "; ".join(dict.fromkeys(p for p in parts if p))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _list(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything the conditions are computed from: what each part found, the objects the
+    reconcile applies now (never Ready in the same breath), and the reconcile's clock."""
+
+    model: ServedModelSpec
+    refused: tuple[Refusal, ...]
+    exports: ExportFindings
+    serving: ServingFindings
+    delivery: DeliveryFindings
+    applying: tuple[str, ...]
+    now: str
+
+
+# --- the finer conditions -------------------------------------------------------------------
+
+
+def _grouped(states: Sequence[VersionStatus]) -> str:
+    """`version(s) 1, 2: Reason: message` per distinct failure: each message once."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for s in states:
+        groups.setdefault((str(s.reason or ""), str(s.message or "")), []).append(s.version)
+    return bounded(
+        [
+            f"version{'s' if len(v) > 1 else ''} {_list(v)}: {reason}: {message}".rstrip(": ")
+            for (reason, message), v in groups.items()
+        ]
+    )
+
+
+def export_condition(states: Sequence[VersionStatus]) -> Condition:
+    blocked = [s for s in states if s.state is State.BLOCKED]
+    if blocked:
+        return _false(EXPORTED, "CredentialsMissing", _grouped(blocked))
+    failed = [s for s in states if s.state is State.FAILED]
+    if failed:
+        return _false(EXPORTED, "ExportFailed", _grouped(failed))
+    running = [s.version for s in states if s.state is State.EXPORTING]
+    if running:
+        return _false(EXPORTED, "Exporting", f"exporting version(s) {_list(running)}")
+    pending = [s.version for s in states if s.state is State.PENDING]
+    if pending:
+        return _false(EXPORTED, "ExportPending", f"version(s) {_list(pending)} waiting to export")
+    return _true(
+        EXPORTED, "AllVersionsExported", f"version(s) {_list([s.version for s in states])} exported"
+    )
+
+
+def available_condition(serving: ServingFindings) -> Condition:
+    """True when every served version is AVAILABLE on every ready pod, and every label
+    resolves there to the version the spec declares."""
+    seen, current, deployment = serving.seen, serving.current, serving.deployment
+    if not serving.wanted.versions:
+        return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
+    if not deployment.observed or current is None:
+        return Condition(
+            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving objects are being created"
+        )
+    if seen.ready_pods == 0:
+        return _false(
+            AVAILABLE, "NoReplicasAvailable", f"0/{deployment.desired} TF Serving pods ready"
+        )
+    if seen.unreachable:
+        pod, error = next(iter(seen.unreachable.items()))
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ServerStatusUnavailable",
+            f"cannot read TF Serving's model status from {len(seen.unreachable)} ready pod(s) "
+            f"(pod {pod}: {error}); the operator must reach serving pods on port 8501",
+        )
+    if seen.unread:
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ReadingServerStatus",
+            f"reading TF Serving's model status from pod(s) {', '.join(seen.unread)}",
+        )
+    loading = [v for v in current.versions if v not in seen.served]
+    if loading:
+        detail = "; ".join(
+            f"version {v} AVAILABLE on {seen.available.get(v, 0)}/{seen.ready_pods} ready pods"
+            for v in loading
+        )
+        return _false(AVAILABLE, "VersionsLoading", detail)
+    wrong = {
+        label: target
+        for label, target in serving.wanted.declared.items()
+        if seen.labels.get(label) != target
+    }
+    if wrong:
+        detail = "; ".join(
+            f"label {k} resolves to {seen.labels.get(k, 'nothing')}, declared {v}"
+            for k, v in sorted(wrong.items())
+        )
+        return _false(AVAILABLE, "LabelsNotResolved", detail)
+    message = f"{seen.ready_pods}/{deployment.desired} TF Serving pods serve version(s) " + _list(
+        seen.served
+    )
+    if seen.labels:
+        message += "; labels " + ", ".join(f"{k}={v}" for k, v in seen.labels.items())
+    return _true(AVAILABLE, "AllVersionsAvailable", message)
+
+
+def rollout_condition(decision: Decision) -> Condition:
+    """Rollout: True once promoted, False once aborted (with the figures that decided),
+    Unknown while it runs."""
+    if decision.phase is Phase.PROMOTED:
+        return _true(ROLLOUT, str(Phase.PROMOTED), decision.message)
+    if decision.phase is Phase.ABORTED:
+        return _false(ROLLOUT, str(Phase.ABORTED), decision.message)
+    return Condition(ROLLOUT, "Unknown", str(decision.phase), decision.message)
+
+
+@dataclass(frozen=True)
+class Fine:
+    """The finer conditions, computed before the chain (some checks read them)."""
+
+    exported: Condition
+    available: Condition
+
+
+# --- the chain ------------------------------------------------------------------------------
+
+
+class Kind(Enum):
+    STALLED = "stalled"  # progress needs a human
+    PROGRESSING = "progressing"  # work in progress
+    CREATING = "creating"  # Ready Unknown: nothing to judge yet
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    reason: str
+    message: str
+
+
+Check = Callable[[Findings, Fine], Verdict | None]
+
+
+def _refused(f: Findings, _: Fine) -> Verdict | None:
+    if f.refused:
+        message = bounded([r.message for r in f.refused])
+        return Verdict(Kind.STALLED, f.refused[0].reason, message)
+    return None
+
+
+def _export_stuck(_: Findings, fine: Fine) -> Verdict | None:
+    if fine.exported.reason in ("ExportFailed", "CredentialsMissing"):
+        return Verdict(Kind.STALLED, fine.exported.reason, fine.exported.message)
+    return None
+
+
+def _deadline_exceeded(f: Findings, _: Fine) -> Verdict | None:
+    if f.serving.deployment.progress_deadline_exceeded:
+        return Verdict(
+            Kind.STALLED,
+            "ProgressDeadlineExceeded",
+            "the TF Serving Deployment exceeded its progress deadline",
+        )
+    return None
+
+
+def _seconds(timestamp: str) -> float:
+    return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def _load_failed(f: Findings, _: Fine) -> Verdict | None:
+    """A version TF Serving failed to load (END with an error), or that did not become
+    AVAILABLE within startupTimeoutSeconds of the config naming it being written."""
+    seen, current = f.serving.seen, f.serving.current
+    if seen.failures:
+        failure = seen.failures[0]
+        return Verdict(
+            Kind.STALLED,
+            "VersionLoadFailed",
+            f"TF Serving could not load version {failure.version} (pod {failure.pod}): "
+            f"{failure.error}",
+        )
+    timeout = f.model.spec.server.startup_timeout_seconds
+    written = f.serving.stable.written_at
+    if current is None or written is None or seen.ready_pods == 0 or seen.unread:
+        return None
+    if _seconds(f.now) - _seconds(written) < timeout:
+        return None
+    late = [v for v in current.versions if v not in seen.served]
+    if late:
+        return Verdict(
+            Kind.STALLED,
+            "VersionLoadFailed",
+            f"version(s) {_list(late)} not AVAILABLE on every ready pod {timeout}s after the "
+            f"config naming them was written (startupTimeoutSeconds)",
+        )
+    return None
+
+
+def _rollout_running(f: Findings, _: Fine) -> Verdict | None:
+    """A rollout in progress is kstatus work in progress: Reconciling, not Ready."""
+    decision = f.delivery.decision
+    if decision is None or decision.phase.done:
+        return None
+    return Verdict(Kind.PROGRESSING, f"Rollout{decision.phase}", decision.message)
+
+
+def _creating(f: Findings, _: Fine) -> Verdict | None:
+    if not f.serving.deployment.observed:
+        return Verdict(Kind.CREATING, "Creating", "creating the serving objects")
+    return None
+
+
+def _exporting(_: Findings, fine: Fine) -> Verdict | None:
+    if fine.exported.status != "True":
+        return Verdict(Kind.PROGRESSING, fine.exported.reason, fine.exported.message)
+    return None
+
+
+def _applying(f: Findings, _: Fine) -> Verdict | None:
+    if f.applying:
+        return Verdict(Kind.PROGRESSING, "Updating", "applying " + bounded(list(f.applying)))
+    return None
+
+
+def _rolling_out(f: Findings, _: Fine) -> Verdict | None:
+    deployment = f.serving.deployment
+    if deployment.complete:
+        return None
+    return Verdict(
+        Kind.PROGRESSING,
+        "RollingOut",
+        f"{deployment.updated} updated, {deployment.available} available of "
+        f"{deployment.desired} TF Serving pods",
+    )
+
+
+def _config_step(f: Findings, _: Fine) -> Verdict | None:
+    serving = f.serving
+    if serving.deployment.desired == 0 or not serving.config_changes:
+        return None
+    config = serving.transition.config
+    return Verdict(
+        Kind.PROGRESSING,
+        "UpdatingConfig",
+        f"writing models.config: version(s) {_list(config.versions)}, labels "
+        + (", ".join(f"{k}={v}" for k, v in config.labels.items()) or "none"),
+    )
+
+
+def _waiting_for_version(f: Findings, _: Fine) -> Verdict | None:
+    if f.serving.deployment.desired == 0 or f.serving.transition.final:
+        return None
+    return Verdict(Kind.PROGRESSING, "WaitingForVersion", waits_message(f.serving))
+
+
+def _not_available(f: Findings, fine: Fine) -> Verdict | None:
+    if f.serving.deployment.desired == 0 or fine.available.status == "True":
+        return None
+    return Verdict(Kind.PROGRESSING, fine.available.reason, fine.available.message)
+
+
+CHECKS: tuple[Check, ...] = (
+    # Stalled: a human must act.
+    _refused,
+    _export_stuck,
+    _deadline_exceeded,
+    _load_failed,
+    # Reconciling: work in progress, the first unfinished step named.
+    _rollout_running,
+    _creating,
+    _exporting,
+    _applying,
+    _rolling_out,
+    _config_step,
+    _waiting_for_version,
+    _not_available,
+)
+
+
+def waits_message(serving: ServingFindings) -> str:
+    parts = []
+    for wait in serving.transition.waits:
+        where = f"stays on {wait.current}" if wait.current is not None else "is not set yet"
+        if wait.waits_for is WaitsFor.EXPORT:
+            parts.append(f"label {wait.label} {where} until version {wait.target} is exported")
+        elif wait.waits_for is WaitsFor.UNLOAD:
+            parts.append(f"label {wait.label} {where} until version {wait.target} is back")
+        elif wait.waits_for is WaitsFor.APPLY:
+            change = f"moves to {wait.target}" if wait.target is not None else "is removed"
+            parts.append(
+                f"label {wait.label} {where} and {change} once every pod has applied the "
+                "current models.config"
+            )
+        elif wait.target is not None:
+            available = serving.seen.available.get(wait.target, 0)
+            parts.append(
+                f"label {wait.label} {where} until version {wait.target} is AVAILABLE on every "
+                f"pod ({available}/{serving.seen.ready_pods} ready pods so far)"
+            )
+    if serving.transition.held:
+        held = serving.transition.held
+        one = len(held) == 1
+        parts.append(
+            f"version {_list(held)} {'is' if one else 'are'} added once every pod has been read "
+            f"under the current models.config and none serves {'it' if one else 'them'} from "
+            "an older one (a pod that has not applied a removal yet would refuse the labels "
+            f"that move to {'it' if one else 'them'})"
+        )
+    return "; ".join(parts)
+
+
+def _trio(verdict: Verdict | None, serving: ServingFindings) -> list[Condition]:
+    if verdict is None:
+        return [
+            _true(READY, "Serving", _serving_message(serving)),
+            _false(RECONCILING, "Serving"),
+            _false(STALLED, "Serving"),
+        ]
+    if verdict.kind is Kind.STALLED:
+        return [
+            _false(READY, verdict.reason, verdict.message),
+            _false(RECONCILING, verdict.reason),
+            _true(STALLED, verdict.reason, verdict.message),
+        ]
+    if verdict.kind is Kind.CREATING:
+        return [
+            Condition(READY, "Unknown", "Reconciling", verdict.message),
+            _true(RECONCILING, verdict.reason, verdict.message),
+            _false(STALLED, "Progressing"),
+        ]
+    return [
+        _false(READY, verdict.reason, verdict.message),
+        _true(RECONCILING, verdict.reason, verdict.message),
+        _false(STALLED, "Progressing"),
+    ]
+
+
+def _serving_message(serving: ServingFindings) -> str:
+    if serving.deployment.desired == 0:
+        return "scaled to zero replicas"
+    message = f"serving version(s) {_list(serving.seen.served)}"
+    if serving.seen.labels:
+        message += "; labels " + ", ".join(f"{k}={v}" for k, v in serving.seen.labels.items())
+    return message
+
+
+def evaluate(findings: Findings) -> list[Condition]:
+    """Every condition, kstatus trio first: the first check that finds an obstacle decides."""
+    fine = Fine(export_condition(findings.exports.states), available_condition(findings.serving))
+    verdict = next((v for check in CHECKS if (v := check(findings, fine)) is not None), None)
+    out = [*_trio(verdict, findings.serving), fine.exported, fine.available]
+    if findings.delivery.decision is not None:
+        out.append(rollout_condition(findings.delivery.decision))
+    return out
+
+
+def invalid(message: str) -> list[Condition]:
+    """An object the operator cannot parse: Stalled."""
+    return [
+        _false(READY, "InvalidSpec", message),
+        _false(RECONCILING, "InvalidSpec"),
+        _true(STALLED, "InvalidSpec", message),
+    ]

@@ -1,0 +1,110 @@
+"""The delivery part of a reconcile: a rollout's decision, the canary objects and routes it
+needs, and what a finished or removed rollout leaves behind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.parts import drift
+from servedmodel_operator.parts.delivery.decide import Decision, Inputs, decide
+from servedmodel_operator.parts.part import Context, Desired, Event, Part
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
+from servedmodel_operator.parts.serving.view import TrackEvidence, evidence
+from servedmodel_operator.render import routes
+from servedmodel_operator.render.configmap import configmap
+from servedmodel_operator.render.deployment import canary_deployment
+from servedmodel_operator.render.service import track_service
+
+
+@dataclass(frozen=True)
+class DeliveryFindings:
+    decision: Decision | None = None  # None: no spec.rollout
+    canary: int | None = None
+    routes: str | None = None  # digest of the routes this decision wants (None: no routes)
+
+
+def plan(ctx: Context, exported: frozenset[int], stable: TrackEvidence) -> Part[DeliveryFindings]:
+    model, observed = ctx.model, ctx.observed
+    spec = model.spec.rollout
+    if spec is None:
+        return Part(DeliveryFindings(), delete=_rollout_leftovers(ctx))
+    canary_config = ModelsConfig((spec.canary,), {})
+    canary = evidence(model, observed, Track.CANARY)
+    live = observed.child("Deployment", model.canary_deployment_name) or {}
+    pods = int((live.get("spec") or {}).get("replicas") or 0)
+    serves_canary = canary.config == canary_config
+    decision = decide(
+        model,
+        Inputs(
+            previous=dict(observed.status.get("rollout") or {}),
+            now=ctx.now,
+            canary_exported=spec.canary in exported,
+            canary_ready=spec.canary in exported
+            and serves_canary
+            and pods > 0
+            and canary.view.ready_pods == pods
+            and spec.canary in canary.view.served,
+            canary_serving=serves_canary and bool(canary.view.available.get(spec.canary, 0)),
+            canary_pods=pods,
+            stable_has_canary=spec.canary in stable.view.served,
+            measured=observed.measurement,
+        ),
+    )
+    assert decision is not None
+    desired: list[Desired] = []
+    routes_digest = None
+    if spec.parent_refs:
+        route_manifests = [
+            drift.stamped(routes.http_route(model, decision.weight)),
+            drift.stamped(routes.grpc_route(model, decision.weight)),
+        ]
+        routes_digest = drift.manifest_hash({"routes": route_manifests})
+        if (observed.status.get("rollout") or {}).get("routes") != routes_digest:
+            # Applied before the canary Deployment: a canary scaled down loses its share first.
+            desired += [(m, None) for m in route_manifests]
+    names = model.names
+    desired += [
+        (
+            configmap(model, modelsconfig.render_for(model, canary_config), Track.CANARY),
+            observed.child("ConfigMap", names.canary_configmap),
+        ),
+        (
+            canary_deployment(model, decision.canary_replicas),
+            observed.child("Deployment", names.canary_deployment),
+        ),
+        *((track_service(model, t), observed.child("Service", names.service_of(t))) for t in Track),
+    ]
+    return Part(
+        DeliveryFindings(decision, spec.canary, routes_digest),
+        desired=tuple(desired),
+        delete=() if spec.parent_refs else _route_leftovers(ctx),
+        events=(Event(*decision.event),) if decision.event else (),
+        requeue=decision.requeue_after,
+    )
+
+
+def _route_leftovers(ctx: Context) -> tuple[Mapping[str, Any], ...]:
+    """Routes a rollout applied (status names them) and no longer wants. Routes are not
+    watched: they are deleted by name."""
+    if not (ctx.observed.status.get("rollout") or {}).get("routes"):
+        return ()
+    meta = {"name": ctx.model.name, "namespace": ctx.model.namespace}
+    return tuple(
+        {"apiVersion": routes.GATEWAY_API, "kind": kind, "metadata": meta}
+        for kind in ("HTTPRoute", "GRPCRoute")
+    )
+
+
+def _rollout_leftovers(ctx: Context) -> tuple[Mapping[str, Any], ...]:
+    """Without spec.rollout, what a past rollout left: its canary objects and routes."""
+    names, observed = ctx.model.names, ctx.observed
+    owned = (
+        observed.child("Deployment", names.canary_deployment),
+        observed.child("ConfigMap", names.canary_configmap),
+        *(observed.child("Service", names.service_of(t)) for t in Track),
+    )
+    return (*(o for o in owned if o is not None), *_route_leftovers(ctx))

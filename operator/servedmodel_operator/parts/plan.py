@@ -1,0 +1,79 @@
+"""One reconcile, decided without I/O: what to apply and delete, the status to write, the
+events to post, and when to look again.
+
+The parts run in order, each over its own slice of what was observed: admission (may we write
+at all), exports, delivery (a rollout), serving (the models.config step), autoscaling; then the
+conditions over their findings, then retention (which prunes only while Ready). The reconciler
+executes the plan; tests check plans on plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts import autoscaling, drift, retention
+from servedmodel_operator.parts.admission import part as admission
+from servedmodel_operator.parts.conditions import Findings
+from servedmodel_operator.parts.delivery import part as delivery
+from servedmodel_operator.parts.exports import part as exports
+from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.part import Context, Event, Part
+from servedmodel_operator.parts.serving import part as serving
+from servedmodel_operator.parts.serving.view import evidence
+from servedmodel_operator.parts.status import is_ready, summarise, with_retention
+
+
+@dataclass(frozen=True)
+class Plan:
+    apply: list[dict[str, Any]]
+    status: dict[str, Any] | None  # None: the current status is already right
+    events: list[Event]
+    delete: list[Mapping[str, Any]] = field(default_factory=list)  # owned objects to remove
+    requeue_after: float | None = None  # look again even if nothing changes
+    finished_exports: tuple[tuple[str, str], ...] = ()  # (Exported | Failed, reason) just now
+
+
+def _changed(parts: Iterable[Part[Any]]) -> list[dict[str, Any]]:
+    """The parts' desired objects that differ from what is live (stamped with their hash)."""
+    stamped = ((drift.stamped(m), live) for p in parts for m, live in p.desired)
+    return [m for m, live in stamped if drift.needs_apply(m, live)]
+
+
+def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
+    ctx = Context(model, observed, now, exporter_image)
+    admitted = admission.plan(ctx)
+    writing = not admitted.findings
+    exported = exports.plan(ctx, may_start=writing)
+    stable = evidence(model, observed, Track.STABLE)
+    delivered = delivery.plan(ctx, exported.findings.exported, stable)
+    served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
+    scaled = autoscaling.plan(ctx)
+    to_apply = _changed([served, exported, scaled, delivered]) if writing else []
+    findings = Findings(
+        model,
+        admitted.findings,
+        exported.findings,
+        served.findings,
+        delivered.findings,
+        tuple(f"{m['kind']} {m['metadata']['name']}" for m in to_apply),
+        now,
+    )
+    status = summarise(findings, observed.status)
+    config = served.findings
+    protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
+    kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
+    status = with_retention(status, kept.findings)
+    parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
+    requeue = [p.requeue for p in parts if p.requeue is not None]
+    return Plan(
+        apply=to_apply + (_changed([kept]) if writing else []),
+        delete=[d for p in parts for d in p.delete] if writing else [],
+        status=status if status != dict(observed.status) else None,
+        events=[e for p in parts for e in p.events],
+        requeue_after=min(requeue) if requeue else None,
+        finished_exports=exported.findings.finished,
+    )

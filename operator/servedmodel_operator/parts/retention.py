@@ -1,0 +1,122 @@
+"""Store retention (pure): when to run a prune Job, and what status says about the last one.
+
+A version that is declared, in the written config (served, or held by a label mid-transition)
+or in the next config step is protected. A prune runs only while the ServedModel is Ready (no
+version is on its way in or out) and only for a protected set it has not run for yet
+(status.retention.appliedFor), so at rest nothing runs, and a prune Job deleted by its TTL is
+never run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.exports.states import parse_result
+from servedmodel_operator.parts.part import Context, Event, Part
+from servedmodel_operator.render.prune import TASK, TASK_LABEL, prune_digest, prune_job
+
+
+@dataclass(frozen=True)
+class Retention:
+    job: dict[str, Any] | None = None  # a prune Job to create now
+    status: Mapping[str, Any] | None = None  # status.retention (None: no retention set)
+    removed: tuple[int, ...] = ()  # versions a prune just reported removed (for an event)
+    error: str = ""  # a prune that just failed, and why
+    done: bool = True  # nothing left to do for the current protected set
+    versions_protected: tuple[int, ...] = field(default_factory=tuple)
+
+
+def _is_prune(job: Mapping[str, Any]) -> bool:
+    return (job.get("metadata", {}).get("labels") or {}).get(TASK_LABEL) == TASK
+
+
+def _finished(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> tuple[bool, Mapping[str, Any] | None]:
+    """(finished, result JSON) of a prune Job."""
+    conditions = {
+        c.get("type"): c.get("status") for c in (job.get("status") or {}).get("conditions") or []
+    }
+    if conditions.get("Complete") != "True" and conditions.get("Failed") != "True":
+        return False, None
+    results = []
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("message"):
+                results.append(parse_result(str(terminated["message"])))
+    return True, next((r for r in results if r), None)
+
+
+def decide(
+    model: ServedModelSpec,
+    previous: Mapping[str, Any],
+    ready: bool,
+    protected: Iterable[int],
+    jobs: Sequence[Mapping[str, Any]],
+    pods_by_job: Mapping[str, Sequence[Mapping[str, Any]]],
+    image: str,
+    now: str,
+) -> Retention:
+    retention = model.spec.store.retention
+    if retention is None:
+        return Retention()
+    protect = tuple(sorted(set(protected)))
+    digest = prune_digest(protect, retention.keep_undeclared)
+    before = dict(previous.get("retention") or {})
+    if before.get("appliedFor") == digest:
+        return Retention(status=before, versions_protected=protect)
+    job = prune_job(model, protect, image)
+    assert job is not None
+    name = job["metadata"]["name"]
+    live = next((j for j in jobs if _is_prune(j) and j["metadata"]["name"] == name), None)
+    if live is not None:
+        finished, result = _finished(live, pods_by_job.get(name, ()))
+        if not finished:
+            return Retention(status=before or None, done=False, versions_protected=protect)
+        if result is not None and result.get("ok") is True:
+            removed = tuple(int(v) for v in result.get("removed") or [] if isinstance(v, int))
+            return Retention(
+                status={"appliedFor": digest, "job": name, "removed": list(removed), "at": now},
+                removed=removed,
+                versions_protected=protect,
+            )
+        error = str((result or {}).get("message") or "the prune Job failed")[:300]
+        failed = {**before, "job": name, "error": error}
+        return Retention(
+            status=failed,
+            error=error if before.get("error") != error else "",
+            versions_protected=protect,
+        )
+    if not ready:
+        return Retention(status=before or None, done=False, versions_protected=protect)
+    return Retention(job=job, status=before or None, done=False, versions_protected=protect)
+
+
+def plan(ctx: Context, ready: bool, protected: Iterable[int]) -> Part[Retention]:
+    """The retention part of a reconcile (after the conditions: a prune runs only while the
+    ServedModel is Ready)."""
+    model, observed = ctx.model, ctx.observed
+    kept = decide(
+        model,
+        observed.status,
+        ready,
+        protected,
+        observed.jobs,
+        observed.pods_by_job,
+        model.spec.exporter.image or ctx.exporter_image,
+        ctx.now,
+    )
+    events: tuple[Event, ...] = ()
+    if kept.removed:
+        removed = ", ".join(str(v) for v in kept.removed)
+        events = (
+            Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store"),
+        )
+    elif kept.error:
+        events = (Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}"),)
+    desired = ((kept.job, None),) if kept.job is not None else ()
+    return Part(kept, desired=desired, events=events)

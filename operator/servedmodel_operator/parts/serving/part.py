@@ -1,0 +1,167 @@
+"""The serving part of a reconcile: which versions and labels the stable pods should serve,
+the models.config step to write now, and the TF Serving Deployment and Service around them.
+
+Versions and labels change only through models.config (see modelsconfig.py); the Deployment's
+pod template never depends on them, so serving a new version never restarts a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from servedmodel_operator.parts.delivery.part import DeliveryFindings
+from servedmodel_operator.parts.part import Context, Event, Part
+from servedmodel_operator.parts.serving import modelsconfig
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, Transition
+from servedmodel_operator.parts.serving.selection import Served, select
+from servedmodel_operator.parts.serving.view import TrackEvidence, View
+from servedmodel_operator.render.configmap import configmap
+from servedmodel_operator.render.deployment import deployment
+from servedmodel_operator.render.service import service
+
+# After writing a new models.config: when to first ask the pods about it.
+CONFIG_REREAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DeploymentProgress:
+    """Where the stable TF Serving Deployment stands, from its own status."""
+
+    observed: bool
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+    updated: int = 0
+    available: int = 0
+    current: bool = False  # the controller has seen the latest spec
+    progress_deadline_exceeded: bool = False
+
+    @classmethod
+    def of(cls, deployment: Mapping[str, Any] | None) -> DeploymentProgress:
+        if not deployment:
+            return cls(observed=False)
+        spec, status = deployment.get("spec", {}), deployment.get("status", {}) or {}
+        generation = deployment.get("metadata", {}).get("generation", 0)
+        progressing: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+        )
+        return cls(
+            observed=True,
+            desired=int(spec.get("replicas", 1)),
+            replicas=int(status.get("replicas", 0)),
+            ready=int(status.get("readyReplicas", 0)),
+            updated=int(status.get("updatedReplicas", 0)),
+            available=int(status.get("availableReplicas", 0)),
+            current=int(status.get("observedGeneration", 0)) >= int(generation),
+            progress_deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        )
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.observed
+            and self.current
+            and self.updated == self.desired == self.replicas == self.available
+        )
+
+
+@dataclass(frozen=True)
+class ServingFindings:
+    """What the spec asks (`wanted`), the config step written now (`transition`), what the
+    stable pods were seen serving (`stable`), and their Deployment's progress."""
+
+    wanted: Served
+    transition: Transition
+    stable: TrackEvidence
+    deployment: DeploymentProgress
+
+    @property
+    def current(self) -> ModelsConfig | None:
+        """The config the pods read now (before this reconcile's write, if any)."""
+        return self.stable.config
+
+    @property
+    def seen(self) -> View:
+        return self.stable.view
+
+    @property
+    def config_changes(self) -> bool:
+        return self.transition.config != self.current
+
+
+def plan(
+    ctx: Context,
+    exported: frozenset[int],
+    delivery: DeliveryFindings,
+    stable: TrackEvidence,
+    writing: bool = True,
+) -> Part[ServingFindings]:
+    """`writing`: False while admission refuses every write (no config to re-read then)."""
+    model, observed = ctx.model, ctx.observed
+    canary = {delivery.canary} if delivery.canary is not None else set()
+    promoted = delivery.decision is not None and delivery.decision.stable_serves_canary
+    wanted = select(
+        model, exported, withheld=set() if promoted else canary, added=canary if promoted else ()
+    )
+    scope = modelsconfig.in_scope(stable.pods, stable.written_at)
+    transition = modelsconfig.next_step(wanted, stable.config, stable.digest, scope, stable.reports)
+    names = model.names
+    live_deployment = observed.child("Deployment", names.deployment)
+    findings = ServingFindings(wanted, transition, stable, DeploymentProgress.of(live_deployment))
+    return Part(
+        findings,
+        desired=(
+            (
+                configmap(model, modelsconfig.render_for(model, transition.config)),
+                observed.child("ConfigMap", names.configmap),
+            ),
+            (deployment(model, bool(wanted.versions)), live_deployment),
+            (service(model), observed.child("Service", names.service)),
+        ),
+        events=tuple(_events(observed.status, stable.view)),
+        requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
+    )
+
+
+def _events(previous: Mapping[str, Any], seen: View) -> list[Event]:
+    """What TF Serving itself now serves, compared with the last status: changes the pods
+    confirmed, and load failures they reported."""
+    out = []
+    old = previous.get("served")
+    if old is not None and seen.ready_pods:
+        old_versions = list(old.get("versions", []))
+        if old_versions != list(seen.served):
+            out.append(
+                Event(
+                    "Normal",
+                    "ServedVersionsChanged",
+                    f"TF Serving serves version(s) {list(seen.served)} (was {old_versions})",
+                )
+            )
+        old_labels = dict(old.get("labels", {}))
+        if old_labels != dict(seen.labels):
+            out.append(
+                Event(
+                    "Normal",
+                    "LabelsChanged",
+                    f"labels resolve to {dict(seen.labels)} (were {old_labels})",
+                )
+            )
+    known = {
+        (int(v["version"]), str(v.get("loadError", "")))
+        for v in previous.get("versions", []) or []
+        if v.get("loadError")
+    }
+    for failure in seen.failures:
+        if (failure.version, failure.error) not in known:
+            out.append(
+                Event(
+                    "Warning",
+                    "VersionLoadFailed",
+                    f"TF Serving could not load version {failure.version} on pod "
+                    f"{failure.pod}: {failure.error}",
+                )
+            )
+    return out

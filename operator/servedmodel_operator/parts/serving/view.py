@@ -1,0 +1,148 @@
+"""What a track's pods and ConfigMap say (pure): the evidence one reconcile works from, and
+the view of it that status reports.
+
+Status says what is observed, never what was merely written: a version is served when every
+ready TF Serving pod reports it AVAILABLE, a label when every ready pod resolves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from servedmodel_operator.api.layout import MODELS_CONFIG
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.drift import applied_at
+from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.serving.modelsconfig import (
+    ModelsConfig,
+    config_digest,
+    parse,
+    settled,
+)
+from servedmodel_operator.parts.serving.pods import AVAILABLE, PodReport, ServingPod, VersionState
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    version: int
+    pod: str
+    error: str
+
+
+@dataclass(frozen=True)
+class View:
+    """What the ready serving pods say about the written config, for status."""
+
+    ready_pods: int
+    available: Mapping[int, int]  # version -> ready pods on which it is AVAILABLE
+    served: tuple[int, ...]  # configured versions AVAILABLE on every ready pod
+    labels: Mapping[str, int]  # labels every ready pod resolves, and to the same version
+    failures: tuple[LoadFailure, ...] = ()
+    unreachable: Mapping[str, str] = field(default_factory=dict)  # pod -> error
+    unread: tuple[str, ...] = ()  # ready pods not read yet under this config
+    settled: bool = False  # every ready pod settled under this config
+    pods: tuple[Mapping[str, Any], ...] = ()  # per-pod detail for status (bounded)
+
+
+MAX_PODS_IN_STATUS = 10
+
+
+def view(
+    config: ModelsConfig | None,
+    digest: str,
+    pods: Sequence[ServingPod],
+    reports: Mapping[str, PodReport],
+) -> View:
+    ready = [p for p in pods if p.ready and not p.terminating]
+    current = {
+        p.name: r
+        for p in ready
+        if (r := reports.get(p.incarnation)) is not None and r.config == digest
+    }
+    readable = {n: r for n, r in current.items() if r.error is None}
+    configured = config.versions if config else ()
+    available = {
+        v: sum(
+            1 for r in readable.values() if r.versions.get(v, VersionState("")).state == AVAILABLE
+        )
+        for v in configured
+    }
+    complete = bool(ready) and len(readable) == len(ready)
+    served = tuple(v for v in configured if complete and available[v] == len(ready))
+    labels: dict[str, int] = {}
+    for label in config.labels if config else {}:
+        resolved = {r.labels.get(label) for r in readable.values()}
+        if complete and len(resolved) == 1 and (v := resolved.pop()) is not None:
+            labels[label] = v
+    failures = tuple(
+        LoadFailure(v, name, state.error)
+        for name, r in sorted(readable.items())
+        for v, state in sorted(r.versions.items())
+        if v in configured and state.failed
+    )
+    return View(
+        ready_pods=len(ready),
+        available=available,
+        served=served,
+        labels=labels,
+        failures=failures,
+        unreachable={n: str(r.error) for n, r in sorted(current.items()) if r.error is not None},
+        unread=tuple(sorted(p.name for p in ready if p.name not in current)),
+        settled=complete
+        and config is not None
+        and all(settled(r, config) for r in readable.values()),
+        pods=tuple(
+            _pod_detail(p, reports.get(p.incarnation))
+            for p in sorted((p for p in pods if not p.terminating), key=lambda p: p.name)[
+                :MAX_PODS_IN_STATUS
+            ]
+        ),
+    )
+
+
+def _pod_detail(pod: ServingPod, report: PodReport | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": pod.name, "ready": pod.ready}
+    if report is None:
+        return out
+    if report.error is not None:
+        out["error"] = report.error
+        return out
+    out["versions"] = {str(v): s.state for v, s in sorted(report.versions.items())}
+    out["labels"] = {k: v for k, v in sorted(report.labels.items()) if v is not None}
+    return out
+
+
+@dataclass(frozen=True)
+class TrackEvidence:
+    """One track's serving state as observed: the models.config its ConfigMap holds now (and
+    the digest naming this write of it, and when it was written), its pods, what each said
+    when last read, and the view of the ready ones."""
+
+    track: Track
+    config: ModelsConfig | None
+    digest: str
+    written_at: str | None  # when the operator's last apply changed the ConfigMap
+    pods: tuple[ServingPod, ...]
+    reports: Mapping[str, PodReport]
+    view: View
+
+
+def evidence(model: ServedModelSpec, observed: Observed, track: Track) -> TrackEvidence:
+    configmap = observed.child("ConfigMap", model.names.configmap_of(track))
+    text = ((configmap or {}).get("data") or {}).get(MODELS_CONFIG)
+    written_as = str(((configmap or {}).get("metadata") or {}).get("resourceVersion") or "")
+    config = parse(text, model.model_name)
+    digest = config_digest(text, written_as)
+    pods = tuple(p for p in (ServingPod.of(o) for o in observed.pods) if p.track is track)
+    return TrackEvidence(
+        track,
+        config,
+        digest,
+        applied_at(configmap),
+        pods,
+        observed.reports,
+        view(config, digest, pods, observed.reports),
+    )
