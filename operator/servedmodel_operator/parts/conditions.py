@@ -117,32 +117,9 @@ def available_condition(serving: ServingFindings) -> Condition:
     """True when every served version is AVAILABLE on every ready pod, and every label
     resolves there to the version the spec declares."""
     seen, current, deployment = serving.seen, serving.current, serving.deployment
-    if not serving.wanted.versions:
-        return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
-    if not deployment.observed or current is None:
-        return Condition(
-            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving objects are being created"
-        )
-    if seen.ready_pods == 0:
-        return _false(
-            AVAILABLE, "NoReplicasAvailable", f"0/{deployment.desired} TF Serving pods ready"
-        )
-    if seen.unreachable:
-        pod, error = next(iter(seen.unreachable.items()))
-        return Condition(
-            AVAILABLE,
-            "Unknown",
-            "ServerStatusUnavailable",
-            f"cannot read TF Serving's model status from {len(seen.unreachable)} ready pod(s) "
-            f"(pod {pod}: {error}); the operator must reach serving pods on port 8501",
-        )
-    if seen.unread:
-        return Condition(
-            AVAILABLE,
-            "Unknown",
-            "ReadingServerStatus",
-            f"reading TF Serving's model status from pod(s) {', '.join(seen.unread)}",
-        )
+    unknown = _not_observable(serving)
+    if unknown is not None or current is None:
+        return unknown or Condition(AVAILABLE, "Unknown", "DeploymentPending")
     loading = [v for v in current.versions if v not in seen.served]
     if loading:
         detail = "; ".join(
@@ -167,6 +144,39 @@ def available_condition(serving: ServingFindings) -> Condition:
     if seen.labels:
         message += "; labels " + ", ".join(f"{k}={v}" for k, v in seen.labels.items())
     return _true(AVAILABLE, "AllVersionsAvailable", message)
+
+
+def _not_observable(serving: ServingFindings) -> Condition | None:
+    """Availability when what the pods serve cannot be judged (yet): nothing to serve, no
+    objects or no ready pod yet, pods that cannot be read or were not read yet."""
+    seen, deployment = serving.seen, serving.deployment
+    if not serving.wanted.versions:
+        return _false(AVAILABLE, "NoServableVersion", "no declared version has been exported yet")
+    if not deployment.observed or serving.current is None:
+        return Condition(
+            AVAILABLE, "Unknown", "DeploymentPending", "the TF Serving objects are being created"
+        )
+    if seen.ready_pods == 0:
+        return _false(
+            AVAILABLE, "NoReplicasAvailable", f"0/{deployment.desired} TF Serving pods ready"
+        )
+    if seen.unreachable:
+        pod, error = next(iter(seen.unreachable.items()))
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ServerStatusUnavailable",
+            f"cannot read TF Serving's model status from {len(seen.unreachable)} ready pod(s) "
+            f"(pod {pod}: {error}); the operator must reach serving pods on port 8501",
+        )
+    if seen.unread:
+        return Condition(
+            AVAILABLE,
+            "Unknown",
+            "ReadingServerStatus",
+            f"reading TF Serving's model status from pod(s) {', '.join(seen.unread)}",
+        )
+    return None
 
 
 def rollout_condition(decision: Decision) -> Condition:

@@ -33,41 +33,14 @@ def plan(ctx: Context, exported: frozenset[int], stable: TrackEvidence) -> Part[
     if spec is None:
         return Part(DeliveryFindings(), delete=_rollout_leftovers(ctx))
     canary_config = ModelsConfig((spec.canary,), {})
-    canary = evidence(model, observed, Track.CANARY)
-    live = observed.child("Deployment", model.canary_deployment_name) or {}
-    pods = int((live.get("spec") or {}).get("replicas") or 0)
-    serves_canary = canary.config == canary_config
-    decision = decide(
-        model,
-        Inputs(
-            previous=dict(observed.status.get("rollout") or {}),
-            now=ctx.now,
-            canary_exported=spec.canary in exported,
-            canary_ready=spec.canary in exported
-            and serves_canary
-            and pods > 0
-            and canary.view.ready_pods == pods
-            and spec.canary in canary.view.served,
-            canary_serving=serves_canary and bool(canary.view.available.get(spec.canary, 0)),
-            canary_pods=pods,
-            stable_has_canary=spec.canary in stable.view.served,
-            measured=observed.measurement,
-        ),
-    )
+    decision = decide(model, _inputs(ctx, exported, stable, canary_config))
     assert decision is not None
-    desired: list[Desired] = []
-    routes_digest = None
-    if spec.parent_refs:
-        route_manifests = [
-            drift.stamped(routes.http_route(model, decision.weight)),
-            drift.stamped(routes.grpc_route(model, decision.weight)),
-        ]
-        routes_digest = drift.manifest_hash({"routes": route_manifests})
-        if (observed.status.get("rollout") or {}).get("routes") != routes_digest:
-            # Applied before the canary Deployment: a canary scaled down loses its share first.
-            desired += [(m, None) for m in route_manifests]
+    route_manifests, routes_digest = _routes(ctx, decision)
     names = model.names
-    desired += [
+    desired: list[Desired] = [
+        *(
+            (m, None) for m in route_manifests
+        ),  # before the canary: scaled down, it loses its share first
         (
             configmap(model, modelsconfig.render_for(model, canary_config), Track.CANARY),
             observed.child("ConfigMap", names.canary_configmap),
@@ -85,6 +58,48 @@ def plan(ctx: Context, exported: frozenset[int], stable: TrackEvidence) -> Part[
         events=(Event(*decision.event),) if decision.event else (),
         requeue=decision.requeue_after,
     )
+
+
+def _inputs(
+    ctx: Context, exported: frozenset[int], stable: TrackEvidence, canary_config: ModelsConfig
+) -> Inputs:
+    """What the decision needs to know of the cluster: the canary pods (serving the canary's
+    own config), the stable pods, the previous state, and the analysis."""
+    model, observed = ctx.model, ctx.observed
+    version = canary_config.versions[0]
+    canary = evidence(model, observed, Track.CANARY)
+    live = observed.child("Deployment", model.canary_deployment_name) or {}
+    pods = int((live.get("spec") or {}).get("replicas") or 0)
+    serves = canary.config == canary_config
+    return Inputs(
+        previous=dict(observed.status.get("rollout") or {}),
+        now=ctx.now,
+        canary_exported=version in exported,
+        canary_ready=version in exported
+        and serves
+        and pods > 0
+        and canary.view.ready_pods == pods
+        and version in canary.view.served,
+        canary_serving=serves and bool(canary.view.available.get(version, 0)),
+        canary_pods=pods,
+        stable_has_canary=version in stable.view.served,
+        measured=observed.measurement,
+    )
+
+
+def _routes(ctx: Context, decision: Decision) -> tuple[list[dict[str, Any]], str | None]:
+    """The routes to apply now (only when they changed: routes are not watched) and the
+    digest of the routes this decision wants (None: no Gateway)."""
+    model = ctx.model
+    if model.spec.rollout is None or not model.spec.rollout.parent_refs:
+        return [], None
+    manifests = [
+        drift.stamped(routes.http_route(model, decision.weight)),
+        drift.stamped(routes.grpc_route(model, decision.weight)),
+    ]
+    digest = drift.manifest_hash({"routes": manifests})
+    applied = (ctx.observed.status.get("rollout") or {}).get("routes")
+    return (manifests if applied != digest else []), digest
 
 
 def _route_leftovers(ctx: Context) -> tuple[Mapping[str, Any], ...]:

@@ -18,7 +18,7 @@ from servedmodel_operator.parts.exports.states import (
     versions_to_start,
 )
 from servedmodel_operator.parts.observed import Observed
-from servedmodel_operator.parts.part import Context, Desired, Event, Part
+from servedmodel_operator.parts.part import Context, Event, Part
 from servedmodel_operator.render.job import job
 
 CREDENTIALS_RECHECK_SECONDS = 30.0
@@ -80,30 +80,17 @@ def plan(ctx: Context, may_start: bool = True) -> Part[ExportFindings]:
         for e in model.spec.versions
         if previous.get(e.version, {}).get("state") != State.EXPORTED
     }
-    states = version_states(
-        model,
-        observed.jobs,
-        observed.pods_by_job,
-        previous,
-        {v: j["metadata"]["name"] for v, j in wanted_jobs.items()},
-    )
-    blocked = missing_credentials(model, observed)
-    states = [
-        replace(s, state=State.BLOCKED, reason=blocked[s.version][0], message=blocked[s.version][1])
-        if s.state is State.PENDING and s.version in blocked
-        else s
-        for s in states
-    ]
+    states = _states(model, observed, {v: j["metadata"]["name"] for v, j in wanted_jobs.items()})
     starting = versions_to_start(model, states) if may_start else []
     started = {v: wanted_jobs[v]["metadata"]["name"] for v in starting}
     states = [
         replace(s, state=State.EXPORTING, job=started[s.version]) if s.version in started else s
         for s in states
     ]
-    desired: tuple[Desired, ...] = tuple((wanted_jobs[v], None) for v in starting)
+    blocked = any(s.state is State.BLOCKED for s in states)
     return Part(
-        ExportFindings(tuple(states), bool(blocked), _finished(observed.status, states)),
-        desired=desired,
+        ExportFindings(tuple(states), blocked, _finished(observed.status, states)),
+        desired=tuple((wanted_jobs[v], None) for v in starting),
         events=tuple(
             e
             for s in states
@@ -112,6 +99,23 @@ def plan(ctx: Context, may_start: bool = True) -> Part[ExportFindings]:
         ),
         requeue=CREDENTIALS_RECHECK_SECONDS if blocked else None,
     )
+
+
+def _states(
+    model: ServedModelSpec, observed: Observed, job_names: Mapping[int, str]
+) -> list[VersionStatus]:
+    """Each declared version's state from its Jobs and the previous status; a pending version
+    whose Secret is missing is Blocked."""
+    states = version_states(
+        model, observed.jobs, observed.pods_by_job, previous_versions(observed.status), job_names
+    )
+    blocked = missing_credentials(model, observed)
+    return [
+        replace(s, state=State.BLOCKED, reason=blocked[s.version][0], message=blocked[s.version][1])
+        if s.state is State.PENDING and s.version in blocked
+        else s
+        for s in states
+    ]
 
 
 def _finished(

@@ -148,32 +148,9 @@ def version_states(
     states = []
     for version in model.declared_versions:
         before = previous.get(version, {})
-        if before.get("state") == State.EXPORTED:
-            states.append(
-                VersionStatus(
-                    version,
-                    State.EXPORTED,
-                    job=before.get("job"),
-                    result={k: before[k] for k in RESULT_FIELDS if k in before},
-                )
-            )
-            continue
         candidates = by_version.get(version, [])
-        if not candidates:
-            failed_before = before.get("state") == State.FAILED and before.get("job") == (
-                wanted_jobs.get(version)
-            )
-            states.append(
-                VersionStatus(
-                    version,
-                    State.FAILED,
-                    job=before.get("job"),
-                    reason=before.get("reason"),
-                    message=before.get("message"),
-                )
-                if failed_before
-                else VersionStatus(version, State.PENDING)
-            )
+        if before.get("state") == State.EXPORTED or not candidates:
+            states.append(_remembered(version, before, wanted_jobs.get(version)))
             continue
         job = max(candidates, key=lambda j: str(j["metadata"].get("creationTimestamp", "")))
         state = _from_job(version, job, pods_by_job.get(job["metadata"]["name"], ()))
@@ -181,6 +158,23 @@ def version_states(
             state = VersionStatus(version, State.PENDING)
         states.append(state)
     return states
+
+
+def _remembered(version: int, before: Mapping[str, Any], wanted_job: str | None) -> VersionStatus:
+    """A version's state from the previous status alone (no Job of it is live): Exported is
+    sticky, Failed too while the same Job would run again, anything else is Pending."""
+    if before.get("state") == State.EXPORTED:
+        result = {k: before[k] for k in RESULT_FIELDS if k in before}
+        return VersionStatus(version, State.EXPORTED, job=before.get("job"), result=result)
+    if before.get("state") == State.FAILED and before.get("job") == wanted_job:
+        return VersionStatus(
+            version,
+            State.FAILED,
+            job=before.get("job"),
+            reason=before.get("reason"),
+            message=before.get("message"),
+        )
+    return VersionStatus(version, State.PENDING)
 
 
 def _from_job(

@@ -305,6 +305,32 @@ def next_config(
     # config at all there is no file to unload by, and nothing to hold back for).
     held = {v for v in still_loaded if v not in written} if current else set()
     may_change = settled or current is None
+    labels, waits = _label_step(wanted, now, written, held, loaded_everywhere, may_change)
+    # A version leaves only once no label of the written config points at it: clients may be
+    # sending requests by that label until the file with the moved label has been read.
+    kept = set(now.values()) & written
+    if not may_change:
+        # Versions leave on the same condition as labels change: a pod that applies files
+        # late must have applied the one that added a version before a file drops it, or a
+        # version dropped and added back looks, on that pod, loaded when it is not yet.
+        kept |= written
+    versions = (set(wanted.versions) - held) | set(labels.values()) | kept
+    return Transition(
+        ModelsConfig(tuple(sorted(versions)), dict(sorted(labels.items()))),
+        tuple(sorted(waits, key=lambda w: w.label)),
+        tuple(sorted(held & set(wanted.versions))),
+    )
+
+
+def _label_step(
+    wanted: Served,
+    now: Mapping[str, int],
+    written: Set[int],
+    held: Set[int],
+    loaded_everywhere: Set[int],
+    may_change: bool,
+) -> tuple[dict[str, int], list[LabelWait]]:
+    """The labels of the next file, and why each one not where the spec wants it waits."""
     labels: dict[str, int] = {}
     waits: list[LabelWait] = []
     for label, target in wanted.labels.items():
@@ -339,17 +365,4 @@ def next_config(
             if label not in wanted.labels and label not in wanted.pending_labels:
                 labels[label] = before
                 waits.append(LabelWait(label, None, before, WaitsFor.APPLY))
-    # A version leaves only once no label of the written config points at it: clients may be
-    # sending requests by that label until the file with the moved label has been read.
-    kept = set(now.values()) & written
-    if not may_change:
-        # Versions leave on the same condition as labels change: a pod that applies files
-        # late must have applied the one that added a version before a file drops it, or a
-        # version dropped and added back looks, on that pod, loaded when it is not yet.
-        kept |= written
-    versions = (set(wanted.versions) - held) | set(labels.values()) | kept
-    return Transition(
-        ModelsConfig(tuple(sorted(versions)), dict(sorted(labels.items()))),
-        tuple(sorted(waits, key=lambda w: w.label)),
-        tuple(sorted(held & set(wanted.versions))),
-    )
+    return labels, waits

@@ -71,36 +71,44 @@ def view(
         for v in configured
     }
     complete = bool(ready) and len(readable) == len(ready)
-    served = tuple(v for v in configured if complete and available[v] == len(ready))
-    labels: dict[str, int] = {}
-    for label in config.labels if config else {}:
-        resolved = {r.labels.get(label) for r in readable.values()}
-        if complete and len(resolved) == 1 and (v := resolved.pop()) is not None:
-            labels[label] = v
-    failures = tuple(
-        LoadFailure(v, name, state.error)
-        for name, r in sorted(readable.items())
-        for v, state in sorted(r.versions.items())
-        if v in configured and state.failed
-    )
     return View(
         ready_pods=len(ready),
         available=available,
-        served=served,
-        labels=labels,
-        failures=failures,
+        served=tuple(v for v in configured if complete and available[v] == len(ready)),
+        labels=_agreed_labels(config, readable) if complete else {},
+        failures=tuple(
+            LoadFailure(v, name, state.error)
+            for name, r in sorted(readable.items())
+            for v, state in sorted(r.versions.items())
+            if v in configured and state.failed
+        ),
         unreachable={n: str(r.error) for n, r in sorted(current.items()) if r.error is not None},
         unread=tuple(sorted(p.name for p in ready if p.name not in current)),
         settled=complete
         and config is not None
         and all(settled(r, config) for r in readable.values()),
-        pods=tuple(
-            _pod_detail(p, reports.get(p.incarnation))
-            for p in sorted((p for p in pods if not p.terminating), key=lambda p: p.name)[
-                :MAX_PODS_IN_STATUS
-            ]
-        ),
+        pods=_pod_details(pods, reports),
     )
+
+
+def _agreed_labels(
+    config: ModelsConfig | None, readable: Mapping[str, PodReport]
+) -> dict[str, int]:
+    """The config's labels every readable pod resolves, and to the same version."""
+    labels: dict[str, int] = {}
+    for label in config.labels if config else {}:
+        resolved = {r.labels.get(label) for r in readable.values()}
+        if len(resolved) == 1 and (v := resolved.pop()) is not None:
+            labels[label] = v
+    return labels
+
+
+def _pod_details(
+    pods: Sequence[ServingPod], reports: Mapping[str, PodReport]
+) -> tuple[Mapping[str, Any], ...]:
+    """Per-pod detail for status, the first MAX_PODS_IN_STATUS pods by name."""
+    shown = sorted((p for p in pods if not p.terminating), key=lambda p: p.name)
+    return tuple(_pod_detail(p, reports.get(p.incarnation)) for p in shown[:MAX_PODS_IN_STATUS])
 
 
 def _pod_detail(pod: ServingPod, report: PodReport | None) -> dict[str, Any]:
