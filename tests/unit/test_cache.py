@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.adapters.cache import Recent, owner_name, trim
+from servedmodel_operator.adapters.cache import Recent, trim
+from servedmodel_operator.api.kinds import controller_name as owner_name
 
 OURS = {"manager": "servedmodel-operator", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
 THEIRS = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}}

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from servedmodel_operator import ANNOTATION_PREFIX, KIND
+from servedmodel_operator import ANNOTATION_PREFIX
 from servedmodel_operator.api import kinds
 from servedmodel_operator.parts.drift import is_our_apply
 
@@ -122,13 +122,6 @@ class _FieldSets:
 _FIELD_SETS = _FieldSets()
 
 
-def owner_name(obj: Mapping[str, Any]) -> str | None:
-    for ref in obj.get("metadata", {}).get("ownerReferences", []) or []:
-        if ref.get("kind") == KIND and ref.get("controller"):
-            return str(ref["name"])
-    return None
-
-
 def _resource_version(obj: Mapping[str, Any]) -> int:
     value = str(obj.get("metadata", {}).get("resourceVersion", "0"))
     return int(value) if value.isdigit() else 0
@@ -149,7 +142,7 @@ class Recent:
     def _drop(self, key: Key) -> None:
         """Forget one record (the lock is held)."""
         obj = self._objects.pop(key, None)
-        owner = owner_name(obj) if obj is not None else None
+        owner = kinds.controller_name(obj) if obj is not None else None
         if owner is not None:
             names = self._by_owner.get((key[0], key[1], owner))
             if names is not None:
@@ -164,7 +157,7 @@ class Recent:
         with self._lock:
             self._drop(key)
             self._objects[key] = trimmed
-            owner = owner_name(trimmed)
+            owner = kinds.controller_name(trimmed)
             if owner is not None:
                 self._by_owner.setdefault((key[0], key[1], owner), set()).add(key[2])
 

@@ -12,18 +12,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from servedmodel_operator import GROUP, KIND, PLURAL, VERSION
 from servedmodel_operator.api.layout import MODELS_CONFIG
 from servedmodel_operator.api.names import (
     COMPONENT_LABEL,
     EXPORTER,
+    INSTANCE_LABEL,
+    JOB_NAME_LABELS,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     SERVER,
 )
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def controller_name(obj: Mapping[str, Any]) -> str | None:
+    """The name of the ServedModel that controls an object, if one does."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref["name"])
+    return None
 
 
 class OwnerKey(StrEnum):
@@ -54,6 +65,25 @@ class Kind:
     owner: OwnerKey = OwnerKey.OWNER_REFERENCE
     trim: Trim = field(default_factory=Trim)
     owned: bool = True  # a child of a ServedModel: the operator applies it (after a takeover check)
+
+    def owner_of(self, obj: Mapping[str, Any]) -> str | None:
+        """The name an object of this kind is indexed under: its ServedModel's (its own, for
+        a ServedModel), or its Job's (exporter pods)."""
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if self.kind == KIND:
+            return str(meta.get("name"))
+        if self.owner is OwnerKey.INSTANCE:
+            return labels.get(INSTANCE_LABEL)
+        if self.owner is OwnerKey.JOB:
+            return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
+        return controller_name(obj)
+
+    def served_by(self, obj: Mapping[str, Any]) -> str | None:
+        """The ServedModel an event on this object concerns (exporter pods: their Job's)."""
+        if self.owner is OwnerKey.JOB:
+            return ((obj.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+        return self.owner_of(obj)
 
     @property
     def group(self) -> str:

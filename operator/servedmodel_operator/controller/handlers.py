@@ -15,10 +15,9 @@ from typing import Any
 import kopf
 
 from servedmodel_operator.adapters import kube
-from servedmodel_operator.adapters.cache import owner_name, trim
+from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import Kind, OwnerKey
-from servedmodel_operator.api.names import INSTANCE_LABEL, JOB_NAME_LABELS
+from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.controller.runtime import (
     STORES,
     Indexes,
@@ -58,25 +57,6 @@ def queue_depth(memo: kopf.Memo, **_: Any) -> int:
     return runtime(memo).queue.depth
 
 
-def owner_of(kind: Kind, body: kopf.Body) -> str | None:
-    """The name an object of this kind is indexed under: its ServedModel's, or its Job's."""
-    if kind is kinds.SERVEDMODELS:
-        return str(body["metadata"]["name"])
-    labels = body.get("metadata", {}).get("labels") or {}
-    if kind.owner is OwnerKey.INSTANCE:
-        return labels.get(INSTANCE_LABEL)
-    if kind.owner is OwnerKey.JOB:
-        return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
-    return owner_name(body)
-
-
-def enqueued_for(kind: Kind, body: kopf.Body) -> str | None:
-    """The ServedModel an event on this object concerns (exporter pods: their Job's owner)."""
-    if kind.owner is OwnerKey.JOB:
-        return (body.get("metadata", {}).get("labels") or {}).get(INSTANCE_LABEL)
-    return owner_of(kind, body)
-
-
 # --- indexes: the watch-fed caches the reconcile reads ------------------------------------
 # Coroutines, though they never await: kopf runs a plain function in its thread pool, and that
 # hand-off (an executor job, a copied context, a shielded future) cost more than the function.
@@ -84,7 +64,7 @@ def enqueued_for(kind: Kind, body: kopf.Body) -> str | None:
 
 def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
     async def index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-        owner = owner_of(kind, body)
+        owner = kind.owner_of(body)
         return {(namespace, owner): trim(body)} if owner else None
 
     return index
@@ -133,7 +113,7 @@ def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
     ) -> None:
         if kind is kinds.SERVER_PODS and type == "DELETED":
             runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
-        _enqueue(memo, body, namespace, enqueued_for(kind, body), type)
+        _enqueue(memo, body, namespace, kind.served_by(body), type)
 
     return changed
 

@@ -157,7 +157,7 @@ class Reconciler:
             due = [
                 p
                 for p in modelsconfig.to_probe(
-                    seen.pods, seen.reports, seen.config, seen.digest, labels
+                    seen.pods, self._reports.reports(seen.pods), seen.config, seen.digest, labels
                 )
                 if p.ip and self._reports.due(p, seen.digest, now)
             ]

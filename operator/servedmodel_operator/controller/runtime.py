@@ -69,6 +69,50 @@ def created(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def observe(
+    indexes: Indexes, recent: Recent, namespace: str, name: str
+) -> tuple[Mapping[str, Any], Observed] | None:
+    """A consistent snapshot of one ServedModel and its children, taken on the event loop:
+    each watched object fresher of the watch cache and our own last writes."""
+    key = (namespace, name)
+    body = recent.fresher(
+        KIND, namespace, name, _only(indexes[kinds.SERVEDMODELS.index or ""].get(key))
+    )
+    if body is None:
+        return None
+    children: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for kind in kinds.CHILDREN:
+        if kind.index is None:
+            continue
+        indexed = {o["metadata"]["name"]: o for o in indexes[kind.index].get(key, ())}
+        for child_name, obj in indexed.items():
+            fresh = recent.fresher(kind.kind, namespace, child_name, obj)
+            if fresh is not None:
+                children[(kind.kind, child_name)] = fresh
+        for extra in recent.extra(kind.kind, namespace, name, indexed):
+            children[(kind.kind, extra["metadata"]["name"])] = extra
+    exporter_pods = indexes[kinds.EXPORTER_PODS.index or ""]
+    jobs = [n for k, n in children if k == "Job"]
+    observed = Observed(
+        status=body.get("status") or {},
+        children=children,
+        pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
+        pods=tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ())),
+        store_sharers=_earlier_store_users(indexes, namespace, name, body),
+    )
+    return body, observed
+
+
+def _earlier_store_users(
+    indexes: Indexes, namespace: str, name: str, body: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """The other ServedModels of the namespace on the same store directory that came first
+    (by creation time, then name): they keep it."""
+    mine = (created(body), name)
+    sharers = indexes[STORES].get(store_key(namespace, name, body.get("spec") or {}), ())
+    return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+
+
 def _only(store: Any) -> Mapping[str, Any] | None:
     """The single value an index holds under a key (names are unique per kind)."""
     for value in store or ():
@@ -105,44 +149,7 @@ class Runtime:
         self.election: asyncio.Task[None] | None = None
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
-        """A consistent snapshot of one ServedModel and its children, taken on the event loop:
-        each watched object fresher of the watch cache and our own last writes."""
-        key = (namespace, name)
-        body = self.recent.fresher(
-            KIND, namespace, name, _only(self.indexes[kinds.SERVEDMODELS.index or ""].get(key))
-        )
-        if body is None:
-            return None
-        children: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for kind in kinds.CHILDREN:
-            if kind.index is None:
-                continue
-            indexed = {o["metadata"]["name"]: o for o in self.indexes[kind.index].get(key, ())}
-            for child_name, obj in indexed.items():
-                fresh = self.recent.fresher(kind.kind, namespace, child_name, obj)
-                if fresh is not None:
-                    children[(kind.kind, child_name)] = fresh
-            for extra in self.recent.extra(kind.kind, namespace, name, indexed):
-                children[(kind.kind, extra["metadata"]["name"])] = extra
-        exporter_pods = self.indexes[kinds.EXPORTER_PODS.index or ""]
-        jobs = [n for k, n in children if k == "Job"]
-        observed = Observed(
-            status=body.get("status") or {},
-            children=children,
-            pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
-            pods=tuple(self.indexes[kinds.SERVER_PODS.index or ""].get(key, ())),
-            store_sharers=self._earlier_store_users(namespace, name, body),
-        )
-        return body, observed
-
-    def _earlier_store_users(
-        self, namespace: str, name: str, body: Mapping[str, Any]
-    ) -> tuple[tuple[str, str], ...]:
-        """The other ServedModels of the namespace on the same store directory that came
-        first (by creation time, then name): they keep it."""
-        mine = (created(body), name)
-        sharers = self.indexes[STORES].get(store_key(namespace, name, body.get("spec") or {}), ())
-        return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+        return observe(self.indexes, self.recent, namespace, name)
 
     async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)

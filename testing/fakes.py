@@ -1,0 +1,254 @@
+"""Fakes of the operator's two adapters, for reconciler-level tests without a cluster.
+
+- FakeApiServer has the methods the reconciler calls on adapters/kube.Kube. It keeps objects
+  in memory, versions them (resourceVersion, uid, creationTimestamp), records a server-side
+  apply's managedFields entry for the fields it set (what drift.py reads, as the real API
+  server does), merges status patches, keeps Events, and records every write. Refusals can be
+  planted (`reject`), and what the watch caches hold is a separate snapshot (`indexes`), so a
+  test decides when watch events "arrive" and can reconcile in between.
+- FakeProber answers reads of TF Serving pods' model status from a script per pod IP.
+
+Kept next to the local cluster because both are test tooling; the operator never imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from servedmodel_operator import FIELD_MANAGER, KIND
+from servedmodel_operator.adapters.cache import trim
+from servedmodel_operator.adapters.kube import ApiError
+from servedmodel_operator.api import kinds
+from servedmodel_operator.controller.runtime import STORES, Indexes, created, store_key
+from servedmodel_operator.parts.serving.pods import PodReport, VersionState
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fields_v1(value: Any) -> Any:
+    """The field set a server-side apply of `value` owns, in managedFields' fieldsV1 form:
+    maps as f:<key>, associative lists as k:{<merge keys>} (here: `name` when the item has one,
+    else its scalar fields), everything else a leaf."""
+    if isinstance(value, Mapping):
+        return {f"f:{k}": fields_v1(v) for k, v in value.items()}
+    if isinstance(value, list) and value and all(isinstance(i, Mapping) for i in value):
+        out = {}
+        for item in value:
+            keys = (
+                {"name": item["name"]}
+                if "name" in item
+                else {k: v for k, v in item.items() if not isinstance(v, Mapping | list)}
+            )
+            out["k:" + json.dumps(keys, sort_keys=True, separators=(",", ":"))] = fields_v1(item)
+        return out
+    return {}
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return (str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"]))
+
+
+@dataclass
+class FakeApiServer:
+    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    writes: list[str] = field(default_factory=list)  # "APPLY Deployment/mnist", ...
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, message)
+    _rejections: dict[tuple[str, str], ApiError] = field(default_factory=dict)
+    _versions: Iterable[int] = field(default_factory=lambda: itertools.count(1000))
+
+    # --- what tests set up ---------------------------------------------------------------
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """An object someone else created (a ServedModel, a Secret, a foreign ConfigMap)."""
+        stored = copy.deepcopy(dict(obj))
+        meta = stored.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{meta['name']}-{next(iter(self._versions))}")
+        meta.setdefault("creationTimestamp", _now())
+        meta.setdefault("generation", 1)
+        meta["resourceVersion"] = str(next(iter(self._versions)))
+        self.objects[_key(stored)] = stored
+        return stored
+
+    def update(self, kind: str, namespace: str, name: str, **changes: Any) -> dict[str, Any]:
+        """Someone else changed an object (a controller's status, a user's spec edit)."""
+        stored = self.objects[(kind, namespace, name)]
+        for section, value in changes.items():
+            stored[section] = copy.deepcopy(value)
+            if section == "spec":
+                stored["metadata"]["generation"] = int(stored["metadata"]["generation"]) + 1
+        stored["metadata"]["resourceVersion"] = str(next(iter(self._versions)))
+        return stored
+
+    def reject(self, kind: str, name: str, status: int = 422, message: str = "invalid") -> None:
+        """Refuse every write of this object until `allow`."""
+        reason = {403: "Forbidden", 409: "Conflict", 422: "Invalid"}.get(status, "BadRequest")
+        self._rejections[(kind, name)] = ApiError(status, reason, message)
+
+    def allow(self, kind: str, name: str) -> None:
+        self._rejections.pop((kind, name), None)
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for (k, _, _), o in sorted(self.objects.items()) if k == kind]
+
+    def indexes(self) -> Indexes:
+        """What kopf's watch caches hold once every watch event so far has arrived."""
+        built: dict[str, dict[Any, list[Any]]] = {STORES: {}}
+        for kind in kinds.WATCHED:
+            assert kind.index is not None
+            index: dict[Any, list[Any]] = built.setdefault(kind.index, {})
+            for obj in self.objects.values():
+                if obj["kind"] != kind.kind or not _matches(obj, kind.labels):
+                    continue
+                owner = kind.owner_of(obj)
+                if owner:
+                    index.setdefault((obj["metadata"]["namespace"], owner), []).append(trim(obj))
+        for obj in self.of_kind(KIND):
+            meta = obj["metadata"]
+            key = store_key(meta["namespace"], meta["name"], obj.get("spec") or {})
+            built[STORES].setdefault(key, []).append((created(obj), meta["name"]))
+        return Indexes(built)  # type: ignore[arg-type]
+
+    # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
+
+    def _refuse(self, kind: str, name: str) -> None:
+        if (kind, name) in self._rejections:
+            raise self._rejections[(kind, name)]
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        kind, namespace, name = _key(manifest)
+        self.writes.append(f"APPLY {kind}/{name}")
+        self._refuse(kind, name)
+        before = self.objects.get((kind, namespace, name))
+        stored = copy.deepcopy(dict(manifest))
+        meta = stored["metadata"]
+        if before is not None:
+            meta["uid"] = before["metadata"]["uid"]
+            meta["creationTimestamp"] = before["metadata"]["creationTimestamp"]
+            if "status" in before:
+                stored["status"] = before["status"]
+        else:
+            meta["uid"] = f"uid-{name}-{next(iter(self._versions))}"
+            meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = str(next(iter(self._versions)))
+        meta["generation"] = int((before or {}).get("metadata", {}).get("generation", 0)) + 1
+        applied = {k: v for k, v in manifest.items() if k != "status"}
+        meta["managedFields"] = [
+            {
+                "manager": FIELD_MANAGER,
+                "operation": "Apply",
+                "apiVersion": manifest["apiVersion"],
+                "time": _now(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields_v1(applied),
+            }
+        ]
+        self.objects[(kind, namespace, name)] = stored
+        return copy.deepcopy(stored)
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def delete(self, obj: Mapping[str, Any]) -> None:
+        kind, namespace, name = _key(obj)
+        self.writes.append(f"DELETE {kind}/{name}")
+        self._refuse(kind, name)
+        self.objects.pop((kind, namespace, name), None)
+
+    async def patch_status(
+        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        self.writes.append(f"PATCH {KIND}/{name}/status")
+        stored = self.objects.get((KIND, namespace, name))
+        if stored is None:
+            return None
+        stored["status"] = _merge(stored.get("status") or {}, status_patch)
+        stored["metadata"]["resourceVersion"] = str(next(iter(self._versions)))
+        return copy.deepcopy(stored)
+
+    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        secret = self.objects.get(("Secret", namespace, name))
+        return None if secret is None else frozenset((secret.get("data") or {}).keys())
+
+    async def event(
+        self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
+    ) -> None:
+        self.writes.append(f"POST Event/{reason}")
+        self.events.append((name, reason, message))
+
+    async def close(self) -> None:
+        return None
+
+
+def _matches(obj: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _merge(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386)."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class ServedPod:
+    """What one fake TF Serving pod answers: version states, and where each label points."""
+
+    versions: dict[int, str] = field(default_factory=dict)  # version -> AVAILABLE, LOADING...
+    labels: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # set: the pod does not answer (connection refused...)
+
+
+@dataclass
+class FakeProber:
+    pods: dict[str, ServedPod] = field(default_factory=dict)  # by pod IP
+    reads: list[str] = field(default_factory=list)  # the IPs read, in order
+
+    def serve(self, ip: str, versions: Mapping[int, str], labels: Mapping[str, int] = {}) -> None:
+        self.pods[ip] = ServedPod(dict(versions), dict(labels))
+
+    def unreachable(self, ip: str, error: str = "ConnectionRefusedError") -> None:
+        self.pods[ip] = ServedPod(error=error)
+
+    async def read_pod(
+        self, ip: str, model_name: str, labels: Iterable[str], digest: str
+    ) -> PodReport:
+        self.reads.append(ip)
+        pod = self.pods.get(ip)
+        if pod is None or pod.error is not None:
+            error = pod.error if pod is not None else "ConnectionRefusedError"
+            return PodReport(digest, error=error, reached=False)
+        states = {v: VersionState(s) for v, s in pod.versions.items()}
+        assigned = {label: pod.labels.get(label) for label in labels}
+        resolved = {
+            label: v if v is not None and pod.versions.get(v) == "AVAILABLE" else None
+            for label, v in assigned.items()
+        }
+        return PodReport(digest, states, resolved, assigned=assigned)
+
+    async def close(self) -> None:
+        return None

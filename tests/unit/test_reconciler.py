@@ -1,0 +1,160 @@
+"""The reconciler's decision paths that only a cluster used to reach, on fakes: what it writes
+when the API server refuses, when the watch caches lag behind its own writes, when an object
+is not its own, when pods answer or not, and when another replica takes over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from servedmodel_operator.controller import reconciler as reconciler_module
+
+from tests.unit.harness import NAMESPACE, Harness, exported_status
+
+SERVE_ALL = {"policy": "All"}
+
+
+@pytest.fixture
+def h() -> Harness:
+    harness = Harness()
+    harness.store()
+    return harness
+
+
+def applies(writes: list[str]) -> list[str]:
+    return [w.removeprefix("APPLY ") for w in writes if w.startswith("APPLY ")]
+
+
+def test_a_first_reconcile_creates_the_serving_objects_and_one_export(h: Harness) -> None:
+    h.servedmodel()
+    writes = h.writes_during(h.reconcile)
+    assert [w.split("-export-")[0] for w in applies(writes)] == [
+        "ConfigMap/mnist-tfserving",
+        "Deployment/mnist",
+        "Service/mnist",
+        "Job/mnist",
+    ]
+    assert "PATCH ServedModel/mnist/status" in writes and "POST Event/ExportStarted" in writes
+
+
+def test_our_own_writes_stand_in_until_their_watch_events_arrive(h: Harness) -> None:
+    """Expectations: a reconcile between an apply and its watch event neither applies the
+    objects again nor starts a second export Job."""
+    h.servedmodel()
+    h.reconcile()
+    # The caches have seen nothing yet: the apply responses stand in (only status moves on,
+    # from Creating to Exporting: the Deployment exists).
+    assert h.writes_during(h.reconcile) == ["PATCH ServedModel/mnist/status"]
+    assert len(h.api.of_kind("Job")) == 1
+    h.sync()
+    assert applies(h.writes_during(h.reconcile)) == []
+    assert len(h.api.of_kind("Job")) == 1
+
+
+def test_an_apply_the_api_server_refuses_stalls_until_the_spec_changes(h: Harness) -> None:
+    h.servedmodel()
+    h.api.reject(
+        "Deployment", "mnist", 422, 'spec.template.spec.nodeSelector: Invalid value: "a b"'
+    )
+    writes = h.writes_during(h.reconcile)
+    assert applies(writes) == ["ConfigMap/mnist-tfserving", "Deployment/mnist"]
+    status, reason, message = h.condition("Stalled")
+    assert (status, reason) == ("True", "ApplyRejected")
+    assert message.startswith("the API server refused Deployment mnist: 422 Invalid")
+    # The same spec is never tried again: no apply at all, whatever events come.
+    h.sync()
+    assert applies(h.writes_during(h.reconcile)) == []
+    assert h.condition("Stalled")[1] == "ApplyRejected"
+    # A new spec (the fix) is tried at once.
+    h.api.allow("Deployment", "mnist")
+    h.edit(server={"replicas": 2})
+    assert "Deployment/mnist" in applies(h.writes_during(h.reconcile))
+    assert h.condition("Stalled")[0] == "False"
+
+
+def test_an_object_that_is_not_ours_is_never_taken_over(h: Harness) -> None:
+    h.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "mnist-tfserving", "namespace": NAMESPACE},
+            "data": {"team": "payments"},
+        }
+    )
+    h.servedmodel()
+    writes = h.writes_during(h.reconcile)
+    assert applies(writes) == []
+    status, reason, message = h.condition("Stalled")
+    assert (status, reason) == ("True", "ResourceConflict")
+    assert "ConfigMap mnist-tfserving already exists and belongs to no ServedModel" in message
+    assert h.api.get_object("ConfigMap", NAMESPACE, "mnist-tfserving")["data"] == {  # type: ignore[index]
+        "team": "payments"
+    }
+
+
+def _serving_model(h: Harness, replicas: int = 2) -> list[str]:
+    """A ServedModel whose versions are exported, its Deployment rolled out: the pods' IPs."""
+    h.servedmodel(status=exported_status(1, 2), serve=SERVE_ALL, server={"replicas": replicas})
+    h.reconcile()
+    h.sync()
+    return h.roll_out()
+
+
+def test_pods_are_read_until_settled_then_never_at_rest(h: Harness) -> None:
+    ips = _serving_model(h)
+    for ip in ips:
+        h.prober.serve(ip, {1: "AVAILABLE", 2: "AVAILABLE"})
+    h.reconcile()
+    assert sorted(h.prober.reads) == sorted(ips)
+    assert h.condition("Ready")[:2] == ("True", "Serving")
+    h.sync()
+    h.prober.reads.clear()
+    for _ in range(3):
+        assert h.reconcile() is None  # nothing due: no timer either
+    assert h.prober.reads == []
+
+
+def test_a_pod_still_loading_is_read_again_soon_and_one_never_answering_rarely(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(reconciler_module, "monotonic", lambda: clock[0])
+    loading, silent = _serving_model(h)
+    h.prober.serve(loading, {1: "AVAILABLE", 2: "LOADING"})
+    h.prober.unreachable(silent)
+    again = h.reconcile()
+    assert again == 1.0  # the loading pod: asked again after a second
+    h.sync()
+    reads: list[Any] = []
+    for _ in range(9):  # nine seconds of reconciles
+        clock[0] += 1.0
+        h.prober.reads.clear()
+        h.reconcile()
+        reads += h.prober.reads
+    assert reads.count(silent) == 0  # it has never answered: first asked again after 10 s
+    assert reads.count(loading) >= 3  # 1, 2, 4 s apart
+    clock[0] += 2.0
+    h.prober.reads.clear()
+    h.reconcile()
+    assert silent in h.prober.reads
+
+
+def test_another_replica_carries_on_from_status_without_writing_twice(h: Harness) -> None:
+    """Leader hand-over: the new leader has no memory but the cluster's. It starts no second
+    export, re-applies nothing unchanged, and posts no event twice."""
+    h.servedmodel()
+    h.reconcile()
+    h.sync()
+    h.reconcile()  # the Deployment exists now: status moves on
+    h.sync()
+    before = list(h.api.writes)
+    successor = h.replica()
+    writes = successor.writes_during(successor.reconcile)
+    assert writes == [], writes
+    assert len(h.api.of_kind("Job")) == 1
+    # The export finishes while the new leader leads: one VersionExported, one next Job.
+    successor.finish_job(1)
+    writes = successor.writes_during(successor.reconcile)
+    assert writes.count("POST Event/VersionExported") == 1
+    assert len(h.api.of_kind("Job")) == 2
+    assert before == h.api.writes[: len(before)]
