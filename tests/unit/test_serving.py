@@ -95,7 +95,7 @@ def test_view_counts_versions_on_ready_pods_and_resolves_labels_only_where_all_a
         (1,),
         {"stable": 1},
     )
-    assert not v.settled and not v.failures and not v.unread
+    assert not v.failures and not v.unread
     assert v.pods[0] == {
         "name": "a",
         "ready": True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -109,14 +109,26 @@ class _Entry:
     answered: bool  # the pod has answered at least once (this incarnation)
 
 
-class Reports:
-    """What each serving pod (incarnation) last said, and when to ask an unsettled one again.
+class Reports(Mapping[str, PodReport]):
+    """What each serving pod (incarnation) last said, and when to ask an unsettled one again;
+    a read-only mapping incarnation -> its last reading.
 
     Memory only: after a restart every answering pod is read once more, then nothing."""
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+
+    def __getitem__(self, incarnation: str) -> PodReport:
+        with self._lock:
+            return self._entries[incarnation].report
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def reports(self, pods: Iterable[ServingPod]) -> dict[str, PodReport]:
         with self._lock:

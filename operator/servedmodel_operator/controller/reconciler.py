@@ -1,5 +1,5 @@
-"""Runs one reconcile: parse, read what must be read, plan (pure), admit, then apply, patch
-status and post events.
+"""Runs one reconcile: read what the watch caches cannot tell, plan (pure), admit (and plan
+again with what admission found), apply and delete, then patch status and post events.
 
 Called from the work queue on kopf's event loop with a snapshot of the watch caches. All I/O
 is asynchronous (aiohttp): a reconcile waiting on the API server or on a pod blocks nothing.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,18 +20,16 @@ from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.kube import ApiError, Kube
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports, monotonic
-from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec
-from servedmodel_operator.parts import status
 from servedmodel_operator.parts.admission import policy
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
-from servedmodel_operator.parts.delivery.decide import analysis_due
-from servedmodel_operator.parts.exports.part import secrets_to_check
+from servedmodel_operator.parts.delivery.analysis import Measurement
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.plan import Plan, plan
+from servedmodel_operator.parts.reads import Reads, needed
 from servedmodel_operator.parts.serving import modelsconfig
 from servedmodel_operator.parts.serving.pods import ServingPod
-from servedmodel_operator.parts.serving.view import evidence
+from servedmodel_operator.parts.status import unparsable
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +38,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _status_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """For the debug log: the Ready condition and which status fields change."""
+def _status_change(new: Mapping[str, Any]) -> str:
+    """For the debug log: the Ready condition of the status written."""
     ready: Mapping[str, Any] = next(
         (c for c in new.get("conditions", []) if c.get("type") == "Ready"), {}
     )
-    changed = sorted(k for k, v in new.items() if old.get(k) != v)
-    return (
-        f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}; "
-        f"fields {', '.join(changed)}"
-    )
+    return f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}"
 
 
 def _earliest(*delays: float | None) -> float | None:
@@ -81,128 +75,84 @@ class Reconciler:
         """Reconcile one ServedModel; returns when to look again regardless of events, if ever."""
         meta = body["metadata"]
         logger = ObjectLogger(log, meta["namespace"], meta["name"], meta.get("uid", ""))
+        now = _now()  # one clock for the whole reconcile: analysis and plan judge one instant
         try:
             model = ServedModelSpec.from_body(body)
         except InvalidSpec as exc:
             logger.error("cannot parse the spec: %s", exc)
-            new = status.invalid(observed.status, int(meta.get("generation", 0)), str(exc), _now())
-            await self._write_status(body, observed.status, new)
+            new, patch = unparsable(observed.status, int(meta.get("generation", 0)), str(exc), now)
+            await self._report(body, Plan([], new, [], patch), logger)
             return None
-        now = _now()  # one clock for the whole reconcile: analysis and plan judge one instant
-        observed = await self._read(model, observed, now, logger)
-        decided = await self._decide(model, observed, now, logger)
+        reads = needed(model, observed, self._policy, self._reports, self._due, now)
+        observed = await self._read(model, observed, reads, now, logger)
+        decided = await self._admitted(model, observed, now, logger)
         try:
             await self._execute(model, decided, logger)
         except ApiError as exc:
             if not exc.permanent:
                 raise  # transient: the work queue retries with backoff
-            await self._write(
-                body, observed, self._refused_by_the_api(model, observed, exc, logger)
-            )
+            await self._report(body, self._refused_by_the_api(model, observed, exc, logger), logger)
             return None  # not tried again until the spec changes
-        await self._write(body, observed, decided, logger)
-        for result, reason in decided.finished_exports:
-            metrics.exports.labels(result, reason).inc()
-        pods = [ServingPod.of(p) for p in observed.pods]
-        return _earliest(decided.requeue_after, self._reports.next_due(pods, monotonic()))
+        await self._report(body, decided, logger)
+        return _earliest(
+            decided.requeue_after, self._reports.next_due(reads.serving_pods, monotonic())
+        )
 
-    async def _write(
-        self, body: Mapping[str, Any], observed: Observed, decided: Plan, logger: Any = log
-    ) -> None:
-        """The plan's status (if it changed) and events."""
-        meta = body["metadata"]
-        if decided.status is not None:
-            logger.debug("writing status: %s", _status_change(observed.status, decided.status))
-            await self._write_status(body, observed.status, decided.status)
-        for event in decided.events:
-            await self._kube.event(
-                meta["namespace"],
-                meta["name"],
-                meta.get("uid", ""),
-                event.type,
-                event.reason,
-                event.message,
-            )
+    def _due(self, pod: ServingPod, digest: str) -> bool:
+        return self._reports.due(pod, digest, monotonic())
 
     # --- read: what the watch caches cannot tell -------------------------------------------
 
     async def _read(
-        self, model: ServedModelSpec, observed: Observed, now: str, logger: Any
+        self, model: ServedModelSpec, observed: Observed, reads: Reads, now: str, logger: Any
     ) -> Observed:
-        """The Secrets' key names pending exports need, what unsettled serving pods serve, a
-        rollout's figures when a step is due, and the apply refusal remembered for this spec."""
-        needed = sorted(secrets_to_check(model, observed))
-        keys = [await self._kube.secret_keys(model.namespace, secret) for secret in needed]
-        observed = replace(observed, secret_keys=dict(zip(needed, keys, strict=True)))
-        observed = replace(observed, reports=await self._read_pods(model, observed, logger))
-        observed = await self._analyse(model, observed, now, logger)
+        """The Secrets' key names, the unsettled pods' readings, a rollout's figures, and the
+        apply refusal remembered for this spec."""
+        keys = [await self._kube.secret_keys(model.namespace, s) for s in reads.secrets]
+        readings = await asyncio.gather(
+            *(
+                self._prober.read_pod(str(r.pod.ip), model.model_name, r.labels, r.digest)
+                for r in reads.pods
+            )
+        )
+        for read, report in zip(reads.pods, readings, strict=True):
+            if report.error is not None:
+                logger.debug("pod %s: cannot read model status: %s", read.pod.name, report.error)
+            settled = modelsconfig.settled(report, read.config, read.labels)
+            self._reports.record(read.pod, report, settled, monotonic())
+        refusals = list(reads.refusals)
         rejected = self._rejected.get((model.namespace, model.name))
         if rejected is not None and rejected[0] == model.generation:
-            observed = replace(observed, refusals=(Refusal("ApplyRejected", rejected[1]),))
-        return observed
+            refusals.append(Refusal("ApplyRejected", rejected[1]))
+        return replace(
+            observed,
+            secret_keys=dict(zip(reads.secrets, keys, strict=True)),
+            reports=self._reports.reports(reads.serving_pods),
+            measurement=await self._measure(model, now, logger) if reads.analysis else None,
+            refusals=(*observed.refusals, *refusals),
+        )
 
-    async def _read_pods(self, model: ServedModelSpec, observed: Observed, logger: Any) -> Any:
-        """Ask the TF Serving pods that are not settled under their track's current config
-        what they serve (a settled pod is never asked again: nothing is sent at rest)."""
-        everyone: list[ServingPod] = []
-        for track in Track:
-            seen = evidence(model, observed, track)
-            everyone += seen.pods
-            # The canary serves one version and no label; the stable pods the spec's labels.
-            declared = model.spec.serve.labels if track is Track.STABLE else {}
-            labels = modelsconfig.labels_that_count(seen.config, declared)
-            if seen.config is None:
-                continue
-            now = monotonic()
-            due = [
-                p
-                for p in modelsconfig.to_probe(
-                    seen.pods, self._reports.reports(seen.pods), seen.config, seen.digest, labels
-                )
-                if p.ip and self._reports.due(p, seen.digest, now)
-            ]
-            readings = await asyncio.gather(
-                *(
-                    self._prober.read_pod(str(p.ip), model.model_name, labels, seen.digest)
-                    for p in due
-                )
-            )
-            for pod, report in zip(due, readings, strict=True):
-                if report.error is not None:
-                    logger.debug("pod %s: cannot read model status: %s", pod.name, report.error)
-                settled = modelsconfig.settled(report, seen.config, labels)
-                self._reports.record(pod, report, settled, monotonic())
-        return self._reports.reports(everyone)
-
-    async def _analyse(
-        self, model: ServedModelSpec, observed: Observed, now: str, logger: Any
-    ) -> Observed:
-        """A rollout step's analysis, when one is due: Prometheus, if the policy allows it."""
-        spec = model.spec.rollout
-        if spec is None or spec.analysis is None:
-            return observed
-        address = spec.analysis.prometheus.address
-        refused = policy.prometheus_refusal(self._policy, address)
-        if refused is not None:
-            return replace(observed, refusals=(*observed.refusals, refused))
-        if not analysis_due(model, observed.status.get("rollout") or {}, now):
-            return observed
-        measured = await prometheus.measure(model, address, spec.interval_seconds, now)
+    async def _measure(self, model: ServedModelSpec, now: str, logger: Any) -> Measurement:
+        """A rollout step's figures, from Prometheus."""
+        rollout = model.spec.rollout
+        assert rollout is not None and rollout.analysis is not None
+        address = rollout.analysis.prometheus.address
+        measured = await prometheus.measure(model, address, rollout.interval_seconds, now)
         logger.info(
             "analysis: canary %s; stable %s%s",
             measured.canary.describe(),
             measured.stable.describe(),
             f" (error: {measured.error})" if measured.error else "",
         )
-        return replace(observed, measurement=measured)
+        return measured
 
     # --- decide: plan, admit, plan again with what admission found -------------------------
 
-    async def _decide(
+    async def _admitted(
         self, model: ServedModelSpec, observed: Observed, now: str, logger: Any
     ) -> Plan:
         decided = plan(model, observed, self._exporter_image, now)
-        found = await self._admit(model, observed, decided.apply) if decided.apply else []
+        found = await self._admit(model, decided) if decided.apply else []
         if found:
             logger.warning("refused: %s", "; ".join(r.message for r in found))
             observed = replace(observed, refusals=(*observed.refusals, *found))
@@ -211,21 +161,19 @@ class Reconciler:
             logger.debug("reconciled: in sync, nothing to write")
         return decided
 
-    async def _admit(
-        self, model: ServedModelSpec, observed: Observed, manifests: Sequence[Mapping[str, Any]]
-    ) -> list[Refusal]:
+    async def _admit(self, model: ServedModelSpec, decided: Plan) -> list[Refusal]:
         """Before writing: an object to create must not exist already unless it is ours (one
         typed read each), and every pod must pass the policy (the claims and ServiceAccounts
         it uses are read, one object each)."""
         out: list[Refusal] = []
-        for manifest in manifests:
-            if observed.live(manifest) is None:
-                meta = manifest["metadata"]
-                live = await self._kube.get(
-                    manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
-                )
-                if live is not None and (found := policy.foreign(manifest, live, model.uid)):
-                    out.append(found)
+        for manifest in decided.creates:
+            meta = manifest["metadata"]
+            live = await self._kube.get(
+                manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+            )
+            if live is not None and (found := policy.foreign(manifest, live, model.uid)):
+                out.append(found)
+        manifests = decided.apply
         claims, accounts = policy.needed(manifests)
         facts = policy.Facts(
             claims={c: await self._labels("PersistentVolumeClaim", model, c) for c in claims},
@@ -273,12 +221,24 @@ class Reconciler:
         refused = plan(model, observed, self._exporter_image, _now())
         return replace(refused, events=[], finished_exports=())
 
-    async def _write_status(
-        self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
-    ) -> None:
+    async def _report(self, body: Mapping[str, Any], decided: Plan, logger: Any) -> None:
+        """The plan's status patch (if status changed), its events and export metrics."""
         meta = body["metadata"]
-        patched = await self._kube.patch_status(
-            meta["namespace"], meta["name"], status.merge_patch(old, new)
-        )
-        if patched is not None:
-            self._recent.record({**patched, "kind": KIND})
+        if decided.status_patch is not None:
+            logger.debug("writing status: %s", _status_change(decided.status or {}))
+            patched = await self._kube.patch_status(
+                meta["namespace"], meta["name"], decided.status_patch
+            )
+            if patched is not None:
+                self._recent.record({**patched, "kind": KIND})
+        for event in decided.events:
+            await self._kube.event(
+                meta["namespace"],
+                meta["name"],
+                meta.get("uid", ""),
+                event.type,
+                event.reason,
+                event.message,
+            )
+        for result, reason in decided.finished_exports:
+            metrics.exports.labels(result, reason).inc()

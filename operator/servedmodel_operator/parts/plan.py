@@ -24,7 +24,12 @@ from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.part import Context, Event, Part
 from servedmodel_operator.parts.serving import part as serving
 from servedmodel_operator.parts.serving.view import evidence
-from servedmodel_operator.parts.status import is_ready, summarise, with_retention
+from servedmodel_operator.parts.status import (
+    is_ready,
+    merge_patch,
+    summarise,
+    with_retention,
+)
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,20 @@ class Plan:
     apply: list[dict[str, Any]]
     status: dict[str, Any] | None  # None: the current status is already right
     events: list[Event]
+    status_patch: dict[str, Any] | None = None  # the merge patch from the current status
+    # Of `apply`, the objects the watch caches do not hold: each is checked not to exist
+    # already as someone else's before it is written (never a takeover).
+    creates: list[dict[str, Any]] = field(default_factory=list)
     delete: list[Mapping[str, Any]] = field(default_factory=list)  # owned objects to remove
     requeue_after: float | None = None  # look again even if nothing changes
     finished_exports: tuple[tuple[str, str], ...] = ()  # (Exported | Failed, reason) just now
 
 
-def _changed(parts: Iterable[Part[Any]]) -> list[dict[str, Any]]:
-    """The parts' desired objects that differ from what is live (stamped with their hash)."""
+def _changed(parts: Iterable[Part[Any]]) -> list[tuple[dict[str, Any], bool]]:
+    """The parts' desired objects that differ from what is live (stamped with their hash),
+    each with whether the watch caches hold it at all."""
     stamped = ((drift.stamped(m), live) for p in parts for m, live in p.desired)
-    return [m for m, live in stamped if drift.needs_apply(m, live)]
+    return [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
 
 
 def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
@@ -52,14 +62,14 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     delivered = delivery.plan(ctx, exported.findings.exported, stable)
     served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
     scaled = autoscaling.plan(ctx)
-    to_apply = _changed([served, exported, scaled, delivered]) if writing else []
+    changes = _changed([served, exported, scaled, delivered]) if writing else []
     findings = Findings(
         model,
         admitted.findings,
         exported.findings,
         served.findings,
         delivered.findings,
-        tuple(f"{m['kind']} {m['metadata']['name']}" for m in to_apply),
+        tuple(f"{m['kind']} {m['metadata']['name']}" for m, _ in changes),
         now,
     )
     status = summarise(findings, observed.status)
@@ -67,12 +77,16 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
     status = with_retention(status, kept.findings)
+    changes += _changed([kept]) if writing else []
     parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]
+    changed = status != dict(observed.status)
     return Plan(
-        apply=to_apply + (_changed([kept]) if writing else []),
+        apply=[m for m, _ in changes],
+        creates=[m for m, new in changes if new],
         delete=[d for p in parts for d in p.delete] if writing else [],
-        status=status if status != dict(observed.status) else None,
+        status=status if changed else None,
+        status_patch=merge_patch(observed.status, status) if changed else None,
         events=[e for p in parts for e in p.events],
         requeue_after=min(requeue) if requeue else None,
         finished_exports=exported.findings.finished,

@@ -103,6 +103,14 @@ def invalid(previous: Mapping[str, Any], generation: int, message: str, now: str
     }
 
 
+def unparsable(
+    previous: Mapping[str, Any], generation: int, message: str, now: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The status of an object the operator cannot parse, and the merge patch to it."""
+    new = invalid(previous, generation, message, now)
+    return new, merge_patch(previous, new)
+
+
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch (RFC 7386) turning old into new: keys gone from new become null."""
     patch: dict[str, Any] = {key: None for key in old if key not in new}

@@ -20,7 +20,6 @@ from servedmodel_operator.parts.serving.modelsconfig import (
     ModelsConfig,
     config_digest,
     parse,
-    settled,
 )
 from servedmodel_operator.parts.serving.pods import AVAILABLE, PodReport, ServingPod, VersionState
 
@@ -43,7 +42,6 @@ class View:
     failures: tuple[LoadFailure, ...] = ()
     unreachable: Mapping[str, str] = field(default_factory=dict)  # pod -> error
     unread: tuple[str, ...] = ()  # ready pods not read yet under this config
-    settled: bool = False  # every ready pod settled under this config
     pods: tuple[Mapping[str, Any], ...] = ()  # per-pod detail for status (bounded)
 
 
@@ -84,9 +82,6 @@ def view(
         ),
         unreachable={n: str(r.error) for n, r in sorted(current.items()) if r.error is not None},
         unread=tuple(sorted(p.name for p in ready if p.name not in current)),
-        settled=complete
-        and config is not None
-        and all(settled(r, config) for r in readable.values()),
         pods=_pod_details(pods, reports),
     )
 
