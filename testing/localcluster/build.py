@@ -154,7 +154,13 @@ def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
         out = Path(tmp) / "out"
         out.mkdir()
         build(Path(tmp), out)
-        os.replace(out, target)
+        try:
+            os.replace(out, target)
+        except OSError:
+            # Another checkout built the same component meanwhile (the cache is shared):
+            # theirs is as good as ours.
+            if not target.is_dir():
+                raise
     return target
 
 
