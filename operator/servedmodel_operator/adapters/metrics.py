@@ -9,14 +9,30 @@ where a counterpart exists, so existing dashboards and alerts apply:
 - rest_client_requests_total{method,code,host} (every request to the API server);
 - leader_election_master_status{name} (1 on the replica that leads);
 - servedmodel_exports_total{result,reason} (finished exports: Exported, or the failure reason),
-  servedmodel_pod_status_requests_total{outcome} (reads of TF Serving pods' model status).
+  servedmodel_pod_status_requests_total{outcome} (reads of TF Serving pods' model status);
+- servedmodel_servedmodels{namespace,condition,status}: how many ServedModels of a namespace
+  have each condition at each status, as the watch sees them (ServedModelCounts). One series
+  per namespace, condition type and status that counts at least one ServedModel, never one per
+  ServedModel: 5,000 models in 50 namespaces are at most 50 x 6 x 3 series. Every replica
+  watches, so standbys report the same numbers as the leader (alerts take the max);
+- servedmodel_operator_build_info{version} (1; its absence means no operator is scraped).
+
+The `namespace` label of servedmodel_servedmodels is the ServedModels' namespace: the scrape
+must honour it (honorLabels in manifests/podmonitor/), or Prometheus renames it
+exported_namespace and puts the operator's own namespace in its place.
 
 Served by prometheus-client's own HTTP server on --metrics-address.
 """
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from servedmodel_operator import RELEASE
 
 CONTROLLER = "servedmodel"
 QUEUE = "servedmodel"
@@ -65,6 +81,80 @@ pod_reads = Counter(
     "Requests to TF Serving pods for their model status, by outcome (HTTP code or error)",
     ["outcome"],
 )
+
+
+build_info = Gauge(
+    "servedmodel_operator_build_info", "Always 1; the operator's release", ["version"]
+)
+build_info.labels(RELEASE).set(1)
+servedmodels = Gauge(
+    "servedmodel_servedmodels",
+    "ServedModels by namespace and by the status of each of their conditions",
+    ["namespace", "condition", "status"],
+)
+
+# The condition types status.py writes (its CONDITION_ORDER; tests/unit/test_monitoring.py
+# keeps the two equal). Any other type in a status is not counted: the label stays bounded.
+CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Exported", "Available", "Rollout")
+CONDITION_STATUSES = ("True", "False", "Unknown")
+
+Cell = tuple[str, str]  # condition type, status
+
+
+def condition_cells(status: Mapping[str, Any] | None) -> frozenset[Cell]:
+    """The (condition, status) cells of servedmodel_servedmodels one ServedModel counts in,
+    from its .status: each known condition type once (the first entry of a type wins), a
+    status other than True or False counted as Unknown."""
+    cells: dict[str, str] = {}
+    for cond in (status or {}).get("conditions") or []:
+        if not isinstance(cond, Mapping):
+            continue
+        kind = cond.get("type")
+        if kind in CONDITION_TYPES and kind not in cells:
+            value = cond.get("status")
+            cells[kind] = value if value in ("True", "False") else "Unknown"
+    return frozenset(cells.items())
+
+
+class ServedModelCounts:
+    """Keeps servedmodel_servedmodels from every watch event of a ServedModel, the listing at
+    start included: what each object counts in now, and the gauge's cells as sums of those.
+    A cell that falls to zero is removed, so a namespace without ServedModels leaves nothing
+    behind. Runs on the event loop (no lock)."""
+
+    def __init__(self, gauge: Gauge = servedmodels) -> None:
+        self._gauge = gauge
+        self._cells: dict[tuple[str, str], frozenset[Cell]] = {}
+        self._counts: Tally[tuple[str, str, str]] = Tally()
+
+    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """A ServedModel as a watch event shows it; status None: it was deleted."""
+        key = (namespace, name)
+        new = condition_cells(status) if status is not None else frozenset()
+        old = self._cells.get(key, frozenset())
+        if status is None:
+            self._cells.pop(key, None)
+        else:
+            self._cells[key] = new
+        for kind, value in old - new:
+            cell = (namespace, kind, value)
+            self._counts[cell] -= 1
+            if self._counts[cell] <= 0:
+                del self._counts[cell]
+                self._gauge.remove(*cell)
+            else:
+                self._gauge.labels(*cell).set(self._counts[cell])
+        for kind, value in new - old:
+            cell = (namespace, kind, value)
+            self._counts[cell] += 1
+            self._gauge.labels(*cell).set(self._counts[cell])
+
+    def value(self, namespace: str, condition: str, status: str) -> int:
+        return self._counts.get((namespace, condition, status), 0)
+
+
+# The one instance the operator feeds (handlers.py, on each ServedModel watch event).
+servedmodel_counts = ServedModelCounts()
 
 
 def serve(address: str) -> None:
