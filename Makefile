@@ -38,8 +38,8 @@ cluster-down:  ## stop the processes cluster-up started and remove .local-cluste
 test: build-cluster  ## the whole suite: unit, exporter, integration (+ e2e where Docker and kind exist)
 	$(PY) -m pytest tests
 
-unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm and kubectl: built once)
-	$(PY) -m testing.localcluster build helm kubernetes
+unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm and kubectl, the alert rules' promtool: built once)
+	$(PY) -m testing.localcluster build helm kubernetes prometheus
 	$(PY) -m pytest tests/unit
 
 exporter-test: venv  ## the exporter against real TensorFlow

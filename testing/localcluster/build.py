@@ -7,7 +7,8 @@ with its published v0.Y.Z twin. etcd's server module has the same problem with i
 modules. kwok builds as it is.
 
 Tools built the same way, cached the same way: SeaweedFS (the object-store tests' S3 server),
-Helm (the chart's tests), actionlint (`make lint`), Prometheus; and the Gateway API's CRDs,
+Helm (the chart's tests), actionlint (`make lint`), Prometheus and promtool (the alert rules'
+tests); and the Gateway API's CRDs,
 copied out of their module (nothing to compile).
 
 Each component lands in `<cache>/<component>-<version>/`, written to a temporary directory and
@@ -22,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -145,22 +146,34 @@ def _replaced_lines(gomod: str, marker: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _install(target: Path, build: Callable[[Path, Path], None]) -> Path:
-    """Run build(tmpdir) and move the result to target atomically."""
-    if target.exists():
+def _missing(target: Path, files: Sequence[str]) -> list[str]:
+    return [name for name in files if not (target / name).exists()]
+
+
+def _install(target: Path, build: Callable[[Path, Path], None], files: Sequence[str] = ()) -> Path:
+    """Run build(tmpdir) and move the result to target atomically. A target that exists is
+    complete, unless it lacks one of `files` (the component builds more than when it was
+    cached, or another checkout's older code built it meanwhile): then what was missing moves
+    in, each file atomically."""
+    missing = _missing(target, files)
+    if target.exists() and not missing:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=target.parent) as tmp:
         out = Path(tmp) / "out"
         out.mkdir()
         build(Path(tmp), out)
-        try:
-            os.replace(out, target)
-        except OSError:
-            # Another checkout built the same component meanwhile (the cache is shared):
-            # theirs is as good as ours.
-            if not target.is_dir():
-                raise
+        if not target.exists():
+            try:
+                os.replace(out, target)
+                return target
+            except OSError:
+                # Another checkout built the same component meanwhile (the cache is shared):
+                # theirs is as good as ours, less what it lacks (below).
+                if not target.is_dir():
+                    raise
+        for name in _missing(target, files):
+            os.replace(out / name, target / name)
     return target
 
 
@@ -330,16 +343,27 @@ def prometheus_dir() -> Path:
 PROMETHEUS_TAGS = "remove_all_sd,enable_kubernetes_sd"
 
 
+# What the prometheus component builds: the server (rollout analysis in tests and the demo) and
+# promtool (`promtool check rules` / `promtool test rules` on manifests/monitoring/).
+PROMETHEUS_COMMANDS = {
+    "github.com/prometheus/prometheus/cmd/prometheus": "prometheus",
+    "github.com/prometheus/prometheus/cmd/promtool": "promtool",
+}
+
+
 def build_prometheus() -> Path:
     """The Prometheus server, without its web UI's assets (no `builtinassets` tag: the UI pages
-    answer with an error; the HTTP API, /api/v1/..., is whole)."""
+    answer with an error; the HTTP API, /api/v1/..., is whole), and promtool. A cached
+    component from before promtool was added gets promtool alone."""
     version = versions()["PROMETHEUS_VERSION"]
+    target = prometheus_dir()
 
     def build(work: Path, out: Path) -> None:
         source, gomod = _module("github.com/prometheus/prometheus", version, work)
         # Module v0.3XX.Y is Prometheus 3.XX.Y; the module says which in its VERSION file.
         release = (source / "VERSION").read_text().strip()
-        _log(f"building Prometheus {release} (module {version}; first time only)")
+        wanted = _missing(target, list(PROMETHEUS_COMMANDS.values()))
+        _log(f"building Prometheus {release}: {', '.join(wanted)} (module {version}; once)")
         meta = "github.com/prometheus/common/version"
         _wrapper_build(
             work,
@@ -347,13 +371,13 @@ def build_prometheus() -> Path:
             gomod=gomod,
             replaces={},
             version=version,
-            packages={"github.com/prometheus/prometheus/cmd/prometheus": "prometheus"},
+            packages={pkg: name for pkg, name in PROMETHEUS_COMMANDS.items() if name in wanted},
             ldflags=f"-s -w -X {meta}.Version={release} -X {meta}.Branch=HEAD "
             f"-X {meta}.Revision={version}",
             tags=PROMETHEUS_TAGS,
         )
 
-    return _install(prometheus_dir(), build)
+    return _install(target, build, list(PROMETHEUS_COMMANDS.values()))
 
 
 def gateway_api_dir() -> Path:
@@ -407,6 +431,7 @@ TOOLS = {
     "helm": "helm",
     "actionlint": "actionlint",
     "prometheus": "prometheus",
+    "promtool": "prometheus",
 }
 
 
