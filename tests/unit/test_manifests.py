@@ -105,6 +105,7 @@ RELEASE_FILES = (
     "manifests/base/operator.yaml",
     "manifests/base/policy.yaml",
     "manifests/argocd/kustomization.yaml",
+    "manifests/monitoring/kustomization.yaml",
     "manifests/podmonitor/kustomization.yaml",
 )
 
@@ -134,6 +135,7 @@ def test_the_version_check_names_every_place_a_bumped_version_was_forgotten(
         "manifests/base/operator.yaml SERVEDMODEL_EXPORTER_IMAGE",
         "manifests/base/policy.yaml SERVEDMODEL_ALLOWED_EXPORTER_IMAGES",
         "manifests/argocd/kustomization.yaml ?ref=",
+        "manifests/monitoring/kustomization.yaml ?ref=",
         "manifests/podmonitor/kustomization.yaml ?ref=",
         "README.md ghcr.io/servedmodel/operator",
         "README.md ghcr.io/servedmodel/exporter",
