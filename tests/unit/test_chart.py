@@ -15,6 +15,7 @@ a string to PyYAML's YAML 1.1). The chart adds no labels or annotations kustomiz
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,11 @@ VALUE_SETS = {
     "default": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
     "podmonitors": ["--set", "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true"],
+    "monitoring": [
+        "--set",
+        "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true,"
+        "monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
+    ],
     "minimal": [
         "--set",
         "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
@@ -138,6 +144,46 @@ def test_the_podmonitor_values_render_what_the_podmonitor_component_adds(tmp_pat
         "servedmodel-operator": "http-metrics",
         "servedmodel-tensorflow-serving": "http",
     }
+
+
+def test_the_monitoring_values_render_what_the_monitoring_component_adds(tmp_path: Path) -> None:
+    """The PrometheusRule and the dashboard's ConfigMap (charts/servedmodel/files/ holds byte
+    copies of manifests/monitoring/'s files, tests/unit/test_monitoring.py checks it), with
+    the PodMonitors they read the series of."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(REPO / "manifests", tmp_path)],
+                "components": [
+                    os.path.relpath(REPO / "manifests" / name, tmp_path)
+                    for name in ("podmonitor", "monitoring")
+                ],
+            }
+        )
+    )
+    chart = template(*VALUE_SETS["monitoring"])
+    assert_same_objects(chart, kustomize(tmp_path))
+    [rule] = _kind(chart, "PrometheusRule")
+    assert len(rule["spec"]["groups"]) == 3
+    dashboards = [o for o in _kind(chart, "ConfigMap") if o["metadata"]["name"].endswith("board")]
+    [dashboard] = dashboards
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["servedmodel.json"])["uid"] == "servedmodel"
+
+
+def test_the_monitoring_values_take_extra_labels_and_are_off_by_default() -> None:
+    chart = template(
+        "--set",
+        "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.labels.release=kps,"
+        "monitoring.dashboard.enabled=true,monitoring.dashboard.annotations.grafana_folder=ML",
+    )
+    [rule] = _kind(chart, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    [dashboard] = [o for o in _kind(chart, "ConfigMap") if o["metadata"]["name"].endswith("board")]
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "ML"}
+    defaults = template()
+    assert not _kind(defaults, "PrometheusRule")
+    assert [o["metadata"]["name"] for o in _kind(defaults, "ConfigMap")] == ["servedmodel-policy"]
 
 
 def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> None:
@@ -231,6 +277,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
         (["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),  # not a namespace name
         (["--set", "policy.claimOptIn=maybe"], "claimOptIn"),
         (["--set", "operator.replica=3"], "replica"),  # a typo is not silently ignored
+        (["--set", "monitoring.dashboard.enable=true"], "enable"),
     ],
 )
 def test_values_that_would_break_the_install_are_refused(values: list[str], message: str) -> None:
