@@ -511,6 +511,15 @@ def test_condition_cells_counts_known_types_once_each() -> None:
     }
 
 
+def test_equal_condition_sets_are_one_object_of_constant_strings() -> None:
+    """5,000 ServedModels, each event decoded afresh, keep no copies of what they count in."""
+    first = metrics.condition_cells(json.loads(json.dumps(_conditions(Ready="True"))))
+    second = metrics.condition_cells(json.loads(json.dumps(_conditions(Ready="True"))))
+    assert first is second
+    [(kind, value)] = first
+    assert kind is metrics.CONDITION_TYPES[0] and value is metrics.CONDITION_STATUSES[0]
+
+
 def _gauge_values(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:
     return {
         (s.labels["namespace"], s.labels["condition"], s.labels["status"]): s.value
