@@ -47,3 +47,18 @@ def test_a_cached_component_without_a_newer_binary_gets_only_that_one(tmp_path: 
 def test_the_prometheus_component_holds_promtool() -> None:
     assert build.PROMETHEUS_COMMANDS["github.com/prometheus/prometheus/cmd/promtool"] == "promtool"
     assert build.TOOLS["promtool"] == "prometheus"
+
+
+def test_a_component_an_older_checkout_built_meanwhile_gets_what_it_lacks(tmp_path: Path) -> None:
+    """The cache is shared: another checkout's code (without promtool) may finish first."""
+    target = tmp_path / "prometheus-v0.316.0"
+
+    def make(work: Path, out: Path) -> None:
+        target.mkdir()  # theirs lands while ours builds
+        (target / "prometheus").write_text("theirs")
+        (out / "prometheus").write_text("ours")
+        (out / "promtool").write_text("ours")
+
+    build._install(target, make, list(build.PROMETHEUS_COMMANDS.values()))
+    assert (target / "prometheus").read_text() == "theirs"
+    assert (target / "promtool").read_text() == "ours"

@@ -20,7 +20,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.metrics import MetricWrapperBase
-from servedmodel_operator import metrics, status
+from servedmodel_operator.adapters import metrics
+from servedmodel_operator.parts import conditions
 
 from testing.localcluster import build
 from testing.tfserving_standin import metrics as standin_metrics
@@ -481,7 +482,7 @@ def test_the_stand_in_exports_only_names_tf_serving_has() -> None:
 
 
 def test_the_condition_types_counted_are_the_ones_status_writes() -> None:
-    assert metrics.CONDITION_TYPES == status.CONDITION_ORDER
+    assert metrics.CONDITION_TYPES == conditions.ORDER
 
 
 def test_the_operator_exports_what_the_rules_rely_on() -> None:

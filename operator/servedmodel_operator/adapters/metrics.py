@@ -94,7 +94,7 @@ servedmodels = Gauge(
     ["namespace", "condition", "status"],
 )
 
-# The condition types status.py writes (its CONDITION_ORDER; tests/unit/test_monitoring.py
+# The condition types parts/conditions.py writes (its ORDER; tests/unit/test_monitoring.py
 # keeps the two equal). Any other type in a status is not counted: the label stays bounded.
 CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Exported", "Available", "Rollout")
 CONDITION_STATUSES = ("True", "False", "Unknown")
@@ -162,7 +162,7 @@ class ServedModelCounts:
         return self._counts.get((namespace, condition, status), 0)
 
 
-# The one instance the operator feeds (handlers.py, on each ServedModel watch event).
+# The one instance the operator feeds (controller/handlers.py, each ServedModel watch event).
 servedmodel_counts = ServedModelCounts()
 
 
