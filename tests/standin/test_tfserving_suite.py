@@ -40,6 +40,10 @@ from testing.localcluster import build, netguard
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().with_name("tfserving_suite_runner.py")
 WRAPPER = REPO / "testing" / "tfserving_standin" / "tensorflow_model_server"
+# The server the suite starts: the stand-in (WRAPPER), or the binary this variable names, e.g. a
+# real tensorflow_model_server copied out of the tensorflow/serving:2.21.0 image, to check these
+# tables against the real server where one can run (none can on the development machines).
+SERVER_VARIABLE = "SERVEDMODEL_TFSERVING_SUITE_SERVER"
 RUN_TIMEOUT_SECONDS = 600
 
 # Every test method of the suite that is not run, with the reason. Each is a behaviour the
@@ -94,10 +98,10 @@ IN_SCOPE = (
     "testRegressREST",
     "testRegressTf2",
     # Keras Sequential exports: run with tf.keras = Keras 2 (tf_keras), which names the
-    # SavedModel's input "x" as the test sends it. With Keras 3 the export names it "inputs"
-    # and any TF Serving answers INVALID_ARGUMENT "Signature input alias: inputs(feed name:
-    # serving_default_inputs:0) not found in request ..." (tensorflow/cc/saved_model/util.cc
-    # GetInputValues()); see tfserving_suite_runner.py.
+    # SavedModel's input "x" and its output "y" as the tests expect. With Keras 3 the export
+    # names them "inputs" and "output_0", and any TF Serving answers INVALID_ARGUMENT
+    # "Signature input alias: inputs(feed name: serving_default_inputs:0) not found in request
+    # ..." (tensorflow/cc/saved_model/util.cc GetInputValues()); see tfserving_suite_runner.py.
     "test_distrat_sequential_keras_saved_model_save",
     "test_sequential_keras_saved_model_save",
     "test_tf_saved_model_save",
@@ -136,7 +140,7 @@ def _run(tmp: Path) -> SuiteRun:
         sys.executable,
         str(RUNNER),
         f"--suite={suite}",
-        f"--wrapper={WRAPPER}",
+        f"--wrapper={os.environ.get(SERVER_VARIABLE) or WRAPPER}",
         f"--results={results}",
         *IN_SCOPE,
     ]

@@ -22,8 +22,8 @@ What it changes, and why:
   other's socket.
 - TF_USE_LEGACY_KERAS=1: `tf.keras` is Keras 2 (tf_keras), which the suite's two Keras
   Sequential tests were written for; with Keras 3 the SavedModel they export names its input
-  "inputs", not the "x" the tests send, and any TF Serving refuses the request (see
-  test_tfserving_suite.py).
+  "inputs" and its output "output_0", not the "x" the tests send and the "y" they read, and any
+  TF Serving refuses the request (see test_tfserving_suite.py).
 """
 
 from __future__ import annotations
