@@ -8,7 +8,9 @@ modules. kwok builds as it is.
 
 Tools built the same way, cached the same way: SeaweedFS (the object-store tests' S3 server),
 Helm (the chart's tests), actionlint (`make lint`), Prometheus; and the Gateway API's CRDs,
-copied out of their module (nothing to compile).
+copied out of their module (nothing to compile). TF Serving's own end-to-end suite
+(`tfserving-suite`) is cached the same way, copied out of a git repository of tensorflow/serving
+on first use by its test (no registry ships it; see build_tfserving_suite()).
 
 Each component lands in `<cache>/<component>-<version>/`, written to a temporary directory and
 renamed into place only when complete, so an interrupted build is simply redone.
@@ -519,8 +521,9 @@ TOOLS = {
 
 
 def build_all(names: list[str] | None = None) -> None:
-    """Build the named components (default: all of them) that are not cached yet."""
-    if shutil.which("go") is None:
+    """Build the named components (default: all but ON_FIRST_USE) that are not cached yet."""
+    wanted = names or [c for c in COMPONENTS if c not in ON_FIRST_USE]
+    if shutil.which("go") is None and any(name not in ON_FIRST_USE for name in wanted):
         raise RuntimeError("the Go toolchain is needed to build the local control plane")
-    for name in names or [c for c in COMPONENTS if c not in ON_FIRST_USE]:
+    for name in wanted:
         COMPONENTS[name]()
