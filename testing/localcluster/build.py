@@ -8,8 +8,10 @@ modules. kwok builds as it is.
 
 Tools built the same way, cached the same way: SeaweedFS (the object-store tests' S3 server),
 Helm (the chart's tests), actionlint (`make lint`), Prometheus and promtool (the alert rules'
-tests); and the Gateway API's CRDs,
-copied out of their module (nothing to compile).
+tests); and the Gateway API's CRDs, copied out of their module (nothing to compile). TF
+Serving's own end-to-end suite (`tfserving-suite`) is cached the same way, copied out of a git
+repository of tensorflow/serving on first use by its test (no registry ships it; see
+build_tfserving_suite()).
 
 Each component lands in `<cache>/<component>-<version>/`, written to a temporary directory and
 renamed into place only when complete, so an interrupted build is simply redone.
@@ -408,6 +410,116 @@ def build_gateway_api() -> Path:
     return _install(gateway_api_dir(), build)
 
 
+# --- TF Serving's own end-to-end suite (not built: its files are copied out of git) ------------
+
+# tensorflow/serving holds no Go module and no registry ships its test files (tensorflow-serving-api
+# is a wheel of generated protos only, with no sdist), so they are read from a git repository of
+# tensorflow/serving: SERVEDMODEL_TFSERVING_GIT names one (a clone's path, a bare git directory,
+# or a URL git can fetch a commit from, e.g. https://github.com/tensorflow/serving.git where
+# GitHub is reachable); without it, the development machines' read-only copy below. The pinned
+# commit (versions.env) makes any of them give the same bytes.
+TFSERVING_GIT_VARIABLE = "SERVEDMODEL_TFSERVING_GIT"
+TFSERVING_GIT_DEFAULT = "/work/.mirror/tensorflow+serving/repo"
+_TESTDATA = "tensorflow_serving/servables/tensorflow/testdata"
+# The suite, its test base, and the testdata its in-scope tests read (the test's BUILD `data`
+# less the TFLite models and tf_text_regression, read only by tests that stay out of scope).
+TFSERVING_SUITE_PATHS = (
+    "LICENSE",
+    "tensorflow_serving/model_servers/tensorflow_model_server_test.py",
+    "tensorflow_serving/model_servers/test_util/tensorflow_model_server_test_base.py",
+    *(
+        f"{_TESTDATA}/{name}"
+        for name in (
+            "bad_half_plus_two",
+            "bad_model_config.txt",
+            "batching_config.txt",
+            "good_model_config.txt",
+            "half_plus_two_model_metadata.json",
+            "monitoring_config.txt",
+            "saved_model_half_plus_three",
+            "saved_model_half_plus_two_cpu",
+            "saved_model_half_plus_two_tf2_cpu",
+        )
+    ),
+)
+
+
+def tfserving_suite_dir() -> Path:
+    return component_dir("tfserving-suite", versions()["TFSERVING_SUITE_COMMIT"][:12])
+
+
+def _git(args: list[str], source: str, binary: bool = False) -> bytes:
+    result = subprocess.run(["git", "-C", source, *args], capture_output=True, check=False)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"git {' '.join(args[:2])}: {message[-1] if message else 'failed'}")
+    return result.stdout
+
+
+def _copy_tree_files(source: str, commit: str, paths: tuple[str, ...], out: Path) -> None:
+    """Write `paths` (files, or folders taken whole) of `commit` under out/, from the git
+    repository at `source`; raise if the commit, a path or one of its blobs is missing."""
+    _git(["cat-file", "-e", f"{commit}^{{commit}}"], source)
+    listing = _git(["ls-tree", "-r", "-z", commit, "--", *paths], source)
+    entries = [e for e in listing.decode().split("\0") if e]
+    found: set[str] = set()
+    for entry in entries:
+        meta, path = entry.split("\t", 1)
+        mode, kind, oid = meta.split()
+        if kind != "blob":
+            raise RuntimeError(f"{path}: a {kind} at {commit}, not a file")
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(_git(["cat-file", "blob", oid], source))
+        target.chmod(0o755 if mode == "100755" else 0o644)
+        found.update(p for p in paths if path == p or path.startswith(p + "/"))
+    missing = sorted(set(paths) - found)
+    if missing:
+        raise RuntimeError(f"not at {commit}: {', '.join(missing)}")
+
+
+def _fetch_commit(url: str, commit: str, work: Path) -> str:
+    """A bare repository under work/ holding `commit` fetched from `url` (shallow)."""
+    bare = work / "tfserving.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    _git(["fetch", "-q", "--depth=1", url, commit], str(bare))
+    return str(bare)
+
+
+def build_tfserving_suite() -> Path:
+    """TF Serving's tensorflow_model_server_test.py, its test base and testdata at the pinned
+    commit, copied into the cache once (never into this repository). Raises, naming every
+    source tried, when no source has them."""
+    commit = versions()["TFSERVING_SUITE_COMMIT"]
+
+    def build(work: Path, out: Path) -> None:
+        configured = os.environ.get(TFSERVING_GIT_VARIABLE, "")
+        sources = [configured] if configured else [TFSERVING_GIT_DEFAULT]
+        failures = []
+        for source in sources:
+            try:
+                local = source
+                if "://" in source or source.startswith("git@"):
+                    local = _fetch_commit(source, commit, work)
+                elif not Path(source).is_dir():
+                    raise RuntimeError("no such directory")
+                _log(f"copying TF Serving's end-to-end suite at {commit[:12]} from {source}")
+                _copy_tree_files(local, commit, TFSERVING_SUITE_PATHS, out)
+                return
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                failures.append(f"  {source}: {exc}")
+        raise RuntimeError(
+            "TF Serving's end-to-end suite (tensorflow/serving at "
+            f"{commit}) could not be obtained:\n"
+            + "\n".join(failures)
+            + f"\nSet {TFSERVING_GIT_VARIABLE} to a git repository of tensorflow/serving that "
+            "has this commit: a clone's path, or https://github.com/tensorflow/serving.git "
+            "where GitHub is reachable. No package registry ships these files."
+        )
+
+    return _install(tfserving_suite_dir(), build)
+
+
 # What `cluster.up()` needs; everything else is built by
 # `python -m testing.localcluster build` (all)
 # or on first use.
@@ -422,7 +534,11 @@ COMPONENTS: dict[str, Callable[[], Path]] = {
     "actionlint": build_actionlint,  # make lint
     "prometheus": build_prometheus,
     "gateway-api": build_gateway_api,
+    "tfserving-suite": build_tfserving_suite,  # TF Serving's own suite (tests/standin)
 }
+# Obtained on first use only (by its test), never by a bare `build`: a machine without a source
+# for it can still build and run the local cluster and the demo.
+ON_FIRST_USE = ("tfserving-suite",)
 
 
 # `python -m testing.localcluster run TOOL`: the binaries, by the component that holds them.
@@ -436,8 +552,9 @@ TOOLS = {
 
 
 def build_all(names: list[str] | None = None) -> None:
-    """Build the named components (default: all of them) that are not cached yet."""
-    if shutil.which("go") is None:
+    """Build the named components (default: all but ON_FIRST_USE) that are not cached yet."""
+    wanted = names or [c for c in COMPONENTS if c not in ON_FIRST_USE]
+    if shutil.which("go") is None and any(name not in ON_FIRST_USE for name in wanted):
         raise RuntimeError("the Go toolchain is needed to build the local control plane")
-    for name in names or list(COMPONENTS):
+    for name in wanted:
         COMPONENTS[name]()

@@ -15,9 +15,9 @@ It names itself a stand-in in its log lines, its --help and --version output and
 `Server` header.
 
 Not copied: the batching scheduler (batching parameters are parsed and validated, requests
-are not batched); TLS/ALTS, UNIX sockets, platform config files, TFLite, mixed precision,
-thread-pool factories and the gRPC health service (those flags are refused at startup with an
-UNIMPLEMENTED error naming the stand-in); MultiInference; resource estimation; request
+are not batched); TLS/ALTS, platform config files, TFLite, mixed precision, thread-pool
+factories and the gRPC health service (those flags are refused at startup with an
+UNIMPLEMENTED error naming the stand-in); the profiler service; resource estimation; request
 logging; the session timeout derived from gRPC deadlines; TensorFlow's own metrics beyond the
 few listed in metrics.py; libevent's HTTP connection handling (Python's threading HTTP server
 serves the same paths and bodies).

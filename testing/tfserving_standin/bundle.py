@@ -313,10 +313,9 @@ def _run_warmup_request(bundle: Bundle, log: Any) -> None:
     elif kind == "regress_log":
         run_regress(bundle, log.regress_log.request, None, None)
     elif kind == "multi_inference_log":
-        raise error(
-            Code.UNIMPLEMENTED,
-            "tfserving-standin: MultiInference warmup records are not copied by the stand-in",
-        )
+        from testing.tfserving_standin import multi_inference
+
+        multi_inference.run(bundle, log.multi_inference_log.request, None, None)
     elif kind is not None:
         number = log.DESCRIPTOR.fields_by_name[kind].number
         raise error(Code.UNIMPLEMENTED, "Unsupported log_type for warmup: ", number)
@@ -471,7 +470,7 @@ def _debug_string(message: Any) -> str:
     return str(text_format.MessageToString(message))
 
 
-def _serialized_examples(request_input: Any) -> np.ndarray:
+def serialized_examples(request_input: Any) -> np.ndarray:
     """tensorflow_serving/servables/tensorflow/util.cc InputToSerializedExampleTensor()."""
     kind = request_input.WhichOneof("kind")
     if kind == "example_list":
@@ -488,13 +487,9 @@ def _serialized_examples(request_input: Any) -> np.ndarray:
     return np.array(examples, dtype=object)
 
 
-def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
-    """tensorflow_serving/servables/tensorflow/classifier.cc RunClassify()."""
-    from tensorflow_serving.apis import classification_pb2
-
-    signature = _signature_for(bundle, request.model_spec.signature_name)
-    check = bundle.options.method_name_check
-    if check and signature.method_name != CLASSIFY_METHOD:
+def preprocess_classification(signature: Any, method_name_check: bool) -> tuple[str, list[str]]:
+    """classifier.cc PreProcessClassification(): (input tensor name, output tensor names)."""
+    if method_name_check and signature.method_name != CLASSIFY_METHOD:
         raise error(
             Code.INVALID_ARGUMENT,
             "Expected classification signature method_name to be ",
@@ -502,7 +497,6 @@ def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: 
             ". Was: ",
             signature.method_name,
         )
-    # PreProcessClassification()
     if len(signature.inputs) != 1:
         raise error(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
     if len(signature.outputs) not in (1, 2):
@@ -517,27 +511,39 @@ def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: 
             "No classification inputs found in SignatureDef: ",
             _debug_string(signature),
         )
-    has_classes = "classes" in signature.outputs
-    has_scores = "scores" in signature.outputs
-    if not has_classes and not has_scores:
+    if "classes" not in signature.outputs and "scores" not in signature.outputs:
         raise error(
             Code.INVALID_ARGUMENT,
             'Expected classification signature outputs to contain at least one of "classes" '
             'or "scores". Signature was: ',
             _debug_string(signature),
         )
-    fetches = []
-    if has_classes:
-        fetches.append(signature.outputs["classes"].name)
-    if has_scores:
-        fetches.append(signature.outputs["scores"].name)
-    examples = _serialized_examples(request.input)
-    start = _now_us()
-    outputs = bundle.run([(signature.inputs["inputs"].name, examples)], fetches, timeout_ms)
-    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Classify", "TF1")
-    classes = outputs[0] if has_classes else None
-    scores = outputs[-1] if has_scores else None
-    n = len(examples)
+    keys = [key for key in ("classes", "scores") if key in signature.outputs]
+    return signature.inputs["inputs"].name, [signature.outputs[key].name for key in keys]
+
+
+def postprocess_classification(
+    signature: Any,
+    num_examples: int,
+    output_names: Sequence[str],
+    outputs: Sequence[np.ndarray],
+    result: Any,
+) -> None:
+    """classifier.cc PostProcessClassificationResult(): fills a ClassificationResult."""
+    if len(outputs) != len(output_names):
+        raise error(
+            Code.INVALID_ARGUMENT,
+            f"Expected {len(output_names)} output tensor(s).  Got: {len(outputs)}",
+        )
+    classes_name = signature.outputs["classes"].name if "classes" in signature.outputs else ""
+    scores_name = signature.outputs["scores"].name if "scores" in signature.outputs else ""
+    classes: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    for name, output in zip(output_names, outputs, strict=True):
+        if name == classes_name:
+            classes = output
+        elif name == scores_name:
+            scores = output
     for tensor, what, dtype in ((classes, "classes", "string"), (scores, "scores", "float")):
         if tensor is None:
             continue
@@ -553,10 +559,10 @@ def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: 
                 f"Expected {what} Tensor of DT_{dtype.upper()}. Got: ",
                 "DT_" + tensors.dtype_string(tensors.tf_dtype_of(tensor)).upper(),
             )
-        if tensor.shape[0] != n:
+        if tensor.shape[0] != num_examples:
             raise error(
                 Code.INVALID_ARGUMENT,
-                f"Expected {what} output batch size of {n}. Got: {tensor.shape[0]}",
+                f"Expected {what} output batch size of {num_examples}. Got: {tensor.shape[0]}",
             )
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise error(
@@ -564,26 +570,39 @@ def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: 
             "Tensors class and score should match in dim_size(1). Got ",
             f"{classes.shape[1]} vs. {scores.shape[1]}",
         )
-    num_classes = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
-    response = classification_pb2.ClassificationResponse()
-    _model_spec(response.model_spec, request.model_spec, version)
-    for i in range(n):
-        entry = response.result.classifications.add()
+    present = classes if classes is not None else scores
+    num_classes = present.shape[1] if present is not None else 0
+    for i in range(num_examples):
+        entry = result.classifications.add()
         for c in range(num_classes):
             cls = entry.classes.add()
             if classes is not None:
                 cls.label = classes[i, c].decode("utf-8", errors="surrogateescape")
             if scores is not None:
                 cls.score = float(scores[i, c])
+
+
+def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
+    """tensorflow_serving/servables/tensorflow/classifier.cc RunClassify()."""
+    from tensorflow_serving.apis import classification_pb2
+
+    signature = _signature_for(bundle, request.model_spec.signature_name)
+    input_name, output_names = preprocess_classification(
+        signature, bundle.options.method_name_check
+    )
+    examples = serialized_examples(request.input)
+    start = _now_us()
+    outputs = bundle.run([(input_name, examples)], output_names, timeout_ms)
+    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Classify", "TF1")
+    response = classification_pb2.ClassificationResponse()
+    _model_spec(response.model_spec, request.model_spec, version)
+    postprocess_classification(signature, len(examples), output_names, outputs, response.result)
     return response
 
 
-def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
-    """tensorflow_serving/servables/tensorflow/regressor.cc RunRegress()."""
-    from tensorflow_serving.apis import regression_pb2
-
-    signature = _signature_for(bundle, request.model_spec.signature_name)
-    if bundle.options.method_name_check and signature.method_name != REGRESS_METHOD:
+def preprocess_regression(signature: Any, method_name_check: bool) -> tuple[str, list[str]]:
+    """regressor.cc PreProcessRegression(): (input tensor name, [output tensor name])."""
+    if method_name_check and signature.method_name != REGRESS_METHOD:
         raise error(
             Code.INVALID_ARGUMENT,
             "Expected regression signature method_name to be ",
@@ -591,7 +610,6 @@ def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: i
             ". Was: ",
             signature.method_name,
         )
-    # PreProcessRegression()
     if len(signature.inputs) != 1:
         raise error(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
     if len(signature.outputs) != 1:
@@ -608,25 +626,43 @@ def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: i
             "No regression outputs found in SignatureDef: ",
             _debug_string(signature),
         )
-    examples = _serialized_examples(request.input)
-    start = _now_us()
-    (output,) = bundle.run(
-        [(signature.inputs["inputs"].name, examples)],
-        [signature.outputs["outputs"].name],
-        timeout_ms,
-    )
-    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Regress", "TF1")
-    n = len(examples)
+    return signature.inputs["inputs"].name, [signature.outputs["outputs"].name]
+
+
+def postprocess_regression(
+    signature: Any,
+    num_examples: int,
+    output_names: Sequence[str],
+    outputs: Sequence[np.ndarray],
+    result: Any,
+) -> None:
+    """regressor.cc PostProcessRegressionResult(): fills a RegressionResult."""
+    if len(outputs) != len(output_names):
+        raise error(
+            Code.INVALID_ARGUMENT,
+            "Expected output_tensors and output_tensor_names to have the same size.",
+        )
+    if "outputs" not in signature.outputs:
+        raise error(
+            Code.FAILED_PRECONDITION,
+            "No regression outputs found in SignatureDef: ",
+            _debug_string(signature),
+        )
+    wanted = signature.outputs["outputs"].name
+    output = next((t for n, t in zip(output_names, outputs, strict=True) if n == wanted), None)
+    if output is None:
+        raise error(Code.INVALID_ARGUMENT, f"Could not find output tensor '{wanted}'")
     if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
         raise error(
             Code.INVALID_ARGUMENT,
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got ",
             _shape_debug(output),
         )
-    if n != output.shape[0]:
+    if num_examples != output.shape[0]:
         raise error(
             Code.INVALID_ARGUMENT,
-            f"Input batch size did not match output batch size: {n} vs. {output.shape[0]}",
+            f"Input batch size did not match output batch size: {num_examples} vs. "
+            f"{output.shape[0]}",
         )
     if output.dtype != np.float32:
         raise error(
@@ -634,10 +670,23 @@ def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: i
             "Expected output Tensor of DT_FLOAT.  Got: DT_",
             tensors.dtype_string(tensors.tf_dtype_of(output)).upper(),
         )
+    for value in output.reshape(-1):
+        result.regressions.add().value = float(value)
+
+
+def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: int | None) -> Any:
+    """tensorflow_serving/servables/tensorflow/regressor.cc RunRegress()."""
+    from tensorflow_serving.apis import regression_pb2
+
+    signature = _signature_for(bundle, request.model_spec.signature_name)
+    input_name, output_names = preprocess_regression(signature, bundle.options.method_name_check)
+    examples = serialized_examples(request.input)
+    start = _now_us()
+    outputs = bundle.run([(input_name, examples)], output_names, timeout_ms)
+    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Regress", "TF1")
     response = regression_pb2.RegressionResponse()
     _model_spec(response.model_spec, request.model_spec, version)
-    for value in output.reshape(-1):
-        response.result.regressions.add().value = float(value)
+    postprocess_regression(signature, len(examples), output_names, outputs, response.result)
     return response
 
 

@@ -1,10 +1,13 @@
 """The gRPC port: tensorflow_serving/model_servers/prediction_service_impl.cc and
 model_service_impl.cc, with the tensorflow-serving-api service stubs.
 
-- PredictionService: Predict, GetModelMetadata, Classify, Regress (MultiInference answers
-  UNIMPLEMENTED, named as the stand-in's). Predict/Classify/Regress record request_latency
-  {entrypoint="GRPC"} when OK and request_count{model_name,status} always; GetModelMetadata
-  records neither, as in prediction_service_impl.cc.
+- PredictionService: Predict, GetModelMetadata, Classify, Regress, MultiInference
+  (multi_inference.py). Predict/Classify/Regress record request_latency {entrypoint="GRPC"}
+  when OK and request_count{model_name,status} always; GetModelMetadata and MultiInference
+  record neither, as in prediction_service_impl.cc (MultiInference records only the example
+  counts, inside multi_inference.cc).
+- Listening (server.cc BuildAndStart()): the TCP port when --port is not 0, and the UNIX socket
+  "unix:<--grpc_socket_path>" when that flag is set (gRPC replaces a stale socket file there).
 - ModelService: GetModelStatus, HandleReloadConfigRequest (ModelConfigList only:
   "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is
   currently supported"; the reply carries the status; metric_names are not copied).
@@ -26,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from testing.tfserving_standin import logs, metrics, services, tensors
+from testing.tfserving_standin import logs, metrics, multi_inference, services, tensors
 from testing.tfserving_standin.server_core import ServerCore
 from testing.tfserving_standin.status import (
     Code,
@@ -59,12 +62,15 @@ def _call(
 
 def build(
     core: ServerCore,
-    address: str,
+    address: str | None,
     max_threads: int,
     tensor_content: bool,
     channel_arguments: list[tuple[str, Any]],
     reload_config: Callable[[Any], None],
+    socket_path: str | None = None,
 ) -> grpc.Server | None:
+    """The gRPC server listening on `address` (host:port) and/or the UNIX socket at
+    `socket_path`; None when a listening address cannot be added (BuildAndStart() failed)."""
     from tensorflow_serving.apis import (
         classification_pb2,
         get_model_metadata_pb2,
@@ -145,14 +151,13 @@ def build(
             return response
 
         def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-            _abort(
+            # prediction_service_impl.cc MultiInference(): no request_count, no latency.
+            _, response = _call(
                 context,
-                Status(
-                    Code.UNIMPLEMENTED,
-                    "tfserving-standin: MultiInference is not copied by the stand-in",
-                ),
+                lambda: multi_inference.run_with_server_core(core, request, None),
+                inference_pb2.MultiInferenceResponse,
             )
-            return inference_pb2.MultiInferenceResponse()
+            return response
 
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
         def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -204,11 +209,13 @@ def build(
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        return None
+    targets = [a for a in (address, f"unix:{socket_path}" if socket_path else None) if a]
+    for target in targets:
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            return None
     server.start()
     return server

@@ -45,7 +45,6 @@ SRC = "server.cc"
 # Flags whose effect the stand-in does not copy and which would change what a client sees:
 # refused at startup rather than silently ignored.
 _UNSUPPORTED = (
-    "grpc_socket_path",
     "use_alts_credentials",
     "ssl_config_file",
     "platform_config_file",
@@ -180,7 +179,10 @@ class Server:
 
         from testing.tfserving_standin import grpc_server
 
-        address = f"{self.host}:{o.port}"
+        # A TCP port only when --port is set; a UNIX socket when --grpc_socket_path is (its
+        # path goes through the mounts like every other path).
+        address = f"{self.host}:{o.port}" if o.port != 0 else None
+        socket_path = self.mounts.local(o.grpc_socket_path) if o.grpc_socket_path else None
         self._grpc = grpc_server.build(
             self.core,
             address,
@@ -188,10 +190,14 @@ class Server:
             o.enable_serialization_as_tensor_content,
             _channel_arguments(o.grpc_channel_arguments),
             self.core.reload_config,
+            socket_path,
         )
         if self._grpc is None:
             raise error(Code.INVALID_ARGUMENT, "Failed to BuildAndStart gRPC server")
-        logs.info(SRC, f"Running gRPC ModelServer at {address} ...")
+        if address is not None:
+            logs.info(SRC, f"Running gRPC ModelServer at {address} ...")
+        if o.grpc_socket_path:
+            logs.info(SRC, f"Running gRPC ModelServer at UNIX socket {o.grpc_socket_path} ...")
 
         if o.rest_api_port != 0:
             if o.rest_api_port != o.port:
