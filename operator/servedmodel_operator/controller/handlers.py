@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from servedmodel_operator.adapters import kube
+from servedmodel_operator.adapters import kube, metrics
 from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
@@ -111,6 +111,10 @@ def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
     async def changed(
         body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any
     ) -> None:
+        if kind is kinds.SERVEDMODELS and namespace:
+            # Every replica keeps the counts by condition (kopf lists every object at start).
+            status = None if type == "DELETED" else (body.get("status") or {})
+            metrics.servedmodel_counts.observe(namespace, str(body["metadata"]["name"]), status)
         if kind is kinds.SERVER_PODS and type == "DELETED":
             runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
         _enqueue(memo, body, namespace, kind.served_by(body), type)

@@ -54,11 +54,13 @@ class WorkQueue:
         # Leader election: a standby keeps accepting keys but runs none until it leads.
         self._active = asyncio.Event()
         self._active.set()
+        self._resumed_at = 0.0  # a standby's keys wait for leadership: not queue latency
 
     def pause(self) -> None:
         self._active.clear()
 
     def resume(self) -> None:
+        self._resumed_at = asyncio.get_running_loop().time()
         self._active.set()
 
     def add(
@@ -103,15 +105,19 @@ class WorkQueue:
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
-        asked = self._first_asked.pop(key, None)
+        self._first_asked.pop(key, None)
+        # Queue latency counts from when the key is due, as client-go's (an AddAfter item
+        # enters its queue when the delay ends): requeue delays, backoff and settle windows are
+        # deliberate, not waiting for a worker.
+        due = asyncio.get_running_loop().time()
         self._running.add(key)
         task = asyncio.get_running_loop().create_task(
-            self._run(key, asked), context=contextvars.Context()
+            self._run(key, due), context=contextvars.Context()
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: Hashable, asked: float | None = None) -> None:
+    async def _run(self, key: Hashable, due: float | None = None) -> None:
         retry_in: float | None = None
         again: float | None = None
         result = "error"
@@ -119,8 +125,9 @@ class WorkQueue:
             await self._active.wait()
             async with self._slots:
                 loop = asyncio.get_running_loop()
-                if asked is not None:
-                    metrics.queue_latency.labels(metrics.QUEUE).observe(loop.time() - asked)
+                if due is not None:
+                    waited = loop.time() - max(due, self._resumed_at)
+                    metrics.queue_latency.labels(metrics.QUEUE).observe(waited)
                 started = time.monotonic()
                 metrics.active_workers.labels(metrics.CONTROLLER).inc()
                 try:
