@@ -220,6 +220,7 @@ class ServedPod:
 
     versions: dict[int, str] = field(default_factory=dict)  # version -> AVAILABLE, LOADING...
     labels: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)  # version -> its load error (END)
     error: str | None = None  # set: the pod does not answer (connection refused...)
 
 
@@ -242,7 +243,7 @@ class FakeProber:
         if pod is None or pod.error is not None:
             error = pod.error if pod is not None else "ConnectionRefusedError"
             return PodReport(digest, error=error, reached=False)
-        states = {v: VersionState(s) for v, s in pod.versions.items()}
+        states = {v: VersionState(s, pod.errors.get(v, "")) for v, s in pod.versions.items()}
         assigned = {label: pod.labels.get(label) for label in labels}
         resolved = {
             label: v if v is not None and pod.versions.get(v) == "AVAILABLE" else None

@@ -22,6 +22,7 @@ from servedmodel_operator.parts.serving.pods import (
     PodReport,
     ServingPod,
     assigned_version,
+    first_seen,
     parse_model_status,
     retry_after,
 )
@@ -143,12 +144,18 @@ class Reports(Mapping[str, PodReport]):
             entry = self._entries.get(pod.incarnation)
         return entry is None or entry.report.config != digest or entry.due <= now
 
-    def record(self, pod: ServingPod, report: PodReport, settled: bool, now: float) -> None:
+    def record(
+        self, pod: ServingPod, report: PodReport, settled: bool, now: float, at: str = ""
+    ) -> None:
+        """Keep a reading taken at monotonic `now` (wall clock `at`, for each version's
+        start-up clock on this pod)."""
         with self._lock:
             before = self._entries.get(pod.incarnation)
             if report.error is not None and before is not None:
                 # Unreadable for now: what it said last still holds (see still_loaded).
                 report = replace(report, versions=before.report.versions)
+            previous = before.report if before is not None else None
+            report = replace(report, since=first_seen(report, previous, at))
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
             answered = report.reached or (before is not None and before.answered)
