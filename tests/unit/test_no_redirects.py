@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from servedmodel_cli import kube as cli_kube
 from servedmodel_cli import predict
 from servedmodel_cli.errors import CliError
@@ -86,9 +85,7 @@ def _model() -> ServedModelSpec:
     return model()
 
 
-def test_the_prometheus_client_does_not_follow_a_redirect(
-    redirector: Server, trap: Server
-) -> None:
+def test_the_prometheus_client_does_not_follow_a_redirect(redirector: Server, trap: Server) -> None:
     measured = asyncio.run(prometheus.measure(_model(), redirector.url, 60, "now"))
     assert measured.error is not None
     assert "redirect" in measured.error and f"{trap.url}/stolen" in measured.error

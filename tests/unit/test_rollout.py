@@ -166,7 +166,12 @@ def test_routes_split_unnamed_traffic_and_send_named_versions_to_stable() -> Non
     m = model(rollout={"canary": 2, "parentRefs": [{"name": "gw", "namespace": "infra"}]})
     http = routes.http_route(m, 25)
     assert http["spec"]["parentRefs"] == [
-        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "namespace": "infra"}
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "gw",
+            "namespace": "infra",
+        }
     ]
     named, split = http["spec"]["rules"]
     assert [x["path"]["value"] for x in named["matches"]] == [

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from servedmodel_operator import app, policy
 from servedmodel_operator.plan import Observed, plan
 from servedmodel_operator.policy import Facts, Policy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from servedmodel_operator.urls import (
     ParsedUrl,
     UrlRefused,
@@ -202,5 +201,5 @@ def test_patterns_from_a_flag_and_the_verdict() -> None:
     parsed, why = allowed(patterns, "http://a.monitoring.svc:9090@evil.invalid")
     assert parsed is None and "userinfo" in why
     parsed, why = allowed(patterns, "http://evil.invalid:9090")
-    assert parsed is None and "no allowed pattern matches http://evil.invalid:9090" == why
+    assert parsed is None and why == "no allowed pattern matches http://evil.invalid:9090"
     assert allowed((), "http://prom.monitoring.svc:9090")[0] is None
