@@ -24,6 +24,7 @@ from servedmodel_operator.runtime import (
     Runtime,
     created,
     runtime,
+    store_dir,
     store_key,
 )
 from servedmodel_operator.settings import configure
@@ -67,8 +68,10 @@ async def servedmodel_index(namespace: str | None, name: str, body: kopf.Body, *
 
 @kopf.index(GROUP, VERSION, PLURAL, id=IndexName.STORES)
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Which ServedModels use which store directory: two must never share one."""
-    return {store_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+    """Which ServedModels use which store claim, and their directories on it: no two may
+    overlap (runtime.dirs_overlap)."""
+    spec = body.get("spec") or {}
+    return {store_key(namespace, spec): (created(body), name, store_dir(name, spec))}
 
 
 def _by_owner(namespace: str | None, body: kopf.Body) -> Any:

@@ -46,8 +46,9 @@ class Observed:
     # The TF Serving pods, and what each (incarnation) said when last read.
     pods: Sequence[Mapping[str, Any]] = ()
     reports: Mapping[str, PodReport] = field(default_factory=dict)
-    # ServedModels of the namespace that use the same store directory, as (created, name).
-    store_sharers: Sequence[tuple[str, str]] = ()
+    # ServedModels that came first to an overlapping directory of the same store claim, as
+    # (created, name, their directory).
+    store_sharers: Sequence[tuple[str, str, str]] = ()
     # Why writing is refused (the policy, an object that is not ours), found by the reconciler.
     refusals: Sequence[Refusal] = ()
     # A rollout's analysis: the canary's and the stable pods' figures from Prometheus.
@@ -182,17 +183,30 @@ def refusals(model: ServedModelSpec, observed: Observed) -> list[Refusal]:
         if child is not None and (found := policy.foreign(child, child, model.uid)):
             out.append(found)
     if observed.store_sharers:
-        _created, name = min(observed.store_sharers)
-        out.append(
-            Refusal(
-                "StoreConflict",
-                f"ServedModel {name} already uses {model.spec.store.pvc.claim_name}:"
-                f"{layout.model_subpath(model)} for model {model.model_name}: versions of two "
-                "ServedModels would overwrite each other; give this one another modelName or "
-                "store path",
-            )
-        )
+        out.append(store_conflict(model, *min(observed.store_sharers)))
     return list(dict.fromkeys(out))
+
+
+def store_conflict(model: ServedModelSpec, _created: str, name: str, theirs: str) -> Refusal:
+    """Another ServedModel came first to a directory of the same claim that is this one's,
+    or holds it, or lies inside it."""
+    claim, mine = model.spec.store.pvc.claim_name, layout.model_subpath(model)
+    mine_parts, their_parts = mine.split("/"), theirs.split("/")
+    how = (
+        "is the same directory"
+        if mine_parts == their_parts
+        else "lies inside it"
+        if len(mine_parts) > len(their_parts)
+        else "holds it"
+    )
+    return Refusal(
+        "StoreConflict",
+        f"ServedModel {name} came first to {claim}:{theirs}, and this one's directory "
+        f"{claim}:{mine} {how}: the store directories (<store.pvc.path>/<modelName>) of two "
+        "ServedModels on one claim must not overlap, or one's versions would be mounted "
+        "read-write in the other's exporter and prune Jobs (or read as its versions); give "
+        "this one another modelName or store.pvc.path",
+    )
 
 
 @dataclass(frozen=True)
@@ -389,12 +403,27 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
 
 
 def retention_events(kept: retention.Retention) -> list[Event]:
+    out = []
     if kept.removed:
         removed = ", ".join(str(v) for v in kept.removed)
-        return [Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store")]
+        out.append(
+            Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store")
+        )
+    if kept.not_owned:
+        left = ", ".join(str(v) for v in kept.not_owned)
+        out.append(
+            Event(
+                "Warning",
+                "VersionsNotOwned",
+                f"version(s) {left} in the model's store directory were not removed: their "
+                "record does not name this ServedModel as owner (another ServedModel's, an "
+                "earlier one of the same name, or not written by the exporter); an "
+                "administrator removes them by hand if they are unwanted",
+            )
+        )
     if kept.error:
-        return [Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}")]
-    return []
+        out.append(Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}"))
+    return out
 
 
 def finished_exports(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -72,11 +72,40 @@ class Indexes:
         return cls(**{str(name): handler_kwargs[name] for name in IndexName})
 
 
-def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """(namespace, claim, path, modelName): one model directory of one store."""
+def store_key(namespace: str | None, spec: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, claim): every ServedModel on one store claim, under one key."""
     pvc = (spec.get("store") or {}).get("pvc") or {}
-    path = "/".join(p for p in str(pvc.get("path") or "").split("/") if p)
-    return (str(namespace), str(pvc.get("claimName")), path, str(spec.get("modelName") or name))
+    return (str(namespace), str(pvc.get("claimName")))
+
+
+def store_dir(name: str, spec: Mapping[str, Any]) -> str:
+    """`<store.pvc.path>/<modelName>` with empty segments dropped: the model's directory."""
+    pvc = (spec.get("store") or {}).get("pvc") or {}
+    path = [p for p in str(pvc.get("path") or "").split("/") if p]
+    return "/".join([*path, str(spec.get("modelName") or name)])
+
+
+def dirs_overlap(a: str, b: str) -> bool:
+    """Whether one directory is the other or inside it, by path segments (team overlaps
+    team/fraud; tea does not)."""
+    first, second = a.split("/"), b.split("/")
+    shortest = min(len(first), len(second))
+    return first[:shortest] == second[:shortest]
+
+
+def earlier_overlapping(
+    name: str, body: Mapping[str, Any], sharers: Iterable[tuple[str, str, str]]
+) -> tuple[tuple[str, str, str], ...]:
+    """Of the ServedModels on one claim (created, name, directory), those whose directory
+    overlaps this one's and that came first (by creation time, then name)."""
+    mine, directory = (created(body), name), store_dir(name, body.get("spec") or {})
+    return tuple(
+        sorted(
+            (str(when), str(other), str(theirs))
+            for when, other, theirs in sharers
+            if (when, other) < mine and other != name and dirs_overlap(theirs, directory)
+        )
+    )
 
 
 def created(body: Mapping[str, Any]) -> str:
@@ -172,12 +201,12 @@ class Runtime:
 
     def _earlier_store_users(
         self, namespace: str, name: str, body: Mapping[str, Any]
-    ) -> tuple[tuple[str, str], ...]:
-        """The other ServedModels of the namespace on the same store directory that came
-        first (by creation time, then name): they keep it."""
-        mine = (created(body), name)
-        sharers = self.indexes.stores.get(store_key(namespace, name, body.get("spec") or {}), ())
-        return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+    ) -> tuple[tuple[str, str, str], ...]:
+        """The other ServedModels on the same claim whose directory overlaps this one's (the
+        same, above or below it) and that came first (by creation time, then name): they keep
+        it. As (created, name, directory)."""
+        sharers = self.indexes.stores.get(store_key(namespace, body.get("spec") or {}), ())
+        return earlier_overlapping(name, body, sharers)
 
     async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)

@@ -124,7 +124,10 @@ def test_a_child_owned_by_another_incarnation_is_a_conflict() -> None:
 
 def test_the_later_of_two_models_on_one_store_directory_is_stalled() -> None:
     p = plan(
-        model(), Observed(store_sharers=(("2026-11-25T09:00:00Z", "first"),)), EXPORTER_IMAGE, NOW
+        model(),
+        Observed(store_sharers=(("2026-11-25T09:00:00Z", "first", "mnist"),)),
+        EXPORTER_IMAGE,
+        NOW,
     )
     assert p.apply == [] and p.status is not None
     stalled = next(c for c in p.status["conditions"] if c["type"] == "Stalled")
