@@ -115,10 +115,10 @@ async def exporter_pod_index(
 
 
 @kopf.index("", "v1", "pods", labels=SERVER_PODS, id=IndexName.SERVER_PODS)
-async def server_pod_index(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> Any:
-    owner = labels.get(INSTANCE)
+async def server_pod_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Only pods its own Deployments made (labels.serving_pod_owner): anyone who may create a
+    pod can give it these labels."""
+    owner = labels.serving_pod_owner(body)
     return {(namespace, owner): trim(body)} if owner else None
 
 

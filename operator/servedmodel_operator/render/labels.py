@@ -6,8 +6,11 @@ and a copied tracking label would make them claim our children.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from servedmodel_operator import ANNOTATION_PREFIX, KIND
-from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.spec import ChildNames, ServedModelSpec
 
 MANAGED_BY = "servedmodel-operator"
 PART_OF = "servedmodel"
@@ -29,6 +32,9 @@ VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
 TRACK_LABEL = f"{ANNOTATION_PREFIX}/track"
 STABLE = "stable"
 CANARY = "canary"
+INSTANCE = "app.kubernetes.io/instance"
+# Set by the Deployment controller on each ReplicaSet's pods (apps.DefaultDeploymentUniqueLabelKey).
+POD_TEMPLATE_HASH = "pod-template-hash"
 
 
 def labels(model: ServedModelSpec, component: str) -> dict[str, str]:
@@ -83,3 +89,36 @@ def metadata(model: ServedModelSpec, name: str, component: str) -> dict[str, obj
         "labels": labels(model, component),
         "ownerReferences": [owner_reference(model)],
     }
+
+
+def serving_pod_owner(pod: Mapping[str, Any]) -> str | None:
+    """The ServedModel a TF Serving pod belongs to, or None when the pod was not made by one of
+    its Deployments, whatever its labels say.
+
+    Labels are set by whoever creates a pod, so they name the ServedModel and the track, and
+    the pod's controller must be the ReplicaSet its Deployment made for it: the Deployment
+    controller names it `<deployment>-<pod-template-hash>` (getNewReplicaSet in
+    pkg/controller/deployment/sync.go) and gives the pods that label. The check needs nothing
+    but the pod (no read per reconcile). A pod that names that ReplicaSet with a made-up UID is
+    deleted by the garbage collector as an orphan of a missing owner; one that names it with
+    its real UID is that ReplicaSet's pod from then on (it counts towards its replicas)."""
+    meta = pod.get("metadata") or {}
+    found = meta.get("labels") or {}
+    instance, track, digest = (
+        found.get(INSTANCE),
+        found.get(TRACK_LABEL),
+        found.get(POD_TEMPLATE_HASH),
+    )
+    if not instance or not digest or track not in (STABLE, CANARY):
+        return None
+    names = ChildNames.of(str(instance))
+    deployment = names.canary_deployment if track == CANARY else names.deployment
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller") is True
+            and ref.get("kind") == "ReplicaSet"
+            and ref.get("apiVersion") == "apps/v1"
+            and ref.get("name") == f"{deployment}-{digest}"
+        ):
+            return str(instance)
+    return None
