@@ -201,7 +201,8 @@ def store_conflict(model: ServedModelSpec, _created: str, name: str, theirs: str
     )
     return Refusal(
         "StoreConflict",
-        f"ServedModel {name} came first to {claim}:{theirs}, and this one's directory "
+        f"ServedModel {name} already uses {claim}:{theirs} (it came first), and this one's "
+        "directory "
         f"{claim}:{mine} {how}: the store directories (<store.pvc.path>/<modelName>) of two "
         "ServedModels on one claim must not overlap, or one's versions would be mounted "
         "read-write in the other's exporter and prune Jobs (or read as its versions); give "

@@ -601,7 +601,7 @@ def test_an_overlapping_store_directory_is_stalled_while_the_first_keeps_serving
     done = _as_tenant(cluster, namespace, body)
     assert done.returncode == 0, done.stderr
     message = _stalled(custom, namespace, name, "StoreConflict")
-    assert "ServedModel fraud came first to models:team/fraud" in message, message
+    assert "ServedModel fraud already uses models:team/fraud (it came first)" in message, message
     assert how in message and "must not overlap" in message
     selector = f"app.kubernetes.io/instance={name}"
     assert batch.list_namespaced_job(namespace, label_selector=selector).items == []

@@ -145,7 +145,11 @@ def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> N
     namespaced object follow the release namespace; servedmodel-system appears nowhere."""
     chart = template("--set", "watchNamespaces={ml}", namespace="ml-platform")
     assert "servedmodel-system" not in yaml.safe_dump_all(chart)
-    [policy] = _kind(chart, "ValidatingAdmissionPolicy")
+    [policy] = [
+        p
+        for p in _kind(chart, "ValidatingAdmissionPolicy")
+        if p["metadata"]["name"] == "servedmodel-operator-writes-only-its-own"
+    ]
     [condition] = policy["spec"]["matchConditions"]
     assert condition["expression"] == (
         "request.userInfo.username == 'system:serviceaccount:ml-platform:servedmodel-operator'"

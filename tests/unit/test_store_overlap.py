@@ -134,5 +134,5 @@ def test_the_refusal_names_the_other_model_the_directories_and_the_rule(
     stalled = next(c for c in p.status["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "StoreConflict"
     message = stalled["message"]
-    assert f"ServedModel fraud came first to models:{theirs}" in message
+    assert f"ServedModel fraud already uses models:{theirs} (it came first)" in message
     assert how in message and "must not overlap" in message
