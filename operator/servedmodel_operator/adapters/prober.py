@@ -2,6 +2,8 @@
 
 The only module that talks to serving pods (kube.py is the only one that talks to the API
 server). A NetworkPolicy around serving pods must let the operator reach them on 8501.
+TF Serving never redirects: a redirect is not followed (it could point the operator anywhere)
+and the pod counts as unreadable, with the redirect named.
 """
 
 from __future__ import annotations
@@ -60,14 +62,19 @@ class Prober:
     async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
         try:
             async with self._client().get(
-                f"http://{ip}:{REST_PORT}{url_path}", headers={"Accept": "application/json"}
+                f"http://{ip}:{REST_PORT}{url_path}",
+                headers={"Accept": "application/json"},
+                allow_redirects=False,
             ) as response:
                 raw = await read_bounded(response, 1 << 20)
                 status = response.status
+                location = response.headers.get("Location", "nowhere")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._on_request("error")
             raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
         self._on_request(str(status))
+        if 300 <= status < 400:
+            raise PodUnreadable(f"HTTP {status} redirect to {location[:200]!r}: not followed")
         try:
             body = json.loads(raw or b"{}")
         except ValueError as exc:

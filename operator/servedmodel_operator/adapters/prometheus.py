@@ -12,6 +12,10 @@ discovery (README: "Progressive delivery") these relabellings give them:
 `__meta_kubernetes_namespace` -> `namespace`,
 `__meta_kubernetes_pod_label_app_kubernetes_io_instance` -> `servedmodel`,
 `__meta_kubernetes_pod_label_serving_servedmodel_io_track` -> `track`.
+
+The address comes from the spec and was allowed by the policy (policy.prometheus_refusal): the
+request goes to its normalised form (urls.ParsedUrl.url), and a redirect is never followed (it
+could lead anywhere the policy did not allow): it is an error that names where it pointed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import aiohttp
 
 from servedmodel_operator.adapters.kube import read_bounded
 from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.admission import urls
 from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
 
 TIMEOUT_SECONDS = 10.0
@@ -60,8 +65,11 @@ def queries(model: ServedModelSpec, window: int) -> dict[str, str]:
 async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> dict[str, float]:
     """One instant query: {track: value}."""
     async with session.get(
-        f"{address.rstrip('/')}/api/v1/query", params={"query": promql}
+        f"{address}/api/v1/query", params={"query": promql}, allow_redirects=False
     ) as response:
+        if 300 <= response.status < 400:
+            where = response.headers.get("Location", "nowhere")[:200]
+            raise ValueError(f"HTTP {response.status} redirect to {where!r}: not followed")
         raw = await read_bounded(response, 1 << 20)
     body = json.loads(raw or b"{}")
     if body.get("status") != "success":
@@ -93,6 +101,7 @@ async def measure(model: ServedModelSpec, address: str, window: int, now: str) -
     """The canary's and the stable pods' figures; an error (no decision) if Prometheus fails."""
     empty = Figures(0.0)
     try:
+        address = urls.parse_url(address).url
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         ) as session:
