@@ -5,6 +5,10 @@ needing a reconcile. The reconcile itself reads the current state, so ten events
 cost one reconcile, and a failure is retried with exponential backoff, as in client-go's
 workqueue. Children's events may ask to `settle`: each one pushes the run back a little, up to
 a cap, so that a Deployment stepping through its rollout costs one status write, not five.
+A key that is due but waits for a free worker absorbs every event meanwhile: its reconcile reads
+the state when it starts, so it sees them all (client-go's queue does the same). Only an event
+during the reconcile itself asks for one more run. Without this, with thousands of keys due at
+once, every child event that came while a key waited for a worker cost one more reconcile.
 Running it on kopf's event handlers, rather than kopf's create/update handlers, keeps kopf's
 own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
 """
@@ -46,6 +50,7 @@ class WorkQueue:
         self._max_backoff = max_backoff
         self._scheduled: dict[Hashable, asyncio.TimerHandle] = {}
         self._first_asked: dict[Hashable, float] = {}
+        self._waiting: set[Hashable] = set()  # due, waiting for a worker (or for leadership)
         self._running: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
@@ -76,6 +81,8 @@ class WorkQueue:
         after the first). A key backing off after failures is not run sooner for it, unless
         `bypass_backoff` (a new spec: the failure may be fixed)."""
         metrics.queue_adds.labels(metrics.QUEUE).inc()
+        if key in self._waiting:
+            return  # it reads the current state once a worker takes it: this event included
         if key in self._running:
             self._dirty.add(key)  # run again once the current run ends
             return
@@ -110,7 +117,7 @@ class WorkQueue:
         # enters its queue when the delay ends): requeue delays, backoff and settle windows are
         # deliberate, not waiting for a worker.
         due = asyncio.get_running_loop().time()
-        self._running.add(key)
+        self._waiting.add(key)
         task = asyncio.get_running_loop().create_task(
             self._run(key, due), context=contextvars.Context()
         )
@@ -124,6 +131,8 @@ class WorkQueue:
         try:
             await self._active.wait()
             async with self._slots:
+                self._waiting.discard(key)
+                self._running.add(key)
                 loop = asyncio.get_running_loop()
                 if due is not None:
                     waited = loop.time() - max(due, self._resumed_at)
@@ -151,6 +160,7 @@ class WorkQueue:
                 "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
             )
         finally:
+            self._waiting.discard(key)
             self._running.discard(key)
             metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
             metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
@@ -166,7 +176,7 @@ class WorkQueue:
 
     @property
     def depth(self) -> int:
-        return len(self._scheduled) + len(self._running)
+        return len(self._scheduled) + len(self._waiting) + len(self._running)
 
     async def close(self) -> None:
         for handle in self._scheduled.values():
