@@ -35,12 +35,21 @@ def table(results: dict[str, Any]) -> str:
         f"(owned objects {results['owned_objects_per_model']})",
         f"requests to pods per ServedModel until converged: "
         f"{results['pod_requests_per_model_create_by_n']}",
+        f"reconciles per ServedModel until converged: "
+        f"{results.get('reconciles_per_model_create_by_n', {})}",
     ]
     for n, rest in results["at_rest"].items():
         rows.append(
             f"at rest with N={n} ({rest['seconds']:.0f} s): writes {rest['writes']} "
             f"(audited {rest['writes_audited']}), requests to pods {rest['pod_requests']}, "
-            f"RSS {rest['rss_mb']} MB, CPU {rest['cpu_pct']} %"
+            f"reconciles {rest.get('reconciles')}, RSS {rest['rss_mb']} MB, "
+            f"CPU {rest['cpu_pct']} %"
+        )
+    for n, r in results.get("restart", {}).items():
+        rows.append(
+            f"restart with N={n}: re-verified in {r['operator_s']} s, lower bound "
+            f"{r['lower_bound_s']} s, ratio {r['ratio']}, writes {r['writes']} "
+            f"(audited {r['writes_audited']})"
         )
     if e:
         rows.append(
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--rest-seconds", type=float, default=60)
+    parser.add_argument(
+        "--restart-at", default="2000", help="N at which every run is followed by a restart"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     work = HERE / ".work"
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         args.reps,
         work,
         rest_seconds=args.rest_seconds,
+        restart_at=tuple(int(s) for s in args.restart_at.split(",") if s),
         # Partial results after each N: a long run cut short still leaves its figures.
         progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
             json.dumps(results | partial, indent=2) + "\n"

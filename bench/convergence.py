@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import json
+import os
 import re
 import socket
 import statistics
@@ -59,9 +60,14 @@ OPERATOR_ARGS = (
     "--allowed-server-images=tensorflow/serving:2.21.0*",
 )
 SERVER_PODS = "app.kubernetes.io/managed-by=servedmodel-operator,app.kubernetes.io/component=server"
-_POD_METRIC = re.compile(
-    r"^servedmodel_pod_status_requests_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$"
-)
+# The operator's own counters read by the bench (summed over their labels).
+OPERATOR_COUNTERS = {
+    "pod_requests": "servedmodel_pod_status_requests_total",
+    "reconciles": "controller_runtime_reconcile_total",
+    "queue_adds": "workqueue_adds_total",
+    "queue_depth": "workqueue_depth",
+}
+_OPERATOR_METRIC = re.compile(r"^(?P<name>[a-z_]+)(\{[^}]*\})? (?P<value>[0-9.e+-]+)$")
 OPERATOR_RESOURCES = {"configmaps", "services", "deployments", "jobs", "servedmodels"}
 _METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
@@ -413,12 +419,24 @@ class OperatorRun:
     namespace: str
     process: OperatorProcess
     metrics_port: int
+    reconciles: int = 0  # until converged (its own metric)
+    queue_adds: int = 0  # events that asked for a reconcile, until converged
+
+
+def operator_metrics(port: int, timeout: float = 10) -> dict[str, int]:
+    """The operator's own counters (OPERATOR_COUNTERS), each summed over its labels."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout).text
+    wanted = {name: key for key, name in OPERATOR_COUNTERS.items()}
+    out = dict.fromkeys(OPERATOR_COUNTERS, 0.0)
+    for match in map(_OPERATOR_METRIC.match, text.splitlines()):
+        if match and match["name"] in wanted:
+            out[wanted[match["name"]]] += float(match["value"])
+    return {k: int(v) for k, v in out.items()}
 
 
 def pod_requests(port: int) -> int:
     """servedmodel_pod_status_requests_total, every outcome, from the operator's metrics."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return int(sum(float(m["value"]) for m in map(_POD_METRIC.match, text.splitlines()) if m))
+    return operator_metrics(port)["pod_requests"]
 
 
 def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
@@ -443,16 +461,19 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
     api.check_children(namespace, n)
     time.sleep(2)  # let in-flight status writes land before counting
     writes = operator_writes(before, api.request_counts())
+    counters = operator_metrics(port)
     return OperatorRun(
         seconds,
         writes,
         audited_writes(api.audit, mark, namespace),
-        pod_requests(port),
+        counters["pod_requests"],
         cpu.user + cpu.system,
         rss,
         namespace,
         proc,
         port,
+        counters["reconciles"],
+        counters["queue_adds"],
     )
 
 
@@ -461,11 +482,11 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
     `seconds` of rest."""
     process = psutil.Process(run.process.pid)
     before, mark = api.request_counts(), api.audit.mark()
-    pods_before = pod_requests(run.metrics_port)
+    counters_before = operator_metrics(run.metrics_port)
     cpu_before = process.cpu_times()
     time.sleep(seconds)
     cpu_after = process.cpu_times()
-    pods_after = pod_requests(run.metrics_port)
+    counters_after = operator_metrics(run.metrics_port)
     writes = operator_writes(before, api.request_counts())
     audited = audited_writes(api.audit, mark, run.namespace)
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / seconds * 100
@@ -473,9 +494,87 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
         "writes": sum(writes.values()),
         "by_kind": dict(writes),
         "audited": sum(audited.values()),
-        "pod_requests": pods_after - pods_before,
+        "pod_requests": counters_after["pod_requests"] - counters_before["pod_requests"],
+        "reconciles": counters_after["reconciles"] - counters_before["reconciles"],
         "rss_mb": process.memory_info().rss / 2**20,
         "cpu_pct": cpu,
+    }
+
+
+def restart_lower_bound(api: Api, namespace: str, n: int) -> float:
+    """What any re-verification of N converged ServedModels must do: one list of the
+    ServedModels and one of their serving pods, then one status read per model (the same
+    connection attempt to each pod's :8501 as the operator's first read), 8 at a time."""
+    started = time.monotonic()
+    models = api.raw_list(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    pods = {
+        p["metadata"]["labels"]["app.kubernetes.io/instance"]: p["status"]["podIP"]
+        for p in api.raw_list(f"/api/v1/namespaces/{namespace}/pods", SERVER_PODS)
+        if p["status"].get("podIP")
+    }
+    ips = [pods[m["metadata"]["name"]] for m in models]
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(try_pod, ips))
+    if len(ips) != n:
+        raise AssertionError(f"restart lower bound: {len(ips)} models with a pod, not {n}")
+    return time.monotonic() - started
+
+
+def restart(api: Api, run: OperatorRun, n: int, work: Path) -> dict[str, Any]:
+    """After convergence: stop the operator, time the restart lower bound, start it again
+    and time until it has re-verified every ServedModel: its own counters say it has read
+    N serving pods (after a restart each pod is read once: Reports are memory only), run
+    at least N reconciles and has nothing queued. Counts its writes meanwhile (0 expected).
+    `run` goes on with the new process."""
+    run.process.stop(timeout=30)
+    lower = restart_lower_bound(api, run.namespace, n)
+    port = _free_port()
+    proc = OperatorProcess(
+        api.cluster.kubeconfig,
+        work,
+        name=f"operator-{run.namespace}-restarted",
+        namespaces=(run.namespace,),
+        args=(*OPERATOR_ARGS, f"--metrics-address=127.0.0.1:{port}"),
+        env=netguard.guard_env(api.cluster.netguard_log),
+    )
+    before, mark = api.request_counts(), api.audit.mark()
+    started = time.monotonic()
+    proc.start(wait=False)
+    counters: dict[str, int] = {}
+    deadline = started + 1800
+    while time.monotonic() < deadline:
+        try:
+            counters = operator_metrics(port, timeout=5)
+        except requests.RequestException:
+            counters = {}
+        if (
+            counters
+            and counters["pod_requests"] >= n
+            and counters["reconciles"] >= n
+            and counters["queue_depth"] == 0
+        ):
+            break
+        if not proc.running():
+            raise RuntimeError(f"the restarted operator exited:\n{proc.log()[-3000:]}")
+        time.sleep(0.2)
+    else:
+        raise TimeoutError(f"the restarted operator did not re-verify {n} models: {counters}")
+    seconds = time.monotonic() - started
+    process = psutil.Process(proc.pid)
+    cpu = process.cpu_times()
+    time.sleep(5)  # a write it would make right after the last reconcile lands meanwhile
+    writes = operator_writes(before, api.request_counts())
+    audited = audited_writes(api.audit, mark, run.namespace)
+    run.process, run.metrics_port = proc, port
+    return {
+        "operator_s": round(seconds, 3),
+        "lower_bound_s": round(lower, 3),
+        "ratio": round(seconds / lower, 3),
+        "writes": sum(writes.values()),
+        "writes_audited": sum(audited.values()),
+        "reconciles": counters["reconciles"],
+        "pod_requests": counters["pod_requests"],
+        "operator_cpu_s": round(cpu.user + cpu.system, 2),
     }
 
 
@@ -488,12 +587,14 @@ def measure(
     sizes: list[int],
     reps: int,
     work: Path,
-    rest_at: tuple[int, ...] = (500,),
+    rest_at: tuple[int, ...] = (500, 2000),
     rest_seconds: float = 60,
+    restart_at: tuple[int, ...] = (2000,),
     progress: Callable[[dict[str, Any]], None] = lambda results: None,
 ) -> dict[str, Any]:
     """Convergence at each N (reps runs each way, alternating); a rest window after the last
-    run of the largest N and of each N in rest_at."""
+    run of the largest N and of each N in rest_at; a restart after every run of each N in
+    restart_at (after the rest window, if any)."""
     api = Api(cluster)
     results: dict[str, Any] = {
         "convergence": {},
@@ -501,21 +602,31 @@ def measure(
         "writes_audited_per_model_create_by_n": {},
         "writes_detail": {},
         "pod_requests_per_model_create_by_n": {},
+        "reconciles_per_model_create_by_n": {},
+        "queue_adds_per_model_create_by_n": {},
         "at_rest": {},
+        "restart": {},
+        "load_average": {},
     }
     for n in sizes:
         op_times, lb_times = [], []
         runs: list[OperatorRun] = []
+        restarts: list[dict[str, Any]] = []
+        loads: list[list[float]] = []
         for rep in range(reps):
+            loads.append([round(x, 2) for x in os.getloadavg()])
             lb_times.append(lower_bound(api, n))
             run = operator_run(api, n, work)
             op_times.append(run.seconds)
             runs.append(run)
+            loads[-1] += [round(x, 2) for x in os.getloadavg()]
             log(
                 f"N={n} rep {rep + 1}/{reps}: operator {run.seconds:.2f}s, "
                 f"lower bound {lb_times[-1]:.2f}s, writes {dict(run.writes)}, "
                 f"audited {dict(run.audited)}, pod requests {run.pod_requests}, "
-                f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB"
+                f"reconciles {run.reconciles}, queue adds {run.queue_adds}, "
+                f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB, "
+                f"load average before/after {loads[-1]}"
             )
             if rep == reps - 1 and (n == max(sizes) or n in rest_at):
                 log(f"N={n}: measuring {rest_seconds:.0f} s at rest")
@@ -527,9 +638,15 @@ def measure(
                     "writes_by_kind": rest["by_kind"],
                     "writes_audited": rest["audited"],
                     "pod_requests": rest["pod_requests"],
+                    "reconciles": rest["reconciles"],
                     "rss_mb": round(rest["rss_mb"], 1),
                     "cpu_pct": round(rest["cpu_pct"], 2),
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
                 }
+            if n in restart_at:
+                restarted = restart(api, run, n, work)
+                log(f"N={n} rep {rep + 1}/{reps}: restart {restarted}")
+                restarts.append(restarted)
             stop(run)
             api.delete_namespace(run.namespace)
         operator_s, lower_s = statistics.median(op_times), statistics.median(lb_times)
@@ -546,6 +663,7 @@ def measure(
             "operator_cpu_runs_s": [round(r.cpu_s, 2) for r in runs],
             "operator_rss_converged_mb_runs": [round(r.rss_mb, 1) for r in runs],
         }
+        results["load_average"][str(n)] = loads
         results["writes_per_model_create_by_n"][str(n)] = round(
             statistics.median(sum(r.writes.values()) / n for r in runs), 2
         )
@@ -555,10 +673,27 @@ def measure(
         results["pod_requests_per_model_create_by_n"][str(n)] = round(
             statistics.median(r.pod_requests / n for r in runs), 2
         )
+        results["reconciles_per_model_create_by_n"][str(n)] = round(
+            statistics.median(r.reconciles / n for r in runs), 2
+        )
+        results["queue_adds_per_model_create_by_n"][str(n)] = round(
+            statistics.median(r.queue_adds / n for r in runs), 2
+        )
         results["writes_detail"][str(n)] = {
             "metrics": dict(runs[-1].writes),
             "audited": dict(runs[-1].audited),
         }
+        if restarts:
+            op = statistics.median(r["operator_s"] for r in restarts)
+            lb = statistics.median(r["lower_bound_s"] for r in restarts)
+            results["restart"][str(n)] = {
+                "operator_s": round(op, 3),
+                "lower_bound_s": round(lb, 3),
+                "ratio": round(op / lb, 3),
+                "writes": max(r["writes"] for r in restarts),
+                "writes_audited": max(r["writes_audited"] for r in restarts),
+                "runs": restarts,
+            }
         progress(results)
     largest = str(max(sizes))
     rest = results["at_rest"][largest]
