@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator import FIELD_MANAGER, KIND
-from servedmodel_operator.adapters.cache import trim
+from servedmodel_operator.adapters.cache import compact, trim
 from servedmodel_operator.adapters.kube import ApiError
 from servedmodel_operator.api import kinds
-from servedmodel_operator.controller.runtime import STORES, Indexes, created
-from servedmodel_operator.parts.admission.stores import store_dir, store_key
+from servedmodel_operator.controller.runtime import STORES, Indexes, caches, created
+from servedmodel_operator.parts.admission.stores import store_dir, store_keys
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -106,25 +106,29 @@ class FakeApiServer:
         return [o for (k, _, _), o in sorted(self.objects.items()) if k == kind]
 
     def indexes(self) -> Indexes:
-        """What kopf's watch caches hold once every watch event so far has arrived."""
+        """What the watch caches hold once every watch event so far has arrived: kopf's
+        indexes of the primary kinds, the operator's own caches of the children."""
         built: dict[str, dict[Any, list[Any]]] = {STORES: {}}
-        for kind in kinds.WATCHED:
+        for kind in kinds.PRIMARY:
             assert kind.index is not None
             index: dict[Any, list[Any]] = built.setdefault(kind.index, {})
-            for obj in self.objects.values():
-                if obj["kind"] != kind.kind or not _matches(obj, kind.labels):
-                    continue
+            for obj in self.of_kind(kind.kind):
                 owner = kind.owner_of(obj)
                 if owner:
-                    index.setdefault((obj["metadata"]["namespace"], owner), []).append(trim(obj))
+                    at = (obj["metadata"]["namespace"], owner)
+                    index.setdefault(at, []).append(compact(trim(obj)))
+        children = caches()
+        for cache in children.values():
+            for obj in self.objects.values():
+                if obj["kind"] == cache.kind.kind and _matches(obj, cache.kind.labels):
+                    cache.put(copy.deepcopy(obj))
         for obj in self.of_kind(KIND):
             meta = obj["metadata"]
             spec = obj.get("spec") or {}
-            key = store_key(meta["namespace"], spec)
-            built[STORES].setdefault(key, []).append(
-                (created(obj), meta["name"], store_dir(meta["name"], spec))
-            )
-        return Indexes(built)  # type: ignore[arg-type]
+            entry = (created(obj), meta["name"], store_dir(meta["name"], spec))
+            for where in store_keys(meta["namespace"], meta["name"], spec):
+                built[STORES].setdefault(where, []).append(entry)
+        return Indexes.of(built, children)
 
     # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
 

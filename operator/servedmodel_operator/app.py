@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         leader_election=(args.leader_election_namespace, args.leader_election_id)
         if args.leader_elect
         else None,
+        namespaces=tuple(args.namespace),
     )
     if args.metrics_address:
         metrics.serve(args.metrics_address)

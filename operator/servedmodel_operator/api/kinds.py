@@ -86,11 +86,14 @@ class OwnerKey(StrEnum):
 @dataclass(frozen=True)
 class Trim:
     """What the watch cache keeps of an object besides identity and our own metadata: its
-    status (all, these keys, or none), spec keys, data keys."""
+    status (all, these keys, or none), spec keys, data keys, and of each status condition
+    these keys (none: all). It is also what an event must change to ask for a reconcile
+    (adapters/cache.py): a key a part reads must be kept here."""
 
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,16 @@ class Kind:
         """The API path prefix: /api/v1 for the core group, /apis/<group>/<version> else."""
         return f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
 
+    @property
+    def selector(self) -> str:
+        """The watch's label selector, as a query parameter."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+
 
 POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses", "podIP")
+# A pod's readiness is its Ready condition's status (parts/serving/pods.py); the probe times
+# would make every kubelet status update look like a change.
+POD_CONDITIONS = ("type", "status")
 
 SERVEDMODELS = Kind(
     KIND,
@@ -156,8 +167,21 @@ CHILDREN = (
         "deployments",
         index="deployments",
         labels=MANAGED,
-        # Its rollout needs the desired replicas, not the pod template.
-        trim=Trim(status=True, spec=("replicas",)),
+        # Its rollout needs the desired replicas, not the pod template; its status the counts
+        # and whether progress stalled (parts/serving/part.DeploymentProgress), not the times
+        # and messages of each rollout step.
+        trim=Trim(
+            status=(
+                "observedGeneration",
+                "replicas",
+                "readyReplicas",
+                "updatedReplicas",
+                "availableReplicas",
+                "conditions",
+            ),
+            spec=("replicas",),
+            conditions=("type", "status", "reason"),
+        ),
     ),
     Kind(
         "ConfigMap",
@@ -191,7 +215,7 @@ EXPORTER_PODS = Kind(
     index="exporter_pods",
     labels={**MANAGED, COMPONENT_LABEL: EXPORTER},
     owner=OwnerKey.JOB,
-    trim=Trim(status=POD_STATUS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS),
     owned=False,
 )
 SERVER_PODS = Kind(
@@ -201,7 +225,7 @@ SERVER_PODS = Kind(
     index="server_pods",
     labels={**MANAGED, COMPONENT_LABEL: SERVER},
     owner=OwnerKey.INSTANCE,
-    trim=Trim(status=POD_STATUS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS),
     owned=False,
 )
 
@@ -215,6 +239,9 @@ OTHERS = (
 )
 
 WATCHED = (SERVEDMODELS, *(k for k in CHILDREN if k.index), EXPORTER_PODS, SERVER_PODS)
+# Watched through kopf (controller/handlers.py); every other watched kind through the
+# operator's own watches (adapters/watch.py), into its own caches (adapters/cache.ChildCache).
+PRIMARY = (SERVEDMODELS,)
 ALL = (SERVEDMODELS, *CHILDREN, EXPORTER_PODS, *OTHERS)
 
 

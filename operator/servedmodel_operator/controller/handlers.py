@@ -1,35 +1,34 @@
 """Every kopf decorator of the operator, and nothing else.
 
-For each watched kind of api/kinds.py: an index (a watch-fed cache; kopf fills every index
-before any other handler runs, so the first reconcile after a restart already sees every
-existing child) and an event handler that only enqueues the owning ServedModel; the reconcile
-reads the indexes. No handler returns a value, none uses kopf's create/update bookkeeping, and
-none needs a finalizer: owned objects go with their ServedModel through ownerReferences.
+kopf watches the primary kinds of api/kinds.py (the ServedModels): an index (a watch-fed
+cache; kopf fills every index before any other handler runs) and an event handler that only
+enqueues the ServedModel. The children are watched by the operator itself (adapters/watch.py,
+started with the runtime), whose reconciles wait until every one has listed: the first
+reconcile after a restart already sees every existing child. The reconcile reads the caches.
+No handler returns a value, none uses kopf's create/update bookkeeping, and none needs a
+finalizer: owned objects go with their ServedModel through ownerReferences.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
 from servedmodel_operator.adapters import kube, metrics
-from servedmodel_operator.adapters.cache import trim
+from servedmodel_operator.adapters.cache import compact, trim
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.controller.runtime import (
     STORES,
-    Indexes,
     Options,
     Runtime,
     created,
     runtime,
 )
 from servedmodel_operator.controller.settings import configure
-from servedmodel_operator.parts.admission.stores import store_dir, store_key
+from servedmodel_operator.parts.admission.stores import store_dir, store_keys
 
-CHILD_SETTLE_SECONDS = 0.5
+SM = kinds.SERVEDMODELS
 
 
 @kopf.on.login()
@@ -43,7 +42,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     options: Options = memo["options"]
     configure(settings, options)
     # kopf hands every handler the same live index objects, already here at startup.
-    rt = memo["runtime"] = Runtime(options, Indexes.of(kwargs))
+    rt = memo["runtime"] = Runtime(options, kwargs)
     rt.start_leader_election(options)
 
 
@@ -62,74 +61,43 @@ def queue_depth(memo: kopf.Memo, **_: Any) -> int:
 # hand-off (an executor job, a copied context, a shielded future) cost more than the function.
 
 
-def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
-    async def index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-        owner = kind.owner_of(body)
-        return {(namespace, owner): trim(body)} if owner else None
-
-    return index
+@kopf.index(SM.group, SM.version, SM.plural, id=SM.index)
+async def servedmodel_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): compact(trim(body))}
 
 
-@kopf.index(
-    kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=STORES
-)
+@kopf.index(SM.group, SM.version, SM.plural, id=STORES)
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Which ServedModels use which store claim, and their directories on it: no two may
-    overlap (parts/admission/stores.py)."""
+    overlap (parts/admission/stores.py: each is kept at its directory and under each
+    directory above it)."""
     spec = body.get("spec") or {}
-    return {store_key(namespace, spec): (created(body), name, store_dir(name, spec))}
+    entry = (created(body), name, store_dir(name, spec))
+    return dict.fromkeys(store_keys(namespace, name, spec), entry)
 
 
-# --- events: mark the owning ServedModel for a reconcile ----------------------------------
+# --- events: mark the ServedModel for a reconcile -----------------------------------------
 
 
-def _enqueue(
-    memo: Any, body: kopf.Body, namespace: str | None, owner: str | None, type_: str | None
+@kopf.on.event(SM.group, SM.version, SM.plural, id="servedmodels-event")
+async def servedmodel_event(
+    body: kopf.Body, namespace: str | None, name: str, type: str, memo: Any, **_: Any
 ) -> None:
-    rt: Runtime = runtime(memo)
-    if not namespace:  # every kind watched here is namespaced
+    if not namespace:
         return
-    kind, name = str(body.get("kind")), str(body["metadata"]["name"])
-    if type_ == "DELETED":
-        rt.recent.forget(kind, namespace, name)
-        if kind == kinds.SERVEDMODELS.kind:
-            rt.generations.pop((namespace, name), None)
-    else:
-        rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
-    if owner:
-        # A spec edit is acted on at once, even during a failure's backoff (it may be the fix);
-        # children's status changes are let settle, and never cut a backoff short.
-        key = (namespace, owner)
-        if kind == kinds.SERVEDMODELS.kind:
-            generation = body["metadata"].get("generation")
-            new_spec = rt.generations.get(key) != generation
-            rt.generations[key] = generation
-            rt.queue.add(key, bypass_backoff=new_spec)
-        else:
-            rt.queue.add(key, settle=CHILD_SETTLE_SECONDS)
-
-
-def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
-    async def changed(
-        body: kopf.Body, namespace: str | None, type: str, memo: Any, **_: Any
-    ) -> None:
-        if kind is kinds.SERVEDMODELS and namespace:
-            # Every replica keeps the counts by condition (kopf lists every object at start).
-            status = None if type == "DELETED" else (body.get("status") or {})
-            metrics.servedmodel_counts.observe(namespace, str(body["metadata"]["name"]), status)
-        if kind is kinds.SERVER_PODS and type == "DELETED":
-            runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
-        _enqueue(memo, body, namespace, kind.served_by(body), type)
-
-    return changed
-
-
-for _kind in kinds.WATCHED:
-    assert _kind.index is not None
-    _labels = dict(_kind.labels) or None
-    kopf.index(_kind.group, _kind.version, _kind.plural, labels=_labels, id=_kind.index)(
-        _index(_kind)
-    )
-    kopf.on.event(
-        _kind.group, _kind.version, _kind.plural, labels=_labels, id=f"{_kind.index}-event"
-    )(_event(_kind))
+    rt: Runtime = runtime(memo)
+    # Every replica keeps the counts by condition (kopf lists every object at start).
+    status = None if type == "DELETED" else (body.get("status") or {})
+    metrics.servedmodel_counts.observe(namespace, name, status)
+    key = (namespace, name)
+    if type == "DELETED":
+        rt.recent.forget(SM.kind, namespace, name)
+        rt.generations.pop(key, None)
+        rt.queue.add(key)
+        return
+    rt.recent.seen(SM.kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
+    # A spec edit is acted on at once, even during a failure's backoff (it may be the fix).
+    generation = body["metadata"].get("generation")
+    new_spec = rt.generations.get(key) != generation
+    rt.generations[key] = generation
+    rt.queue.add(key, bypass_backoff=new_spec)

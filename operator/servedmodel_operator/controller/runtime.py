@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -14,19 +15,25 @@ import kopf
 
 from servedmodel_operator import KIND
 from servedmodel_operator.adapters import leader, metrics
-from servedmodel_operator.adapters.cache import Recent
+from servedmodel_operator.adapters.cache import ChildCache, Recent, expand
 from servedmodel_operator.adapters.kube import Kube
 from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
+from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
-from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapping, store_key
+from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapping, overlap_keys
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
+
+# Children's events (status changes: a Deployment's rollout steps, a pod's readiness) are let
+# settle: each one pushes the reconcile back this much, up to the work queue's cap.
+CHILD_SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,26 +44,28 @@ class Options:
     workers: int
     policy: Policy
     leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
+    namespaces: tuple[str, ...] = ()  # watched; none: every namespace
 
 
 class Indexes:
-    """kopf's live indexes (watch-fed caches), one per watched kind of api/kinds.py, keyed by
-    (namespace, owning ServedModel or Job name). kopf hands every handler the same live index
-    objects, each under its id as a keyword argument."""
+    """The watch-fed caches, one per watched kind of api/kinds.py, keyed by (namespace,
+    owning ServedModel or Job name): kopf's indexes of the primary kinds (kopf hands every
+    handler the same live index objects, each under its id as a keyword argument; their
+    values are cache.Stored) and the operator's own caches of the children (ChildCache)."""
 
-    def __init__(self, by_id: Mapping[str, kopf.Index[Any, Any]]) -> None:
+    def __init__(self, by_id: Mapping[str, Any]) -> None:
         self._by_id = dict(by_id)
 
     @classmethod
-    def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
-        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES]
-        return cls({i: handler_kwargs[i] for i in ids})
+    def of(cls, handler_kwargs: Mapping[str, Any], caches: Mapping[str, ChildCache]) -> Indexes:
+        ids = [k.index for k in kinds.PRIMARY if k.index] + [STORES]
+        return cls({**{i: handler_kwargs[i] for i in ids}, **caches})
 
-    def __getitem__(self, index_id: str) -> kopf.Index[Any, Any]:
+    def __getitem__(self, index_id: str) -> Any:
         return self._by_id[index_id]
 
 
-STORES = "stores"  # the index of store directories (see store_key)
+STORES = "stores"  # the index of store directories (see stores.store_keys)
 
 
 def created(body: Mapping[str, Any]) -> str:
@@ -69,9 +78,8 @@ def observe(
     """A consistent snapshot of one ServedModel and its children, taken on the event loop:
     each watched object fresher of the watch cache and our own last writes."""
     key = (namespace, name)
-    body = recent.fresher(
-        KIND, namespace, name, _only(indexes[kinds.SERVEDMODELS.index or ""].get(key))
-    )
+    indexed = _only(indexes[kinds.SERVEDMODELS.index or ""].get(key))
+    body = recent.fresher(KIND, namespace, name, None if indexed is None else expand(indexed))
     if body is None:
         return None
     children: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -103,7 +111,9 @@ def _earlier_store_users(
     """The other ServedModels on the same claim whose directory overlaps this one's and that
     came first (by creation time, then name): they keep it."""
     spec = body.get("spec") or {}
-    sharers = indexes[STORES].get(store_key(namespace, spec), ())
+    sharers = [
+        s for key in overlap_keys(namespace, name, spec) for s in indexes[STORES].get(key, ())
+    ]
     return earlier_overlapping(name, created(body), spec, sharers)
 
 
@@ -114,8 +124,17 @@ def _only(store: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def caches() -> dict[str, ChildCache]:
+    """An empty cache for each child kind the operator watches itself, by its index id."""
+    return {k.index: ChildCache(k) for k in kinds.WATCHED if k.index and k not in kinds.PRIMARY}
+
+
 class Runtime:
-    def __init__(self, options: Options, indexes: Indexes) -> None:
+    def __init__(
+        self, options: Options, kopf_indexes: Mapping[str, Any], *, watch: bool = True
+    ) -> None:
+        self.caches = caches()
+        indexes = Indexes.of(kopf_indexes, self.caches)
         self.recent = Recent()
         self.reports = Reports()
         self.kube = Kube(
@@ -141,6 +160,54 @@ class Runtime:
         self.indexes = indexes
         self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
         self.election: asyncio.Task[None] | None = None
+        self.watches: list[asyncio.Task[None]] = []
+        self.filled = asyncio.Event()  # every child kind listed once
+        if watch:
+            self._start_watches(options.namespaces)
+
+    def _start_watches(self, namespaces: tuple[str, ...]) -> None:
+        """One watch per child kind and namespace. Nothing is reconciled before every one
+        has listed: a reconcile would take an existing child for a missing one."""
+        self.queue.hold("caches")
+        pending = {
+            (kind, namespace) for kind in self.caches for namespace in (namespaces or (None,))
+        }
+
+        def listed(key: tuple[str, str | None]) -> None:
+            pending.discard(key)
+            if not pending:
+                log.debug("every watched kind listed")
+                self.filled.set()
+                self.queue.release("caches")
+
+        loop = asyncio.get_running_loop()
+        for index_id, namespace in sorted(pending, key=str):
+            watch = Watch(self.kube, self.caches[index_id], namespace, self.child_event)
+            key = (index_id, namespace)
+            self.watches.append(loop.create_task(watch.run(functools.partial(listed, key))))
+        if not pending:
+            self.filled.set()
+            self.queue.release("caches")
+
+    def child_event(
+        self, kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]
+    ) -> None:
+        """A watch event of a child: our own writes it catches up with, the readings of a
+        pod it deletes, and a reconcile of each ServedModel it concerns, let settle (a spec
+        edit, seen on the ServedModel, is acted on at once; a child's change never cuts a
+        backoff short)."""
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        if not namespace:  # every kind watched here is namespaced
+            return
+        if type_ == "DELETED":
+            self.recent.forget(kind.kind, namespace, name)
+            if kind is kinds.SERVER_PODS:
+                self.reports.forget(str(meta.get("uid", "")))
+        else:
+            self.recent.seen(kind.kind, namespace, name, str(meta.get("resourceVersion", "")))
+        for owner in concerned:
+            self.queue.add((namespace, owner), settle=CHILD_SETTLE_SECONDS)
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         return observe(self.indexes, self.recent, namespace, name)
@@ -172,6 +239,9 @@ class Runtime:
     async def close(self) -> None:
         if self.election is not None:
             self.election.cancel()
+        for task in self.watches:
+            task.cancel()
+        await asyncio.gather(*self.watches, return_exceptions=True)
         await self.queue.close()
         await self.prober.close()
         await self.kube.close()

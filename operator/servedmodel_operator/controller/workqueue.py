@@ -56,17 +56,29 @@ class WorkQueue:
         self._failures: dict[Hashable, int] = {}
         self._backoff_until: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Leader election: a standby keeps accepting keys but runs none until it leads.
+        # Held (until the watch caches are filled; a standby until it leads): keys are
+        # accepted, none runs.
         self._active = asyncio.Event()
         self._active.set()
-        self._resumed_at = 0.0  # a standby's keys wait for leadership: not queue latency
+        self._holds: set[str] = set()
+        self._resumed_at = 0.0  # keys waiting on a hold: not queue latency
 
-    def pause(self) -> None:
+    def hold(self, reason: str) -> None:
+        self._holds.add(reason)
         self._active.clear()
 
+    def release(self, reason: str) -> None:
+        self._holds.discard(reason)
+        if not self._holds and not self._active.is_set():
+            self._resumed_at = asyncio.get_running_loop().time()
+            self._active.set()
+
+    def pause(self) -> None:
+        """A standby: run nothing until resume()."""
+        self.hold("leadership")
+
     def resume(self) -> None:
-        self._resumed_at = asyncio.get_running_loop().time()
-        self._active.set()
+        self.release("leadership")
 
     def add(
         self,
