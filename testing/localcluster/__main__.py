@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="COMPONENT",
         help=f"with build: only these ({', '.join(build.COMPONENTS)})",
     )
+    parser.add_argument(
+        "--pods",
+        type=int,
+        default=cluster.DEFAULT_PODS,
+        help=f"with up: pods the simulated nodes hold (default {cluster.DEFAULT_PODS}; "
+        f"{cluster.PODS_PER_NODE} a node)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.components) - set(build.COMPONENTS))
     if unknown or (args.components and args.command != "build"):
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build.build_all(args.components)
     elif args.command == "up":
-        started = cluster.up()
+        started = cluster.up(pods=args.pods)
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         cluster.down()

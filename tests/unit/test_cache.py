@@ -165,3 +165,12 @@ def test_an_object_that_is_not_ours_is_not_kept() -> None:
     cache = ChildCache(kinds.SERVER_PODS)
     untrusted = _obj("pod", "1", kind="Pod")  # owned by no ReplicaSet of ours
     assert cache.put(untrusted) == [] and len(cache) == 0
+
+
+def test_our_own_write_coming_back_is_told_from_a_later_change() -> None:
+    recent = Recent()
+    recent.record(_obj("j", "10"))
+    assert recent.seen("Job", "ml", "j", "10") is True  # the very version our write returned
+    recent.record(_obj("j", "20"))
+    assert recent.seen("Job", "ml", "j", "21") is False  # someone wrote after us
+    assert recent.seen("Job", "ml", "j", "22") is False  # nothing of ours recorded any more

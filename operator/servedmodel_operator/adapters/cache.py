@@ -312,14 +312,17 @@ class Recent:
             if owner is not None:
                 self._by_owner.setdefault((key[0], key[1], owner), set()).add(key[2])
 
-    def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
-        """A watch event arrived: what we recorded is no longer ahead of the index."""
+    def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
+        """A watch event arrived: what we recorded is no longer ahead of the index. True when
+        the event is our own write coming back (the very resourceVersion it returned)."""
         with self._lock:
             ours = self._objects.get((kind, namespace, name))
-            if ours is not None and _resource_version(
-                {"metadata": {"resourceVersion": resource_version}}
-            ) >= _resource_version(ours):
+            if ours is None:
+                return False
+            seen = _resource_version({"metadata": {"resourceVersion": resource_version}})
+            if seen >= _resource_version(ours):
                 self._drop((kind, namespace, name))
+            return seen == _resource_version(ours)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:

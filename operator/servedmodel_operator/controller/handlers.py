@@ -95,9 +95,12 @@ async def servedmodel_event(
         rt.generations.pop(key, None)
         rt.queue.add(key)
         return
-    rt.recent.seen(SM.kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
+    echo = rt.recent.seen(SM.kind, namespace, name, str(body["metadata"]["resourceVersion"]))
     # A spec edit is acted on at once, even during a failure's backoff (it may be the fix).
     generation = body["metadata"].get("generation")
     new_spec = rt.generations.get(key) != generation
     rt.generations[key] = generation
-    rt.queue.add(key, bypass_backoff=new_spec)
+    # Our own status write coming back changes nothing the reconcile that wrote it did not
+    # know: the plan is a fixpoint of its status (else a converged model would write for ever).
+    if new_spec or not echo:
+        rt.queue.add(key, bypass_backoff=new_spec)
