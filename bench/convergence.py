@@ -278,6 +278,24 @@ class Api:
         )
 
 
+def control_plane_cpu(cluster: localcluster.Cluster) -> dict[str, float]:
+    """CPU seconds (user + system) each control-plane process has used so far, by name:
+    the API server's share of a run tells how much of the gap is work asked of it."""
+    out: dict[str, float] = {}
+    for record in (cluster.state_dir / "pids").glob("*.json"):
+        entry = json.loads(record.read_text())
+        try:
+            times = psutil.Process(int(entry["pid"])).cpu_times()
+        except psutil.Error:
+            continue
+        out[str(entry["name"])] = times.user + times.system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in sorted(after)}
+
+
 def converged(m: dict[str, Any]) -> bool:
     status = m.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
@@ -327,6 +345,12 @@ def try_pod(ip: str) -> str:
 
 
 def lower_bound(api: Api, n: int) -> float:
+    seconds, _ = lower_bound_run(api, n)
+    return seconds
+
+
+def lower_bound_run(api: Api, n: int) -> tuple[float, dict[str, float]]:
+    """The lower bound's time, and the control plane's CPU seconds meanwhile."""
     namespace = api.namespace(f"lb{n}")
     try:
         bodies = api.create_servedmodels(namespace, n, exported=False)
@@ -376,6 +400,7 @@ def lower_bound(api: Api, n: int) -> float:
                 GROUP, VERSION, namespace, PLURAL, model.name, {"status": status}
             )
 
+        cpu_before = control_plane_cpu(api.cluster)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             applied = {
@@ -396,8 +421,9 @@ def lower_bound(api: Api, n: int) -> float:
             list(pool.map(write_status, range(n)))
         api.wait_converged(namespace, n)
         seconds = time.monotonic() - started
+        cpu = cpu_delta(cpu_before, control_plane_cpu(api.cluster))
         api.check_children(namespace, n)
-        return seconds
+        return seconds, cpu
     finally:
         api.delete_namespace(namespace)
 
@@ -421,6 +447,8 @@ class OperatorRun:
     metrics_port: int
     reconciles: int = 0  # until converged (its own metric)
     queue_adds: int = 0  # events that asked for a reconcile, until converged
+    control_plane_cpu_s: dict[str, float] | None = None  # each component's, until converged
+    api_requests: dict[str, int] | None = None  # the operator's, by method and code
 
 
 def operator_metrics(port: int, timeout: float = 10) -> dict[str, int]:
@@ -452,10 +480,12 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
         env=netguard.guard_env(api.cluster.netguard_log),
     )
     before, mark = api.request_counts(), api.audit.mark()
+    cpu_before = control_plane_cpu(api.cluster)
     started = time.monotonic()
     proc.start(wait=False)  # start-up is part of what is measured
     api.wait_converged(namespace, n)
     seconds = time.monotonic() - started
+    control = cpu_delta(cpu_before, control_plane_cpu(api.cluster))
     process = psutil.Process(proc.pid)
     cpu, rss = process.cpu_times(), process.memory_info().rss / 2**20
     api.check_children(namespace, n)
@@ -474,7 +504,25 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
         port,
         counters["reconciles"],
         counters["queue_adds"],
+        control,
+        operator_requests(port),
     )
+
+
+_CLIENT_METRIC = re.compile(
+    r'^rest_client_requests_total\{code="(?P<code>\d+)",host="[^"]*",method="(?P<method>\w+)"\} '
+    r"(?P<value>[0-9.e+]+)$"
+)
+
+
+def operator_requests(port: int) -> dict[str, int]:
+    """The operator's requests to the API server so far, by method and code."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, int] = {}
+    for match in map(_CLIENT_METRIC.match, text.splitlines()):
+        if match:
+            out[f"{match['method']} {match['code']}"] = int(float(match["value"]))
+    return dict(sorted(out.items()))
 
 
 def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, Any]:
@@ -524,7 +572,7 @@ def restart(api: Api, run: OperatorRun, n: int, work: Path) -> dict[str, Any]:
     """After convergence: stop the operator, time the restart lower bound, start it again
     and time until it has re-verified every ServedModel: its own counters say it has read
     N serving pods (after a restart each pod is read once: Reports are memory only), run
-    at least N reconciles and has nothing queued. Counts its writes meanwhile (0 expected).
+    at least N reconciles and has no key due. Counts its writes meanwhile (0 expected).
     `run` goes on with the new process."""
     run.process.stop(timeout=30)
     lower = restart_lower_bound(api, run.namespace, n)
@@ -613,9 +661,12 @@ def measure(
         runs: list[OperatorRun] = []
         restarts: list[dict[str, Any]] = []
         loads: list[list[float]] = []
+        lb_cpus: list[dict[str, float]] = []
         for rep in range(reps):
             loads.append([round(x, 2) for x in os.getloadavg()])
-            lb_times.append(lower_bound(api, n))
+            lb_seconds, lb_cpu = lower_bound_run(api, n)
+            lb_times.append(lb_seconds)
+            lb_cpus.append(lb_cpu)
             run = operator_run(api, n, work)
             op_times.append(run.seconds)
             runs.append(run)
@@ -626,7 +677,9 @@ def measure(
                 f"audited {dict(run.audited)}, pod requests {run.pod_requests}, "
                 f"reconciles {run.reconciles}, queue adds {run.queue_adds}, "
                 f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB, "
-                f"load average before/after {loads[-1]}"
+                f"load average before/after {loads[-1]}; control plane CPU s: lower bound "
+                f"{lb_cpus[-1]}, operator run {run.control_plane_cpu_s}; "
+                f"operator's requests {run.api_requests}"
             )
             if rep == reps - 1 and (n == max(sizes) or n in rest_at):
                 log(f"N={n}: measuring {rest_seconds:.0f} s at rest")
@@ -662,6 +715,10 @@ def measure(
             "operator_cpu_s": round(statistics.median(r.cpu_s for r in runs), 2),
             "operator_cpu_runs_s": [round(r.cpu_s, 2) for r in runs],
             "operator_rss_converged_mb_runs": [round(r.rss_mb, 1) for r in runs],
+            # CPU seconds of each control-plane process during each run (lower bound, operator)
+            "control_plane_cpu_s_lower_bound_runs": lb_cpus,
+            "control_plane_cpu_s_operator_runs": [r.control_plane_cpu_s for r in runs],
+            "operator_requests_runs": [r.api_requests for r in runs],
         }
         results["load_average"][str(n)] = loads
         results["writes_per_model_create_by_n"][str(n)] = round(

@@ -58,7 +58,11 @@ reconcile_time = Histogram(
 active_workers = Gauge(
     "controller_runtime_active_workers", "Reconciles running now", ["controller"]
 )
-queue_depth = Gauge("workqueue_depth", "Keys waiting or running", ["name"])
+queue_depth = Gauge(
+    "workqueue_depth",
+    "Keys due: waiting for a worker or running (not those scheduled for later)",
+    ["name"],
+)
 queue_adds = Counter("workqueue_adds_total", "Keys asked for", ["name"])
 queue_latency = Histogram(
     "workqueue_queue_duration_seconds",

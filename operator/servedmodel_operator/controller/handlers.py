@@ -86,6 +86,7 @@ async def servedmodel_event(
     if not namespace:
         return
     rt: Runtime = runtime(memo)
+    rt.queue.release("servedmodels")  # kopf's indexes are filled by now
     # Every replica keeps the counts by condition (kopf lists every object at start).
     status = None if type == "DELETED" else (body.get("status") or {})
     metrics.servedmodel_counts.observe(namespace, name, status)

@@ -163,6 +163,10 @@ class Runtime:
         self.watches: list[asyncio.Task[None]] = []
         self.filled = asyncio.Event()  # every child kind listed once
         if watch:
+            # kopf lists the ServedModels: released at its first ServedModel event (kopf calls
+            # none before its indexes are filled). Children listed first would otherwise ask
+            # for reconciles of ServedModels not indexed yet.
+            self.queue.hold("servedmodels")
             self._start_watches(options.namespaces)
 
     def _start_watches(self, namespaces: tuple[str, ...]) -> None:

@@ -120,11 +120,12 @@ class WorkQueue:
         self._scheduled[key] = asyncio.get_running_loop().call_at(
             max(when, now), self._start, key, context=contextvars.Context()
         )
-        metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
         self._first_asked.pop(key, None)
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.due + 1)
         # Queue latency counts from when the key is due, as client-go's (an AddAfter item
         # enters its queue when the delay ends): requeue delays, backoff and settle windows are
         # deliberate, not waiting for a worker.
@@ -175,7 +176,7 @@ class WorkQueue:
             self._waiting.discard(key)
             self._running.discard(key)
             metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
-            metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+            metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
         dirty = key in self._dirty
         self._dirty.discard(key)
         if retry_in is not None:  # backoff wins over new events: a failing key never spins
@@ -188,7 +189,14 @@ class WorkQueue:
 
     @property
     def depth(self) -> int:
+        """Every key asked for: scheduled for later, due, or running."""
         return len(self._scheduled) + len(self._waiting) + len(self._running)
+
+    @property
+    def due(self) -> int:
+        """Keys due: waiting for a worker (or a hold to end) or running; not those scheduled
+        for later (a pod's next reading, a backoff), as client-go's workqueue_depth."""
+        return len(self._waiting) + len(self._running)
 
     async def close(self) -> None:
         for handle in self._scheduled.values():
