@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator import FIELD_MANAGER, KIND
-from servedmodel_operator.adapters.cache import compact, trim
+from servedmodel_operator.adapters.cache import StoreIndex
 from servedmodel_operator.adapters.kube import ApiError
 from servedmodel_operator.api import kinds
-from servedmodel_operator.controller.runtime import STORES, Indexes, caches, created
-from servedmodel_operator.parts.admission.stores import store_dir, store_keys
+from servedmodel_operator.controller.runtime import Indexes, caches, keep_store
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -106,29 +105,16 @@ class FakeApiServer:
         return [o for (k, _, _), o in sorted(self.objects.items()) if k == kind]
 
     def indexes(self) -> Indexes:
-        """What the watch caches hold once every watch event so far has arrived: kopf's
-        indexes of the primary kinds, the operator's own caches of the children."""
-        built: dict[str, dict[Any, list[Any]]] = {STORES: {}}
-        for kind in kinds.PRIMARY:
-            assert kind.index is not None
-            index: dict[Any, list[Any]] = built.setdefault(kind.index, {})
-            for obj in self.of_kind(kind.kind):
-                owner = kind.owner_of(obj)
-                if owner:
-                    at = (obj["metadata"]["namespace"], owner)
-                    index.setdefault(at, []).append(compact(trim(obj)))
+        """What the operator's watch caches hold once every watch event so far has arrived."""
         children = caches()
+        stores = StoreIndex()
         for cache in children.values():
             for obj in self.objects.values():
                 if obj["kind"] == cache.kind.kind and _matches(obj, cache.kind.labels):
                     cache.put(copy.deepcopy(obj))
-        for obj in self.of_kind(KIND):
-            meta = obj["metadata"]
-            spec = obj.get("spec") or {}
-            entry = (created(obj), meta["name"], store_dir(meta["name"], spec))
-            for where in store_keys(meta["namespace"], meta["name"], spec):
-                built[STORES].setdefault(where, []).append(entry)
-        return Indexes.of(built, children)
+                    if cache.kind in kinds.PRIMARY:
+                        keep_store(stores, obj)
+        return Indexes(children, stores)
 
     # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.adapters.cache import ChildCache, Recent, compact, expand, trim
+from servedmodel_operator.adapters.cache import KindCache, Recent, compact, expand, trim
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import controller_name as owner_name
 
@@ -141,7 +141,7 @@ def _deployment(rv: str, ready: int, when: str, owner: str = "mnist") -> dict[st
 
 def test_a_child_event_asks_for_a_reconcile_only_when_something_read_changed() -> None:
     [deployments] = [k for k in kinds.CHILDREN if k.kind == "Deployment"]
-    cache = ChildCache(deployments)
+    cache = KindCache(deployments)
     assert cache.put(_deployment("1", 0, "t1")) == ["mnist"]  # new
     # A rollout step that moves only times and messages: nothing a reconcile reads.
     assert cache.put(_deployment("2", 0, "t2")) == []
@@ -162,7 +162,7 @@ def test_a_child_event_asks_for_a_reconcile_only_when_something_read_changed() -
 
 
 def test_an_object_that_is_not_ours_is_not_kept() -> None:
-    cache = ChildCache(kinds.SERVER_PODS)
+    cache = KindCache(kinds.SERVER_PODS)
     untrusted = _obj("pod", "1", kind="Pod")  # owned by no ReplicaSet of ours
     assert cache.put(untrusted) == [] and len(cache) == 0
 

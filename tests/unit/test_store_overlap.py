@@ -5,12 +5,12 @@ store index)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
+from servedmodel_operator.adapters.cache import StoreIndex
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE
-from servedmodel_operator.controller import handlers
+from servedmodel_operator.controller.runtime import keep_store
 from servedmodel_operator.parts.admission.stores import (
     dirs_overlap,
     earlier_overlapping,
@@ -66,19 +66,20 @@ def _body(name: str, created: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_the_index_holds_a_model_at_its_directory_and_under_each_one_above() -> None:
-    found = asyncio.run(
-        handlers.store_index(
-            namespace="ml",
-            name="hostile",
-            body=_body("hostile", "t2", store={"pvc": {"claimName": "models", "path": "team"}}),
-        )
+    stores = StoreIndex()
+    keep_store(
+        stores, _body("hostile", "t2", store={"pvc": {"claimName": "models", "path": "team"}})
     )
     entry = ("t2", "hostile", "team/hostile")
-    assert found == {
-        ("ml", "models", "dir", "team/hostile"): entry,
-        ("ml", "models", "under", "team"): entry,
-        ("ml", "models", "under", "team/hostile"): entry,
-    }
+    for key in (
+        ("ml", "models", "dir", "team/hostile"),
+        ("ml", "models", "under", "team"),
+        ("ml", "models", "under", "team/hostile"),
+    ):
+        assert stores.get(key) == [entry]
+    assert stores.get(("ml", "models", "dir", "team")) == []
+    keep_store(stores, _body("hostile", "t2"), deleted=True)
+    assert stores.get(("ml", "models", "under", "team")) == []
     # Where a model looks for overlaps: what is at or under its directory, what is above it.
     assert overlap_keys("ml", "x", _spec("team/fraud", "deep")) == [
         ("ml", "models", "under", "team/fraud/deep"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
-from servedmodel_operator.adapters.cache import ChildCache
+from servedmodel_operator.adapters.cache import KindCache
 from servedmodel_operator.adapters.kube import Kube
 from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
@@ -100,7 +100,7 @@ def test_list_watch_bookmark_and_a_410_that_lists_again() -> None:
         def on_event(kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]) -> None:
             events.append((type_, obj["metadata"]["name"], concerned))
 
-        cache = ChildCache(CONFIGMAPS)
+        cache = KindCache(CONFIGMAPS)
         task = asyncio.create_task(Watch(kube, cache, "ml", on_event).run(listed.set))
         await asyncio.wait_for(listed.wait(), 5)
         while server.watches < 3:

@@ -200,12 +200,12 @@ def same(a: Stored, b: Stored) -> bool:
     return a[1] == b[1] and a[2] == b[2]  # shared field sets: equal at once when identical
 
 
-class ChildCache:
+class KindCache:
     """The objects of one watched kind, compact (Stored), by (namespace, owner) as the index
-    key (`Kind.owner_of`), fed by watch events (adapters/watch.py). Each change says which
-    ServedModels it concerns (`Kind.served_by`): none when nothing a reconcile reads changed,
-    which is most of a Deployment's rollout steps and of a pod's status updates. Runs on the
-    event loop."""
+    key (`Kind.owner_of`; a ServedModel's is its own name), fed by watch events
+    (adapters/watch.py). Each change says which ServedModels it concerns (`Kind.served_by`):
+    none when nothing a reconcile reads changed, which is most of a Deployment's rollout steps
+    and of a pod's status updates. Runs on the event loop."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
@@ -271,6 +271,34 @@ class ChildCache:
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+class StoreIndex:
+    """Which ServedModels use which store claim, and their directories on it, each kept at
+    the keys parts/admission/stores.store_keys gives (its directory, and under each one
+    above): `get(key)` lists the (created, name, directory) kept there."""
+
+    def __init__(self) -> None:
+        self._at: dict[Any, dict[str, tuple[str, str, str]]] = {}
+        self._keys: dict[tuple[str, str], list[Any]] = {}  # (namespace, name) -> its keys
+
+    def put(self, namespace: str, name: str, keys: list[Any], entry: tuple[str, str, str]) -> None:
+        self.remove(namespace, name)
+        for key in keys:
+            self._at.setdefault(key, {})[name] = entry
+        self._keys[(namespace, name)] = keys
+
+    def remove(self, namespace: str, name: str) -> None:
+        for key in self._keys.pop((namespace, name), ()):
+            kept = self._at.get(key)
+            if kept is not None:
+                kept.pop(name, None)
+                if not kept:
+                    del self._at[key]
+
+    def get(self, key: Any, default: Iterable[Any] = ()) -> list[tuple[str, str, str]]:
+        kept = self._at.get(key)
+        return list(kept.values()) if kept else list(default)
 
 
 def _resource_version(obj: Mapping[str, Any]) -> int:

@@ -1,7 +1,7 @@
 """The operator's own watches of its children (every watched kind of api/kinds.py but the
 primary ones, which kopf watches): list, then watch from the list's resourceVersion; list
 again after a 410. Each event is trimmed and compared with what the cache holds (cache.py
-ChildCache), and handed on with the ServedModels it concerns: none when nothing a reconcile
+KindCache), and handed on with the ServedModels it concerns: none when nothing a reconcile
 reads changed.
 
 Why not kopf's watches: kopf processes every event of every object in a task of its own, with
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from servedmodel_operator.adapters import metrics
-from servedmodel_operator.adapters.cache import ChildCache
+from servedmodel_operator.adapters.cache import KindCache
 from servedmodel_operator.adapters.kube import Gone, Kube, collection
 from servedmodel_operator.api.kinds import Kind
 
@@ -34,7 +34,7 @@ class Watch:
     """One kind in one namespace (None: every namespace), feeding `cache`."""
 
     def __init__(
-        self, kube: Kube, cache: ChildCache, namespace: str | None, on_event: OnEvent
+        self, kube: Kube, cache: KindCache, namespace: str | None, on_event: OnEvent
     ) -> None:
         self._kube = kube
         self._cache = cache

@@ -238,9 +238,9 @@ OTHERS = (
     Kind("Lease", "coordination.k8s.io/v1", "leases", owned=False),
 )
 
+# Every watched kind, each through the operator's own watches (adapters/watch.py) into its
+# caches (adapters/cache.KindCache); a primary kind's events enqueue the object itself.
 WATCHED = (SERVEDMODELS, *(k for k in CHILDREN if k.index), EXPORTER_PODS, SERVER_PODS)
-# Watched through kopf (controller/handlers.py); every other watched kind through the
-# operator's own watches (adapters/watch.py), into its own caches (adapters/cache.ChildCache).
 PRIMARY = (SERVEDMODELS,)
 ALL = (SERVEDMODELS, *CHILDREN, EXPORTER_PODS, *OTHERS)
 

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -15,7 +16,7 @@ import kopf
 
 from servedmodel_operator import KIND
 from servedmodel_operator.adapters import leader, metrics
-from servedmodel_operator.adapters.cache import ChildCache, Recent, expand
+from servedmodel_operator.adapters.cache import KindCache, Recent, StoreIndex, expand
 from servedmodel_operator.adapters.kube import Kube
 from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
@@ -26,7 +27,13 @@ from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
-from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapping, overlap_keys
+from servedmodel_operator.parts.admission.stores import (
+    Sharer,
+    earlier_overlapping,
+    overlap_keys,
+    store_dir,
+    store_keys,
+)
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
@@ -48,18 +55,11 @@ class Options:
 
 
 class Indexes:
-    """The watch-fed caches, one per watched kind of api/kinds.py, keyed by (namespace,
-    owning ServedModel or Job name): kopf's indexes of the primary kinds (kopf hands every
-    handler the same live index objects, each under its id as a keyword argument; their
-    values are cache.Stored) and the operator's own caches of the children (ChildCache)."""
+    """The watch-fed caches, one per watched kind of api/kinds.py (KindCache), keyed by
+    (namespace, owning ServedModel or Job name), and the store index (StoreIndex)."""
 
-    def __init__(self, by_id: Mapping[str, Any]) -> None:
-        self._by_id = dict(by_id)
-
-    @classmethod
-    def of(cls, handler_kwargs: Mapping[str, Any], caches: Mapping[str, ChildCache]) -> Indexes:
-        ids = [k.index for k in kinds.PRIMARY if k.index] + [STORES]
-        return cls({**{i: handler_kwargs[i] for i in ids}, **caches})
+    def __init__(self, caches: Mapping[str, KindCache], stores: StoreIndex) -> None:
+        self._by_id: dict[str, Any] = {**caches, STORES: stores}
 
     def __getitem__(self, index_id: str) -> Any:
         return self._by_id[index_id]
@@ -124,17 +124,28 @@ def _only(store: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def caches() -> dict[str, ChildCache]:
-    """An empty cache for each child kind the operator watches itself, by its index id."""
-    return {k.index: ChildCache(k) for k in kinds.WATCHED if k.index and k not in kinds.PRIMARY}
+def caches() -> dict[str, KindCache]:
+    """An empty cache for each watched kind, by its index id."""
+    return {k.index: KindCache(k) for k in kinds.WATCHED if k.index}
+
+
+def keep_store(stores: StoreIndex, obj: Mapping[str, Any], deleted: bool = False) -> None:
+    """A ServedModel's place in the store index (parts/admission/stores.py)."""
+    meta = obj.get("metadata") or {}
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+    if deleted:
+        stores.remove(namespace, name)
+        return
+    spec = obj.get("spec") or {}
+    entry = (created(obj), name, store_dir(name, spec))
+    stores.put(namespace, name, store_keys(namespace, name, spec), entry)
 
 
 class Runtime:
-    def __init__(
-        self, options: Options, kopf_indexes: Mapping[str, Any], *, watch: bool = True
-    ) -> None:
+    def __init__(self, options: Options, *, watch: bool = True) -> None:
         self.caches = caches()
-        indexes = Indexes.of(kopf_indexes, self.caches)
+        self.stores = StoreIndex()
+        indexes = Indexes(self.caches, self.stores)
         self.recent = Recent()
         self.reports = Reports()
         self.kube = Kube(
@@ -163,46 +174,45 @@ class Runtime:
         self.watches: list[asyncio.Task[None]] = []
         self.filled = asyncio.Event()  # every child kind listed once
         if watch:
-            # kopf lists the ServedModels: released at its first ServedModel event (kopf calls
-            # none before its indexes are filled). Children listed first would otherwise ask
-            # for reconciles of ServedModels not indexed yet.
-            self.queue.hold("servedmodels")
             self._start_watches(options.namespaces)
 
     def _start_watches(self, namespaces: tuple[str, ...]) -> None:
-        """One watch per child kind and namespace. Nothing is reconciled before every one
-        has listed: a reconcile would take an existing child for a missing one."""
+        """One watch per kind and namespace. Nothing is reconciled before every one has
+        listed: a reconcile would take an existing child for a missing one."""
         self.queue.hold("caches")
         pending = {
             (kind, namespace) for kind in self.caches for namespace in (namespaces or (None,))
         }
 
+        started = time.monotonic()
+
         def listed(key: tuple[str, str | None]) -> None:
             pending.discard(key)
             if not pending:
-                log.debug("every watched kind listed")
+                kept = ", ".join(f"{len(c)} {i}" for i, c in sorted(self.caches.items()))
+                log.info("watch caches filled in %.1f s: %s", time.monotonic() - started, kept)
                 self.filled.set()
                 self.queue.release("caches")
 
         loop = asyncio.get_running_loop()
         for index_id, namespace in sorted(pending, key=str):
-            watch = Watch(self.kube, self.caches[index_id], namespace, self.child_event)
+            watch = Watch(self.kube, self.caches[index_id], namespace, self.event)
             key = (index_id, namespace)
             self.watches.append(loop.create_task(watch.run(functools.partial(listed, key))))
         if not pending:
             self.filled.set()
             self.queue.release("caches")
 
-    def child_event(
-        self, kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]
-    ) -> None:
-        """A watch event of a child: our own writes it catches up with, the readings of a
-        pod it deletes, and a reconcile of each ServedModel it concerns, let settle (a spec
-        edit, seen on the ServedModel, is acted on at once; a child's change never cuts a
-        backoff short)."""
+    def event(self, kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]) -> None:
+        """A watch event (`concerned`: the ServedModels whose reconcile it asks for, none when
+        nothing a reconcile reads changed): our own writes it catches up with, and the
+        reconciles it asks for."""
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
         if not namespace:  # every kind watched here is namespaced
+            return
+        if kind in kinds.PRIMARY:
+            self._primary_event(kind, type_, obj, bool(concerned))
             return
         if type_ == "DELETED":
             self.recent.forget(kind.kind, namespace, name)
@@ -210,8 +220,36 @@ class Runtime:
                 self.reports.forget(str(meta.get("uid", "")))
         else:
             self.recent.seen(kind.kind, namespace, name, str(meta.get("resourceVersion", "")))
+        # A child's status changes (a rollout's steps) are let settle, and never cut a
+        # backoff short.
         for owner in concerned:
             self.queue.add((namespace, owner), settle=CHILD_SETTLE_SECONDS)
+
+    def _primary_event(self, kind: Kind, type_: str, obj: Mapping[str, Any], changed: bool) -> None:
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        key = (namespace, name)
+        deleted = type_ == "DELETED"
+        # Every replica keeps the counts by condition (the listing at start included).
+        metrics.servedmodel_counts.observe(
+            namespace, name, None if deleted else (obj.get("status") or {})
+        )
+        keep_store(self.stores, obj, deleted)
+        if deleted:
+            self.recent.forget(kind.kind, namespace, name)
+            self.generations.pop(key, None)
+            self.queue.add(key)
+            return
+        echo = self.recent.seen(kind.kind, namespace, name, str(meta.get("resourceVersion", "")))
+        # A spec edit is acted on at once, even during a failure's backoff (it may be the fix).
+        generation = meta.get("generation")
+        new_spec = self.generations.get(key) != generation
+        self.generations[key] = generation
+        # Our own status write coming back changes nothing the reconcile that wrote it did
+        # not know: the plan is a fixpoint of its status (else a converged model would write
+        # for ever).
+        if new_spec or (changed and not echo):
+            self.queue.add(key, bypass_backoff=new_spec)
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         return observe(self.indexes, self.recent, namespace, name)
