@@ -63,11 +63,13 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     status, spec, data = obj.get("status") or {}, obj.get("spec") or {}, obj.get("data") or {}
     if rule.status:
         out["status"] = _only(status, rule.status) if isinstance(rule.status, tuple) else status
-        if rule.conditions and "conditions" in out["status"]:
+        if (rule.conditions or rule.condition_types) and "conditions" in out["status"]:
             out["status"] = {
                 **out["status"],
                 "conditions": [
-                    _only(c, rule.conditions) for c in out["status"]["conditions"] or []
+                    _only(c, rule.conditions) if rule.conditions else c
+                    for c in out["status"]["conditions"] or []
+                    if not rule.condition_types or c.get("type") in rule.condition_types
                 ],
             }
     if rule.spec:

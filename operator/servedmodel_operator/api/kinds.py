@@ -86,14 +86,15 @@ class OwnerKey(StrEnum):
 @dataclass(frozen=True)
 class Trim:
     """What the watch cache keeps of an object besides identity and our own metadata: its
-    status (all, these keys, or none), spec keys, data keys, and of each status condition
-    these keys (none: all). It is also what an event must change to ask for a reconcile
-    (adapters/cache.py): a key a part reads must be kept here."""
+    status (all, these keys, or none), spec keys, data keys, and of the status conditions of
+    these types (none: all) these keys (none: all). It is also what an event must change to
+    ask for a reconcile (adapters/cache.py): a key a part reads must be kept here."""
 
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
+    condition_types: tuple[str, ...] = ()  # the status conditions kept (none: all)
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,11 @@ class Kind:
         return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 
 
-POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses", "podIP")
-# A pod's readiness is its Ready condition's status (parts/serving/pods.py); the probe times
-# would make every kubelet status update look like a change.
+# What parts read of a pod: its IP and readiness (parts/serving/pods.ServingPod: the Ready
+# condition's status, the first container's start and restarts), an exporter's termination
+# message (parts/exports/states.py). The other conditions and the probe times would make every
+# kubelet status update look like a change.
+POD_STATUS = ("conditions", "containerStatuses", "podIP")
 POD_CONDITIONS = ("type", "status")
 
 SERVEDMODELS = Kind(
@@ -181,6 +184,7 @@ CHILDREN = (
             ),
             spec=("replicas",),
             conditions=("type", "status", "reason"),
+            condition_types=("Progressing",),
         ),
     ),
     Kind(
@@ -215,7 +219,7 @@ EXPORTER_PODS = Kind(
     index="exporter_pods",
     labels={**MANAGED, COMPONENT_LABEL: EXPORTER},
     owner=OwnerKey.JOB,
-    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS, condition_types=("Ready",)),
     owned=False,
 )
 SERVER_PODS = Kind(
@@ -225,7 +229,7 @@ SERVER_PODS = Kind(
     index="server_pods",
     labels={**MANAGED, COMPONENT_LABEL: SERVER},
     owner=OwnerKey.INSTANCE,
-    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS, condition_types=("Ready",)),
     owned=False,
 )
 
