@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
@@ -54,6 +55,7 @@ STANDIN_IMAGES = (DEFAULT_SERVER_IMAGE,)
 RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
+STATUS_RETRY_SECONDS = 120.0
 _now = pod_status.now
 
 
@@ -139,6 +141,9 @@ class Runner:
                 else:
                     log.warning("watch failed: %s", exc.reason)
                     time.sleep(1)
+            except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                log.warning("watch failed: %s", exc)
+                time.sleep(1)
 
     def _configmap_event(self, event_type: str, configmap: dict[str, Any]) -> None:
         if event_type in ("ADDED", "MODIFIED"):
@@ -168,7 +173,10 @@ class Runner:
         while True:
             time.sleep(2)
             for uid in list(self.waiting):
-                self._try_start(uid)
+                try:
+                    self._try_start(uid)
+                except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                    log.warning("cannot start pod %s yet: %s", uid, exc)
 
     # --- running --------------------------------------------------------------------------
 
@@ -347,14 +355,25 @@ class Runner:
         )
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        """Report a pod's status; while the API server cannot be reached (restarting), retry
+        for up to STATUS_RETRY_SECONDS, as the kubelet's status manager keeps retrying."""
         meta = pod["metadata"]
-        try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"], meta["namespace"], {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+        deadline = time.monotonic() + STATUS_RETRY_SECONDS
+        while True:
+            try:
+                self.core.patch_namespaced_pod_status(
+                    meta["name"], meta["namespace"], {"status": status}
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+                return
+            except urllib3.exceptions.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("%s: status update failed: %s", meta["name"], exc)
+                    return
+                time.sleep(1)
 
     def stop(self, uid: str, pod: dict[str, Any]) -> None:
         with self.lock:

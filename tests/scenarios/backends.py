@@ -31,8 +31,8 @@ from kubernetes import client, config
 from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
+from testing.localcluster import build, netguard, volumes
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard, volumes
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
 
@@ -50,6 +50,8 @@ class Endpoint:
 class Backend(abc.ABC):
     name: str
     namespace: str
+    endpoints_from = "endpointslices"  # where a client finds a Service's endpoints
+    settle_timeout = 240.0  # seconds for a change to be served everywhere (scenario waits)
 
     @property
     @abc.abstractmethod
@@ -148,12 +150,45 @@ class Backend(abc.ABC):
     def endpoint(self, pod: dict[str, Any]) -> contextlib.AbstractContextManager[Endpoint]:
         """How this test process reaches one TF Serving pod's REST and gRPC ports."""
 
+    # --- what can happen to the control plane ------------------------------------------------
+
+    @abc.abstractmethod
+    def api_client(self) -> client.ApiClient:
+        """A Kubernetes client as the admin user (for clients that read the cluster often)."""
+
+    @abc.abstractmethod
+    def kill_operator(self) -> str:
+        """SIGKILL the operator process (the leader's) and let it start again; says what was
+        done. Returns once a new operator process runs."""
+
+    @abc.abstractmethod
+    def restart_apiserver(self) -> float:
+        """Restart the kube-apiserver; the seconds it did not answer. Raises Unsupported where
+        the test process could not keep its traffic going through a restart."""
+
+    def install_gateway_api(self) -> None:
+        """The Gateway API's standard CRDs (a rollout with parentRefs writes routes)."""
+        for crd in build.gateway_api_crds():
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        wait_for(
+            "the route APIs",
+            lambda: self.kubectl("get", "httproutes,grpcroutes", "-A") is not None,
+            retry_on=(AssertionError, RuntimeError),
+        )
+
+
+class Unsupported(Exception):
+    """What a backend cannot do, and why (the scenario skips that part, saying so)."""
+
 
 # --- the local control plane with the TF Serving stand-in -------------------------------------
 
 
 class StandinBackend(Backend):
     name = "standin"
+    # The API server refuses loopback addresses in EndpointSlices: a client reads the pods
+    # (testing/zeroloss/service.py).
+    endpoints_from = "pods"
 
     def __init__(self, cluster: localcluster.Cluster, work: Path) -> None:
         self.cluster = cluster
@@ -205,6 +240,18 @@ class StandinBackend(Backend):
         ip = pod["status"]["podIP"]  # on loopback: the stand-in listens on the pod's own IP
         yield Endpoint(f"http://{ip}:8501", f"{ip}:8500")
 
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.cluster.kubeconfig))
+
+    def kill_operator(self) -> str:
+        pid = self.operator.pid
+        self.operator.stop(kill=True)
+        self.operator.start()
+        return f"kill -9 {pid}; started again as pid {self.operator.pid}"
+
+    def restart_apiserver(self) -> float:
+        return localcluster.restart_apiserver(self.cluster)
+
 
 # --- kind with real images -----------------------------------------------------------------------
 
@@ -252,6 +299,8 @@ class KindBackend(Backend):
     (make e2e-kind sets timeout_func_only)."""
 
     name = "kind"
+    # The kubelet delivers a ConfigMap update a minute or more late; a change takes steps.
+    settle_timeout = 600.0
 
     def __init__(self) -> None:
         self.namespace = f"scenarios-{uuid.uuid4().hex[:6]}"
@@ -374,6 +423,66 @@ class KindBackend(Backend):
             f"rm -f /models/{model_name}/{version}/variables/*",
         )
 
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.kubeconfig))
+
+    def kill_operator(self) -> str:
+        """kill -9 of the leading replica's process, from its node (the kubelet restarts the
+        container; the standby may take the Lease first)."""
+        system = "servedmodel-system"
+        leader = self.kubectl(
+            "-n",
+            system,
+            "get",
+            "lease",
+            "servedmodel-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ).strip()
+        node = _kind_node(leader, system)
+        container = _run(
+            "docker",
+            "exec",
+            node,
+            "crictl",
+            "ps",
+            "-q",
+            "--name",
+            "operator",
+            "--label",
+            f"io.kubernetes.pod.name={leader}",
+            "--label",
+            f"io.kubernetes.pod.namespace={system}",
+        ).split()[0]
+        pid = _run(
+            "docker",
+            "exec",
+            node,
+            "crictl",
+            "inspect",
+            "--output",
+            "go-template",
+            "--template",
+            "{{.info.pid}}",
+            container,
+        ).strip()
+        _run("docker", "exec", node, "kill", "-9", pid)
+
+        def restarted() -> bool:
+            pod = json.loads(self.kubectl("-n", system, "get", "pod", leader, "-o", "json"))
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            return any(s.get("restartCount", 0) > 0 and s.get("ready") for s in statuses)
+
+        wait_for("the operator container restarted", restarted, timeout=120, interval=1)
+        return f"kill -9 {pid} (container {container[:12]} of {leader} on {node}); restarted"
+
+    def restart_apiserver(self) -> float:
+        raise Unsupported(
+            "on kind this test process reaches the pods through kubectl port-forward, which "
+            "runs through the API server: restarting it would cut the client's own path, so "
+            "failures would measure the harness, not serving"
+        )
+
     @contextlib.contextmanager
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
         rest, grpc = _free_port(), _free_port()
@@ -403,6 +512,12 @@ class KindBackend(Backend):
         finally:
             forward.terminate()
             forward.wait(timeout=10)
+
+
+def _kind_node(pod: str, namespace: str) -> str:
+    return _run(
+        "kubectl", "-n", namespace, "get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"
+    ).strip()
 
 
 def eventually(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:
