@@ -20,6 +20,7 @@ from typing import Any
 
 from servedmodel_operator.render.labels import VERSION_LABEL
 from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.text import safe
 
 # How much of a result goes into status: the fields users and tools read.
 RESULT_FIELDS = ("signature", "verification", "sourceSha256", "tensorflowVersion", "exportedAt")
@@ -206,12 +207,12 @@ def _from_job(
                 State.FAILED,
                 job=name,
                 reason=str(result["reason"]),
-                message=str(result.get("message") or "")[:MAX_MESSAGE],
+                message=safe(str(result.get("message") or ""), MAX_MESSAGE),
             )
         message = str(failed.get("message") or "")
         if termination and termination.get("message") and not result:
             tail = str(termination["message"]).strip()[-300:]
-            message = f"{message}: {tail}".strip(": ")
+            message = safe(f"{message}: {tail}".strip(": "), MAX_MESSAGE)
         return VersionStatus(
             version,
             State.FAILED,

@@ -29,11 +29,13 @@ import aiohttp
 import kopf
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION
+from servedmodel_operator.text import safe_bytes
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
+MAX_NOTE_BYTES = 1024  # an events.k8s.io/v1 Event's note (the API server's limit, in bytes)
 
 # (apiVersion, kind) -> (API prefix, plural), for every kind the operator reads or writes.
 RESOURCES = {
@@ -251,7 +253,7 @@ class Kube:
             "eventTime": now,
             "type": type_,
             "reason": reason,
-            "note": message[:1024],
+            "note": safe_bytes(message, MAX_NOTE_BYTES),
             "action": "Reconcile",
             "reportingController": f"{GROUP}/{FIELD_MANAGER}",
             "reportingInstance": self._instance,

@@ -23,6 +23,7 @@ from servedmodel_operator.render.service import service, track_service
 from servedmodel_operator.selection import select
 from servedmodel_operator.serving import PodReport, ServingPod, View
 from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.text import safe_tree
 from servedmodel_operator.transition import ModelsConfig
 
 
@@ -361,6 +362,8 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     )
     if kept.status is not None:
         new_status["retention"] = dict(kept.status)
+    # Every string written for people to read, whichever part wrote it, without terminal controls.
+    new_status = safe_tree(new_status)
     if kept.job is not None and not refused:
         to_apply.append(drift.stamped(kept.job))
     delete = [] if refused else list(delivery.delete)

@@ -29,6 +29,7 @@ from servedmodel_operator.rollout import ABORTED, DONE, PROMOTED, Decision
 from servedmodel_operator.selection import Served
 from servedmodel_operator.serving import View
 from servedmodel_operator.spec import ServedModelSpec
+from servedmodel_operator.text import safe
 from servedmodel_operator.transition import ModelsConfig, Transition, WaitsFor
 
 READY = "Ready"
@@ -107,9 +108,9 @@ MAX_MESSAGE = 1024  # a condition message, whatever a hostile spec or exporter p
 
 
 def bounded(parts: Sequence[str], limit: int = MAX_MESSAGE) -> str:
-    """Distinct messages joined with '; ', each once, cut to `limit` characters."""
-    text = "; ".join(dict.fromkeys(p for p in parts if p))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Distinct messages joined with '; ', each once, terminal controls escaped (text.safe),
+    cut to `limit` characters."""
+    return safe("; ".join(dict.fromkeys(p for p in parts if p)), limit)
 
 
 def _grouped(states: Sequence[VersionStatus]) -> str:
@@ -378,8 +379,8 @@ def _merge_conditions(
             {
                 "type": cond.type,
                 "status": cond.status,
-                "reason": cond.reason,
-                "message": cond.message,
+                "reason": safe(cond.reason, MAX_MESSAGE),
+                "message": safe(cond.message, MAX_MESSAGE),
                 "observedGeneration": generation,
                 "lastTransitionTime": now
                 if changed or "lastTransitionTime" not in old
