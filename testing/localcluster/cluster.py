@@ -585,7 +585,7 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         state_dir,
         "runner",
         Path(sys.executable),
-        ["-m", "localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
+        ["-m", "testing.localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
         env={
             **os.environ,
             **netguard.guard_env(cluster.netguard_log),
