@@ -69,6 +69,9 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # Computes ResourceQuota usage, without which the API server enforces no quota (the
+    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py).
+    "resourcequota",
 )
 
 
@@ -542,6 +545,10 @@ def _start_controllers(cluster: Cluster, ports: dict[str, int]) -> None:
             f"--cluster-cidr={POD_CIDR}",
             # The volume binder otherwise looks at new claims every 15 s.
             "--pvclaimbinder-sync-period=1s",
+            # A quota created before the controller learnt a new CRD's resource (it asks
+            # discovery every 30 s) would otherwise count its objects only at the next full
+            # resync, 5 min later.
+            "--resource-quota-sync-period=5s",
             # Hundreds of ServedModels (make bench) should wait on the operator, not on the
             # client-side rate limits of the controllers that turn Deployments into pods.
             "--kube-api-qps=200",
