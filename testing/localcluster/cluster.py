@@ -70,7 +70,8 @@ CONTROLLERS = (
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
     # Computes ResourceQuota usage, without which the API server enforces no quota (the
-    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py).
+    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
+    # quota when the quota's limits change, and every 5 minutes.
     "resourcequota",
 )
 
@@ -545,10 +546,6 @@ def _start_controllers(cluster: Cluster, ports: dict[str, int]) -> None:
             f"--cluster-cidr={POD_CIDR}",
             # The volume binder otherwise looks at new claims every 15 s.
             "--pvclaimbinder-sync-period=1s",
-            # A quota created before the controller learnt a new CRD's resource (it asks
-            # discovery every 30 s) would otherwise count its objects only at the next full
-            # resync, 5 min later.
-            "--resource-quota-sync-period=5s",
             # Hundreds of ServedModels (make bench) should wait on the operator, not on the
             # client-side rate limits of the controllers that turn Deployments into pods.
             "--kube-api-qps=200",
