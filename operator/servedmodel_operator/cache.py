@@ -33,6 +33,19 @@ _METADATA_KEYS = (
     "ownerReferences",
 )
 
+# Of a ServedModel's metadata the reconcile reads its identity and nothing its author may grow:
+# labels, annotations, ownerReferences and managedFields are the author's (up to the API
+# server's 1.5 MiB per object) and are dropped, like every other kind's foreign annotations.
+_SERVEDMODEL_METADATA_KEYS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+
 _POD_STATUS = ("phase", "conditions", "containerStatuses", "podIP")
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -40,15 +53,18 @@ Key = tuple[str, str, str]  # kind, namespace, name
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of an object reconciles read, as a compact copy: drift needs only our own
-    managedFields entry and our annotations; status only where it is looked at."""
+    managedFields entry and our annotations; status only where it is looked at; of a
+    ServedModel, its identity, spec (every field of which the reconcile parses: the CRD's
+    bounds bound it) and status (written by the operator, bounded by it)."""
     meta = obj.get("metadata", {}) or {}
-    kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
+    kind = obj.get("kind")
+    keys = _SERVEDMODEL_METADATA_KEYS if kind == KIND else _METADATA_KEYS
+    kept = {k: meta[k] for k in keys if meta.get(k) is not None}
     kept.pop("managedFields", None)  # put back below, after the copy: its field set is shared
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
         }
-    kind = obj.get("kind")
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     if kind in _WITH_STATUS:
         out["status"] = obj.get("status") or {}
@@ -63,7 +79,7 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
         data = obj.get("data") or {}
         out["data"] = {k: data[k] for k in (MODELS_CONFIG,) if k in data}
     out = _compact(out)
-    if meta.get("managedFields") is not None:
+    if meta.get("managedFields") is not None and kind != KIND:
         out["metadata"]["managedFields"] = [
             _our_entry(m) for m in meta["managedFields"] if is_our_apply(m)
         ]
