@@ -93,7 +93,7 @@ def run(namespaces: int, per_namespace: int, labels: bool, workdir: Path) -> dic
                 workdir,
                 name="operator-bounds",
                 namespaces=tuple(names),
-                args=("--log-level=WARNING",),
+                args=("--log-level=INFO",),
                 env=netguard.guard_env(cluster.netguard_log),
             )
             results: dict[str, Any] = {
@@ -103,8 +103,8 @@ def run(namespaces: int, per_namespace: int, labels: bool, workdir: Path) -> dic
                 "object_kib": round(sum(sizes) / len(sizes) / 1024),
                 "spec_kib": round(len(json.dumps(largest.largest("x")["spec"])) / 1024),
             }
-            operator.start()
             try:
+                operator.start(timeout=300)
                 base = memory_mib(operator.pid)
                 wait_for(
                     "the operator to look at every ServedModel",
@@ -116,7 +116,7 @@ def run(namespaces: int, per_namespace: int, labels: bool, workdir: Path) -> dic
                 results["first_run"]["at_start_rss_mib"] = base["rss_mib"]
                 log(f"first run: {results['first_run']}")
                 operator.stop()
-                operator.start()
+                operator.start(timeout=300)
                 time.sleep(30)  # its first list, and a reconcile of each (nothing to write)
                 assert operator.running()
                 results["after_restart"] = memory_mib(operator.pid)

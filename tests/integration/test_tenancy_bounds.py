@@ -12,7 +12,10 @@ measures the same with more namespaces and labels filling each object to etcd's 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,18 @@ from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard, volumes
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import GROUP, PLURAL, VERSION, condition, get_sm, kubectl
+from tests import cli_process
+from tests.integration.conftest import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Volume,
+    condition,
+    get_sm,
+    kubectl,
+    servedmodel,
+    wait_condition,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -131,8 +145,8 @@ def test_a_tenant_filling_its_quota_with_the_largest_specs_takes_no_one_down(
         args=("--log-level=INFO", "--allowed-server-images=tensorflow/serving:2.21.0*"),
         env=netguard.guard_env(cluster.netguard_log),
     )
-    operator.start()
     try:
+        operator.start()
         converged(custom, other_team)
 
         # The flood, as the tenant: until the quota says no.
@@ -242,3 +256,76 @@ def converged(custom: client.CustomObjectsApi, namespace: str, replicas: int = 1
         return obj if done else None
 
     return wait_for(f"{namespace}/fraud to converge on {replicas} replica(s)", probe, timeout=120)
+
+
+# --- terminal escapes (issue 21, item 7) ------------------------------------------------------
+
+HOSTILE = "\x1b]8;;https://evil.example\x07click\x1b]8;;\x07\x1b[2J\x9b2J\x1b]0;pwned\x07"
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # a newline ends a line, nothing else
+GOOD = [(1, "pvc://training/model-a.keras")]
+
+
+def test_terminal_escapes_reach_no_terminal(
+    cluster: localcluster.Cluster,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    tmp_path: Path,
+) -> None:
+    """ESC, OSC and CSI sequences from a tenant: in a spec string they are refused at apply
+    (the CRD's rule names the field); in a model file (a custom object's class name, which the
+    exporter's error quotes) they reach status escaped, and neither `kubectl get -o wide`,
+    `kubectl describe` nor `servedmodel status` prints a control character."""
+    kubectl(
+        cluster,
+        *("-n", namespace, "create", "role", "servedmodels-author"),
+        "--verb=create,get,list,watch",
+        f"--resource={PLURAL}.{GROUP}",
+    )
+    kubectl(
+        cluster,
+        *("-n", namespace, "create", "rolebinding", "tenant-a-authors"),
+        *("--role=servedmodels-author", f"--user={TENANT}"),
+    )
+
+    def create(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return kubectl(
+            cluster,
+            *("--as", TENANT, "-n", namespace, "create", "-f", "-"),
+            stdin=json.dumps(body),
+            check=False,
+        )
+
+    refused = create(servedmodel("image", GOOD, server={"image": f"evil/miner:1{HOSTILE}"}))
+    assert refused.returncode != 0
+    assert "spec.server.image must not contain control characters" in refused.stderr
+
+    # A .keras archive whose config names a layer class no Keras has, escapes included.
+    with zipfile.ZipFile(training.path / "model-a.keras") as original:
+        files = {name: original.read(name) for name in original.namelist()}
+    config_json = json.loads(files["config.json"])
+    config_json["config"]["layers"][-1]["class_name"] = f"Dense{HOSTILE}"
+    files["config.json"] = json.dumps(config_json).encode()
+    with zipfile.ZipFile(training.path / "hostile.keras", "w") as hostile:
+        for name, data in files.items():
+            hostile.writestr(name, data)
+    assert create(servedmodel("escapes", [(1, "pvc://training/hostile.keras")])).returncode == 0
+
+    obj = wait_condition(custom, namespace, "escapes", "Stalled", "True", timeout=300)
+    message = condition(obj, "Stalled")["message"]
+    assert "\\x1b]0;pwned\\x07" in message and not CONTROL.search(message), message
+    [version] = obj["status"]["versions"]
+    assert version["state"] == "Failed" and "\\x1b]0;pwned\\x07" in version["message"]
+    wide = kubectl(cluster, "-n", namespace, "get", "sm", "escapes", "-o", "wide").stdout
+    described = kubectl(cluster, "-n", namespace, "describe", "sm", "escapes").stdout
+    status = cli_process.run(
+        cli_process.console_scripts(tmp_path / "bin"),
+        *("status", "escapes", "-n", namespace),
+        kubeconfig=cluster.kubeconfig,
+        guard_log=cluster.netguard_log,
+    ).stdout
+    for printed in (wide, described, status):
+        assert not CONTROL.search(printed), repr(printed)
+    assert "\\x1b]0;pwned\\x07" in described and "\\x1b]0;pwned\\x07" in status
