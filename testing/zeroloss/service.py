@@ -274,9 +274,10 @@ class Service:
         rotation = [n for n in in_rotation(slices) if n in pods]  # absent: deleted meanwhile
         members = []
         for name in rotation:
+            if name not in self._open:
+                self._reach(pods[name])  # in rotation once this process can reach it
             opened = self._open.get(name)
             if opened is None:
-                self._reach_later(pods[name])  # in rotation once this process can reach it
                 continue
             self._left.pop(name, None)
             track = (pods[name]["metadata"].get("labels") or {}).get(TRACK_LABEL, "")
@@ -296,9 +297,9 @@ class Service:
                 self._left.pop(name)
                 stack.close()
 
-    def _reach_later(self, pod: dict[str, Any]) -> None:
-        """Open the way to a pod in the background (a port-forward takes a while): the refresh
-        must not stall while other pods leave rotation."""
+    def _reach(self, pod: dict[str, Any]) -> None:
+        """Open the way to a pod: at once to its own address, in the background through a
+        port-forward (it takes a while: the refresh must not stall while pods leave)."""
         name = pod["metadata"]["name"]
         if name in self._opening:
             return

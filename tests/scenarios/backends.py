@@ -39,6 +39,9 @@ from testing.localcluster.waiting import wait_for
 REPO = Path(__file__).resolve().parents[2]
 GROUP, API_VERSION = "serving.servedmodel.io", "v1alpha1"
 OPT_IN = volumes.OPT_IN
+# The hostnames a rollout's routes may carry in the scenarios (the operator's policy allows none
+# by default): a name under a reserved test domain (RFC 2606), never resolved.
+ROUTE_HOSTNAMES = "{name}.{namespace}.scenarios.test"
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class StandinBackend(Backend):
             cluster.kubeconfig,
             work / "operator",
             namespaces=(self.namespace,),
-            args=("--log-level=DEBUG",),
+            args=("--log-level=DEBUG", f"--allowed-route-hostnames={ROUTE_HOSTNAMES}"),
             env=netguard.guard_env(cluster.netguard_log),
         )
 
@@ -250,7 +253,14 @@ class StandinBackend(Backend):
         return f"kill -9 {pid}; started again as pid {self.operator.pid}"
 
     def restart_apiserver(self) -> float:
-        return localcluster.restart_apiserver(self.cluster)
+        down = localcluster.restart_apiserver(self.cluster)
+        # Every component (the runner, the TF Serving pods' kubelet, included) came through.
+        wait_for(
+            "the local cluster healthy",
+            lambda: localcluster.healthy(self.cluster.state_dir),
+            timeout=60,
+        )
+        return down
 
 
 # --- kind with real images -----------------------------------------------------------------------
@@ -336,13 +346,12 @@ class KindBackend(Backend):
             _run("kind", "load", "image-archive", str(archive), "--name", KIND_CLUSTER)
             archive.unlink()
         self.kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
+        policy = {"data": {"SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES": ROUTE_HOSTNAMES}}
+        system = ("-n", "servedmodel-system")
+        self.kubectl(*system, "patch", "configmap", "servedmodel-policy", "-p", json.dumps(policy))
+        self.kubectl(*system, "rollout", "restart", "deployment/servedmodel-operator")
         self.kubectl(
-            "-n",
-            "servedmodel-system",
-            "rollout",
-            "status",
-            "deployment/servedmodel-operator",
-            "--timeout=300s",
+            *system, "rollout", "status", "deployment/servedmodel-operator", "--timeout=300s"
         )
         self.kubectl("create", "namespace", self.namespace)
         self.kubectl(

@@ -62,7 +62,7 @@ PHASES = (
     "replicas 2 → 3 → 1",
 )
 BETWEEN = "between phases"
-GATEWAY = [{"name": "gateway", "namespace": "infra"}]
+GATEWAY = [{"name": "gateway"}]  # in the model's namespace: the policy's default
 
 
 class Run:
@@ -281,9 +281,10 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(
-    backend: Backend, keras_files: dict[int, Path], keras_outputs: dict[int, Any]
-) -> Iterator[Run]:
+def run(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Run]:
+    # After the backend: where it cannot run, no model is built for nothing.
+    keras_files: dict[int, Path] = request.getfixturevalue("keras_files")
+    keras_outputs: dict[int, Any] = request.getfixturevalue("keras_outputs")
     backend.install_gateway_api()
     for version, path in keras_files.items():
         backend.put_training_file(f"v{version}.keras", path)
@@ -315,20 +316,21 @@ def run(
 
     wait_for("every version exported", exported, timeout=900, interval=1)
     state.settled(timeout=2 * backend.settle_timeout)
-    with (
-        Service(
-            api, backend.namespace, MODEL, backend.endpoint, source=backend.endpoints_from
-        ) as service,
-        Traffic(service, MODEL, INSTANCES, keras_outputs, state.targets, rate=RATE) as traffic,
-    ):
-        state.start(service, traffic)
-        wait_for("traffic flowing", lambda: len(traffic.outcomes) >= 4, timeout=60)
-        traffic.phase = BETWEEN
-        try:
-            yield state
-        finally:
-            traffic.phase = "teardown"
-            state.stop()
+    service = Service(
+        api, backend.namespace, MODEL, backend.endpoint, source=backend.endpoints_from
+    )
+    with service:
+        # A client starts sending once its load balancer knows the endpoints.
+        wait_for("the pods in rotation", lambda: len(service.members) == state.replicas, 60)
+        with Traffic(service, MODEL, INSTANCES, keras_outputs, state.targets, rate=RATE) as traffic:
+            state.start(service, traffic)
+            wait_for("traffic flowing", lambda: len(traffic.outcomes) >= 4, timeout=60)
+            traffic.phase = BETWEEN
+            try:
+                yield state
+            finally:
+                traffic.phase = "teardown"
+                state.stop()
 
 
 def test_add_a_version(run: Run) -> None:
@@ -365,8 +367,8 @@ def test_canary_aborted(run: Run) -> None:
     with run.phase("canary aborted"):
         run.edit(rollout=rollout)
         wait_for(
-            "the canary answering",
-            lambda: any(o.version == 3 for o in traffic.of_phase("canary aborted")),
+            "the canary answering (10 requests)",
+            lambda: sum(o.version == 3 for o in traffic.of_phase("canary aborted")) >= 10,
             timeout=run.backend.settle_timeout,
         )
         run.edit(rollout={**rollout, "abort": True})
@@ -383,7 +385,15 @@ def test_canary_promoted(run: Run) -> None:
     assert run.traffic is not None
     traffic = run.traffic
     with run.phase("canary promoted"):
-        run.edit(rollout={"canary": 3, "steps": [100], "intervalSeconds": 5, "parentRefs": GATEWAY})
+        run.edit(
+            rollout={
+                "canary": 3,
+                "steps": [100],
+                "intervalSeconds": 5,
+                "parentRefs": GATEWAY,
+                "hostnames": [f"{MODEL}.{run.backend.namespace}.scenarios.test"],
+            }
+        )
         promoted = run.rollout_phase("Promoted")
         run.note("canary promoted", promoted["status"]["rollout"].get("message", ""))
         assert any(o.version == 3 for o in traffic.of_phase("canary promoted"))

@@ -23,7 +23,7 @@ from testing.zeroloss.ledger import (
     required,
     verdict,
 )
-from testing.zeroloss.service import in_rotation, route_weights
+from testing.zeroloss.service import in_rotation, route_weights, slices_from_pods
 
 V1, V2 = Target(version=1), Target(version=2)
 STABLE, UNNAMED = Target(label="stable"), Target()
@@ -210,3 +210,38 @@ def test_route_weights_are_the_last_rules_split() -> None:
     }
     assert route_weights(route, "m") == {"stable": 75, "canary": 25}
     assert route_weights({"spec": {}}, "m") == {}
+
+
+def _pod(name: str, ready: bool, deleting: bool = False, **status: object) -> dict[str, object]:
+    meta: dict[str, object] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "status": {
+            "phase": "Running",
+            "podIP": "127.96.0.9",
+            "conditions": [{"type": "Ready", "status": str(ready)}],
+            **status,
+        },
+    }
+
+
+def test_pods_become_endpoints_as_the_endpointslice_controller_makes_them() -> None:
+    pods = [
+        _pod("ready", True),
+        _pod("starting", False),
+        _pod("deleted", True, deleting=True),
+        _pod("done", True, phase="Succeeded"),
+        _pod("no-ip", True, podIP=None),
+    ]
+    [slice_] = slices_from_pods(pods)
+    conditions = {e["targetRef"]["name"]: e["conditions"] for e in slice_["endpoints"]}
+    assert conditions == {
+        "ready": {"ready": True, "serving": True, "terminating": False},
+        "starting": {"ready": False, "serving": False, "terminating": False},
+        "deleted": {"ready": False, "serving": True, "terminating": True},
+    }
+    assert in_rotation(slices_from_pods(pods)) == ["ready"]
+    # Every pod terminating: the ones still serving stay in rotation (kube-proxy's fallback).
+    assert in_rotation(slices_from_pods([_pod("deleted", True, deleting=True)])) == ["deleted"]
