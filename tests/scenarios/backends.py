@@ -144,6 +144,15 @@ class Backend(abc.ABC):
     def put_training_file(self, name: str, source: Path) -> None:
         """Put a model file on the `training` claim, as a training job would."""
 
+    # Whether seed_store works here; elsewhere the exporter Jobs export for real.
+    seeds_store = False
+
+    def seed_store(self, model_name: str, exported: Path) -> None:
+        """Put versions exported beforehand (`exported/<N>/`, each with its record, no owner
+        UID) in the `models` claim, so that the exporter Jobs find them done (exit 0, nothing
+        written: README "The version record")."""
+        raise NotImplementedError(f"{self.name} does not seed its store")
+
     @abc.abstractmethod
     def damage_version(self, model_name: str, version: int) -> None:
         """Make an exported version unloadable on the store (its variables are gone), as a
@@ -232,6 +241,11 @@ class StandinBackend(Backend):
 
     def put_training_file(self, name: str, source: Path) -> None:
         shutil.copyfile(source, self.work / "training" / name)
+
+    seeds_store = True
+
+    def seed_store(self, model_name: str, exported: Path) -> None:
+        shutil.copytree(exported, self.work / "models" / model_name, dirs_exist_ok=True)
 
     def damage_version(self, model_name: str, version: int) -> None:
         variables = self.work / "models" / model_name / str(version) / "variables"

@@ -281,13 +281,26 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Run]:
+def run(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     # After the backend: where it cannot run, no model is built for nothing.
     keras_files: dict[int, Path] = request.getfixturevalue("keras_files")
     keras_outputs: dict[int, Any] = request.getfixturevalue("keras_outputs")
     backend.install_gateway_api()
     for version, path in keras_files.items():
         backend.put_training_file(f"v{version}.keras", path)
+    # This suite does not test exporting: where the backend can seed its store, the versions
+    # are exported here, in this process (TensorFlow is loaded already), and the exporter Jobs
+    # find them done. On kind the Jobs export for real.
+    began = time.monotonic()
+    if backend.seeds_store:
+        from servedmodel_exporter import export
+
+        store = tmp_path_factory.mktemp("zero-loss-store")
+        for version, path in keras_files.items():
+            export.run(export.Request(str(path), store, MODEL, version))
+        backend.seed_store(MODEL, store / MODEL)
     api = backend.api_client()
     state = Run(backend, api)
     backend.apply(
@@ -316,6 +329,12 @@ def run(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Run]:
 
     wait_for("every version exported", exported, timeout=900, interval=1)
     state.settled(timeout=2 * backend.settle_timeout)
+    state.note(
+        "setup",
+        f"{len(keras_files)} versions "
+        f"{'seeded in the store' if backend.seeds_store else 'exported by their Jobs'}, "
+        f"{state.replicas} pods serving, in {time.monotonic() - began:.0f}s",
+    )
     service = Service(
         api, backend.namespace, MODEL, backend.endpoint, source=backend.endpoints_from
     )
