@@ -85,6 +85,10 @@ class Traffic:
         with self._lock:
             return [o for o in self.outcomes if o.phase == phase]
 
+    def recorded(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
     # --- the two clients ---------------------------------------------------------------------
 
     def _loop(self, protocol: str) -> None:

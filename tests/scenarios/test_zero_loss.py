@@ -21,6 +21,7 @@ Runs on both backends (conftest.py). On kind the API-server phase is skipped wit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -489,8 +490,7 @@ def test_zero_lost_requests_over_the_whole_run(run: Run) -> None:
     """Every request of the run judged again, the ones between phases included; the table."""
     assert run.traffic is not None
     run.traffic.settle()
-    with run.traffic._lock:
-        outcomes = list(run.traffic.outcomes)
+    outcomes = run.traffic.recorded()
     rows = ledger.report(
         [o for o in outcomes if o.phase != "teardown"], run.spec, run.status, (*PHASES, BETWEEN)
     )
@@ -507,7 +507,7 @@ def test_zero_lost_requests_over_the_whole_run(run: Run) -> None:
             json.dumps(
                 [
                     {
-                        **o.__dict__,
+                        **dataclasses.asdict(o),
                         "target": str(o.target),
                         "verdict": ledger.verdict(o, run.spec, run.status),
                     }
