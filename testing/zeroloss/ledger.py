@@ -1,4 +1,4 @@
-"""Which requests had to succeed, and which did (pure; tests/unit/test_zeroloss_ledger.py).
+"""Which requests had to succeed, and which did (pure; tests/unit/test_zeroloss.py).
 
 Every client request is recorded with what it named, when it was sent and when it returned
 (monotonic seconds), which pod answered and with which version. It is then judged against two

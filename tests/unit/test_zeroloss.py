@@ -4,7 +4,10 @@ and what status said."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+
+from kubernetes import client
 
 from testing.zeroloss.ledger import (
     EXCUSED,
@@ -23,7 +26,13 @@ from testing.zeroloss.ledger import (
     required,
     verdict,
 )
-from testing.zeroloss.service import in_rotation, route_weights, slices_from_pods
+from testing.zeroloss.service import (
+    Member,
+    Service,
+    in_rotation,
+    route_weights,
+    slices_from_pods,
+)
 
 V1, V2 = Target(version=1), Target(version=2)
 STABLE, UNNAMED = Target(label="stable"), Target()
@@ -245,3 +254,39 @@ def test_pods_become_endpoints_as_the_endpointslice_controller_makes_them() -> N
     assert in_rotation(slices_from_pods(pods)) == ["ready"]
     # Every pod terminating: the ones still serving stay in rotation (kube-proxy's fallback).
     assert in_rotation(slices_from_pods([_pod("deleted", True, deleting=True)])) == ["deleted"]
+
+
+class _Address:
+    rest, grpc = "http://127.96.0.9:8501", "127.96.0.9:8500"
+
+
+def _service(
+    *members: tuple[str, str], weights: dict[str, dict[str, int]] | None = None
+) -> Service:
+    """A Service that never reads the cluster: its members and weights set by hand."""
+    service = Service(client.ApiClient(), "ns", "m", reach=lambda pod: contextlib.nullcontext())
+    service.members = tuple(Member(pod, track, _Address()) for pod, track in members)
+    service.weights = weights or {}
+    return service
+
+
+def _picked(service: Service, protocol: str, named: bool, times: int = 20) -> set[str]:
+    return {m.pod for m in (service.pick(protocol, named).member for _ in range(times)) if m}
+
+
+def test_named_requests_go_to_stable_pods_unnamed_ones_anywhere() -> None:
+    service = _service(("s1", "stable"), ("c1", "canary"), ("s2", "stable"))
+    assert _picked(service, "rest", named=True) == {"s1", "s2"}
+    assert _picked(service, "grpc", named=False) == {"s1", "s2", "c1"}
+
+
+def test_with_routes_unnamed_requests_follow_the_weights_and_fail_without_endpoints() -> None:
+    routes = {"rest": {"stable": 0, "canary": 100}, "grpc": {"stable": 100, "canary": 0}}
+    service = _service(("s1", "stable"), ("c1", "canary"), weights=routes)
+    assert _picked(service, "rest", named=False) == {"c1"}
+    assert _picked(service, "grpc", named=False) == {"s1"}
+    assert _picked(service, "rest", named=True) == {"s1"}
+    lonely = _service(("s1", "stable"), weights=routes)
+    choice = lonely.pick("rest", named=False)
+    assert choice.member is None and choice.why == "no endpoints in rotation (the canary pods)"
+    assert _service().pick("grpc", named=False).why == "no endpoints in rotation (the Service)"
