@@ -12,7 +12,9 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
-ConfigMaps kept current through a watch. Every process gets the network guard
+ConfigMaps kept current through a watch and delivered to each pod late, after a delay drawn per
+pod and per update from the cluster's window (delivery.py; the window file is the third
+argument, re-read at every update). Every process gets the network guard
 (testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
 resource limits, and `kubectl logs` (each container's output lands in
@@ -40,7 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
-from testing.localcluster import pod_status
+from testing.localcluster import delivery, pod_status
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
 from testing.localcluster.serving_pod import ServingPod
@@ -97,9 +99,15 @@ def _mount_parents(mounts: Mapping[str, Path], rootfs: Path) -> dict[str, Path]:
 
 
 class Runner:
-    def __init__(self, api: client.ApiClient, work_dir: Path, image_bin: Path) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        work_dir: Path,
+        image_bin: Path,
+        window_file: Path | None = None,
+    ) -> None:
         self.core = client.CoreV1Api(api)
-        self.volumes = PodVolumes(self.core)
+        self.volumes = PodVolumes(self.core, lambda: delivery.read_window(window_file))
         self.work_dir = work_dir
         self.image_bin = image_bin
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -144,7 +152,10 @@ class Runner:
         if event_type in ("ADDED", "MODIFIED"):
             meta = configmap["metadata"]
             self.volumes.configmap_changed(
-                meta["namespace"], meta["name"], configmap.get("data") or {}
+                meta["namespace"],
+                meta["name"],
+                configmap.get("data") or {},
+                meta.get("resourceVersion", ""),
             )
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
@@ -391,10 +402,11 @@ class Runner:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kubeconfig, work_dir = sys.argv[1], Path(sys.argv[2])
+    window_file = Path(sys.argv[3]) if len(sys.argv) > 3 else None
     work_dir.mkdir(parents=True, exist_ok=True)
     work_dir.chmod(0o755)
     api = config.new_client_from_config(config_file=kubeconfig)
-    runner = Runner(api, work_dir, Path(sys.executable).parent)
+    runner = Runner(api, work_dir, Path(sys.executable).parent, window_file)
 
     def stop(signum: int, _: Any) -> None:
         runner.shutdown()
