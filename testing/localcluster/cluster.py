@@ -6,8 +6,9 @@ Succeeded; the pods this checkout can run for real (the exporter's, TF Serving's
 stand-in) are run by testing.localcluster.runner instead. See README "The local cluster".
 
 State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json, the admin
-kubeconfig and configmap-delay (the window of ConfigMap delivery delays, delivery.py: set by
-SERVEDMODEL_CONFIGMAP_DELAY=min,max at `up`, changed at run time by Cluster.configmap_delay()).
+kubeconfig, configmap-delay (the window of ConfigMap delivery delays, delivery.py: set by
+SERVEDMODEL_CONFIGMAP_DELAY=min,max at `up`, changed at run time by Cluster.configmap_delay())
+and, inside Cluster.standin_predict_delay(), the stand-in's slow-prediction knob.
 `down()` stops exactly the processes whose pids it recorded, checking each pid still runs the
 binary it started before signalling it.
 """
@@ -163,6 +164,18 @@ class Cluster:
             yield
         finally:
             delivery.write_window(self.configmap_delay_file, previous)
+
+    @contextmanager
+    def standin_predict_delay(self, milliseconds: int) -> Iterator[None]:
+        """TF Serving stand-ins started in the block answer every client inference that much
+        later (STANDIN_PREDICT_DELAY_MS, the stand-in's test knob): load tests on the cluster.
+        Pods already running keep their setting."""
+        path = self.state_dir / runner.PREDICT_DELAY_FILE
+        path.write_text(f"{int(milliseconds)}\n")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def get(self, path: str, timeout: float = 5.0) -> requests.Response:
         """GET on the API server as the admin user (health checks; tests use a real client)."""
@@ -634,7 +647,7 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
             "testing.localcluster.runner",
             str(cluster.kubeconfig),
             str(state_dir / "runner"),
-            str(cluster.configmap_delay_file),
+            str(state_dir),
         ],
         env={
             **os.environ,
