@@ -18,10 +18,11 @@ model_service_impl.cc, with the tensorflow-serving-api service stubs.
 - Max message size int32 max both ways, as server.cc sets it.
 - The client's deadline becomes the session run timeout (enforce_session_run_timeout, on by
   default: RunOptions.timeout_in_ms = DeadlineToTimeoutMillis(context->raw_deadline()),
-  prediction_service_util.cc), for Predict, Classify and Regress: a run that outlasts it ends
-  with DEADLINE_EXCEEDED, counted in request_count{status="DEADLINE_EXCEEDED"}, without a
-  latency sample. The milliseconds left when the handler starts (truncated; capped at INT32_MAX
-  without a deadline); a deadline already passed gives a timeout <= 0, which TF reads as none.
+  prediction_service_util.cc), for Predict, Classify, Regress and MultiInference: a run that
+  outlasts it ends with DEADLINE_EXCEEDED, counted in request_count{status="DEADLINE_EXCEEDED"}
+  (MultiInference counts no requests), without a latency sample. The timeout is the
+  milliseconds left when the handler starts (truncated; INT32_MAX without a deadline); a
+  deadline already passed gives a timeout <= 0, which TF reads as none.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def build(
             # prediction_service_impl.cc MultiInference(): no request_count, no latency.
             _, response = _call(
                 context,
-                lambda: multi_inference.run_with_server_core(core, request, None),
+                lambda: multi_inference.run_with_server_core(core, request, _timeout_ms(context)),
                 inference_pb2.MultiInferenceResponse,
             )
             return response
