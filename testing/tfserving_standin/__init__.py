@@ -14,13 +14,13 @@ SavedModelBundle is.
 It names itself a stand-in in its log lines, its --help and --version output and its HTTP
 `Server` header.
 
-Under load it behaves as TF Serving does: every REST request (predictions, probes, status
-reads, scrapes) queues for one pool of --rest_api_num_threads threads (rest.py); a gRPC client
-deadline and --rest_api_timeout_in_ms become the session run timeout (DEADLINE_EXCEEDED;
-grpc_server.py, bundle.py); with --enable_batching the batch queue's limits hold (an oversized
-request is refused, a full queue answers UNAVAILABLE; batching.py); a newly loaded version is
-published AVAILABLE only once the requests in flight on the previous serving map finished
-(manager.py).
+Under load it behaves as TF Serving does: every REST request (predictions, httpGet probes,
+status reads, scrapes) queues for one pool of --rest_api_num_threads threads (rest.py); a
+gRPC client deadline and --rest_api_timeout_in_ms become the session run timeout
+(DEADLINE_EXCEEDED; grpc_server.py, bundle.py); with --enable_batching the batch queue's
+limits hold (an oversized request is refused, a full queue answers UNAVAILABLE;
+batching.py); a newly loaded version is published AVAILABLE only once the requests in flight
+on the previous serving map finished (manager.py).
 
 Not copied: merging the requests of one batch into one session run (the queue and its limits
 are copied, batching.py); TLS/ALTS, platform config files, TFLite, mixed precision,
@@ -42,8 +42,8 @@ Environment (the contract with the local cluster's pod runner):
   container's PID 1 (it installs no handler; TF Serving issue #1853). Off by default.
 - STANDIN_PREDICT_DELAY_MS=N: a stand-in test knob, not a TF Serving setting: every client
   inference (not warmup) takes N ms longer inside its session run, as a slow model would, so
-  load tests can show probes and status reads queueing behind predictions. Run timeouts count
-  it (bundle.py).
+  load tests can show status reads and httpGet probes queueing behind predictions. Run
+  timeouts count it (bundle.py).
 """
 
 STANDIN_NAME = "tfserving-standin"

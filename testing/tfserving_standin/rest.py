@@ -24,8 +24,8 @@ http_rest_api_util.cc.
   --rest_api_num_threads threads (default 4 x the CPUs, server.h http_num_threads), and
   evhttp_server.cc DispatchEvRequest() schedules every request whose path has a handler (the
   Prometheus path, /v1/...) on it; requests beyond the pool wait in its queue. So predictions,
-  kubelet probes, the operator's status reads and Prometheus scrapes share those threads: under
-  slow predictions a probe waits for a free thread. A path without a handler gets libevent's
+  httpGet probes, the operator's status reads and Prometheus scrapes share those threads: under
+  slow predictions a status read waits for a free thread. A path without a handler gets libevent's
   404 from the event loop, without the pool. request_latency starts when a worker picks the
   request up (ProcessRequest's NowMicros()), so time spent queued is not in it.
 
