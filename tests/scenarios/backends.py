@@ -188,6 +188,14 @@ class Backend(abc.ABC):
             retry_on=(AssertionError, RuntimeError),
         )
 
+    def configmap_delivery(
+        self, low: float, high: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """ConfigMap updates made in the block reach each serving pod after a delay in
+        [low, high] s (e.g. delivery.PROFILE_60S). On kind the kubelets' own delays apply
+        (up to about 90 s with default settings): nothing to set."""
+        return contextlib.nullcontext()
+
 
 class Unsupported(Exception):
     """What a backend cannot do, and why (the scenario skips that part, saying so)."""
@@ -275,6 +283,12 @@ class StandinBackend(Backend):
             timeout=60,
         )
         return down
+
+    def configmap_delivery(
+        self, low: float, high: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """The local runner's delivery window, switched at run time (delivery.py)."""
+        return self.cluster.configmap_delay(low, high)
 
 
 # --- kind with real images -----------------------------------------------------------------------
