@@ -120,6 +120,7 @@ class Runner:
         self.image_bin = image_bin
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.serving: dict[str, ServingPod] = {}
+        self.stopping: dict[str, ServingPod] = {}  # deleted pods whose process may still run
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
@@ -409,6 +410,9 @@ class Runner:
             self.waiting.pop(uid, None)
             proc = self.processes.pop(uid, None)
             serving = self.serving.pop(uid, None)
+            if serving is not None:  # until its grace period ends: shutdown() must see it
+                self.stopping = {u: p for u, p in self.stopping.items() if p.running()}
+                self.stopping[uid] = serving
         self.volumes.release(uid)
         if serving is not None:
             log.info("%s: pod deleted: stopping the stand-in", serving.name)
@@ -426,9 +430,11 @@ class Runner:
                 os.killpg(proc.pid, signal.SIGKILL)
 
     def shutdown(self) -> None:
-        """The runner is stopping (cluster-down): no process of a pod may outlive it."""
+        """The runner is stopping (cluster-down): no process of a pod may outlive it, not
+        even one of a deleted pod still in its grace period."""
         with self.lock:
-            serving, processes = list(self.serving.values()), list(self.processes.values())
+            serving = [*self.serving.values(), *self.stopping.values()]
+            processes = list(self.processes.values())
         for pod in serving:
             pod.kill_now()
         for proc in processes:
