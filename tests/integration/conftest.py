@@ -65,18 +65,25 @@ def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
 
 
 @pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """More flags for the `operator` of a test: a module overrides this fixture (a policy flag)."""
+    return ()
+
+
+@pytest.fixture
 def operator(
     cluster: localcluster.Cluster,
     namespace: str,
     crd: None,
     tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(
         cluster.kubeconfig,
         tmp_path_factory.mktemp("operator"),
         name=f"operator-{namespace}",
         namespaces=(namespace,),
-        args=("--log-level=DEBUG",),
+        args=("--log-level=DEBUG", *operator_args),
         env=netguard.guard_env(cluster.netguard_log),
     )
     proc.start()
