@@ -17,7 +17,12 @@ import kopf
 from servedmodel_operator.adapters import logs, metrics
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
 from servedmodel_operator.controller.runtime import Options
-from servedmodel_operator.parts.admission.policy import OWN_NAMESPACE_GATEWAYS, Policy
+from servedmodel_operator.parts.admission.policy import (
+    CREDENTIALS_OPT_IN,
+    DEFAULT_OBJECT_STORE_ENDPOINTS,
+    OWN_NAMESPACE_GATEWAYS,
+    Policy,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,6 +107,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "{name} are the ServedModel's) a rollout's routes may carry "
         "(env SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES; default none)",
     )
+    policy.add_argument(
+        "--allowed-object-store-endpoints",
+        default=os.environ.get(
+            "SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS", ",".join(DEFAULT_OBJECT_STORE_ENDPOINTS)
+        ),
+        help="comma-separated URL patterns (scheme://host[:port], '*' within one host label) "
+        "of the s3/gcs endpoints an exporter holding credentials may use "
+        "(env SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS; default the providers' own: "
+        f"{', '.join(DEFAULT_OBJECT_STORE_ENDPOINTS)})",
+    )
+    policy.add_argument(
+        "--credentials-opt-in",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_CREDENTIALS_OPT_IN", False),
+        help=f"Secrets and ConfigMaps must carry {CREDENTIALS_OPT_IN}=true to be handed to an "
+        "exporter: for clusters without the ValidatingAdmissionPolicy "
+        "servedmodel-credentials-need-read-access (env SERVEDMODEL_CREDENTIALS_OPT_IN; "
+        "default off)",
+    )
     parser.add_argument(
         "--metrics-address",
         default=os.environ.get("SERVEDMODEL_METRICS_ADDRESS", ""),
@@ -154,6 +178,8 @@ def policy_of(args: argparse.Namespace) -> Policy:
             prometheus_addresses=_patterns(args.allowed_prometheus_addresses),
             gateways=_patterns(args.allowed_gateways),
             route_hostnames=_patterns(args.allowed_route_hostnames),
+            object_store_endpoints=_patterns(args.allowed_object_store_endpoints),
+            require_credentials_opt_in=args.credentials_opt_in,
         )
     except ValueError as exc:
         raise SystemExit(f"servedmodel-operator: invalid policy: {exc}") from None

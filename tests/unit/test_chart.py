@@ -101,7 +101,7 @@ VALUE_SETS = {
     "minimal": [
         "--set",
         "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
-        "admissionPolicy.enabled=false",
+        "admissionPolicy.enabled=false,credentialsAdmissionPolicy.enabled=false",
     ],
 }
 
@@ -237,6 +237,33 @@ def test_parts_switch_off_whole() -> None:
     }
     [deployment] = _kind(chart, "Deployment")
     assert deployment["spec"]["replicas"] == 1
+    # Without the credentials admission policy, the operator's opt-in label takes its place.
+    [policy] = _kind(chart, "ConfigMap")
+    assert policy["data"]["SERVEDMODEL_CREDENTIALS_OPT_IN"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("values", "opt_in", "guarded"),
+    [
+        ([], "false", True),
+        (["--set", "credentialsAdmissionPolicy.enabled=false"], "true", False),
+        (
+            ["--set", "credentialsAdmissionPolicy.enabled=false,policy.credentialsOptIn=false"],
+            "false",
+            False,
+        ),
+        (["--set", "policy.credentialsOptIn=true"], "true", True),
+    ],
+)
+def test_one_of_the_admission_policy_and_the_opt_in_label_guards_secrets_unless_told_otherwise(
+    values: list[str], opt_in: str, guarded: bool
+) -> None:
+    chart = template(*values)
+    [policy] = _kind(chart, "ConfigMap")
+    assert policy["data"]["SERVEDMODEL_CREDENTIALS_OPT_IN"] == opt_in
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        names = {o["metadata"]["name"] for o in _kind(chart, kind)}
+        assert ("servedmodel-credentials-need-read-access" in names) is guarded
 
 
 def test_images_resources_and_policy_come_from_values() -> None:
@@ -247,7 +274,9 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "operator.resources.limits.memory=1Gi,operator.workers=3,metrics.port=9191,"
         "policy.allowedServerImages={tensorflow/serving:2.21.*,registry.example/tfs:*},"
         "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true,"
-        "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090}",
+        "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090},"
+        "policy.allowedObjectStoreEndpoints={https://minio.storage:9000,https://*.s3.example},"
+        "policy.credentialsOptIn=true",
         "--set-json",
         'policy.allowedGateways=["infra/public","{namespace}/*"]',
         "--set-json",
@@ -272,6 +301,8 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES": "http://prometheus.monitoring:9090",
         "SERVEDMODEL_ALLOWED_GATEWAYS": "infra/public,{namespace}/*",
         "SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES": "{name}.{namespace}.models.example",
+        "SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS": "https://minio.storage:9000,https://*.s3.example",
+        "SERVEDMODEL_CREDENTIALS_OPT_IN": "true",
     }
     [service] = _kind(chart, "Service")
     assert service["spec"]["ports"][0]["port"] == 9191
@@ -288,6 +319,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
         (["--set", "watchNamespaces=team-a"], "watchNamespaces"),  # a string, not a list
         (["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),  # not a namespace name
         (["--set", "policy.claimOptIn=maybe"], "claimOptIn"),
+        (["--set", "policy.credentialsOptIn=maybe"], "credentialsOptIn"),
         (["--set", "operator.replica=3"], "replica"),  # a typo is not silently ignored
         (["--set", "monitoring.dashboard.enable=true"], "enable"),
     ],

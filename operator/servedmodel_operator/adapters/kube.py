@@ -208,11 +208,19 @@ class Kube:
                 return None
             raise
 
-    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The key names of a Secret (None if it does not exist). Values are dropped at once:
-        the operator checks that credentials exist, it never handles them."""
-        secret = await self.get("v1", "Secret", namespace, name)
-        return None if secret is None else frozenset((secret.get("data") or {}).keys())
+    async def secret_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a Secret (None if it does not exist, or, with `label`, does not
+        carry label=true). Values are dropped at once: the operator checks that credentials
+        exist, it never handles them."""
+        return _keys(await self.get("v1", "Secret", namespace, name), label)
+
+    async def config_map_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a ConfigMap, as secret_keys reads a Secret's."""
+        return _keys(await self.get("v1", "ConfigMap", namespace, name), label)
 
     async def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
@@ -245,3 +253,11 @@ class Kube:
             await self.request("POST", path("events.k8s.io/v1", "Event", namespace), body)
         except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc)
+
+
+def _keys(obj: Mapping[str, Any] | None, label: str | None) -> frozenset[str] | None:
+    if obj is None:
+        return None
+    if label and ((obj.get("metadata") or {}).get("labels") or {}).get(label) != "true":
+        return None
+    return frozenset((obj.get("data") or {}).keys()) | frozenset(obj.get("binaryData") or {})

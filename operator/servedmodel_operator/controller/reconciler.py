@@ -106,9 +106,15 @@ class Reconciler:
     async def _read(
         self, model: ServedModelSpec, observed: Observed, reads: Reads, now: str, logger: Any
     ) -> Observed:
-        """The Secrets' key names, the unsettled pods' readings, a rollout's figures, and the
-        apply refusal remembered for this spec."""
-        keys = [await self._kube.secret_keys(model.namespace, s) for s in reads.secrets]
+        """The Secrets' and CA-bundle ConfigMaps' key names (None for one without the opt-in
+        label, when the policy asks for it: the same to the author as an absent one), the
+        unsettled pods' readings, a rollout's figures, and the apply refusal remembered for
+        this spec."""
+        label = reads.credentials_label
+        keys = [await self._kube.secret_keys(model.namespace, s, label) for s in reads.secrets]
+        bundles = [
+            await self._kube.config_map_keys(model.namespace, c, label) for c in reads.config_maps
+        ]
         readings = await asyncio.gather(
             *(
                 self._prober.read_pod(str(r.pod.ip), model.model_name, r.labels, r.digest)
@@ -127,6 +133,8 @@ class Reconciler:
         return replace(
             observed,
             secret_keys=dict(zip(reads.secrets, keys, strict=True)),
+            config_map_keys=dict(zip(reads.config_maps, bundles, strict=True)),
+            credentials_label=label,
             reports=self._reports.reports(reads.serving_pods),
             measurement=await self._measure(model, now, logger) if reads.analysis else None,
             refusals=(*observed.refusals, *refusals),
