@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -20,6 +20,7 @@ from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
@@ -36,6 +37,8 @@ class Options:
     workers: int
     policy: Policy
     leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
+    site: Site = field(default_factory=Site)
+    readiness: str | None = None  # http://host:port/path of the readiness probe
 
 
 class Indexes:
@@ -138,6 +141,7 @@ class Runtime:
             self.reports,
             options.exporter_image,
             options.policy,
+            options.site,
         )
         self.queue = WorkQueue(
             self._reconcile,

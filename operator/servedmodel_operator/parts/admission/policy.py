@@ -11,7 +11,15 @@ operator-level policy before anything is written:
 - claims: a PersistentVolumeClaim may be a model store or a source only if it opts in with
   the label `serving.servedmodel.io/model-store: "true"` (store, mounted read-write by
   exporters) or `serving.servedmodel.io/model-source: "true"` (read-only source);
+- priority and runtime classes: a pod may name a PriorityClass or a RuntimeClass only if the
+  policy lists it (by default none: both must be left unset). A priority decides whose pods
+  the scheduler preempts, a runtime class what isolates the pod from the node: both are the
+  platform's to hand out;
 - and never an object the operator did not create (see `foreign`).
+
+No field of the spec reaches hostNetwork, hostPID, hostIPC, hostPath volumes, privileged or
+added capabilities, a ServiceAccount token, or another namespace: the renderers set the pods'
+security context themselves, and the spec has no field for any of those.
 
 A refusal names the rule and how to allow it; it stalls the ServedModel and writes nothing.
 """
@@ -41,6 +49,8 @@ class Policy:
     require_service_account_opt_in: bool = True
     allow_unsafe_models: bool = False
     prometheus_addresses: tuple[str, ...] = ()  # fnmatch patterns a rollout may query
+    priority_classes: tuple[str, ...] = ()  # fnmatch patterns; none: priorityClassName unset
+    runtime_classes: tuple[str, ...] = ()  # fnmatch patterns; none: runtimeClassName unset
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                         "as it",
                     )
                 )
+        out += _class_refusals(policy, role, pod)
         if policy.require_claim_opt_in:
             out += _claim_refusals(pod, facts)
         if kind == "Job" and not policy.allow_unsafe_models:
@@ -139,6 +150,26 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                     )
                 )
     return list(dict.fromkeys(out))
+
+
+def _class_refusals(policy: Policy, role: str, pod: Mapping[str, Any]) -> list[Refusal]:
+    out = []
+    for field_name, allowed, reason, flag in (
+        ("priorityClassName", policy.priority_classes, "PriorityClassNotAllowed", "priority"),
+        ("runtimeClassName", policy.runtime_classes, "RuntimeClassNotAllowed", "runtime"),
+    ):
+        name = pod.get(field_name)
+        if name and not any(fnmatch.fnmatchcase(str(name), p) for p in allowed):
+            out.append(
+                Refusal(
+                    reason,
+                    f"spec.{'exporter' if role == 'exporter' else 'server'}.{field_name} {name} "
+                    f"is not allowed by the operator's policy (allowed: "
+                    f"{', '.join(allowed) or 'none'}); a cluster admin can allow it with "
+                    f"--allowed-{flag}-classes",
+                )
+            )
+    return out
 
 
 def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
