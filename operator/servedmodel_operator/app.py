@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         policy=policy_of(args),
         site=site_of(args),
         readiness=args.readiness or None,
+        namespaces=tuple(args.namespace),
         leader_election=(args.leader_election_namespace, args.leader_election_id)
         if args.leader_elect
         else None,

@@ -6,6 +6,11 @@ once it has seen the same holder record unchanged for LEASE_SECONDS (measured on
 never by comparing timestamps across machines). A leader that cannot renew for RENEW_DEADLINE
 seconds stops: the process exits (as controller-runtime does) and comes back as a standby,
 so two replicas never reconcile at once.
+
+A leader that shuts down (SIGTERM: a rolling update, a drain) releases the Lease once it has
+stopped reconciling, as client-go's ReleaseOnCancel does: holderIdentity empty and a
+leaseDurationSeconds of 1, so a standby takes over at its next attempt (within RETRY_SECONDS)
+instead of waiting LEASE_SECONDS for the record to age.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class LeaderElector:
         self.me = me or identity()
         self._seen: tuple[Any, ...] | None = None  # the holder record last observed
         self._seen_at = 0.0
+        self.leading = False
 
     @property
     def _path(self) -> str:
@@ -101,6 +107,7 @@ class LeaderElector:
             await asyncio.sleep(RETRY_SECONDS)
         log.info("%s leads (Lease %s/%s)", self.me, self.namespace, self.name)
         metrics.leader.labels(self.name).set(1)
+        self.leading = True
         started_leading()
         last_renewal = time.monotonic()
         while True:
@@ -109,9 +116,37 @@ class LeaderElector:
                 last_renewal = time.monotonic()
             elif time.monotonic() - last_renewal > RENEW_DEADLINE:
                 log.error("%s lost the Lease %s/%s: stopping", self.me, self.namespace, self.name)
+                self.leading = False
                 metrics.leader.labels(self.name).set(0)
                 await stopped_leading()
                 return
+
+    async def release(self) -> bool:
+        """Give the Lease up (call once this replica has stopped reconciling): only if it is
+        still ours, by a compare-and-swap on its resourceVersion. True if released."""
+        if not self.leading:
+            return False
+        self.leading = False
+        metrics.leader.labels(self.name).set(0)
+        try:
+            lease = await self.kube.request("GET", self._path)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.me:
+                return False
+            now = _now()
+            lease["spec"] = {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": int(spec.get("leaseTransitions") or 0),
+            }
+            await self.kube.request("PUT", self._path, lease)
+        except (ApiError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            log.warning("could not release the Lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
+        log.info("%s released the Lease %s/%s", self.me, self.namespace, self.name)
+        return True
 
     async def _attempt(self) -> bool:
         try:
