@@ -76,7 +76,7 @@ def network_policy(model: ServedModelSpec, site: Site) -> dict[str, Any]:
         ingress.append({"from": [_namespaces(gateways)], "ports": _ports(GRPC_PORT, REST_PORT)})
     # As the user wrote them: a selector given as {} stays {} (every pod, every namespace).
     peers = [
-        peer.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+        peer.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
         for peer in server.network_policy.from_
     ]
     if peers:
