@@ -186,19 +186,20 @@ def test_printer_columns_and_short_name(
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
     header = kubectl(cluster, "get", "sm", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "READY", "SERVED", "ENDPOINT", "ROLLOUT", "AGE"]
+    # REASON by default: Stopped (replicas 0) and broken must differ at a glance.
+    assert header == ["NAME", "READY", "REASON", "SERVED", "ENDPOINT", "ROLLOUT", "AGE"]
     wide = (
         kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     )
     assert wide == [
         "NAME",
         "READY",
+        "REASON",
         "SERVED",
         "ENDPOINT",
         "MODEL",
         "LABELS",
         "REPLICAS",
-        "REASON",
         "ROLLOUT",
         "WEIGHT",
         "AGE",
