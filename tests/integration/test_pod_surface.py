@@ -16,7 +16,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from tests.integration.conftest import (
     kubectl,
     wait_condition,
 )
-from tests.integration.test_install import kstatus
+from tests.integration.test_install import _token_kubeconfig, kstatus
 from tests.unit.builders import model
 from tests.unit.test_argocd_health import health
 
@@ -61,9 +61,10 @@ def _operator(
     *args: str,
     name: str = "operator",
     env: dict[str, str] | None = None,
+    kubeconfig: Path | None = None,
 ) -> OperatorProcess:
     proc = OperatorProcess(
-        cluster.kubeconfig,
+        kubeconfig or cluster.kubeconfig,
         log_dir,
         name=f"{name}-{namespace}",
         namespaces=(namespace,),
@@ -74,17 +75,42 @@ def _operator(
     return proc
 
 
+@pytest.fixture(scope="module")
+def installed(cluster: localcluster.Cluster, crd: None) -> None:
+    """manifests/ installed: the operator's ServiceAccount, RBAC and admission policy."""
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests"))
+
+
 @pytest.fixture
 def operator(
     cluster: localcluster.Cluster,
+    core: client.CoreV1Api,
     namespace: str,
-    crd: None,
+    installed: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    proc = _operator(cluster, namespace, tmp_path_factory.mktemp("operator"), "--network-policy")
-    yield proc
-    proc.stop()
-    assert not proc.errors(), "\n".join(proc.errors()[-20:])
+) -> Iterator[Callable[[], OperatorProcess]]:
+    """Starts the operator as its own ServiceAccount (a token): its RBAC and the admission
+    policy of manifests/base decide what it may write, PodDisruptionBudgets and
+    NetworkPolicies too. Started by the test once its ServedModels are restored (their status
+    records the export), so that no first reconcile plans an export."""
+    started: list[OperatorProcess] = []
+
+    def start() -> OperatorProcess:
+        log_dir = tmp_path_factory.mktemp("operator")
+        proc = _operator(
+            cluster,
+            namespace,
+            log_dir,
+            "--network-policy",
+            kubeconfig=_token_kubeconfig(cluster, core, log_dir / "sa.kubeconfig"),
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+        assert not proc.errors(), "\n".join(proc.errors()[-20:])
 
 
 def _servedmodel(name: str, **server: Any) -> dict[str, Any]:
@@ -239,7 +265,7 @@ def _ready_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
 
 
 def test_evictions_beyond_the_budget_are_refused(
-    operator: OperatorProcess,
+    operator: Callable[[], OperatorProcess],
     api_client: client.ApiClient,
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
@@ -248,6 +274,7 @@ def test_evictions_beyond_the_budget_are_refused(
     store: Volume,
 ) -> None:
     _restored(custom, namespace, _servedmodel("drained", replicas=3))
+    operator()
 
     def settled() -> dict[str, Any] | None:
         budget = _budget(api_client, namespace, "drained")
@@ -286,7 +313,7 @@ def test_evictions_beyond_the_budget_are_refused(
 
 
 def test_the_network_policies_are_valid_for_the_api_server(
-    operator: OperatorProcess,
+    operator: Callable[[], OperatorProcess],
     api_client: client.ApiClient,
     custom: client.CustomObjectsApi,
     cluster: localcluster.Cluster,
@@ -307,6 +334,7 @@ def test_the_network_policies_are_valid_for_the_api_server(
         },
     )
     _restored(custom, namespace, body)
+    operator()
     networking = client.NetworkingV1Api(api_client)
 
     def stored() -> dict[str, Any] | None:
@@ -323,6 +351,16 @@ def test_the_network_policies_are_valid_for_the_api_server(
     live = wait_for("the NetworkPolicy", stored, timeout=60)
     m = model(**body["spec"]).model_copy(update={"name": "isolated", "namespace": namespace})
     assert live["spec"] == network.network_policy(m, Site())["spec"]
+    # Turned off in the spec (the operator's default is on): the operator deletes it.
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "isolated",
+        {"spec": {"server": {"networkPolicy": {"enabled": False}}}},
+    )
+    wait_for("the NetworkPolicy to go", lambda: stored() is None, timeout=60)
 
     # The operator's own (the networkpolicy component), as the API server takes it.
     own = yaml.safe_load((REPO / "manifests" / "networkpolicy" / "networkpolicy.yaml").read_text())
@@ -340,7 +378,7 @@ def test_the_network_policies_are_valid_for_the_api_server(
 
 
 def test_a_stopped_servedmodel_reads_as_stopped_everywhere(
-    operator: OperatorProcess,
+    operator: Callable[[], OperatorProcess],
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
     cluster: localcluster.Cluster,
@@ -349,6 +387,7 @@ def test_a_stopped_servedmodel_reads_as_stopped_everywhere(
     tmp_path: Path,
 ) -> None:
     _restored(custom, namespace, _servedmodel("paused", replicas=1))
+    operator()
     wait_for("a pod", lambda: _ready_pods(core, namespace, "paused"), timeout=120)
     # The scale subresource (an HPA, `kubectl scale`) writes spec.server.replicas.
     kubectl(cluster, "scale", "sm/paused", "-n", namespace, "--replicas=0")
