@@ -194,6 +194,11 @@ def test_what_the_operator_owns_is_refused_at_apply_naming_the_field(
         assert done.returncode != 0, f"{fragment}: accepted"
         assert message in done.stderr, f"{fragment}: {done.stderr}"
     assert kubectl(cluster, "get", "sm", "-n", namespace, "-o", "name").stdout == ""
+    # kubectl explain documents the new fields and their bounds.
+    explained = kubectl(cluster, "explain", "sm.spec.server.extraArgs").stdout
+    assert "Flags the operator sets are refused" in explained and "At most 32" in explained
+    explained = kubectl(cluster, "explain", "sm.spec.exporter.podLabels").stdout
+    assert "The operator's own labels" in explained
 
 
 def _subset(small: Any, big: Any, path: str = "") -> list[str]:
