@@ -315,6 +315,10 @@ def _rolling_out(f: Findings, _: Fine) -> Verdict | None:
 
 
 STOPPED = "Stopped"
+STOPPED_MESSAGE = (
+    "stopped: spec.server.replicas is 0, no TF Serving pod runs (versions are still exported); "
+    "scale it above 0 to serve again"
+)
 
 
 def stopped(model: ServedModelSpec) -> bool:
@@ -328,12 +332,6 @@ def _stopped(f: Findings, _: Fine) -> Verdict | None:
     if not stopped(f.model):
         return None
     return Verdict(Kind.STOPPED, STOPPED, STOPPED_MESSAGE)
-
-
-STOPPED_MESSAGE = (
-    "stopped: spec.server.replicas is 0, no TF Serving pod runs (versions are still exported); "
-    "scale it above 0 to serve again"
-)
 
 
 def _config_step(f: Findings, _: Fine) -> Verdict | None:
