@@ -71,6 +71,10 @@ CONTROLLERS = (
     "horizontalpodautoscaling",
     # PodDisruptionBudgets' status (disruptionsAllowed), which the Eviction API enforces.
     "disruption",
+    # Computes ResourceQuota usage, without which the API server enforces no quota (the
+    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
+    # quota when the quota's limits change, and every 5 minutes.
+    "resourcequota",
 )
 
 

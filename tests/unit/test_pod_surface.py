@@ -659,6 +659,7 @@ def test_replicas_zero_is_stopped_once_the_pods_are_gone() -> None:
     assert h.condition("Reconciling")[:2] == ("False", "Stopped")
     assert h.condition("Stalled")[:2] == ("False", "Stopped")
     assert h.condition("Available")[:2] == ("False", "Stopped")
+    assert h.condition("Serving")[:2] == ("False", "Stopped")
     # At rest: nothing more to write.
     h.sync()
     assert h.writes_during(h.reconcile) == []

@@ -34,6 +34,10 @@ DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
 # The CRD's patterns, repeated here for objects admitted before a rule existed (and tests).
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Gateway API hostname without a wildcard, and never an IP address (its last label starts
+# with a letter, as every top-level domain does).
+ROUTE_HOSTNAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 52  # room for every suffix derived from it within 63 characters (see derived_name)
 # Label keys and values, as Kubernetes validates them (a prefix of at most 253, a name of 63).
 QUALIFIED_NAME = (
@@ -42,13 +46,13 @@ QUALIFIED_NAME = (
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_LABEL_KEY = 317
-MAX_ANNOTATION_VALUE = 4096
+MAX_ANNOTATION_VALUE = 1024
 MAX_POD_METADATA = 16
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-MAX_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 32, 253, 4096
-MAX_PULL_SECRETS = 8
-MAX_EXTRA_ARGS, MAX_EXTRA_ARG = 32, 1024
-MAX_PEERS = 16
+MAX_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 16, 128, 1024
+MAX_PULL_SECRETS = 4
+MAX_EXTRA_ARGS, MAX_EXTRA_ARG = 32, 256
+MAX_PEERS = 8
 
 # What the user may not set on the pods: the operator's own metadata (and the controllers').
 RESERVED_LABELS = (
@@ -105,6 +109,8 @@ OWNED_FLAGS = {
     "enable_batching": "spec.server.batching",
     "batching_parameters_file": "spec.server.batching",
     "enable_per_model_batching_parameters": "spec.server.batching",
+    "enable_grpc_healthcheck_service": "the operator (the pods' readiness and liveness probes "
+    "ask TF Serving's grpc.health.v1 service)",
 }
 CPU_AUTOSCALING_REFUSED = (
     "spec.server.autoscaling scales on CPU utilisation, which is a share of the CPU request: "
@@ -484,10 +490,12 @@ class Analysis(_Frozen):
 
 
 class ParentRef(_Frozen):
-    """A Gateway API ParentReference (gateway.networking.k8s.io/v1)."""
+    """A Gateway API ParentReference (gateway.networking.k8s.io/v1). Only a Gateway may be a
+    parent: the CRD refuses any other group or kind, and the policy refuses it again for
+    objects admitted before that rule (policy.route_refusals)."""
 
-    name: str
-    namespace: str | None = None
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
     section_name: str | None = None
     port: int | None = None
     group: str | None = None
@@ -505,6 +513,17 @@ class Rollout(_Frozen):
     abort: bool = False
     analysis: Analysis | None = None
     parent_refs: tuple[ParentRef, ...] = ()
+    hostnames: tuple[str, ...] = ()
+
+    @field_validator("hostnames")
+    @classmethod
+    def _route_hostnames(cls, hostnames: tuple[str, ...]) -> tuple[str, ...]:
+        for hostname in hostnames:
+            if len(hostname) > 253 or not re.match(ROUTE_HOSTNAME, hostname):
+                raise ValueError(
+                    f"{hostname!r} is not a hostname (lowercase DNS name, no wildcard, no IP)"
+                )
+        return hostnames
 
 
 class Spec(_Frozen):
@@ -512,6 +531,17 @@ class Spec(_Frozen):
 
     model_name: str | None = None
     versions: tuple[VersionEntry, ...] = Field(min_length=1)
+
+    @field_validator("model_name")
+    @classmethod
+    def _not_a_version_number(cls, name: str | None) -> str | None:
+        if name is not None and name.isdigit():
+            raise ValueError(
+                "must not be all digits: a model directory named like a version would look "
+                "like a version of another model's directory"
+            )
+        return name
+
     serve: Serve = Field(default_factory=Serve)
     store: Store
     server: Server = Field(default_factory=Server)
