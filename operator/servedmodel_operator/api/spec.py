@@ -46,13 +46,13 @@ QUALIFIED_NAME = (
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_LABEL_KEY = 317
-MAX_ANNOTATION_VALUE = 1024
+MAX_ANNOTATION_VALUE = 512
 MAX_POD_METADATA = 16
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-MAX_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 16, 128, 1024
+MAX_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 16, 128, 512
 MAX_PULL_SECRETS = 4
 MAX_EXTRA_ARGS, MAX_EXTRA_ARG = 32, 256
-MAX_PEERS = 8
+MAX_PEERS = 4
 
 # What the user may not set on the pods: the operator's own metadata (and the controllers').
 RESERVED_LABELS = (
