@@ -132,12 +132,19 @@ def test_a_tenant_filling_its_quota_with_the_largest_specs_takes_no_one_down(
     # admission policies of manifests/ are installed (another test may have installed them on
     # this cluster), its author must be allowed what they check (get the Secrets and
     # ConfigMaps, create routes), or the API server refuses the spec before any quota counts.
-    kubectl(
-        cluster,
-        *("-n", namespace, "create", "role", "largest-spec-rights"),
-        "--verb=get,create",
-        "--resource=secrets,configmaps,httproutes.gateway.networking.k8s.io,"
-        "grpcroutes.gateway.networking.k8s.io",
+    client.RbacAuthorizationV1Api(core.api_client).create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "largest-spec-rights"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
+                {
+                    "apiGroups": ["gateway.networking.k8s.io"],
+                    "resources": ["httproutes", "grpcroutes"],
+                    "verbs": ["create"],
+                },
+            ],
+        },
     )
     kubectl(
         cluster,
