@@ -98,10 +98,12 @@ VALUE_SETS = {
         "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true,"
         "monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
     ],
+    "networkpolicy": ["--set", "networkPolicy.enabled=true"],
     "minimal": [
         "--set",
         "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
-        "admissionPolicy.enabled=false,credentialsAdmissionPolicy.enabled=false",
+        "admissionPolicy.enabled=false,credentialsAdmissionPolicy.enabled=false,"
+        "operator.podDisruptionBudget.enabled=false",
     ],
 }
 
@@ -124,6 +126,24 @@ def test_namespaced_mode_renders_what_the_namespaced_overlay_renders() -> None:
     assert_same_objects(chart, kustomize(REPO / "manifests" / "namespaced"))
     assert not _kind(chart, "ClusterRole") and not _kind(chart, "ClusterRoleBinding")
     assert _container(chart)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_the_network_policy_value_renders_what_the_networkpolicy_component_adds(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(REPO / "manifests", tmp_path)],
+                "components": [os.path.relpath(REPO / "manifests" / "networkpolicy", tmp_path)],
+            }
+        )
+    )
+    chart = template(*VALUE_SETS["networkpolicy"])
+    assert_same_objects(chart, kustomize(tmp_path))
+    [policy] = _kind(chart, "NetworkPolicy")
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {443, 6443, 8501, 9090, 53}
 
 
 def test_the_podmonitor_values_render_what_the_podmonitor_component_adds(tmp_path: Path) -> None:
@@ -215,6 +235,7 @@ def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> N
         ("ServiceAccount", "ml-platform"),
         ("ConfigMap", "ml-platform"),
         ("Deployment", "ml-platform"),
+        ("PodDisruptionBudget", "ml-platform"),
         ("Service", "ml-platform"),
         ("Role", "ml-platform"),  # the Lease's
         ("RoleBinding", "ml-platform"),
@@ -225,8 +246,11 @@ def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> N
 
 def test_parts_switch_off_whole() -> None:
     chart = template(*VALUE_SETS["minimal"])
-    assert _container(chart)["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
-    assert [p["name"] for p in _container(chart)["ports"]] == ["health"]
+    assert _container(chart)["args"] == [
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--readiness=http://0.0.0.0:8081/readyz",
+    ]
+    assert [p["name"] for p in _container(chart)["ports"]] == ["health", "ready"]
     assert {o["kind"] for o in chart} == {
         "CustomResourceDefinition",
         "ServiceAccount",
@@ -276,7 +300,9 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true,"
         "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090},"
         "policy.allowedObjectStoreEndpoints={https://minio.storage:9000,https://*.s3.example},"
-        "policy.credentialsOptIn=true",
+        "policy.credentialsOptIn=true,"
+        "policy.allowedPriorityClasses={serving-*},policy.allowedRuntimeClasses={gvisor},"
+        "policy.networkPolicy=true,policy.metricsScraperNamespaces.team=observability",
         "--set-json",
         'policy.allowedGateways=["infra/public","{namespace}/*"]',
         "--set-json",
@@ -287,7 +313,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SERVEDMODEL_EXPORTER_IMAGE"] == "registry.example/ex:dev2"
     assert env["SERVEDMODEL_WORKERS"] == "3"
-    assert container["resources"]["limits"] == {"memory": "1Gi"}
+    assert container["resources"]["limits"] == {"memory": "1Gi", "ephemeral-storage": "256Mi"}
     assert "--metrics-address=0.0.0.0:9191" in container["args"]
     assert {"name": "http-metrics", "containerPort": 9191, "protocol": "TCP"} in container["ports"]
     [policy] = _kind(chart, "ConfigMap")
@@ -303,6 +329,13 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES": "{name}.{namespace}.models.example",
         "SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS": "https://minio.storage:9000,https://*.s3.example",
         "SERVEDMODEL_CREDENTIALS_OPT_IN": "true",
+        "SERVEDMODEL_ALLOWED_PRIORITY_CLASSES": "serving-*",
+        "SERVEDMODEL_ALLOWED_RUNTIME_CLASSES": "gvisor",
+        "SERVEDMODEL_NETWORK_POLICY": "true",
+        # A map merged by --set: the default's key and the one set, sorted.
+        "SERVEDMODEL_METRICS_SCRAPER_NAMESPACES": (
+            "kubernetes.io/metadata.name=monitoring,team=observability"
+        ),
     }
     [service] = _kind(chart, "Service")
     assert service["spec"]["ports"][0]["port"] == 9191

@@ -278,7 +278,11 @@ def test_gpu_example_carries_node_selector_tolerations_and_limits() -> None:
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1", "memory": "4Gi"}}
+    # Memory is limited, not requested: Kubernetes requests the limit, no default is added.
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "ephemeral-storage": "256Mi"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "4Gi"},
+    }
 
 
 # --- Service ----------------------------------------------------------------------------------
@@ -373,11 +377,12 @@ def test_exporter_scratch_space_is_bounded_and_user_resources_merge_with_the_def
     pod = job.job(m, m.spec.versions[0], "img")["spec"]["template"]["spec"]
     [c] = pod["containers"]
     [fetch] = pod["initContainers"]
+    # cpu and ephemeral-storage are limited, not requested: Kubernetes requests the limits.
     assert (
         c["resources"]
         == fetch["resources"]
         == {
-            "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+            "requests": {"memory": "1Gi"},
             "limits": {"memory": "4Gi", "ephemeral-storage": "4Gi", "cpu": "2"},
         }
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +31,7 @@ from servedmodel_operator.api.layout import (
     model_mount,
     model_subpath,
 )
+from servedmodel_operator.api.quantity import quantity_bytes
 from servedmodel_operator.api.spec import (
     GCS_SECRET_KEY,
     S3_OPTIONAL_SECRET_KEYS,
@@ -39,7 +39,8 @@ from servedmodel_operator.api.spec import (
     ServedModelSpec,
     VersionEntry,
 )
-from servedmodel_operator.render import labels, security
+from servedmodel_operator.render import labels, pods, security
+from servedmodel_operator.render import resources as resources_module
 
 CONTAINER = "exporter"
 FETCH_CONTAINER = "fetch"
@@ -51,45 +52,14 @@ EKS_SKIP_CONTAINERS = "eks.amazonaws.com/skip-containers"
 GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"
 CA_BUNDLE_MOUNT = "/etc/servedmodel/ca"
 CA_BUNDLE_FILE = "ca-bundle.pem"
-# Merged key by key with the user's: scratch space is bounded even when only CPU is set.
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
-    "limits": {"memory": "4Gi", "ephemeral-storage": "16Gi"},
-}
 # The download lands in /tmp beside TensorFlow's scratch files: at most half of it.
 SOURCE_SHARE_OF_SCRATCH = 0.5
-_QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[kmu]?)$")
-_FACTORS = {
-    "": 1,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "m": 1e-3,
-    "u": 1e-6,
-}
-
-
-def quantity_bytes(value: str) -> int | None:
-    """A Kubernetes quantity (16Gi, 500M, 1e9 is not accepted) in bytes, None if unparsable."""
-    match = _QUANTITY.match(str(value).strip())
-    return int(float(match[1]) * _FACTORS[match[2]]) if match else None
+DEFAULT_RESOURCES = resources_module.EXPORTER_DEFAULTS
 
 
 def resources(model: ServedModelSpec) -> dict[str, dict[str, str]]:
     """The exporter container's resources: the defaults, overridden key by key."""
-    mine = model.spec.exporter.resources.manifest()
-    return {
-        kind: {**DEFAULT_RESOURCES[kind], **mine.get(kind, {})} for kind in ("requests", "limits")
-    }
+    return resources_module.merged(DEFAULT_RESOURCES, model.spec.exporter.resources.manifest())
 
 
 def scratch_limit(model: ServedModelSpec) -> str:
@@ -305,6 +275,9 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
             {**fetched, "readOnly": True},
         ],
     )
+    # The user's environment reaches the export container only (never the one that holds
+    # the credentials); the operator's entries win over theirs.
+    export["env"] = pods.env(exporter, export["env"])
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the exporter never talks to the API server
@@ -316,6 +289,7 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
     }
     if exporter.service_account_name:
         pod["serviceAccountName"] = exporter.service_account_name
+    pod.update(pods.pod_fields(exporter))
     return pod
 
 
@@ -342,16 +316,20 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
     pod = pod_spec(model, entry, model.spec.exporter.image or default_image)
     exporter = model.spec.exporter
     job_labels = {**labels.labels(model, labels.EXPORTER), labels.VERSION_LABEL: str(entry.version)}
-    template_meta: dict[str, Any] = {"labels": job_labels}
-    if exporter.service_account_name:
-        template_meta["annotations"] = {EKS_SKIP_CONTAINERS: CONTAINER}
+    template = pods.metadata(
+        exporter,
+        job_labels,
+        {EKS_SKIP_CONTAINERS: CONTAINER} if exporter.service_account_name else None,
+    )
+    # A Job's template is immutable: the user's pod labels and annotations are in its name too
+    # (only when set, so the names of Jobs without them stay what they were).
+    extra = {"labels": exporter.pod_labels, "annotations": exporter.pod_annotations}
+    digest = job_digest({"spec": pod, **extra} if any(extra.values()) else pod)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **labels.metadata(
-                model, model.job_name(entry.version, job_digest(pod)), labels.EXPORTER
-            ),
+            **labels.metadata(model, model.job_name(entry.version, digest), labels.EXPORTER),
             "labels": job_labels,
         },
         "spec": {
@@ -373,6 +351,6 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
                     for name in (FETCH_CONTAINER, CONTAINER)
                 ]
             },
-            "template": {"metadata": template_meta, "spec": pod},
+            "template": {"metadata": template, "spec": pod},
         },
     }

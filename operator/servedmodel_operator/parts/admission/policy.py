@@ -23,7 +23,15 @@ operator-level policy before anything is written:
   cannot run, `require_credentials_opt_in` makes them opt in with the label
   `serving.servedmodel.io/exporter-credentials: "true"` (read by the reconciler, judged in
   exports.part.missing_credentials, one refusal for missing, unlabelled or incomplete);
+- priority and runtime classes: a pod may name a PriorityClass or a RuntimeClass only if the
+  policy lists it (by default none: both must be left unset). A priority decides whose pods
+  the scheduler preempts, a runtime class what isolates the pod from the node: both are the
+  platform's to hand out;
 - and never an object the operator did not create (see `foreign`).
+
+No field of the spec reaches hostNetwork, hostPID, hostIPC, hostPath volumes, privileged or
+added capabilities, a ServiceAccount token, or another namespace: the renderers set the pods'
+security context themselves, and the spec has no field for any of those.
 
 A refusal names the rule and how to allow it; it stalls the ServedModel and writes nothing.
 """
@@ -81,6 +89,8 @@ class Policy:
     object_store_endpoints: tuple[str, ...] = DEFAULT_OBJECT_STORE_ENDPOINTS
     # Secrets and ConfigMaps reach exporters only with the label CREDENTIALS_OPT_IN=true.
     require_credentials_opt_in: bool = False
+    priority_classes: tuple[str, ...] = ()  # fnmatch patterns; none: priorityClassName unset
+    runtime_classes: tuple[str, ...] = ()  # fnmatch patterns; none: runtimeClassName unset
 
     def __post_init__(self) -> None:
         """A pattern that cannot mean what its author thinks stops the operator at start."""
@@ -181,6 +191,7 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                         "as it",
                     )
                 )
+        out += _class_refusals(policy, role, pod)
         if policy.require_claim_opt_in:
             out += _claim_refusals(pod, facts)
         if kind == "Job":
@@ -197,6 +208,26 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                     )
                 )
     return list(dict.fromkeys(out))
+
+
+def _class_refusals(policy: Policy, role: str, pod: Mapping[str, Any]) -> list[Refusal]:
+    out = []
+    for field_name, allowed, reason, flag in (
+        ("priorityClassName", policy.priority_classes, "PriorityClassNotAllowed", "priority"),
+        ("runtimeClassName", policy.runtime_classes, "RuntimeClassNotAllowed", "runtime"),
+    ):
+        name = pod.get(field_name)
+        if name and not any(fnmatch.fnmatchcase(str(name), p) for p in allowed):
+            out.append(
+                Refusal(
+                    reason,
+                    f"spec.{'exporter' if role == 'exporter' else 'server'}.{field_name} {name} "
+                    f"is not allowed by the operator's policy (allowed: "
+                    f"{', '.join(allowed) or 'none'}); a cluster admin can allow it with "
+                    f"--allowed-{flag}-classes",
+                )
+            )
+    return out
 
 
 def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
