@@ -174,3 +174,43 @@ def test_our_own_write_coming_back_is_told_from_a_later_change() -> None:
     recent.record(_obj("j", "20"))
     assert recent.seen("Job", "ml", "j", "21") is False  # someone wrote after us
     assert recent.seen("Job", "ml", "j", "22") is False  # nothing of ours recorded any more
+
+
+def test_a_servedmodel_is_kept_as_its_identity_spec_and_status_only() -> None:
+    """What its author may grow without bound in metadata (labels, annotations, owner
+    references, managedFields: up to the API server's 1.5 MiB) is dropped on receipt."""
+    spec = {"versions": [{"version": 1, "source": {"uri": "pvc://training/a.keras"}}]}
+    body = {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "u",
+            "resourceVersion": "7",
+            "generation": 2,
+            "creationTimestamp": "2026-11-25T10:00:00Z",
+            "labels": {f"pad{i}": "x" * 63 for i in range(1000)},
+            "annotations": {"serving.servedmodel.io/pad": "x" * 200_000},
+            "ownerReferences": [{"kind": "ServedModel", "name": "other", "controller": True}],
+            "managedFields": [OURS, THEIRS],
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 1},
+    }
+    kept = trim(body)
+    assert kept == {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "u",
+            "resourceVersion": "7",
+            "generation": 2,
+            "creationTimestamp": "2026-11-25T10:00:00Z",
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 1},
+    }
+    assert owner_name(kept) is None

@@ -126,3 +126,65 @@ def test_list_watch_bookmark_and_a_410_that_lists_again() -> None:
     assert kept == 2
     pages = [q.get("continue", "") for q in server.requests if q.get("watch") != "true"]
     assert pages == ["", "2", ""]  # two pages, then one (c is gone)
+
+
+def test_a_page_too_large_is_read_again_in_small_pages(monkeypatch: Any) -> None:
+    """A page past MAX_PAGE_BYTES (the largest ServedModels a tenant may create) is not read
+    further: the same page is asked again in pages of SMALL_PAGE, and every object is kept."""
+    from servedmodel_operator.adapters import kube as kube_module
+    from servedmodel_operator.adapters import watch as watch_module
+
+    monkeypatch.setattr(kube_module, "MAX_PAGE_BYTES", 3000)
+    monkeypatch.setattr(watch_module, "SMALL_PAGE", 2)
+    objects = {n: configmap(n, i + 1, "x" * 1000) for i, n in enumerate("abcde")}
+
+    async def scenario() -> tuple[list[str], int, list[tuple[str, str]]]:
+        asked: list[tuple[str, str]] = []
+        done = asyncio.Event()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.query.get("watch") == "true":
+                response = web.StreamResponse()
+                await response.prepare(request)
+                await done.wait()
+                return response
+            limit, start = int(request.query["limit"]), int(request.query.get("continue") or 0)
+            asked.append((request.query["limit"], request.query.get("continue", "")))
+            names = sorted(objects)[start : start + limit]
+            more = str(start + limit) if start + limit < len(objects) else ""
+            return web.json_response(
+                {
+                    "metadata": {"resourceVersion": "10", "continue": more},
+                    "items": [objects[n] for n in names],
+                }
+            )
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/ml/configmaps", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        kube = Kube(connect=lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
+        added: list[str] = []
+        listed = asyncio.Event()
+
+        def on_event(kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]) -> None:
+            added.append(obj["metadata"]["name"])
+
+        cache = KindCache(CONFIGMAPS)
+        task = asyncio.create_task(Watch(kube, cache, "ml", on_event).run(listed.set))
+        await asyncio.wait_for(listed.wait(), 5)
+        task.cancel()
+        done.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await kube.close()
+        await runner.cleanup()
+        return added, len(cache), asked
+
+    added, kept, asked = asyncio.run(scenario())
+    assert added == ["a", "b", "c", "d", "e"]
+    assert kept == 5
+    # 500 at once is too large: the same (first) page again in pages of 2, to the end.
+    assert asked == [("500", ""), ("2", ""), ("2", "2"), ("2", "4")]

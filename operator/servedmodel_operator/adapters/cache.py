@@ -27,38 +27,25 @@ from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.parts.drift import is_our_apply
 
-# What reconciles read of each object; the rest is dropped to keep 5,000 models small.
-_METADATA_KEYS = (
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "labels",
-    "annotations",
-    "managedFields",
-    "ownerReferences",
-)
-
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of an object reconciles read: drift needs only our own managedFields entry
-    and our annotations; status only where it is looked at (api/kinds.Trim). Values are the
+    """The parts of an object reconciles read (api/kinds.Trim): drift needs only our own
+    managedFields entry and our annotations; status only where it is looked at; of a
+    ServedModel, its identity, spec (every field of which the reconcile parses: the CRD's
+    bounds bound it) and status (written by the operator, bounded by it). Values are the
     object's own (not copies), but for our field set, which is shared (_FieldSets)."""
     meta = obj.get("metadata", {}) or {}
-    kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
+    kind = obj.get("kind")
+    rule = kinds.trim_rule(str(kind))
+    kept = {k: meta[k] for k in rule.metadata if meta.get(k) is not None}
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
         }
     if "managedFields" in kept:
         kept["managedFields"] = [_our_entry(m) for m in kept["managedFields"] if is_our_apply(m)]
-    kind = obj.get("kind")
-    rule = kinds.trim_rule(str(kind))
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     status, spec, data = obj.get("status") or {}, obj.get("spec") or {}, obj.get("data") or {}
     if rule.status:

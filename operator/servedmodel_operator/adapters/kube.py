@@ -30,14 +30,29 @@ import kopf
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, VERSION
 from servedmodel_operator.api import kinds
+from servedmodel_operator.parts.text import safe_bytes
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
-MAX_RESPONSE_BYTES = 16 << 20  # one object, or one page of a list (LIST_PAGE objects)
+MAX_RESPONSE_BYTES = 16 << 20  # one object
+# A list comes in pages of LIST_PAGE objects, each read up to MAX_PAGE_BYTES; a page larger
+# than that (a ServedModel may reach the API server's 1.5 MiB) is asked again in pages of
+# SMALL_PAGE: at most about 26 MiB of the largest objects are ever decoded at once.
 LIST_PAGE = 500
+SMALL_PAGE = 20
+MAX_PAGE_BYTES = 32 << 20
 WATCH_SECONDS = 300  # the server ends a watch after this; it is started again from there
 MAX_EVENT_BYTES = 16 << 20  # one watch event (one object)
+# A throttled request (429) is tried again this many times, after the server's Retry-After
+# (at most MAX_RETRY_AFTER seconds each): at most about 30 s, then the work queue's backoff.
+THROTTLED_RETRIES = 3
+MAX_RETRY_AFTER = 10.0
+MAX_NOTE_BYTES = 1024  # an events.k8s.io/v1 Event's note (the API server's limit, in bytes)
+
+
+class TooLarge(aiohttp.ClientPayloadError):
+    """A response past its size limit (it was not read further)."""
 
 
 class Gone(Exception):
@@ -64,9 +79,33 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     async for chunk in response.content.iter_chunked(1 << 16):
         size += len(chunk)
         if size > limit:
-            raise aiohttp.ClientPayloadError(f"response larger than {limit} bytes")
+            raise TooLarge(f"response larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def retry_after(header: str | None) -> float:
+    """The seconds a 429's Retry-After asks for (the API server sends whole seconds), at
+    least 0 and at most MAX_RETRY_AFTER; 1 when absent or not a number (client-go's default)."""
+    try:
+        seconds = float(header) if header is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _answer(response: aiohttp.ClientResponse, raw: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(raw or b"{}")
+    except ValueError:
+        answer = {"message": raw[:300].decode(errors="replace")}
+    if response.status >= 300:
+        raise ApiError(
+            response.status,
+            str(answer.get("reason") or response.reason or ""),
+            str(answer.get("message") or ""),
+        )
+    return answer if isinstance(answer, dict) else {}
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
@@ -168,17 +207,17 @@ class Kube:
         return self._streams, server
 
     async def list_page(
-        self, url_path: str, selector: str, continue_: str = ""
+        self, url_path: str, selector: str, continue_: str = "", limit: int = LIST_PAGE
     ) -> tuple[list[dict[str, Any]], str, str]:
         """One page of a collection: (items, the list's resourceVersion, the next page's
-        continue token or "")."""
-        query = {"limit": str(LIST_PAGE)}
+        continue token or ""). A page past MAX_PAGE_BYTES raises TooLarge."""
+        query = {"limit": str(limit)}
         if selector:
             query["labelSelector"] = selector
         if continue_:
             query["continue"] = continue_
         try:
-            answer = await self.request("GET", url_path, query=query)
+            answer = await self.request("GET", url_path, query=query, limit=MAX_PAGE_BYTES)
         except ApiError as exc:
             if exc.status == 410:
                 raise Gone(exc.message) from exc
@@ -245,11 +284,17 @@ class Kube:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
+        limit: int = MAX_RESPONSE_BYTES,
     ) -> dict[str, Any]:
         """One request, JSON in and out; a non-2xx answer raises ApiError. An expired token is
-        renewed once (a projected ServiceAccount token rotates)."""
-        for attempt in (1, 2):
-            session, server = await self._client(renew=attempt == 2)
+        renewed once (a projected ServiceAccount token rotates). A 429 (API Priority and
+        Fairness: the request's priority level is full) is retried after the server's
+        Retry-After, at most THROTTLED_RETRIES times, each wait bounded: then its ApiError."""
+        renew = renewed = False
+        throttled = 0
+        while True:
+            session, server = await self._client(renew=renew)
+            renew = False
             async with session.request(
                 method,
                 server + url_path,
@@ -257,22 +302,17 @@ class Kube:
                 data=json.dumps(body).encode() if body is not None else None,
                 headers={"Content-Type": content_type, "Accept": "application/json"},
             ) as response:
-                raw = await read_bounded(response, MAX_RESPONSE_BYTES)
+                raw = await read_bounded(response, limit)
                 self._on_request(method, response.status)
-                if response.status == 401 and attempt == 1:
+                if response.status == 401 and not renewed:
+                    renew = renewed = True
                     continue
-                try:
-                    answer = json.loads(raw or b"{}")
-                except ValueError:
-                    answer = {"message": raw[:300].decode(errors="replace")}
-                if response.status >= 300:
-                    raise ApiError(
-                        response.status,
-                        str(answer.get("reason") or response.reason or ""),
-                        str(answer.get("message") or ""),
-                    )
-                return answer if isinstance(answer, dict) else {}
-        raise AssertionError("unreachable")
+                if response.status != 429 or throttled == THROTTLED_RETRIES:
+                    return _answer(response, raw)
+                wait = retry_after(response.headers.get("Retry-After"))
+            throttled += 1
+            log.debug("%s %s: 429, retrying in %.1f s (%d)", method, url_path, wait, throttled)
+            await asyncio.sleep(wait)
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager; returns the live object.
@@ -331,11 +371,19 @@ class Kube:
                 return None
             raise
 
-    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The key names of a Secret (None if it does not exist). Values are dropped at once:
-        the operator checks that credentials exist, it never handles them."""
-        secret = await self.get("v1", "Secret", namespace, name)
-        return None if secret is None else frozenset((secret.get("data") or {}).keys())
+    async def secret_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a Secret (None if it does not exist, or, with `label`, does not
+        carry label=true). Values are dropped at once: the operator checks that credentials
+        exist, it never handles them."""
+        return _keys(await self.get("v1", "Secret", namespace, name), label)
+
+    async def config_map_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a ConfigMap, as secret_keys reads a Secret's."""
+        return _keys(await self.get("v1", "ConfigMap", namespace, name), label)
 
     async def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
@@ -352,7 +400,7 @@ class Kube:
             "eventTime": now,
             "type": type_,
             "reason": reason,
-            "note": message[:1024],
+            "note": safe_bytes(message, MAX_NOTE_BYTES),
             "action": "Reconcile",
             "reportingController": f"{GROUP}/{FIELD_MANAGER}",
             "reportingInstance": self._instance,
@@ -368,3 +416,11 @@ class Kube:
             await self.request("POST", path("events.k8s.io/v1", "Event", namespace), body)
         except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc)
+
+
+def _keys(obj: Mapping[str, Any] | None, label: str | None) -> frozenset[str] | None:
+    if obj is None:
+        return None
+    if label and ((obj.get("metadata") or {}).get("labels") or {}).get(label) != "true":
+        return None
+    return frozenset((obj.get("data") or {}).keys()) | frozenset(obj.get("binaryData") or {})

@@ -1,8 +1,7 @@
-"""The operator's own watches of its children (every watched kind of api/kinds.py but the
-primary ones, which kopf watches): list, then watch from the list's resourceVersion; list
-again after a 410. Each event is trimmed and compared with what the cache holds (cache.py
-KindCache), and handed on with the ServedModels it concerns: none when nothing a reconcile
-reads changed.
+"""The operator's own watches (every watched kind of api/kinds.py, the ServedModels
+included): list, then watch from the list's resourceVersion; list again after a 410. Each event
+is trimmed and compared with what the cache holds (cache.py KindCache), and handed on with the
+ServedModels it concerns: none when nothing a reconcile reads changed.
 
 Why not kopf's watches: kopf processes every event of every object in a task of its own, with
 a queue, a cause, a state and an invocation per handler, twice per event (the index, then the
@@ -19,7 +18,14 @@ from typing import Any
 
 from servedmodel_operator.adapters import metrics
 from servedmodel_operator.adapters.cache import KindCache
-from servedmodel_operator.adapters.kube import Gone, Kube, collection
+from servedmodel_operator.adapters.kube import (
+    LIST_PAGE,
+    SMALL_PAGE,
+    Gone,
+    Kube,
+    TooLarge,
+    collection,
+)
 from servedmodel_operator.api.kinds import Kind
 
 log = logging.getLogger(__name__)
@@ -77,24 +83,31 @@ class Watch:
                 delay = min(MAX_RETRY_SECONDS, delay * 2)
 
     async def _list(self) -> str:
-        """Every object, page by page; then the cache holds exactly those (what disappeared
+        """Every object, page by page, each page into the cache before the next is read (only
+        one page is ever decoded whole); then the cache holds exactly those (what disappeared
         meanwhile is handed on as deleted). Returns the list's resourceVersion."""
-        items: list[dict[str, Any]] = []
-        continue_ = ""
+        listed = set()
+        continue_, limit = "", LIST_PAGE
         while True:
-            page, version, continue_ = await self._kube.list_page(
-                self._path, self._kind.selector, continue_
-            )
-            items += page
+            try:
+                page, version, next_ = await self._kube.list_page(
+                    self._path, self._kind.selector, continue_, limit
+                )
+            except TooLarge:
+                if limit == SMALL_PAGE:
+                    raise
+                limit = SMALL_PAGE  # large objects: the same page, in smaller pages
+                continue
+            for obj in page:
+                # A list's items carry no kind (the list does).
+                obj["kind"], obj["apiVersion"] = self._kind.kind, self._kind.api_version
+                meta = obj.get("metadata") or {}
+                listed.add((str(meta.get("namespace") or ""), str(meta.get("name"))))
+                self._handle("ADDED", obj)
+            del page  # not held while the next page is read and decoded
+            continue_ = next_
             if not continue_:
                 break
-        listed = set()
-        for obj in items:
-            # A list's items carry no kind (the list does).
-            obj["kind"], obj["apiVersion"] = self._kind.kind, self._kind.api_version
-            meta = obj.get("metadata") or {}
-            listed.add((str(meta.get("namespace") or ""), str(meta.get("name"))))
-            self._handle("ADDED", obj)
         for namespace, name in self._cache.names(self._namespace):
             if (namespace, name) not in listed:
                 gone = self._cache.peek(namespace, name)

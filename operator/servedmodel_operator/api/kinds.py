@@ -83,13 +83,29 @@ class OwnerKey(StrEnum):
     JOB = "job"  # exporter pods, keyed by their Job's name (its pods carry the results)
 
 
+# An object's identity: what the cache keeps of every object's metadata.
+IDENTITY = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+# Of an owned object: also what drift, owners and the index keys read (of annotations, only
+# ours; of managedFields, only our Apply entry: adapters/cache.py).
+OWNED_METADATA = (*IDENTITY, "labels", "annotations", "managedFields", "ownerReferences")
+
+
 @dataclass(frozen=True)
 class Trim:
-    """What the watch cache keeps of an object besides identity and our own metadata: its
-    status (all, these keys, or none), spec keys, data keys, and of the status conditions of
-    these types (none: all) these keys (none: all). It is also what an event must change to
-    ask for a reconcile (adapters/cache.py): a key a part reads must be kept here."""
+    """What the watch cache keeps of an object: these metadata keys, its status (all, these
+    keys, or none), spec keys, data keys, and of the status conditions of these types (none:
+    all) these keys (none: all). It is also what an event must change to ask for a reconcile
+    (adapters/cache.py): a key a part reads must be kept here."""
 
+    metadata: tuple[str, ...] = OWNED_METADATA
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
@@ -148,9 +164,9 @@ class Kind:
 
 # What parts read of a pod: its IP and readiness (parts/serving/pods.ServingPod: the Ready
 # condition's status, the first container's start and restarts), an exporter's termination
-# message (parts/exports/states.py). The other conditions and the probe times would make every
-# kubelet status update look like a change.
-POD_STATUS = ("conditions", "containerStatuses", "podIP")
+# messages, its fetch container's included (parts/exports/states.py). The other conditions and
+# the probe times would make every kubelet status update look like a change.
+POD_STATUS = ("conditions", "containerStatuses", "initContainerStatuses", "podIP")
 POD_CONDITIONS = ("type", "status")
 
 SERVEDMODELS = Kind(
@@ -158,7 +174,10 @@ SERVEDMODELS = Kind(
     f"{GROUP}/{VERSION}",
     PLURAL,
     index="servedmodels",
-    trim=Trim(status=True, spec=True),
+    # Its identity, spec (every field of which a reconcile parses, bounded by the CRD) and
+    # status (the operator's, bounded by it): never the labels, annotations, ownerReferences
+    # or managedFields its author may grow up to the API server's object size.
+    trim=Trim(metadata=IDENTITY, status=True, spec=True),
     owned=False,
 )
 
@@ -205,6 +224,22 @@ CHILDREN = (
         labels=MANAGED,
     ),
     Kind("Job", "batch/v1", "jobs", index="jobs", labels=MANAGED, trim=Trim(status=True)),
+    # One per TF Serving Deployment with more than one pod (spec.server.disruptionBudget).
+    Kind(
+        "PodDisruptionBudget",
+        "policy/v1",
+        "poddisruptionbudgets",
+        index="disruption_budgets",
+        labels=MANAGED,
+    ),
+    # Around the TF Serving pods (spec.server.networkPolicy, or the operator's default).
+    Kind(
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        "networkpolicies",
+        index="network_policies",
+        labels=MANAGED,
+    ),
     # A rollout's routes: not watched (the Gateway API may not be installed); status names
     # the applied ones, and they are deleted by name.
     Kind("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"),

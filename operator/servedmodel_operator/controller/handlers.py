@@ -34,6 +34,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     configure(settings, options)
     rt = memo["runtime"] = Runtime(options)
     rt.start_leader_election(options)
+    await rt.start_readiness(options)
 
 
 @kopf.on.cleanup()

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
 from servedmodel_operator import KIND
-from servedmodel_operator.adapters import leader, metrics
+from servedmodel_operator.adapters import leader, metrics, readiness
 from servedmodel_operator.adapters.cache import KindCache, Recent, StoreIndex, expand
 from servedmodel_operator.adapters.kube import Kube
 from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
+from servedmodel_operator.adapters.readiness import Readiness
 from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
@@ -37,6 +40,7 @@ from servedmodel_operator.parts.admission.stores import (
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
+RELEASE_TIMEOUT = 5.0  # seconds a shutting-down leader spends releasing its Lease, at most
 
 # Children's events (status changes: a Deployment's rollout steps, a pod's readiness) are let
 # settle: each one pushes the reconcile back this much, up to the work queue's cap.
@@ -51,7 +55,9 @@ class Options:
     workers: int
     policy: Policy
     leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
-    namespaces: tuple[str, ...] = ()  # watched; none: every namespace
+    site: Site = field(default_factory=Site)
+    readiness: str | None = None  # http://host:port/path of the readiness probe
+    namespaces: tuple[str, ...] = ()  # watched namespaces; none: all
 
 
 class Indexes:
@@ -162,6 +168,7 @@ class Runtime:
             self.reports,
             options.exporter_image,
             options.policy,
+            options.site,
         )
         self.queue = WorkQueue(
             self._reconcile,
@@ -171,8 +178,11 @@ class Runtime:
         self.indexes = indexes
         self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
         self.election: asyncio.Task[None] | None = None
+        self.elector: LeaderElector | None = None
+        self.readiness = Readiness()
+        self._stop_probe: Callable[[], Awaitable[None]] | None = None
         self.watches: list[asyncio.Task[None]] = []
-        self.filled = asyncio.Event()  # every child kind listed once
+        self.filled = asyncio.Event()  # every watched kind listed once
         if watch:
             self._start_watches(options.namespaces)
 
@@ -191,8 +201,7 @@ class Runtime:
             if not pending:
                 kept = ", ".join(f"{len(c)} {i}" for i, c in sorted(self.caches.items()))
                 log.info("watch caches filled in %.1f s: %s", time.monotonic() - started, kept)
-                self.filled.set()
-                self.queue.release("caches")
+                self._filled()
 
         loop = asyncio.get_running_loop()
         for index_id, namespace in sorted(pending, key=str):
@@ -200,8 +209,14 @@ class Runtime:
             key = (index_id, namespace)
             self.watches.append(loop.create_task(watch.run(functools.partial(listed, key))))
         if not pending:
-            self.filled.set()
-            self.queue.release("caches")
+            self._filled()
+
+    def _filled(self) -> None:
+        """Every watched kind listed: reconciles may run, and the replica can serve (the
+        readiness probe)."""
+        self.filled.set()
+        self.readiness.warm = True
+        self.queue.release("caches")
 
     def event(self, kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]) -> None:
         """A watch event (`concerned`: the ServedModels whose reconcile it asks for, none when
@@ -275,18 +290,39 @@ class Runtime:
             self.queue.pause()
             os.kill(os.getpid(), signal.SIGTERM)
 
-        elector = LeaderElector(self.kube, namespace, name)
-        self.election = asyncio.get_running_loop().create_task(elector.run(self.queue.resume, stop))
+        self.elector = LeaderElector(self.kube, namespace, name)
+        self.election = asyncio.get_running_loop().create_task(
+            self.elector.run(self.queue.resume, stop)
+        )
+
+    async def start_readiness(self, options: Options) -> None:
+        """The readiness probe (adapters/readiness.py): ready once every watched kind has
+        listed (an empty list too)."""
+        if options.readiness is None:
+            return
+        elector = self.elector
+        if elector is not None:
+            self.readiness.leader = lambda: elector.leading
+        self._stop_probe = await readiness.serve(options.readiness, self.readiness)
 
     async def close(self) -> None:
+        """Stop electing and reconciling; then, if this replica leads, release the Lease (a
+        standby takes over at once rather than after the Lease's duration)."""
+        self.readiness.stopping = True
         if self.election is not None:
             self.election.cancel()
+            await asyncio.gather(self.election, return_exceptions=True)
         for task in self.watches:
             task.cancel()
         await asyncio.gather(*self.watches, return_exceptions=True)
         await self.queue.close()
+        if self.elector is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.elector.release(), RELEASE_TIMEOUT)
         await self.prober.close()
         await self.kube.close()
+        if self._stop_probe is not None:
+            await self._stop_probe()
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts import autoscaling, drift, retention
 from servedmodel_operator.parts.admission import part as admission
@@ -30,6 +31,7 @@ from servedmodel_operator.parts.status import (
     summarise,
     with_retention,
 )
+from servedmodel_operator.parts.text import safe_tree
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,14 @@ def _changed(parts: Iterable[Part[Any]]) -> list[tuple[dict[str, Any], bool]]:
     return [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
 
 
-def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
-    ctx = Context(model, observed, now, exporter_image)
+def plan(
+    model: ServedModelSpec,
+    observed: Observed,
+    exporter_image: str,
+    now: str,
+    site: Site | None = None,
+) -> Plan:
+    ctx = Context(model, observed, now, exporter_image, site or Site())
     admitted = admission.plan(ctx)
     writing = not admitted.findings
     exported = exports.plan(ctx, may_start=writing)
@@ -76,7 +84,9 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
-    status = with_retention(status, kept.findings)
+    # Every string written for people to read, whichever part wrote it, without terminal
+    # controls (parts/text.py).
+    status = safe_tree(with_retention(status, kept.findings))
     changes += _changed([kept]) if writing else []
     parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]

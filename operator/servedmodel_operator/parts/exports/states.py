@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render.labels import VERSION_LABEL
 
 # How much of a result goes into status: the fields users and tools read.
@@ -67,6 +68,12 @@ def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
 
 
 def _termination(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """How an exporter pod ended: a failed init container's termination (the fetch failed and
+    the exporter never ran), else the exporter container's."""
+    for status in pod.get("status", {}).get("initContainerStatuses", []) or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated and terminated.get("exitCode") != 0:
+            return dict(terminated)
     for status in pod.get("status", {}).get("containerStatuses", []) or []:
         terminated = (status.get("state") or {}).get("terminated")
         if terminated:
@@ -200,12 +207,12 @@ def _from_job(
                 State.FAILED,
                 job=name,
                 reason=str(result["reason"]),
-                message=str(result.get("message") or "")[:MAX_MESSAGE],
+                message=safe(str(result.get("message") or ""), MAX_MESSAGE),
             )
         message = str(failed.get("message") or "")
         if termination and termination.get("message") and not result:
             tail = str(termination["message"]).strip()[-300:]
-            message = f"{message}: {tail}".strip(": ")
+            message = safe(f"{message}: {tail}".strip(": "), MAX_MESSAGE)
         return VersionStatus(
             version,
             State.FAILED,
