@@ -10,10 +10,18 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from servedmodel_operator import EXPORTER_IMAGE, GROUP, VERSION
@@ -194,6 +202,77 @@ class Autoscaling(_Frozen):
     metrics: tuple[dict[str, Any], ...] = ()
 
 
+# A resource.Quantity (k8s.io/apimachinery/pkg/api/resource/quantity.go), as the CRD's pattern
+# admits it: a signed decimal number with a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix
+# or an exponent.
+QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(\d+(\.\d*)?|\.\d+))"
+    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?(\d+(\.\d*)?|\.\d+))?$"
+)
+_BINARY = {f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1)}
+_DECIMAL.update({p: Decimal(1000) ** (i + 1) for i, p in enumerate("kMGTPE")})
+
+
+def quantity_bytes(value: int | str) -> int:
+    """A memory quantity in bytes, rounded up (as Kubernetes rounds a quantity's Value())."""
+    if isinstance(value, int):
+        return value
+    found = QUANTITY.match(value.strip())
+    if found is None:
+        raise ValueError(f"{value!r} is not a quantity (e.g. 2Gi, 1500M, 3e9)")
+    number, suffix = Decimal(found["number"]), found["suffix"] or ""
+    try:
+        if suffix in _BINARY:
+            scaled = number * _BINARY[suffix]
+        elif suffix in _DECIMAL:
+            scaled = number * _DECIMAL[suffix]
+        else:
+            scaled = number * Decimal(10) ** Decimal(suffix[1:])
+        return int(scaled.to_integral_value(rounding=ROUND_CEILING))
+    except (ArithmeticError, ValueError) as exc:  # an exponent too large to hold
+        raise ValueError(f"{value!r} is out of range") from exc
+
+
+class Prometheus(_Frozen):
+    address: str
+
+
+class RecycleMemory(_Frozen):
+    """Replace the pods once one's memory working set passes `threshold`, as the kubelet's
+    cAdvisor reports it (container_memory_working_set_bytes) through Prometheus."""
+
+    threshold: int | str
+    prometheus: Prometheus
+    interval_seconds: int = Field(default=60, ge=15, le=3600)
+
+    @field_validator("threshold")
+    @classmethod
+    def _a_positive_quantity(cls, threshold: int | str) -> int | str:
+        if quantity_bytes(threshold) <= 0:
+            raise ValueError("must be a positive quantity")
+        return threshold
+
+    @property
+    def threshold_bytes(self) -> int:
+        return quantity_bytes(self.threshold)
+
+
+class Recycle(_Frozen):
+    """The reload memory guard: TF Serving's memory grows with every config reload (tensorflow/
+    serving#1215, #1664), so serving pods are replaced, one at a time and surge first, after
+    `after_reloads` models.config changes, or once one passes a memory threshold."""
+
+    after_reloads: int | None = Field(default=None, ge=1, le=1_000_000)
+    memory: RecycleMemory | None = None
+
+    @model_validator(mode="after")
+    def _a_trigger(self) -> Recycle:
+        if self.after_reloads is None and self.memory is None:
+            raise ValueError("spec.server.recycle needs afterReloads, memory, or both")
+        return self
+
+
 class Server(_Frozen):
     image: str = DEFAULT_SERVER_IMAGE
     replicas: int = Field(default=1, ge=0)
@@ -205,6 +284,7 @@ class Server(_Frozen):
     config_poll_seconds: int = Field(default=10, ge=1)
     startup_timeout_seconds: int = Field(default=600, ge=30)
     autoscaling: Autoscaling | None = None
+    recycle: Recycle | None = None
 
 
 class Verify(_Frozen):
@@ -227,10 +307,6 @@ class Exporter(_Frozen):
     resources: Resources = Field(default_factory=Resources)
     verify: Verify = Field(default_factory=Verify)
     warmup: Warmup = Field(default_factory=Warmup)
-
-
-class Prometheus(_Frozen):
-    address: str
 
 
 class Analysis(_Frozen):
