@@ -12,7 +12,8 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
-ConfigMaps kept current through a watch. Every process gets the network guard
+ConfigMaps kept current through a watch. Like a kubelet it serves the serving containers'
+memory at /metrics/cadvisor on a loopback port (cadvisor.py). Every process gets the network guard
 (testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
 resource limits, and `kubectl logs` (each container's output lands in
@@ -40,7 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
-from testing.localcluster import pod_status
+from testing.localcluster import cadvisor, pod_status
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
 from testing.localcluster.serving_pod import ServingPod
@@ -377,6 +378,27 @@ class Runner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def containers(self) -> list[cadvisor.Container]:
+        """The serving containers running now, for the kubelet's /metrics/cadvisor."""
+        with self.lock:
+            serving = list(self.serving.values())
+        out = []
+        for pod in serving:
+            proc, meta = pod.proc, pod.pod["metadata"]
+            if proc is None or proc.poll() is not None:
+                continue
+            out.append(
+                cadvisor.Container(
+                    meta["namespace"],
+                    meta["name"],
+                    meta["uid"],
+                    str(pod.container["name"]),
+                    str(pod.container.get("image", "")),
+                    proc.pid,
+                )
+            )
+        return out
+
     def shutdown(self) -> None:
         """The runner is stopping (cluster-down): no process of a pod may outlive it."""
         with self.lock:
@@ -395,6 +417,8 @@ def main() -> None:
     work_dir.chmod(0o755)
     api = config.new_client_from_config(config_file=kubeconfig)
     runner = Runner(api, work_dir, Path(sys.executable).parent)
+    if len(sys.argv) > 3:  # the kubelet's metrics port: /metrics/cadvisor on loopback
+        cadvisor.serve(int(sys.argv[3]), runner.containers)
 
     def stop(signum: int, _: Any) -> None:
         runner.shutdown()

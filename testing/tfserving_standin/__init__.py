@@ -32,6 +32,9 @@ Environment (the contract with the local cluster's pod runner):
   TF Serving's printed "unknown argument" (see flags.py).
 - STANDIN_IGNORE_SIGTERM=1: ignore SIGTERM, as tensorflow_model_server does when it is the
   container's PID 1 (it installs no handler; TF Serving issue #1853). Off by default.
+- STANDIN_RELOAD_GROWTH_BYTES=N: a stand-in test knob, not copied from TF Serving's source:
+  every config reload that changes what is served keeps N more bytes resident, modelling TF
+  Serving's memory growth on reloads (tensorflow/serving#1215; growth.py). Off by default.
 """
 
 STANDIN_NAME = "tfserving-standin"

@@ -42,6 +42,7 @@ from google.protobuf import text_format
 
 from testing.tfserving_standin import bundle as bundles
 from testing.tfserving_standin import logs
+from testing.tfserving_standin.growth import ReloadGrowth
 from testing.tfserving_standin.manager import AspiredVersion, Handle, Manager
 from testing.tfserving_standin.monitor import (
     EventBus,
@@ -99,6 +100,8 @@ class ServerCore:
             self.bus, num_load_threads, max_num_load_retries, load_retry_interval_micros
         )
         self._source: FileSystemStoragePathSource | None = None
+        # A stand-in test knob, not TF Serving's code: memory kept per reload (growth.py).
+        self.growth = ReloadGrowth.from_env()
 
     # --- config ------------------------------------------------------------------------------
 
@@ -155,6 +158,8 @@ class ServerCore:
                 raise error(Code.INVALID_ARGUMENT, "Invalid ServerModelConfig")
             logs.info(SRC, "Finished adding/updating models")
             logs.info(SRC, "Finished reloading config")
+            if not is_first and not is_same:
+                self.growth.reloaded()
 
     def _validate_model_config_list(self, config_list: Any) -> None:
         """ValidateModelConfigList() (no model_config_list_root_dir in the model server)."""
