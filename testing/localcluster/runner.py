@@ -53,6 +53,11 @@ JOB_IMAGES = (EXPORTER_IMAGE,)
 # Run with the TF Serving stand-in in place of tensorflow_model_server.
 STANDIN_IMAGES = (DEFAULT_SERVER_IMAGE,)
 RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
+# Stand-in test knobs a test sets on its namespace: each annotation becomes the environment
+# variable of every stand-in started in it (testing/tfserving_standin/growth.py).
+STANDIN_KNOBS = {
+    "testing.servedmodel.io/standin-reload-growth-bytes": "STANDIN_RELOAD_GROWTH_BYTES"
+}
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
 _now = pod_status.now
@@ -238,6 +243,8 @@ class Runner:
             "HOSTNAME": meta["name"],
             **guard_env(),
         }
+        if container.get("image") in STANDIN_IMAGES:
+            env.update(self._standin_knobs(meta["namespace"]))
         for item in container.get("env", []):
             value = self._env_value(meta["namespace"], item)
             if value is not None:  # None: an optional reference to a missing key
@@ -266,6 +273,16 @@ class Runner:
             pod_dir / "container.log",
             message_file,
         )
+
+    def _standin_knobs(self, namespace: str) -> dict[str, str]:
+        """The stand-in test knobs the pod's namespace sets (STANDIN_KNOBS)."""
+        try:
+            annotations = self.core.read_namespace(namespace).metadata.annotations or {}
+        except ApiException as exc:
+            raise NotRunnable(f"namespace {namespace}: {exc.reason}") from exc
+        return {
+            env: str(annotations[key]) for key, env in STANDIN_KNOBS.items() if key in annotations
+        }
 
     def _env_value(self, namespace: str, item: dict[str, Any]) -> str | None:
         if "value" in item:
