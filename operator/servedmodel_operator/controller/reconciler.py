@@ -124,6 +124,8 @@ class Reconciler:
             settled = modelsconfig.settled(report, read.config, read.labels)
             self._reports.record(read.pod, report, settled, monotonic(), now)
         refusals = list(reads.refusals)
+        if not reads.memory:  # no memory guard (any more): forget its last reading
+            self._memory.pop((model.namespace, model.name), None)
         rejected = self._rejected.get((model.namespace, model.name))
         if rejected is not None and rejected[0] == model.generation:
             refusals.append(Refusal("ApplyRejected", rejected[1]))
