@@ -425,7 +425,8 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
     assert grown >= baseline + 3 * growth * 0.95
     # The reloads counted: the 3 above and the export's write that added version 1.
     assert f"pod {old} uses" in message
-    assert f"after {_writes(core, namespace)} reloads" in message and _writes(core, namespace) == 4
+    assert f"after {_writes(core, namespace)} models.config reloads" in message
+    assert _writes(core, namespace) == 4
     last = get_sm(custom, namespace, "mnist")["status"]["recycle"]["last"]
     assert (last["reason"], last["pod"]) == ("Memory", old)
     assert last["workingSetBytes"] > threshold

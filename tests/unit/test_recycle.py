@@ -371,7 +371,7 @@ def test_a_pod_over_the_memory_threshold_recycles_the_pods() -> None:
     [event] = p.events
     assert event.reason == "PodsRecycled"
     assert f"pod {PODS[1]} uses 1.2 GiB (container_memory_working_set_bytes)" in event.message
-    assert "above memory.threshold 1Gi (1.0 GiB) after 3 reloads" in event.message
+    assert "above memory.threshold 1Gi (1.0 GiB) after 3 models.config reloads" in event.message
     assert p.status is not None
     last = p.status["recycle"]["last"]
     assert (last["reason"], last["pod"], last["workingSetBytes"]) == (

@@ -95,6 +95,10 @@ def reloads_since_recycle(writes: int, template: Mapping[str, str]) -> int:
     return max(0, writes - (int(base) if base.isdigit() else 0))
 
 
+def _reloads(n: int) -> str:
+    return f"{n} models.config reload{'' if n == 1 else 's'}"
+
+
 def size(value: float) -> str:
     """Bytes as a person reads them: 1.5 GiB, 640.0 MiB."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -112,8 +116,8 @@ def trigger(
         return (
             Trigger(
                 RELOADS,
-                f"the pods may have applied {reloads} models.config reloads since they were "
-                f"last replaced (afterReloads: {guard.after_reloads})",
+                f"the pods may have applied {_reloads(reloads)} since they were last "
+                f"replaced (afterReloads: {guard.after_reloads})",
             ),
             "",
         )
@@ -133,7 +137,7 @@ def trigger(
             f"{figure} with no models.config reload since the pods were last replaced: not "
             "recycled (a new pod would be as large; raise the threshold)"
         )
-    return Trigger(MEMORY, f"{figure} after {reloads} reloads", pod, int(value)), ""
+    return Trigger(MEMORY, f"{figure} after {_reloads(reloads)}", pod, int(value)), ""
 
 
 def blocked(serving: ServingFindings, delivery: DeliveryFindings, writing: bool) -> str | None:
