@@ -135,8 +135,10 @@ class ServingPod:
         pod: dict[str, Any],
         prepare: Callable[[dict[str, Any]], tuple[dict[str, Path], dict[str, str], Path]],
         patch_status: Callable[[dict[str, Any], dict[str, Any]], None],
+        extra_env: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.pod = pod
+        self.extra_env = extra_env
         self.container = pod["spec"]["containers"][0]
         self.prepare = prepare
         self.patch_status = patch_status
@@ -173,6 +175,7 @@ class ServingPod:
             # tensorflow_model_server as a container's PID 1 ignores SIGTERM (serving#1853).
             "STANDIN_IGNORE_SIGTERM": "1",
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
+            **self.extra_env(),  # the cluster's stand-in test knobs (runner.py)
         }
         return argv, env, pod_dir
 
