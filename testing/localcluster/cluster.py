@@ -72,6 +72,8 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # PodDisruptionBudgets' status (disruptionsAllowed), which the Eviction API enforces.
+    "disruption",
     # Computes ResourceQuota usage, without which the API server enforces no quota (the
     # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
     # quota when the quota's limits change, and every 5 minutes.
@@ -402,16 +404,18 @@ def _simulated_node(name: str) -> dict[str, object]:
         },
         "status": {
             "allocatable": {
-                "cpu": "32",
-                "memory": "256Gi",
+                # Room for every pod of `make bench` (2,000 TF Serving pods) at the operator's
+                # default requests (500m CPU, 1Gi): nothing runs on a simulated node anyway.
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
             "capacity": {
-                "cpu": "32",
-                "memory": "256Gi",
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
         },
     }

@@ -1,7 +1,7 @@
 """The reload memory guard (spec.server.recycle) on the local cluster, with stand-in TF Serving
-pods whose memory really grows on reloads (STANDIN_RELOAD_GROWTH_BYTES, set through the
-namespace: testing/localcluster/runner.py STANDIN_KNOBS), a real Prometheus scraping the
-local kubelet's /metrics/cadvisor, and client traffic throughout:
+pods whose memory really grows on reloads (STANDIN_RELOAD_GROWTH_BYTES in spec.server.env:
+the runner gives a pod's environment to its stand-in), a real Prometheus scraping the local
+kubelet's /metrics/cadvisor, and client traffic throughout:
 
 - after N models.config reloads the pods are replaced one at a time (never fewer ready pods
   than replicas, never more than one extra), no request fails, and every served version
@@ -31,8 +31,8 @@ from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.prometheus import Prometheus
-from testing.localcluster.runner import STANDIN_KNOBS
 from testing.localcluster.waiting import wait_for
+from testing.tfserving_standin.growth import ENV as GROWTH_ENV
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -47,7 +47,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.cluster
 
-GROWTH_KNOB = next(iter(STANDIN_KNOBS))
 MiB = 1 << 20
 INSTANCES = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
 
@@ -76,11 +75,6 @@ def recycle_operator(
     operator.start()
     yield operator
     operator.stop()
-
-
-def _grow(core: client.CoreV1Api, namespace: str, per_reload: int) -> None:
-    """Every stand-in started in the namespace keeps `per_reload` bytes per config reload."""
-    core.patch_namespace(namespace, {"metadata": {"annotations": {GROWTH_KNOB: str(per_reload)}}})
 
 
 def _patch_spec(custom: client.CustomObjectsApi, ns: str, spec: dict[str, Any]) -> None:
@@ -362,7 +356,6 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
     training: Volume,
 ) -> None:
     growth = 64 * MiB
-    _grow(core, namespace, growth)
     custom.create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -371,7 +364,13 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
         servedmodel(
             "mnist",
             [(1, "pvc://training/model-a.keras")],
-            server={"replicas": 1, "configPollSeconds": 1},
+            # The stand-in's test knob, in the pod's environment as a user's variable would
+            # be (TF Serving has no such variable; its memory grows by itself).
+            server={
+                "replicas": 1,
+                "configPollSeconds": 1,
+                "env": [{"name": GROWTH_ENV, "value": str(growth)}],
+            },
         ),
     )
     wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=300)

@@ -32,6 +32,7 @@ from servedmodel_operator.parts.serving.part import config_writes, writes_of
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 from servedmodel_operator.render.configmap import configmap
 from servedmodel_operator.render.deployment import deployment
+from servedmodel_operator.render.disruption import disruption_budget
 from servedmodel_operator.render.service import service
 
 from testing.localcluster import build
@@ -106,7 +107,7 @@ def _serving(
     digest = modelsconfig.config_digest(text, "41")
     loaded = {1: VersionState("AVAILABLE"), 2: VersionState("AVAILABLE")}
     pods = tuple(_pod(name, i < ready, f"127.1.0.{10 + i}") for i, name in enumerate(PODS))
-    return observed_of(
+    observed = observed_of(
         status={**EXPORTED, **(status or {})},
         configmap=live_configmap,
         deployment=live_deployment,
@@ -115,6 +116,9 @@ def _serving(
         reports={f"uid-{p}/0": PodReport(digest, loaded, {}) for p in PODS},
         memory=memory,
     )
+    budget = _live(disruption_budget(m))
+    key = ("PodDisruptionBudget", budget["metadata"]["name"])
+    return replace(observed, children={**observed.children, key: budget})
 
 
 def _pod(name: str, ready: bool, ip: str) -> dict[str, Any]:
