@@ -19,7 +19,8 @@ from servedmodel_operator.api.names import (
     RECYCLED_AT_ANNOTATION,
     RECYCLED_WRITES_ANNOTATION,
 )
-from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec, quantity_bytes
+from servedmodel_operator.api.quantity import quantity_bytes
+from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec
 from servedmodel_operator.parts import drift, recycle
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
 from servedmodel_operator.parts.observed import WorkingSets
