@@ -234,14 +234,17 @@ def _version(seed: str, version: int) -> dict[str, Any]:
         "source": {
             "uri": uri + _fill(f"{seed}{version}k", URI - len(uri)),
             "sha256": _fill(f"{version:x}", 64, "0123456789abcdef"),
-            "credentialsSecretRef": {"name": _dns_subdomain(f"{seed}{version}s")},
+            # The credentials admission policy checks at most 8 distinct Secrets and 4 CA-bundle
+            # ConfigMaps per change (manifests/base/credentials-admission.yaml): the largest
+            # spec it admits names that many, each at full length.
+            "credentialsSecretRef": {"name": _dns_subdomain(f"{seed}{version % 8}s")},
             "s3": {
                 "endpoint": "https://" + _fill(f"{seed}{version}e", ENDPOINT - len("https://")),
                 "region": _fill(f"{seed}{version}r", 64),
                 "pathStyle": True,
                 "verifyTLS": True,
                 "caBundle": {
-                    "configMapName": _dns_subdomain(f"{seed}{version}c"),
+                    "configMapName": _dns_subdomain(f"{seed}{version % 4}c"),
                     "key": _fill(f"{seed}{version}k", DNS_SUBDOMAIN),
                 },
                 "anonymous": False,

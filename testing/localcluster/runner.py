@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
@@ -69,6 +70,7 @@ PREDICT_DELAY_FILE = "standin-predict-delay-ms"
 RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
+STATUS_RETRY_SECONDS = 120.0
 _now = pod_status.now
 
 
@@ -141,6 +143,7 @@ class Runner:
         self.processes: dict[str, subprocess.Popen[bytes] | None] = {}
         self.finished: set[str] = set()  # Job pods run to their end: never started again
         self.serving: dict[str, ServingPod] = {}
+        self.stopping: dict[str, ServingPod] = {}  # deleted pods whose process may still run
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
@@ -176,6 +179,9 @@ class Runner:
                 else:
                     log.warning("watch failed: %s", exc.reason)
                     time.sleep(1)
+            except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                log.warning("watch failed: %s", exc)
+                time.sleep(1)
 
     def _configmap_event(self, event_type: str, configmap: dict[str, Any]) -> None:
         if event_type in ("ADDED", "MODIFIED"):
@@ -208,7 +214,10 @@ class Runner:
         while True:
             time.sleep(2)
             for uid in list(self.waiting):
-                self._try_start(uid)
+                try:
+                    self._try_start(uid)
+                except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                    log.warning("cannot start pod %s yet: %s", uid, exc)
 
     # --- running --------------------------------------------------------------------------
 
@@ -494,14 +503,25 @@ class Runner:
         )
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        """Report a pod's status; while the API server cannot be reached (restarting), retry
+        for up to STATUS_RETRY_SECONDS, as the kubelet's status manager keeps retrying."""
         meta = pod["metadata"]
-        try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"], meta["namespace"], {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+        deadline = time.monotonic() + STATUS_RETRY_SECONDS
+        while True:
+            try:
+                self.core.patch_namespaced_pod_status(
+                    meta["name"], meta["namespace"], {"status": status}
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+                return
+            except urllib3.exceptions.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("%s: status update failed: %s", meta["name"], exc)
+                    return
+                time.sleep(1)
 
     def stop(self, uid: str, pod: dict[str, Any]) -> None:
         with self.lock:
@@ -509,6 +529,9 @@ class Runner:
             self.finished.discard(uid)
             proc = self.processes.pop(uid, None)
             serving = self.serving.pop(uid, None)
+            if serving is not None:  # until its grace period ends: shutdown() must see it
+                self.stopping = {u: p for u, p in self.stopping.items() if p.running()}
+                self.stopping[uid] = serving
         self.volumes.release(uid)
         if serving is not None:
             log.info("%s: pod deleted: stopping the stand-in", serving.name)
@@ -547,9 +570,11 @@ class Runner:
         return out
 
     def shutdown(self) -> None:
-        """The runner is stopping (cluster-down): no process of a pod may outlive it."""
+        """The runner is stopping (cluster-down): no process of a pod may outlive it, not
+        even one of a deleted pod still in its grace period."""
         with self.lock:
-            serving, processes = list(self.serving.values()), list(self.processes.values())
+            serving = [*self.serving.values(), *self.stopping.values()]
+            processes = list(self.processes.values())
         for pod in serving:
             pod.kill_now()
         for proc in processes:

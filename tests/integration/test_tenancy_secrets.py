@@ -109,6 +109,9 @@ def victim(core: client.CoreV1Api, namespace: str) -> Iterator[str]:
     core.delete_namespace(name)
 
 
+CLOSED_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, nothing leaves
+
+
 def _secret(core: client.CoreV1Api, namespace: str, name: str, **labels: str) -> None:
     meta = client.V1ObjectMeta(name=name, labels=labels or None)
     core.create_namespaced_secret(namespace, client.V1Secret(metadata=meta, string_data=KEYS))
@@ -368,7 +371,13 @@ def opt_in_operator(
         tmp_path_factory.mktemp("operator"),
         name=f"operator-{namespace}",
         namespaces=(namespace,),
-        args=("--log-level=DEBUG", "--credentials-opt-in"),
+        # The Job this test lets start fetches from a closed loopback port (nothing leaves
+        # loopback: a default AWS endpoint would be a name lookup outside it).
+        args=(
+            "--log-level=DEBUG",
+            "--credentials-opt-in",
+            f"--allowed-object-store-endpoints={CLOSED_ENDPOINT}",
+        ),
         env=netguard.guard_env(cluster.netguard_log),
     )
     proc.start()
@@ -393,7 +402,11 @@ def test_under_the_opt_in_label_an_absent_an_unlabelled_and_an_incomplete_secret
     names = {"absent": "nowhere", "unlabelled": "unlabelled", "incomplete": "incomplete"}
     for model, secret in names.items():
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, _model(model, secret=secret)
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            _model(model, secret=secret, endpoint=CLOSED_ENDPOINT),
         )
     messages = {
         model: condition(
