@@ -9,12 +9,15 @@ kubelet's /metrics/cadvisor, and client traffic throughout:
 - a pod whose working set passes memory.threshold after reloads is replaced, and its
   successor starts small again.
 
-Traffic: a bounded loop of REST predictions (unnamed, and naming each served version) to the
-pods a Service would have in rotation (Ready, not terminating), recording every answer.
+Traffic: the zero-lost-requests harness (testing/zeroloss): one REST and one gRPC client at a
+bounded rate, each request unnamed or naming a served version, sent to the pods the Service
+has in rotation as a client-side load balancer reads them, and judged by its ledger (a request
+for a served version must succeed and be answered by that version).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +36,10 @@ from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
 from testing.tfserving_standin.growth import ENV as GROWTH_ENV
+from testing.zeroloss import ledger
+from testing.zeroloss.ledger import Target
+from testing.zeroloss.service import Service
+from testing.zeroloss.traffic import Traffic
 from tests.integration.conftest import (
     GROUP,
     PLURAL,
@@ -48,7 +55,22 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.cluster
 
 MiB = 1 << 20
-INSTANCES = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
+INSTANCES = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
+RATE = 5.0  # requests a second, per protocol
+PHASES = ("before", "recycling", "after")
+
+
+@pytest.fixture(scope="module")
+def outputs(model_files: dict[str, Path]) -> dict[int, Any]:
+    """The Keras outputs of versions 1 (model-a.keras) and 2 (model-b.h5) for INSTANCES: what
+    tells which version answered."""
+    import keras
+    import numpy as np
+
+    return {
+        v: np.asarray(keras.saving.load_model(model_files[name])(np.asarray(INSTANCES, "float32")))
+        for v, name in ((1, "model-a.keras"), (2, "model-b.h5"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -97,84 +119,84 @@ def _in_rotation(pods: list[client.V1Pod]) -> list[client.V1Pod]:
     ]
 
 
-@dataclass
-class Answer:
-    at: float
-    pod: str
-    path: str
-    status: int  # HTTP status, 0: no answer
-    error: str = ""
+@dataclass(frozen=True)
+class PodEndpoint:
+    rest: str
+    grpc: str
+
+
+@contextlib.contextmanager
+def _reach(pod: dict[str, Any]) -> Iterator[PodEndpoint]:
+    ip = pod["status"]["podIP"]  # loopback: the stand-in listens on the pod's own IP
+    yield PodEndpoint(f"http://{ip}:8501", f"{ip}:8500")
 
 
 @dataclass
 class Watch:
-    """Client traffic and what the cluster looked like meanwhile, sampled."""
+    """Client traffic through the zero-lost-requests harness (testing/zeroloss: a client-side
+    Service over the pods, one REST and one gRPC client, the ledger's verdicts), and what the
+    cluster looked like meanwhile, sampled."""
 
-    core: client.CoreV1Api
-    custom: client.CustomObjectsApi
+    api: client.ApiClient
     namespace: str
-    paths: tuple[str, ...]
-    answers: list[Answer] = field(default_factory=list)
+    served: tuple[int, ...]  # the versions served throughout, each asked for by name
+    outputs: dict[int, Any]  # each version's Keras outputs for INSTANCES
     # (monotonic, pods in rotation, pods not being deleted, served versions, Serving status)
     samples: list[tuple[float, int, int, tuple[int, ...], str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
-    _rotation: list[tuple[str, str]] = field(default_factory=list)
-    _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> Watch:
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.spec = ledger.SpecHistory(ledger.Declared(frozenset(self.served), {}))
+        self.status = ledger.StatusHistory()
         self._sample()
-        for target in (self._observe, self._send):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.service = Service(self.api, self.namespace, "mnist", _reach, source="pods")
+        self.service.__enter__()
+        targets = [Target(), *(Target(version=v) for v in self.served)]
+        self.traffic = Traffic(
+            self.service, "mnist", INSTANCES, self.outputs, lambda: targets, rate=RATE
+        )
+        self.traffic.phase = PHASES[0]
+        self.traffic.__enter__()
+        self._thread = threading.Thread(target=self._observe, daemon=True)
+        self._thread.start()
+        wait_for("traffic flowing", lambda: len(self.traffic.outcomes) >= 4, timeout=60)
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.traffic.settle()
         self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._thread.join(timeout=30)
+        self.traffic.__exit__()
+        self.service.__exit__()
 
     def _sample(self) -> None:
         pods = _pods(self.core, self.namespace)
-        rotation = _in_rotation(pods)
-        self._rotation = [(p.metadata.name, p.status.pod_ip) for p in rotation]
         obj = get_sm(self.custom, self.namespace, "mnist")
-        served = tuple((obj.get("status", {}).get("served") or {}).get("versions") or ())
+        served = (obj.get("status", {}).get("served") or {}).get("versions") or ()
+        now = time.monotonic()
+        self.status.observe(now, ledger.Served(frozenset(served)))
         alive = [p for p in pods if p.metadata.deletion_timestamp is None]
         serving = condition(obj, "Serving").get("status", "")
-        self.samples.append((time.monotonic(), len(rotation), len(alive), served, serving))
+        self.samples.append((now, len(_in_rotation(pods)), len(alive), tuple(served), serving))
 
     def _observe(self) -> None:
         while not self.stop.wait(0.3):
             self._sample()
 
-    def _send(self) -> None:
-        session = requests.Session()
-        turn = 0
-        while not self.stop.is_set():
-            rotation = list(self._rotation)
-            if not rotation:
-                self.answers.append(Answer(time.monotonic(), "", "", 0, "no pod in rotation"))
-                time.sleep(0.2)
-                continue
-            pod, ip = rotation[turn % len(rotation)]
-            path = self.paths[turn % len(self.paths)]
-            turn += 1
-            at = time.monotonic()
-            try:
-                r = session.post(
-                    f"http://{ip}:8501/v1/models/mnist{path}:predict", json=INSTANCES, timeout=10
-                )
-                ok = r.status_code == 200 and "predictions" in r.json()
-                self.answers.append(
-                    Answer(at, pod, path, r.status_code, "" if ok else r.text[:200])
-                )
-            except (requests.RequestException, ValueError) as exc:
-                self.answers.append(Answer(at, pod, path, 0, f"{type(exc).__name__}: {exc}"))
-            time.sleep(0.05)
+    def phase(self, name: str) -> None:
+        self.traffic.phase = name
 
-    def failures(self) -> list[Answer]:
-        return [a for a in self.answers if a.status != 200 or a.error]
+    def verdicts(self) -> list[ledger.PhaseReport]:
+        return ledger.report(self.traffic.recorded(), self.spec, self.status, PHASES)
+
+    def losses(self) -> list[str]:
+        return [
+            f"{o.phase} {o.protocol} {o.target} -> {o.pod}: {ledger.reason(o)}"
+            for o in self.traffic.recorded()
+            if ledger.verdict(o, self.spec, self.status) in (ledger.LOST, ledger.WRONG)
+        ]
 
 
 def _labels(custom: client.CustomObjectsApi, namespace: str, labels: dict[str, int]) -> None:
@@ -187,7 +209,7 @@ def _labels(custom: client.CustomObjectsApi, namespace: str, labels: dict[str, i
     def applied() -> bool:
         status = get_sm(custom, namespace, "mnist").get("status", {})
         seen[:] = [status.get("served"), status.get("conditions")]
-        return (status.get("served") or {}).get("labels", {}) == labels
+        return bool((status.get("served") or {}).get("labels", {}) == labels)
 
     try:
         wait_for(f"labels {labels} on every pod", applied, timeout=90)
@@ -266,6 +288,8 @@ def test_the_api_server_admits_and_explains_the_guard(
 
 def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_request(
     recycle_operator: OperatorProcess,
+    api_client: client.ApiClient,
+    outputs: dict[int, Any],
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     apps: client.AppsV1Api,
@@ -290,8 +314,7 @@ def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_reques
     assert _writes(core, namespace) in (1, 2)
     before = {p.metadata.name for p in _pods(core, namespace)}
     reloads = iter(({"a": 1}, {"a": 1, "b": 2}, {"b": 2}, {}, {"a": 2}, {}))
-    with Watch(core, custom, namespace, ("", "/versions/1", "/versions/2")) as watch:
-        time.sleep(2)
+    with Watch(api_client, namespace, (1, 2), outputs) as watch:
         while _writes(core, namespace) < 5:
             _labels(custom, namespace, next(reloads))
         assert _events(core, namespace, "PodsRecycled") == []
@@ -301,6 +324,7 @@ def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_reques
             "PodsRecycled", lambda: _events(core, namespace, "PodsRecycled"), timeout=60
         )
         started = time.monotonic()
+        watch.phase("recycling")
 
         def replaced() -> bool:
             pods = _pods(core, namespace)
@@ -309,18 +333,24 @@ def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_reques
 
         wait_for("every pod replaced", replaced, timeout=300, interval=1)
         took = time.monotonic() - started
+        watch.phase("after")
         wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=60)
         time.sleep(2)
     assert "may have applied 6 models.config reloads" in message
-    # No request failed, and enough were sent to say so, during the recycle too.
-    assert watch.failures() == [], watch.failures()[:5]
-    during = [a for a in watch.answers if a.at >= started]
-    print(
-        f"recycle after 6 reloads: 2 pods replaced in {took:.0f}s; {len(watch.answers)} "
-        f"requests, {len(during)} of them during the recycle, {len(watch.failures())} failed"
-    )
-    assert len(during) >= 100 and {a.path for a in during} == {"", "/versions/1", "/versions/2"}
-    assert {a.pod for a in during} >= before, "the old pods answered until they left rotation"
+    # No request lost or answered by the wrong version (the zero-lost-requests ledger), and
+    # enough were sent to say so, during the recycle too.
+    rows = watch.verdicts()
+    print(f"recycle after 6 reloads: 2 pods replaced in {took:.0f}s\n" + ledger.markdown(rows))
+    assert all(r.clean for r in rows), watch.losses()[:10]
+    assert all(r.excused == 0 for r in rows), ledger.markdown(rows)  # nothing dropped: all required
+    during = watch.traffic.of_phase("recycling")
+    assert len(during) >= 100 and {o.target for o in during} == {
+        Target(),
+        Target(version=1),
+        Target(version=2),
+    }
+    assert {o.protocol for o in during} == {"rest", "grpc"}
+    assert {o.pod for o in during} >= before, "the old pods answered until they left rotation"
     # One pod at a time, surge first: never fewer pods in rotation than replicas, never more
     # than one extra pod; both versions served and Serving True in every sample.
     recycling = [s for s in watch.samples if s[0] >= started]
@@ -349,6 +379,8 @@ def _working_sets(prometheus: str, namespace: str) -> dict[str, float]:
 def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_small(
     recycle_operator: OperatorProcess,
     prometheus: str,
+    api_client: client.ApiClient,
+    outputs: dict[int, Any],
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     namespace: str,
@@ -392,7 +424,7 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
         lambda: get_sm(custom, namespace, "mnist").get("status", {}).get("recycle"),
         timeout=30,
     )
-    with Watch(core, custom, namespace, ("", "/versions/1")) as watch:
+    with Watch(api_client, namespace, (1,), {1: outputs[1]}) as watch:
         for labels in ({"a": 1}, {"a": 1, "b": 1}, {"b": 1}):
             _labels(custom, namespace, labels)
         grown = wait_for(
@@ -404,6 +436,7 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
             "PodsRecycled", lambda: _events(core, namespace, "PodsRecycled"), timeout=60
         )
         started = time.monotonic()
+        watch.phase("recycling")
 
         def successor() -> str | None:
             pods = _pods(core, namespace)
@@ -414,12 +447,14 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
 
         new = wait_for("the pod replaced", successor, timeout=240, interval=1)
         took = time.monotonic() - started
+        watch.phase("after")
         wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=60)
         time.sleep(2)
+    rows = watch.verdicts()
     print(
         f"memory recycle: working set {baseline / MiB:.0f} MiB at start, {grown / MiB:.0f} MiB "
-        f"after 3 reloads (threshold {threshold / MiB:.0f} MiB); replaced in {took:.0f}s; "
-        f"{len(watch.answers)} requests, {len(watch.failures())} failed"
+        f"after 3 reloads (threshold {threshold / MiB:.0f} MiB); replaced in {took:.0f}s\n"
+        + ledger.markdown(rows)
     )
     assert grown >= baseline + 3 * growth * 0.95
     # The reloads counted: the 3 above and the export's write that added version 1.
@@ -429,8 +464,8 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
     last = get_sm(custom, namespace, "mnist")["status"]["recycle"]["last"]
     assert (last["reason"], last["pod"]) == ("Memory", old)
     assert last["workingSetBytes"] > threshold
-    assert watch.failures() == [], watch.failures()[:5]
-    assert len([a for a in watch.answers if a.at >= started]) >= 50
+    assert all(r.clean and r.excused == 0 for r in rows), watch.losses()[:10]
+    assert len(watch.traffic.of_phase("recycling")) >= 50
     recycling = [s for s in watch.samples if s[0] >= started]
     assert recycling and min(s[1] for s in recycling) >= 1 and max(s[2] for s in watch.samples) <= 2
     fresh = wait_for(
