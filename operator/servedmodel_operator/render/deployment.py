@@ -149,7 +149,7 @@ def _volumes(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
         {
             "name": "models",
             "persistentVolumeClaim": {
-                "claimName": model.spec.store.pvc.claim_name,
+                "claimName": model.store.pvc.claim_name,
                 "readOnly": True,
             },
         },

@@ -209,7 +209,7 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         {"name": "tmp", "mountPath": TMP_MOUNT},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
+        {"name": "store", "persistentVolumeClaim": {"claimName": model.store.pvc.claim_name}},
         {"name": "tmp", "emptyDir": {"sizeLimit": scratch_limit(model)}},
     ]
     claim = _source_claim(entry)

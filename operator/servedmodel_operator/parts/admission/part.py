@@ -26,7 +26,7 @@ def plan(ctx: Context) -> Part[tuple[Refusal, ...]]:
         out.append(
             Refusal(
                 "StoreConflict",
-                f"ServedModel {name} already uses {model.spec.store.pvc.claim_name}:"
+                f"ServedModel {name} already uses {model.store.pvc.claim_name}:"
                 f"{model_subpath(model)} for model {model.model_name}: versions of two "
                 "ServedModels would overwrite each other; give this one another modelName or "
                 "store path",

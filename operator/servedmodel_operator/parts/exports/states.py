@@ -51,6 +51,9 @@ class VersionStatus:
             if value:
                 out[key] = value
         out.update({k: v for k, v in self.result.items() if k in RESULT_FIELDS})
+        size = (self.result.get("sizes") or {}).get("savedModelBytes")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            out["savedModelBytes"] = size  # a ModelServer estimates a member's memory from it
         return out
 
 
