@@ -29,7 +29,7 @@ from servedmodel_operator.api.layout import (
     model_url_path,
 )
 from servedmodel_operator.api.names import Track
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import ServedModelSpec, Server
 from servedmodel_operator.render import labels, security
 from servedmodel_operator.render.configmap import batching_parameters
 
@@ -44,7 +44,12 @@ TMP_SIZE_LIMIT = "256Mi"
 
 
 def server_args(model: ServedModelSpec) -> list[str]:
-    server = model.spec.server
+    return tfserving_args(model.spec.server)
+
+
+def tfserving_args(server: Server) -> list[str]:
+    """tensorflow_model_server's command line for these server settings (a ServedModel's own
+    pods and a ModelServer's alike)."""
     args = [
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",  # 0 (REST off) by default
@@ -92,8 +97,12 @@ def _probes(model: ServedModelSpec) -> dict[str, Any]:
 
 
 def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
+    return pod_annotations(model.spec.server)
+
+
+def pod_annotations(server: Server) -> dict[str, str]:
     annotations = {}
-    if model.spec.server.monitoring.prometheus:
+    if server.monitoring.prometheus:
         annotations.update(
             {
                 "prometheus.io/scrape": "true",
@@ -101,35 +110,43 @@ def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
                 "prometheus.io/path": METRICS_PATH,
             }
         )
-    if model.spec.server.batching is not None:
-        text = str(batching_parameters(model.spec.server.batching))
+    if server.batching is not None:
+        text = str(batching_parameters(server.batching))
         annotations[BATCHING_HASH_ANNOTATION] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return annotations
 
 
 def container(model: ServedModelSpec) -> dict[str, Any]:
-    server = model.spec.server
+    store_mount = {
+        "name": "models",
+        "mountPath": model_mount(model, SERVER_STORE_MOUNT),
+        "subPath": model_subpath(model),
+        "readOnly": True,
+    }
+    return tfserving_container(model.spec.server, _probes(model), store_mount)
+
+
+def tfserving_container(
+    server: Server, probes: dict[str, Any], store_mount: dict[str, Any]
+) -> dict[str, Any]:
+    """The TF Serving container for these server settings, with its probes and the mount of
+    the store (a ServedModel's own directory, or a ModelServer's whole store directory)."""
     out: dict[str, Any] = {
         "name": CONTAINER,
         "image": server.image,
         # The image's entrypoint script adds --model_name/--model_base_path: bypass it.
         "command": ["tensorflow_model_server"],
-        "args": server_args(model),
+        "args": tfserving_args(server),
         "ports": [
             {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": REST_PORT_NAME, "containerPort": REST_PORT, "protocol": "TCP"},
         ],
-        **_probes(model),
+        **probes,
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": security.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},  # a directory: updates
-            {
-                "name": "models",
-                "mountPath": model_mount(model, SERVER_STORE_MOUNT),
-                "subPath": model_subpath(model),
-                "readOnly": True,
-            },
+            store_mount,
             {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }
@@ -144,29 +161,39 @@ def _configmap_name(model: ServedModelSpec, track: Track) -> str:
 
 
 def _volumes(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
+    return volumes(_configmap_name(model, track), model.store.pvc.claim_name)
+
+
+def volumes(configmap: str, claim: str) -> list[dict[str, Any]]:
     return [
-        {"name": "config", "configMap": {"name": _configmap_name(model, track)}},
-        {
-            "name": "models",
-            "persistentVolumeClaim": {
-                "claimName": model.store.pvc.claim_name,
-                "readOnly": True,
-            },
-        },
+        {"name": "config", "configMap": {"name": configmap}},
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
     ]
 
 
 def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[str, Any]:
     """The same pod for both tracks; only its config (ConfigMap) and track label differ."""
-    server = model.spec.server
+    return tfserving_pod(
+        model.spec.server, container(model), _volumes(model, track), labels.pod_labels(model, track)
+    )
+
+
+def tfserving_pod(
+    server: Server,
+    tfserving: dict[str, Any],
+    pod_volumes: list[dict[str, Any]],
+    pod_labels: dict[str, str],
+) -> dict[str, Any]:
+    """A TF Serving pod template for these server settings (a ServedModel's or a
+    ModelServer's): the pod-level settings of spec.server apply to both."""
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # TF Serving never talks to the API server
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
         "securityContext": security.pod_security_context(),
-        "containers": [container(model)],
-        "volumes": _volumes(model, track),
+        "containers": [tfserving],
+        "volumes": pod_volumes,
     }
     if server.node_selector:
         spec["nodeSelector"] = dict(server.node_selector)
@@ -174,8 +201,8 @@ def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[s
         spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
         ]
-    metadata: dict[str, Any] = {"labels": labels.pod_labels(model, track)}
-    annotations = _pod_annotations(model)
+    metadata: dict[str, Any] = {"labels": pod_labels}
+    annotations = pod_annotations(server)
     if annotations:
         metadata["annotations"] = annotations
     return {"metadata": metadata, "spec": spec}
