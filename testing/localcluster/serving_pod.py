@@ -73,7 +73,8 @@ def allocate_ip(ports: tuple[int, ...] = ()) -> str:
 
 
 class Probe:
-    """One httpGet probe of the container spec, with the kubelet's thresholds."""
+    """One httpGet or tcpSocket probe of the container spec, with the kubelet's thresholds
+    (pkg/kubelet/prober: a TCP probe succeeds when the connection is accepted)."""
 
     def __init__(self, spec: dict[str, Any] | None, ip: str, ports: dict[str, int]) -> None:
         self.spec = spec or {}
@@ -82,6 +83,8 @@ class Probe:
         self.url = (
             f"http://{ip}:{ports.get(port, port)}{get.get('path', '/')}" if get and port else None
         )
+        tcp = (self.spec.get("tcpSocket") or {}).get("port")
+        self.tcp = (ip, int(ports.get(tcp, tcp))) if tcp is not None else None
         self.period = float(self.spec.get("periodSeconds", 10))
         self.timeout = float(self.spec.get("timeoutSeconds", 1))
         self.failure_threshold = int(self.spec.get("failureThreshold", 3))
@@ -90,15 +93,22 @@ class Probe:
         self.next_at = 0.0
 
     def due(self, now: float) -> bool:
-        return self.url is not None and now >= self.next_at
+        return (self.url is not None or self.tcp is not None) and now >= self.next_at
 
     def run(self, now: float) -> bool:
         self.next_at = now + self.period
-        assert self.url is not None
-        try:
-            ok = 200 <= requests.get(self.url, timeout=self.timeout).status_code < 400
-        except requests.RequestException:
-            ok = False
+        if self.tcp is not None:
+            try:
+                with socket.create_connection(self.tcp, timeout=self.timeout):
+                    ok = True
+            except OSError:
+                ok = False
+        else:
+            assert self.url is not None
+            try:
+                ok = 200 <= requests.get(self.url, timeout=self.timeout).status_code < 400
+            except requests.RequestException:
+                ok = False
         self.failures = 0 if ok else self.failures + 1
         return ok
 
@@ -208,7 +218,7 @@ class ServingPod:
         began = time.monotonic()
         for probe in (startup, readiness, liveness):
             probe.next_at = began + probe.initial_delay
-        started = startup.url is None
+        started = startup.url is None and startup.tcp is None
         ready = False
         while proc.poll() is None and not self.deleted.is_set():
             now = time.monotonic()
