@@ -406,7 +406,7 @@ class Capacity(_Frozen):
     """Memory for models on each TF Serving pod of a ModelServer (every pod loads every
     member), and how a member's need is estimated."""
 
-    memory: str | None = None  # a Kubernetes quantity; None: no limit
+    memory: int | str | None = None  # a Kubernetes quantity; None: no limit
     # A member's need: the bytes of its SavedModels in the config times this factor, unless
     # the member declares spec.server.memory.
     saved_model_factor: float = Field(default=2.0, gt=0)

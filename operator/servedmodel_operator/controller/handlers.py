@@ -17,15 +17,17 @@ import kopf
 from servedmodel_operator.adapters import kube, metrics
 from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import Kind
+from servedmodel_operator.api.kinds import Kind, server_owner
 from servedmodel_operator.controller.runtime import (
+    MEMBERS,
     STORES,
     Indexes,
     Options,
     Runtime,
     created,
+    member_of,
     runtime,
-    store_key,
+    store_index_key,
 )
 from servedmodel_operator.controller.settings import configure
 
@@ -75,7 +77,16 @@ def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
 )
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Which ServedModels use which store directory: two must never share one."""
-    return {store_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+    return {store_index_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+
+
+@kopf.index(
+    kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=MEMBERS
+)
+async def member_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Which ServedModels are members of which ModelServer (spec.server.modelServerRef)."""
+    server = member_of(body.get("spec") or {})
+    return {(namespace, server_owner(server)): name} if server else None
 
 
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------
@@ -88,21 +99,27 @@ def _enqueue(
     if not namespace:  # every kind watched here is namespaced
         return
     kind, name = str(body.get("kind")), str(body["metadata"]["name"])
+    primary = kind in (kinds.SERVEDMODELS.kind, kinds.MODELSERVERS.kind)
     if type_ == "DELETED":
         rt.recent.forget(kind, namespace, name)
-        if kind == kinds.SERVEDMODELS.kind:
-            rt.generations.pop((namespace, name), None)
+        if primary and owner:
+            rt.generations.pop((namespace, owner), None)
     else:
         rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
+    if kind == kinds.SERVEDMODELS.kind:
+        # Its ModelServer (and one it left) reads its spec and exports.
+        rt.note_member(namespace, name, None if type_ == "DELETED" else body)
     if owner:
         # A spec edit is acted on at once, even during a failure's backoff (it may be the fix);
         # children's status changes are let settle, and never cut a backoff short.
         key = (namespace, owner)
-        if kind == kinds.SERVEDMODELS.kind:
+        if primary:
             generation = body["metadata"].get("generation")
             new_spec = rt.generations.get(key) != generation
             rt.generations[key] = generation
             rt.queue.add(key, bypass_backoff=new_spec)
+            if kind == kinds.MODELSERVERS.kind and (new_spec or type_ == "DELETED"):
+                rt.touch_members(namespace, name)
         else:
             rt.queue.add(key, settle=CHILD_SETTLE_SECONDS)
 
@@ -115,6 +132,9 @@ def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
             # Every replica keeps the counts by condition (kopf lists every object at start).
             status = None if type == "DELETED" else (body.get("status") or {})
             metrics.servedmodel_counts.observe(namespace, str(body["metadata"]["name"]), status)
+        if kind is kinds.MODELSERVERS and namespace:
+            status = None if type == "DELETED" else (body.get("status") or {})
+            metrics.modelservers.observe(namespace, str(body["metadata"]["name"]), status)
         if kind is kinds.SERVER_PODS and type == "DELETED":
             runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
         _enqueue(memo, body, namespace, kind.served_by(body), type)

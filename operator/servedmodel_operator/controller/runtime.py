@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import kopf
 
-from servedmodel_operator import KIND
+from servedmodel_operator import KIND, SERVER_KIND
 from servedmodel_operator.adapters import leader, metrics
 from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.kube import Kube
@@ -20,9 +20,14 @@ from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.kinds import server_of, server_owner
+from servedmodel_operator.api.names import ChildNames
 from servedmodel_operator.controller.reconciler import Reconciler
+from servedmodel_operator.controller.servers import ServerReconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
+from servedmodel_operator.parts.modelserver.membership import Shared
+from servedmodel_operator.parts.modelserver.part import ServerObserved
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ class Indexes:
 
     @classmethod
     def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
-        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES]
+        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES, MEMBERS]
         return cls({i: handler_kwargs[i] for i in ids})
 
     def __getitem__(self, index_id: str) -> kopf.Index[Any, Any]:
@@ -56,6 +61,13 @@ class Indexes:
 
 
 STORES = "stores"  # the index of store directories (see store_key)
+MEMBERS = "members"  # the index of ModelServers' members: (namespace, server key) -> names
+
+
+def member_of(spec: Mapping[str, Any]) -> str | None:
+    """The ModelServer a ServedModel's spec names (spec.server.modelServerRef.name)."""
+    ref = ((spec.get("server") or {}).get("modelServerRef") or {}).get("name")
+    return str(ref) if ref else None
 
 
 def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -80,6 +92,31 @@ def observe(
     )
     if body is None:
         return None
+    children = _children(indexes, recent, namespace, name)
+    exporter_pods = indexes[kinds.EXPORTER_PODS.index or ""]
+    jobs = [n for k, n in children if k == "Job"]
+    server = member_of(body.get("spec") or {})
+    observed = Observed(
+        status=body.get("status") or {},
+        children=children,
+        pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
+        pods=tuple(
+            p
+            for p in indexes[kinds.SERVER_PODS.index or ""].get(key, ())
+            if kinds.SERVER_PODS.owner_of(p) == name
+        ),
+        store_sharers=_earlier_store_users(indexes, namespace, name, body),
+        shared=_shared(indexes, recent, namespace, server) if server else None,
+    )
+    return body, observed
+
+
+def _children(
+    indexes: Indexes, recent: Recent, namespace: str, owner: str
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Every child of an owner (a ServedModel's name or a ModelServer's key): the watch
+    caches' objects, fresher of our own last writes, and our creations not indexed yet."""
+    key = (namespace, owner)
     children: dict[tuple[str, str], Mapping[str, Any]] = {}
     for kind in kinds.CHILDREN:
         if kind.index is None:
@@ -89,28 +126,111 @@ def observe(
             fresh = recent.fresher(kind.kind, namespace, child_name, obj)
             if fresh is not None:
                 children[(kind.kind, child_name)] = fresh
-        for extra in recent.extra(kind.kind, namespace, name, indexed):
+        for extra in recent.extra(kind.kind, namespace, owner, indexed):
             children[(kind.kind, extra["metadata"]["name"])] = extra
-    exporter_pods = indexes[kinds.EXPORTER_PODS.index or ""]
-    jobs = [n for k, n in children if k == "Job"]
-    observed = Observed(
-        status=body.get("status") or {},
-        children=children,
-        pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
-        pods=tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ())),
-        store_sharers=_earlier_store_users(indexes, namespace, name, body),
+    return children
+
+
+def _server_body(
+    indexes: Indexes, recent: Recent, namespace: str, server: str
+) -> Mapping[str, Any] | None:
+    indexed = _only(indexes[kinds.MODELSERVERS.index or ""].get((namespace, server_owner(server))))
+    return recent.fresher(SERVER_KIND, namespace, server, indexed)
+
+
+def _server_pods(indexes: Indexes, namespace: str, server: str) -> tuple[Mapping[str, Any], ...]:
+    key = (namespace, server_owner(server))
+    return tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ()))
+
+
+def _shared(indexes: Indexes, recent: Recent, namespace: str, server: str) -> Shared:
+    """What a member observes of its ModelServer: the server, its ConfigMap and Deployment,
+    its pods (the readings are added once the member's model name is known)."""
+    body = _server_body(indexes, recent, namespace, server)
+    if body is None:
+        return Shared(None)
+    children = _children(indexes, recent, namespace, server_owner(server))
+    names = ChildNames.of(server)
+    return Shared(
+        body,
+        children.get(("ConfigMap", names.configmap)),
+        children.get(("Deployment", names.deployment)),
+        _server_pods(indexes, namespace, server),
     )
-    return body, observed
+
+
+def observe_server(
+    indexes: Indexes, recent: Recent, namespace: str, name: str
+) -> tuple[Mapping[str, Any], ServerObserved] | None:
+    """A consistent snapshot of one ModelServer: its children, its pods and its members (the
+    ServedModels that name it, fresher of our own status writes)."""
+    body = _server_body(indexes, recent, namespace, name)
+    if body is None:
+        return None
+    owner = server_owner(name)
+    servedmodels = indexes[kinds.SERVEDMODELS.index or ""]
+    members = []
+    for member in sorted(set(indexes[MEMBERS].get((namespace, owner), ()))):
+        found = recent.fresher(
+            KIND, namespace, member, _only(servedmodels.get((namespace, member)))
+        )
+        if found is not None and member_of(found.get("spec") or {}) == name:
+            members.append(found)
+    return body, ServerObserved(
+        status=body.get("status") or {},
+        children=_children(indexes, recent, namespace, owner),
+        pods=_server_pods(indexes, namespace, name),
+        members=tuple(members),
+    )
+
+
+def store_index_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """A ServedModel's key in the store index: its store directory, or, for a member, its
+    server and model name (the server's store is looked up when it is compared)."""
+    server = member_of(spec)
+    if server is not None:
+        return member_store_key(namespace, server, str(spec.get("modelName") or name))
+    return store_key(namespace, name, spec)
+
+
+def member_store_key(namespace: str | None, server: str, model: str) -> tuple[str, ...]:
+    """A member's key in the store index: its directory is <its server's store>/<model>."""
+    return ("@member", str(namespace), server, model)
 
 
 def _earlier_store_users(
     indexes: Indexes, namespace: str, name: str, body: Mapping[str, Any]
 ) -> tuple[tuple[str, str], ...]:
     """The other ServedModels of the namespace on the same store directory that came first
-    (by creation time, then name): they keep it."""
+    (by creation time, then name): they keep it. A member's directory is its ModelServer's
+    store and its modelName; two members of one server with the same modelName are the
+    server's to settle (ModelNameConflict), not a store conflict."""
+    spec = body.get("spec") or {}
+    model = str(spec.get("modelName") or name)
+    mine_server = member_of(spec)
+    if mine_server is None:
+        claim_key = store_key(namespace, name, spec)
+    else:
+        server = _server_body(indexes, Recent(), namespace, mine_server)
+        if server is None:
+            return ()
+        claim_key = store_key(
+            namespace, name, {"store": (server.get("spec") or {}).get("store"), "modelName": model}
+        )
+    sharers = list(indexes[STORES].get(claim_key, ()))
+    for key, servers in indexes[kinds.MODELSERVERS.index or ""].items():
+        if key[0] != namespace:
+            continue
+        for other in servers:
+            other_name = str(other["metadata"]["name"])
+            if other_name == mine_server:
+                continue
+            other_store = {"store": (other.get("spec") or {}).get("store"), "modelName": model}
+            if store_key(namespace, name, other_store) == claim_key:
+                sharers += indexes[STORES].get(member_store_key(namespace, other_name, model), ())
     mine = (created(body), name)
-    sharers = indexes[STORES].get(store_key(namespace, name, body.get("spec") or {}), ())
-    return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+    found = {(str(s[0]), str(s[1])) for s in sharers}
+    return tuple(sorted(s for s in found if s < mine and s[1] != name))
 
 
 def _only(store: Any) -> Mapping[str, Any] | None:
@@ -139,6 +259,13 @@ class Runtime:
             options.exporter_image,
             options.policy,
         )
+        self.servers = ServerReconciler(
+            self.kube, self.prober, self.recent, self.reports, options.policy
+        )
+        # What each ModelServer's reconcile last said each member reads from it (member ->
+        # fingerprint), and what each member last showed its server (ref, spec, exports).
+        self.fingerprints: dict[tuple[str, str], dict[str, str]] = {}
+        self.memberships: dict[tuple[str, str], tuple[str, Any]] = {}
         self.queue = WorkQueue(
             self._reconcile,
             concurrency=options.workers,
@@ -153,12 +280,51 @@ class Runtime:
 
     async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)
+        server = server_of(name)
+        if server is not None:
+            return await self._reconcile_server(namespace, server)
         snapshot = self.observe(namespace, name)
         if snapshot is None:
             log.debug("%s/%s: not in the watch cache (deleted, or not listed yet)", namespace, name)
             return None
         body, observed = snapshot
         return await self.reconciler.run(body, observed)
+
+    async def _reconcile_server(self, namespace: str, name: str) -> float | None:
+        snapshot = observe_server(self.indexes, self.recent, namespace, name)
+        if snapshot is None:
+            log.debug("%s/%s: ModelServer not in the watch cache", namespace, name)
+            self.fingerprints.pop((namespace, name), None)
+            return None
+        body, observed = snapshot
+        outcome = await self.servers.run(body, observed)
+        before = self.fingerprints.get((namespace, name), {})
+        for member, fingerprint in outcome.fingerprints.items():
+            if before.get(member) != fingerprint:
+                self.queue.add((namespace, member), settle=MEMBER_SETTLE_SECONDS)
+        self.fingerprints[(namespace, name)] = dict(outcome.fingerprints)
+        return outcome.requeue_after
+
+    def note_member(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """A ServedModel event: its ModelServer (and the one it left, if any) looks again when
+        what it reads of the member changed: the reference, the spec, the exports."""
+        key = (namespace, name)
+        before = self.memberships.get(key)
+        server = member_of((body or {}).get("spec") or {}) if body is not None else None
+        mark = _member_mark(body) if server is not None and body is not None else None
+        if server is None:
+            self.memberships.pop(key, None)
+        else:
+            self.memberships[key] = (server, mark)
+        if before is not None and (server is None or before[0] != server):
+            self.queue.add((namespace, server_owner(before[0])), settle=MEMBER_SETTLE_SECONDS)
+        if server is not None and (before is None or before != (server, mark)):
+            self.queue.add((namespace, server_owner(server)), settle=MEMBER_SETTLE_SECONDS)
+
+    def touch_members(self, namespace: str, server: str) -> None:
+        """A ModelServer's spec changed, or it came or went: its members look again."""
+        for member in set(self.indexes[MEMBERS].get((namespace, server_owner(server)), ())):
+            self.queue.add((namespace, member), settle=MEMBER_SETTLE_SECONDS)
 
     def start_leader_election(self, options: Options) -> None:
         """With leader election, a standby: reconcile only while holding the Lease. When it is
@@ -181,6 +347,20 @@ class Runtime:
         await self.queue.close()
         await self.prober.close()
         await self.kube.close()
+
+
+MEMBER_SETTLE_SECONDS = 0.5
+
+
+def _member_mark(body: Mapping[str, Any]) -> Any:
+    """What a ModelServer reads of a member: its generation, uid, and its exports (versions'
+    states and sizes, and the store they went to)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    versions = tuple(
+        (v.get("version"), v.get("state"), v.get("savedModelBytes"))
+        for v in status.get("versions") or []
+    )
+    return (meta.get("uid"), meta.get("generation"), versions, str(status.get("server")))
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

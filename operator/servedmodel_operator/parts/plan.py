@@ -10,7 +10,7 @@ executes the plan; tests check plans on plain dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from servedmodel_operator.api.names import Track
@@ -19,7 +19,9 @@ from servedmodel_operator.parts import autoscaling, drift, retention
 from servedmodel_operator.parts.admission import part as admission
 from servedmodel_operator.parts.conditions import Findings
 from servedmodel_operator.parts.delivery import part as delivery
+from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.exports import part as exports
+from servedmodel_operator.parts.modelserver import membership
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.part import Context, Event, Part
 from servedmodel_operator.parts.serving import part as serving
@@ -54,13 +56,33 @@ def _changed(parts: Iterable[Part[Any]]) -> list[tuple[dict[str, Any], bool]]:
 
 
 def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
+    """`model` as it is served: a member of a ModelServer comes joined to its server
+    (ServedModelSpec.joined), with what it observes of the server in `observed.shared`."""
+    previous = observed.status
+    shared = observed.shared
+    member = None
+    if shared is not None and shared.spec is not None:
+        server = shared.spec
+        member = membership.findings(model, shared, shared.state())
+        observed = replace(
+            observed,
+            status=membership.exported_here(previous, server),
+            refusals=(*observed.refusals, *membership.refusals(model, member)),
+        )
+    elif "server" in previous:
+        # A member that left: its versions were exported into the server's store.
+        observed = replace(observed, status=membership.exported_elsewhere(previous, model))
     ctx = Context(model, observed, now, exporter_image)
     admitted = admission.plan(ctx)
     writing = not admitted.findings
     exported = exports.plan(ctx, may_start=writing)
-    stable = evidence(model, observed, Track.STABLE)
-    delivered = delivery.plan(ctx, exported.findings.exported, stable)
-    served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
+    if shared is not None and member is not None:
+        delivered: Part[DeliveryFindings] = Part(DeliveryFindings())
+        served = membership.serving_plan(ctx, exported.findings.exported, shared, member)
+    else:
+        stable = evidence(model, observed, Track.STABLE)
+        delivered = delivery.plan(ctx, exported.findings.exported, stable)
+        served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
     scaled = autoscaling.plan(ctx)
     changes = _changed([served, exported, scaled, delivered]) if writing else []
     findings = Findings(
@@ -71,8 +93,13 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         delivered.findings,
         tuple(f"{m['kind']} {m['metadata']['name']}" for m, _ in changes),
         now,
+        member,
     )
     status = summarise(findings, observed.status)
+    events: list[Event] = []
+    if shared is not None and shared.spec is not None and member is not None:
+        status = membership.with_membership(status, model, shared.spec, member)
+        events = membership.membership_events(previous, member)
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
@@ -80,14 +107,14 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     changes += _changed([kept]) if writing else []
     parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]
-    changed = status != dict(observed.status)
+    changed = status != dict(previous)
     return Plan(
         apply=[m for m, _ in changes],
         creates=[m for m, new in changes if new],
         delete=[d for p in parts for d in p.delete] if writing else [],
         status=status if changed else None,
-        status_patch=merge_patch(observed.status, status) if changed else None,
-        events=[e for p in parts for e in p.events],
+        status_patch=merge_patch(previous, status) if changed else None,
+        events=[e for p in parts for e in p.events] + events,
         requeue_after=min(requeue) if requeue else None,
         finished_exports=exported.findings.finished,
     )

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servedmodel_operator import ANNOTATION_PREFIX, KIND
+from servedmodel_operator import ANNOTATION_PREFIX, KIND, SERVER_KIND
 from servedmodel_operator.api.layout import SOURCE_MOUNT
 
 SA_OPT_IN = f"{ANNOTATION_PREFIX}/exporter"
@@ -173,11 +173,18 @@ def prometheus_refusal(policy: Policy, address: str | None) -> Refusal | None:
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The UID of the ServedModel that controls an object, if one does."""
+    """The UID of the ServedModel (or ModelServer) that controls an object, if one does."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == KIND:
+        if ref.get("controller") and ref.get("kind") in (KIND, SERVER_KIND):
             return str(ref.get("uid"))
     return None
+
+
+def _controller_kind(obj: Mapping[str, Any]) -> str:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in (KIND, SERVER_KIND):
+            return str(ref["kind"])
+    return KIND
 
 
 def foreign(
@@ -187,7 +194,7 @@ def foreign(
     if live is None or controller_uid(live) == uid:
         return None
     owner = controller_uid(live)
-    whose = f"another ServedModel (uid {owner})" if owner else "no ServedModel"
+    whose = f"another {_controller_kind(live)} (uid {owner})" if owner else "no ServedModel"
     return Refusal(
         "ResourceConflict",
         f"{manifest.get('kind', 'object')} {manifest['metadata']['name']} already exists and "

@@ -168,6 +168,8 @@ def _remembered(version: int, before: Mapping[str, Any], wanted_job: str | None)
     sticky, Failed too while the same Job would run again, anything else is Pending."""
     if before.get("state") == State.EXPORTED:
         result = {k: before[k] for k in RESULT_FIELDS if k in before}
+        if "savedModelBytes" in before:
+            result["sizes"] = {"savedModelBytes": before["savedModelBytes"]}
         return VersionStatus(version, State.EXPORTED, job=before.get("job"), result=result)
     if before.get("state") == State.FAILED and before.get("job") == wanted_job:
         return VersionStatus(

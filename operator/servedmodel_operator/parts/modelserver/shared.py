@@ -37,6 +37,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
 from servedmodel_operator.api.layout import SERVER_STORE_MOUNT
 from servedmodel_operator.parts.serving import modelsconfig
 from servedmodel_operator.parts.serving.modelsconfig import ModelEntry, ModelsConfig, Transition
@@ -74,13 +77,12 @@ class SharedFile:
     def read(cls, text: str | None, writes: str | None) -> SharedFile:
         """The file as the ConfigMap holds it: models.config and models.writes."""
         marks = _marks(writes)
-        recorded = marks.get("models") if isinstance(marks.get("models"), Mapping) else {}
+        models = marks.get("models")
+        recorded: Mapping[str, Any] = models if isinstance(models, Mapping) else {}
         entries: dict[str, Entry] = {}
-        for model in _models(text):
-            config = modelsconfig.parse(text, model)
-            if config is None:
-                continue
-            mark = recorded.get(model) if isinstance(recorded.get(model), Mapping) else {}
+        for model, config in _entries(text).items():
+            found = recorded.get(model)
+            mark: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
             entries[model] = Entry(
                 config,
                 _int(mark.get("write")),
@@ -142,18 +144,22 @@ def _shape(entry: Entry | None) -> tuple[Any, ...] | None:
     return (entry.config, entry.owner, entry.dropped)
 
 
-def _models(text: str | None) -> list[str]:
+def _entries(text: str | None) -> dict[str, ModelsConfig]:
+    """Every entry of a models.config, parsed once (modelsconfig.parse reads one model)."""
     if not text:
-        return []
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
+        return {}
     parsed = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, parsed)
     except text_format.ParseError:
-        return []
-    return [c.name for c in parsed.model_config_list.config]
+        return {}
+    return {
+        c.name: ModelsConfig(
+            tuple(sorted(c.model_version_policy.specific.versions)),
+            dict(sorted(c.version_labels.items())),
+        )
+        for c in parsed.model_config_list.config
+    }
 
 
 def _marks(text: str | None) -> Mapping[str, Any]:
@@ -273,9 +279,9 @@ def decide(
             )
     # Every entry of the current file holds its memory until a later file drops it.
     owned = {
-        model: claim
+        model: winner
         for model, entry in current.entries.items()
-        if (claim := winners.get(model)) is not None and entry.owner in ("", claim.uid)
+        if (winner := winners.get(model)) is not None and entry.owner in ("", winner.uid)
     }
     loaded = {
         model: owned[model].need(set(e.config.versions)) if model in owned else e.need
