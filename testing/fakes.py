@@ -32,7 +32,7 @@ from servedmodel_operator.controller.runtime import (
     Indexes,
     created,
     member_of,
-    store_index_key,
+    store_index_entry,
 )
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
@@ -126,9 +126,10 @@ class FakeApiServer:
                     index.setdefault((obj["metadata"]["namespace"], owner), []).append(trim(obj))
         for obj in self.of_kind(KIND):
             meta = obj["metadata"]
-            key = store_index_key(meta["namespace"], meta["name"], obj.get("spec") or {})
-            built[STORES].setdefault(key, []).append((created(obj), meta["name"]))
-            server = member_of(obj.get("spec") or {})
+            spec = obj.get("spec") or {}
+            key, value = store_index_entry(meta["namespace"], meta["name"], created(obj), spec)
+            built[STORES].setdefault(key, []).append(value)
+            server = member_of(spec)
             if server:
                 built[MEMBERS].setdefault((meta["namespace"], server_owner(server)), []).append(
                     meta["name"]
@@ -240,6 +241,7 @@ class ServedPod:
 
     versions: dict[int, str] = field(default_factory=dict)  # version -> AVAILABLE, LOADING...
     labels: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)  # version -> its load error (END)
     error: str | None = None  # set: the pod does not answer (connection refused...)
 
 
@@ -274,7 +276,7 @@ class FakeProber:
         if pod is None or pod.error is not None:
             error = pod.error if pod is not None else "ConnectionRefusedError"
             return PodReport(digest, error=error, reached=False)
-        states = {v: VersionState(s) for v, s in pod.versions.items()}
+        states = {v: VersionState(s, pod.errors.get(v, "")) for v, s in pod.versions.items()}
         assigned = {label: pod.labels.get(label) for label in labels}
         resolved = {
             label: v if v is not None and pod.versions.get(v) == "AVAILABLE" else None

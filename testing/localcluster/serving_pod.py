@@ -73,8 +73,10 @@ def allocate_ip(ports: tuple[int, ...] = ()) -> str:
 
 
 class Probe:
-    """One httpGet or tcpSocket probe of the container spec, with the kubelet's thresholds
-    (pkg/kubelet/prober: a TCP probe succeeds when the connection is accepted)."""
+    """One httpGet, grpc or tcpSocket probe of the container spec, with the kubelet's
+    thresholds (pkg/kubelet/prober: a grpc probe calls grpc.health.v1.Health/Check for
+    `service`, and succeeds on SERVING; a TCP probe succeeds when the connection is
+    accepted)."""
 
     def __init__(self, spec: dict[str, Any] | None, ip: str, ports: dict[str, int]) -> None:
         self.spec = spec or {}
@@ -83,8 +85,15 @@ class Probe:
         self.url = (
             f"http://{ip}:{ports.get(port, port)}{get.get('path', '/')}" if get and port else None
         )
+        check = self.spec.get("grpc") or {}
+        self.grpc = f"{ip}:{check['port']}" if check.get("port") else None
+        self.service = str(check.get("service") or "")
+        if self.grpc is not None:
+            self.url = f"grpc://{self.grpc}/{self.service}"
         tcp = (self.spec.get("tcpSocket") or {}).get("port")
         self.tcp = (ip, int(ports.get(tcp, tcp))) if tcp is not None else None
+        if self.tcp is not None:
+            self.url = f"tcp://{ip}:{self.tcp[1]}"
         self.period = float(self.spec.get("periodSeconds", 10))
         self.timeout = float(self.spec.get("timeoutSeconds", 1))
         self.failure_threshold = int(self.spec.get("failureThreshold", 3))
@@ -93,24 +102,40 @@ class Probe:
         self.next_at = 0.0
 
     def due(self, now: float) -> bool:
-        return (self.url is not None or self.tcp is not None) and now >= self.next_at
+        return self.url is not None and now >= self.next_at
 
     def run(self, now: float) -> bool:
         self.next_at = now + self.period
+        assert self.url is not None
         if self.tcp is not None:
             try:
                 with socket.create_connection(self.tcp, timeout=self.timeout):
                     ok = True
             except OSError:
                 ok = False
+        elif self.grpc is not None:
+            ok = _grpc_serving(self.grpc, self.service, self.timeout)
         else:
-            assert self.url is not None
             try:
                 ok = 200 <= requests.get(self.url, timeout=self.timeout).status_code < 400
             except requests.RequestException:
                 ok = False
         self.failures = 0 if ok else self.failures + 1
         return ok
+
+
+def _grpc_serving(target: str, service: str, timeout: float) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class ServingPod:
@@ -218,7 +243,7 @@ class ServingPod:
         began = time.monotonic()
         for probe in (startup, readiness, liveness):
             probe.next_at = began + probe.initial_delay
-        started = startup.url is None and startup.tcp is None
+        started = startup.url is None
         ready = False
         while proc.poll() is None and not self.deleted.is_set():
             now = time.monotonic()

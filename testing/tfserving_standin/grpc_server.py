@@ -68,9 +68,14 @@ def build(
     channel_arguments: list[tuple[str, Any]],
     reload_config: Callable[[Any], None],
     socket_path: str | None = None,
+    health_check: bool = False,
 ) -> grpc.Server | None:
     """The gRPC server listening on `address` (host:port) and/or the UNIX socket at
-    `socket_path`; None when a listening address cannot be added (BuildAndStart() failed)."""
+    `socket_path`; None when a listening address cannot be added (BuildAndStart() failed).
+    With `health_check` (--enable_grpc_healthcheck_service), the standard grpc.health.v1
+    service: server.cc enables gRPC's default health check service, whose overall status ("")
+    is SERVING once the server runs, and sets "ModelService" and "PredictionService" SERVING;
+    nothing changes them afterwards. TF Serving counts no request metric for it."""
     from tensorflow_serving.apis import (
         classification_pb2,
         get_model_metadata_pb2,
@@ -209,6 +214,13 @@ def build(
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
+    if health_check:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        servicer = health.HealthServicer()
+        for service in ("", "ModelService", "PredictionService"):
+            servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     targets = [a for a in (address, f"unix:{socket_path}" if socket_path else None) if a]
     for target in targets:
         try:

@@ -52,7 +52,6 @@ _UNSUPPORTED = (
     "enable_per_model_batching_parameters",
     "thread_pool_factory_config_file",
     "mixed_precision",
-    "enable_grpc_healthcheck_service",
 )
 
 
@@ -191,6 +190,7 @@ class Server:
             _channel_arguments(o.grpc_channel_arguments),
             self.core.reload_config,
             socket_path,
+            o.enable_grpc_healthcheck_service,
         )
         if self._grpc is None:
             raise error(Code.INVALID_ARGUMENT, "Failed to BuildAndStart gRPC server")

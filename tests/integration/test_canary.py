@@ -112,7 +112,12 @@ def rollout_operator(
         cluster.kubeconfig,
         tmp_path,
         namespaces=(namespace,),
-        args=("--log-level=DEBUG", "--allowed-prometheus-addresses=http://127.0.0.1:*"),
+        args=(
+            "--log-level=DEBUG",
+            "--allowed-prometheus-addresses=http://127.0.0.1:*",
+            "--allowed-gateways=infra/gateway,{namespace}/*",
+            "--allowed-route-hostnames={name}.models.example",
+        ),
         env=netguard.guard_env(cluster.netguard_log),
     )
     operator.start()
@@ -182,6 +187,7 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
         "intervalSeconds": INTERVAL,
         "analysis": _analysis(prometheus, maxErrorRate=0.05, maxP99LatencySeconds=2),
         "parentRefs": [{"name": "gateway", "namespace": "infra"}],
+        "hostnames": ["good.models.example"],
     }
     # Two stable replicas: the last step scales the canary from one pod to two, and holds its
     # weight while the second starts.
@@ -303,6 +309,7 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
         "intervalSeconds": INTERVAL,
         "analysis": _analysis(prometheus, **limits),
         "parentRefs": [{"name": "gateway"}],
+        "hostnames": ["bad.models.example"],
     }
     _create(custom, namespace, "bad", files, {"rollout": rollout})
     with Traffic(core, namespace, "bad", body):

@@ -25,7 +25,13 @@ from servedmodel_operator.api.names import (
     MANAGED_BY_LABEL,
     MODELSERVER_LABEL,
     SERVER,
+    TRACK_LABEL,
+    ChildNames,
+    Track,
 )
+
+# Set by the Deployment controller on each ReplicaSet's pods (apps.DefaultDeploymentUniqueLabelKey).
+POD_TEMPLATE_HASH = "pod-template-hash"
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
@@ -42,6 +48,38 @@ def server_owner(name: str) -> str:
 def server_of(owner: str) -> str | None:
     """The ModelServer's name an owner key names (None: a ServedModel's key)."""
     return owner[len(SERVER_OWNER_PREFIX) :] if owner.startswith(SERVER_OWNER_PREFIX) else None
+
+
+def serving_pod_owner(pod: Mapping[str, Any]) -> str | None:
+    """The ServedModel a TF Serving pod belongs to, or None when the pod was not made by one
+    of its Deployments, whatever its labels say.
+
+    Labels are set by whoever creates a pod, so they name the ServedModel and the track, and
+    the pod's controller must be the ReplicaSet its Deployment made for it: the Deployment
+    controller names it `<deployment>-<pod-template-hash>` (getNewReplicaSet in
+    pkg/controller/deployment/sync.go) and gives the pods that label. The check needs nothing
+    but the pod (no read per reconcile). A pod that names that ReplicaSet with a made-up UID is
+    deleted by the garbage collector as an orphan of a missing owner; one that names it with
+    its real UID is that ReplicaSet's pod from then on (it counts towards its replicas)."""
+    meta = pod.get("metadata") or {}
+    found = meta.get("labels") or {}
+    instance, track, digest = (
+        found.get(INSTANCE_LABEL),
+        found.get(TRACK_LABEL),
+        found.get(POD_TEMPLATE_HASH),
+    )
+    if not instance or not digest or track not in (Track.STABLE, Track.CANARY):
+        return None
+    deployment = ChildNames.of(str(instance)).deployment_of(Track(track))
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller") is True
+            and ref.get("kind") == "ReplicaSet"
+            and ref.get("apiVersion") == "apps/v1"
+            and ref.get("name") == f"{deployment}-{digest}"
+        ):
+            return str(instance)
+    return None
 
 
 def controller_name(obj: Mapping[str, Any]) -> str | None:
@@ -98,9 +136,13 @@ class Kind:
         if self.kind == SERVER_KIND:
             return server_owner(str(meta.get("name")))
         if self.owner is OwnerKey.INSTANCE:
-            if labels.get(MODELSERVER_LABEL):
-                return server_owner(str(labels[MODELSERVER_LABEL]))
-            return labels.get(INSTANCE_LABEL)
+            owner = serving_pod_owner(obj)
+            server = labels.get(MODELSERVER_LABEL)
+            if server is None or owner is None:
+                return owner
+            # A ModelServer's pod: made by its own Deployment's ReplicaSet (named as the
+            # server: its instance label is the server's name too).
+            return server_owner(owner) if server == owner else None
         if self.owner is OwnerKey.JOB:
             return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
         return controller_name(obj)

@@ -27,7 +27,7 @@ from servedmodel_operator.controller.runtime import (
     created,
     member_of,
     runtime,
-    store_index_key,
+    store_index_entry,
 )
 from servedmodel_operator.controller.settings import configure
 
@@ -76,8 +76,11 @@ def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
     kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=STORES
 )
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Which ServedModels use which store directory: two must never share one."""
-    return {store_index_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+    """Which ServedModels use which store claim, and their directories on it: no two may
+    overlap (parts/admission/stores.py). A member is kept under its ModelServer (its directory
+    is the server's store and its modelName)."""
+    key, value = store_index_entry(namespace, name, created(body), body.get("spec") or {})
+    return {key: value}
 
 
 @kopf.index(

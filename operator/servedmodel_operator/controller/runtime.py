@@ -26,6 +26,12 @@ from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.servers import ServerReconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
+from servedmodel_operator.parts.admission.stores import (
+    Sharer,
+    earlier_overlapping,
+    store_dir,
+    store_key,
+)
 from servedmodel_operator.parts.modelserver.membership import Shared
 from servedmodel_operator.parts.modelserver.part import ServerObserved
 from servedmodel_operator.parts.observed import Observed
@@ -68,13 +74,6 @@ def member_of(spec: Mapping[str, Any]) -> str | None:
     """The ModelServer a ServedModel's spec names (spec.server.modelServerRef.name)."""
     ref = ((spec.get("server") or {}).get("modelServerRef") or {}).get("name")
     return str(ref) if ref else None
-
-
-def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """(namespace, claim, path, modelName): one model directory of one store."""
-    pvc = (spec.get("store") or {}).get("pvc") or {}
-    path = "/".join(p for p in str(pvc.get("path") or "").split("/") if p)
-    return (str(namespace), str(pvc.get("claimName")), path, str(spec.get("modelName") or name))
 
 
 def created(body: Mapping[str, Any]) -> str:
@@ -184,53 +183,54 @@ def observe_server(
     )
 
 
-def store_index_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """A ServedModel's key in the store index: its store directory, or, for a member, its
-    server and model name (the server's store is looked up when it is compared)."""
+def store_index_entry(
+    namespace: str | None, name: str, when: str, spec: Mapping[str, Any]
+) -> tuple[tuple[str, ...], Sharer]:
+    """A ServedModel's key and value in the store index: (namespace, claim) and (created,
+    name, directory); a member's: its ModelServer's key and (created, name, modelName), its
+    directory known once the server's store is (see _earlier_store_users)."""
     server = member_of(spec)
     if server is not None:
-        return member_store_key(namespace, server, str(spec.get("modelName") or name))
-    return store_key(namespace, name, spec)
+        model = str(spec.get("modelName") or name)
+        return member_store_key(namespace, server), (when, name, model)
+    return store_key(namespace, spec), (when, name, store_dir(name, spec))
 
 
-def member_store_key(namespace: str | None, server: str, model: str) -> tuple[str, ...]:
-    """A member's key in the store index: its directory is <its server's store>/<model>."""
-    return ("@member", str(namespace), server, model)
+def member_store_key(namespace: str | None, server: str) -> tuple[str, ...]:
+    """The members of one ModelServer in the store index."""
+    return ("@member", str(namespace), server)
 
 
 def _earlier_store_users(
     indexes: Indexes, namespace: str, name: str, body: Mapping[str, Any]
-) -> tuple[tuple[str, str], ...]:
-    """The other ServedModels of the namespace on the same store directory that came first
-    (by creation time, then name): they keep it. A member's directory is its ModelServer's
-    store and its modelName; two members of one server with the same modelName are the
-    server's to settle (ModelNameConflict), not a store conflict."""
+) -> tuple[Sharer, ...]:
+    """The other ServedModels on the same claim whose directory overlaps this one's and that
+    came first (by creation time, then name): they keep it. A member's directory is its
+    ModelServer's store and its modelName; two members of one server never overlap but by
+    having the same modelName, which is the server's to settle (ModelNameConflict)."""
     spec = body.get("spec") or {}
-    model = str(spec.get("modelName") or name)
     mine_server = member_of(spec)
-    if mine_server is None:
-        claim_key = store_key(namespace, name, spec)
-    else:
+    if mine_server is not None:
         server = _server_body(indexes, Recent(), namespace, mine_server)
         if server is None:
             return ()
-        claim_key = store_key(
-            namespace, name, {"store": (server.get("spec") or {}).get("store"), "modelName": model}
-        )
-    sharers = list(indexes[STORES].get(claim_key, ()))
-    for key, servers in indexes[kinds.MODELSERVERS.index or ""].items():
-        if key[0] != namespace:
+        store = (server.get("spec") or {}).get("store")
+        spec = {"store": store, "modelName": spec.get("modelName") or name}
+    key = store_key(namespace, spec)
+    sharers: list[Sharer] = list(indexes[STORES].get(key, ()))
+    for index_key, servers in indexes[kinds.MODELSERVERS.index or ""].items():
+        if index_key[0] != namespace:
             continue
         for other in servers:
             other_name = str(other["metadata"]["name"])
-            if other_name == mine_server:
+            store = (other.get("spec") or {}).get("store")
+            if other_name == mine_server or store_key(namespace, {"store": store}) != key:
                 continue
-            other_store = {"store": (other.get("spec") or {}).get("store"), "modelName": model}
-            if store_key(namespace, name, other_store) == claim_key:
-                sharers += indexes[STORES].get(member_store_key(namespace, other_name, model), ())
-    mine = (created(body), name)
-    found = {(str(s[0]), str(s[1])) for s in sharers}
-    return tuple(sorted(s for s in found if s < mine and s[1] != name))
+            for when, member, model in indexes[STORES].get(
+                member_store_key(namespace, other_name), ()
+            ):
+                sharers.append((when, member, store_dir(model, {"store": store})))
+    return earlier_overlapping(name, created(body), spec, sharers)
 
 
 def _only(store: Any) -> Mapping[str, Any] | None:

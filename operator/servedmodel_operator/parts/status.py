@@ -52,6 +52,14 @@ def _version_status(state: VersionStatus, serving: ServingFindings) -> dict[str,
     return out
 
 
+def _served(serving: ServingFindings) -> dict[str, Any]:
+    seen = serving.seen
+    out: dict[str, Any] = {"versions": list(seen.served), "labels": dict(seen.labels)}
+    if seen.moving:
+        out["moving"] = {label: move.to_status() for label, move in seen.moving.items()}
+    return out
+
+
 def summarise(findings: Findings, previous: Mapping[str, Any]) -> dict[str, Any]:
     model, serving = findings.model, findings.serving
     out: dict[str, Any] = {
@@ -62,7 +70,7 @@ def summarise(findings: Findings, previous: Mapping[str, Any]) -> dict[str, Any]
         ),
         "versions": [_version_status(s, serving) for s in findings.exports.states],
         # What the ready pods report, not what the config says.
-        "served": {"versions": list(serving.seen.served), "labels": dict(serving.seen.labels)},
+        "served": _served(serving),
         "endpoints": endpoints(model),
         "replicas": serving.deployment.replicas,
         "readyReplicas": serving.deployment.ready,

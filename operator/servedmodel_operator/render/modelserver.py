@@ -7,8 +7,9 @@ settings and security) with three differences:
 - it mounts the server's whole store directory (`<store.pvc.path>`) read-only at /models: every
   member's versions are at /models/<modelName>, and a member joining changes only the file;
 - its probes do not name a model: TF Serving opens its ports only once every model of its first
-  config has loaded (or failed), and a member must never make the pod unready. The REST port
-  answering is the probe (tcpSocket);
+  config has loaded (or failed), gRPC first, then REST (server.cc), and a member must never
+  make the pod unready. The startup probe waits for the REST port (tcpSocket); readiness and
+  liveness ask TF Serving's grpc.health.v1 service, as a ServedModel's pods do;
 - its labels name the ModelServer (MODELSERVER_LABEL), so that its pods are never mistaken for
   a ServedModel's of the same name.
 """
@@ -119,8 +120,8 @@ def probes(server: ModelServerSpec) -> dict[str, Any]:
             deployment.STARTUP_PERIOD_SECONDS,
             math.ceil(timeout / deployment.STARTUP_PERIOD_SECONDS),
         ),
-        "readinessProbe": _tcp_probe(5, 2),
-        "livenessProbe": _tcp_probe(10, 3),
+        "readinessProbe": deployment.grpc_probe(5, 2),
+        "livenessProbe": deployment.grpc_probe(10, 3),
     }
 
 
