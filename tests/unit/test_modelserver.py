@@ -23,6 +23,10 @@ def exported(*versions: int, size: int = 100 << 20, store: str = STORE) -> dict[
     }
 
 
+def one_version(**spec: Any) -> dict[str, Any]:
+    return {"versions": [{"version": 1, "source": {"uri": "pvc://training/a-1.keras"}}], **spec}
+
+
 def two_versions(**spec: Any) -> dict[str, Any]:
     return {
         "versions": [
@@ -114,3 +118,213 @@ def test_members_share_one_file_and_the_servers_objects() -> None:
     assert [w for w in at_rest if not w.startswith("APPLY Job/")] == [] or at_rest == []
     assert len(h.prober.model_reads) == reads
     assert KIND
+
+
+def apply_file(
+    h: Harness, ips: list[str], failing: frozenset[tuple[str, int]] = frozenset()
+) -> None:
+    """The pods apply the current models.config at once: every version loads (or fails, for
+    the (model, version) pairs in `failing`), labels as written."""
+    from servedmodel_operator.parts.modelserver.shared import SharedFile
+
+    configmap = h.api.objects[("ConfigMap", NAMESPACE, "shared-tfserving")]
+    file = SharedFile.read(configmap["data"]["models.config"], configmap["data"]["models.writes"])
+    known = {m for _, m in h.prober.models}
+    for ip in ips:
+        for model in known | set(file.entries):
+            entry = file.config(model)
+            if entry is None:
+                h.prober.serve_model(ip, model, {})
+                continue
+            states = {v: "END" if (model, v) in failing else "AVAILABLE" for v in entry.versions}
+            h.prober.serve_model(ip, model, states, dict(entry.labels))
+    for (_, model), pod in h.prober.models.items():
+        for v, state in pod.versions.items():
+            if state == "END" and (model, v) in failing:
+                pod.errors[v] = "NOT_FOUND: Op type not registered 'Foo'"
+
+
+def converge(h: Harness, ips: list[str], *members: str, rounds: int = 6, **kw: Any) -> None:
+    """Server and members reconcile, the pods apply each file at once, until nothing moves."""
+    for _ in range(rounds):
+        apply_file(h, ips, **kw)
+        h.reconcile_server()
+        h.sync()
+        apply_file(h, ips, **kw)
+        for member in members:
+            h.reconcile(member)
+        h.sync()
+
+
+def test_one_members_move_waits_for_its_version_while_another_member_changes() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 2})
+    h.member(
+        "fraud",
+        status=exported(1, 2),
+        **two_versions(serve={"policy": "Specific", "versions": [1], "labels": {"stable": 1}}),
+    )
+    h.member(
+        "spam",
+        created="2026-11-25T09:00:01Z",
+        status=exported(1, 2),
+        **two_versions(serve={"policy": "Specific", "versions": [1]}),
+    )
+    ips = joined(h, "fraud", "spam")
+    converge(h, ips, "fraud", "spam")
+    assert h.condition("Ready", "fraud")[0] == "True" and h.condition("Ready", "spam")[0] == "True"
+    # fraud moves stable to 2 (not loaded yet); spam rolls forward to 2 at the same time.
+    h.edit_member("fraud", serve={"policy": "Specific", "versions": [1], "labels": {"stable": 2}})
+    h.edit_member("spam", serve={"policy": "Specific", "versions": [2]})
+    h.reconcile_server()
+    h.sync()
+    from servedmodel_operator.parts.modelserver.shared import SharedFile
+
+    data = h.api.objects[("ConfigMap", NAMESPACE, "shared-tfserving")]["data"]
+    file = SharedFile.read(data["models.config"], data["models.writes"])
+    # fraud: version 2 added, the label stays on 1 until 2 is AVAILABLE on every pod.
+    assert file.config("fraud").versions == (1, 2)  # type: ignore[union-attr]
+    assert file.config("fraud").labels == {"stable": 1}  # type: ignore[union-attr]
+    # spam's change is not held back by fraud's pending move.
+    assert 2 in file.config("spam").versions  # type: ignore[union-attr]
+    h.reconcile("fraud")
+    status, reason, message = h.condition("Reconciling", "fraud")
+    assert (status, reason) == ("True", "WaitingForVersion"), message
+    assert "label stable stays on 1 until version 2" in message
+    converge(h, ips, "fraud", "spam")
+    assert h.status("fraud")["served"]["labels"] == {"stable": 2}
+    assert h.status("spam")["served"]["versions"] == [2]
+    assert h.condition("Ready", "fraud")[0] == "True" and h.condition("Ready", "spam")[0] == "True"
+
+
+def test_a_member_beyond_capacity_waits_and_joins_when_room_appears() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 1}, capacity={"memory": "500Mi", "savedModelFactor": 2})
+    # 100 MiB SavedModels, factor 2: 200 MiB each; the third does not fit.
+    h.member("a", status=exported(1), **one_version())
+    h.member("b", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
+    h.member("c", created="2026-11-25T09:00:02Z", status=exported(1), **one_version())
+    ips = joined(h, "a", "b", "c")
+    converge(h, ips, "a", "b", "c")
+    assert 'name: "c"' not in h.models_config()
+    status, reason, message = h.condition("Stalled", "c")
+    assert (status, reason) == ("True", "InsufficientCapacity"), message
+    assert "200.0Mi" in message and "100.0Mi" in message, message
+    server = h.server_status()
+    assert server["capacity"]["used"] == "400.0Mi" and server["capacity"]["free"] == "100.0Mi"
+    assert server["members"]["pending"] == 1 and server["members"]["serving"] == 2
+    [waiting] = server["waiting"]
+    assert (waiting["name"], waiting["reason"]) == ("c", "InsufficientCapacity")
+    assert ("shared", "InsufficientCapacity") in {(n, r) for n, r, _ in h.api.events}
+    # b leaves: its labels (none) then its entry go, and c joins.
+    del h.api.objects[(KIND, NAMESPACE, "b")]
+    h.sync()
+    converge(h, ips, "a", "c")
+    assert 'name: "b"' not in h.models_config() and 'name: "c"' in h.models_config()
+    assert h.condition("Ready", "c")[0] == "True", h.status("c")["conditions"]
+    assert h.status("c")["server"]["state"] == "Serving"
+
+
+def test_a_declared_need_replaces_the_estimate() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver(capacity={"memory": "300Mi"})
+    h.member("a", status=exported(1), server={"memory": "250Mi"}, **one_version())
+    h.member(
+        "b",
+        created="2026-11-25T09:00:01Z",
+        status=exported(1, size=1),
+        server={"memory": "100Mi"},
+        **one_version(),
+    )
+    ips = joined(h, "a", "b")
+    converge(h, ips, "a", "b")
+    assert h.server_status()["capacity"]["used"] == "250.0Mi"
+    assert h.condition("Stalled", "b")[1] == "InsufficientCapacity"
+
+
+def test_the_second_member_with_a_model_name_is_stalled_and_exports_nothing() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver()
+    h.member("first", status=exported(1), **one_version(modelName="fraud"))
+    h.member("second", created="2026-11-25T09:00:01Z", **one_version(modelName="fraud"))
+    ips = joined(h, "first", "second")
+    converge(h, ips, "first", "second")
+    assert h.server_status()["members"]["conflict"] == 1
+    status, reason, message = h.condition("Stalled", "second")
+    assert (status, reason) == ("True", "ModelNameConflict") and "first" in message, message
+    assert not [j for j in h.api.of_kind("Job") if j["metadata"]["name"].startswith("second")]
+    assert h.condition("Ready", "first")[0] == "True"
+
+
+def test_a_member_of_a_server_that_does_not_exist_is_stalled() -> None:
+    h = Harness()
+    h.store()
+    h.member("lost", ref="nowhere")
+    h.reconcile("lost")
+    status, reason, message = h.condition("Stalled", "lost")
+    assert (status, reason) == ("True", "ModelServerNotFound"), message
+    assert "nowhere" in message and "namespace ml" in message
+    assert h.api.of_kind("Job") == []
+
+
+def test_a_leaving_member_loses_its_labels_first_then_its_entry() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver()
+    h.member("fraud", status=exported(1), **one_version(serve={"labels": {"stable": 1}}))
+    h.member("spam", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
+    ips = joined(h, "fraud", "spam")
+    converge(h, ips, "fraud", "spam")
+    assert 'key: "stable"' in h.models_config()
+    del h.api.objects[(KIND, NAMESPACE, "fraud")]
+    h.sync()
+    h.reconcile_server()
+    h.sync()
+    config = h.models_config()
+    assert 'name: "fraud"' in config and 'key: "stable"' not in config
+    assert h.server_status()["members"]["leaving"] == 1
+    apply_file(h, ips)
+    h.reconcile_server()
+    h.sync()
+    assert 'name: "fraud"' not in h.models_config()
+    assert ("shared", "MemberRemoved") in {(n, r) for n, r, _ in h.api.events}
+    # The pods never restarted for it: spam served throughout.
+    assert h.condition("Ready", "spam")[0] == "True"
+
+
+def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> None:
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 2})
+    h.member(
+        "fraud",
+        status=exported(1, 2),
+        **two_versions(serve={"policy": "Specific", "versions": [1]}),
+    )
+    h.member("spam", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
+    ips = joined(h, "fraud", "spam")
+    converge(h, ips, "fraud", "spam")
+    h.edit_member("fraud", serve={"policy": "All"})
+    converge(h, ips, "fraud", "spam", failing=frozenset({("fraud", 2)}))
+    status, reason, message = h.condition("Stalled", "fraud")
+    assert (status, reason) == ("True", "VersionLoadFailed"), message
+    assert "version 2" in message and "Op type not registered" in message
+    # Kept out of the shared file (a pod starting with it would not start), remembered.
+    from servedmodel_operator.parts.modelserver.shared import SharedFile
+
+    data = h.api.objects[("ConfigMap", NAMESPACE, "shared-tfserving")]["data"]
+    assert SharedFile.read(data["models.config"], None).config("fraud").versions == (1,)  # type: ignore[union-attr]
+    [failure] = h.server_status()["failedVersions"]
+    assert (failure["member"], failure["version"]) == ("fraud", 2)
+    assert ("shared", "VersionWithheld") in {(n, r) for n, r, _ in h.api.events}
+    assert h.status("fraud")["served"]["versions"] == [1]
+    assert h.condition("Ready", "spam")[0] == "True"
+    # A new spec retries it.
+    h.edit_member("fraud", serve={"policy": "All", "count": 2})
+    h.reconcile_server()
+    h.sync()
+    assert "failedVersions" not in h.server_status()
