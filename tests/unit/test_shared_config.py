@@ -297,11 +297,12 @@ def _spec(rng: random.Random) -> Served:
 
 
 def _wanted(spec: Served, failed: set[int]) -> Served:
-    """What the ModelServer asks for a member: versions seen failing to load withheld, and
-    labels to them dropped (modelserver.part does the same)."""
+    """What the ModelServer asks for a member (members.withheld): versions seen failing to
+    load withheld, labels to them kept where they are (pending)."""
     return Served(
         tuple(v for v in spec.versions if v not in failed),
         {k: v for k, v in spec.labels.items() if v not in failed},
+        {k: v for k, v in spec.labels.items() if v in failed},
     )
 
 
@@ -346,6 +347,7 @@ def _simulate(
                 m.created,
                 _wanted(m.spec, failed[m.model]),
                 sizes=sizes,
+                failed=frozenset(failed[m.model]),
             )
             for m in members
             if m.present

@@ -61,7 +61,7 @@ class ServerReconciler:
             logger.error("cannot parse the ModelServer: %s", exc)
             await self._invalid(body, observed, str(exc), now)
             return Outcome(None, {})
-        observed = await self._read(server, observed, logger)
+        observed = await self._read(server, observed, now, logger)
         decided = await self._admitted(server, observed, now, logger)
         try:
             await self._execute(server, decided, logger)
@@ -91,7 +91,7 @@ class ServerReconciler:
     # --- read: each member model on each pod not settled under its entry --------------------
 
     async def _read(
-        self, server: ModelServerSpec, observed: ServerObserved, logger: Any
+        self, server: ModelServerSpec, observed: ServerObserved, now: str, logger: Any
     ) -> ServerObserved:
         state = server_part.state(server, observed)
         models = list(state.file.entries)
@@ -111,7 +111,7 @@ class ServerReconciler:
                     "pod %s: cannot read model %s: %s", read.pod.name, read.model, report.error
                 )
             settled = server_part.settled(read, report)
-            self._reports.record(read.pod, report, settled, monotonic(), model=read.model)
+            self._reports.record(read.pod, report, settled, monotonic(), now, model=read.model)
         refusals: list[Refusal] = []
         rejected = self._rejected.get((server.namespace, server.name))
         if rejected is not None and rejected[0] == server.generation:

@@ -6,8 +6,9 @@ ModelServer never writes a member, and a member never writes the ModelServer's o
 - Exported versions: the member's status, only when it says they were exported into this
   server's store (`status.server.store`): a member that just joined from elsewhere re-exports
   (an export of a version already in the store from the same source writes nothing).
-- Versions TF Serving failed to load on the shared pods are withheld, and labels to them
-  dropped: a pod that starts with a model whose newest loaded version ends in error does not
+- Versions TF Serving failed to load on the shared pods are withheld (a label the spec moves to
+  one stays where it is; a label already on one is dropped, with the version): a pod that
+  starts with a model whose newest loaded version ends in error does not
   start at all (ServerCore::Create waits for every model of its first config and fails:
   server_core.cc, load_servables_fast.cc), which would take every member down with it. The
   failure is remembered in the ModelServer's status until the member's spec changes.
@@ -148,13 +149,8 @@ def claim(member: Member, server: ModelServerSpec, failed: Iterable[int]) -> Cla
     if model is None:
         return None
     exported = member.exported(server)
-    broken = set(failed)
-    wanted = select(model, set(exported) - broken)
-    wanted = Served(
-        wanted.versions,
-        wanted.labels,
-        {k: v for k, v in wanted.pending_labels.items() if v not in broken},
-    )
+    broken = frozenset(failed)
+    wanted = withheld(model, exported, broken)
     declared = model.spec.server.memory
     return Claim(
         member.name,
@@ -165,7 +161,14 @@ def claim(member: Member, server: ModelServerSpec, failed: Iterable[int]) -> Cla
         sizes={v: s for v, s in exported.items() if s is not None},
         declared=quantity_bytes(str(declared)) if declared is not None else None,
         factor=server.spec.capacity.saved_model_factor,
+        failed=broken,
     )
+
+
+def withheld(model: ServedModelSpec, exported: Iterable[int], failed: Iterable[int]) -> Served:
+    """What a member asks to serve: versions that failed to load withheld, and a label to one
+    kept where it is (as for a version still exporting: a move to it would be refused)."""
+    return select(model, set(exported) - set(failed))
 
 
 def capacity(server: ModelServerSpec) -> int | None:

@@ -31,7 +31,7 @@ from servedmodel_operator.parts.serving.part import (
     _events,
 )
 from servedmodel_operator.parts.serving.pods import PodReport
-from servedmodel_operator.parts.serving.selection import Served, select
+from servedmodel_operator.parts.serving.selection import Served
 from servedmodel_operator.render import modelserver as render
 
 WAITING_FOR_SERVER = "WaitingForModelServer"
@@ -119,13 +119,7 @@ def refusals(model: ServedModelSpec, member: MemberFindings) -> list[Refusal]:
 
 def wanted(model: ServedModelSpec, exported: frozenset[int], member: MemberFindings) -> Served:
     """What the ModelServer is asked to serve for it (parts/modelserver/members.claim)."""
-    broken = set(member.failed)
-    chosen = select(model, set(exported) - broken)
-    return Served(
-        chosen.versions,
-        chosen.labels,
-        {k: v for k, v in chosen.pending_labels.items() if v not in broken},
-    )
+    return membership.withheld(model, exported, member.failed)
 
 
 def serving_plan(
@@ -148,6 +142,7 @@ def serving_plan(
         model.model_name,
         "",
         want if want.versions or want.declared else None,
+        failed=frozenset(member.failed),
     )
     decision = decide(state.file, [claim], {model.model_name: state.evidence(shared.reports)})
     [outcome] = decision.outcomes

@@ -210,6 +210,9 @@ class Claim:
     sizes: Mapping[int, int] = field(default_factory=dict)  # version -> SavedModel bytes
     declared: int | None = None  # the member's own declared need, if any
     factor: float = 1.0
+    # Versions TF Serving failed to load on the shared pods: a label still on one is dropped
+    # (it would keep the version in the file, and a pod starting with it would not start).
+    failed: frozenset[int] = frozenset()
 
     def need(self, versions: Sequence[int] | frozenset[int] | set[int]) -> int:
         if self.declared is not None:
@@ -358,6 +361,13 @@ def _claim(
         )
     current = entry.config
     wanted = wanted if wanted is not None else Served(())
+    doomed = {label for label, v in current.labels.items() if v in claim.failed}
+    if doomed:
+        wanted = Served(
+            wanted.versions,
+            {k: v for k, v in wanted.labels.items() if k not in doomed},
+            {k: v for k, v in wanted.pending_labels.items() if k not in doomed},
+        )
     digest = file.digest(claim.model)
     step = modelsconfig.next_step(wanted, current, digest, seen.scope, seen.reports)
     before = claim.need(set(current.versions))
