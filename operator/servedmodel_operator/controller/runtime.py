@@ -105,7 +105,7 @@ def observe(
             if kinds.SERVER_PODS.owner_of(p) == name
         ),
         store_sharers=_earlier_store_users(indexes, namespace, name, body),
-        shared=_shared(indexes, recent, namespace, server) if server else None,
+        shared=_shared(indexes, recent, namespace, server, name, body) if server else None,
     )
     return body, observed
 
@@ -142,19 +142,39 @@ def _server_pods(indexes: Indexes, namespace: str, server: str) -> tuple[Mapping
     return tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ()))
 
 
-def _shared(indexes: Indexes, recent: Recent, namespace: str, server: str) -> Shared:
+def _shared(
+    indexes: Indexes,
+    recent: Recent,
+    namespace: str,
+    server: str,
+    name: str,
+    member: Mapping[str, Any],
+) -> Shared:
     """What a member observes of its ModelServer: the server, its ConfigMap and Deployment,
-    its pods (the readings are added once the member's model name is known)."""
+    its pods (the readings are added once the member's model name is known), and the member
+    that came first with the same modelName, if any (it keeps the name: first come, by
+    creation time then name, as the server decides too)."""
     body = _server_body(indexes, recent, namespace, server)
     if body is None:
         return Shared(None)
     children = _children(indexes, recent, namespace, server_owner(server))
     names = ChildNames.of(server)
+    model = str((member.get("spec") or {}).get("modelName") or name)
+    mine = (created(member), name)
+    first = min(
+        (
+            (str(when), str(other))
+            for when, other, theirs in indexes[STORES].get(member_store_key(namespace, server), ())
+            if theirs == model and other != name and (str(when), str(other)) < mine
+        ),
+        default=None,
+    )
     return Shared(
         body,
         children.get(("ConfigMap", names.configmap)),
         children.get(("Deployment", names.deployment)),
         _server_pods(indexes, namespace, server),
+        taken_by=first[1] if first else None,
     )
 
 

@@ -67,7 +67,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
         observed = replace(
             observed,
             status=membership.exported_here(previous, server),
-            refusals=(*observed.refusals, *membership.refusals(model, member)),
+            refusals=(*observed.refusals, *membership.refusals(model, shared, member)),
         )
     elif "server" in previous:
         # A member that left: its versions were exported into the server's store.

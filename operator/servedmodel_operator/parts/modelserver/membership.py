@@ -62,6 +62,8 @@ class Shared:
     pods: Sequence[Mapping[str, Any]] = ()
     reports: Mapping[str, PodReport] = field(default_factory=dict)  # of the member's model
     spec: ModelServerSpec | None = None  # the ModelServer parsed (None: not parsable)
+    # An earlier member of the same server with the same modelName: it keeps the name.
+    taken_by: str | None = None
 
     def state(self) -> ServerState:
         return ServerState.of(self.configmap, self.deployment, self.pods)
@@ -109,9 +111,18 @@ def findings(model: ServedModelSpec, shared: Shared, state: ServerState) -> Memb
     )
 
 
-def refusals(model: ServedModelSpec, member: MemberFindings) -> list[Refusal]:
+def refusals(model: ServedModelSpec, shared: Shared, member: MemberFindings) -> list[Refusal]:
     """A model-name conflict stops the member's writes too: its exports would go into the
-    directory of the member that has the name."""
+    directory of the member that has the name. The member sees it itself, from the first
+    reconcile (the server decides the same from the same rule, for its file)."""
+    if shared.taken_by is not None:
+        return [
+            Refusal(
+                "ModelNameConflict",
+                f"ServedModel {shared.taken_by} already serves model {model.model_name} on "
+                f"ModelServer {member.server} (it came first): give this one another modelName",
+            )
+        ]
     if member.state == str(State.CONFLICT):
         return [Refusal(member.reason or "ModelNameConflict", member.message)]
     return []
