@@ -72,6 +72,12 @@ def status_text(doc: Mapping[str, Any], now: datetime.datetime) -> str:
         f"{doc['kind']} {doc['namespace']}/{doc['name']}   model {doc['modelName']}   "
         f"{generation}   ready {doc['readyReplicas'] or 0}/{doc['replicas'] or 0} pods"
     )
+    shared = doc.get("server")
+    if shared:
+        lines.append(
+            f"served by ModelServer {shared['name']} ({_dash(shared['state'])}): its pods serve "
+            "other members too"
+        )
     lines.append("")
 
     lines.append("Conditions:")
