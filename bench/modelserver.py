@@ -274,7 +274,7 @@ def shared_for_real(
     port = convergence._free_port()
     proc = _operator(api, namespace, work, port)
     try:
-        proc.start()
+        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         _create(api, namespace, SERVER_PLURAL, modelserver(REAL_IMAGE))
         started = time.monotonic()
         create_members(api, namespace, names[:n], size)
@@ -334,7 +334,7 @@ def dedicated_for_real(api: Api, work: Path, exported: dict[int, Path]) -> dict[
     port = convergence._free_port()
     proc = _operator(api, namespace, work, port)
     try:
-        proc.start()
+        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         body = convergence.servedmodel(name)
         body["spec"]["server"]["image"] = REAL_IMAGE
         started = time.monotonic()
