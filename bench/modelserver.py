@@ -57,7 +57,9 @@ def modelserver(image: str, replicas: int = 2) -> dict[str, Any]:
     }
 
 
-def member(name: str, versions: tuple[int, ...] = (1,), stable: int = 1) -> dict[str, Any]:
+def member(
+    name: str, versions: tuple[int, ...] = (1,), serve: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ServedModel",
@@ -66,7 +68,7 @@ def member(name: str, versions: tuple[int, ...] = (1,), stable: int = 1) -> dict
             "versions": [
                 {"version": v, "source": {"uri": "pvc://training/model.keras"}} for v in versions
             ],
-            "serve": {"labels": {"stable": stable}},
+            "serve": serve or {"labels": {"stable": 1}},
             "server": {"modelServerRef": {"name": SERVER}},
         },
     }
@@ -88,11 +90,16 @@ def _create(api: Api, namespace: str, plural: str, body: dict[str, Any]) -> dict
     return out
 
 
-def create_members(
-    api: Api, namespace: str, names: list[str], size: int, versions: tuple[int, ...] = (1,)
-) -> None:
+# The member whose label moves: two versions declared (and exported), version 1 served.
+MOVER_SERVE = {"policy": "Specific", "versions": [1], "labels": {"stable": 1}}
+MOVED_SERVE = {"policy": "Latest", "count": 1, "labels": {"stable": 2}}
+
+
+def create_members(api: Api, namespace: str, names: list[str], size: int) -> None:
     def one(name: str) -> None:
-        _create(api, namespace, PLURAL, member(name, versions))
+        versions = (1, 2) if name.endswith("-0000") else (1,)
+        serve = MOVER_SERVE if name.endswith("-0000") else None
+        _create(api, namespace, PLURAL, member(name, versions, serve))
         api.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": exported_status(versions, size)}
         )
@@ -294,10 +301,7 @@ def shared_for_real(
         # One member's change: version 2 added, its label moved there, version 1 dropped.
         mark = api.audit.mark()
         api.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, names[0], member(names[0], (1, 2), stable=2)
-        )
-        api.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, names[0], {"status": exported_status((1, 2), size)}
+            GROUP, VERSION, namespace, PLURAL, names[0], {"spec": {"serve": MOVED_SERVE}}
         )
         wait_members(
             api,

@@ -222,6 +222,17 @@ def with_membership(
     status["endpoints"] = endpoints(model, server)
     status["selector"] = render.selector_string(server)
     status["server"] = status_section(model, server, member)
+    if member.state != str(State.SERVING):
+        # Not in the server's file: not a server being created, a member not added yet.
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "Available" and condition.get("status") != "False":
+                condition.update(
+                    status="Unknown",
+                    reason=member.reason or WAITING_FOR_SERVER,
+                    message=f"model {model.model_name} is not in ModelServer {server.name}'s "
+                    "models.config"
+                    + (f": {member.message}" if member.message else ""),
+                )
     return status
 
 
