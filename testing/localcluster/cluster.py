@@ -69,6 +69,10 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # Computes ResourceQuota usage, without which the API server enforces no quota (the
+    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
+    # quota when the quota's limits change, and every 5 minutes.
+    "resourcequota",
 )
 
 

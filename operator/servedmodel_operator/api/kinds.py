@@ -105,11 +105,27 @@ class OwnerKey(StrEnum):
     JOB = "job"  # exporter pods, keyed by their Job's name (its pods carry the results)
 
 
+# An object's identity: what the cache keeps of every object's metadata.
+IDENTITY = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+# Of an owned object: also what drift, owners and the index keys read (of annotations, only
+# ours; of managedFields, only our Apply entry: adapters/cache.py).
+OWNED_METADATA = (*IDENTITY, "labels", "annotations", "managedFields", "ownerReferences")
+
+
 @dataclass(frozen=True)
 class Trim:
-    """What the watch cache keeps of an object besides identity and our own metadata: its
-    status (all, these keys, or none), spec keys, data keys."""
+    """What the watch cache keeps of an object: these metadata keys, its status (all, these
+    keys, or none), spec keys, data keys."""
 
+    metadata: tuple[str, ...] = OWNED_METADATA
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
@@ -174,7 +190,10 @@ SERVEDMODELS = Kind(
     f"{GROUP}/{VERSION}",
     PLURAL,
     index="servedmodels",
-    trim=Trim(status=True, spec=True),
+    # Its identity, spec (every field of which a reconcile parses, bounded by the CRD) and
+    # status (the operator's, bounded by it): never the labels, annotations, ownerReferences
+    # or managedFields its author may grow up to the API server's object size.
+    trim=Trim(metadata=IDENTITY, status=True, spec=True),
     owned=False,
 )
 
@@ -184,7 +203,8 @@ MODELSERVERS = Kind(
     f"{GROUP}/{VERSION}",
     SERVER_PLURAL,
     index="modelservers",
-    trim=Trim(status=True, spec=True),
+    # As a ServedModel: identity, spec and status only.
+    trim=Trim(metadata=IDENTITY, status=True, spec=True),
     owned=False,
 )
 

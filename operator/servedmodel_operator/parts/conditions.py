@@ -29,6 +29,7 @@ from servedmodel_operator.parts.exports.states import State, VersionStatus
 from servedmodel_operator.parts.modelserver.membership import WAITING_FOR_SERVER, MemberFindings
 from servedmodel_operator.parts.serving.modelsconfig import WaitsFor
 from servedmodel_operator.parts.serving.part import ServingFindings
+from servedmodel_operator.parts.text import safe
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -58,9 +59,9 @@ def _false(type_: str, reason: str, message: str = "") -> Condition:
 
 
 def bounded(parts: Sequence[str], limit: int = MAX_MESSAGE) -> str:
-    """Distinct messages joined with '; ', each once, cut to `limit` characters."""
-    text = "; ".join(dict.fromkeys(p for p in parts if p))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Distinct messages joined with '; ', each once, terminal controls escaped (text.safe),
+    cut to `limit` characters."""
+    return safe("; ".join(dict.fromkeys(p for p in parts if p)), limit)
 
 
 def _list(values: Sequence[int]) -> str:

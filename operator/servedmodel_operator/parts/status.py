@@ -9,11 +9,19 @@ from typing import Any
 
 from servedmodel_operator.api.layout import endpoints
 from servedmodel_operator.parts.admission.policy import Refusal
-from servedmodel_operator.parts.conditions import ORDER, READY, Condition, Findings, evaluate
+from servedmodel_operator.parts.conditions import (
+    MAX_MESSAGE,
+    ORDER,
+    READY,
+    Condition,
+    Findings,
+    evaluate,
+)
 from servedmodel_operator.parts.conditions import invalid as invalid_conditions
 from servedmodel_operator.parts.exports.states import VersionStatus
 from servedmodel_operator.parts.retention import Retention
 from servedmodel_operator.parts.serving.part import ServingFindings
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render import labels
 
 
@@ -31,8 +39,8 @@ def merge_conditions(
             {
                 "type": cond.type,
                 "status": cond.status,
-                "reason": cond.reason,
-                "message": cond.message,
+                "reason": safe(cond.reason, MAX_MESSAGE),
+                "message": safe(cond.message, MAX_MESSAGE),
                 "observedGeneration": generation,
                 "lastTransitionTime": now
                 if changed or "lastTransitionTime" not in old

@@ -25,6 +25,7 @@ from servedmodel_operator.api.spec import InvalidSpec, ModelServerSpec, ServedMo
 from servedmodel_operator.parts.modelserver.shared import Claim
 from servedmodel_operator.parts.serving.pods import PodReport
 from servedmodel_operator.parts.serving.selection import Served, select
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render.job import quantity_bytes
 
 MAX_FAILURES = 100
@@ -52,7 +53,7 @@ class Failure:
             "uid": self.uid,
             "generation": self.generation,
             "version": self.version,
-            "error": self.error[:300],
+            "error": safe(self.error, 300),
         }
 
     @classmethod

@@ -230,8 +230,7 @@ def with_membership(
                     status="Unknown",
                     reason=member.reason or WAITING_FOR_SERVER,
                     message=f"model {model.model_name} is not in ModelServer {server.name}'s "
-                    "models.config"
-                    + (f": {member.message}" if member.message else ""),
+                    "models.config" + (f": {member.message}" if member.message else ""),
                 )
     return status
 

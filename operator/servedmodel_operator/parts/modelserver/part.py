@@ -36,6 +36,7 @@ from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
 from servedmodel_operator.parts.serving.part import DeploymentProgress
 from servedmodel_operator.parts.serving.pods import PodReport, ServingPod
 from servedmodel_operator.parts.status import merge_conditions, merge_patch
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render import modelserver as render
 
 CONFIG_REREAD_SECONDS = 1.0
@@ -308,7 +309,7 @@ def _waiting(decision: Decision, found: Members) -> list[dict[str, Any]]:
                     "model": outcome.claim.model,
                     "state": str(outcome.state),
                     "reason": outcome.reason,
-                    "message": outcome.message[:300],
+                    "message": safe(outcome.message, 300),
                 },
             )
         )
@@ -322,7 +323,7 @@ def _waiting(decision: Decision, found: Members) -> list[dict[str, Any]]:
                         "model": "",
                         "state": str(State.PENDING),
                         "reason": "InvalidSpec",
-                        "message": member.error,
+                        "message": safe(member.error, 300),
                     },
                 )
             )
@@ -336,7 +337,7 @@ def _waiting(decision: Decision, found: Members) -> list[dict[str, Any]]:
                         "model": gone.model,
                         "state": LEAVING,
                         "reason": LEAVING,
-                        "message": gone.waits,
+                        "message": safe(gone.waits, 300),
                     },
                 )
             )
