@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,500,2000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--skip-convergence", action="store_true", help="only the other benchmarks")
     parser.add_argument(
         "--modelserver-members",
         type=int,
@@ -110,17 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
         capture_output=True,
     )
-    results |= convergence.measure(
-        cluster,
-        [int(s) for s in args.sizes.split(",")],
-        args.reps,
-        work,
-        rest_seconds=args.rest_seconds,
-        # Partial results after each N: a long run cut short still leaves its figures.
-        progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
-            json.dumps(results | partial, indent=2) + "\n"
-        ),
-    )
+    if not args.skip_convergence:
+        results |= convergence.measure(
+            cluster,
+            [int(s) for s in args.sizes.split(",")],
+            args.reps,
+            work,
+            rest_seconds=args.rest_seconds,
+            # Partial results after each N: a long run cut short still leaves its figures.
+            progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+                json.dumps(results | partial, indent=2) + "\n"
+            ),
+        )
     if args.modelserver_members:
         exported = export_template(work / "exported")
         size = int(
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    if "convergence" in results:
+        print(table(results))
     if "modelserver" in results:
         print("\n" + modelserver.table(results["modelserver"]))
     print(f"\nwritten to {args.output}", file=sys.stderr)

@@ -92,7 +92,7 @@ def _create(api: Api, namespace: str, plural: str, body: dict[str, Any]) -> dict
 
 # The member whose label moves: two versions declared (and exported), version 1 served.
 MOVER_SERVE = {"policy": "Specific", "versions": [1], "labels": {"stable": 1}}
-MOVED_SERVE = {"policy": "Latest", "count": 1, "labels": {"stable": 2}}
+MOVED_SERVE = {"policy": "Latest", "count": 1, "versions": None, "labels": {"stable": 2}}
 
 
 def create_members(api: Api, namespace: str, names: list[str], size: int) -> None:
