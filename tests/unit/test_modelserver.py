@@ -328,3 +328,38 @@ def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> N
     h.reconcile_server()
     h.sync()
     assert "failedVersions" not in h.server_status()
+
+
+def test_a_new_leader_carries_on_a_change_to_several_members_from_the_configmap() -> None:
+    """The cluster is the memory: the entries and their write numbers are read back from the
+    ConfigMap; a replica that takes over (no readings at all) reads every pod once and goes
+    on with the same steps."""
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 2})
+    spec = {"policy": "Specific", "versions": [1], "labels": {"stable": 1}}
+    h.member("fraud", status=exported(1, 2), **two_versions(serve=spec))
+    h.member(
+        "spam", created="2026-11-25T09:00:01Z", status=exported(1, 2), **two_versions(serve=spec)
+    )
+    ips = joined(h, "fraud", "spam")
+    converge(h, ips, "fraud", "spam")
+    moved = {"policy": "Specific", "versions": [2], "labels": {"stable": 2}}
+    h.edit_member("fraud", serve=moved)
+    h.edit_member("spam", serve=moved)
+    h.reconcile_server()  # the first step: both add version 2, their labels wait
+    h.sync()
+    first = h.models_config()
+    assert first.count("versions: 2") == 2 and "value: 2" not in first
+    apply_file(h, ips)
+    other = h.replica()  # the leader dies (kill -9); another replica takes over
+    for _ in range(6):
+        apply_file(other, ips)
+        other.reconcile_server()
+        other.sync()
+        for name in ("fraud", "spam"):
+            other.reconcile(name)
+        other.sync()
+    for name in ("fraud", "spam"):
+        assert other.status(name)["served"] == {"versions": [2], "labels": {"stable": 2}}
+        assert other.condition("Ready", name)[0] == "True"
