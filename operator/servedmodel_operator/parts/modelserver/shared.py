@@ -31,6 +31,7 @@ Beyond the per-model steps, the shared file keeps these rules (README "ModelServ
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -75,7 +76,12 @@ class SharedFile:
 
     @classmethod
     def read(cls, text: str | None, writes: str | None) -> SharedFile:
-        """The file as the ConfigMap holds it: models.config and models.writes."""
+        """The file as the ConfigMap holds it: models.config and models.writes. Every member's
+        reconcile reads the same file: parsed once per write (a few writes kept)."""
+        return _read(text, writes)
+
+    @classmethod
+    def parse(cls, text: str | None, writes: str | None) -> SharedFile:
         marks = _marks(writes)
         models = marks.get("models")
         recorded: Mapping[str, Any] = models if isinstance(models, Mapping) else {}
@@ -136,6 +142,11 @@ class SharedFile:
             {m: replace(e, write=write) if m in changed else e for m, e in sorted(entries.items())},
             write,
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _read(text: str | None, writes: str | None) -> SharedFile:
+    return SharedFile.parse(text, writes)
 
 
 def _shape(entry: Entry | None) -> tuple[Any, ...] | None:
