@@ -131,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             ]["savedModelBytes"]
         )
         results["modelserver"] = modelserver.measure(
-            cluster, args.modelserver_members, work, exported, size
+            cluster,
+            args.modelserver_members,
+            work,
+            exported,
+            size,
+            progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+                json.dumps(results | {"modelserver": partial}, indent=2) + "\n"
+            ),
         )
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)

@@ -58,7 +58,10 @@ def modelserver(image: str, replicas: int = 2) -> dict[str, Any]:
 
 
 def member(
-    name: str, versions: tuple[int, ...] = (1,), serve: dict[str, Any] | None = None
+    name: str,
+    versions: tuple[int, ...] = (1,),
+    serve: dict[str, Any] | None = None,
+    server: str = SERVER,
 ) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -69,7 +72,7 @@ def member(
                 {"version": v, "source": {"uri": "pvc://training/model.keras"}} for v in versions
             ],
             "serve": serve or {"labels": {"stable": 1}},
-            "server": {"modelServerRef": {"name": SERVER}},
+            "server": {"modelServerRef": {"name": server}},
         },
     }
 
@@ -95,11 +98,16 @@ MOVER_SERVE = {"policy": "Specific", "versions": [1], "labels": {"stable": 1}}
 MOVED_SERVE = {"policy": "Latest", "count": 1, "versions": None, "labels": {"stable": 2}}
 
 
-def create_members(api: Api, namespace: str, names: list[str], size: int) -> None:
+def create_members(
+    api: Api, namespace: str, names: list[str], size: int, server: str = SERVER
+) -> None:
+    """Members with their exports restored in status, created while no operator runs (an
+    operator's reconcile between the create and the status write would write its own)."""
+
     def one(name: str) -> None:
         versions = (1, 2) if name.endswith("-0000") else (1,)
         serve = MOVER_SERVE if name.endswith("-0000") else None
-        _create(api, namespace, PLURAL, member(name, versions, serve))
+        _create(api, namespace, PLURAL, member(name, versions, serve, server))
         api.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": exported_status(versions, size)}
         )
@@ -281,10 +289,13 @@ def shared_for_real(
     port = convergence._free_port()
     proc = _operator(api, namespace, work, port)
     try:
-        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         _create(api, namespace, SERVER_PLURAL, modelserver(REAL_IMAGE))
-        started = time.monotonic()
         create_members(api, namespace, names[:n], size)
+        # Member N+1 exists already, naming a server that does not (Stalled, its exports kept
+        # in status); it joins by naming this one.
+        create_members(api, namespace, [names[n]], size, server="later")
+        started = time.monotonic()
+        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         wait_members(api, namespace, n, ready, f"{n} members Ready", timeout=5400)
         seconds = time.monotonic() - started
         log(f"shared server, real pods: {n} members Ready in {seconds:.1f}s")
@@ -294,7 +305,14 @@ def shared_for_real(
         before = _identities(api, namespace, selector)
         # Member N+1: its entry joins the file; no pod starts or restarts.
         started = time.monotonic()
-        create_members(api, namespace, [names[n]], size)
+        api.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            names[n],
+            {"spec": {"server": {"modelServerRef": {"name": SERVER}}}},
+        )
         wait_members(api, namespace, n + 1, ready, "member N+1 Ready")
         joined = time.monotonic() - started
         restarted = before != _identities(api, namespace, selector)
@@ -338,14 +356,14 @@ def dedicated_for_real(api: Api, work: Path, exported: dict[int, Path]) -> dict[
     port = convergence._free_port()
     proc = _operator(api, namespace, work, port)
     try:
-        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         body = convergence.servedmodel(name)
         body["spec"]["server"]["image"] = REAL_IMAGE
-        started = time.monotonic()
         _create(api, namespace, PLURAL, body)
         api.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": convergence.EXPORTED}
         )
+        started = time.monotonic()
+        proc.start(wait=False)  # logs at WARNING: no start line to wait for
         wait_members(api, namespace, 1, ready, "the dedicated model Ready")
         seconds = time.monotonic() - started
         processes = _pod_processes(
@@ -358,16 +376,24 @@ def dedicated_for_real(api: Api, work: Path, exported: dict[int, Path]) -> dict[
 
 
 def measure(
-    cluster: localcluster.Cluster, n: int, work: Path, exported: dict[int, Path], size: int
+    cluster: localcluster.Cluster,
+    n: int,
+    work: Path,
+    exported: dict[int, Path],
+    size: int,
+    progress: Any = lambda partial: None,
 ) -> dict[str, Any]:
     api = Api(cluster)
-    out: dict[str, Any] = {"n": n}
+    out: dict[str, Any] = {"n": n, "saved_model_bytes": size}
     log(f"ModelServer bench: {n} dedicated ServedModels, operator convergence (kwok pods)")
     out["dedicated_operator"] = dedicated_operator_run(api, n, work)
+    progress(out)
     log(f"ModelServer bench: one ModelServer, {n} members, operator convergence (kwok pods)")
     out["shared_operator"] = shared_operator_run(api, n, work)
+    progress(out)
     log("ModelServer bench: one dedicated ServedModel on a stand-in pod")
     out["dedicated_real"] = dedicated_for_real(api, work, exported)
+    progress(out)
     log(f"ModelServer bench: one ModelServer, {n} members on 2 stand-in pods")
     out["shared_real"] = shared_for_real(api, n, work, exported, size)
     one = out["dedicated_real"]["memory"]
