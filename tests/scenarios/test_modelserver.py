@@ -47,6 +47,7 @@ def member(name: str, versions: tuple[int, ...], **spec: Any) -> dict[str, Any]:
                 {"version": v, "source": {"uri": f"pvc://training/v{v}.keras"}} for v in versions
             ],
             "server": {"modelServerRef": {"name": SERVER}, "memory": "100Mi"},
+            "exporter": {"parallelism": 3},  # seeded: each export finds its version
             **spec,
         },
     }
@@ -173,7 +174,7 @@ def fleet(
             "metadata": {"name": SERVER},
             "spec": {
                 "store": {"pvc": {"claimName": "models", "path": STORE_PATH}},
-                "server": {"replicas": 2, "configPollSeconds": 2},
+                "server": {"replicas": 2, "configPollSeconds": 1},
                 "capacity": {"memory": "400Mi"},
             },
         }

@@ -214,6 +214,7 @@ def test_a_member_beyond_capacity_waits_and_joins_when_room_appears() -> None:
     assert "200.0Mi" in message and "100.0Mi" in message, message
     server = h.server_status()
     assert server["capacity"]["used"] == "400.0Mi" and server["capacity"]["free"] == "100.0Mi"
+    assert h.status("a")["server"]["memory"] == "200.0Mi"  # 100 MiB on the store, x2
     assert server["members"]["pending"] == 1 and server["members"]["serving"] == 2
     [waiting] = server["waiting"]
     assert (waiting["name"], waiting["reason"]) == ("c", "InsufficientCapacity")
@@ -243,6 +244,7 @@ def test_a_declared_need_replaces_the_estimate() -> None:
     converge(h, ips, "a", "b")
     assert h.server_status()["capacity"]["used"] == "250.0Mi"
     assert h.condition("Stalled", "b")[1] == "InsufficientCapacity"
+    assert h.status("a")["server"]["memory"] == "250.0Mi"
 
 
 def test_the_second_member_with_a_model_name_is_stalled_and_exports_nothing() -> None:

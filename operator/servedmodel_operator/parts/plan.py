@@ -99,7 +99,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     status = summarise(findings, observed.status)
     events: list[Event] = []
     if shared is not None and shared.spec is not None and member is not None:
-        status = membership.with_membership(status, model, shared.spec, member)
+        status = membership.with_membership(status, model, shared.spec, member, shared)
         events = membership.membership_events(previous, member)
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}

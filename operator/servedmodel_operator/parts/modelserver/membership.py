@@ -19,12 +19,11 @@ from typing import Any
 from servedmodel_operator.api.layout import GRPC_PORT, REST_PORT, model_url_path
 from servedmodel_operator.api.spec import ModelServerSpec, ServedModelSpec
 from servedmodel_operator.parts.admission.policy import Refusal
-from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.modelserver import members as membership
 from servedmodel_operator.parts.modelserver.evidence import ServerState
-from servedmodel_operator.parts.modelserver.shared import Claim, State, decide
+from servedmodel_operator.parts.modelserver.shared import Claim, State, decide, size_text
 from servedmodel_operator.parts.part import Context, Event, Part
-from servedmodel_operator.parts.serving.modelsconfig import Transition
+from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, Transition
 from servedmodel_operator.parts.serving.part import (
     DeploymentProgress,
     ServingFindings,
@@ -33,6 +32,7 @@ from servedmodel_operator.parts.serving.part import (
 from servedmodel_operator.parts.serving.pods import PodReport
 from servedmodel_operator.parts.serving.selection import Served
 from servedmodel_operator.render import modelserver as render
+from servedmodel_operator.render.job import quantity_bytes
 
 WAITING_FOR_SERVER = "WaitingForModelServer"
 
@@ -157,9 +157,9 @@ def serving_plan(
     )
     decision = decide(state.file, [claim], {model.model_name: state.evidence(shared.reports)})
     [outcome] = decision.outcomes
-    transition = outcome.transition or Transition(track.config or _nothing(), ())
+    transition = outcome.transition or Transition(track.config or ModelsConfig(()), ())
     if member.waits_for_room and member.state != str(State.SERVING):
-        transition = Transition(track.config or _nothing(), ())
+        transition = Transition(track.config or ModelsConfig(()), ())
     findings = ServingFindings(want, transition, track, DeploymentProgress.of(shared.deployment))
     names = model.names
     leftovers = tuple(
@@ -176,16 +176,6 @@ def serving_plan(
         delete=leftovers,
         events=tuple(_events(observed.status, track.view)),
     )
-
-
-def _nothing() -> Any:
-    from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
-
-    return ModelsConfig(())
-
-
-def no_delivery() -> DeliveryFindings:
-    return DeliveryFindings()
 
 
 def endpoints(model: ServedModelSpec, server: ModelServerSpec) -> dict[str, str]:
@@ -211,17 +201,44 @@ def status_section(
     return out
 
 
+def need(
+    model: ServedModelSpec, server: ModelServerSpec, status: Mapping[str, Any], shared: Shared
+) -> str:
+    """The memory the member's entry needs on each pod, as its server counts it."""
+    entry = shared.state().file.config(model.model_name)
+    if entry is None:
+        return ""
+    sizes = {
+        int(v["version"]): int(v["savedModelBytes"])
+        for v in status.get("versions") or []
+        if isinstance(v.get("savedModelBytes"), int)
+    }
+    declared = model.spec.server.memory
+    claim = Claim(
+        model.name,
+        model.uid,
+        model.model_name,
+        "",
+        None,
+        sizes=sizes,
+        declared=quantity_bytes(str(declared)) if declared is not None else None,
+        factor=server.spec.capacity.saved_model_factor,
+    )
+    return size_text(claim.need(set(entry.versions)))
+
+
 def with_membership(
     status: dict[str, Any],
     model: ServedModelSpec,
     server: ModelServerSpec,
     member: MemberFindings,
+    shared: Shared,
 ) -> dict[str, Any]:
     """A member's status: a ServedModel's, its endpoints the server's Service, plus which
-    server serves it and where it stands there."""
+    server serves it, where it stands there, and what its entry needs."""
     status["endpoints"] = endpoints(model, server)
     status["selector"] = render.selector_string(server)
-    status["server"] = status_section(model, server, member)
+    status["server"] = status_section(model, server, member, need(model, server, status, shared))
     if member.state != str(State.SERVING):
         # Not in the server's file: not a server being created, a member not added yet.
         for condition in status.get("conditions") or []:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -489,7 +489,3 @@ def _fingerprints(
             json.dumps(mine, default=str).encode()
         ).hexdigest()[:16]
     return out
-
-
-def models_of(members_: Iterable[Member]) -> list[str]:
-    return sorted({m.model.model_name for m in members_ if m.model is not None})

@@ -262,6 +262,11 @@ class Decision:
     used: int = 0  # memory the entries of the next file need on each pod (bytes)
 
 
+def size_text(value: int) -> str:
+    """A byte count as status and messages say it (1.5Gi, 300.0Mi)."""
+    return _size(value)
+
+
 def _size(value: int) -> str:
     for unit, factor in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
         if value >= factor:
