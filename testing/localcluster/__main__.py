@@ -1,7 +1,8 @@
-"""`python -m testing.localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
-entry point the Makefile uses. `build` alone builds every component that is not cached yet;
-`run` builds a tool's component if needed and runs the tool (e.g. `run actionlint`,
-`run kubectl kustomize manifests/`)."""
+"""`python -m testing.localcluster up|down|status|restart-apiserver|build [COMPONENT ...]|run TOOL
+[ARG ...]`: the one entry point the Makefile uses. `build` alone builds every component that is
+not cached yet; `run` builds a tool's component if needed and runs the tool (e.g. `run
+actionlint`, `run kubectl kustomize manifests/`); `restart-apiserver` restarts the running
+cluster's kube-apiserver (cluster.restart_apiserver)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return run(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="python -m testing.localcluster", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "build", "run"))
+    parser.add_argument(
+        "command", choices=("up", "down", "status", "restart-apiserver", "build", "run")
+    )
     parser.add_argument(
         "components",
         nargs="*",
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         cluster.down()
+    elif args.command == "restart-apiserver":
+        running = cluster.healthy()
+        if running is None:
+            print("not running")
+            return 1
+        print(f"the API server did not answer for {cluster.restart_apiserver(running):.1f}s")
     else:
         running = cluster.healthy()
         if running is None:

@@ -2,12 +2,15 @@
 
 etcd, kube-apiserver (RBAC, PodSecurity, ServiceAccount tokens), kube-controller-manager,
 kube-scheduler and kwok, whose simulated nodes turn scheduled pods Running/Ready and Job pods
-Succeeded; the pods this checkout can run for real (the exporter's) are run by
-localcluster.runner instead. See README "The local cluster".
+Succeeded; the pods this checkout can run for real (the exporter's, TF Serving's with the
+stand-in) are run by testing.localcluster.runner instead. See README "The local cluster".
 
-State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json and the admin
-kubeconfig. `down()` stops exactly the processes whose pids it recorded, checking each pid still
-runs the binary it started before signalling it.
+State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json, the admin
+kubeconfig, configmap-delay (the window of ConfigMap delivery delays, delivery.py: set by
+SERVEDMODEL_CONFIGMAP_DELAY=min,max at `up`, changed at run time by Cluster.configmap_delay())
+and, inside Cluster.standin_predict_delay(), the stand-in's slow-prediction knob.
+`down()` stops exactly the processes whose pids it recorded, checking each pid still runs the
+binary it started before signalling it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from testing.localcluster import build, netguard, pki, runner
+from testing.localcluster import build, delivery, netguard, pki, runner
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
@@ -69,6 +72,8 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # PodDisruptionBudgets' status (disruptionsAllowed), which the Eviction API enforces.
+    "disruption",
     # Computes ResourceQuota usage, without which the API server enforces no quota (the
     # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
     # quota when the quota's limits change, and every 5 minutes.
@@ -141,6 +146,38 @@ class Cluster:
         if check and done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
+
+    @property
+    def configmap_delay_file(self) -> Path:
+        """The ConfigMap delivery window (delivery.py), re-read by the runner at every update."""
+        return self.state_dir / delivery.WINDOW_FILE
+
+    def configmap_delay_window(self) -> delivery.Window:
+        return delivery.read_window(self.configmap_delay_file)
+
+    @contextmanager
+    def configmap_delay(self, low: float, high: float) -> Iterator[None]:
+        """ConfigMap updates made in the block reach each pod after a delay drawn from
+        [low, high] seconds (e.g. delivery.PROFILE_60S); the previous window afterwards. Updates
+        already pending keep their due times."""
+        previous = self.configmap_delay_window()
+        delivery.write_window(self.configmap_delay_file, delivery.parse_window(f"{low},{high}"))
+        try:
+            yield
+        finally:
+            delivery.write_window(self.configmap_delay_file, previous)
+
+    @contextmanager
+    def standin_predict_delay(self, milliseconds: int) -> Iterator[None]:
+        """TF Serving stand-ins started in the block answer every client inference that much
+        later (STANDIN_PREDICT_DELAY_MS, the stand-in's test knob): load tests on the cluster.
+        Pods already running keep their setting."""
+        path = self.state_dir / runner.PREDICT_DELAY_FILE
+        path.write_text(f"{int(milliseconds)}\n")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def get(self, path: str, timeout: float = 5.0) -> requests.Response:
         """GET on the API server as the admin user (health checks; tests use a real client)."""
@@ -360,16 +397,18 @@ def _simulated_node(name: str) -> dict[str, object]:
         },
         "status": {
             "allocatable": {
-                "cpu": "32",
-                "memory": "256Gi",
+                # Room for every pod of `make bench` (2,000 TF Serving pods) at the operator's
+                # default requests (500m CPU, 1Gi): nothing runs on a simulated node anyway.
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
             "capacity": {
-                "cpu": "32",
-                "memory": "256Gi",
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
         },
     }
@@ -421,9 +460,13 @@ def _expose_kubectl(cluster: Cluster) -> None:
 
 def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     """Start the cluster, or reuse a healthy one already running from state_dir."""
+    window = _window_from_env()
     running = healthy(state_dir)
     if running is not None:
         log(f"reusing the running cluster at {running.server}")
+        if window is not None:
+            delivery.write_window(running.configmap_delay_file, window)
+        log(f"ConfigMap delivery delay: {_describe_window(running.configmap_delay_window())}")
         return running
     if state_dir.exists():
         log("found a stale or broken cluster state: cleaning it up first")
@@ -440,6 +483,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)
     )
     cluster = Cluster(state_dir, ports["apiserver"])
+    delivery.write_window(cluster.configmap_delay_file, window or delivery.DEFAULT_WINDOW)
     etcd_url = _start_etcd(state_dir, ports)
     _start_apiserver(cluster, etcd_url)
     for identity in ("admin", "controller-manager", "scheduler", "kwok"):
@@ -452,7 +496,20 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
         f"KUBECONFIG={cluster.kubeconfig}"
     )
+    log(f"ConfigMap delivery delay: {_describe_window(cluster.configmap_delay_window())}")
     return cluster
+
+
+def _window_from_env() -> delivery.Window | None:
+    text = os.environ.get(delivery.WINDOW_ENV, "").strip()
+    return delivery.parse_window(text) if text else None
+
+
+def _describe_window(window: delivery.Window) -> str:
+    return (
+        f"{window[0]:g}-{window[1]:g} s per pod and update "
+        f"({delivery.WINDOW_ENV}=min,max at cluster-up; see README 'The local cluster')"
+    )
 
 
 def _start_etcd(state_dir: Path, ports: dict[str, int]) -> str:
@@ -589,7 +646,13 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         state_dir,
         "runner",
         Path(sys.executable),
-        ["-m", "testing.localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
+        [
+            "-m",
+            "testing.localcluster.runner",
+            str(cluster.kubeconfig),
+            str(state_dir / "runner"),
+            str(state_dir),
+        ],
         env={
             **os.environ,
             **netguard.guard_env(cluster.netguard_log),
@@ -606,6 +669,38 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         state_dir,
         "kube-controller-manager",
     )
+
+
+def restart_apiserver(cluster: Cluster, down_for: float = 0.0, grace: float = 5.0) -> float:
+    """Restart the cluster's kube-apiserver as a kubelet restarts a static pod: SIGTERM (it
+    stops accepting connections and shuts down gracefully), SIGKILL when `grace` seconds have
+    passed (its HTTP server would wait up to 60 s for open watches, secure_serving.go), then
+    `down_for` seconds with no API server, then the same binary with the same flags on the same
+    port and etcd. Returns how many seconds it did not answer. Everything else (controllers,
+    kwok, the runner, operators, TF Serving pods) keeps running and reconnects on its own."""
+    state_dir = cluster.state_dir
+    record_file = _pid_dir(state_dir) / "kube-apiserver.json"
+    record = json.loads(record_file.read_text())
+    pid, binary = int(record["pid"]), str(record["binary"])
+    etcd_port = json.loads(_state_file(state_dir).read_text())["ports"]["etcd"]
+    stopped = time.monotonic()
+    if _runs_binary(pid, binary):
+        log(f"restarting kube-apiserver (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _runs_binary(pid, binary) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _runs_binary(pid, binary):
+            log(f"kube-apiserver (pid {pid}) still running after {grace:g}s: killing it")
+            os.kill(pid, signal.SIGKILL)
+            while _runs_binary(pid, binary):
+                time.sleep(0.1)
+    time.sleep(down_for)
+    _start_apiserver(cluster, f"http://127.0.0.1:{etcd_port}")
+    # Keep its place in the start order: down() stops processes in reverse of it.
+    fresh = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**fresh, "started": record["started"]}))
+    return time.monotonic() - stopped
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> None:

@@ -146,8 +146,10 @@ class ServingPod:
         pod: dict[str, Any],
         prepare: Callable[[dict[str, Any]], tuple[dict[str, Path], dict[str, str], Path]],
         patch_status: Callable[[dict[str, Any], dict[str, Any]], None],
+        extra_env: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.pod = pod
+        self.extra_env = extra_env
         self.container = pod["spec"]["containers"][0]
         self.prepare = prepare
         self.patch_status = patch_status
@@ -184,6 +186,7 @@ class ServingPod:
             # tensorflow_model_server as a container's PID 1 ignores SIGTERM (serving#1853).
             "STANDIN_IGNORE_SIGTERM": "1",
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
+            **self.extra_env(),  # the cluster's stand-in test knobs (runner.py)
         }
         return argv, env, pod_dir
 
@@ -201,6 +204,10 @@ class ServingPod:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            if self.deleted.is_set():  # deleted while starting: delete() saw no process yet
+                self._kill(self.proc)
+                self.proc.wait()
+                return
             self.started_at = pod_status.now()
             log.info(
                 "%s: started the TF Serving stand-in, pid %d, on %s",
@@ -301,6 +308,9 @@ class ServingPod:
         except subprocess.TimeoutExpired:
             self._kill(proc)
             proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill_now(self) -> None:
         """The runner itself is stopping: no grace."""

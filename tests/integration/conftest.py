@@ -19,9 +19,10 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
 from testing.localcluster import audit as audit_log
+from testing.localcluster import build, netguard, volumes
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard, volumes
 from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,18 +68,25 @@ def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
 
 
 @pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """More flags for the `operator` of a test: a module overrides this fixture (a policy flag)."""
+    return ()
+
+
+@pytest.fixture
 def operator(
     cluster: localcluster.Cluster,
     namespace: str,
     crd: None,
     tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(
         cluster.kubeconfig,
         tmp_path_factory.mktemp("operator"),
         name=f"operator-{namespace}",
         namespaces=(namespace,),
-        args=("--log-level=DEBUG",),
+        args=("--log-level=DEBUG", *operator_args),
         env=netguard.guard_env(cluster.netguard_log),
     )
     proc.start()
@@ -231,3 +239,47 @@ def wait_until_quiet(
 def load_yaml(text: str) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
+
+
+# --- progressive delivery: the Gateway API's CRDs, a real Prometheus, a permissive operator ---
+
+
+@pytest.fixture(scope="session")
+def gateway_api(cluster: localcluster.Cluster) -> None:
+    """The Gateway API's standard CRDs: the API server validates our routes with their schema."""
+    for crd in build.gateway_api_crds():
+        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    wait_for(
+        "the route APIs",
+        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
+    )
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus scraping the TF Serving pods (testing/localcluster/prometheus.py)."""
+    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
+        yield running.address
+
+
+@pytest.fixture
+def rollout_operator(
+    cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
+) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path,
+        namespaces=(namespace,),
+        args=(
+            "--log-level=DEBUG",
+            "--allowed-prometheus-addresses=http://127.0.0.1:*",
+            "--allowed-gateways=infra/gateway,{namespace}/*",
+            "--allowed-route-hostnames={name}.models.example",
+        ),
+        env=netguard.guard_env(cluster.netguard_log),
+    )
+    operator.start()
+    yield operator
+    operator.stop()

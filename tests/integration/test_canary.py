@@ -16,17 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from testing.localcluster import build, netguard
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
-from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.traffic import Traffic
 from testing.localcluster.waiting import wait_for
 from tests.integration.conftest import (
@@ -50,26 +47,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def gateway_api(cluster: localcluster.Cluster) -> None:
-    """The Gateway API's standard CRDs: the API server validates our routes with their schema."""
-    for crd in build.gateway_api_crds():
-        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    wait_for(
-        "the route APIs",
-        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
-    )
-
-
-@pytest.fixture(scope="session")
-def prometheus(
-    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real Prometheus scraping the TF Serving pods (testing/localcluster/prometheus.py)."""
-    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
-        yield running.address
 
 
 @pytest.fixture(scope="module")
@@ -102,27 +79,6 @@ keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.LSTM(16),
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     return {p.stem: p for p in out.iterdir()}
-
-
-@pytest.fixture
-def rollout_operator(
-    cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
-) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=(
-            "--log-level=DEBUG",
-            "--allowed-prometheus-addresses=http://127.0.0.1:*",
-            "--allowed-gateways=infra/gateway,{namespace}/*",
-            "--allowed-route-hostnames={name}.models.example",
-        ),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
-    operator.start()
-    yield operator
-    operator.stop()
 
 
 def _route_weights(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kubernetes import client
@@ -198,3 +199,166 @@ def _try_list(api: client.CoreV1Api, namespace: str) -> client.V1ConfigMapList |
         if exc.status == 403:
             return None
         raise
+
+
+WATCHER = """
+import json, os, sys, time
+path, deadline, last = os.environ["WATCHED"], time.time() + 40, None
+while time.time() < deadline:
+    with open(path) as f:
+        text = f.read()
+    if text != last:
+        print(json.dumps({"at": time.time(), "value": text}), flush=True)
+        last = text
+        if text == "v2":
+            sys.exit(0)
+    time.sleep(0.02)
+sys.exit(1)
+"""
+
+
+def test_configmap_updates_reach_each_pod_late_within_the_window(
+    cluster: localcluster.Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    """The runner delivers a ConfigMap update to each pod after its own delay from the
+    cluster's window (testing/localcluster/delivery.py), switched at run time."""
+    from servedmodel_operator import EXPORTER_IMAGE  # a pod image the runner runs for real
+
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"), data={"value": "v1"}),
+    )
+    pods = ["watch-a", "watch-b", "watch-c"]
+    for name in pods:
+        core.create_namespaced_pod(
+            namespace,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PodSpec(
+                    restart_policy="Never",
+                    automount_service_account_token=False,  # no projected volumes here
+                    containers=[
+                        client.V1Container(
+                            name="main",
+                            image=EXPORTER_IMAGE,
+                            command=["python", "-c", WATCHER],
+                            env=[client.V1EnvVar(name="WATCHED", value="/etc/settings/value")],
+                            volume_mounts=[
+                                client.V1VolumeMount(name="settings", mount_path="/etc/settings")
+                            ],
+                        )
+                    ],
+                    volumes=[
+                        client.V1Volume(
+                            name="settings",
+                            config_map=client.V1ConfigMapVolumeSource(name="settings"),
+                        )
+                    ],
+                ),
+            ),
+        )
+
+    def seen(name: str) -> list[dict[str, object]]:
+        logs = list((cluster.state_dir / "runner").glob(f"{namespace}_{name}_*/container.log"))
+        if not logs:
+            return []
+        return [
+            json.loads(line)
+            for line in logs[0].read_text().splitlines()
+            if line.startswith('{"at"')
+        ]
+
+    wait_for("every pod reading v1", lambda: all(seen(p) for p in pods), timeout=60)
+    window = cluster.configmap_delay_window()
+    with cluster.configmap_delay(2, 4):
+        written = time.time()
+        core.patch_namespaced_config_map("settings", namespace, {"data": {"value": "v2"}})
+        wait_for("every pod seeing v2", lambda: all(len(seen(p)) == 2 for p in pods), timeout=30)
+    delays = [float(seen(p)[1]["at"]) - written for p in pods]  # type: ignore[arg-type]
+    assert cluster.configmap_delay_window() == window  # the cluster's window is back
+    # Drawn from [2, 4]; plus the watch event's way to the runner and the pod's 20 ms poll.
+    assert all(1.9 <= d <= 5.0 for d in delays), delays
+    assert max(delays) - min(delays) > 0.05, delays  # each pod at its own time
+
+
+def _runner_pod(core: client.CoreV1Api, namespace: str, name: str, first_exit: int) -> None:
+    """A pod the runner runs for real (the exporter image), with two init containers and a
+    main container sharing an emptyDir: each appends its name to /work/order."""
+    from servedmodel_operator import EXPORTER_IMAGE
+
+    def step(container: str, code: int = 0, message: bool = False) -> client.V1Container:
+        # Paths as arguments: the runner maps arguments (and env values) onto the pod's
+        # directories, never paths inside a script.
+        script = (
+            "import pathlib, sys; order, log = map(pathlib.Path, sys.argv[1:]); "
+            f"order.write_text((order.read_text() if order.exists() else '') + '{container};'); "
+            f"{message} and log.write_text(order.read_text()); sys.exit({code})"
+        )
+        return client.V1Container(
+            name=container,
+            image=EXPORTER_IMAGE,
+            command=["python", "-c", script, "/work/order", "/dev/termination-log"],
+            volume_mounts=[client.V1VolumeMount(name="work", mount_path="/work")],
+        )
+
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                restart_policy="Never",
+                automount_service_account_token=False,  # the runner mounts no token volume
+                init_containers=[step("first", first_exit), step("second")],
+                containers=[step("main", message=True)],
+                volumes=[client.V1Volume(name="work", empty_dir=client.V1EmptyDirVolumeSource())],
+            ),
+        ),
+    )
+
+
+def _finished(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
+    return wait_for(
+        f"pod {name} to finish",
+        lambda: (
+            (p := core.read_namespaced_pod_status(name, namespace)).status.phase
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=60,
+    )
+
+
+def test_the_runner_runs_init_containers_in_order_before_the_main_one(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """As a kubelet: each init container to completion, in order, then the main container;
+    an emptyDir is one directory for all of them."""
+    _runner_pod(core, namespace, "ordered", first_exit=0)
+    pod = _finished(core, namespace, "ordered")
+    assert pod.status.phase == "Succeeded"
+    [main] = pod.status.container_statuses
+    assert main.state.terminated.exit_code == 0
+    assert main.state.terminated.message == "first;second;main;"
+    first, second = pod.status.init_container_statuses
+    assert (first.name, second.name) == ("first", "second")
+    assert first.state.terminated.exit_code == second.state.terminated.exit_code == 0
+    assert first.state.terminated.finished_at <= second.state.terminated.started_at
+    initialized = {c.type: c.status for c in pod.status.conditions}["Initialized"]
+    assert initialized == "True"
+
+
+def test_a_failed_init_container_fails_the_pod_and_the_main_one_never_runs(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """restartPolicy Never: the pod fails at the first init container that fails; the rest
+    and the main container stay waiting (PodInitializing), as a kubelet reports them."""
+    _runner_pod(core, namespace, "broken", first_exit=3)
+    pod = _finished(core, namespace, "broken")
+    assert pod.status.phase == "Failed"
+    first, second = pod.status.init_container_statuses
+    assert first.state.terminated.exit_code == 3
+    assert second.state.waiting.reason == "PodInitializing"
+    [main] = pod.status.container_statuses
+    assert main.state.waiting.reason == "PodInitializing" and main.state.terminated is None
+    initialized = {c.type: c.status for c in pod.status.conditions}["Initialized"]
+    assert initialized == "False"

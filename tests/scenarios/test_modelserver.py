@@ -166,7 +166,7 @@ def fleet(
         backend.put_training_file(f"v{version}.keras", path)
     for name in ("alpha", "beta", "gamma", "delta"):
         for version, exported in exported_versions.items():
-            backend.seed_store(f"{STORE_PATH}/{name}", version, exported)
+            backend.seed_version(f"{STORE_PATH}/{name}", version, exported)
     backend.apply(
         {
             "apiVersion": "serving.servedmodel.io/v1alpha1",

@@ -6,11 +6,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 from servedmodel_operator.adapters.metrics import ModelServerGauges
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ModelServerSpec
+from servedmodel_operator.parts.modelserver import part as server_part
+from servedmodel_operator.parts.modelserver.part import ServerObserved
 from servedmodel_operator.render import deployment as dedicated
 from servedmodel_operator.render import modelserver as render
 
 from tests.unit.builders import model, server_body
+
+NOW = "2026-12-07T12:00:00Z"
 
 
 def _server(**spec: Any) -> ModelServerSpec:
@@ -117,3 +122,75 @@ def test_per_server_metrics_follow_the_status_and_go_with_the_server() -> None:
         registry.get_sample_value("b", {"namespace": "ml", "modelserver": "shared", "kind": "used"})
         is None
     )
+
+
+def test_the_pod_settings_of_spec_server_apply_to_the_shared_pods() -> None:
+    """main's pod surface for a ModelServer's pods: the default requests, the user's env and
+    extra flags after the operator's, placement, and the default spread counting the server's
+    own pods per ReplicaSet."""
+    server = _server(
+        server={
+            "replicas": 2,
+            "env": [{"name": "MALLOC_CONF", "value": "background_thread:true"}],
+            "extraArgs": ["--tensorflow_intra_op_parallelism=4"],
+            "priorityClassName": "serving",
+            "podLabels": {"team": "fraud"},
+        }
+    )
+    pod = render.tfserving_deployment(server)["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert container["args"][-1] == "--tensorflow_intra_op_parallelism=4"
+    assert container["env"] == [{"name": "MALLOC_CONF", "value": "background_thread:true"}]
+    assert container["resources"] == dedicated.container(model())["resources"]  # the defaults
+    assert pod["spec"]["priorityClassName"] == "serving"
+    assert pod["metadata"]["labels"]["team"] == "fraud"
+    assert pod["metadata"]["labels"]["serving.servedmodel.io/modelserver"] == "shared"
+    [spread] = pod["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"] == {"matchLabels": render.selector(server)}
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def _kinds(plan: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for m in plan.apply:
+        out.setdefault(m["kind"], []).append(m["metadata"]["name"])
+    return out
+
+
+def test_a_budget_above_one_replica_and_a_network_policy_when_enabled() -> None:
+    one = _server(server={"replicas": 1})
+    assert "PodDisruptionBudget" not in _kinds(server_part.plan(one, ServerObserved(), NOW))
+    two = _server(server={"replicas": 2, "disruptionBudget": {"maxUnavailable": "50%"}})
+    decided = server_part.plan(two, ServerObserved(), NOW)
+    [budget] = [m for m in decided.apply if m["kind"] == "PodDisruptionBudget"]
+    assert budget["metadata"]["name"] == "shared"
+    assert budget["metadata"]["ownerReferences"][0]["kind"] == "ModelServer"
+    assert budget["spec"] == {
+        "maxUnavailable": "50%",
+        "selector": {"matchLabels": render.selector(two)},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    assert "NetworkPolicy" not in _kinds(decided)  # the operator's default: off
+    # The site turns it on by default; the server's own setting wins.
+    site = Site(network_policy=True)
+    [policy] = [
+        m
+        for m in server_part.plan(two, ServerObserved(), NOW, site).apply
+        if m["kind"] == "NetworkPolicy"
+    ]
+    assert policy["spec"]["podSelector"] == {"matchLabels": render.selector(two)}
+    [operator] = policy["spec"]["ingress"][0]["from"]
+    assert operator["podSelector"] == {"matchLabels": dict(site.operator_pod_labels)}
+    off = _server(server={"replicas": 2, "networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" not in _kinds(server_part.plan(off, ServerObserved(), NOW, site))
+
+
+def test_a_budget_or_policy_no_longer_wanted_is_deleted() -> None:
+    two = _server(server={"replicas": 2, "networkPolicy": {"enabled": True}})
+    made = {
+        (m["kind"], m["metadata"]["name"]): m
+        for m in server_part.plan(two, ServerObserved(), NOW).apply
+    }
+    one = _server(server={"replicas": 1, "networkPolicy": {"enabled": False}})
+    decided = server_part.plan(one, ServerObserved(children=made), NOW)
+    assert sorted(d["kind"] for d in decided.delete) == ["NetworkPolicy", "PodDisruptionBudget"]

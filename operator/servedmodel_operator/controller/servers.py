@@ -19,6 +19,7 @@ from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.kube import ApiError, Kube
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports, monotonic
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import InvalidSpec, ModelServerSpec
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
 from servedmodel_operator.parts.modelserver import part as server_part
@@ -41,13 +42,20 @@ class Outcome:
 
 class ServerReconciler:
     def __init__(
-        self, kube: Kube, prober: Prober, recent: Recent, reports: Reports, policy: Policy
+        self,
+        kube: Kube,
+        prober: Prober,
+        recent: Recent,
+        reports: Reports,
+        policy: Policy,
+        site: Site | None = None,
     ) -> None:
         self._kube = kube
         self._prober = prober
         self._recent = recent
         self._reports = reports
         self._policy = policy
+        self._site = site or Site()
         # (namespace, name) -> the generation whose apply the API server refused.
         self._rejected: dict[tuple[str, str], tuple[int, str]] = {}
 
@@ -75,7 +83,7 @@ class ServerReconciler:
             observed = replace(
                 observed, refusals=(*observed.refusals, Refusal("ApplyRejected", message))
             )
-            decided = replace(server_part.plan(server, observed, _now()), events=[])
+            decided = replace(server_part.plan(server, observed, _now(), self._site), events=[])
             await self._report(body, decided)
             return Outcome(None, decided.fingerprints)
         await self._report(body, decided)
@@ -129,7 +137,7 @@ class ServerReconciler:
     ) -> ServerPlan:
         from servedmodel_operator.controller.reconciler import admit
 
-        decided = server_part.plan(server, observed, now)
+        decided = server_part.plan(server, observed, now, self._site)
         found = (
             await admit(
                 self._kube,
@@ -145,7 +153,7 @@ class ServerReconciler:
         if found:
             logger.warning("refused: %s", "; ".join(r.message for r in found))
             observed = replace(observed, refusals=(*observed.refusals, *found))
-            decided = server_part.plan(server, observed, now)
+            decided = server_part.plan(server, observed, now, self._site)
         return decided
 
     # --- execute and report ---------------------------------------------------------------------

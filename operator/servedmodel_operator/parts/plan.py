@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts import autoscaling, drift, retention
 from servedmodel_operator.parts.admission import part as admission
@@ -56,7 +57,13 @@ def _changed(parts: Iterable[Part[Any]]) -> list[tuple[dict[str, Any], bool]]:
     return [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
 
 
-def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
+def plan(
+    model: ServedModelSpec,
+    observed: Observed,
+    exporter_image: str,
+    now: str,
+    site: Site | None = None,
+) -> Plan:
     """`model` as it is served: a member of a ModelServer comes joined to its server
     (ServedModelSpec.joined), with what it observes of the server in `observed.shared`."""
     previous = observed.status
@@ -73,7 +80,7 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     elif "server" in previous:
         # A member that left: its versions were exported into the server's store.
         observed = replace(observed, status=membership.exported_elsewhere(previous, model))
-    ctx = Context(model, observed, now, exporter_image)
+    ctx = Context(model, observed, now, exporter_image, site or Site())
     admitted = admission.plan(ctx)
     writing = not admitted.findings
     exported = exports.plan(ctx, may_start=writing)

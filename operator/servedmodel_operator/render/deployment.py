@@ -30,8 +30,9 @@ from servedmodel_operator.api.layout import (
 )
 from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.spec import ServedModelSpec, Server
-from servedmodel_operator.render import labels, security
+from servedmodel_operator.render import labels, pods, security
 from servedmodel_operator.render.configmap import batching_parameters
+from servedmodel_operator.render.resources import SERVER_DEFAULTS, merged
 
 CONTAINER = "tfserving"
 BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
@@ -73,7 +74,8 @@ def tfserving_args(server: Server) -> list[str]:
             "--enable_batching=true",
             f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}",
         ]
-    return args
+    # The user's own flags last; none of the flags above can be among them (api/spec.py).
+    return args + list(server.extra_args)
 
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -166,9 +168,10 @@ def tfserving_container(
             {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }
-    resources = server.resources.manifest()
-    if resources:
-        out["resources"] = resources
+    out["resources"] = merged(SERVER_DEFAULTS, server.resources.manifest())
+    environment = pods.env(server)
+    if environment:
+        out["env"] = environment
     return out
 
 
@@ -191,7 +194,11 @@ def volumes(configmap: str, claim: str) -> list[dict[str, Any]]:
 def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[str, Any]:
     """The same pod for both tracks; only its config (ConfigMap) and track label differ."""
     return tfserving_pod(
-        model.spec.server, container(model), _volumes(model, track), labels.pod_labels(model, track)
+        model.spec.server,
+        container(model),
+        _volumes(model, track),
+        labels.pod_labels(model, track),
+        labels.selector(model, track),
     )
 
 
@@ -200,9 +207,11 @@ def tfserving_pod(
     tfserving: dict[str, Any],
     pod_volumes: list[dict[str, Any]],
     pod_labels: dict[str, str],
+    own_pods: dict[str, str],
 ) -> dict[str, Any]:
     """A TF Serving pod template for these server settings (a ServedModel's or a
-    ModelServer's): the pod-level settings of spec.server apply to both."""
+    ModelServer's): the pod-level settings of spec.server apply to both; `own_pods` is the
+    Deployment's selector (the default spread counts those pods)."""
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # TF Serving never talks to the API server
         "enableServiceLinks": False,
@@ -211,17 +220,27 @@ def tfserving_pod(
         "containers": [tfserving],
         "volumes": pod_volumes,
     }
-    if server.node_selector:
-        spec["nodeSelector"] = dict(server.node_selector)
-    if server.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
-        ]
-    metadata: dict[str, Any] = {"labels": pod_labels}
-    annotations = pod_annotations(server)
-    if annotations:
-        metadata["annotations"] = annotations
+    spec.update(pods.pod_fields(server, spread(own_pods), own_pods))
+    metadata = pods.metadata(server, pod_labels, pod_annotations(server))
     return {"metadata": metadata, "spec": spec}
+
+
+def spread(own_pods: dict[str, str]) -> list[dict[str, Any]]:
+    """The TF Serving pods of one Deployment spread across nodes, as evenly as the scheduler
+    can (ScheduleAnyway: a single-node cluster still runs them all), counted per ReplicaSet
+    (pod-template-hash) so a rolling update spreads the new pods too. It is in the template
+    whatever the replica count (scaling must never change the template, which would restart
+    every pod); with one pod it constrains nothing. spec.server.topologySpreadConstraints
+    replaces it ([] removes it)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(own_pods)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
 
 
 def deployment(model: ServedModelSpec, has_servable_version: bool) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """A ModelServer's objects: ConfigMap <name>-tfserving (the shared models.config and its
 models.writes, monitoring and batching files), Deployment <name> (TF Serving for every member)
-and Service <name>; a HorizontalPodAutoscaler <name> with spec.server.autoscaling.
+and Service <name>; a HorizontalPodAutoscaler <name> with spec.server.autoscaling; a
+PodDisruptionBudget <name> above one replica (spec.server.disruptionBudget) and a NetworkPolicy
+<name> when enabled (spec.server.networkPolicy, or the operator's policy), as a ServedModel's.
 
 The pod is a ServedModel's TF Serving pod (render/deployment.py: the same arguments, pod
 settings and security) with three differences:
@@ -39,9 +41,11 @@ from servedmodel_operator.api.names import (
     TRACK_LABEL,
     Track,
 )
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ModelServerSpec
-from servedmodel_operator.render import autoscaler, deployment
+from servedmodel_operator.render import autoscaler, deployment, network
 from servedmodel_operator.render.configmap import server_files
+from servedmodel_operator.render.disruption import budget_spec
 from servedmodel_operator.render.service import ports
 
 _APP_NAMES = {SERVER: "tensorflow-serving", CONFIG: "tensorflow-serving"}
@@ -138,7 +142,7 @@ def pod_template(server: ModelServerSpec) -> dict[str, Any]:
     container = deployment.tfserving_container(settings, probes(server), store_mount)
     pod_volumes = deployment.volumes(server.names.configmap, server.spec.store.pvc.claim_name)
     pod_labels = {**labels(server, SERVER), TRACK_LABEL: str(Track.STABLE)}
-    return deployment.tfserving_pod(settings, container, pod_volumes, pod_labels)
+    return deployment.tfserving_pod(settings, container, pod_volumes, pod_labels, selector(server))
 
 
 def tfserving_deployment(server: ModelServerSpec) -> dict[str, Any]:
@@ -188,6 +192,38 @@ def hpa(server: ModelServerSpec) -> dict[str, Any] | None:
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": autoscaler.metrics(scaling),
+        },
+    }
+
+
+def budgeted(server: ModelServerSpec) -> bool:
+    """A PodDisruptionBudget only above one pod, as for a ServedModel's Deployment."""
+    settings = server.spec.server
+    return settings.disruption_budget.enabled and settings.replicas > 1
+
+
+def disruption_budget(server: ModelServerSpec) -> dict[str, Any]:
+    """Voluntary evictions take at most maxUnavailable of the shared pods at a time: a drain
+    of a node never takes every member's server at once."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(server, server.names.disruption_budget_of(Track.STABLE), SERVER),
+        "spec": budget_spec(server.spec.server, selector(server)),
+    }
+
+
+def network_policy(server: ModelServerSpec, site: Site) -> dict[str, Any]:
+    """Who may reach the shared pods: the operator and the scrapers on 8501 and the sources of
+    spec.server.networkPolicy.from (members have no rollout, hence no Gateway)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(server, server.names.network_policy, SERVER),
+        "spec": {
+            "podSelector": {"matchLabels": selector(server)},
+            "policyTypes": ["Ingress"],
+            "ingress": network.ingress(server.spec.server, site, []),
         },
     }
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from servedmodel_operator.api.quantity import quantity_bytes
 from servedmodel_operator.api.spec import InvalidSpec, ModelServerSpec, ServedModelSpec
 from servedmodel_operator.parts.modelserver.shared import Claim
 from servedmodel_operator.parts.serving.pods import PodReport
 from servedmodel_operator.parts.serving.selection import Served, select
 from servedmodel_operator.parts.text import safe
-from servedmodel_operator.render.job import quantity_bytes
 
 MAX_FAILURES = 100
 

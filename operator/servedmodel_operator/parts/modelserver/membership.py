@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator.api.layout import GRPC_PORT, REST_PORT, model_url_path
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.quantity import quantity_bytes
 from servedmodel_operator.api.spec import ModelServerSpec, ServedModelSpec
 from servedmodel_operator.parts.admission.policy import Refusal
 from servedmodel_operator.parts.modelserver import members as membership
@@ -32,7 +34,6 @@ from servedmodel_operator.parts.serving.part import (
 from servedmodel_operator.parts.serving.pods import PodReport
 from servedmodel_operator.parts.serving.selection import Served
 from servedmodel_operator.render import modelserver as render
-from servedmodel_operator.render.job import quantity_bytes
 
 WAITING_FOR_SERVER = "WaitingForModelServer"
 
@@ -168,6 +169,8 @@ def serving_plan(
             observed.child("Deployment", names.deployment),
             observed.child("ConfigMap", names.configmap),
             observed.child("Service", names.service),
+            observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE)),
+            observed.child("NetworkPolicy", names.network_policy),
         )
         if o is not None
     )

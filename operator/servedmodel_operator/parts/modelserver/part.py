@@ -1,5 +1,6 @@
 """One reconcile of a ModelServer, decided without I/O: its shared models.config (every
-member's entry, each its own safe step), its Deployment, Service and HPA, its status and
+member's entry, each its own safe step), its Deployment, Service, HPA, PodDisruptionBudget and
+NetworkPolicy, its status and
 events, which pods to read for which member, and which members to look at again.
 
 The ModelServer's reconcile is the only writer of its objects and its status; each member's
@@ -16,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ModelServerSpec
 from servedmodel_operator.parts import drift
 from servedmodel_operator.parts.admission.policy import Refusal, foreign
@@ -38,6 +41,7 @@ from servedmodel_operator.parts.serving.pods import PodReport, ServingPod
 from servedmodel_operator.parts.status import merge_conditions, merge_patch
 from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render import modelserver as render
+from servedmodel_operator.render import network
 
 CONFIG_REREAD_SECONDS = 1.0
 RECHECK_SECONDS = 30.0
@@ -161,7 +165,9 @@ class ServerPlan:
     fingerprints: Mapping[str, str] = field(default_factory=dict)
 
 
-def plan(server: ModelServerSpec, observed: ServerObserved, now: str) -> ServerPlan:
+def plan(
+    server: ModelServerSpec, observed: ServerObserved, now: str, site: Site | None = None
+) -> ServerPlan:
     seen = state(server, observed)
     found = members(server, observed, seen)
     evidence = {c.model: seen.evidence(observed.reports.get(c.model, {})) for c in found.claims} | {
@@ -187,6 +193,16 @@ def plan(server: ModelServerSpec, observed: ServerObserved, now: str) -> ServerP
         desired.append((hpa, live_hpa))
     elif live_hpa is not None:
         delete.append(live_hpa)
+    budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE))
+    if render.budgeted(server):
+        desired.append((render.disruption_budget(server), budget))
+    elif budget is not None:
+        delete.append(budget)
+    policy = observed.child("NetworkPolicy", names.network_policy)
+    if network.enabled(server.spec.server, site or Site()):
+        desired.append((render.network_policy(server, site or Site()), policy))
+    elif policy is not None:
+        delete.append(policy)
     stamped = [(drift.stamped(m), live) for m, live in desired]
     changes = [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
     if refused:
