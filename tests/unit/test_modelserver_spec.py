@@ -57,6 +57,12 @@ def test_a_servedmodel_without_a_store_or_a_server_is_refused() -> None:
         {"spec": {}},
         {"spec": {"store": {"pvc": {"claimName": "m", "path": "/abs"}}}},
         {"spec": {"store": {"pvc": {"claimName": "m"}}, "capacity": {"savedModelFactor": 0}}},
+        {
+            "spec": {
+                "store": {"pvc": {"claimName": "m"}},
+                "server": {"recycle": {"afterReloads": 5}},
+            }
+        },
     ],
 )
 def test_a_modelserver_that_cannot_be_parsed_is_invalid(change: dict[str, Any]) -> None:
@@ -72,10 +78,12 @@ def test_the_modelserver_crd_and_the_model_have_the_same_fields_both_ways() -> N
     model_only: list[str] = []
     spec = _schema("modelserver.yaml")["properties"]["spec"]
     _walk_both(spec, ModelServerSpecBody, "spec", crd_only, model_only)
-    # A ModelServer's server settings are the ServedModel's, less the membership fields.
+    # A ModelServer's server settings are the ServedModel's, less the membership fields and
+    # the reload memory guard (a ServedModel's own pods only; refused in the model too).
     assert crd_only == [] and model_only == [
         "spec.server.modelServerRef",
         "spec.server.memory",
+        "spec.server.recycle",
     ]
 
 
@@ -106,12 +114,13 @@ def _structure(node: Any) -> Any:
 
 def test_the_shared_servers_settings_are_a_servedmodels_spec_server() -> None:
     """Whatever a ServedModel's spec.server gains (pod settings...), a ModelServer's gains too:
-    its schema is the same, less modelServerRef, memory and the rules about them."""
+    its schema is the same, less modelServerRef, memory and the rules about them, and recycle
+    (the reload memory guard is a ServedModel's own pods' only)."""
     ours = _schema("modelserver.yaml")["properties"]["spec"]["properties"]["server"]
     theirs = copy.deepcopy(
         _schema("servedmodel.yaml")["properties"]["spec"]["properties"]["server"]
     )
-    for member_only in ("modelServerRef", "memory"):
+    for member_only in ("modelServerRef", "memory", "recycle"):
         del theirs["properties"][member_only]
     theirs["x-kubernetes-validations"] = [
         rule for rule in theirs["x-kubernetes-validations"] if "modelServerRef" not in rule["rule"]

@@ -85,6 +85,7 @@ class Findings:
     applying: tuple[str, ...]
     now: str
     member: MemberFindings | None = None  # a member of a ModelServer: where it stands there
+    recycling: str = ""  # the reload memory guard replaces the serving pods now (parts/recycle)
 
 
 # --- the finer conditions -------------------------------------------------------------------
@@ -419,6 +420,14 @@ def _exporting(_: Findings, fine: Fine) -> Verdict | None:
     return None
 
 
+def _recycling(f: Findings, _: Fine) -> Verdict | None:
+    """The reload memory guard replaces the serving pods, one at a time, surge first: work in
+    progress while every served version stays AVAILABLE (the Serving condition stays True)."""
+    if f.recycling:
+        return Verdict(Kind.PROGRESSING, "Recycling", f.recycling)
+    return None
+
+
 def _applying(f: Findings, _: Fine) -> Verdict | None:
     if f.applying:
         return Verdict(Kind.PROGRESSING, "Updating", "applying " + bounded(list(f.applying)))
@@ -495,6 +504,7 @@ CHECKS: tuple[Check, ...] = (
     _creating,
     _exporting,
     _member_pending,
+    _recycling,
     _applying,
     _rolling_out,
     _stopped,

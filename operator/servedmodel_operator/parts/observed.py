@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class WorkingSets:
+    """The serving pods' memory, as the kubelet's cAdvisor reports it through Prometheus
+    (container_memory_working_set_bytes of the TF Serving container), for the reload memory
+    guard: bytes by pod name, when read, and why it could not be read (no figures then)."""
+
+    by_pod: Mapping[str, float]
+    at: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Observed:
     status: Mapping[str, Any] = field(default_factory=dict)
     # Every owned object the watch caches hold (and our own writes not indexed yet).
@@ -45,6 +56,8 @@ class Observed:
     measurement: Measurement | None = None
     # A member of a ModelServer: what it observes of the server (its objects, pods, readings).
     shared: Shared | None = None
+    # The serving pods' memory, when spec.server.recycle.memory asks for it (the last reading).
+    memory: WorkingSets | None = None
 
     def child(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.children.get((kind, name))

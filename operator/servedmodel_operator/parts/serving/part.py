@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.layout import MODELS_CONFIG
+from servedmodel_operator.api.names import CONFIG_WRITES_ANNOTATION, Track
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.part import Context, Desired, Event, Part
@@ -113,11 +114,13 @@ def plan(
     transition = modelsconfig.next_step(wanted, stable.config, stable.digest, scope, stable.reports)
     names = model.names
     live_deployment = observed.child("Deployment", names.deployment)
+    live_configmap = observed.child("ConfigMap", names.configmap)
     findings = ServingFindings(wanted, transition, stable, DeploymentProgress.of(live_deployment))
+    text = modelsconfig.render_for(model, transition.config)
     desired: list[Desired] = [
         (
-            configmap(model, modelsconfig.render_for(model, transition.config)),
-            observed.child("ConfigMap", names.configmap),
+            configmap(model, text, writes=config_writes(live_configmap, text)),
+            live_configmap,
         ),
         (deployment(model, bool(wanted.versions)), live_deployment),
         (service(model), observed.child("Service", names.service)),
@@ -140,6 +143,24 @@ def plan(
         events=tuple(_events(observed.status, stable.view)),
         requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
     )
+
+
+def writes_of(configmap: Mapping[str, Any] | None) -> int:
+    """How many times the operator has changed the live ConfigMap's models.config (0: never,
+    or a ConfigMap written before the count existed)."""
+    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    value = str(annotations.get(CONFIG_WRITES_ANNOTATION, "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def config_writes(live: Mapping[str, Any] | None, text: str) -> int:
+    """The count to write with `text`: one more than the live one when the text changes (each
+    change is a reload on every pod: TF Serving loads and unloads what it names); the first
+    file, which pods load at start, is none."""
+    if live is None:
+        return 0
+    before = (live.get("data") or {}).get(MODELS_CONFIG)
+    return writes_of(live) + (1 if before is not None and before != text else 0)
 
 
 def budgeted(model: ServedModelSpec, replicas: int) -> bool:
