@@ -365,3 +365,38 @@ def test_a_new_leader_carries_on_a_change_to_several_members_from_the_configmap(
     for name in ("fraud", "spam"):
         assert other.status(name)["served"] == {"versions": [2], "labels": {"stable": 2}}
         assert other.condition("Ready", name)[0] == "True"
+
+
+def test_a_model_that_joins_a_server_deletes_its_own_serving_objects() -> None:
+    """A ServedModel with its own Deployment, PodDisruptionBudget and NetworkPolicy that joins
+    a ModelServer leaves none of them behind: its pods are the server's now."""
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 2})
+    h.servedmodel(server={"replicas": 2, "networkPolicy": {"enabled": True}})
+    h.reconcile("mnist")
+    h.sync()
+    own = {(k, n) for k, _, n in h.api.objects if n == "mnist"}
+    assert {
+        ("Deployment", "mnist"),
+        ("PodDisruptionBudget", "mnist"),
+        ("NetworkPolicy", "mnist"),
+    } <= own
+    spec = dict(h.api.objects[(KIND, NAMESPACE, "mnist")]["spec"])
+    del spec["store"]
+    spec["server"] = {"modelServerRef": {"name": "shared"}}
+    h.api.update(KIND, NAMESPACE, "mnist", spec=spec)
+    h.sync()
+    h.reconcile_server()
+    h.sync()
+    h.reconcile("mnist")
+    h.sync()
+    left = {(k, n) for k, _, n in h.api.objects if n == "mnist"}
+    assert not left & {
+        ("Deployment", "mnist"),
+        ("ConfigMap", "mnist-tfserving"),
+        ("Service", "mnist"),
+        ("PodDisruptionBudget", "mnist"),
+        ("NetworkPolicy", "mnist"),
+    }, left
+    assert h.status("mnist")["server"]["name"] == "shared"
