@@ -62,6 +62,35 @@ def needed(
 ) -> Reads:
     """`readings`: what each pod (incarnation) said when last read; `due(pod, digest)`: whether
     the reading schedule asks for the pod now."""
+    pods, everyone = _pods_to_read(model, observed, readings, due)
+    address = _analysis_address(model)
+    refused = prometheus_refusal(policy, address)
+    memory_address = _memory_address(model)
+    memory_refused = prometheus_refusal(policy, memory_address)
+    refusals = tuple(r for r in (refused, memory_refused) if r is not None)
+    return Reads(
+        secrets=tuple(sorted(secrets_to_check(model, observed))),
+        config_maps=tuple(sorted(config_maps_to_check(model, observed))),
+        credentials_label=CREDENTIALS_OPT_IN if policy.require_credentials_opt_in else None,
+        pods=pods,
+        serving_pods=everyone,
+        analysis=address is not None
+        and refused is None
+        and analysis_due(model, observed.status.get("rollout") or {}, now),
+        memory=memory_address is not None
+        and memory_refused is None
+        and model.spec.server.replicas > 0,
+        refusals=tuple(dict.fromkeys(refusals)),
+    )
+
+
+def _pods_to_read(
+    model: ServedModelSpec,
+    observed: Observed,
+    readings: Mapping[str, PodReport],
+    due: Callable[[ServingPod, str], bool],
+) -> tuple[tuple[PodRead, ...], tuple[ServingPod, ...]]:
+    """(the pods of each track not settled under its config and due now, every serving pod)."""
     pods: list[PodRead] = []
     everyone: list[ServingPod] = []
     for track in Track:
@@ -78,24 +107,16 @@ def needed(
             for p in unsettled
             if p.ip and due(p, seen.digest)
         ]
+    return tuple(pods), tuple(everyone)
+
+
+def _analysis_address(model: ServedModelSpec) -> str | None:
+    """The Prometheus a rollout's analysis queries, if it has one."""
     rollout = model.spec.rollout
-    address = rollout.analysis.prometheus.address if rollout and rollout.analysis else None
-    refused = prometheus_refusal(policy, address)
+    return rollout.analysis.prometheus.address if rollout and rollout.analysis else None
+
+
+def _memory_address(model: ServedModelSpec) -> str | None:
+    """The Prometheus the reload memory guard reads the pods' memory from, if any."""
     guard = model.spec.server.recycle
-    memory_address = guard.memory.prometheus.address if guard and guard.memory else None
-    memory_refused = prometheus_refusal(policy, memory_address)
-    refusals = tuple(r for r in (refused, memory_refused) if r is not None)
-    return Reads(
-        secrets=tuple(sorted(secrets_to_check(model, observed))),
-        config_maps=tuple(sorted(config_maps_to_check(model, observed))),
-        credentials_label=CREDENTIALS_OPT_IN if policy.require_credentials_opt_in else None,
-        pods=tuple(pods),
-        serving_pods=tuple(everyone),
-        analysis=address is not None
-        and refused is None
-        and analysis_due(model, observed.status.get("rollout") or {}, now),
-        memory=memory_address is not None
-        and memory_refused is None
-        and model.spec.server.replicas > 0,
-        refusals=tuple(dict.fromkeys(refusals)),
-    )
+    return guard.memory.prometheus.address if guard and guard.memory else None

@@ -186,19 +186,50 @@ def plan(
     waits = blocked(serving, delivery, writing) if due is not None else None
     requeue = float(guard.memory.interval_seconds) if guard.memory is not None else None
     if due is not None and waits is None:
-        template = {RECYCLED_AT_ANNOTATION: ctx.now, RECYCLED_WRITES_ANNOTATION: str(writes)}
-        message = _cut(
-            f"replacing the TF Serving pods one at a time, each new pod ready before an old "
-            f"one goes: {due.message}"
-        )
-        last = {"at": ctx.now, "reason": due.reason, "message": message, "reloads": reloads}
-        if due.pod is not None:
-            last |= {"pod": due.pod, "workingSetBytes": due.working_set}
-        return Part(
-            RecycleFindings(template, {"reloads": 0, "last": last}, message),
-            events=(Event("Normal", RECYCLED, message),),
-            requeue=requeue,
-        )
+        return _recycle_now(ctx.now, due, writes, reloads, requeue)
+    status = _status_between_recycles(guard, observed.memory, reloads, last, due, waits, note)
+    return Part(
+        RecycleFindings(template, status, _in_progress(template, last, serving)),
+        requeue=requeue,
+    )
+
+
+def _recycle_now(
+    now: str, due: Trigger, writes: int, reloads: int, requeue: float | None
+) -> Part[RecycleFindings]:
+    """A recycle that starts now: the new template annotations (what rolls the pods), the
+    status that records it, and its event."""
+    template = {RECYCLED_AT_ANNOTATION: now, RECYCLED_WRITES_ANNOTATION: str(writes)}
+    message = _cut(
+        f"replacing the TF Serving pods one at a time, each new pod ready before an old "
+        f"one goes: {due.message}"
+    )
+    last: dict[str, Any] = {
+        "at": now,
+        "reason": due.reason,
+        "message": message,
+        "reloads": reloads,
+    }
+    if due.pod is not None:
+        last |= {"pod": due.pod, "workingSetBytes": due.working_set}
+    return Part(
+        RecycleFindings(template, {"reloads": 0, "last": last}, message),
+        events=(Event("Normal", RECYCLED, message),),
+        requeue=requeue,
+    )
+
+
+def _status_between_recycles(
+    guard: Recycle,
+    memory: WorkingSets | None,
+    reloads: int,
+    last: Mapping[str, Any] | None,
+    due: Trigger | None,
+    waits: str | None,
+    note: str,
+) -> dict[str, Any]:
+    """status.recycle when no recycle starts now: the reloads so far, the last recycle, why a
+    due one waits (or why one would not help), and a memory reading that failed."""
     status: dict[str, Any] = {"reloads": reloads}
     if last:
         status["last"] = last
@@ -206,12 +237,9 @@ def plan(
         status["waiting"] = _cut(f"due ({due.message}); waits: {waits}")
     elif note:
         status["waiting"] = _cut(note)
-    if guard.memory is not None and observed.memory is not None and observed.memory.error:
-        status["error"] = _cut(f"cannot read the pods' memory: {observed.memory.error}")
-    return Part(
-        RecycleFindings(template, status, _in_progress(template, last, serving)),
-        requeue=requeue,
-    )
+    if guard.memory is not None and memory is not None and memory.error:
+        status["error"] = _cut(f"cannot read the pods' memory: {memory.error}")
+    return status
 
 
 def _in_progress(
