@@ -68,7 +68,14 @@ OPERATOR_COUNTERS = {
     "queue_depth": "workqueue_depth",
 }
 _OPERATOR_METRIC = re.compile(r"^(?P<name>[a-z_]+)(\{[^}]*\})? (?P<value>[0-9.e+-]+)$")
-OPERATOR_RESOURCES = {"configmaps", "services", "deployments", "jobs", "servedmodels"}
+OPERATOR_RESOURCES = {
+    "configmaps",
+    "services",
+    "deployments",
+    "jobs",
+    "servedmodels",
+    "modelservers",
+}
 _METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
