@@ -23,6 +23,7 @@ import numpy as np
 
 from testing.tfserving_standin import batching as batchings
 from testing.tfserving_standin import logs, metrics, tensors
+from testing.tfserving_standin.shares import Shares
 from testing.tfserving_standin.status import Code, Status, StatusError, error, from_exception
 
 DEFAULT_SIGNATURE = "serving_default"  # kDefaultServingSignatureDefKey
@@ -82,20 +83,16 @@ class Bundle:
         self.session = session
         self.options = options
         self._lock = threading.Lock()
-        self._users = 0
-        self._users_cond = threading.Condition()
+        self._users = Shares()
         self._queues: dict[tuple[tuple[str, ...], tuple[str, ...]], batchings.Queue] = {}
         self._queue_options = queue_options  # None: no batching
 
     def acquire(self) -> None:
         """A ServableHandle taken: unloading waits until every handle is released."""
-        with self._users_cond:
-            self._users += 1
+        self._users.take()
 
     def release(self) -> None:
-        with self._users_cond:
-            self._users -= 1
-            self._users_cond.notify_all()
+        self._users.drop()
 
     def run(
         self,
@@ -164,8 +161,7 @@ class Bundle:
 
     def close(self) -> None:
         # BasicManager::UpdateServingMap() blocks until the last handle is freed; then unload.
-        with self._users_cond:
-            self._users_cond.wait_for(lambda: self._users == 0)
+        self._users.wait_none()
         with self._lock:
             queues, self._queues = list(self._queues.values()), {}
         if self.options.batch_scheduler is not None:
