@@ -304,33 +304,31 @@ class RJWriter:
                 self._indent()
         level[1] += 1
 
-    def start_object(self) -> None:
+    def _open(self, in_array: bool, bracket: str) -> None:
         self._check()
         self._prefix()
-        self._levels.append([False, 0])
-        self._put("{")
+        self._levels.append([in_array, 0])
+        self._put(bracket)
+
+    def _close(self, bracket: str, one_line: bool) -> None:
+        self._check()
+        empty = self._levels.pop()[1] == 0
+        if not empty and not one_line:
+            self._put("\n")
+            self._indent()
+        self._put(bracket)
+
+    def start_object(self) -> None:
+        self._open(False, "{")
 
     def end_object(self) -> None:
-        self._check()
-        empty = self._levels.pop()[1] == 0
-        if not empty:
-            self._put("\n")
-            self._indent()
-        self._put("}")
+        self._close("}", one_line=False)  # single_line holds for arrays only
 
     def start_array(self) -> None:
-        self._check()
-        self._prefix()
-        self._levels.append([True, 0])
-        self._put("[")
+        self._open(True, "[")
 
     def end_array(self) -> None:
-        self._check()
-        empty = self._levels.pop()[1] == 0
-        if not empty and not self.single_line:
-            self._put("\n")
-            self._indent()
-        self._put("]")
+        self._close("]", one_line=self.single_line)
 
     def raw(self, text: str) -> None:
         self._check()
