@@ -30,6 +30,7 @@ from servedmodel_operator.parts.serving.pods import (
 )
 
 TIMEOUT_SECONDS = 3.0
+TIMEOUT_RETRIES = 1  # a timed-out read is asked once more (see Prober._get)
 
 
 class PodUnreadable(Exception):
@@ -60,18 +61,28 @@ class Prober:
             await self._session.close()
 
     async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
-        try:
-            async with self._client().get(
-                f"http://{ip}:{REST_PORT}{url_path}",
-                headers={"Accept": "application/json"},
-                allow_redirects=False,
-            ) as response:
-                raw = await read_bounded(response, 1 << 20)
-                status = response.status
-                location = response.headers.get("Location", "nowhere")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self._on_request("error")
-            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
+        # A busy server's status reads queue behind predictions in its REST worker pool
+        # (--rest_api_num_threads): one timed-out read is asked once more before the pod is
+        # called unreadable, so a burst of traffic (or an operator restart during one) does
+        # not flip its status. A refused connection is not retried.
+        for attempt in range(1 + TIMEOUT_RETRIES):
+            try:
+                async with self._client().get(
+                    f"http://{ip}:{REST_PORT}{url_path}",
+                    headers={"Accept": "application/json"},
+                    allow_redirects=False,
+                ) as response:
+                    raw = await read_bounded(response, 1 << 20)
+                    status = response.status
+                    location = response.headers.get("Location", "nowhere")
+                break
+            except TimeoutError as exc:
+                self._on_request("error")
+                if attempt == TIMEOUT_RETRIES:
+                    raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                self._on_request("error")
+                raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
         self._on_request(str(status))
         if 300 <= status < 400:
             raise PodUnreadable(f"HTTP {status} redirect to {location[:200]!r}: not followed")
