@@ -1,7 +1,8 @@
 """`python -m testing.localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
 entry point the Makefile uses. `build` alone builds every component that is not cached yet;
 `run` builds a tool's component if needed and runs the tool (e.g. `run actionlint`,
-`run kubectl kustomize manifests/`)."""
+`run kubectl kustomize manifests/`). `build` and `run` need only the standard library (any
+Python 3.11, no venv): the Makefile builds while the venv is being made."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import os
 import sys
 
-from testing.localcluster import build, cluster
+from testing.localcluster import build
 
 
 def run(tool: str, args: list[str]) -> int:
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"components are for build only, one of {', '.join(build.COMPONENTS)}")
     if args.command == "build":
         build.build_all(args.components)
-    elif args.command == "up":
+        return 0
+    from testing.localcluster import cluster  # the venv's packages (kubernetes, the operator)
+
+    if args.command == "up":
         started = cluster.up()
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
