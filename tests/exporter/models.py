@@ -1,4 +1,5 @@
-"""Tiny real Keras models in every format the exporter takes, built once per session.
+"""Tiny real Keras models in every format the exporter takes (conftest.py builds them once per
+session).
 
 Each builder writes one model under `out` and returns its path; MODELS names them all.
 """
@@ -12,8 +13,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -202,8 +201,3 @@ def build(out: Path) -> dict[str, Path]:
         (out / name).mkdir()
         paths[name] = builder(out / name)
     return paths
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build(tmp_path_factory.mktemp("models"))

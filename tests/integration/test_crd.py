@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
-from tests.integration.conftest import GROUP, PLURAL, VERSION, kubectl, servedmodel
+from tests.integration.helpers import GROUP, PLURAL, VERSION, kubectl, servedmodel
 
 pytestmark = pytest.mark.cluster
 
