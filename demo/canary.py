@@ -75,6 +75,7 @@ def servedmodel(prometheus: str, versions: int, rollout: dict[str, Any] | None) 
                 "minRequests": 30,
             },
             "parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "hostnames": [f"{MODEL}.{NAMESPACE}.models.example"],
             **rollout,
         }
     return {
@@ -156,7 +157,12 @@ def main() -> int:
             cluster.kubeconfig,
             work,
             namespaces=(NAMESPACE,),
-            args=(f"--allowed-prometheus-addresses={prometheus.address}",),
+            args=(
+                f"--allowed-prometheus-addresses={prometheus.address}",
+                # The platform team's choice: the shared Gateway, a hostname per model.
+                "--allowed-gateways=gateways/public",
+                "--allowed-route-hostnames={name}.{namespace}.models.example",
+            ),
             env=netguard.guard_env(cluster.netguard_log),
         )
         operator.start()

@@ -25,7 +25,8 @@ from servedmodel_operator import FIELD_MANAGER, KIND
 from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.adapters.kube import ApiError
 from servedmodel_operator.api import kinds
-from servedmodel_operator.controller.runtime import STORES, Indexes, created, store_key
+from servedmodel_operator.controller.runtime import STORES, Indexes, created
+from servedmodel_operator.parts.admission.stores import store_dir, store_key
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -118,8 +119,11 @@ class FakeApiServer:
                     index.setdefault((obj["metadata"]["namespace"], owner), []).append(trim(obj))
         for obj in self.of_kind(KIND):
             meta = obj["metadata"]
-            key = store_key(meta["namespace"], meta["name"], obj.get("spec") or {})
-            built[STORES].setdefault(key, []).append((created(obj), meta["name"]))
+            spec = obj.get("spec") or {}
+            key = store_key(meta["namespace"], spec)
+            built[STORES].setdefault(key, []).append(
+                (created(obj), meta["name"], store_dir(meta["name"], spec))
+            )
         return Indexes(built)  # type: ignore[arg-type]
 
     # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
@@ -222,6 +226,7 @@ class ServedPod:
 
     versions: dict[int, str] = field(default_factory=dict)  # version -> AVAILABLE, LOADING...
     labels: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)  # version -> its load error (END)
     error: str | None = None  # set: the pod does not answer (connection refused...)
 
 
@@ -244,7 +249,7 @@ class FakeProber:
         if pod is None or pod.error is not None:
             error = pod.error if pod is not None else "ConnectionRefusedError"
             return PodReport(digest, error=error, reached=False)
-        states = {v: VersionState(s) for v, s in pod.versions.items()}
+        states = {v: VersionState(s, pod.errors.get(v, "")) for v, s in pod.versions.items()}
         assigned = {label: pod.labels.get(label) for label in labels}
         resolved = {
             label: v if v is not None and pod.versions.get(v) == "AVAILABLE" else None

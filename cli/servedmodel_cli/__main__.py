@@ -9,11 +9,13 @@ import sys
 from servedmodel_cli import args as cli_args
 from servedmodel_cli import commands, errors, kube
 from servedmodel_cli.errors import DEBUG, CliError
+from servedmodel_cli.text import escape
 
 
 def one_line(message: str) -> str:
-    """TF Serving's errors carry newlines and tabs (a graph node on the next line)."""
-    return re.sub(r"\s*\n\s*", " ", message.strip())
+    """TF Serving's errors carry newlines and tabs (a graph node on the next line); any other
+    control character is escaped (text.escape)."""
+    return escape(re.sub(r"\s*\n\s*|\t", " ", message.strip()))
 
 
 def main(argv: list[str] | None = None, prog: str = "servedmodel") -> int:
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None, prog: str = "servedmodel") -> int:
         if os.environ.get(DEBUG):
             raise
         print(
-            f"error: unexpected {type(exc).__name__}: {exc} (set {DEBUG}=1 for the traceback)",
+            f"error: unexpected {type(exc).__name__}: {escape(str(exc))} (set {DEBUG}=1 for the "
+            "traceback)",
             file=sys.stderr,
         )
         return errors.FAILED

@@ -14,7 +14,7 @@ from typing import Any
 from servedmodel_cli import KIND
 
 SCHEMA_VERSION = 1
-CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Exported", "Available")
+CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Exported", "Available", "Serving", "Rollout")
 VERSION_KEYS = (
     "state",
     "job",
@@ -127,11 +127,17 @@ def _versions(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _labels(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     declared = declared_labels(obj)
     _, resolved = served(obj)
+    moving = ((obj.get("status") or {}).get("served") or {}).get("moving") or {}
     out: dict[str, dict[str, Any]] = {}
-    for name in sorted(declared.keys() | resolved.keys()):
+    for name in sorted(declared.keys() | resolved.keys() | moving.keys()):
         want, have = declared.get(name), resolved.get(name)
+        move = moving.get(name) if isinstance(moving.get(name), Mapping) else None
         if want is not None and want == have:
             state = "Served"
+        elif move is not None:
+            # In motion: the pods do not all resolve it alike yet (status.served.moving).
+            have = move.get("from")
+            state = f"Moving {move.get('pods', '?')}/{move.get('readyPods', '?')}"
         elif want is None:
             state = "Undeclared"  # still resolving on the pods, no longer in the spec
         elif have is None:

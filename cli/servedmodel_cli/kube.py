@@ -22,8 +22,11 @@ from servedmodel_cli.errors import CliError, reason
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A request to the API server fails once, fast: urllib3's default retries would repeat a
-# refused connection three times.
-RETRIES = urllib3.Retry(total=1, connect=1, read=0, backoff_factor=0.2)
+# refused connection three times. Redirects are never followed (the service proxy passes a
+# pod's redirect through, and it may point anywhere): a 3xx is returned as it is.
+RETRIES = urllib3.Retry(
+    total=1, connect=1, read=0, redirect=0, raise_on_redirect=False, backoff_factor=0.2
+)
 
 
 def _kubeconfig_paths(explicit: str | None) -> tuple[str, list[Path]]:
@@ -146,11 +149,16 @@ class Session:
             )
         except ApiException as exc:
             data = exc.body if isinstance(exc.body, bytes) else str(exc.body or "").encode()
+            target = f"service {self.namespace}/{service} (port {port})"
+            if 300 <= int(exc.status or 0) < 400:
+                where = str((exc.headers or {}).get("Location") or "nowhere")[:200]
+                raise CliError(
+                    f"{target} answered HTTP {exc.status}, a redirect to {where!r}: not followed"
+                ) from None
             status = _status_message(data)
             if not status:
                 return int(exc.status), data  # TF Serving's own answer, passed through
             message = str(status.get("message") or exc.reason or "")
-            target = f"service {self.namespace}/{service} (port {port})"
             if exc.status == 403:
                 raise CliError(
                     f"forbidden: no permission to create services/proxy for {target}: {message}"
@@ -184,6 +192,7 @@ def connect(
         if not existing and not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
+            configuration.retries = RETRIES
             api = client.ApiClient(configuration)
             context_name = "in-cluster"
             default_ns = (

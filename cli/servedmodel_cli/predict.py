@@ -177,11 +177,18 @@ def rest(address: str, path: str, body: Mapping[str, Any], timeout: float) -> tu
 
     url = f"http://{address}{path}"
     try:
-        response = requests.post(url, json=body, timeout=timeout)
+        # TF Serving never redirects: a redirect is not followed (it may point anywhere).
+        response = requests.post(url, json=body, timeout=timeout, allow_redirects=False)
     except requests.ConnectionError as exc:
         raise CliError(f"cannot reach TF Serving at {address} (REST): {reason(exc)}") from None
     except requests.Timeout:
         raise CliError(f"TF Serving at {address} did not answer within {timeout:g}s") from None
+    if response.is_redirect or 300 <= response.status_code < 400:
+        where = str(response.headers.get("Location") or "nowhere")[:200]
+        raise CliError(
+            f"{address} answered HTTP {response.status_code}, a redirect to {where!r}: "
+            "not followed (TF Serving never redirects)"
+        )
     return response.status_code, response.content
 
 

@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from servedmodel_cli.document import parse_time
+from servedmodel_cli.text import escape
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    """Columns padded to their widest cell, two spaces apart; the last column unpadded."""
-    cells = [list(headers), *[list(r) for r in rows]]
+    """Columns padded to their widest cell, two spaces apart; the last column unpadded. Cells
+    are escaped first (text.escape), so a newline in a message cannot break a row."""
+    cells = [[escape(c) for c in row] for row in (headers, *rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -183,7 +185,7 @@ def status_text(doc: Mapping[str, Any], now: datetime.datetime) -> str:
         )
     else:
         lines.append("Events: none")
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)
 
 
 def _shape(shape: Any) -> str:
@@ -216,4 +218,4 @@ def signature_text(
             lines.append(f"  … {truncated} in all; the status keeps the first {len(entries)}")
         lines.append("")
     lines.append("A dimension of -1 takes any size.")
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)

@@ -9,6 +9,7 @@ from typing import Any
 
 from servedmodel_cli import document
 from servedmodel_cli.args import Target
+from servedmodel_cli.text import escape
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,21 @@ def _version_text(obj: Mapping[str, Any], version: int) -> str:
 
 
 def read(obj: Mapping[str, Any], target: Target) -> Reading:
+    """What one reading says, every line escaped for the terminal (text.escape)."""
+    reading = _read(obj, target)
+
+    def shown(part: str | None) -> str | None:
+        return None if part is None else escape(part)
+
+    return Reading(
+        escape(reading.line),
+        done=shown(reading.done),
+        stalled=shown(reading.stalled),
+        impossible=shown(reading.impossible),
+    )
+
+
+def _read(obj: Mapping[str, Any], target: Target) -> Reading:
     ready = document.condition(obj, "Ready")
     reconciling = document.condition(obj, "Reconciling")
     stalled = document.condition(obj, "Stalled")

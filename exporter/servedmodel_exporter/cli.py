@@ -2,7 +2,8 @@
 
     servedmodel-export SOURCE --store DIR --model-name NAME --version N [options]
     servedmodel-export inspect DIR/NAME/N [--json]
-    servedmodel-export prune --store DIR --model-name NAME --keep K --protect 1,2 [--result-file F]
+    servedmodel-export prune --store DIR --model-name NAME --keep K --protect 1,2 --owner-uid UID
+                             [--result-file F]
 
 Prints a one-line summary on stdout and writes the JSON result to --result-file. Every failure
 has its own exit code and a one-line reason on stderr and in the JSON (README: "Exporter
@@ -231,6 +232,12 @@ def _prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True, help="the model's directory in the store")
     p.add_argument("--keep", required=True, type=int, help="unprotected versions to keep")
     p.add_argument("--protect", default="", help="comma-separated versions never to remove")
+    p.add_argument(
+        "--owner-uid",
+        required=True,
+        help="the ServedModel's metadata.uid: only versions whose record names it are removed; "
+        "the others are reported as notOwned",
+    )
     p.add_argument("--result-file", type=Path, help="where to write the JSON result")
     return p
 
@@ -246,15 +253,19 @@ def prune(argv: list[str]) -> int:
     if args.keep < 0:
         _prune_parser().error("--keep must not be negative")
     try:
-        pruned = run_prune(args.store, args.model_name, args.keep, protect)
+        pruned = run_prune(args.store, args.model_name, args.keep, protect, args.owner_uid)
         outcome: dict[str, Any] = {
             "ok": True,
             "removed": list(pruned.removed),
             "kept": list(pruned.kept),
             "protected": list(pruned.protected),
+            "notOwned": list(pruned.not_owned),
         }
         code = 0
-        print(f"pruned {args.model_name}: removed {outcome['removed']}, kept {outcome['kept']}")
+        print(
+            f"pruned {args.model_name}: removed {outcome['removed']}, kept {outcome['kept']}, "
+            f"left alone (not recorded as {args.owner_uid}'s) {outcome['notOwned']}"
+        )
     except ExportError as exc:
         outcome = {"ok": False, "reason": exc.reason, "message": exc.message}
         code = exc.exit_code

@@ -42,8 +42,12 @@ if ready ~= nil and ready.status == "True" then
 end
 
 hs.status = "Progressing"
+local serving = condition("Serving")
 local reconciling = condition("Reconciling")
-if reconciling ~= nil and reconciling.status == "True" and reconciling.message ~= nil and reconciling.message ~= "" then
+if serving ~= nil and serving.status == "True" then
+  -- Updating, and every ready pod still answers: not down.
+  hs.message = "Updating, still serving: " .. (serving.message or "")
+elseif reconciling ~= nil and reconciling.status == "True" and reconciling.message ~= nil and reconciling.message ~= "" then
   hs.message = reconciling.message
 elseif ready ~= nil and ready.message ~= nil and ready.message ~= "" then
   hs.message = ready.message

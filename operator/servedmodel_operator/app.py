@@ -17,7 +17,7 @@ import kopf
 from servedmodel_operator.adapters import logs, metrics
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
 from servedmodel_operator.controller.runtime import Options
-from servedmodel_operator.parts.admission.policy import Policy
+from servedmodel_operator.parts.admission.policy import OWN_NAMESPACE_GATEWAYS, Policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +84,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     policy.add_argument(
         "--allowed-prometheus-addresses",
         default=os.environ.get("SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES", ""),
-        help="comma-separated glob patterns of Prometheus URLs a rollout's analysis may query "
+        help="comma-separated URL patterns (scheme://host[:port][/path]; '*' within one host "
+        "label, or as the port) of the Prometheus a rollout's analysis may query "
         "(env SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES; default none)",
+    )
+    policy.add_argument(
+        "--allowed-gateways",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_GATEWAYS", OWN_NAMESPACE_GATEWAYS),
+        help="comma-separated <namespace>/<name> patterns ('*' globs; {namespace} is the "
+        "ServedModel's) of the Gateways a rollout's routes may attach to "
+        f"(env SERVEDMODEL_ALLOWED_GATEWAYS; default {OWN_NAMESPACE_GATEWAYS}: its own namespace)",
+    )
+    policy.add_argument(
+        "--allowed-route-hostnames",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES", ""),
+        help="comma-separated hostname patterns ('*' within one DNS label; {namespace} and "
+        "{name} are the ServedModel's) a rollout's routes may carry "
+        "(env SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES; default none)",
     )
     parser.add_argument(
         "--metrics-address",
@@ -128,14 +143,20 @@ def _patterns(text: str) -> tuple[str, ...]:
 
 
 def policy_of(args: argparse.Namespace) -> Policy:
-    return Policy(
-        server_images=_patterns(args.allowed_server_images),
-        exporter_images=_patterns(args.allowed_exporter_images) or (args.exporter_image,),
-        require_claim_opt_in=args.claim_opt_in,
-        require_service_account_opt_in=args.service_account_opt_in,
-        allow_unsafe_models=args.allow_unsafe_models,
-        prometheus_addresses=_patterns(args.allowed_prometheus_addresses),
-    )
+    """The policy from the flags; a pattern that does not parse stops the operator here."""
+    try:
+        return Policy(
+            server_images=_patterns(args.allowed_server_images),
+            exporter_images=_patterns(args.allowed_exporter_images) or (args.exporter_image,),
+            require_claim_opt_in=args.claim_opt_in,
+            require_service_account_opt_in=args.service_account_opt_in,
+            allow_unsafe_models=args.allow_unsafe_models,
+            prometheus_addresses=_patterns(args.allowed_prometheus_addresses),
+            gateways=_patterns(args.allowed_gateways),
+            route_hostnames=_patterns(args.allowed_route_hostnames),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"servedmodel-operator: invalid policy: {exc}") from None
 
 
 def _limit_malloc_arenas() -> None:

@@ -2,12 +2,15 @@
 
 etcd, kube-apiserver (RBAC, PodSecurity, ServiceAccount tokens), kube-controller-manager,
 kube-scheduler and kwok, whose simulated nodes turn scheduled pods Running/Ready and Job pods
-Succeeded; the pods this checkout can run for real (the exporter's) are run by
-localcluster.runner instead. See README "The local cluster".
+Succeeded; the pods this checkout can run for real (the exporter's, TF Serving's with the
+stand-in) are run by testing.localcluster.runner instead. See README "The local cluster".
 
-State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json and the admin
-kubeconfig. `down()` stops exactly the processes whose pids it recorded, checking each pid still
-runs the binary it started before signalling it.
+State lives in `<repo>/.local-cluster/`: pki/, logs/, pids/, etcd/, cluster.json, the admin
+kubeconfig, configmap-delay (the window of ConfigMap delivery delays, delivery.py: set by
+SERVEDMODEL_CONFIGMAP_DELAY=min,max at `up`, changed at run time by Cluster.configmap_delay())
+and, inside Cluster.standin_predict_delay(), the stand-in's slow-prediction knob.
+`down()` stops exactly the processes whose pids it recorded, checking each pid still runs the
+binary it started before signalling it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from testing.localcluster import build, netguard, pki, runner
+from testing.localcluster import build, delivery, netguard, pki, runner
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
@@ -69,6 +72,10 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # Computes ResourceQuota usage, without which the API server enforces no quota (the
+    # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
+    # quota when the quota's limits change, and every 5 minutes.
+    "resourcequota",
 )
 
 
@@ -137,6 +144,38 @@ class Cluster:
         if check and done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
+
+    @property
+    def configmap_delay_file(self) -> Path:
+        """The ConfigMap delivery window (delivery.py), re-read by the runner at every update."""
+        return self.state_dir / delivery.WINDOW_FILE
+
+    def configmap_delay_window(self) -> delivery.Window:
+        return delivery.read_window(self.configmap_delay_file)
+
+    @contextmanager
+    def configmap_delay(self, low: float, high: float) -> Iterator[None]:
+        """ConfigMap updates made in the block reach each pod after a delay drawn from
+        [low, high] seconds (e.g. delivery.PROFILE_60S); the previous window afterwards. Updates
+        already pending keep their due times."""
+        previous = self.configmap_delay_window()
+        delivery.write_window(self.configmap_delay_file, delivery.parse_window(f"{low},{high}"))
+        try:
+            yield
+        finally:
+            delivery.write_window(self.configmap_delay_file, previous)
+
+    @contextmanager
+    def standin_predict_delay(self, milliseconds: int) -> Iterator[None]:
+        """TF Serving stand-ins started in the block answer every client inference that much
+        later (STANDIN_PREDICT_DELAY_MS, the stand-in's test knob): load tests on the cluster.
+        Pods already running keep their setting."""
+        path = self.state_dir / runner.PREDICT_DELAY_FILE
+        path.write_text(f"{int(milliseconds)}\n")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
     def get(self, path: str, timeout: float = 5.0) -> requests.Response:
         """GET on the API server as the admin user (health checks; tests use a real client)."""
@@ -417,9 +456,13 @@ def _expose_kubectl(cluster: Cluster) -> None:
 
 def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     """Start the cluster, or reuse a healthy one already running from state_dir."""
+    window = _window_from_env()
     running = healthy(state_dir)
     if running is not None:
         log(f"reusing the running cluster at {running.server}")
+        if window is not None:
+            delivery.write_window(running.configmap_delay_file, window)
+        log(f"ConfigMap delivery delay: {_describe_window(running.configmap_delay_window())}")
         return running
     if state_dir.exists():
         log("found a stale or broken cluster state: cleaning it up first")
@@ -436,6 +479,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)
     )
     cluster = Cluster(state_dir, ports["apiserver"])
+    delivery.write_window(cluster.configmap_delay_file, window or delivery.DEFAULT_WINDOW)
     etcd_url = _start_etcd(state_dir, ports)
     _start_apiserver(cluster, etcd_url)
     for identity in ("admin", "controller-manager", "scheduler", "kwok"):
@@ -448,7 +492,20 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
         f"cluster up at {cluster.server} in {time.monotonic() - started:.1f}s; "
         f"KUBECONFIG={cluster.kubeconfig}"
     )
+    log(f"ConfigMap delivery delay: {_describe_window(cluster.configmap_delay_window())}")
     return cluster
+
+
+def _window_from_env() -> delivery.Window | None:
+    text = os.environ.get(delivery.WINDOW_ENV, "").strip()
+    return delivery.parse_window(text) if text else None
+
+
+def _describe_window(window: delivery.Window) -> str:
+    return (
+        f"{window[0]:g}-{window[1]:g} s per pod and update "
+        f"({delivery.WINDOW_ENV}=min,max at cluster-up; see README 'The local cluster')"
+    )
 
 
 def _start_etcd(state_dir: Path, ports: dict[str, int]) -> str:
@@ -585,7 +642,13 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         state_dir,
         "runner",
         Path(sys.executable),
-        ["-m", "testing.localcluster.runner", str(cluster.kubeconfig), str(state_dir / "runner")],
+        [
+            "-m",
+            "testing.localcluster.runner",
+            str(cluster.kubeconfig),
+            str(state_dir / "runner"),
+            str(state_dir),
+        ],
         env={
             **os.environ,
             **netguard.guard_env(cluster.netguard_log),

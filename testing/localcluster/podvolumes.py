@@ -5,25 +5,32 @@
 - secret / configMap: files written like the kubelet's AtomicWriter
   (pkg/volume/util/atomic_writer.go): the keys live in a timestamped directory, `..data` is a
   symlink to it swapped with one rename, and each key is a symlink through `..data`, so a
-  reader never sees half an update. ConfigMap volumes are rewritten when the ConfigMap
+  reader never sees half an update. Secrets and ConfigMaps are materialised from the API
+  when the pod starts. A running pod's ConfigMap volumes are rewritten when the ConfigMap
   changes (the runner watches ConfigMaps): that is how TF Serving's polled models.config
-  changes without a pod restart. A kubelet does this within its sync period (a minute or so);
-  here it happens as soon as the watch event arrives.
+  changes without a pod restart. As on a kubelet, that happens late and at a different time
+  per pod: delivery.py draws each pod's delay from the cluster's window, and a version
+  superseded before a pod's due time is never written to it.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from testing.localcluster.delivery import DeliverySchedule, Window, format_window
+
+log = logging.getLogger("localcluster.runner")
 
 
 class NotRunnable(Exception):
@@ -72,13 +79,26 @@ def _holds(directory: Path, files: Mapping[str, bytes]) -> bool:
 
 
 class PodVolumes:
-    """Resolves volumes for the runner, and keeps ConfigMap volumes current."""
+    """Resolves volumes for the runner, and keeps ConfigMap volumes current, late.
 
-    def __init__(self, core: client.CoreV1Api) -> None:
+    `window()` is read at every update: the delivery window in seconds (delivery.py).
+    """
+
+    def __init__(
+        self,
+        core: client.CoreV1Api,
+        window: Callable[[], Window] = lambda: (0.0, 0.0),
+        schedule: DeliverySchedule | None = None,
+    ) -> None:
         self.core = core
-        self._lock = threading.Lock()
-        # (namespace, configmap) -> {pod uid: (directory, items)}
-        self._configmap_volumes: dict[tuple[str, str], dict[str, tuple[Path, Any]]] = {}
+        self.window = window
+        self._lock = threading.Condition()
+        # (namespace, configmap) -> {pod uid: (directory, items, pod name)}
+        self._configmap_volumes: dict[tuple[str, str], dict[str, tuple[Path, Any, str]]] = {}
+        # (namespace, configmap) -> (newest data, its resourceVersion)
+        self._latest: dict[tuple[str, str], tuple[dict[str, bytes], str]] = {}
+        self._schedule = schedule or DeliverySchedule()
+        self._deliverer: threading.Thread | None = None
 
     def resolve(self, namespace: str, uid: str, volume: dict[str, Any], pod_dir: Path) -> Path:
         if "persistentVolumeClaim" in volume:
@@ -108,6 +128,7 @@ class PodVolumes:
                 self._configmap_volumes.setdefault((namespace, ref["name"]), {})[uid] = (
                     local,
                     ref.get("items"),
+                    pod_dir.name,
                 )
             return local
         raise NotRunnable(
@@ -139,21 +160,86 @@ class PodVolumes:
             raise NotRunnable(f"{kind} {name}: {exc.reason}") from exc
         return {str(k): str(v) for k, v in (obj.data or {}).items()}
 
-    def configmap_changed(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        """A ConfigMap event: rewrite every running pod's volume of it."""
+    def configmap_changed(
+        self, namespace: str, name: str, data: Mapping[str, str], resource_version: str = ""
+    ) -> None:
+        """A ConfigMap event: every running pod that mounts it gets the update after its own
+        delay, drawn from the window (delivery.py)."""
+        key = (namespace, name)
+        window = self.window()
         with self._lock:
-            targets = list(self._configmap_volumes.get((namespace, name), {}).values())
-        encoded = {k: v.encode() for k, v in data.items()}
-        for directory, items in targets:
-            try:
-                atomic_write(directory, _select(encoded, items, name))
-            except NotRunnable:
-                continue  # a key the pod wants went away: a kubelet keeps the old content
+            self._latest[key] = ({k: v.encode() for k, v in data.items()}, resource_version)
+            pods = list(self._configmap_volumes.get(key, {}))
+            if not pods:
+                return
+            targets = [(namespace, name, uid) for uid in pods]
+            self._schedule.changed(targets, time.monotonic(), window)
+            if self._deliverer is None:
+                self._deliverer = threading.Thread(
+                    target=self._deliver_forever, name="configmap delivery", daemon=True
+                )
+                self._deliverer.start()
+            self._lock.notify_all()
+        log.info(
+            "ConfigMap %s/%s changed (resourceVersion %s): delivering to %d pod(s) within %s s",
+            namespace,
+            name,
+            resource_version or "?",
+            len(pods),
+            format_window(window).replace(",", "-"),
+        )
+
+    def _deliver_forever(self) -> None:
+        while True:
+            with self._lock:
+                due = self._schedule.pop_due(time.monotonic())
+                while not due:
+                    next_due = self._schedule.next_due()
+                    self._lock.wait(None if next_due is None else next_due - time.monotonic())
+                    due = self._schedule.pop_due(time.monotonic())
+                work = []
+                for target, waited in due:
+                    namespace, name, uid = cast(tuple[str, str, str], target)
+                    volume = self._configmap_volumes.get((namespace, name), {}).get(uid)
+                    latest = self._latest.get((namespace, name))
+                    if volume is not None and latest is not None:
+                        work.append((namespace, name, volume, latest, waited))
+            for ns, cm, (directory, items, pod), (data, version), waited in work:
+                self._deliver(ns, cm, directory, items, pod, data, version, waited)
+
+    @staticmethod
+    def _deliver(
+        namespace: str,
+        name: str,
+        directory: Path,
+        items: Any,
+        pod: str,
+        data: Mapping[str, bytes],
+        version: str,
+        waited: float,
+    ) -> None:
+        try:
+            written = atomic_write(directory, _select(data, items, name))
+        except NotRunnable:
+            return  # a key the pod wants went away: a kubelet keeps the old content
+        except OSError as exc:  # the pod's directory went with the pod
+            log.info("%s: ConfigMap %s not delivered: %s", pod, name, exc)
+            return
+        if written:
+            log.info(
+                "%s: ConfigMap %s/%s (resourceVersion %s) delivered %.1fs after the update",
+                pod,
+                namespace,
+                name,
+                version or "?",
+                waited,
+            )
 
     def release(self, uid: str) -> None:
         with self._lock:
             for pods in self._configmap_volumes.values():
                 pods.pop(uid, None)
+            self._schedule.forget(lambda target: cast(tuple[str, str, str], target)[2] != uid)
 
 
 def _select(data: Mapping[str, bytes], items: Any, name: str) -> dict[str, bytes]:

@@ -12,7 +12,11 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
-ConfigMaps kept current through a watch. Every process gets the network guard
+ConfigMaps kept current through a watch and delivered to each pod late, after a delay drawn per
+pod and per update from the cluster's window (delivery.py; the window file, in the state
+directory given as third argument, is re-read at every update). A TF Serving pod started while
+the state directory holds `standin-predict-delay-ms` gets STANDIN_PREDICT_DELAY_MS (the
+stand-in's test knob for slow predictions) with that value. Every process gets the network guard
 (testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
 resource limits, and `kubectl logs` (each container's output lands in
@@ -40,7 +44,7 @@ from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
-from testing.localcluster import pod_status
+from testing.localcluster import delivery, pod_status
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
 from testing.localcluster.serving_pod import ServingPod
@@ -51,6 +55,8 @@ log = logging.getLogger("localcluster.runner")
 JOB_IMAGES = (EXPORTER_IMAGE,)
 # Run with the TF Serving stand-in in place of tensorflow_model_server.
 STANDIN_IMAGES = (DEFAULT_SERVER_IMAGE,)
+# In the state directory: STANDIN_PREDICT_DELAY_MS for stand-ins started from now on.
+PREDICT_DELAY_FILE = "standin-predict-delay-ms"
 RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
@@ -97,9 +103,17 @@ def _mount_parents(mounts: Mapping[str, Path], rootfs: Path) -> dict[str, Path]:
 
 
 class Runner:
-    def __init__(self, api: client.ApiClient, work_dir: Path, image_bin: Path) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        work_dir: Path,
+        image_bin: Path,
+        state_dir: Path | None = None,
+    ) -> None:
         self.core = client.CoreV1Api(api)
-        self.volumes = PodVolumes(self.core)
+        self.state_dir = state_dir
+        window_file = state_dir / delivery.WINDOW_FILE if state_dir else None
+        self.volumes = PodVolumes(self.core, lambda: delivery.read_window(window_file))
         self.work_dir = work_dir
         self.image_bin = image_bin
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -144,7 +158,10 @@ class Runner:
         if event_type in ("ADDED", "MODIFIED"):
             meta = configmap["metadata"]
             self.volumes.configmap_changed(
-                meta["namespace"], meta["name"], configmap.get("data") or {}
+                meta["namespace"],
+                meta["name"],
+                configmap.get("data") or {},
+                meta.get("resourceVersion", ""),
             )
 
     def handle(self, event_type: str, pod: dict[str, Any]) -> None:
@@ -184,7 +201,9 @@ class Runner:
                     log.info("%s: waiting: %s", pod["metadata"]["name"], exc)
                     return
                 del self.waiting[uid]
-                self.serving[uid] = ServingPod(pod, self._mounts, self._patch_status)
+                self.serving[uid] = ServingPod(
+                    pod, self._mounts, self._patch_status, self._standin_env
+                )
                 self.serving[uid].start()
                 return
             try:
@@ -242,6 +261,16 @@ class Runner:
             if value is not None:  # None: an optional reference to a missing key
                 env[item["name"]] = _map_path(value, mounts)
         return mounts, env, pod_dir
+
+    def _standin_env(self) -> dict[str, str]:
+        """Stand-in test knobs set on the cluster (Cluster.standin_predict_delay())."""
+        if self.state_dir is None:
+            return {}
+        try:
+            value = (self.state_dir / PREDICT_DELAY_FILE).read_text().strip()
+        except OSError:
+            return {}
+        return {"STANDIN_PREDICT_DELAY_MS": value} if value else {}
 
     def _prepare(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str], str, Path, Path]:
         container = pod["spec"]["containers"][0]
@@ -391,10 +420,11 @@ class Runner:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kubeconfig, work_dir = sys.argv[1], Path(sys.argv[2])
+    state_dir = Path(sys.argv[3]) if len(sys.argv) > 3 else None
     work_dir.mkdir(parents=True, exist_ok=True)
     work_dir.chmod(0o755)
     api = config.new_client_from_config(config_file=kubeconfig)
-    runner = Runner(api, work_dir, Path(sys.executable).parent)
+    runner = Runner(api, work_dir, Path(sys.executable).parent, state_dir)
 
     def stop(signum: int, _: Any) -> None:
         runner.shutdown()

@@ -73,7 +73,9 @@ def allocate_ip(ports: tuple[int, ...] = ()) -> str:
 
 
 class Probe:
-    """One httpGet probe of the container spec, with the kubelet's thresholds."""
+    """One httpGet or grpc probe of the container spec, with the kubelet's thresholds
+    (pkg/kubelet/prober: a grpc probe calls grpc.health.v1.Health/Check for `service`, and
+    succeeds on SERVING)."""
 
     def __init__(self, spec: dict[str, Any] | None, ip: str, ports: dict[str, int]) -> None:
         self.spec = spec or {}
@@ -82,6 +84,11 @@ class Probe:
         self.url = (
             f"http://{ip}:{ports.get(port, port)}{get.get('path', '/')}" if get and port else None
         )
+        check = self.spec.get("grpc") or {}
+        self.grpc = f"{ip}:{check['port']}" if check.get("port") else None
+        self.service = str(check.get("service") or "")
+        if self.grpc is not None:
+            self.url = f"grpc://{self.grpc}/{self.service}"
         self.period = float(self.spec.get("periodSeconds", 10))
         self.timeout = float(self.spec.get("timeoutSeconds", 1))
         self.failure_threshold = int(self.spec.get("failureThreshold", 3))
@@ -95,12 +102,29 @@ class Probe:
     def run(self, now: float) -> bool:
         self.next_at = now + self.period
         assert self.url is not None
-        try:
-            ok = 200 <= requests.get(self.url, timeout=self.timeout).status_code < 400
-        except requests.RequestException:
-            ok = False
+        if self.grpc is not None:
+            ok = _grpc_serving(self.grpc, self.service, self.timeout)
+        else:
+            try:
+                ok = 200 <= requests.get(self.url, timeout=self.timeout).status_code < 400
+            except requests.RequestException:
+                ok = False
         self.failures = 0 if ok else self.failures + 1
         return ok
+
+
+def _grpc_serving(target: str, service: str, timeout: float) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class ServingPod:
@@ -111,8 +135,10 @@ class ServingPod:
         pod: dict[str, Any],
         prepare: Callable[[dict[str, Any]], tuple[dict[str, Path], dict[str, str], Path]],
         patch_status: Callable[[dict[str, Any], dict[str, Any]], None],
+        extra_env: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.pod = pod
+        self.extra_env = extra_env
         self.container = pod["spec"]["containers"][0]
         self.prepare = prepare
         self.patch_status = patch_status
@@ -149,6 +175,7 @@ class ServingPod:
             # tensorflow_model_server as a container's PID 1 ignores SIGTERM (serving#1853).
             "STANDIN_IGNORE_SIGTERM": "1",
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
+            **self.extra_env(),  # the cluster's stand-in test knobs (runner.py)
         }
         return argv, env, pod_dir
 

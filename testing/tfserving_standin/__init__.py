@@ -14,13 +14,21 @@ SavedModelBundle is.
 It names itself a stand-in in its log lines, its --help and --version output and its HTTP
 `Server` header.
 
-Not copied: the batching scheduler (batching parameters are parsed and validated, requests
-are not batched); TLS/ALTS, platform config files, TFLite, mixed precision, thread-pool
-factories and the gRPC health service (those flags are refused at startup with an
+Under load it behaves as TF Serving does: every REST request (predictions, httpGet probes,
+status reads, scrapes) queues for one pool of --rest_api_num_threads threads (rest.py); a
+gRPC client deadline and --rest_api_timeout_in_ms become the session run timeout
+(DEADLINE_EXCEEDED; grpc_server.py, bundle.py); with --enable_batching the batch queue's
+limits hold (an oversized request is refused, a full queue answers UNAVAILABLE;
+batching.py); a newly loaded version is published AVAILABLE only once the requests in flight
+on the previous serving map finished (manager.py).
+
+Not copied: merging the requests of one batch into one session run (the queue and its limits
+are copied, batching.py); TLS/ALTS, platform config files, TFLite, mixed precision,
+thread-pool factories and the gRPC health service (those flags are refused at startup with an
 UNIMPLEMENTED error naming the stand-in); the profiler service; resource estimation; request
-logging; the session timeout derived from gRPC deadlines; TensorFlow's own metrics beyond the
-few listed in metrics.py; libevent's HTTP connection handling (Python's threading HTTP server
-serves the same paths and bodies).
+logging; TensorFlow's own metrics beyond the few listed in metrics.py; libevent's HTTP
+connection handling (Python's threading HTTP server reads and writes the connections; the
+handlers run on the pool).
 
 Environment (the contract with the local cluster's pod runner):
 - STANDIN_POD_IP: the address both ports bind to (default 127.0.0.1); plays the pod's network
@@ -32,6 +40,10 @@ Environment (the contract with the local cluster's pod runner):
   TF Serving's printed "unknown argument" (see flags.py).
 - STANDIN_IGNORE_SIGTERM=1: ignore SIGTERM, as tensorflow_model_server does when it is the
   container's PID 1 (it installs no handler; TF Serving issue #1853). Off by default.
+- STANDIN_PREDICT_DELAY_MS=N: a stand-in test knob, not a TF Serving setting: every client
+  inference (not warmup) takes N ms longer inside its session run, as a slow model would, so
+  load tests can show status reads and httpGet probes queueing behind predictions. Run
+  timeouts count it (bundle.py).
 """
 
 STANDIN_NAME = "tfserving-standin"

@@ -4,8 +4,10 @@ TF Serving loads a version with TensorFlow's C++ LoadSavedModel into a Session (
 SavedModelBundle: tensorflow_serving/servables/tensorflow/saved_model_bundle_factory.cc) and
 runs requests by feeding and fetching the signature's tensor names. The stand-in does the same
 with TensorFlow's Python SavedModel loader for sessions (tf.compat.v1.saved_model.loader.load)
-and Session callables (Session::MakeCallable, the API LoadSavedModel itself uses), so the
-numbers and the runtime's error messages (shape and dtype mismatches) are TensorFlow's own.
+and runs them with Session::Run and RunOptions through TF's C API (TF_SessionRun), as
+predict_util.cc, classifier.cc and regressor.cc call session->Run(run_options, ...), so the
+numbers, the runtime's error messages (shape and dtype mismatches) and run timeouts are
+TensorFlow's own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from testing.tfserving_standin import batching as batchings
 from testing.tfserving_standin import logs, metrics, tensors
 from testing.tfserving_standin.status import Code, Status, StatusError, error, from_exception
 
@@ -28,7 +31,15 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = "tf_serving_warmup_requests"  # saved_model_warmup_util.h kRequestsFileName
 WARMUP_MAX_RECORDS = 1000  # saved_model_warmup_util.h kMaxNumRecords
-BATCH_SIZE_LIMIT_DEFAULT = 1000  # shared_batch_scheduler.h QueueOptions::input_batch_size_limit
+BATCH_SIZE_LIMIT_DEFAULT = batchings.INPUT_BATCH_SIZE_LIMIT_DEFAULT
+# A stand-in test knob, not a TF Serving setting: every client inference (Predict, Classify,
+# Regress; not warmup) takes this much longer inside its session run, as a slow model would.
+# The run timeout (REST --rest_api_timeout_in_ms, a gRPC deadline) counts it: a run that
+# would outlast its timeout ends at the timeout with DirectSession's DEADLINE_EXCEEDED.
+PREDICT_DELAY_ENV = "STANDIN_PREDICT_DELAY_MS"
+# tensorflow/core/common_runtime/direct_session.cc WaitForNotification() on a run timeout.
+RUN_TIMEOUT_MESSAGE = "Timed out waiting for notification"
+_warmup = threading.local()  # set while warmup replays: the predict delay is for clients only
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,16 @@ class LoadOptions:
     session_config: Any | None  # tf ConfigProto
     method_name_check: bool
     tensor_content: bool
+    # With --enable_batching: the server's one SharedBatchScheduler (batching.py).
+    batch_scheduler: batchings.BatchScheduler | None = None
+
+
+def predict_delay_s() -> float:
+    """STANDIN_PREDICT_DELAY_MS, in seconds (0: none)."""
+    try:
+        return max(0.0, float(os.environ.get(PREDICT_DELAY_ENV) or 0) / 1000)
+    except ValueError:
+        return 0.0
 
 
 def _now_us() -> int:
@@ -47,16 +68,24 @@ def _now_us() -> int:
 
 
 class Bundle:
-    def __init__(self, export_dir: str, meta_graph_def: Any, session: Any, options: LoadOptions):
+    def __init__(
+        self,
+        export_dir: str,
+        meta_graph_def: Any,
+        session: Any,
+        options: LoadOptions,
+        queue_options: batchings.QueueOptions | None = None,
+    ):
         self.export_dir = export_dir
         self.meta_graph_def = meta_graph_def
         self.signatures = meta_graph_def.signature_def
         self.session = session
         self.options = options
-        self._callables: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
         self._users = 0
         self._users_cond = threading.Condition()
+        self._queues: dict[tuple[tuple[str, ...], tuple[str, ...]], batchings.Queue] = {}
+        self._queue_options = queue_options  # None: no batching
 
     def acquire(self) -> None:
         """A ServableHandle taken: unloading waits until every handle is released."""
@@ -74,29 +103,74 @@ class Bundle:
         fetches: Sequence[str],
         timeout_ms: int | None,
     ) -> list[np.ndarray]:
-        """Session::MakeCallable + RunCallable, as tensorflow/cc/saved_model/loader.cc RunOnce."""
-        from tensorflow.core.protobuf import config_pb2
-
-        key = (tuple(n for n, _ in feeds), tuple(fetches), timeout_ms)
+        """Session::Run(run_options, ...), as predict_util.cc / classifier.cc / regressor.cc
+        call it; through the BatchingSession's queue with --enable_batching (batching.py)."""
+        scheduler = self.options.batch_scheduler
+        if scheduler is None or self._queue_options is None:
+            return self._session_run(feeds, fetches, timeout_ms)
+        # BatchingSession::InternalRun(): the task's size, its signature's queue, Schedule().
+        size = batchings.task_size(list(feeds))
+        key = (tuple(sorted(n for n, _ in feeds)), tuple(sorted(fetches)))
         with self._lock:
-            fn = self._callables.get(key)
-            if fn is None:
-                opts = config_pb2.CallableOptions(feed=list(key[0]), fetch=list(fetches))
-                if timeout_ms:
-                    opts.run_options.timeout_in_ms = timeout_ms
-                fn = self.session._make_callable_from_options(opts)
-                self._callables[key] = fn
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = scheduler.add_queue(self._queue_options)
+        task = queue.schedule(size, timeout_ms)
         try:
-            return [np.asarray(x) for x in fn(*[v for _, v in feeds])]
+            run_timeout = task.wait()
+            return self._session_run(feeds, fetches, run_timeout)
+        finally:
+            task.done()
+
+    def _session_run(
+        self,
+        feeds: Sequence[tuple[str, np.ndarray]],
+        fetches: Sequence[str],
+        timeout_ms: int | None,
+    ) -> list[np.ndarray]:
+        """Session::Run(run_options, inputs, output_tensor_names, {}, &outputs) through TF's C
+        API (TF_SessionRun, DirectSession::Run: the runtime's own errors, no Python-side shape
+        checks): a RunOptions timeout <= 0 means none; a run that outlasts its timeout is
+        cancelled with DEADLINE_EXCEEDED "Timed out waiting for notification"."""
+        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.python.client import pywrap_tf_session as tf_session
+
+        timeout = timeout_ms if timeout_ms is not None and timeout_ms > 0 else 0
+        delay = 0.0 if getattr(_warmup, "active", False) else predict_delay_s()
+        if delay > 0:  # STANDIN_PREDICT_DELAY_MS: a slower graph
+            if timeout and delay * 1000 >= timeout:
+                time.sleep(timeout / 1000)
+                raise error(Code.DEADLINE_EXCEEDED, RUN_TIMEOUT_MESSAGE)
+            time.sleep(delay)
+            if timeout:
+                timeout = max(1, timeout - int(delay * 1000))
+        graph = self.session.graph
+        options = tf_session.TF_NewBufferFromString(
+            config_pb2.RunOptions(timeout_in_ms=timeout).SerializeToString()
+        )
+        try:
+            outputs = self.session._call_tf_sessionrun(
+                options,
+                {graph.get_tensor_by_name(name)._as_tf_output(): value for name, value in feeds},
+                [graph.get_tensor_by_name(name)._as_tf_output() for name in fetches],
+                [],
+                None,
+            )
+            return [np.asarray(x) for x in outputs]
         except Exception as exc:
             raise StatusError(from_exception(exc)) from None
+        finally:
+            tf_session.TF_DeleteBuffer(options)
 
     def close(self) -> None:
         # BasicManager::UpdateServingMap() blocks until the last handle is freed; then unload.
         with self._users_cond:
             self._users_cond.wait_for(lambda: self._users == 0)
         with self._lock:
-            self._callables.clear()
+            queues, self._queues = list(self._queues.values()), {}
+        if self.options.batch_scheduler is not None:
+            for queue in queues:
+                self.options.batch_scheduler.remove_queue(queue)
         self.session.close()
 
 
@@ -149,8 +223,10 @@ def _read_meta_graph(export_dir: str, local_dir: str, tags: tuple[str, ...]) -> 
     )
 
 
-def _validate_batching(batching: Any) -> None:
-    """tensorflow_serving/servables/tensorflow/bundle_factory_util.cc WrapSessionForBatching()."""
+def _validate_batching(batching: Any) -> batchings.QueueOptions:
+    """tensorflow_serving/servables/tensorflow/bundle_factory_util.cc WrapSessionForBatching(),
+    then the queue's options as GetQueueOptions() and SharedBatchScheduler::AddQueue() check
+    them."""
     logs.info("bundle_factory_util.cc", "Wrapping session to perform batch processing")
     allowed = list(batching.allowed_batch_sizes)
     if allowed:
@@ -168,6 +244,7 @@ def _validate_batching(batching: Any) -> None:
                 "; expected ",
                 maximum,
             )
+    return batchings.QueueOptions.from_parameters(batching)
 
 
 def load(export_dir: str, local_dir: str, options: LoadOptions) -> Bundle:
@@ -213,10 +290,13 @@ def load(export_dir: str, local_dir: str, options: LoadOptions) -> Bundle:
     )
     metrics.load_attempt_count.inc(export_dir, "success")
     metrics.load_latency.inc(export_dir, by=took)
-    bundle = Bundle(export_dir, meta_graph, session, options)
     try:
-        if options.batching is not None:
-            _validate_batching(options.batching)
+        queue_options = _validate_batching(options.batching) if options.batching else None
+    except StatusError:
+        session.close()
+        raise
+    bundle = Bundle(export_dir, meta_graph, session, options, queue_options)
+    try:
         if options.enable_warmup:
             run_warmup(bundle, local_dir, options)
     except StatusError:
@@ -248,6 +328,7 @@ def run_warmup(bundle: Bundle, local_dir: str, options: LoadOptions) -> None:
     )
     count = 0
     status = Status()
+    _warmup.active = True
     try:
         for record in tf.compat.v1.io.tf_record_iterator(local_path):
             log = prediction_log_pb2.PredictionLog()
@@ -274,6 +355,8 @@ def run_warmup(bundle: Bundle, local_dir: str, options: LoadOptions) -> None:
         status = exc.status
     except Exception as exc:
         status = from_exception(exc)
+    finally:
+        _warmup.active = False
     latency = _now_us() - start
     metrics.model_warmup_latency.add(latency, bundle.export_dir, status.to_string())
     metrics.model_warmup_records_read.inc(bundle.export_dir, status.to_string(), by=count)

@@ -16,8 +16,13 @@ model_service_impl.cc, with the tensorflow-serving-api service stubs.
 - Predict responses use Tensor::AsProtoField() (typed *_val fields), tensor_content with
   --enable_serialization_as_tensor_content.
 - Max message size int32 max both ways, as server.cc sets it.
-- The session timeout TF Serving derives from the client deadline (enforce_session_run_timeout)
-  is not copied: the client's deadline still ends the call on the client side.
+- The client's deadline becomes the session run timeout (enforce_session_run_timeout, on by
+  default: RunOptions.timeout_in_ms = DeadlineToTimeoutMillis(context->raw_deadline()),
+  prediction_service_util.cc), for Predict, Classify, Regress and MultiInference: a run that
+  outlasts it ends with DEADLINE_EXCEEDED, counted in request_count{status="DEADLINE_EXCEEDED"}
+  (MultiInference counts no requests), without a latency sample. The timeout is the
+  milliseconds left when the handler starts (truncated; INT32_MAX without a deadline); a
+  deadline already passed gives a timeout <= 0, which TF reads as none.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ from testing.tfserving_standin.status import (
     error,
     grpc_message,
 )
+
+
+def _timeout_ms(context: grpc.ServicerContext) -> int:
+    """prediction_service_util.cc DeadlineToTimeoutMillis(): gpr_time_to_millis of the time
+    left, INT32_MAX when there is no deadline."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining * 1000 >= 2**31 - 1:
+        return 2**31 - 1
+    return int(remaining * 1000)
 
 
 def _abort(context: grpc.ServicerContext, status: Status) -> None:
@@ -68,9 +82,14 @@ def build(
     channel_arguments: list[tuple[str, Any]],
     reload_config: Callable[[Any], None],
     socket_path: str | None = None,
+    health_check: bool = False,
 ) -> grpc.Server | None:
     """The gRPC server listening on `address` (host:port) and/or the UNIX socket at
-    `socket_path`; None when a listening address cannot be added (BuildAndStart() failed)."""
+    `socket_path`; None when a listening address cannot be added (BuildAndStart() failed).
+    With `health_check` (--enable_grpc_healthcheck_service), the standard grpc.health.v1
+    service: server.cc enables gRPC's default health check service, whose overall status ("")
+    is SERVING once the server runs, and sets "ModelService" and "PredictionService" SERVING;
+    nothing changes them afterwards. TF Serving counts no request metric for it."""
     from tensorflow_serving.apis import (
         classification_pb2,
         get_model_metadata_pb2,
@@ -95,7 +114,7 @@ def build(
                     request.model_spec,
                     dict(request.inputs.items()),
                     list(request.output_filter),
-                    None,
+                    _timeout_ms(context),
                 )
                 response = predict_pb2.PredictResponse()
                 response.model_spec.CopyFrom(spec)
@@ -124,7 +143,7 @@ def build(
             start = time.monotonic_ns()
             status, response = _call(
                 context,
-                lambda: services.classify(core, request, None),
+                lambda: services.classify(core, request, _timeout_ms(context)),
                 classification_pb2.ClassificationResponse,
             )
             name = request.model_spec.name
@@ -139,7 +158,7 @@ def build(
             start = time.monotonic_ns()
             status, response = _call(
                 context,
-                lambda: services.regress(core, request, None),
+                lambda: services.regress(core, request, _timeout_ms(context)),
                 regression_pb2.RegressionResponse,
             )
             name = request.model_spec.name
@@ -154,7 +173,7 @@ def build(
             # prediction_service_impl.cc MultiInference(): no request_count, no latency.
             _, response = _call(
                 context,
-                lambda: multi_inference.run_with_server_core(core, request, None),
+                lambda: multi_inference.run_with_server_core(core, request, _timeout_ms(context)),
                 inference_pb2.MultiInferenceResponse,
             )
             return response
@@ -209,6 +228,13 @@ def build(
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
+    if health_check:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        servicer = health.HealthServicer()
+        for service in ("", "ModelService", "PredictionService"):
+            servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     targets = [a for a in (address, f"unix:{socket_path}" if socket_path else None) if a]
     for target in targets:
         try:

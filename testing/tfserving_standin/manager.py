@@ -8,10 +8,16 @@ Copied from tensorflow_serving/core/:
   state error and publishes kEnd with the error.
 - basic_manager.cc: the events published on the bus (kStart when a version starts being
   managed, kLoading, kAvailable after the serving map includes it, kUnloading, kEnd); the
-  serving map holds ready versions only; "Servable not found for request: Latest(m)" /
-  "Specific(m, n)"; with num_load_threads = 0 (the model server's default after startup) loads
-  run inline in the manager's work loop, which therefore blocks while a version loads and
-  retries; num_unload_threads = 0 likewise for unloads.
+  serving map holds ready versions only; UpdateServingMap() publishes a new map (new requests
+  see it at once: util/fast_read_dynamic_ptr.h Update()) and then blocks, holding the manager's
+  lock, until every handle taken from the previous map is released (a handle shares ownership
+  of the map it came from: ServingMap::GetUntypedServableHandle's aliasing shared_ptr). So a
+  newly loaded version is routable at once but published AVAILABLE (model status, the state
+  monitor, labels) only after the requests in flight on the old map finished, whatever
+  servable they use; an unloading version waits for them the same way; "Servable not found
+  for request: Latest(m)" / "Specific(m, n)"; with num_load_threads = 0 (the model server's
+  default after startup) loads run inline in the manager's work loop, which therefore blocks
+  while a version loads and retries; num_unload_threads = 0 likewise for unloads.
 - aspired_versions_manager.cc: every 100 ms (manage_state_interval_micros) the manager thread
   flushes finished unaspired versions, processes pending aspired-versions requests (postponing
   one that re-aspires a version still being unloaded) and performs at most one action chosen by
@@ -76,18 +82,45 @@ class Harness:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Handle:
-    """A ServableHandle: the version stays loaded until the handle is released."""
+class ServingMap:
+    """One published serving map: (name -> version -> (id, bundle)) of ready versions. Handles
+    taken from it share it; Manager._update_serving_map() waits until none is left."""
 
-    def __init__(self, sid: ServableId, bundle: Bundle) -> None:
+    def __init__(self, versions: dict[str, dict[int, tuple[ServableId, Bundle]]]) -> None:
+        self.versions = versions
+        self._shares = 0
+        self._cv = threading.Condition()
+
+    def share(self) -> None:
+        with self._cv:
+            self._shares += 1
+
+    def unshare(self) -> None:
+        with self._cv:
+            self._shares -= 1
+            self._cv.notify_all()
+
+    def wait_unshared(self) -> None:
+        """FastReadDynamicPtr's ShareableOwnedPtr::Release(): until the last share is gone."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._shares == 0)
+
+
+class Handle:
+    """A ServableHandle: the version, and the serving map it came from, stay alive until the
+    handle is released."""
+
+    def __init__(self, sid: ServableId, bundle: Bundle, serving_map: ServingMap) -> None:
         self.id = sid
         self.bundle = bundle
+        self._serving_map = serving_map
 
     def __enter__(self) -> Handle:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.bundle.release()
+        self._serving_map.unshare()
 
 
 @dataclass(frozen=True)
@@ -108,7 +141,8 @@ class Manager:
         self._bus = bus
         self._mu = threading.RLock()
         self._managed: dict[str, dict[int, Harness]] = {}
-        self._serving: dict[str, dict[int, Harness]] = {}
+        self._serving_map = ServingMap({})
+        self._serving_map_mu = threading.Lock()  # FastReadDynamicPtr's mu_
         self._pending_mu = threading.Lock()
         self._pending: dict[str, list[AspiredVersion]] = {}
         self._rmw_mu = threading.Lock()  # basic_manager_read_modify_write_mu_
@@ -149,23 +183,27 @@ class Manager:
     # --- requests ----------------------------------------------------------------------------
 
     def get_handle(self, request: ServableRequest) -> Handle:
-        """BasicManager::ServingMap::GetUntypedServableHandle()."""
-        with self._mu:
-            versions = self._serving.get(request.name, {})
-            if request.version is None:
-                harness = versions[max(versions)] if versions else None
-            else:
-                harness = versions.get(request.version)
-            if harness is None or harness.bundle is None:
-                raise error(
-                    Code.NOT_FOUND, "Servable not found for request: ", request.debug_string()
-                )
-            harness.bundle.acquire()
-            return Handle(harness.id, harness.bundle)
+        """BasicManager::ServingMap::GetUntypedServableHandle(): the current map, without the
+        manager's lock (it may be held by an UpdateServingMap() waiting for older handles)."""
+        with self._serving_map_mu:
+            serving_map = self._serving_map
+            serving_map.share()
+        versions = serving_map.versions.get(request.name, {})
+        if request.version is None:
+            entry = versions[max(versions)] if versions else None
+        else:
+            entry = versions.get(request.version)
+        if entry is None:
+            serving_map.unshare()
+            raise error(Code.NOT_FOUND, "Servable not found for request: ", request.debug_string())
+        sid, bundle = entry
+        bundle.acquire()
+        return Handle(sid, bundle, serving_map)
 
     def list_available(self) -> list[ServableId]:
-        with self._mu:
-            return sorted(h.id for vs in self._serving.values() for h in vs.values())
+        with self._serving_map_mu:
+            serving_map = self._serving_map
+        return sorted(sid for vs in serving_map.versions.values() for sid, _ in vs.values())
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -173,10 +211,21 @@ class Manager:
         self._bus.publish(ServableState(sid, state, health))
 
     def _update_serving_map(self) -> None:
-        self._serving = {
-            name: {v: h for v, h in versions.items() if h.state == HState.READY}
-            for name, versions in self._managed.items()
-        }
+        """BasicManager::UpdateServingMap(), called with the manager's lock held: publish, then
+        wait for the previous map's handles to be released."""
+        new_map = ServingMap(
+            {
+                name: {
+                    v: (h.id, h.bundle)
+                    for v, h in versions.items()
+                    if h.state == HState.READY and h.bundle is not None
+                }
+                for name, versions in self._managed.items()
+            }
+        )
+        with self._serving_map_mu:
+            old_map, self._serving_map = self._serving_map, new_map
+        old_map.wait_unshared()
 
     def _harnesses(self, name: str) -> list[Harness]:
         return list(self._managed.get(name, {}).values())

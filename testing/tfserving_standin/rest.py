@@ -16,15 +16,28 @@ http_rest_api_util.cc.
 - Metrics per request: request_count{model_name,status} always (also for status/metadata
   GETs, with whatever model name the path gave), request_latency{model_name,API=<method from
   the path, "" for GETs>,entrypoint="REST"} only when OK.
-- Predict timeouts: --rest_api_timeout_in_ms becomes the session RunOptions timeout.
+- Predict timeouts: --rest_api_timeout_in_ms (default 30000) becomes the session RunOptions
+  timeout (http_rest_api_handler.cc: the handler's run_options_, set once): the clock starts
+  when the session runs, not when the request arrived.
+- One worker pool for everything the REST port serves: http_server.cc
+  CreateAndStartHttpServer() gives the evhttp server a RequestExecutor, a ThreadPoolExecutor of
+  --rest_api_num_threads threads (default 4 x the CPUs, server.h http_num_threads), and
+  evhttp_server.cc DispatchEvRequest() schedules every request whose path has a handler (the
+  Prometheus path, /v1/...) on it; requests beyond the pool wait in its queue. So predictions,
+  httpGet probes, the operator's status reads and Prometheus scrapes share those threads: under
+  slow predictions a status read waits for a free thread. A path without a handler gets libevent's
+  404 from the event loop, without the pool. request_latency starts when a worker picks the
+  request up (ProcessRequest's NowMicros()), so time spent queued is not in it.
 
-Served by Python's threading HTTP server (HTTP/1.1, keep-alive), not libevent: connection
-handling details (header limits, pipelining) are not copied. The Server header names the
-stand-in.
+Connections are read and written by Python's threading HTTP server (HTTP/1.1, keep-alive; one
+reader thread per connection plays libevent's event loop), not libevent: connection handling
+details (header limits, pipelining) are not copied. The queue is first in, first out; TF's
+thread pool (Eigen's) does not promise an order. The Server header names the stand-in.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import socket
 import threading
@@ -230,10 +243,16 @@ class _Server(ThreadingHTTPServer):
         rest: RestHandler,
         prometheus_path: str | None,
         cors: bool,
+        num_threads: int,
     ) -> None:
         self.rest = rest
         self.prometheus_path = prometheus_path
         self.cors = cors
+        # http_server.cc RequestExecutor: ThreadPoolExecutor(Env::Default(), "httprestserver",
+        # num_threads); TF's thread pool needs at least one thread.
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max(1, num_threads), thread_name_prefix="httprestserver"
+        )
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -277,6 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
+        """evhttp_server.cc DispatchEvRequest(): read on the connection's thread, then the
+        handler runs on the shared pool; the reply is written back here."""
         try:
             body = self._body()
         except (ValueError, OSError):
@@ -285,12 +306,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         if self.server.prometheus_path is not None and path == self.server.prometheus_path:
-            # http_server.cc ProcessPrometheusRequest()
-            self._reply(200, [("Content-Type", "text/plain")], metrics.page().encode())
-            return
-        if not _V1_RE.fullmatch(path):
+            handler = self._prometheus  # the exact-path handler, registered first
+        elif _V1_RE.fullmatch(path):
+            handler = self._rest  # the RestApiRequestDispatcher
+        else:
             self._reply(404, [("Content-Type", "text/html")], _NOT_FOUND_PAGE.encode())
             return
+        try:
+            code, headers, output = self.server.executor.submit(handler, path, body).result()
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self.close_connection = True
+            self._reply(503, [("Content-Type", "text/html")], b"")
+            return
+        self._reply(code, headers, output)
+
+    def _prometheus(self, path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """http_server.cc ProcessPrometheusRequest()."""
+        return 200, [("Content-Type", "text/plain")], metrics.page().encode()
+
+    def _rest(self, path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """http_server.cc RestApiRequestDispatcher::ProcessRequest(), on a pool thread."""
         start = time.monotonic_ns()
         text = body.decode("utf-8", errors="surrogateescape")
         method = self.command
@@ -318,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
                 (time.monotonic_ns() - start) // 1000, model_name, api, "REST"
             )
         metrics.request_count.inc(model_name, status.code.name)
-        self._reply(http_status(status), headers, output.encode("utf-8", errors="surrogateescape"))
+        return http_status(status), headers, output.encode("utf-8", errors="surrogateescape")
 
     # BaseHTTPRequestHandler dispatches on do_<METHOD>.
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle  # noqa: N815
@@ -333,9 +368,10 @@ class HttpServer:
         timeout_in_ms: int,
         prometheus_path: str | None,
         cors: bool,
+        num_threads: int,
     ) -> None:
         self._server = _Server(
-            (host, port), RestHandler(core, timeout_in_ms), prometheus_path, cors
+            (host, port), RestHandler(core, timeout_in_ms), prometheus_path, cors, num_threads
         )
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
@@ -345,6 +381,7 @@ class HttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def log_started(port: int) -> None:

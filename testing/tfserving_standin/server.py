@@ -52,7 +52,6 @@ _UNSUPPORTED = (
     "enable_per_model_batching_parameters",
     "thread_pool_factory_config_file",
     "mixed_precision",
-    "enable_grpc_healthcheck_service",
 )
 
 
@@ -126,16 +125,27 @@ class Server:
             single.model_platform = "tensorflow"
 
         batching = None
+        batch_scheduler = None
         if o.enable_batching:
             batching = protos.BatchingParameters()
             if not o.batching_parameters_file:
                 batching.thread_pool_name.value = "model_server_batch_threads"
             else:
                 self._parse_text(o.batching_parameters_file, batching)
+            from testing.tfserving_standin.batching import BatchScheduler
+
+            # bundle_factory_util.h CreateBatchScheduler(): num_batch_threads, default
+            # SharedBatchScheduler::Options' port::MaxParallelism().
+            batch_scheduler = BatchScheduler(
+                batching.num_batch_threads.value
+                if batching.HasField("num_batch_threads")
+                else flags._CPUS
+            )
             logs.info(
                 SRC,
-                f"{STANDIN_NAME}: batching parameters accepted; requests are not batched "
-                "(the batch scheduler is not copied)",
+                f"{STANDIN_NAME}: batching queue limits copied (max_batch_size, "
+                "max_enqueued_batches, batch threads, batch_timeout_micros); the requests of one "
+                "batch are not merged into one session run (see batching.py)",
             )
         elif o.batching_parameters_file:
             raise error(
@@ -156,6 +166,7 @@ class Server:
             session_config=session_config,
             method_name_check=o.enable_signature_method_name_check,
             tensor_content=o.enable_serialization_as_tensor_content,
+            batch_scheduler=batch_scheduler,
         )
         self.core = ServerCore(
             self.mounts,
@@ -166,6 +177,7 @@ class Server:
             num_initial_load_threads=4 * flags._CPUS,  # server_core.h num_initial_load_threads
             max_num_load_retries=o.max_num_load_retries,
             load_retry_interval_micros=o.load_retry_interval_micros,
+            flush_filesystem_caches=o.flush_filesystem_caches,
         )
         self.core.reload_config(config)  # ServerCore::Create()
 
@@ -191,6 +203,7 @@ class Server:
             _channel_arguments(o.grpc_channel_arguments),
             self.core.reload_config,
             socket_path,
+            o.enable_grpc_healthcheck_service,
         )
         if self._grpc is None:
             raise error(Code.INVALID_ARGUMENT, "Failed to BuildAndStart gRPC server")
@@ -218,6 +231,7 @@ class Server:
                         o.rest_api_timeout_in_ms,
                         path,
                         o.rest_api_enable_cors_support,
+                        o.rest_api_num_threads,
                     )
                     self._http.start()
                     rest.log_started(o.rest_api_port)

@@ -16,7 +16,9 @@ ReloadConfig(new_config), under one mutex:
    already exists with a different version (moving an existing label still needs an AVAILABLE
    target). Failure: FAILED_PRECONDITION "Request to assign label to version <v> of model <m>,
    which is not currently available for inference"; the label map is not replaced.
-6. Only then "Adding/updating models." and AddModelsViaModelConfigList(): on the first config
+6. Only then "Adding/updating models." and AddModelsViaModelConfigList() ("Finished
+   adding/updating models"; "Finished reloading config" only with
+   --flush_filesystem_caches=false, the default flushes and returns before it): on the first config
    the source is connected with the fast initial load and the call waits until every model has
    a version AVAILABLE or END ("N servable(s) did not become available: {...}" otherwise); on
    later configs the source config is updated and only brand-new models are waited for.
@@ -79,6 +81,7 @@ class ServerCore:
         num_initial_load_threads: int,
         max_num_load_retries: int,
         load_retry_interval_micros: int,
+        flush_filesystem_caches: bool = True,
     ) -> None:
         from tensorflow_serving.config import model_server_config_pb2
 
@@ -89,6 +92,7 @@ class ServerCore:
         self._fs_poll_wait = file_system_poll_wait_seconds
         self._num_load_threads = num_load_threads
         self._num_initial_load_threads = num_initial_load_threads
+        self._flush_filesystem_caches = flush_filesystem_caches
         self._config_mu = threading.Lock()
         self._config = model_server_config_pb2.ModelServerConfig()
         self._labels_mu = threading.Lock()
@@ -154,6 +158,10 @@ class ServerCore:
             else:
                 raise error(Code.INVALID_ARGUMENT, "Invalid ServerModelConfig")
             logs.info(SRC, "Finished adding/updating models")
+            if self._flush_filesystem_caches:
+                # `return Env::Default()->FlushFileSystemCaches();` comes before the last log
+                # line: with --flush_filesystem_caches (the default) it is never printed.
+                return
             logs.info(SRC, "Finished reloading config")
 
     def _validate_model_config_list(self, config_list: Any) -> None:

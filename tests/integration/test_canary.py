@@ -120,7 +120,12 @@ def rollout_operator(
 ) -> Iterator[OperatorProcess]:
     """The operator allowed to query the local Prometheus; started by _create."""
     operator = local_operator(
-        cluster, namespace, tmp_path, "--allowed-prometheus-addresses=http://127.0.0.1:*"
+        cluster,
+        namespace,
+        tmp_path,
+        "--allowed-prometheus-addresses=http://127.0.0.1:*",
+        "--allowed-gateways=infra/gateway,{namespace}/*",
+        "--allowed-route-hostnames={name}.models.example",
     )
     yield operator
     stop_operator(operator)
@@ -194,6 +199,7 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
         "intervalSeconds": INTERVAL,
         "analysis": _analysis(prometheus, maxErrorRate=0.05, maxP99LatencySeconds=2),
         "parentRefs": [{"name": "gateway", "namespace": "infra"}],
+        "hostnames": ["good.models.example"],
     }
     # Two stable replicas: the last step scales the canary from one pod to two, and holds its
     # weight while the second starts.
@@ -319,6 +325,7 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
         "intervalSeconds": INTERVAL,
         "analysis": _analysis(prometheus, **limits),
         "parentRefs": [{"name": "gateway"}],
+        "hostnames": ["bad.models.example"],
     }
     _create(
         custom,

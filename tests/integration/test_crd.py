@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from testing import largest
 from testing.localcluster import cluster as localcluster
 from tests.integration.helpers import GROUP, PLURAL, VERSION, kubectl, servedmodel
 
@@ -203,3 +204,172 @@ def test_printer_columns_and_short_name(
         "WEIGHT",
         "AGE",
     ]
+
+
+# --- bounds: no spec can be larger than the CRD's limits (README, "Bounded specs") -----------
+
+
+def _past(path: str, value: Any) -> dict[str, Any]:
+    """The largest ServedModel the CRD admits, with one field pushed past its bound."""
+    obj = largest.largest("big")
+    target: Any = obj["spec"]
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target[key]
+    target[keys[-1]] = value(target[keys[-1]]) if callable(value) else value
+    return obj
+
+
+def _one_more(items: list[Any]) -> list[Any]:
+    return [*items, items[-1]]
+
+
+PAST_BOUNDS = [
+    (
+        "versions",
+        _past("versions", lambda v: [*v, {**v[-1], "version": largest.VERSIONS + 1}]),
+        "spec.versions: Too many: 65: must have at most 64 items",
+    ),
+    (
+        "a uri",
+        _past("versions.0.source.uri", lambda u: u + "x"),
+        "spec.versions[0].source.uri: Too long: may not be more than 2048 bytes",
+    ),
+    (
+        "an s3 endpoint",
+        _past("versions.3.source.s3.endpoint", lambda u: u + "x"),
+        "spec.versions[3].source.s3.endpoint: Too long: may not be more than 512 bytes",
+    ),
+    (
+        "serve.labels",
+        _past("serve.labels", lambda m: {**m, "extra": 1}),
+        "spec.serve.labels: Too many: 17: must have at most 16 items",
+    ),
+    (
+        "the server image",
+        _past("server.image", lambda i: i + "x"),
+        "spec.server.image: Too long: may not be more than 512 bytes",
+    ),
+    (
+        "replicas",
+        _past("server.replicas", 1001),
+        "spec.server.replicas: Invalid value: 1001: spec.server.replicas in body should be "
+        "less than or equal to 1000",
+    ),
+    (
+        "nodeSelector",
+        _past("server.nodeSelector", lambda m: {**m, "extra": "x"}),
+        "spec.server.nodeSelector: Too many: 33: must have at most 32 items",
+    ),
+    (
+        "tolerations",
+        _past("server.tolerations", _one_more),
+        "spec.server.tolerations: Too many: 33: must have at most 32 items",
+    ),
+    (
+        "resources",
+        _past("exporter.resources.limits", lambda m: {**m, "cpu": "1"}),
+        "spec.exporter.resources.limits: Too many: 17: must have at most 16 items",
+    ),
+    (
+        "a quantity",
+        _past("server.resources.requests", lambda m: {k: v + "1" for k, v in m.items()}),
+        "may not be more than 64 bytes",
+    ),
+    (
+        "batch sizes",
+        _past("server.batching.allowedBatchSizes", lambda b: [1, *b]),
+        "spec.server.batching.allowedBatchSizes: Too many: 65: must have at most 64 items",
+    ),
+    (
+        "a batch size",
+        _past("server.batching.maxBatchSize", largest.MAX_BATCH + 1),
+        "spec.server.batching.maxBatchSize: Invalid value: 1048577",
+    ),
+    (
+        "autoscaling metrics",
+        _past("server.autoscaling.metrics", _one_more),
+        "spec.server.autoscaling.metrics: Too many: 5: must have at most 4 items",
+    ),
+    (
+        "a metric selector",
+        _past(
+            "server.autoscaling.metrics.0.object.metric.selector.matchLabels",
+            lambda m: {**m, "extra": "x"},
+        ),
+        "spec.server.autoscaling.metrics[0].object.metric.selector.matchLabels: Too many: 5",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "message"), PAST_BOUNDS, ids=[c[0] for c in PAST_BOUNDS])
+def test_one_past_a_bound_is_refused_naming_the_field_and_the_limit(
+    cluster: localcluster.Cluster, crd: None, namespace: str, case: str, body: Any, message: str
+) -> None:
+    import json
+
+    done = kubectl(
+        cluster, "create", "-n", namespace, "-f", "-", stdin=json.dumps(body), check=False
+    )
+    assert done.returncode != 0, f"{case}: accepted"
+    assert message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "message"),
+    [
+        (
+            "a label name",
+            lambda o: o["spec"]["serve"]["labels"].update({"x" * 64: 1}),
+            "label names may contain only letters, digits and '_', at most 63 of them",
+        ),
+        (
+            "ephemeral storage",
+            lambda o: o["spec"].update(
+                exporter={"resources": {"limits": {"ephemeral-storage": "1025Gi"}}}
+            ),
+            "spec.exporter.resources.limits.ephemeral-storage must be at most 1Ti",
+        ),
+        (
+            "a nodeSelector key",
+            lambda o: o["spec"].update(server={"nodeSelector": {"k" * 318: "v"}}),
+            "a label key has at most 317 characters",
+        ),
+    ],
+)
+def test_bounds_that_cel_checks_are_refused_with_their_rule(
+    custom: client.CustomObjectsApi, namespace: str, case: str, change: Any, message: str
+) -> None:
+    from kubernetes.client.rest import ApiException
+
+    obj = _valid()
+    change(obj)
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj)
+    assert refused.value.status == 422 and message in refused.value.body, refused.value.body
+    # At the bound itself it is accepted (1Ti is a real, if large, scratch space).
+    ok = _valid()
+    ok["spec"]["exporter"] = {"resources": {"limits": {"ephemeral-storage": "1Ti"}}}
+    ok["spec"]["serve"]["labels"] = {"x" * 63: 1}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ok)
+
+
+def test_the_largest_servedmodel_is_admitted_and_bounded(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Every list, map and string at its bound: admitted (its CEL rules within the API
+    server's cost budget), and the whole object stays far below etcd's 1.5 MiB."""
+    import json
+
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, largest.largest("big")
+    )
+    size = len(json.dumps(created["spec"]))
+    assert 300_000 < size < 400_000, size
+
+
+def test_kubectl_explain_states_the_bounds(cluster: localcluster.Cluster, crd: None) -> None:
+    out = kubectl(cluster, "explain", "sm.spec.versions").stdout
+    assert "At most 64 entries" in out
+    out = kubectl(cluster, "explain", "sm.spec.server.resources").stdout
+    assert "ephemeral-storage at most" in out and "1Ti" in out

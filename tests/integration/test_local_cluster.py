@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kubernetes import client
@@ -198,3 +199,83 @@ def _try_list(api: client.CoreV1Api, namespace: str) -> client.V1ConfigMapList |
         if exc.status == 403:
             return None
         raise
+
+
+WATCHER = """
+import json, os, sys, time
+path, deadline, last = os.environ["WATCHED"], time.time() + 40, None
+while time.time() < deadline:
+    with open(path) as f:
+        text = f.read()
+    if text != last:
+        print(json.dumps({"at": time.time(), "value": text}), flush=True)
+        last = text
+        if text == "v2":
+            sys.exit(0)
+    time.sleep(0.02)
+sys.exit(1)
+"""
+
+
+def test_configmap_updates_reach_each_pod_late_within_the_window(
+    cluster: localcluster.Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    """The runner delivers a ConfigMap update to each pod after its own delay from the
+    cluster's window (testing/localcluster/delivery.py), switched at run time."""
+    from servedmodel_operator import EXPORTER_IMAGE  # a pod image the runner runs for real
+
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings"), data={"value": "v1"}),
+    )
+    pods = ["watch-a", "watch-b", "watch-c"]
+    for name in pods:
+        core.create_namespaced_pod(
+            namespace,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PodSpec(
+                    restart_policy="Never",
+                    automount_service_account_token=False,  # no projected volumes here
+                    containers=[
+                        client.V1Container(
+                            name="main",
+                            image=EXPORTER_IMAGE,
+                            command=["python", "-c", WATCHER],
+                            env=[client.V1EnvVar(name="WATCHED", value="/etc/settings/value")],
+                            volume_mounts=[
+                                client.V1VolumeMount(name="settings", mount_path="/etc/settings")
+                            ],
+                        )
+                    ],
+                    volumes=[
+                        client.V1Volume(
+                            name="settings",
+                            config_map=client.V1ConfigMapVolumeSource(name="settings"),
+                        )
+                    ],
+                ),
+            ),
+        )
+
+    def seen(name: str) -> list[dict[str, object]]:
+        logs = list((cluster.state_dir / "runner").glob(f"{namespace}_{name}_*/container.log"))
+        if not logs:
+            return []
+        return [
+            json.loads(line)
+            for line in logs[0].read_text().splitlines()
+            if line.startswith('{"at"')
+        ]
+
+    wait_for("every pod reading v1", lambda: all(seen(p) for p in pods), timeout=60)
+    window = cluster.configmap_delay_window()
+    with cluster.configmap_delay(2, 4):
+        written = time.time()
+        core.patch_namespaced_config_map("settings", namespace, {"data": {"value": "v2"}})
+        wait_for("every pod seeing v2", lambda: all(len(seen(p)) == 2 for p in pods), timeout=30)
+    delays = [float(seen(p)[1]["at"]) - written for p in pods]  # type: ignore[arg-type]
+    assert cluster.configmap_delay_window() == window  # the cluster's window is back
+    # Drawn from [2, 4]; plus the watch event's way to the runner and the pod's 20 ms poll.
+    assert all(1.9 <= d <= 5.0 for d in delays), delays
+    assert max(delays) - min(delays) > 0.05, delays  # each pod at its own time

@@ -71,8 +71,8 @@ def _holder(coordination: client.CoordinationV1Api, namespace: str) -> str | Non
     return lease.spec.holder_identity if lease.spec else None
 
 
-def _metric(text: str, metric: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
+def _sample(text: str, metric: str, **labels: str) -> float | None:
+    """The sum of a metric's samples whose labels include `labels` (None: no such sample)."""
     total, found = 0.0, False
     for line in text.splitlines():
         match = re.match(rf"^{re.escape(metric)}(?:{{(.*)}})? ([-+0-9.eE]+|NaN)$", line)
@@ -81,8 +81,14 @@ def _metric(text: str, metric: str, **labels: str) -> float:
         pairs = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
         if all(pairs.get(k) == v for k, v in labels.items()):
             total, found = total + float(match[2]), True
-    assert found, f"no {metric}{labels} in the scrape"
-    return total
+    return total if found else None
+
+
+def _metric(text: str, metric: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels` (one must exist)."""
+    found = _sample(text, metric, **labels)
+    assert found is not None, f"no {metric}{labels} in the scrape"
+    return found
 
 
 def _by_replica(audit: AuditLog, since: Mark, namespace: str) -> Counter[str]:
@@ -191,7 +197,25 @@ def test_a_scrape_during_a_reconcile_shows_the_operators_metrics(
         )
         assert _metric(during, "rest_client_requests_total", method="PATCH", code="201") >= 1
         wait_condition(custom, namespace, "scraped", "Ready", "True", timeout=300)
+        # The ServedModels counted by condition, from the watch (no series per model).
+        cell = {"namespace": namespace, "condition": "Ready", "status": "True"}
+        ready = wait_for(
+            "servedmodel_servedmodels to count the Ready model",
+            lambda: _scrape_when(
+                port, lambda t: _sample(t, "servedmodel_servedmodels", **cell) == 1
+            ),
+            timeout=60,
+        )
+        assert 'name="scraped"' not in ready
         after = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "scraped")
+        wait_for(
+            "the deleted model's cell to go",
+            lambda: _scrape_when(
+                port, lambda t: _sample(t, "servedmodel_servedmodels", **cell) is None
+            ),
+            timeout=60,
+        )
     assert _metric(after, "controller_runtime_reconcile_total", result="success") >= 1
     assert _metric(after, "controller_runtime_reconcile_time_seconds_count") >= 1
     assert _metric(after, "workqueue_adds_total", name="servedmodel") >= 1

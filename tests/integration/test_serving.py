@@ -120,6 +120,7 @@ def test_create_makes_configmap_deployment_service_and_becomes_ready(
         "Stalled": "False",
         "Exported": "True",
         "Available": "True",
+        "Serving": "True",
     }
 
     table = kubectl(cluster, "get", "sm", "mnist", "-n", namespace).stdout.splitlines()

@@ -148,6 +148,14 @@ class Backend(abc.ABC):
     def endpoint(self, pod: dict[str, Any]) -> contextlib.AbstractContextManager[Endpoint]:
         """How this test process reaches one TF Serving pod's REST and gRPC ports."""
 
+    def configmap_delivery(
+        self, low: float, high: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """ConfigMap updates made in the block reach each serving pod after a delay in
+        [low, high] s (e.g. delivery.PROFILE_60S). On kind the kubelets' own delays apply
+        (up to about 90 s with default settings): nothing to set."""
+        return contextlib.nullcontext()
+
 
 # --- the local control plane with the TF Serving stand-in -------------------------------------
 
@@ -204,6 +212,12 @@ class StandinBackend(Backend):
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
         ip = pod["status"]["podIP"]  # on loopback: the stand-in listens on the pod's own IP
         yield Endpoint(f"http://{ip}:8501", f"{ip}:8500")
+
+    def configmap_delivery(
+        self, low: float, high: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """The local runner's delivery window, switched at run time (delivery.py)."""
+        return self.cluster.configmap_delay(low, high)
 
 
 # --- kind with real images -----------------------------------------------------------------------

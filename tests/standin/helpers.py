@@ -195,6 +195,7 @@ def standard_args(poll_seconds: int = 1, *extra: str) -> list[str]:
         f"--model_config_file={CONFIG_MOUNT}/models.config",
         f"--model_config_file_poll_wait_seconds={poll_seconds}",
         "--allow_version_labels_for_unavailable_models=true",
+        "--enable_grpc_healthcheck_service=true",
         f"--monitoring_config_file={CONFIG_MOUNT}/monitoring.config",
         *extra,
     ]

@@ -68,7 +68,7 @@ def test_unknown_flag_is_printed_and_ignored_like_tf_serving(
     )
     s.wait_ready("single")
     assert "unknown argument: --bogus" in s.log()
-    assert "batching parameters accepted; requests are not batched" in s.log()
+    assert "Wrapping session to perform batch processing" in s.log()  # bundle_factory_util.cc
     # Latest policy by default: only version 3 is served.
     status = requests.get(f"{s.rest}/v1/models/single", timeout=10).json()
     assert [v["version"] for v in status["model_version_status"]] == ["3"]

@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from kubernetes import client, config, dynamic
-from servedmodel_operator import FIELD_MANAGER, drift
+from servedmodel_operator import FIELD_MANAGER
+from servedmodel_operator.parts import drift
 from servedmodel_operator.render import deployment, job
 
 from testing.localcluster import cluster as localcluster

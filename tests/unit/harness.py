@@ -108,7 +108,18 @@ class Harness:
                 "availableReplicas": ready,
             },
         )
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        digest = f"h{deployment['metadata']['generation']}"
+        labels = {
+            **deployment["spec"]["template"]["metadata"]["labels"],
+            "pod-template-hash": digest,
+        }
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": f"{name}-{digest}",
+            "uid": f"rs-{name}-{digest}",
+            "controller": True,
+        }
         ips = []
         for i in range(replicas):
             ip = f"127.1.{ip_base}.{i + 1}"
@@ -121,6 +132,7 @@ class Harness:
                         "name": f"{name}-pod-{i}",
                         "namespace": NAMESPACE,
                         "labels": labels,
+                        "ownerReferences": [owner],
                         "creationTimestamp": "2026-11-25T09:00:00Z",
                     },
                     "status": {

@@ -114,3 +114,43 @@ def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_even
     assert fields_c == {**template, "f:metadata": {'k:{"uid":"1"}': {}}}
     assert fields_d["f:metadata"] == {'k:{"uid":"2"}': {}}
     assert fields_c is not fields_d and fields_c["f:spec"] is fields_d["f:spec"]
+
+
+def test_a_servedmodel_is_kept_as_its_identity_spec_and_status_only() -> None:
+    """What its author may grow without bound in metadata (labels, annotations, owner
+    references, managedFields: up to the API server's 1.5 MiB) is dropped on receipt."""
+    spec = {"versions": [{"version": 1, "source": {"uri": "pvc://training/a.keras"}}]}
+    body = {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "u",
+            "resourceVersion": "7",
+            "generation": 2,
+            "creationTimestamp": "2026-11-25T10:00:00Z",
+            "labels": {f"pad{i}": "x" * 63 for i in range(1000)},
+            "annotations": {"serving.servedmodel.io/pad": "x" * 200_000},
+            "ownerReferences": [{"kind": "ServedModel", "name": "other", "controller": True}],
+            "managedFields": [OURS, THEIRS],
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 1},
+    }
+    kept = trim(body)
+    assert kept == {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "u",
+            "resourceVersion": "7",
+            "generation": 2,
+            "creationTimestamp": "2026-11-25T10:00:00Z",
+        },
+        "spec": spec,
+        "status": {"observedGeneration": 1},
+    }
+    assert owner_name(kept) is None

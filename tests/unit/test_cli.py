@@ -237,6 +237,14 @@ def test_labels_on_the_move_show_per_pod_and_as_a_state() -> None:
     assert document.status_document(obj, [])["labels"]["canary"]["state"] == "Undeclared"
 
 
+def test_a_label_in_motion_reads_as_moving_with_its_progress() -> None:
+    """status.served.moving (the operator's view of a label not yet resolved alike)."""
+    obj = recorded("labels-moving")
+    obj["status"]["served"]["moving"] = {"canary": {"from": 2, "to": 4, "pods": 1, "readyPods": 2}}
+    entry = document.status_document(obj, [])["labels"]["canary"]
+    assert entry == {"declared": 4, "served": 2, "state": "Moving 1/2"}
+
+
 def test_events_are_the_latest_ones_newest_last() -> None:
     raw = recorded_events()
     extra = copy.deepcopy(raw[0])

@@ -99,3 +99,25 @@ def test_the_operator_process_imports_neither_tensorflow_nor_the_kubernetes_clie
     modules = set(ast.literal_eval(loaded))
     assert not {m for m in modules if m.split(".")[0] in ("kubernetes", "tensorflow", "keras")}
     assert "servedmodel_operator.controller.handlers" in modules
+
+
+def test_the_exporter_needs_a_keras_without_known_safe_mode_bypasses() -> None:
+    """The exporter image installs `.[exporter]`: its Keras floor is the image's. 3.14.0 is the
+    first release with every known safe_mode bypass fixed (README, threat model); the
+    environment the exporter tests run in satisfies it too."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    [keras] = [
+        Requirement(r)
+        for r in project["optional-dependencies"]["exporter"]
+        if Requirement(r).name == "keras"
+    ]
+    assert not keras.specifier.contains("3.13.2") and keras.specifier.contains("3.14.0")
+    assert Version(metadata.version("keras")) in keras.specifier
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert '".[exporter]"' in dockerfile and "keras==" not in dockerfile

@@ -221,3 +221,58 @@ def test_the_tf_serving_podmonitor_labels_series_as_rollout_analysis_selects_the
         k: v for k, v in local_side.items() if v in wanted
     }
     assert wanted <= set(operator_side.values())
+
+
+def test_the_admission_policy_follows_the_operator_into_another_namespace(tmp_path: Path) -> None:
+    """An overlay that moves the operator (kustomize's `namespace:`) keeps the policy on: it
+    matches the operator's ServiceAccount by name in whatever namespace the overlay chose."""
+    import os
+    import re
+
+    from tests.charts import kustomize
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "ml-platform",
+                "resources": [os.path.relpath(BASE, overlay)],
+            }
+        )
+    )
+    for path, namespace in ((BASE, "servedmodel-system"), (overlay, "ml-platform")):
+        objects = kustomize(path)
+        [account] = [
+            o
+            for o in objects
+            if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "servedmodel-operator"
+        ]
+        assert account["metadata"]["namespace"] == namespace
+        [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+        assert (
+            deployment["spec"]["template"]["spec"]["serviceAccountName"] == "servedmodel-operator"
+        )
+        [policy] = [
+            o
+            for o in objects
+            if o["kind"] == "ValidatingAdmissionPolicy"
+            and o["metadata"]["name"] == "servedmodel-operator-writes-only-its-own"
+        ]
+        [match] = policy["spec"]["matchConditions"]
+        found = re.fullmatch(
+            r"request\.userInfo\.username\.matches\('(.+)'\)", match["expression"].strip()
+        )
+        assert found is not None, match["expression"]
+        pattern = found[1]  # RE2 (CEL's) and Python's re read this pattern alike
+        assert re.search(pattern, f"system:serviceaccount:{namespace}:servedmodel-operator")
+        for other in (
+            f"system:serviceaccount:{namespace}:default",
+            f"system:serviceaccount:{namespace}:servedmodel-operator-2",
+            "system:serviceaccount:a:b:servedmodel-operator",
+            "servedmodel-operator",
+            "system:admin",
+        ):
+            assert not re.search(pattern, other), other

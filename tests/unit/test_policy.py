@@ -135,7 +135,7 @@ def test_a_child_owned_by_another_incarnation_is_a_conflict() -> None:
 def test_the_later_of_two_models_on_one_store_directory_is_stalled() -> None:
     p = plan(
         model(),
-        observed_of(store_sharers=(("2026-11-25T09:00:00Z", "first"),)),
+        observed_of(store_sharers=(("2026-11-25T09:00:00Z", "first", "mnist"),)),
         EXPORTER_IMAGE,
         NOW,
     )

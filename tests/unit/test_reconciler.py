@@ -181,3 +181,58 @@ def test_another_replica_carries_on_from_status_without_writing_twice(h: Harness
     assert writes.count("POST Event/VersionExported") == 1
     assert len(h.api.of_kind("Job")) == 2
     assert before == h.api.writes[: len(before)]
+
+
+def _models_config(h: Harness) -> str:
+    cm = h.api.get_object("ConfigMap", NAMESPACE, "mnist-tfserving")
+    assert cm is not None
+    return str(cm["data"]["models.config"])
+
+
+def test_a_dropped_version_tf_serving_keeps_is_named_and_adding_it_back_converges(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, bug 2: serve [1, 2]; 2 fails to load; drop 1. TF Serving keeps 1 (nothing
+    else is AVAILABLE): Stalled with the reason and the way out, pods not read for ever; and
+    serving 1 again converges."""
+    clock = [1000.0]
+    monkeypatch.setattr(reconciler_module, "monotonic", lambda: clock[0])
+    h.servedmodel(status=exported_status(1, 2), serve={"policy": "Specific", "versions": [1, 2]})
+    h.reconcile()
+    h.sync()
+    ips = h.roll_out()
+    broken = {1: "AVAILABLE", 2: "END"}
+    for ip in ips:
+        h.prober.serve(ip, {1: "AVAILABLE", 2: "AVAILABLE"})
+    h.reconcile()
+    assert h.condition("Ready")[0] == "True"
+    h.sync()
+    h.edit(serve={"policy": "Specific", "versions": [2]})
+    h.reconcile()  # writes the config without version 1
+    h.sync()
+    assert "versions: 1" not in _models_config(h)
+    for ip in ips:  # version 2's load failed meanwhile; TF Serving keeps version 1
+        h.prober.serve(ip, broken)
+        h.prober.pods[ip].errors = {2: "NOT_FOUND: Could not find meta graph def"}
+    clock[0] += 20
+    h.reconcile()
+    status, reason, message = h.condition("Stalled")
+    assert (status, reason) == ("True", "VersionRetained")
+    assert "keeps version 1 loaded" in message and "Serve version 1 again" in message
+    assert h.status()["served"]["versions"] == [1]  # what clients get
+    h.sync()
+    h.prober.reads.clear()
+    for _ in range(3):
+        clock[0] += 60
+        h.reconcile()
+    assert h.prober.reads == []  # settled: nothing changes until the config does
+    # The way out: serve version 1 again. It is added back at once (not held).
+    h.edit(serve={"policy": "Specific", "versions": [1]})
+    h.reconcile()
+    h.sync()
+    assert "versions: 1" in _models_config(h)
+    for ip in ips:
+        h.prober.serve(ip, {1: "AVAILABLE", 2: "END"})
+    clock[0] += 20
+    h.reconcile()
+    assert h.condition("Ready")[:2] == ("True", "Serving"), h.status()["conditions"]

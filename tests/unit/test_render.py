@@ -132,6 +132,7 @@ def test_server_args_are_tf_servings_own_flags() -> None:
         "--allow_version_labels_for_unavailable_models=true",
         "--max_num_load_retries=1",
         "--load_retry_interval_micros=10000000",
+        "--enable_grpc_healthcheck_service=true",
         "--monitoring_config_file=/etc/tfserving/monitoring.config",
     ]
     batching = _container(
@@ -155,10 +156,16 @@ def test_every_server_flag_is_one_tensorflow_model_server_knows() -> None:
     assert parsed.ok and parsed.unknown == [] and parsed.errors == []
 
 
-def test_probes_use_the_metadata_path_for_readiness_and_size_startup_for_loading() -> None:
+def test_probes_wait_for_rest_at_start_then_use_tf_servings_grpc_health_service() -> None:
+    """The startup probe waits for the REST port (opened after gRPC's, once every version has
+    loaded); readiness and liveness ask TF Serving's grpc.health.v1 service, which counts no
+    request metric (the canary analysis never sees probes) and never queues behind REST
+    predictions."""
     c = _container(deployment.deployment(model(server={"startupTimeoutSeconds": 900}), True))
-    assert c["readinessProbe"]["httpGet"] == {"path": "/v1/models/mnist/metadata", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/v1/models/mnist", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/v1/models/mnist/metadata", "port": "http"}
+    assert c["readinessProbe"]["grpc"] == {"port": 8500}
+    assert c["livenessProbe"]["grpc"] == {"port": 8500}
+    assert "httpGet" not in c["readinessProbe"] and "httpGet" not in c["livenessProbe"]
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
     assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}

@@ -41,6 +41,7 @@ def test_a_prune_job_runs_once_per_protected_set_and_only_when_ready() -> None:
         "--model-name=mnist",
         "--keep=2",
         "--protect=1,2",
+        "--owner-uid=uid-1",  # only versions recorded as this ServedModel's go
         "--result-file=/dev/termination-log",
     ]
     mounts = {m["name"]: m for m in container["volumeMounts"]}
@@ -66,6 +67,27 @@ def test_a_finished_prune_is_remembered_in_status_and_never_runs_again() -> None
         model(**KEEP), {"retention": dict(kept.status)}, True, {2}, [], {}, EXPORTER_IMAGE, NOW
     )
     assert moved.job is not None and moved.job["metadata"]["name"] != name
+
+
+def test_versions_the_prune_left_because_another_owns_them_are_reported() -> None:
+    job = decide({}).job
+    assert job is not None
+    name = job["metadata"]["name"]
+    done = job_obj(name, 0, condition="Complete")
+    done["metadata"]["labels"] = job["metadata"]["labels"]
+    result = {"ok": True, "removed": [3], "kept": [], "protected": [1, 2], "notOwned": [4, 7]}
+    kept = decide({}, jobs=[done], pods={name: [pod_obj(0, json.dumps(result))]})
+    assert kept.removed == (3,) and kept.not_owned == (4, 7)
+    assert kept.status is not None and kept.status["notOwned"] == [4, 7]
+    events = retention.events(kept)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Normal", "VersionsRemoved"),
+        ("Warning", "VersionsNotOwned"),
+    ]
+    assert "4, 7" in events[1].message and "does not name this ServedModel" in events[1].message
+    clean = {"ok": True, "removed": [3], "kept": [], "protected": [1, 2], "notOwned": []}
+    quiet = decide({}, jobs=[done], pods={name: [pod_obj(0, json.dumps(clean))]})
+    assert quiet.status is not None and "notOwned" not in quiet.status
 
 
 def test_prune_events_and_status_through_plan() -> None:

@@ -182,7 +182,14 @@ def test_without_a_gateway_the_replica_ratio_is_the_split() -> None:
 def test_routes_split_unnamed_traffic_and_send_named_versions_to_stable() -> None:
     m = model(rollout={"canary": 2, "parentRefs": [{"name": "gw", "namespace": "infra"}]})
     http = routes.http_route(m, 25)
-    assert http["spec"]["parentRefs"] == [{"name": "gw", "namespace": "infra"}]
+    assert http["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "gw",
+            "namespace": "infra",
+        }
+    ]
     named, split = http["spec"]["rules"]
     assert [x["path"]["value"] for x in named["matches"]] == [
         "/v1/models/mnist/versions/",

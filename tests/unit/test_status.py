@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator.api.names import Track
@@ -36,6 +36,8 @@ class Serving:
     current: ModelsConfig | None
     view: View
     written: str | None = None
+    pods: tuple[ServingPod, ...] = ()
+    reports: Mapping[str, PodReport] = field(default_factory=dict)
 
 
 def summarise(
@@ -49,7 +51,13 @@ def summarise(
     applying: Sequence[str] = (),
 ) -> dict[str, Any]:
     stable = TrackEvidence(
-        Track.STABLE, picture.current, "d", picture.written, (), {}, picture.view
+        Track.STABLE,
+        picture.current,
+        "d",
+        picture.written,
+        picture.pods,
+        picture.reports,
+        picture.view,
     )
     findings = Findings(
         m,
@@ -76,6 +84,7 @@ def served(
     states: dict[int, VersionState] | None = None,
     written: str | None = NOW,
     config: ModelsConfig | None = None,
+    since: dict[int, str] | None = None,
 ) -> Serving:
     """The serving picture when the config for `versions`/`labels` is written and `pods`
     ready pods report `states` (default: every version AVAILABLE, labels resolved)."""
@@ -88,7 +97,7 @@ def served(
         if states.get(v, VersionState("")).state == "AVAILABLE"
     }
     ready = [ServingPod.of(server_pod_obj(f"p{i}")) for i in range(pods)]
-    reports = {p.incarnation: PodReport("d", states, resolved) for p in ready}
+    reports = {p.incarnation: PodReport("d", states, resolved, since=since or {}) for p in ready}
     return Serving(
         wanted,
         next_config(
@@ -97,6 +106,8 @@ def served(
         current,
         view(current, "d", ready, reports),
         written,
+        tuple(ready),
+        reports,
     )
 
 
@@ -141,6 +152,7 @@ def test_everything_exported_and_rolled_out_is_ready() -> None:
         "Stalled": ("False", "Serving"),
         "Exported": ("True", "AllVersionsExported"),
         "Available": ("True", "AllVersionsAvailable"),
+        "Serving": ("True", "AllVersionsAvailable"),
     }
     assert s["observedGeneration"] == 3 and all(
         c["observedGeneration"] == 3 for c in s["conditions"]
@@ -301,16 +313,42 @@ def test_a_version_tf_serving_cannot_load_is_stalled_with_its_own_error() -> Non
 
 
 def test_a_version_not_available_within_the_startup_timeout_is_stalled() -> None:
-    slow = served((1, 2), pods=1, states={1: VersionState("AVAILABLE"), 2: VersionState("LOADING")})
+    """The clock starts when the pod is first seen loading the version (it had applied the
+    file then), not when the file was written: delivery can take a minute or more."""
+    loading = {1: VersionState("AVAILABLE"), 2: VersionState("LOADING")}
+    seen_at = "2026-11-25T10:01:00Z"  # the pod applied the file a minute after the write
+    slow = served((1, 2), pods=1, states=loading, since={1: NOW, 2: seen_at})
     assert (
         _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, NOW))["Stalled"][0]
         == "False"
     )
-    late = "2026-11-25T10:10:01Z"  # startupTimeoutSeconds defaults to 600
-    assert _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, late))["Stalled"] == (
-        "True",
-        "VersionLoadFailed",
+    # 600 s after the write, but only 540 s after the pod started loading: not late.
+    written_plus_timeout = "2026-11-25T10:10:01Z"  # startupTimeoutSeconds defaults to 600
+    assert _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, written_plus_timeout))[
+        "Stalled"
+    ] == ("False", "Progressing")
+    late = "2026-11-25T10:11:01Z"
+    s = summarise(model(), EXPORTED, slow, deployment_obj(), {}, late)
+    assert _conds(s)["Stalled"] == ("True", "VersionLoadFailed")
+    stalled = next(c for c in s["conditions"] if c["type"] == "Stalled")
+    assert (
+        "version 2 not AVAILABLE on pod p0 600s after it started loading there"
+        in (stalled["message"])
     )
+
+
+def test_a_pod_that_does_not_know_a_version_yet_gets_the_kubelets_delivery_allowance() -> None:
+    unknown = {1: VersionState("AVAILABLE")}  # version 2 is in the file; the pod has not got it
+    slow = served((1, 2), pods=1, states=unknown, since={1: NOW})
+    at_timeout = "2026-11-25T10:10:01Z"
+    assert _conds(summarise(model(), EXPORTED, slow, deployment_obj(), {}, at_timeout))["Stalled"][
+        0
+    ] == ("False")
+    late = "2026-11-25T10:12:01Z"  # 600 s + the 120 s allowance after the write
+    s = summarise(model(), EXPORTED, slow, deployment_obj(), {}, late)
+    stalled = next(c for c in s["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "VersionLoadFailed")
+    assert "after the config naming it reached the pod" in stalled["message"]
 
 
 def test_an_unreachable_pod_leaves_availability_unknown_and_says_what_to_allow() -> None:

@@ -13,12 +13,6 @@ app.kubernetes.io/part-of: servedmodel
 {{ .Values.exporter.image.repository }}:{{ .Values.exporter.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* The ServiceAccount the operator runs as, as the API server names it (RBAC subjects, the
-admission policy's CEL). */}}
-{{- define "servedmodel.operatorUser" -}}
-system:serviceaccount:{{ .Release.Namespace }}:servedmodel-operator
-{{- end }}
-
 {{- define "servedmodel.globs" -}}
 {{- join "," . }}
 {{- end }}

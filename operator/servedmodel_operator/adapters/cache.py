@@ -17,36 +17,23 @@ from servedmodel_operator import ANNOTATION_PREFIX
 from servedmodel_operator.api import kinds
 from servedmodel_operator.parts.drift import is_our_apply
 
-# What reconciles read of each object; the rest is dropped to keep 5,000 models small.
-_METADATA_KEYS = (
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "labels",
-    "annotations",
-    "managedFields",
-    "ownerReferences",
-)
-
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of an object reconciles read, as a compact copy: drift needs only our own
-    managedFields entry and our annotations; status only where it is looked at."""
+    managedFields entry and our annotations; status only where it is looked at; of a
+    ServedModel, its identity, spec (every field of which the reconcile parses: the CRD's
+    bounds bound it) and status (written by the operator, bounded by it)."""
     meta = obj.get("metadata", {}) or {}
-    kept = {k: meta[k] for k in _METADATA_KEYS if meta.get(k) is not None}
+    kind = obj.get("kind")
+    rule = kinds.trim_rule(str(kind))
+    kept = {k: meta[k] for k in rule.metadata if meta.get(k) is not None}
     kept.pop("managedFields", None)  # put back below, after the copy: its field set is shared
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
         }
-    kind = obj.get("kind")
-    rule = kinds.trim_rule(str(kind))
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     status, spec, data = obj.get("status") or {}, obj.get("spec") or {}, obj.get("data") or {}
     if rule.status:
@@ -56,7 +43,7 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     if rule.data:
         out["data"] = _only(data, rule.data)
     out = _compact(out)
-    if meta.get("managedFields") is not None:
+    if meta.get("managedFields") is not None and "managedFields" in rule.metadata:
         out["metadata"]["managedFields"] = [
             _our_entry(m) for m in meta["managedFields"] if is_our_apply(m)
         ]

@@ -30,11 +30,13 @@ import kopf
 
 from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, VERSION
 from servedmodel_operator.api import kinds
+from servedmodel_operator.parts.text import safe_bytes
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
+MAX_NOTE_BYTES = 1024  # an events.k8s.io/v1 Event's note (the API server's limit, in bytes)
 
 
 class ApiError(Exception):
@@ -227,7 +229,7 @@ class Kube:
             "eventTime": now,
             "type": type_,
             "reason": reason,
-            "note": message[:1024],
+            "note": safe_bytes(message, MAX_NOTE_BYTES),
             "action": "Reconcile",
             "reportingController": f"{GROUP}/{FIELD_MANAGER}",
             "reportingInstance": self._instance,

@@ -6,6 +6,13 @@ once it has seen the same holder record unchanged for LEASE_SECONDS (measured on
 never by comparing timestamps across machines). A leader that cannot renew for RENEW_DEADLINE
 seconds stops: the process exits (as controller-runtime does) and comes back as a standby,
 so two replicas never reconcile at once.
+
+Every attempt (a GET, maybe a PUT) has its own timeout, REQUEST_TIMEOUT, and never outlives
+what is left of the renew deadline: a hung connection to the API server cannot keep a leader
+that has not renewed for RENEW_DEADLINE seconds reconciling (the API client's own 60 s read
+timeout would have let it run on ~50 s past a standby's takeover). The deadline is counted
+from when the last successful attempt started, and it ends (RENEW_DEADLINE) before a standby
+may take over (LEASE_SECONDS).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 10  # a standby takes over 10-12 s after the leader's last renewal
 RENEW_DEADLINE = 7
 RETRY_SECONDS = 2
+REQUEST_TIMEOUT = 3.0  # one attempt, well inside RENEW_DEADLINE
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
 
 
@@ -104,23 +112,38 @@ class LeaderElector:
         started_leading()
         last_renewal = time.monotonic()
         while True:
-            await asyncio.sleep(RETRY_SECONDS)
-            if await self._attempt():
-                last_renewal = time.monotonic()
-            elif time.monotonic() - last_renewal > RENEW_DEADLINE:
-                log.error("%s lost the Lease %s/%s: stopping", self.me, self.namespace, self.name)
+            await asyncio.sleep(min(RETRY_SECONDS, max(0.0, self._left(last_renewal))))
+            started, left = time.monotonic(), self._left(last_renewal)
+            if left > 0 and await self._attempt(min(REQUEST_TIMEOUT, left)):
+                last_renewal = started
+            elif self._left(last_renewal) <= 0:
+                log.error(
+                    "%s could not renew the Lease %s/%s within %ss: stopping",
+                    self.me,
+                    self.namespace,
+                    self.name,
+                    RENEW_DEADLINE,
+                )
                 metrics.leader.labels(self.name).set(0)
                 await stopped_leading()
                 return
 
-    async def _attempt(self) -> bool:
+    @staticmethod
+    def _left(last_renewal: float) -> float:
+        """Seconds left before the renew deadline."""
+        return last_renewal + RENEW_DEADLINE - time.monotonic()
+
+    async def _attempt(self, timeout: float = REQUEST_TIMEOUT) -> bool:
         try:
-            return await self._try()
+            return await asyncio.wait_for(self._try(), timeout)
+        except TimeoutError:
+            log.warning("leader election: no answer from the API server within %.1fs", timeout)
+            return False
         except ApiError as exc:
             if exc.status == 409:  # another replica changed the Lease first
                 return False
             log.warning("leader election: %s", exc)
             return False
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+        except (OSError, aiohttp.ClientError) as exc:
             log.warning("leader election: %s", exc)
             return False

@@ -96,7 +96,15 @@ servedmodels = Gauge(
 
 # The condition types parts/conditions.py writes (its ORDER; tests/unit/test_monitoring.py
 # keeps the two equal). Any other type in a status is not counted: the label stays bounded.
-CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Exported", "Available", "Rollout")
+CONDITION_TYPES = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Exported",
+    "Available",
+    "Serving",
+    "Rollout",
+)
 CONDITION_STATUSES = ("True", "False", "Unknown")
 
 Cell = tuple[str, str]  # condition type, status
@@ -109,7 +117,7 @@ def condition_cells(status: Mapping[str, Any] | None) -> frozenset[Cell]:
     """The (condition, status) cells of servedmodel_servedmodels one ServedModel counts in,
     from its .status: each known condition type once (the first entry of a type wins), a
     status other than True or False counted as Unknown. The strings are the constants above
-    and equal sets are one object (at most 3^6 of them), so 5,000 ServedModels keep no copies."""
+    and equal sets are one object (at most 3^7 of them), so 5,000 ServedModels keep no copies."""
     cells: dict[str, str] = {}
     for cond in (status or {}).get("conditions") or []:
         if not isinstance(cond, Mapping):

@@ -2,6 +2,8 @@
 
 The only module that talks to serving pods (kube.py is the only one that talks to the API
 server). A NetworkPolicy around serving pods must let the operator reach them on 8501.
+TF Serving never redirects: a redirect is not followed (it could point the operator anywhere)
+and the pod counts as unreadable, with the redirect named.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from servedmodel_operator.parts.serving.pods import (
     PodReport,
     ServingPod,
     assigned_version,
+    first_seen,
     parse_model_status,
     retry_after,
 )
@@ -59,14 +62,19 @@ class Prober:
     async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
         try:
             async with self._client().get(
-                f"http://{ip}:{REST_PORT}{url_path}", headers={"Accept": "application/json"}
+                f"http://{ip}:{REST_PORT}{url_path}",
+                headers={"Accept": "application/json"},
+                allow_redirects=False,
             ) as response:
                 raw = await read_bounded(response, 1 << 20)
                 status = response.status
+                location = response.headers.get("Location", "nowhere")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._on_request("error")
             raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
         self._on_request(str(status))
+        if 300 <= status < 400:
+            raise PodUnreadable(f"HTTP {status} redirect to {location[:200]!r}: not followed")
         try:
             body = json.loads(raw or b"{}")
         except ValueError as exc:
@@ -143,12 +151,18 @@ class Reports(Mapping[str, PodReport]):
             entry = self._entries.get(pod.incarnation)
         return entry is None or entry.report.config != digest or entry.due <= now
 
-    def record(self, pod: ServingPod, report: PodReport, settled: bool, now: float) -> None:
+    def record(
+        self, pod: ServingPod, report: PodReport, settled: bool, now: float, at: str = ""
+    ) -> None:
+        """Keep a reading taken at monotonic `now` (wall clock `at`, for each version's
+        start-up clock on this pod)."""
         with self._lock:
             before = self._entries.get(pod.incarnation)
             if report.error is not None and before is not None:
                 # Unreadable for now: what it said last still holds (see still_loaded).
                 report = replace(report, versions=before.report.versions)
+            previous = before.report if before is not None else None
+            report = replace(report, since=first_seen(report, previous, at))
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
             answered = report.reached or (before is not None and before.answered)

@@ -12,6 +12,10 @@ discovery (README: "Progressive delivery") these relabellings give them:
 `__meta_kubernetes_namespace` -> `namespace`,
 `__meta_kubernetes_pod_label_app_kubernetes_io_instance` -> `servedmodel`,
 `__meta_kubernetes_pod_label_serving_servedmodel_io_track` -> `track`.
+
+The address comes from the spec and was allowed by the policy (policy.prometheus_refusal): the
+request goes to its normalised form (urls.ParsedUrl.url), and a redirect is never followed (it
+could lead anywhere the policy did not allow): it is an error that names where it pointed.
 """
 
 from __future__ import annotations
@@ -24,25 +28,36 @@ import aiohttp
 
 from servedmodel_operator.adapters.kube import read_bounded
 from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.admission import urls
 from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
 
 TIMEOUT_SECONDS = 10.0
 REQUESTS = ":tensorflow:serving:request_count"
-LATENCY = ":tensorflow:serving:request_latency_bucket"
+LATENCY = ":tensorflow:serving:request_latency"
+# The API label of request_latency for client inference: REST's method from the path
+# (http_rest_api_handler.cc: predict, classify, regress) and gRPC's (prediction_service_impl.cc:
+# Predict, Classify, Regress). Status and metadata GETs are API "" (http_server.cc).
+INFERENCE = "(?i)(predict|classify|regress)"
 MICROSECONDS = 1e-6
 
 
 def queries(model: ServedModelSpec, window: int) -> dict[str, str]:
-    """PromQL for the canary's and the stable pods' figures over the last `window` seconds."""
+    """PromQL for the canary's and the stable pods' client figures over the last `window`
+    seconds. request_count counts every REST request, status GETs included; request_latency
+    counts only requests that succeeded, by API. So: OK client requests are the inference
+    APIs' request_latency_count; failures are request_count's non-OK ones (which, on a judged
+    canary, are client requests: kubelet probes use gRPC health checks, which TF Serving does
+    not count, and the operator reads a settled pod no more); requests are their sum."""
     selector = (
         f'namespace="{model.namespace}",servedmodel="{model.name}",model_name="{model.model_name}"'
     )
+    inference = f'{selector},API=~"{INFERENCE}"'
     return {
-        "requests": f"sum by (track) (increase({REQUESTS}{{{selector}}}[{window}s]))",
-        "errors": (f'sum by (track) (increase({REQUESTS}{{{selector},status!="OK"}}[{window}s]))'),
+        "ok": f"sum by (track) (increase({LATENCY}_count{{{inference}}}[{window}s]))",
+        "errors": f'sum by (track) (increase({REQUESTS}{{{selector},status!="OK"}}[{window}s]))',
         "p99": (
             f"histogram_quantile(0.99, sum by (track, le) "
-            f"(rate({LATENCY}{{{selector}}}[{window}s])))"
+            f"(rate({LATENCY}_bucket{{{inference}}}[{window}s])))"
         ),
     }
 
@@ -50,8 +65,11 @@ def queries(model: ServedModelSpec, window: int) -> dict[str, str]:
 async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> dict[str, float]:
     """One instant query: {track: value}."""
     async with session.get(
-        f"{address.rstrip('/')}/api/v1/query", params={"query": promql}
+        f"{address}/api/v1/query", params={"query": promql}, allow_redirects=False
     ) as response:
+        if 300 <= response.status < 400:
+            where = response.headers.get("Location", "nowhere")[:200]
+            raise ValueError(f"HTTP {response.status} redirect to {where!r}: not followed")
         raw = await read_bounded(response, 1 << 20)
     body = json.loads(raw or b"{}")
     if body.get("status") != "success":
@@ -69,8 +87,8 @@ async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> d
 
 
 def _figures(values: dict[str, dict[str, float]], track: str) -> Figures:
-    requests = values["requests"].get(track, 0.0)
     errors = values["errors"].get(track, 0.0)
+    requests = values["ok"].get(track, 0.0) + errors
     p99 = values["p99"].get(track)
     return Figures(
         requests=requests,
@@ -83,6 +101,7 @@ async def measure(model: ServedModelSpec, address: str, window: int, now: str) -
     """The canary's and the stable pods' figures; an error (no decision) if Prometheus fails."""
     empty = Figures(0.0)
     try:
+        address = urls.parse_url(address).url
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         ) as session:

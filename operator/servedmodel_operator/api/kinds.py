@@ -24,9 +24,47 @@ from servedmodel_operator.api.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     SERVER,
+    TRACK_LABEL,
+    ChildNames,
+    Track,
 )
 
+# Set by the Deployment controller on each ReplicaSet's pods (apps.DefaultDeploymentUniqueLabelKey).
+POD_TEMPLATE_HASH = "pod-template-hash"
+
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def serving_pod_owner(pod: Mapping[str, Any]) -> str | None:
+    """The ServedModel a TF Serving pod belongs to, or None when the pod was not made by one
+    of its Deployments, whatever its labels say.
+
+    Labels are set by whoever creates a pod, so they name the ServedModel and the track, and
+    the pod's controller must be the ReplicaSet its Deployment made for it: the Deployment
+    controller names it `<deployment>-<pod-template-hash>` (getNewReplicaSet in
+    pkg/controller/deployment/sync.go) and gives the pods that label. The check needs nothing
+    but the pod (no read per reconcile). A pod that names that ReplicaSet with a made-up UID is
+    deleted by the garbage collector as an orphan of a missing owner; one that names it with
+    its real UID is that ReplicaSet's pod from then on (it counts towards its replicas)."""
+    meta = pod.get("metadata") or {}
+    found = meta.get("labels") or {}
+    instance, track, digest = (
+        found.get(INSTANCE_LABEL),
+        found.get(TRACK_LABEL),
+        found.get(POD_TEMPLATE_HASH),
+    )
+    if not instance or not digest or track not in (Track.STABLE, Track.CANARY):
+        return None
+    deployment = ChildNames.of(str(instance)).deployment_of(Track(track))
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller") is True
+            and ref.get("kind") == "ReplicaSet"
+            and ref.get("apiVersion") == "apps/v1"
+            and ref.get("name") == f"{deployment}-{digest}"
+        ):
+            return str(instance)
+    return None
 
 
 def controller_name(obj: Mapping[str, Any]) -> str | None:
@@ -45,11 +83,27 @@ class OwnerKey(StrEnum):
     JOB = "job"  # exporter pods, keyed by their Job's name (its pods carry the results)
 
 
+# An object's identity: what the cache keeps of every object's metadata.
+IDENTITY = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+# Of an owned object: also what drift, owners and the index keys read (of annotations, only
+# ours; of managedFields, only our Apply entry: adapters/cache.py).
+OWNED_METADATA = (*IDENTITY, "labels", "annotations", "managedFields", "ownerReferences")
+
+
 @dataclass(frozen=True)
 class Trim:
-    """What the watch cache keeps of an object besides identity and our own metadata: its
-    status (all, these keys, or none), spec keys, data keys."""
+    """What the watch cache keeps of an object: these metadata keys, its status (all, these
+    keys, or none), spec keys, data keys."""
 
+    metadata: tuple[str, ...] = OWNED_METADATA
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
@@ -74,7 +128,7 @@ class Kind:
         if self.kind == KIND:
             return str(meta.get("name"))
         if self.owner is OwnerKey.INSTANCE:
-            return labels.get(INSTANCE_LABEL)
+            return serving_pod_owner(obj)
         if self.owner is OwnerKey.JOB:
             return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
         return controller_name(obj)
@@ -106,7 +160,10 @@ SERVEDMODELS = Kind(
     f"{GROUP}/{VERSION}",
     PLURAL,
     index="servedmodels",
-    trim=Trim(status=True, spec=True),
+    # Its identity, spec (every field of which a reconcile parses, bounded by the CRD) and
+    # status (the operator's, bounded by it): never the labels, annotations, ownerReferences
+    # or managedFields its author may grow up to the API server's object size.
+    trim=Trim(metadata=IDENTITY, status=True, spec=True),
     owned=False,
 )
 

@@ -26,6 +26,10 @@ DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
 # The CRD's patterns, repeated here for objects admitted before a rule existed (and tests).
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Gateway API hostname without a wildcard, and never an IP address (its last label starts
+# with a letter, as every top-level domain does).
+ROUTE_HOSTNAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 52  # room for every suffix derived from it within 63 characters (see derived_name)
 _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 
@@ -237,10 +241,12 @@ class Analysis(_Frozen):
 
 
 class ParentRef(_Frozen):
-    """A Gateway API ParentReference (gateway.networking.k8s.io/v1)."""
+    """A Gateway API ParentReference (gateway.networking.k8s.io/v1). Only a Gateway may be a
+    parent: the CRD refuses any other group or kind, and the policy refuses it again for
+    objects admitted before that rule (policy.route_refusals)."""
 
-    name: str
-    namespace: str | None = None
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
     section_name: str | None = None
     port: int | None = None
     group: str | None = None
@@ -258,6 +264,17 @@ class Rollout(_Frozen):
     abort: bool = False
     analysis: Analysis | None = None
     parent_refs: tuple[ParentRef, ...] = ()
+    hostnames: tuple[str, ...] = ()
+
+    @field_validator("hostnames")
+    @classmethod
+    def _route_hostnames(cls, hostnames: tuple[str, ...]) -> tuple[str, ...]:
+        for hostname in hostnames:
+            if len(hostname) > 253 or not re.match(ROUTE_HOSTNAME, hostname):
+                raise ValueError(
+                    f"{hostname!r} is not a hostname (lowercase DNS name, no wildcard, no IP)"
+                )
+        return hostnames
 
 
 class Spec(_Frozen):
@@ -265,6 +282,17 @@ class Spec(_Frozen):
 
     model_name: str | None = None
     versions: tuple[VersionEntry, ...] = Field(min_length=1)
+
+    @field_validator("model_name")
+    @classmethod
+    def _not_a_version_number(cls, name: str | None) -> str | None:
+        if name is not None and name.isdigit():
+            raise ValueError(
+                "must not be all digits: a model directory named like a version would look "
+                "like a version of another model's directory"
+            )
+        return name
+
     serve: Serve = Field(default_factory=Serve)
     store: Store
     server: Server = Field(default_factory=Server)

@@ -25,9 +25,9 @@ from servedmodel_operator.controller.runtime import (
     Runtime,
     created,
     runtime,
-    store_key,
 )
 from servedmodel_operator.controller.settings import configure
+from servedmodel_operator.parts.admission.stores import store_dir, store_key
 
 CHILD_SETTLE_SECONDS = 0.5
 
@@ -74,8 +74,10 @@ def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
     kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=STORES
 )
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    """Which ServedModels use which store directory: two must never share one."""
-    return {store_key(namespace, name, body.get("spec") or {}): (created(body), name)}
+    """Which ServedModels use which store claim, and their directories on it: no two may
+    overlap (parts/admission/stores.py)."""
+    spec = body.get("spec") or {}
+    return {store_key(namespace, spec): (created(body), name, store_dir(name, spec))}
 
 
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------

@@ -119,7 +119,7 @@ class Reconciler:
             if report.error is not None:
                 logger.debug("pod %s: cannot read model status: %s", read.pod.name, report.error)
             settled = modelsconfig.settled(report, read.config, read.labels)
-            self._reports.record(read.pod, report, settled, monotonic())
+            self._reports.record(read.pod, report, settled, monotonic(), now)
         refusals = list(reads.refusals)
         rejected = self._rejected.get((model.namespace, model.name))
         if rejected is not None and rejected[0] == model.generation:

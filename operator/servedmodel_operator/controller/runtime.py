@@ -23,6 +23,7 @@ from servedmodel_operator.api import kinds
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
+from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapping, store_key
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,6 @@ class Indexes:
 
 
 STORES = "stores"  # the index of store directories (see store_key)
-
-
-def store_key(namespace: str | None, name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """(namespace, claim, path, modelName): one model directory of one store."""
-    pvc = (spec.get("store") or {}).get("pvc") or {}
-    path = "/".join(p for p in str(pvc.get("path") or "").split("/") if p)
-    return (str(namespace), str(pvc.get("claimName")), path, str(spec.get("modelName") or name))
 
 
 def created(body: Mapping[str, Any]) -> str:
@@ -105,12 +99,12 @@ def observe(
 
 def _earlier_store_users(
     indexes: Indexes, namespace: str, name: str, body: Mapping[str, Any]
-) -> tuple[tuple[str, str], ...]:
-    """The other ServedModels of the namespace on the same store directory that came first
-    (by creation time, then name): they keep it."""
-    mine = (created(body), name)
-    sharers = indexes[STORES].get(store_key(namespace, name, body.get("spec") or {}), ())
-    return tuple(sorted(s for s in sharers if tuple(s) < mine and s[1] != name))
+) -> tuple[Sharer, ...]:
+    """The other ServedModels on the same claim whose directory overlaps this one's and that
+    came first (by creation time, then name): they keep it."""
+    spec = body.get("spec") or {}
+    sharers = indexes[STORES].get(store_key(namespace, spec), ())
+    return earlier_overlapping(name, created(body), spec, sharers)
 
 
 def _only(store: Any) -> Mapping[str, Any] | None:

@@ -45,3 +45,6 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     # Reconnect watches regularly so a silently dropped connection cannot stall us for long.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # The first list of each kind in pages, not in one answer: at most 20 of the largest
+    # ServedModels the API admits (1.3 MiB each, labels included) are decoded at once.
+    settings.watching.chunk_size = 20

@@ -28,14 +28,16 @@ from servedmodel_operator.parts.exports.part import ExportFindings
 from servedmodel_operator.parts.exports.states import State, VersionStatus
 from servedmodel_operator.parts.serving.modelsconfig import WaitsFor
 from servedmodel_operator.parts.serving.part import ServingFindings
+from servedmodel_operator.parts.text import safe
 
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 EXPORTED = "Exported"
 AVAILABLE = "Available"
+SERVING = "Serving"
 ROLLOUT = "Rollout"
-ORDER = (READY, RECONCILING, STALLED, EXPORTED, AVAILABLE, ROLLOUT)
+ORDER = (READY, RECONCILING, STALLED, EXPORTED, AVAILABLE, SERVING, ROLLOUT)
 MAX_MESSAGE = 1024  # a condition message, whatever a hostile spec or exporter puts in it
 
 
@@ -56,9 +58,9 @@ def _false(type_: str, reason: str, message: str = "") -> Condition:
 
 
 def bounded(parts: Sequence[str], limit: int = MAX_MESSAGE) -> str:
-    """Distinct messages joined with '; ', each once, cut to `limit` characters."""
-    text = "; ".join(dict.fromkeys(p for p in parts if p))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Distinct messages joined with '; ', each once, terminal controls escaped (text.safe),
+    cut to `limit` characters."""
+    return safe("; ".join(dict.fromkeys(p for p in parts if p)), limit)
 
 
 def _list(values: Sequence[int]) -> str:
@@ -179,6 +181,35 @@ def _not_observable(serving: ServingFindings) -> Condition | None:
     return None
 
 
+def serving_condition(serving: ServingFindings, available: Condition) -> Condition:
+    """Serving: whether clients get answers now, whatever is changing. True while every
+    ready pod answers for the versions and labels of the config it serves (reason
+    AllVersionsAvailable once Available, UpdatingStillServing while a version loads or a
+    label moves), so "updating" reads apart from "down"."""
+    seen, current = serving.seen, serving.current
+    if serving.deployment.desired == 0 and serving.deployment.observed:
+        return _false(SERVING, "ScaledToZero", "no TF Serving pod is wanted")
+    unknown = _not_observable(serving)
+    if unknown is not None and unknown.reason != "NoServableVersion":
+        return Condition(SERVING, unknown.status, unknown.reason, unknown.message)
+    if current is None or not seen.served:
+        return _false(SERVING, "NoVersionAvailable", "no version is AVAILABLE on every ready pod")
+    answered = [label for label in current.labels if label in seen.labels or label in seen.moving]
+    unresolved = [label for label in current.labels if label not in answered]
+    if unresolved:
+        return _false(
+            SERVING,
+            "LabelsNotResolved",
+            f"label(s) {', '.join(unresolved)} resolve on no ready pod",
+        )
+    if available.status == "True":
+        return _true(SERVING, "AllVersionsAvailable", available.message)
+    message = f"version(s) {_list(seen.served)} answer on every ready pod"
+    if seen.moving:
+        message += "; moving: " + ", ".join(m.describe(k) for k, m in seen.moving.items())
+    return _true(SERVING, "UpdatingStillServing", f"{message}; {available.message}")
+
+
 def rollout_condition(decision: Decision) -> Condition:
     """Rollout: True once promoted, False once aborted (with the figures that decided),
     Unknown while it runs."""
@@ -243,10 +274,39 @@ def _seconds(timestamp: str) -> float:
     return datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
 
 
+# A kubelet projects a ConfigMap update into the pod within its sync period (--sync-frequency,
+# 1 minute) plus its ConfigMap cache's TTL (1 minute): until then a pod cannot know a version.
+DELIVERY_ALLOWANCE_SECONDS = 120
+
+
+def _version_retained(f: Findings, _: Fine) -> Verdict | None:
+    """A version the config dropped that TF Serving keeps for good: every version the config
+    names failed to load on those pods, and the availability-preserving policy never unloads
+    the last AVAILABLE version while the others are in error."""
+    seen = f.serving.seen
+    if not seen.retained:
+        return None
+    version, pods = min(seen.retained.items())
+    failed = sorted({failure.version for failure in seen.failures})
+    first = seen.failures[0] if seen.failures else None
+    return Verdict(
+        Kind.STALLED,
+        "VersionRetained",
+        f"TF Serving keeps version {version} loaded on pod(s) {', '.join(pods)} though "
+        f"models.config no longer names it: every version it names failed to load there "
+        f"(version(s) {_list(failed)}), and TF Serving never unloads the last AVAILABLE "
+        f"version while the others are in error (availability-preserving policy). Serve "
+        f"version {version} again, or fix or remove version(s) {_list(failed)}"
+        + (f"; version {first.version}: {first.error}" if first else ""),
+    )
+
+
 def _load_failed(f: Findings, _: Fine) -> Verdict | None:
     """A version TF Serving failed to load (END with an error), or that did not become
-    AVAILABLE within startupTimeoutSeconds of the config naming it being written."""
-    seen, current = f.serving.seen, f.serving.current
+    AVAILABLE within startupTimeoutSeconds on a pod: counted from when that pod was first
+    seen loading it (it had applied the file by then), or, for a pod that does not know it
+    yet, from the write plus the kubelet's delivery allowance."""
+    seen = f.serving.seen
     if seen.failures:
         failure = seen.failures[0]
         return Verdict(
@@ -255,21 +315,43 @@ def _load_failed(f: Findings, _: Fine) -> Verdict | None:
             f"TF Serving could not load version {failure.version} (pod {failure.pod}): "
             f"{failure.error}",
         )
+    if f.serving.current is None or seen.ready_pods == 0 or seen.unread:
+        return None
+    late = _late(f)
+    if not late:
+        return None
     timeout = f.model.spec.server.startup_timeout_seconds
-    written = f.serving.stable.written_at
-    if current is None or written is None or seen.ready_pods == 0 or seen.unread:
-        return None
-    if _seconds(f.now) - _seconds(written) < timeout:
-        return None
-    late = [v for v in current.versions if v not in seen.served]
-    if late:
-        return Verdict(
-            Kind.STALLED,
-            "VersionLoadFailed",
-            f"version(s) {_list(late)} not AVAILABLE on every ready pod {timeout}s after the "
-            f"config naming them was written (startupTimeoutSeconds)",
-        )
-    return None
+    parts = [
+        f"version {v} not AVAILABLE on pod {pod} {timeout}s after "
+        + ("it started loading there" if loading else "the config naming it reached the pod")
+        for v, (pod, loading) in sorted(late.items())
+    ]
+    return Verdict(Kind.STALLED, "VersionLoadFailed", bounded(parts) + " (startupTimeoutSeconds)")
+
+
+def _late(f: Findings) -> dict[int, tuple[str, bool]]:
+    """Configured versions past their start-up time on some ready pod: version -> (pod,
+    whether the pod was seen loading it)."""
+    stable, now = f.serving.stable, _seconds(f.now)
+    config, written = stable.config, stable.written_at
+    timeout = f.model.spec.server.startup_timeout_seconds
+    late: dict[int, tuple[str, bool]] = {}
+    for pod in stable.pods:
+        report = stable.reports.get(pod.incarnation)
+        if not pod.ready or pod.terminating or report is None or report.error is not None:
+            continue
+        for version in config.versions if config else ():
+            state = report.versions.get(version)
+            if state is not None and (state.state == "AVAILABLE" or state.failed):
+                continue
+            since = report.since.get(version)
+            if since is not None:
+                start: float | None = _seconds(since)
+            else:
+                start = _seconds(written) + DELIVERY_ALLOWANCE_SECONDS if written else None
+            if start is not None and now - start >= timeout:
+                late.setdefault(version, (pod.name, since is not None))
+    return late
 
 
 def _rollout_running(f: Findings, _: Fine) -> Verdict | None:
@@ -340,6 +422,7 @@ CHECKS: tuple[Check, ...] = (
     _refused,
     _export_stuck,
     _deadline_exceeded,
+    _version_retained,
     _load_failed,
     # Reconciling: work in progress, the first unfinished step named.
     _rollout_running,
@@ -424,7 +507,12 @@ def evaluate(findings: Findings) -> list[Condition]:
     """Every condition, kstatus trio first: the first check that finds an obstacle decides."""
     fine = Fine(export_condition(findings.exports.states), available_condition(findings.serving))
     verdict = next((v for check in CHECKS if (v := check(findings, fine)) is not None), None)
-    out = [*_trio(verdict, findings.serving), fine.exported, fine.available]
+    out = [
+        *_trio(verdict, findings.serving),
+        fine.exported,
+        fine.available,
+        serving_condition(findings.serving, fine.available),
+    ]
     if findings.delivery.decision is not None:
         out.append(rollout_condition(findings.delivery.decision))
     return out

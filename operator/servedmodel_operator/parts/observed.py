@@ -29,8 +29,9 @@ class Observed:
     reports: Mapping[str, PodReport] = field(default_factory=dict)
     # Key names of the credentials Secrets pending exports need (None: no such Secret).
     secret_keys: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
-    # ServedModels of the namespace that use the same store directory, as (created, name).
-    store_sharers: Sequence[tuple[str, str]] = ()
+    # ServedModels that came first to an overlapping directory of the same store claim, as
+    # (created, name, their directory).
+    store_sharers: Sequence[tuple[str, str, str]] = ()
     # Why writing is refused (the policy, an object that is not ours), found by the reconciler.
     refusals: Sequence[Refusal] = ()
     # A rollout's analysis: the canary's and the stable pods' figures from Prometheus.

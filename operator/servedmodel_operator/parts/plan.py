@@ -30,6 +30,7 @@ from servedmodel_operator.parts.status import (
     summarise,
     with_retention,
 )
+from servedmodel_operator.parts.text import safe_tree
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: s
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
-    status = with_retention(status, kept.findings)
+    # Every string written for people to read, whichever part wrote it, without terminal
+    # controls (parts/text.py).
+    status = safe_tree(with_retention(status, kept.findings))
     changes += _changed([kept]) if writing else []
     parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]

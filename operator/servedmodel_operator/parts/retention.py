@@ -5,6 +5,10 @@ or in the next config step is protected. A prune runs only while the ServedModel
 version is on its way in or out) and only for a protected set it has not run for yet
 (status.retention.appliedFor), so at rest nothing runs, and a prune Job deleted by its TTL is
 never run again.
+
+The prune removes only versions whose record names this ServedModel's UID as owner; the
+others it leaves and reports (`notOwned` in status.retention, a VersionsNotOwned event): a
+version exported for an earlier ServedModel of the same name is never deleted by a new one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Retention:
     job: dict[str, Any] | None = None  # a prune Job to create now
     status: Mapping[str, Any] | None = None  # status.retention (None: no retention set)
     removed: tuple[int, ...] = ()  # versions a prune just reported removed (for an event)
+    not_owned: tuple[int, ...] = ()  # versions it just left: their record names another owner
     error: str = ""  # a prune that just failed, and why
     done: bool = True  # nothing left to do for the current protected set
     versions_protected: tuple[int, ...] = field(default_factory=tuple)
@@ -79,9 +84,14 @@ def decide(
             return Retention(status=before or None, done=False, versions_protected=protect)
         if result is not None and result.get("ok") is True:
             removed = tuple(int(v) for v in result.get("removed") or [] if isinstance(v, int))
+            not_owned = tuple(int(v) for v in result.get("notOwned") or [] if isinstance(v, int))[
+                :64
+            ]
+            done = {"appliedFor": digest, "job": name, "removed": list(removed), "at": now}
             return Retention(
-                status={"appliedFor": digest, "job": name, "removed": list(removed), "at": now},
+                status={**done, "notOwned": list(not_owned)} if not_owned else done,
                 removed=removed,
+                not_owned=not_owned,
                 versions_protected=protect,
             )
         error = str((result or {}).get("message") or "the prune Job failed")[:300]
@@ -110,13 +120,31 @@ def plan(ctx: Context, ready: bool, protected: Iterable[int]) -> Part[Retention]
         model.spec.exporter.image or ctx.exporter_image,
         ctx.now,
     )
-    events: tuple[Event, ...] = ()
+    desired = ((kept.job, None),) if kept.job is not None else ()
+    return Part(kept, desired=desired, events=events(kept))
+
+
+def events(kept: Retention) -> tuple[Event, ...]:
+    """What a prune that just finished did: removed versions, versions it left because their
+    record names another owner, or its failure."""
+    out: list[Event] = []
     if kept.removed:
         removed = ", ".join(str(v) for v in kept.removed)
-        events = (
-            Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store"),
+        out.append(
+            Event("Normal", "VersionsRemoved", f"removed version(s) {removed} from the store")
         )
-    elif kept.error:
-        events = (Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}"),)
-    desired = ((kept.job, None),) if kept.job is not None else ()
-    return Part(kept, desired=desired, events=events)
+    if kept.not_owned:
+        left = ", ".join(str(v) for v in kept.not_owned)
+        out.append(
+            Event(
+                "Warning",
+                "VersionsNotOwned",
+                f"version(s) {left} in the model's store directory were not removed: their "
+                "record does not name this ServedModel as owner (another ServedModel's, an "
+                "earlier one of the same name, or not written by the exporter); an "
+                "administrator removes them by hand if they are unwanted",
+            )
+        )
+    if kept.error:
+        out.append(Event("Warning", "PruneFailed", f"removing old versions failed: {kept.error}"))
+    return tuple(out)

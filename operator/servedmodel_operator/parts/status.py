@@ -8,11 +8,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from servedmodel_operator.api.layout import endpoints
-from servedmodel_operator.parts.conditions import ORDER, READY, Condition, Findings, evaluate
+from servedmodel_operator.parts.conditions import (
+    MAX_MESSAGE,
+    ORDER,
+    READY,
+    Condition,
+    Findings,
+    evaluate,
+)
 from servedmodel_operator.parts.conditions import invalid as invalid_conditions
 from servedmodel_operator.parts.exports.states import VersionStatus
 from servedmodel_operator.parts.retention import Retention
 from servedmodel_operator.parts.serving.part import ServingFindings
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render import labels
 
 
@@ -30,8 +38,8 @@ def merge_conditions(
             {
                 "type": cond.type,
                 "status": cond.status,
-                "reason": cond.reason,
-                "message": cond.message,
+                "reason": safe(cond.reason, MAX_MESSAGE),
+                "message": safe(cond.message, MAX_MESSAGE),
                 "observedGeneration": generation,
                 "lastTransitionTime": now
                 if changed or "lastTransitionTime" not in old
@@ -51,6 +59,14 @@ def _version_status(state: VersionStatus, serving: ServingFindings) -> dict[str,
     return out
 
 
+def _served(serving: ServingFindings) -> dict[str, Any]:
+    seen = serving.seen
+    out: dict[str, Any] = {"versions": list(seen.served), "labels": dict(seen.labels)}
+    if seen.moving:
+        out["moving"] = {label: move.to_status() for label, move in seen.moving.items()}
+    return out
+
+
 def summarise(findings: Findings, previous: Mapping[str, Any]) -> dict[str, Any]:
     model, serving = findings.model, findings.serving
     out: dict[str, Any] = {
@@ -61,7 +77,7 @@ def summarise(findings: Findings, previous: Mapping[str, Any]) -> dict[str, Any]
         ),
         "versions": [_version_status(s, serving) for s in findings.exports.states],
         # What the ready pods report, not what the config says.
-        "served": {"versions": list(serving.seen.served), "labels": dict(serving.seen.labels)},
+        "served": _served(serving),
         "endpoints": endpoints(model),
         "replicas": serving.deployment.replicas,
         "readyReplicas": serving.deployment.ready,

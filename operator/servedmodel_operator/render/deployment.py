@@ -56,6 +56,10 @@ def server_args(model: ServedModelSpec) -> list[str]:
         # Serving's default, 5 retries a minute apart, hides a broken version for 5 minutes.
         f"--max_num_load_retries={LOAD_RETRIES}",
         f"--load_retry_interval_micros={LOAD_RETRY_INTERVAL_SECONDS * 1_000_000}",
+        # grpc.health.v1 for the kubelet's readiness and liveness probes (TF Serving 2.15+):
+        # TF Serving counts no request for it, so probes never enter the request metrics a
+        # canary is judged on, and they never queue behind predictions on the REST threads.
+        "--enable_grpc_healthcheck_service=true",
     ]
     if server.monitoring.prometheus:
         args.append(f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_CONFIG}")
@@ -76,18 +80,30 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _probes(model: ServedModelSpec) -> dict[str, Any]:
-    model_path = model_url_path(model)
+def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
     return {
-        # The REST port opens only once every configured version has loaded (and warmed up).
+        "grpc": {"port": GRPC_PORT},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _probes(model: ServedModelSpec) -> dict[str, Any]:
+    return {
+        # TF Serving opens its ports only once every configured version has loaded (and warmed
+        # up): gRPC first, then REST (server.cc). The startup probe waits for REST, so a pod is
+        # never ready before both listen; its attempts before that reach no server, and its
+        # one success is an OK status GET (no client request for the canary analysis).
+        # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
         "startupProbe": _http_probe(
-            f"{model_path}/metadata",
+            f"{model_url_path(model)}/metadata",
             STARTUP_PERIOD_SECONDS,
             math.ceil(model.spec.server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
         ),
-        # /v1/models/<m> answers 200 even when loading failed; metadata is 404 until AVAILABLE.
-        "readinessProbe": _http_probe(f"{model_path}/metadata", 5, 2),
-        "livenessProbe": _http_probe(model_path, 10, 3),
+        # After start-up, TF Serving's own health service (the server runs: it serves).
+        "readinessProbe": _grpc_probe(5, 2),
+        "livenessProbe": _grpc_probe(10, 3),
     }
 
 

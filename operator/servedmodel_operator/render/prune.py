@@ -52,6 +52,8 @@ def prune_job(
             f"--model-name={model.model_name}",
             f"--keep={retention.keep_undeclared}",
             f"--protect={','.join(str(v) for v in protect)}",
+            # Only versions recorded as this ServedModel's are removed (the others reported).
+            f"--owner-uid={model.uid}",
             f"--result-file={TERMINATION_MESSAGE_PATH}",
         ],
         "resources": RESOURCES,

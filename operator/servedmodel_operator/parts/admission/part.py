@@ -8,8 +8,8 @@ refusal stalls the ServedModel and writes nothing; the operator looks again ever
 
 from __future__ import annotations
 
-from servedmodel_operator.api.layout import model_subpath
 from servedmodel_operator.parts.admission.policy import Refusal, foreign
+from servedmodel_operator.parts.admission.stores import store_conflict
 from servedmodel_operator.parts.part import Context, Part
 
 RECHECK_SECONDS = 30.0
@@ -22,15 +22,6 @@ def plan(ctx: Context) -> Part[tuple[Refusal, ...]]:
         if found := foreign(child, child, model.uid):
             out.append(found)
     if observed.store_sharers:
-        _created, name = min(observed.store_sharers)
-        out.append(
-            Refusal(
-                "StoreConflict",
-                f"ServedModel {name} already uses {model.spec.store.pvc.claim_name}:"
-                f"{model_subpath(model)} for model {model.model_name}: versions of two "
-                "ServedModels would overwrite each other; give this one another modelName or "
-                "store path",
-            )
-        )
+        out.append(store_conflict(model, *min(observed.store_sharers)))
     refused = tuple(dict.fromkeys(out))
     return Part(refused, requeue=RECHECK_SECONDS if refused else None)

@@ -11,6 +11,10 @@ operator-level policy before anything is written:
 - claims: a PersistentVolumeClaim may be a model store or a source only if it opts in with
   the label `serving.servedmodel.io/model-store: "true"` (store, mounted read-write by
   exporters) or `serving.servedmodel.io/model-source: "true"` (read-only source);
+- routes: parents are Gateways only, in namespaces/names the policy allows (by default the
+  ServedModel's own namespace), with hostnames the policy allows (none by default);
+- URLs the operator itself requests (a rollout's Prometheus) are parsed (urls.py) and must
+  match an allowed pattern by scheme, host and port;
 - and never an object the operator did not create (see `foreign`).
 
 A refusal names the rule and how to allow it; it stalls the ServedModel and writes nothing.
@@ -19,18 +23,26 @@ A refusal names the rule and how to allow it; it stalls the ServedModel and writ
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator import ANNOTATION_PREFIX, KIND
 from servedmodel_operator.api.layout import SOURCE_MOUNT
+from servedmodel_operator.parts.admission import urls
 
 SA_OPT_IN = f"{ANNOTATION_PREFIX}/exporter"
 SA_OPT_IN_VALUE = "allowed"
 STORE_OPT_IN = f"{ANNOTATION_PREFIX}/model-store"
 SOURCE_OPT_IN = f"{ANNOTATION_PREFIX}/model-source"
 UNSAFE_FLAG = "--allow-unsafe-deserialization"
+# Placeholders in gateway and hostname patterns: the ServedModel's namespace and name.
+OWN_NAMESPACE_GATEWAYS = "{namespace}/*"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+_GATEWAY_PATTERN = re.compile(r"^[-a-z0-9.*{}]+/[-a-z0-9.*{}]+$")
+_HOSTNAME_PATTERN = re.compile(r"^[-a-z0-9*{}]+(\.[-a-z0-9*{}]+)*$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,22 @@ class Policy:
     require_claim_opt_in: bool = True
     require_service_account_opt_in: bool = True
     allow_unsafe_models: bool = False
-    prometheus_addresses: tuple[str, ...] = ()  # fnmatch patterns a rollout may query
+    prometheus_addresses: tuple[str, ...] = ()  # URL patterns (urls.py) a rollout may query
+    # "<namespace>/<name>" of the Gateways routes may attach to; `*` globs, {namespace}.
+    gateways: tuple[str, ...] = (OWN_NAMESPACE_GATEWAYS,)
+    # Hostnames routes may carry: `*` within one label, {namespace} and {name}. None allowed
+    # by default.
+    route_hostnames: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """A pattern that cannot mean what its author thinks stops the operator at start."""
+        urls.parse_patterns(self.prometheus_addresses)
+        for gateway in self.gateways:
+            if not _GATEWAY_PATTERN.match(gateway):
+                raise ValueError(f"--allowed-gateways: {gateway!r} is not <namespace>/<name>")
+        for hostname in self.route_hostnames:
+            if not _HOSTNAME_PATTERN.match(hostname):
+                raise ValueError(f"--allowed-route-hostnames: {hostname!r} is not a hostname")
 
 
 @dataclass(frozen=True)
@@ -97,7 +124,7 @@ def needed(manifests: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
 
 
 def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) -> list[Refusal]:
-    out: list[Refusal] = []
+    out: list[Refusal] = [r for m in manifests for r in route_refusals(policy, m)]
     for kind, pod in _pod_specs(manifests):
         allowed = policy.exporter_images if kind == "Job" else policy.server_images
         role = "exporter" if kind == "Job" else "server"
@@ -161,15 +188,101 @@ def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
 
 def prometheus_refusal(policy: Policy, address: str | None) -> Refusal | None:
     """A rollout's analysis makes the operator send requests to an address from the spec: only
-    to one the platform team allows (never an arbitrary URL inside the cluster)."""
-    if address is None or any(fnmatch.fnmatchcase(address, p) for p in policy.prometheus_addresses):
+    to one the platform team allows (never an arbitrary URL inside the cluster). The address is
+    parsed, and scheme, host and port compared with each pattern's (urls.py)."""
+    if address is None:
+        return None
+    parsed, why = urls.allowed(urls.parse_patterns(policy.prometheus_addresses), address)
+    if parsed is not None:
         return None
     return Refusal(
         "PrometheusNotAllowed",
-        f"the operator's policy does not let it query {address} (allowed: "
+        f"the operator's policy does not let it query {address[:300]!r}: {why} (allowed: "
         f"{', '.join(policy.prometheus_addresses) or 'none'}); a cluster admin can allow it with "
-        "--allowed-prometheus-addresses",
+        "--allowed-prometheus-addresses (scheme://host[:port][/path], '*' within one host "
+        "label or as the port)",
     )
+
+
+def _expand(pattern: str, namespace: str, name: str) -> str:
+    return pattern.replace("{namespace}", namespace).replace("{name}", name)
+
+
+def gateway_allowed(policy: Policy, namespace: str, gateway: str) -> bool:
+    """Whether a route of a ServedModel in `namespace` may attach to the Gateway
+    `<ns>/<name>` (`gateway`): `*` matches any characters but '/'."""
+    for pattern in policy.gateways:
+        expanded = _expand(pattern, namespace, "")
+        regex = "[^/]*".join(re.escape(p) for p in expanded.split("*"))
+        if re.fullmatch(regex, gateway):
+            return True
+    return False
+
+
+def hostname_allowed(policy: Policy, namespace: str, name: str, hostname: str) -> bool:
+    """Whether a ServedModel's routes may carry `hostname`: `*` within one DNS label."""
+    return any(
+        urls.host_pattern(_expand(p, namespace, name)).match(hostname)
+        for p in policy.route_hostnames
+    )
+
+
+def route_refusals(policy: Policy, manifest: Mapping[str, Any]) -> list[Refusal]:
+    """An HTTPRoute or GRPCRoute attaches only to Gateways the policy allows, and carries at
+    least one hostname, each allowed by the policy: a route without hostnames answers for
+    every hostname of its listener."""
+    if manifest.get("kind") not in ROUTE_KINDS:
+        return []
+    meta = manifest.get("metadata") or {}
+    namespace = str(meta.get("namespace"))
+    name = str((meta.get("labels") or {}).get("app.kubernetes.io/instance") or meta.get("name"))
+    spec = manifest.get("spec") or {}
+    shown = ", ".join(policy.gateways) or "none"
+    out = []
+    for parent in spec.get("parentRefs") or []:
+        group, kind = parent.get("group", GATEWAY_GROUP), parent.get("kind", "Gateway")
+        where = f"{parent.get('namespace') or namespace}/{parent.get('name')}"
+        if (group, kind) != (GATEWAY_GROUP, "Gateway"):
+            out.append(
+                Refusal(
+                    "RouteParentNotAllowed",
+                    f"spec.rollout.parentRefs names {kind} {where} (group {group or 'core'}): "
+                    "routes attach only to Gateways (group gateway.networking.k8s.io, kind "
+                    "Gateway); another parent, a Service, would make a mesh route that takes "
+                    "over that Service's traffic",
+                )
+            )
+        elif not gateway_allowed(policy, namespace, where):
+            out.append(
+                Refusal(
+                    "GatewayNotAllowed",
+                    f"Gateway {where} is not allowed by the operator's policy (allowed: {shown}; "
+                    "{namespace} is the ServedModel's own); a cluster admin can allow it with "
+                    "--allowed-gateways=<namespace>/<name> ('*' globs)",
+                )
+            )
+    hostnames = spec.get("hostnames") or []
+    if not hostnames:
+        out.append(
+            Refusal(
+                "RouteHostnameRequired",
+                "spec.rollout.hostnames is empty: a route without hostnames would answer for "
+                "every hostname of the Gateway's listener; name the model's own",
+            )
+        )
+    allowed = ", ".join(policy.route_hostnames) or "none"
+    for hostname in hostnames:
+        if not hostname_allowed(policy, namespace, name, str(hostname)):
+            out.append(
+                Refusal(
+                    "RouteHostnameNotAllowed",
+                    f"hostname {str(hostname)[:253]!r} is not allowed by the operator's policy "
+                    f"(allowed: {allowed}); a cluster admin can allow it with "
+                    "--allowed-route-hostnames ('*' within one DNS label, {namespace} and "
+                    "{name} are the ServedModel's)",
+                )
+            )
+    return out
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.parts.text import safe
 from servedmodel_operator.render.labels import VERSION_LABEL
 
 # How much of a result goes into status: the fields users and tools read.
@@ -200,12 +201,12 @@ def _from_job(
                 State.FAILED,
                 job=name,
                 reason=str(result["reason"]),
-                message=str(result.get("message") or "")[:MAX_MESSAGE],
+                message=safe(str(result.get("message") or ""), MAX_MESSAGE),
             )
         message = str(failed.get("message") or "")
         if termination and termination.get("message") and not result:
             tail = str(termination["message"]).strip()[-300:]
-            message = f"{message}: {tail}".strip(": ")
+            message = safe(f"{message}: {tail}".strip(": "), MAX_MESSAGE)
         return VersionStatus(
             version,
             State.FAILED,

@@ -150,18 +150,33 @@ def labels_that_count(config: ModelsConfig | None, declared: Iterable[str]) -> l
 # --- what the pods' readings prove ---------------------------------------------------------
 
 
+def retained(report: PodReport, config: ModelsConfig) -> frozenset[int]:
+    """The version the config dropped that TF Serving keeps AVAILABLE on this pod for good:
+    availability_preserving_policy.cc unloads an unaspired version only if some aspired one
+    is AVAILABLE (or none is aspired, or more than one unaspired one is AVAILABLE). With every
+    version the config names failed, nothing changes there until the config does."""
+    states = [report.versions.get(v) for v in config.versions]
+    if not states or not all(s is not None and s.failed for s in states):
+        return frozenset()
+    kept = [
+        v for v, s in report.versions.items() if v not in config.versions and s.state == AVAILABLE
+    ]
+    return frozenset(kept) if len(kept) == 1 else frozenset()
+
+
 def settled(report: PodReport, config: ModelsConfig, labels: Iterable[str] = ()) -> bool:
     """Nothing left to wait for on this pod: every configured version loaded or failed for
-    good, every removed version gone, every label resolving as configured, and every one
-    of `labels` (the spec's) read."""
+    good, every removed version gone (or retained for good, see `retained`), every label
+    resolving as configured, and every one of `labels` (the spec's) read."""
     if report.error is not None or not set(labels) <= set(report.labels):
         return False
     for version in config.versions:
         state = report.versions.get(version)
         if state is None or not (state.state == AVAILABLE or state.failed):
             return False
+    kept = retained(report, config)
     for version, state in report.versions.items():
-        if version not in config.versions and state.state != END:
+        if version not in config.versions and state.state != END and version not in kept:
             return False
     targets = report.labels if report.assigned is None else report.assigned
     # A label the config dropped still assigned means an older file is applied, and so
@@ -205,17 +220,25 @@ def loaded_everywhere(
     return frozenset(out)
 
 
-def still_loaded(pods: Iterable[ServingPod], reports: Mapping[str, PodReport]) -> frozenset[int]:
+def still_loaded(
+    pods: Iterable[ServingPod],
+    reports: Mapping[str, PodReport],
+    config: ModelsConfig | None = None,
+    digest: str = "",
+) -> frozenset[int]:
     """The versions some pod was last seen serving or loading (any state but END), under
-    whichever write; a pod unreadable now keeps what it said last. A pod that has never
-    answered holds nothing back (it blocks every label change until it answers)."""
-    return frozenset(
-        v
-        for pod in pods
-        if (report := reports.get(pod.incarnation)) is not None
-        for v, state in report.versions.items()
-        if state.state != END
-    )
+    whichever write, but for a version a reading under this write shows retained for good
+    (it stays loaded, and added back it stays: not on its way out); a pod unreadable now
+    keeps what it said last. A pod that has never answered holds nothing back (it blocks
+    every label change until it answers)."""
+    out: set[int] = set()
+    for pod in pods:
+        report = reports.get(pod.incarnation)
+        if report is None:
+            continue
+        kept = retained(report, config) if config and report.config == digest else frozenset()
+        out |= {v for v, s in report.versions.items() if s.state != END and v not in kept}
+    return frozenset(out)
 
 
 def settled_everywhere(
@@ -245,7 +268,7 @@ def next_step(
         wanted,
         current,
         loaded_everywhere(wanted.versions, scope, reports, digest),
-        still_loaded(scope, reports),
+        still_loaded(scope, reports, current, digest),
         settled_everywhere(
             scope, reports, current, digest, labels_that_count(current, wanted.declared)
         ),

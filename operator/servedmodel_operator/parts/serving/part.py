@@ -125,9 +125,14 @@ def plan(
     )
 
 
+def _labels_text(labels: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+
+
 def _events(previous: Mapping[str, Any], seen: View) -> list[Event]:
     """What TF Serving itself now serves, compared with the last status: changes the pods
-    confirmed, and load failures they reported."""
+    confirmed, labels in motion, and load failures they reported. Labels read name=version,
+    as the CLI prints them; a label in motion is moving, not gone."""
     out = []
     old = previous.get("served")
     if old is not None and seen.ready_pods:
@@ -137,16 +142,30 @@ def _events(previous: Mapping[str, Any], seen: View) -> list[Event]:
                 Event(
                     "Normal",
                     "ServedVersionsChanged",
-                    f"TF Serving serves version(s) {list(seen.served)} (was {old_versions})",
+                    f"TF Serving serves version(s) {', '.join(map(str, seen.served)) or 'none'} "
+                    f"(was {', '.join(map(str, old_versions)) or 'none'})",
                 )
             )
-        old_labels = dict(old.get("labels", {}))
-        if old_labels != dict(seen.labels):
+        was_moving = dict(old.get("moving") or {})
+        for label, move in seen.moving.items():
+            if label not in was_moving:
+                out.append(Event("Normal", "LabelMoving", f"label {move.describe(label)}"))
+        # A label moving keeps, until it has moved, the version it moves from.
+        before = {
+            **{k: m["from"] for k, m in was_moving.items() if "from" in m},
+            **dict(old.get("labels", {})),
+        }
+        now = {
+            **{k: m.previous for k, m in seen.moving.items() if m.previous is not None},
+            **dict(seen.labels),
+        }
+        if before != now:
             out.append(
                 Event(
                     "Normal",
                     "LabelsChanged",
-                    f"labels resolve to {dict(seen.labels)} (were {old_labels})",
+                    f"labels resolve to {_labels_text(now)} on every ready pod "
+                    f"(were {_labels_text(before)})",
                 )
             )
     known = {

@@ -83,7 +83,9 @@ class VersionState:
 
     @property
     def failed(self) -> bool:
-        return self.state == END and bool(self.error)
+        """Ended with an error: a load that failed. A load cancelled because its version left
+        the config (loader_harness.cc: "Loading of servable cancelled") is not a failure."""
+        return self.state == END and bool(self.error) and not self.error.startswith("CANCELLED")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,17 @@ class PodReport:
     assigned: Mapping[str, int | None] | None = None
     error: str | None = None  # the pod could not be read (connection refused, timeout, ...)
     reached: bool = True  # something answered on the port, if only an error
+    # version -> when this pod (incarnation) was first seen knowing it (any state but END):
+    # it had applied a file naming it by then (the start-up clock of a load, per pod).
+    since: Mapping[int, str] = field(default_factory=dict)
+
+
+def first_seen(report: PodReport, before: PodReport | None, now: str) -> dict[int, str]:
+    """`since` for a new reading: the earlier time for versions this pod still knows."""
+    known = before.since if before is not None else {}
+    return {
+        v: known.get(v, now) for v, state in sorted(report.versions.items()) if state.state != END
+    }
 
 
 def parse_model_status(body: Mapping[str, Any]) -> dict[int, VersionState]:

@@ -7,6 +7,7 @@ ready TF Serving pod reports it AVAILABLE, a label when every ready pod resolves
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from servedmodel_operator.parts.serving.modelsconfig import (
     ModelsConfig,
     config_digest,
     parse,
+    retained,
 )
 from servedmodel_operator.parts.serving.pods import AVAILABLE, PodReport, ServingPod, VersionState
 
@@ -32,16 +34,43 @@ class LoadFailure:
 
 
 @dataclass(frozen=True)
+class LabelMove:
+    """A label of the written config that the ready pods do not all resolve to its target
+    yet: where most of the others still resolve it, and how many resolve it to the target."""
+
+    target: int
+    previous: int | None  # what the other pods resolve it to (None: nothing yet)
+    done: int  # ready pods resolving it to the target
+    of: int  # ready pods
+
+    def to_status(self) -> dict[str, int]:
+        out = {"to": self.target, "pods": self.done, "readyPods": self.of}
+        if self.previous is not None:
+            out["from"] = self.previous
+        return out
+
+    def describe(self, label: str) -> str:
+        was = f"{label}={self.previous} -> " if self.previous is not None else ""
+        return f"{was}{label}={self.target} ({self.done}/{self.of} ready pods)"
+
+
+@dataclass(frozen=True)
 class View:
     """What the ready serving pods say about the written config, for status."""
 
     ready_pods: int
     available: Mapping[int, int]  # version -> ready pods on which it is AVAILABLE
-    served: tuple[int, ...]  # configured versions AVAILABLE on every ready pod
+    # Versions AVAILABLE on every ready pod: configured ones, and a dropped one TF Serving
+    # keeps (see `retained`): what unnamed requests get is what is served.
+    served: tuple[int, ...]
     labels: Mapping[str, int]  # labels every ready pod resolves, and to the same version
     failures: tuple[LoadFailure, ...] = ()
     unreachable: Mapping[str, str] = field(default_factory=dict)  # pod -> error
     unread: tuple[str, ...] = ()  # ready pods not read yet under this config
+    # Dropped versions TF Serving keeps loaded because every configured one failed there,
+    # and on which pods (availability_preserving_policy.cc).
+    retained: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    moving: Mapping[str, LabelMove] = field(default_factory=dict)  # labels in motion
     pods: tuple[Mapping[str, Any], ...] = ()  # per-pod detail for status (bounded)
 
 
@@ -61,24 +90,30 @@ def view(
         if (r := reports.get(p.incarnation)) is not None and r.config == digest
     }
     readable = {n: r for n, r in current.items() if r.error is None}
-    configured = config.versions if config else ()
+    kept: dict[int, list[str]] = {}
+    for name, r in sorted(readable.items()):
+        for v in retained(r, config) if config else ():
+            kept.setdefault(v, []).append(name)
+    counted = sorted({*(config.versions if config else ()), *kept})
     available = {
         v: sum(
             1 for r in readable.values() if r.versions.get(v, VersionState("")).state == AVAILABLE
         )
-        for v in configured
+        for v in counted
     }
     complete = bool(ready) and len(readable) == len(ready)
     return View(
         ready_pods=len(ready),
         available=available,
-        served=tuple(v for v in configured if complete and available[v] == len(ready)),
+        served=tuple(v for v in counted if complete and available[v] == len(ready)),
+        retained={v: tuple(names) for v, names in kept.items()},
+        moving=_moving(config, readable, len(ready)) if complete else {},
         labels=_agreed_labels(config, readable) if complete else {},
         failures=tuple(
             LoadFailure(v, name, state.error)
             for name, r in sorted(readable.items())
             for v, state in sorted(r.versions.items())
-            if v in configured and state.failed
+            if config and v in config.versions and state.failed
         ),
         unreachable={n: str(r.error) for n, r in sorted(current.items()) if r.error is not None},
         unread=tuple(sorted(p.name for p in ready if p.name not in current)),
@@ -96,6 +131,22 @@ def _agreed_labels(
         if len(resolved) == 1 and (v := resolved.pop()) is not None:
             labels[label] = v
     return labels
+
+
+def _moving(
+    config: ModelsConfig | None, readable: Mapping[str, PodReport], ready: int
+) -> dict[str, LabelMove]:
+    """Labels of the written config not resolved to their target on every ready pod."""
+    out: dict[str, LabelMove] = {}
+    for label, target in (config.labels if config else {}).items():
+        resolved = [r.labels.get(label) for r in readable.values()]
+        done = sum(1 for v in resolved if v == target)
+        if done == ready:
+            continue
+        others = Counter(v for v in resolved if v != target and v is not None)
+        previous = others.most_common(1)[0][0] if others else None
+        out[label] = LabelMove(target, previous, done, ready)
+    return out
 
 
 def _pod_details(
