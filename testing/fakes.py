@@ -39,7 +39,9 @@ def _now() -> str:
 def fields_v1(value: Any) -> Any:
     """The field set a server-side apply of `value` owns, in managedFields' fieldsV1 form:
     maps as f:<key>, associative lists as k:{<merge keys>} (here: `name` when the item has one,
-    else its scalar fields), everything else a leaf."""
+    else its scalar fields), everything else a leaf. A list whose items have no scalar field
+    to key them by (a NetworkPolicy's ingress rules) is atomic: a leaf, as the API server
+    records such lists."""
     if isinstance(value, Mapping):
         return {f"f:{k}": fields_v1(v) for k, v in value.items()}
     if isinstance(value, list) and value and all(isinstance(i, Mapping) for i in value):
@@ -50,6 +52,8 @@ def fields_v1(value: Any) -> Any:
                 if "name" in item
                 else {k: v for k, v in item.items() if not isinstance(v, Mapping | list)}
             )
+            if not keys:
+                return {}
             out["k:" + json.dumps(keys, sort_keys=True, separators=(",", ":"))] = fields_v1(item)
         return out
     return {}

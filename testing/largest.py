@@ -29,6 +29,15 @@ BATCH_SIZES, MAX_BATCH = 64, 1048576
 METRICS, MATCH_LABELS, MATCH_EXPRESSIONS, MATCH_VALUES = 4, 4, 2, 4
 STEPS = 20
 PARENT_REFS = 8
+# The pod settings of spec.server and spec.exporter.
+NODE_TERMS, NODE_EXPRESSIONS, NODE_FIELDS, NODE_VALUES = 2, 4, 1, 8
+POD_TERMS, NAMESPACES, LABEL_KEYS = 1, 4, 2
+SPREAD = 3
+PULL_SECRETS = 4
+POD_LABELS, ANNOTATION = 16, 512
+ENV, ENV_NAME, ENV_VALUE = 16, 128, 512
+EXTRA_ARGS, EXTRA_ARG = 32, 256
+PEERS, CIDR = 4, 43
 PROMETHEUS = "http://prometheus.monitoring.svc:9090/"
 
 
@@ -95,6 +104,105 @@ def _selector(seed: str) -> dict[str, Any]:
     }
 
 
+def _node_term(seed: str) -> dict[str, Any]:
+    def requirement(r: str) -> dict[str, Any]:
+        return {
+            "key": _label_key(f"{seed}{r}"),
+            "operator": "In",
+            "values": [_fill(f"{seed}{r}v{v}", LABEL_VALUE) for v in range(NODE_VALUES)],
+        }
+
+    return {
+        "matchExpressions": [requirement(f"e{e}") for e in range(NODE_EXPRESSIONS)],
+        "matchFields": [requirement(f"f{f}") for f in range(NODE_FIELDS)],
+    }
+
+
+def _pod_term(seed: str) -> dict[str, Any]:
+    return {
+        "labelSelector": _selector(f"{seed}l"),
+        "namespaceSelector": _selector(f"{seed}n"),
+        "namespaces": [_fill(f"{seed}ns{n}", 63) for n in range(NAMESPACES)],
+        "topologyKey": _label_key(f"{seed}t"),
+        "matchLabelKeys": [_label_key(f"{seed}m{k}") for k in range(LABEL_KEYS)],
+        "mismatchLabelKeys": [_label_key(f"{seed}x{k}") for k in range(LABEL_KEYS)],
+    }
+
+
+def _pod_affinity(seed: str) -> dict[str, Any]:
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            _pod_term(f"{seed}r{t}") for t in range(POD_TERMS)
+        ],
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": _pod_term(f"{seed}p{t}")} for t in range(POD_TERMS)
+        ],
+    }
+
+
+def _pod_settings(seed: str, env_prefix: str) -> dict[str, Any]:
+    """spec.server's and spec.exporter's shared pod settings, each at its bound."""
+    return {
+        "nodeSelector": {
+            _label_key(f"{seed}n{k}"): _fill(f"{seed}{k}", LABEL_VALUE)
+            for k in range(NODE_SELECTOR)
+        },
+        "tolerations": [
+            {
+                "key": _label_key(f"{seed}t{t}"),
+                "operator": "Equal",
+                "value": _fill(f"{seed}{t}", LABEL_VALUE),
+                "effect": "NoExecute",
+                "tolerationSeconds": 2**62,
+            }
+            for t in range(TOLERATIONS)
+        ],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [_node_term(f"{seed}nr{t}") for t in range(NODE_TERMS)]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "preference": _node_term(f"{seed}np{t}")}
+                    for t in range(NODE_TERMS)
+                ],
+            },
+            "podAffinity": _pod_affinity(f"{seed}pa"),
+            "podAntiAffinity": _pod_affinity(f"{seed}aa"),
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1000,
+                "topologyKey": _label_key(f"{seed}s{c}"),
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": _selector(f"{seed}s{c}"),
+                "minDomains": 1000,
+                "nodeAffinityPolicy": "Honor",
+                "nodeTaintsPolicy": "Honor",
+                "matchLabelKeys": [_label_key(f"{seed}s{c}k{k}") for k in range(LABEL_KEYS)],
+            }
+            for c in range(SPREAD)
+        ],
+        "priorityClassName": _dns_subdomain(f"{seed}pc"),
+        "runtimeClassName": _dns_subdomain(f"{seed}rc"),
+        "imagePullSecrets": [{"name": _dns_subdomain(f"{seed}ps{p}")} for p in range(PULL_SECRETS)],
+        "podLabels": {
+            _label_key(f"{seed}pl{k}"): _fill(f"{seed}{k}", LABEL_VALUE) for k in range(POD_LABELS)
+        },
+        "podAnnotations": {
+            _label_key(f"{seed}pn{k}"): _fill(f"{seed}{k}", ANNOTATION) for k in range(POD_LABELS)
+        },
+        # Names the operator does not set (the exporter's reserve AWS_*, GOOGLE_*, GCE_*...).
+        "env": [
+            {
+                "name": _fill(f"{env_prefix}{seed}{e}_", ENV_NAME),
+                "value": _fill(f"{seed}{e}", ENV_VALUE),
+            }
+            for e in range(ENV)
+        ],
+    }
+
+
 def _metric(seed: str) -> dict[str, Any]:
     return {
         "type": "Object",
@@ -112,6 +220,11 @@ def _metric(seed: str) -> dict[str, Any]:
     }
 
 
+def _cidr(n: int) -> str:
+    """An IPv6 CIDR of CIDR (43) characters."""
+    return ":".join(f"fd{n:02x}" for _ in range(8)) + "/128"
+
+
 def _version(seed: str, version: int) -> dict[str, Any]:
     bucket = _fill(f"b{seed}{version}", 63)
     uri = f"s3://{bucket}/"
@@ -121,14 +234,17 @@ def _version(seed: str, version: int) -> dict[str, Any]:
         "source": {
             "uri": uri + _fill(f"{seed}{version}k", URI - len(uri)),
             "sha256": _fill(f"{version:x}", 64, "0123456789abcdef"),
-            "credentialsSecretRef": {"name": _dns_subdomain(f"{seed}{version}s")},
+            # The credentials admission policy checks at most 8 distinct Secrets and 4 CA-bundle
+            # ConfigMaps per change (manifests/base/credentials-admission.yaml): the largest
+            # spec it admits names that many, each at full length.
+            "credentialsSecretRef": {"name": _dns_subdomain(f"{seed}{version % 8}s")},
             "s3": {
                 "endpoint": "https://" + _fill(f"{seed}{version}e", ENDPOINT - len("https://")),
                 "region": _fill(f"{seed}{version}r", 64),
                 "pathStyle": True,
                 "verifyTLS": True,
                 "caBundle": {
-                    "configMapName": _dns_subdomain(f"{seed}{version}c"),
+                    "configMapName": _dns_subdomain(f"{seed}{version % 4}c"),
                     "key": _fill(f"{seed}{version}k", DNS_SUBDOMAIN),
                 },
                 "anonymous": False,
@@ -165,20 +281,25 @@ def largest(name: str, i: int = 0) -> dict[str, Any]:
                 "image": _fill(f"registry.example/{seed}", IMAGE),
                 "replicas": 1000,
                 "resources": _resources(f"{seed}s"),
-                "nodeSelector": {
-                    _label_key(f"{seed}n{k}"): _fill(f"{seed}{k}", LABEL_VALUE)
-                    for k in range(NODE_SELECTOR)
-                },
-                "tolerations": [
-                    {
-                        "key": _label_key(f"{seed}t{t}"),
-                        "operator": "Equal",
-                        "value": _fill(f"{seed}{t}", LABEL_VALUE),
-                        "effect": "NoExecute",
-                        "tolerationSeconds": 2**62,
-                    }
-                    for t in range(TOLERATIONS)
+                **_pod_settings(seed, "S"),
+                # Flags the operator does not set, each --name=value.
+                "extraArgs": [
+                    "--" + _fill(f"x{seed}{a}_", 16) + "=" + _fill(f"{seed}{a}", EXTRA_ARG - 19)
+                    for a in range(EXTRA_ARGS)
                 ],
+                "disruptionBudget": {"enabled": True, "maxUnavailable": "100%"},
+                "networkPolicy": {
+                    "enabled": True,
+                    # Selector peers, and one IP block (a peer is one or the other).
+                    "from": [
+                        {
+                            "podSelector": _selector(f"{seed}fp{p}"),
+                            "namespaceSelector": _selector(f"{seed}fn{p}"),
+                        }
+                        for p in range(PEERS - 1)
+                    ]
+                    + [{"ipBlock": {"cidr": _cidr(0), "except": [_cidr(x + 1) for x in range(4)]}}],
+                },
                 "batching": {
                     "maxBatchSize": MAX_BATCH,
                     "batchTimeoutMicros": 60_000_000,
@@ -209,6 +330,7 @@ def largest(name: str, i: int = 0) -> dict[str, Any]:
                 "resources": _resources(f"{seed}e"),
                 "verify": {"samples": 1024, "atol": 1e300, "rtol": 1e300},
                 "warmup": {"requests": 1000},
+                **_pod_settings(f"{seed}x", "E"),
             },
             "rollout": {
                 "canary": VERSIONS,

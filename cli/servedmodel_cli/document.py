@@ -74,6 +74,12 @@ def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+def stopped(obj: Mapping[str, Any]) -> bool:
+    """Stopped on purpose: spec.server.replicas is 0 (the spec, or the scale subresource)."""
+    server = (obj.get("spec") or {}).get("server") or {}
+    return server.get("replicas") == 0
+
+
 def current(obj: Mapping[str, Any]) -> bool:
     """Whether status describes the latest spec (observedGeneration == generation)."""
     observed = (obj.get("status") or {}).get("observedGeneration")
@@ -232,6 +238,7 @@ def status_document(
         "observedGeneration": status.get("observedGeneration"),
         "current": current(obj),
         "ready": condition(obj, "Ready").get("status") or "Unknown",
+        "stopped": stopped(obj),
         "conditions": _conditions(obj),
         "versions": _versions(obj),
         "served": {"versions": served_versions, "labels": served_labels},

@@ -73,6 +73,7 @@ def status_text(doc: Mapping[str, Any], now: datetime.datetime) -> str:
     lines.append(
         f"{doc['kind']} {doc['namespace']}/{doc['name']}   model {doc['modelName']}   "
         f"{generation}   ready {doc['readyReplicas'] or 0}/{doc['replicas'] or 0} pods"
+        + ("   STOPPED (spec.server.replicas 0)" if doc["stopped"] else "")
     )
     lines.append("")
 

@@ -82,6 +82,11 @@ def _read(obj: Mapping[str, Any], target: Target) -> Reading:
         return Reading(line, stalled=_condition_text(stalled))
 
     if target.ready:
+        if ready.get("status") == "True" and ready.get("reason") == "Stopped":
+            # The desired state (no pod) is reached, as kstatus and `kubectl wait` read it.
+            return Reading(
+                line, done=f"{name} is Stopped: {ready.get('message') or ''}".rstrip(": ")
+            )
         if ready.get("status") == "True":
             return Reading(line, done=f"{name} is Ready: {ready.get('message') or ''}".rstrip(": "))
         return Reading(line)
@@ -96,6 +101,12 @@ def _read(obj: Mapping[str, Any], target: Target) -> Reading:
             line,
             impossible=f"version {version} is not declared in spec.versions of {name} "
             f"(declared: {', '.join(str(v) for v in declared) or 'none'})",
+        )
+    if document.stopped(obj):
+        return Reading(
+            line,
+            impossible=f"{name} is stopped (spec.server.replicas is 0): no TF Serving pod will "
+            f"serve version {version} until it is scaled above 0",
         )
     served_versions, _ = document.served(obj)
     entry = document.version_entries(obj).get(version) or {}

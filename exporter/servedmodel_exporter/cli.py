@@ -1,6 +1,8 @@
 """`servedmodel-export`: the exporter's command line, and the exporter image's entrypoint.
 
     servedmodel-export SOURCE --store DIR --model-name NAME --version N [options]
+    servedmodel-export --fetched DIR --store DIR --model-name NAME --version N [options]
+    servedmodel-export fetch SOURCE --into DIR [--sha256 HEX] [--max-source-bytes B] [...]
     servedmodel-export inspect DIR/NAME/N [--json]
     servedmodel-export prune --store DIR --model-name NAME --keep K --protect 1,2 --owner-uid UID
                              [--result-file F]
@@ -34,7 +36,16 @@ def _export_parser() -> argparse.ArgumentParser:
         "SavedModel, atomically; `servedmodel-export inspect DIR` shows a signature.",
     )
     p.add_argument(
-        "source", help="path, file://, http(s):// (.keras, .h5, Keras-2 or TF SavedModel dir)"
+        "source",
+        nargs="?",
+        help="path, file://, http(s)://, s3://, gs:// (.keras, .h5, Keras-2 or TF SavedModel "
+        "dir); or none with --fetched",
+    )
+    p.add_argument(
+        "--fetched",
+        type=Path,
+        help="export the source `servedmodel-export fetch` left in this directory (read in "
+        "place, checked again) instead of fetching one: no credentials needed here",
     )
     p.add_argument("--store", required=True, type=Path, help="the model store's root directory")
     p.add_argument(
@@ -50,18 +61,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warmup", type=int, default=0, help="TF Serving warmup records to write (<= 1000)"
     )
-    p.add_argument(
-        "--sha256",
-        help="expected SHA-256 of the source: a file's own (sha256sum), a directory's "
-        "manifest (README: 'The exporter')",
-    )
-    p.add_argument(
-        "--max-source-bytes",
-        type=int,
-        default=DEFAULT_MAX_SOURCE_BYTES,
-        help=f"refuse sources larger than this, counted while they download "
-        f"(default {DEFAULT_MAX_SOURCE_BYTES}, 20 GiB)",
-    )
+    _source_checks(p)
     p.add_argument(
         "--owner-uid",
         help="the owning ServedModel's UID: recorded with the version, and an existing "
@@ -73,28 +73,8 @@ def _export_parser() -> argparse.ArgumentParser:
         help="let Keras run Python bytecode stored in the model (Lambda layers); "
         "only for sources you trust",
     )
-    p.add_argument("--result-file", type=Path, help="write the JSON result here")
-    p.add_argument(
-        "--result-max-bytes",
-        type=int,
-        help="shrink the result file to this size "
-        "(a container termination message holds 4096 bytes)",
-    )
-    store = p.add_argument_group(
-        "object stores (s3://, gs://)",
-        "credentials come from the environment only: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
-        "(AWS_SESSION_TOKEN), or GOOGLE_APPLICATION_CREDENTIALS naming a service account file",
-    )
-    store.add_argument(
-        "--endpoint-url", help="S3-compatible (MinIO, Ceph, SeaweedFS) or GCS endpoint"
-    )
-    store.add_argument("--region", help="S3 region")
-    store.add_argument("--path-style", action="store_true", help="S3 path-style addressing")
-    store.add_argument(
-        "--no-verify-tls", action="store_true", help="do not verify the endpoint's certificate"
-    )
-    store.add_argument("--ca-bundle", help="PEM file of CAs to trust for the endpoint")
-    store.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
+    _result_file(p)
+    _object_store_options(p)
     p.add_argument(
         "--custom-objects-module",
         action="append",
@@ -110,6 +90,80 @@ def _export_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="import this .py file first (it registers the model's custom objects)",
     )
+    return p
+
+
+def _source_checks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sha256",
+        help="expected SHA-256 of the source: a file's own (sha256sum), a directory's "
+        "manifest (README: 'The exporter')",
+    )
+    p.add_argument(
+        "--max-source-bytes",
+        type=int,
+        default=DEFAULT_MAX_SOURCE_BYTES,
+        help=f"refuse sources larger than this, counted while they download "
+        f"(default {DEFAULT_MAX_SOURCE_BYTES}, 20 GiB)",
+    )
+
+
+def _result_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--result-file", type=Path, help="write the JSON result here")
+    p.add_argument(
+        "--result-max-bytes",
+        type=int,
+        help="shrink the result file to this size "
+        "(a container termination message holds 4096 bytes)",
+    )
+
+
+def _object_store_options(p: argparse.ArgumentParser) -> None:
+    store = p.add_argument_group(
+        "object stores (s3://, gs://)",
+        "credentials come from the environment only: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+        "(AWS_SESSION_TOKEN), or GOOGLE_APPLICATION_CREDENTIALS naming a service account file",
+    )
+    store.add_argument(
+        "--endpoint-url", help="S3-compatible (MinIO, Ceph, SeaweedFS) or GCS endpoint"
+    )
+    store.add_argument("--region", help="S3 region")
+    store.add_argument("--path-style", action="store_true", help="S3 path-style addressing")
+    store.add_argument(
+        "--no-verify-tls", action="store_true", help="do not verify the endpoint's certificate"
+    )
+    store.add_argument("--ca-bundle", help="PEM file of CAs to trust for the endpoint")
+    store.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
+
+
+def _object_store(args: argparse.Namespace) -> Any:
+    from servedmodel_exporter.sources import ObjectStoreOptions
+
+    return ObjectStoreOptions(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        path_style=args.path_style,
+        verify_tls=not args.no_verify_tls,
+        ca_bundle=args.ca_bundle,
+        anonymous=args.anonymous,
+    )
+
+
+def _fetch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="servedmodel-export fetch",
+        description="Copy a source into a directory, with its size limit and checksum, for "
+        "`servedmodel-export --fetched DIR` to export (credentials are needed here, never "
+        "there). Loads nothing.",
+    )
+    p.add_argument("source", help="path, file://, http(s)://, s3://, gs://")
+    p.add_argument(
+        "--into", required=True, type=Path, help="an empty directory to leave the source in"
+    )
+    p.add_argument("--version", type=int, help="the version being exported (for the result)")
+    _source_checks(p)
+    _result_file(p)
+    _object_store_options(p)
     return p
 
 
@@ -163,13 +217,15 @@ def export(argv: list[str]) -> int:
         _export_parser().error("--version must be a positive integer")
     if args.max_source_bytes < 1:
         _export_parser().error("--max-source-bytes must be a positive integer")
+    if (args.source is None) == (args.fetched is None):
+        _export_parser().error("give either SOURCE or --fetched DIR")
     _quiet_tensorflow()
     _configure_logging()
     from servedmodel_exporter.export import Request, run
-    from servedmodel_exporter.sources import ObjectStoreOptions
 
     request = Request(
-        source=args.source,
+        source=args.source or "",
+        fetched=args.fetched,
         store=args.store,
         model_name=args.model_name,
         version=args.version,
@@ -181,14 +237,7 @@ def export(argv: list[str]) -> int:
         sha256=args.sha256,
         custom_object_modules=args.custom_objects_module,
         custom_object_files=args.custom_objects_file,
-        object_store=ObjectStoreOptions(
-            endpoint_url=args.endpoint_url,
-            region=args.region,
-            path_style=args.path_style,
-            verify_tls=not args.no_verify_tls,
-            ca_bundle=args.ca_bundle,
-            anonymous=args.anonymous,
-        ),
+        object_store=_object_store(args),
         max_source_bytes=args.max_source_bytes,
         owner_uid=args.owner_uid,
         allow_unsafe_deserialization=args.allow_unsafe_deserialization,
@@ -211,7 +260,46 @@ def export(argv: list[str]) -> int:
     return code
 
 
-def _failure(exc: ExportError, version: int) -> dict[str, Any]:
+def fetch(argv: list[str]) -> int:
+    """The credentials side of an export: the source into --into, nothing loaded."""
+    args = _fetch_parser().parse_args(argv)
+    if args.max_source_bytes < 1:
+        _fetch_parser().error("--max-source-bytes must be a positive integer")
+    _configure_logging()
+    from servedmodel_exporter.sources import FetchOptions, redact
+    from servedmodel_exporter.sources.handoff import fetch_into
+
+    options = FetchOptions(
+        expected_sha256=args.sha256,
+        max_bytes=args.max_source_bytes,
+        object_store=_object_store(args),
+    )
+    outcome: dict[str, Any]
+    try:
+        source = fetch_into(args.source, args.into, options)
+        outcome = {
+            "ok": True,
+            "fetched": {"source": redact(source.uri), "sha256": source.sha256, "size": source.size},
+        }
+        if args.version is not None:
+            outcome["version"] = args.version
+        print(f"fetched {redact(source.uri)}: {source.size} bytes, SHA-256 {source.sha256}")
+        code = 0
+    except ExportError as exc:
+        outcome = _failure(exc, args.version)
+        code = exc.exit_code
+    except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
+        log.error("unexpected failure, traceback follows", exc_info=True)
+        outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
+        code = InternalError.exit_code
+    if code:
+        print(results.one_line(outcome).replace("export failed", "fetch failed"), file=sys.stderr)
+    if args.result_file:
+        args.result_file.write_text(results.fit(outcome, args.result_max_bytes))
+    return code
+
+
+def _failure(exc: ExportError, version: int | None) -> dict[str, Any]:
     return {
         "ok": False,
         "version": version,
@@ -281,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         return inspect(argv[1:])
     if argv[:1] == ["prune"]:
         return prune(argv[1:])
+    if argv[:1] == ["fetch"]:
+        return fetch(argv[1:])
     return export(argv)
 
 

@@ -44,6 +44,8 @@ class Request:
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
     owner_uid: str | None = None  # the owning ServedModel's metadata.uid, kept in the record
     allow_unsafe_deserialization: bool = False  # run a Lambda's bytecode: trusted sources only
+    # Read the source a `fetch` left in this directory (in place) instead of fetching `source`.
+    fetched: Path | None = None
 
 
 class _Clock:
@@ -71,15 +73,17 @@ def run(request: Request) -> dict[str, Any]:
     store.ensure_writable()
     with tempfile.TemporaryDirectory(prefix="servedmodel-export-") as tmp:
         workdir = Path(tmp)
-        source = sources.fetch(
-            request.source,
-            workdir,
-            sources.FetchOptions(
-                expected_sha256=request.sha256,
-                max_bytes=request.max_source_bytes,
-                object_store=request.object_store,
-            ),
+        options = sources.FetchOptions(
+            expected_sha256=request.sha256,
+            max_bytes=request.max_source_bytes,
+            object_store=request.object_store,
         )
+        if request.fetched is not None:
+            from servedmodel_exporter.sources import handoff
+
+            source = handoff.handed_off(request.fetched, options)
+        else:
+            source = sources.fetch(request.source, workdir, options)
         clock.lap("fetch")
         recorded = store.check_existing(request.version, source.sha256, request.owner_uid)
         if recorded is not None:
@@ -228,7 +232,7 @@ def _result(
         "warmupRecords": warmup_records,
         "sourceFormat": str(fmt),
         "sourceSha256": source.sha256,
-        "source": sources.redact(request.source),
+        "source": sources.redact(source.uri),
         "sizes": {"sourceBytes": source.size, "savedModelBytes": _dir_size(staging)},
         "tensorflowVersion": tf.__version__,
         "kerasVersion": keras.__version__,

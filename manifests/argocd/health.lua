@@ -35,6 +35,13 @@ if stalled ~= nil and stalled.status == "True" then
 end
 
 local ready = condition("Ready")
+-- spec.server.replicas 0 on purpose: no pod runs, and none should (Argo CD's "Suspended").
+if ready ~= nil and ready.status == "True" and ready.reason == "Stopped" then
+  hs.status = "Suspended"
+  hs.message = ready.message or "Stopped"
+  return hs
+end
+
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message or "Serving"

@@ -15,9 +15,21 @@ import os
 import kopf
 
 from servedmodel_operator.adapters import logs, metrics
+from servedmodel_operator.api.site import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_POD_LABELS,
+    SCRAPER_NAMESPACES,
+    Site,
+    parse_labels,
+)
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, DEFAULT_SERVER_IMAGE
 from servedmodel_operator.controller.runtime import Options
-from servedmodel_operator.parts.admission.policy import OWN_NAMESPACE_GATEWAYS, Policy
+from servedmodel_operator.parts.admission.policy import (
+    CREDENTIALS_OPT_IN,
+    DEFAULT_OBJECT_STORE_ENDPOINTS,
+    OWN_NAMESPACE_GATEWAYS,
+    Policy,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--liveness",
         default=os.environ.get("SERVEDMODEL_LIVENESS", ""),
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--readiness",
+        default=os.environ.get("SERVEDMODEL_READINESS", ""),
+        help="serve the readiness probe here, e.g. http://0.0.0.0:8081/readyz: 200 once this "
+        "replica can serve (the leader, or a standby whose watch caches are filled), 503 before "
+        "and while it shuts down (env SERVEDMODEL_READINESS)",
     )
     policy = parser.add_argument_group(
         "policy", "what a ServedModel may ask for (see README: Multi-tenancy and threat model)"
@@ -102,6 +121,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "{name} are the ServedModel's) a rollout's routes may carry "
         "(env SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES; default none)",
     )
+    policy.add_argument(
+        "--allowed-object-store-endpoints",
+        default=os.environ.get(
+            "SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS", ",".join(DEFAULT_OBJECT_STORE_ENDPOINTS)
+        ),
+        help="comma-separated URL patterns (scheme://host[:port], '*' within one host label) "
+        "of the s3/gcs endpoints an exporter holding credentials may use "
+        "(env SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS; default the providers' own: "
+        f"{', '.join(DEFAULT_OBJECT_STORE_ENDPOINTS)})",
+    )
+    policy.add_argument(
+        "--credentials-opt-in",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_CREDENTIALS_OPT_IN", False),
+        help=f"Secrets and ConfigMaps must carry {CREDENTIALS_OPT_IN}=true to be handed to an "
+        "exporter: for clusters without the ValidatingAdmissionPolicy "
+        "servedmodel-credentials-need-read-access (env SERVEDMODEL_CREDENTIALS_OPT_IN; "
+        "default off)",
+    )
+    policy.add_argument(
+        "--allowed-priority-classes",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_PRIORITY_CLASSES", ""),
+        help="comma-separated glob patterns of the PriorityClasses ServedModels' pods may name "
+        "(env SERVEDMODEL_ALLOWED_PRIORITY_CLASSES; default none: priorityClassName unset)",
+    )
+    policy.add_argument(
+        "--allowed-runtime-classes",
+        default=os.environ.get("SERVEDMODEL_ALLOWED_RUNTIME_CLASSES", ""),
+        help="comma-separated glob patterns of the RuntimeClasses ServedModels' pods may name "
+        "(env SERVEDMODEL_ALLOWED_RUNTIME_CLASSES; default none: runtimeClassName unset)",
+    )
+    policy.add_argument(
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("SERVEDMODEL_NETWORK_POLICY", False),
+        help="give every ServedModel that leaves spec.server.networkPolicy.enabled unset a "
+        "NetworkPolicy around its TF Serving pods (env SERVEDMODEL_NETWORK_POLICY; default off)",
+    )
+    policy.add_argument(
+        "--metrics-scraper-namespaces",
+        default=os.environ.get(
+            "SERVEDMODEL_METRICS_SCRAPER_NAMESPACES", _labels_text(SCRAPER_NAMESPACES)
+        ),
+        help="labels (k=v,...) of the namespaces whose pods may scrape TF Serving's metrics "
+        "through the NetworkPolicy (env SERVEDMODEL_METRICS_SCRAPER_NAMESPACES; default "
+        f"{_labels_text(SCRAPER_NAMESPACES)}; empty: none)",
+    )
+    parser.add_argument(
+        "--operator-pod-labels",
+        default=os.environ.get(
+            "SERVEDMODEL_OPERATOR_POD_LABELS", _labels_text(OPERATOR_POD_LABELS)
+        ),
+        help="labels (k=v,...) of the operator's own pods, which the NetworkPolicy admits to the "
+        "TF Serving pods from namespace POD_NAMESPACE (env SERVEDMODEL_OPERATOR_POD_LABELS)",
+    )
     parser.add_argument(
         "--metrics-address",
         default=os.environ.get("SERVEDMODEL_METRICS_ADDRESS", ""),
@@ -154,9 +228,26 @@ def policy_of(args: argparse.Namespace) -> Policy:
             prometheus_addresses=_patterns(args.allowed_prometheus_addresses),
             gateways=_patterns(args.allowed_gateways),
             route_hostnames=_patterns(args.allowed_route_hostnames),
+            object_store_endpoints=_patterns(args.allowed_object_store_endpoints),
+            require_credentials_opt_in=args.credentials_opt_in,
+            priority_classes=_patterns(args.allowed_priority_classes),
+            runtime_classes=_patterns(args.allowed_runtime_classes),
         )
     except ValueError as exc:
         raise SystemExit(f"servedmodel-operator: invalid policy: {exc}") from None
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def site_of(args: argparse.Namespace) -> Site:
+    return Site(
+        operator_namespace=os.environ.get("POD_NAMESPACE") or OPERATOR_NAMESPACE,
+        operator_pod_labels=parse_labels(args.operator_pod_labels),
+        scraper_namespaces=parse_labels(args.metrics_scraper_namespaces),
+        network_policy=args.network_policy,
+    )
 
 
 def _limit_malloc_arenas() -> None:
@@ -178,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         exporter_image=args.exporter_image,
         workers=args.workers,
         policy=policy_of(args),
+        site=site_of(args),
+        readiness=args.readiness or None,
+        namespaces=tuple(args.namespace),
         leader_election=(args.leader_election_namespace, args.leader_election_id)
         if args.leader_elect
         else None,

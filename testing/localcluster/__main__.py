@@ -1,8 +1,9 @@
-"""`python -m testing.localcluster up|down|status|build [COMPONENT ...]|run TOOL [ARG ...]`: the one
-entry point the Makefile uses. `build` alone builds every component that is not cached yet;
-`run` builds a tool's component if needed and runs the tool (e.g. `run actionlint`,
-`run kubectl kustomize manifests/`). `build` and `run` need only the standard library (any
-Python 3.11, no venv): the Makefile builds while the venv is being made."""
+"""`python -m testing.localcluster up|down|status|restart-apiserver|build [COMPONENT ...]|run TOOL
+[ARG ...]`: the one entry point the Makefile uses. `build` alone builds every component that is
+not cached yet; `run` builds a tool's component if needed and runs the tool (e.g. `run
+actionlint`, `run kubectl kustomize manifests/`); `restart-apiserver` restarts the running
+cluster's kube-apiserver (cluster.restart_apiserver). `build` and `run` need only the standard
+library (any Python 3.11, no venv): the Makefile builds while the venv is being made."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return run(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="python -m testing.localcluster", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "build", "run"))
+    parser.add_argument(
+        "command", choices=("up", "down", "status", "restart-apiserver", "build", "run")
+    )
     parser.add_argument(
         "components",
         nargs="*",
@@ -53,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         cluster.down()
+    elif args.command == "restart-apiserver":
+        running = cluster.healthy()
+        if running is None:
+            print("not running")
+            return 1
+        print(f"the API server did not answer for {cluster.restart_apiserver(running):.1f}s")
     else:
         running = cluster.healthy()
         if running is None:

@@ -72,6 +72,8 @@ CONTROLLERS = (
     # Reads a ServedModel's scale subresource for spec.server.autoscaling. No metrics server
     # runs here: it reports the current replicas and that it cannot get metrics.
     "horizontalpodautoscaling",
+    # PodDisruptionBudgets' status (disruptionsAllowed), which the Eviction API enforces.
+    "disruption",
     # Computes ResourceQuota usage, without which the API server enforces no quota (the
     # count/servedmodels quota of tests/integration/test_tenancy_bounds.py). It recounts a
     # quota when the quota's limits change, and every 5 minutes.
@@ -395,16 +397,18 @@ def _simulated_node(name: str) -> dict[str, object]:
         },
         "status": {
             "allocatable": {
-                "cpu": "32",
-                "memory": "256Gi",
+                # Room for every pod of `make bench` (2,000 TF Serving pods) at the operator's
+                # default requests (500m CPU, 1Gi): nothing runs on a simulated node anyway.
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
             "capacity": {
-                "cpu": "32",
-                "memory": "256Gi",
+                "cpu": "2000",
+                "memory": "4Ti",
                 "pods": "5000",
-                "ephemeral-storage": "1Ti",
+                "ephemeral-storage": "4Ti",
             },
         },
     }
@@ -665,6 +669,38 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
         state_dir,
         "kube-controller-manager",
     )
+
+
+def restart_apiserver(cluster: Cluster, down_for: float = 0.0, grace: float = 5.0) -> float:
+    """Restart the cluster's kube-apiserver as a kubelet restarts a static pod: SIGTERM (it
+    stops accepting connections and shuts down gracefully), SIGKILL when `grace` seconds have
+    passed (its HTTP server would wait up to 60 s for open watches, secure_serving.go), then
+    `down_for` seconds with no API server, then the same binary with the same flags on the same
+    port and etcd. Returns how many seconds it did not answer. Everything else (controllers,
+    kwok, the runner, operators, TF Serving pods) keeps running and reconnects on its own."""
+    state_dir = cluster.state_dir
+    record_file = _pid_dir(state_dir) / "kube-apiserver.json"
+    record = json.loads(record_file.read_text())
+    pid, binary = int(record["pid"]), str(record["binary"])
+    etcd_port = json.loads(_state_file(state_dir).read_text())["ports"]["etcd"]
+    stopped = time.monotonic()
+    if _runs_binary(pid, binary):
+        log(f"restarting kube-apiserver (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _runs_binary(pid, binary) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _runs_binary(pid, binary):
+            log(f"kube-apiserver (pid {pid}) still running after {grace:g}s: killing it")
+            os.kill(pid, signal.SIGKILL)
+            while _runs_binary(pid, binary):
+                time.sleep(0.1)
+    time.sleep(down_for)
+    _start_apiserver(cluster, f"http://127.0.0.1:{etcd_port}")
+    # Keep its place in the start order: down() stops processes in reverse of it.
+    fresh = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**fresh, "started": record["started"]}))
+    return time.monotonic() - stopped
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> None:

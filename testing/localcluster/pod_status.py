@@ -10,11 +10,20 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def conditions(ready: bool, reason: str | None = None, since: str | None = None) -> list[Any]:
+def conditions(
+    ready: bool, reason: str | None = None, since: str | None = None, initialized: bool = True
+) -> list[Any]:
     at = since or now()
+    init: dict[str, Any] = {
+        "type": "Initialized",
+        "status": str(initialized),
+        "lastTransitionTime": at,
+    }
+    if not initialized:
+        init["reason"] = "ContainersNotInitialized"
     out: list[dict[str, Any]] = [
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": at},
-        {"type": "Initialized", "status": "True", "lastTransitionTime": at},
+        init,
     ]
     for kind in ("ContainersReady", "Ready"):
         cond: dict[str, Any] = {"type": kind, "status": str(ready), "lastTransitionTime": at}

@@ -3,9 +3,12 @@
 kwok simulates every pod on its nodes: it marks them Running and, for Job pods, Succeeded,
 without running anything. That is wrong for two kinds of pods, so kwok's pod stages skip
 pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
-- exporter pods (Jobs): the container's command and args run as a local process from this
-  checkout's virtualenv (its bin/ is the image's PATH), and the runner reports back what a
-  kubelet reports: phase, container state, exit code, the termination message file's content;
+- exporter pods (Jobs): each container's command and args run as a local process from this
+  checkout's virtualenv (its bin/ is the image's PATH), init containers first, in order, each
+  to completion, as a kubelet runs them (restartPolicy Never: a failed init container fails the
+  pod and the main container never starts); the runner reports back what a kubelet reports:
+  phase, the Initialized condition, init and main container states, exit codes, each
+  termination message file's content;
 - TF Serving pods (the operator's default server image): no registry ships
   tensorflow_model_server, so the TF Serving stand-in (testing/tfserving_standin) runs
   in its place on the pod's own loopback address, with probes and restarts (serving_pod.py).
@@ -19,8 +22,10 @@ the state directory holds `standin-predict-delay-ms` gets STANDIN_PREDICT_DELAY_
 stand-in's test knob for slow predictions) with that value. Every process gets the network guard
 (testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
-resource limits, and `kubectl logs` (each container's output lands in
-.local-cluster/runner/<namespace>_<pod>_<uid>/container.log).
+resource limits, and `kubectl logs` (the main container's output lands in
+.local-cluster/runner/<namespace>_<pod>_<uid>/container.log, an init container's in
+<its name>.log beside it). A pod's volumes are made once and shared by its containers (an
+emptyDir written by an init container is what the main container reads).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
@@ -60,6 +67,7 @@ PREDICT_DELAY_FILE = "standin-predict-delay-ms"
 RUNNABLE_IMAGES = (*JOB_IMAGES, *STANDIN_IMAGES)
 TERMINATION_LIMIT = 4096
 FALLBACK_LOG_LINES = 80
+STATUS_RETRY_SECONDS = 120.0
 _now = pod_status.now
 
 
@@ -102,6 +110,18 @@ def _mount_parents(mounts: Mapping[str, Path], rootfs: Path) -> dict[str, Path]:
     return parents
 
 
+@dataclass(frozen=True)
+class Step:
+    """One container of a Job pod, ready to run as a local process."""
+
+    container: dict[str, Any]
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    log_path: Path
+    message_file: Path
+
+
 class Runner:
     def __init__(
         self,
@@ -116,8 +136,11 @@ class Runner:
         self.volumes = PodVolumes(self.core, lambda: delivery.read_window(window_file))
         self.work_dir = work_dir
         self.image_bin = image_bin
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # uid -> the process of the container running now (None: between two containers).
+        self.processes: dict[str, subprocess.Popen[bytes] | None] = {}
+        self.finished: set[str] = set()  # Job pods run to their end: never started again
         self.serving: dict[str, ServingPod] = {}
+        self.stopping: dict[str, ServingPod] = {}  # deleted pods whose process may still run
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
@@ -153,6 +176,9 @@ class Runner:
                 else:
                     log.warning("watch failed: %s", exc.reason)
                     time.sleep(1)
+            except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                log.warning("watch failed: %s", exc)
+                time.sleep(1)
 
     def _configmap_event(self, event_type: str, configmap: dict[str, Any]) -> None:
         if event_type in ("ADDED", "MODIFIED"):
@@ -176,7 +202,7 @@ class Runner:
         if not pod["spec"].get("nodeName") or phase in ("Succeeded", "Failed"):
             return
         with self.lock:
-            if uid in self.processes or uid in self.serving:
+            if uid in self.processes or uid in self.serving or uid in self.finished:
                 return
             self.waiting[uid] = pod
         self._try_start(uid)
@@ -185,7 +211,10 @@ class Runner:
         while True:
             time.sleep(2)
             for uid in list(self.waiting):
-                self._try_start(uid)
+                try:
+                    self._try_start(uid)
+                except urllib3.exceptions.HTTPError as exc:  # the API server restarting
+                    log.warning("cannot start pod %s yet: %s", uid, exc)
 
     # --- running --------------------------------------------------------------------------
 
@@ -207,18 +236,50 @@ class Runner:
                 self.serving[uid].start()
                 return
             try:
-                argv, env, cwd, log_path, message_file = self._prepare(pod)
+                steps = self._prepare(pod)
             except NotRunnable as exc:
                 log.info("%s: waiting: %s", pod["metadata"]["name"], exc)
                 return
             del self.waiting[uid]
+            self.processes[uid] = None
+        threading.Thread(target=self._run_steps, args=(pod, steps), daemon=True).start()
+
+    def _run_steps(self, pod: dict[str, Any], steps: list[Step]) -> None:
+        """Init containers in order, each to completion, then the main container."""
+        *inits, main = steps
+        done: list[dict[str, Any]] = []  # the init containers' terminated states so far
+        for step in inits:
             started = _now()
-            self._report_running(pod, started)
-            with open(log_path, "ab") as out:
+            self._report(pod, "Pending", inits, done, {"running": {"startedAt": started}}, None)
+            code = self._run(pod, step)
+            if code is None:  # the pod was deleted meanwhile
+                return
+            done.append(self._terminated(step, code, started))
+            if code != 0:
+                self._report(pod, "Failed", inits, done, None, None)
+                self._finish(pod, step, code)
+                return
+        started = _now()
+        self._report(pod, "Running", inits, done, None, {"running": {"startedAt": started}})
+        code = self._run(pod, main)
+        if code is None:
+            return
+        terminated = {"terminated": self._terminated(main, code, started)}
+        self._report(pod, "Succeeded" if code == 0 else "Failed", inits, done, None, terminated)
+        self._finish(pod, main, code)
+
+    def _run(self, pod: dict[str, Any], step: Step) -> int | None:
+        """Run one container's process to its end: its exit code as a container runtime reports
+        it, or None if the pod was deleted (stop() killed it, or it must not start)."""
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            if uid not in self.processes:
+                return None
+            with open(step.log_path, "ab") as out:
                 proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=cwd,
+                    step.argv,
+                    env=step.env,
+                    cwd=step.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -226,31 +287,48 @@ class Runner:
                 )
             self.processes[uid] = proc
         log.info(
-            "%s/%s: started pid %d: %s",
+            "%s/%s: %s: started pid %d: %s",
             pod["metadata"]["namespace"],
             pod["metadata"]["name"],
+            step.container["name"],
             proc.pid,
-            " ".join(argv),
+            " ".join(step.argv),
         )
-        threading.Thread(
-            target=self._wait, args=(pod, proc, started, log_path, message_file), daemon=True
-        ).start()
+        code = proc.wait()
+        with self.lock:
+            if self.processes.get(uid) is not proc:  # stop() took it: the pod is gone
+                return None
+            self.processes[uid] = None
+        return code if code >= 0 else 128 - code  # a signal, as a container runtime reports it
 
-    def _mounts(self, pod: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str], Path]:
-        """(container path -> local directory, environment, the pod's own directory)."""
-        meta, spec = pod["metadata"], pod["spec"]
-        container = spec["containers"][0]
+    def _pod_dir(self, pod: dict[str, Any]) -> Path:
+        meta = pod["metadata"]
         pod_dir = self.work_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         pod_dir.mkdir(parents=True, exist_ok=True)
-        volumes = {
+        return pod_dir
+
+    def _volumes(self, pod: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
+        """Every volume of the pod as a local directory, made once for all its containers."""
+        meta = pod["metadata"]
+        return {
             v["name"]: self.volumes.resolve(meta["namespace"], meta["uid"], v, pod_dir)
-            for v in spec.get("volumes", [])
+            for v in pod["spec"].get("volumes", [])
         }
+
+    def _container_mounts(
+        self,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        volumes: Mapping[str, Path],
+        rootfs: Path,
+    ) -> tuple[dict[str, Path], dict[str, str]]:
+        """(container path -> local directory, environment) of one container."""
+        meta = pod["metadata"]
         mounts = {
             m["mountPath"]: _subpath(volumes[m["name"]], m.get("subPath", ""))
             for m in container.get("volumeMounts", [])
         }
-        mounts.update(_mount_parents(mounts, pod_dir / "rootfs"))
+        mounts.update(_mount_parents(mounts, rootfs))
         env = {
             "PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin",
             "HOSTNAME": meta["name"],
@@ -260,6 +338,15 @@ class Runner:
             value = self._env_value(meta["namespace"], item)
             if value is not None:  # None: an optional reference to a missing key
                 env[item["name"]] = _map_path(value, mounts)
+        return mounts, env
+
+    def _mounts(self, pod: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str], Path]:
+        """(container path -> local directory, environment, the pod's own directory) of a
+        one-container pod (the TF Serving stand-in's)."""
+        pod_dir = self._pod_dir(pod)
+        mounts, env = self._container_mounts(
+            pod, pod["spec"]["containers"][0], self._volumes(pod, pod_dir), pod_dir / "rootfs"
+        )
         return mounts, env, pod_dir
 
     def _standin_env(self) -> dict[str, str]:
@@ -272,28 +359,45 @@ class Runner:
             return {}
         return {"STANDIN_PREDICT_DELAY_MS": value} if value else {}
 
-    def _prepare(self, pod: dict[str, Any]) -> tuple[list[str], dict[str, str], str, Path, Path]:
-        container = pod["spec"]["containers"][0]
-        mounts, env, pod_dir = self._mounts(pod)
-        message_file = pod_dir / "termination-log"
-        message_file.touch()
-        message_file.chmod(0o666)
-        mounts[container.get("terminationMessagePath", "/dev/termination-log")] = message_file
-        command = [*container.get("command", []), *container.get("args", [])]
-        if not command:
-            raise NotRunnable("no command: the runner does not know the image's entrypoint")
-        executable = shutil.which(command[0], path=env["PATH"])
-        if executable is None:
-            raise NotRunnable(f"{command[0]} is not in the image ({self.image_bin})")
-        argv = [executable, *(_map_path(a, mounts) for a in command[1:])]
-        cwd = _map_path(container.get("workingDir", "/"), mounts)
-        return (
-            argv,
-            env,
-            cwd if Path(cwd).is_dir() else str(pod_dir),
-            pod_dir / "container.log",
-            message_file,
-        )
+    def _prepare(self, pod: dict[str, Any]) -> list[Step]:
+        """The init containers' steps, then the main container's: every Secret key, volume and
+        executable resolvable before anything runs (else NotRunnable: wait, as a kubelet)."""
+        pod_dir = self._pod_dir(pod)
+        containers = [*pod["spec"].get("initContainers", []), pod["spec"]["containers"][0]]
+        for container in containers:  # before the volumes: those are made once (emptyDirs)
+            for item in container.get("env", []):
+                self._env_value(pod["metadata"]["namespace"], item)
+        volumes = self._volumes(pod, pod_dir)
+        steps = []
+        for index, container in enumerate(containers):
+            main = index == len(containers) - 1
+            name = str(container["name"])
+            mounts, env = self._container_mounts(
+                pod, container, volumes, pod_dir / ("rootfs" if main else f"rootfs-{name}")
+            )
+            message_file = pod_dir / ("termination-log" if main else f"{name}.termination-log")
+            message_file.touch()
+            message_file.chmod(0o666)
+            mounts[container.get("terminationMessagePath", "/dev/termination-log")] = message_file
+            command = [*container.get("command", []), *container.get("args", [])]
+            if not command:
+                raise NotRunnable("no command: the runner does not know the image's entrypoint")
+            executable = shutil.which(command[0], path=env["PATH"])
+            if executable is None:
+                raise NotRunnable(f"{command[0]} is not in the image ({self.image_bin})")
+            argv = [executable, *(_map_path(a, mounts) for a in command[1:])]
+            cwd = _map_path(container.get("workingDir", "/"), mounts)
+            steps.append(
+                Step(
+                    container,
+                    argv,
+                    env,
+                    cwd if Path(cwd).is_dir() else str(pod_dir),
+                    pod_dir / ("container.log" if main else f"{name}.log"),
+                    message_file,
+                )
+            )
+        return steps
 
     def _env_value(self, namespace: str, item: dict[str, Any]) -> str | None:
         if "value" in item:
@@ -311,85 +415,120 @@ class Runner:
                 return base64.b64decode(value).decode() if kind == "secret" else value
         raise NotRunnable(f"env {item['name']}: unsupported valueFrom")
 
-    def _wait(
-        self,
-        pod: dict[str, Any],
-        proc: subprocess.Popen[bytes],
-        started: str,
-        log_path: Path,
-        message_file: Path,
-    ) -> None:
-        code = proc.wait()
-        uid = pod["metadata"]["uid"]
-        with self.lock:
-            stopped = self.processes.pop(uid, None) is None
-        self.volumes.release(uid)
-        if stopped:  # killed because the pod was deleted: nothing to report on
-            return
-        container = pod["spec"]["containers"][0]
-        message = message_file.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
+    def _terminated(self, step: Step, code: int, started: str) -> dict[str, Any]:
+        """A terminated container state with its termination message, as a kubelet makes it."""
+        message = step.message_file.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace")
         if (
             not message
             and code != 0
-            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+            and step.container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
         ):
             message = "\n".join(
-                log_path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
+                step.log_path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
             )[-2048:]
-        exit_code = code if code >= 0 else 128 - code  # a signal, as a container runtime reports it
         terminated = {
-            "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
             "startedAt": started,
             "finishedAt": _now(),
         }
         if message:
             terminated["message"] = message
-        self._patch_status(
-            pod,
-            {
-                "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "conditions": pod_status.conditions(ready=False, reason="PodCompleted"),
-                "containerStatuses": [
-                    pod_status.container_status(container, {"terminated": terminated})
-                ],
-            },
-        )
-        log.info(
-            "%s/%s: exited %d", pod["metadata"]["namespace"], pod["metadata"]["name"], exit_code
-        )
+        return terminated
 
-    def _report_running(self, pod: dict[str, Any], started: str) -> None:
-        container = pod["spec"]["containers"][0]
-        self._patch_status(
-            pod,
-            {
-                "phase": "Running",
-                "startTime": started,
-                "conditions": pod_status.conditions(ready=True),
-                "containerStatuses": [
-                    pod_status.container_status(
-                        container, {"running": {"startedAt": started}}, ready=True, started=True
-                    )
-                ],
-            },
+    def _report(
+        self,
+        pod: dict[str, Any],
+        phase: str,
+        inits: list[Step],
+        done: list[dict[str, Any]],
+        init_running: dict[str, Any] | None,
+        main_state: dict[str, Any] | None,
+    ) -> None:
+        """The pod's status: phase, conditions, the init containers (terminated ones, the
+        running one, the rest waiting) and the main container (waiting PodInitializing until
+        it runs)."""
+        initialized = len(done) == len(inits) and all(t["exitCode"] == 0 for t in done)
+        init_statuses = []
+        for index, step in enumerate(inits):
+            if index < len(done):
+                state: dict[str, Any] = {"terminated": done[index]}
+            elif index == len(done) and init_running is not None:
+                state = init_running
+            else:
+                state = {"waiting": {"reason": "PodInitializing"}}
+            completed = index < len(done) and done[index]["exitCode"] == 0
+            init_statuses.append(pod_status.container_status(step.container, state, completed))
+        running = main_state is not None and "running" in main_state
+        finished = phase in ("Succeeded", "Failed")
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": pod_status.conditions(
+                ready=running,
+                reason="PodCompleted" if finished else None,
+                initialized=initialized,
+            ),
+            "containerStatuses": [
+                pod_status.container_status(
+                    pod["spec"]["containers"][0],
+                    main_state or {"waiting": {"reason": "PodInitializing"}},
+                    ready=running,
+                    started=running,
+                )
+            ],
+        }
+        if inits:
+            status["initContainerStatuses"] = init_statuses
+        first = init_running if not done else None
+        first = first or (main_state if not inits else None)
+        if first is not None and "running" in first:
+            status["startTime"] = first["running"]["startedAt"]
+        self._patch_status(pod, status)
+
+    def _finish(self, pod: dict[str, Any], step: Step, code: int) -> None:
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            self.processes.pop(uid, None)
+            self.finished.add(uid)
+        self.volumes.release(uid)
+        log.info(
+            "%s/%s: %s exited %d",
+            pod["metadata"]["namespace"],
+            pod["metadata"]["name"],
+            step.container["name"],
+            code,
         )
 
     def _patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        """Report a pod's status; while the API server cannot be reached (restarting), retry
+        for up to STATUS_RETRY_SECONDS, as the kubelet's status manager keeps retrying."""
         meta = pod["metadata"]
-        try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"], meta["namespace"], {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+        deadline = time.monotonic() + STATUS_RETRY_SECONDS
+        while True:
+            try:
+                self.core.patch_namespaced_pod_status(
+                    meta["name"], meta["namespace"], {"status": status}
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("%s: status update failed: %s", meta["name"], exc.reason)
+                return
+            except urllib3.exceptions.HTTPError as exc:
+                if time.monotonic() > deadline:
+                    log.warning("%s: status update failed: %s", meta["name"], exc)
+                    return
+                time.sleep(1)
 
     def stop(self, uid: str, pod: dict[str, Any]) -> None:
         with self.lock:
             self.waiting.pop(uid, None)
+            self.finished.discard(uid)
             proc = self.processes.pop(uid, None)
             serving = self.serving.pop(uid, None)
+            if serving is not None:  # until its grace period ends: shutdown() must see it
+                self.stopping = {u: p for u, p in self.stopping.items() if p.running()}
+                self.stopping[uid] = serving
         self.volumes.release(uid)
         if serving is not None:
             log.info("%s: pod deleted: stopping the stand-in", serving.name)
@@ -407,12 +546,16 @@ class Runner:
                 os.killpg(proc.pid, signal.SIGKILL)
 
     def shutdown(self) -> None:
-        """The runner is stopping (cluster-down): no process of a pod may outlive it."""
+        """The runner is stopping (cluster-down): no process of a pod may outlive it, not
+        even one of a deleted pod still in its grace period."""
         with self.lock:
-            serving, processes = list(self.serving.values()), list(self.processes.values())
+            serving = [*self.serving.values(), *self.stopping.values()]
+            processes = list(self.processes.values())
         for pod in serving:
             pod.kill_now()
         for proc in processes:
+            if proc is None:
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 

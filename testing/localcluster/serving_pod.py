@@ -193,6 +193,10 @@ class ServingPod:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            if self.deleted.is_set():  # deleted while starting: delete() saw no process yet
+                self._kill(self.proc)
+                self.proc.wait()
+                return
             self.started_at = pod_status.now()
             log.info(
                 "%s: started the TF Serving stand-in, pid %d, on %s",
@@ -293,6 +297,9 @@ class ServingPod:
         except subprocess.TimeoutExpired:
             self._kill(proc)
             proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill_now(self) -> None:
         """The runner itself is stopping: no grace."""

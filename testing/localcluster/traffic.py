@@ -14,9 +14,17 @@ from kubernetes import client
 
 class Traffic:
     def __init__(
-        self, core: client.CoreV1Api, namespace: str, model: str, body: Callable[[], Any]
+        self,
+        core: client.CoreV1Api,
+        namespace: str,
+        model: str,
+        body: Callable[[], Any],
+        per_second: float | None = None,
     ) -> None:
+        """`per_second`: the requests a second to all pods together (None: as fast as one
+        thread sends them, one to each ready pod in turn)."""
         self.core, self.namespace, self.model, self.body = core, namespace, model, body
+        self.per_second = per_second
         self.stop = threading.Event()
         self.sent = 0
         self.failed = 0
@@ -54,4 +62,9 @@ class Traffic:
                     self.failed += response.status_code != 200
                 except requests.RequestException:
                     self.failed += 1
-            time.sleep(0.05 if ips else 0.5)
+                if self.per_second:
+                    self.stop.wait(1.0 / self.per_second)
+            if not self.per_second:
+                time.sleep(0.05 if ips else 0.5)
+            elif not ips:
+                self.stop.wait(0.5)

@@ -62,6 +62,8 @@ def failure(
 class Server(http.server.ThreadingHTTPServer):
     files: dict[str, bytes]
     chunked: bool  # no Content-Length: the size is only known while the body streams
+    redirects: dict[str, str]  # path -> Location of a 302
+    requests: list[str]  # the paths asked for, in order
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that stops reading (the size limit) breaks the pipe: expected
@@ -72,6 +74,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        location = self.server.redirects.get(self.path.split("?")[0])
+        if location is not None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.server.files.get(self.path.split("?")[0])
         if body is None:
             self.send_error(404)
@@ -96,12 +106,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def serving(files: dict[str, bytes], chunked: bool = False) -> Iterator[str]:
     """An HTTP server on loopback serving files (path -> bytes); yields its base URL."""
+    with server_of(files, chunked) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextmanager
+def server_of(
+    files: dict[str, bytes], chunked: bool = False, redirects: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """serving(), yielding the server itself (its port, the paths it was asked for)."""
     server = Server(("127.0.0.1", 0), _Handler)
     server.files = files
     server.chunked = chunked
+    server.redirects = redirects or {}
+    server.requests = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
     finally:
         server.shutdown()
         server.server_close()

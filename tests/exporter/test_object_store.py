@@ -84,6 +84,63 @@ def test_a_keras_file_exports_with_credentials_from_the_environment(
     assert (tmp_path / "store" / "m" / "1" / "saved_model.pb").is_file()
 
 
+@pytest.mark.parametrize("key", ["mnist/v1.keras", "saved/doubler/"])
+def test_the_credentials_fetch_and_the_export_run_apart(
+    s3_server: S3Server, bucket: str, key: str, tmp_path: Path
+) -> None:
+    """As an exporter Job runs it: `fetch` with the keys in its environment, then the export
+    of the fetched copy in a process whose environment has no credentials at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    keys = {
+        "AWS_ACCESS_KEY_ID": s3_server.reader.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.reader.secret_key,
+    }
+    into = tmp_path / "fetched"
+    into.mkdir()
+    fetched = subprocess.run(
+        [
+            CLI,
+            "fetch",
+            f"s3://{bucket}/{key}",
+            f"--into={into}",
+            f"--result-file={tmp_path / 'fetch.json'}",
+            f"--endpoint-url={s3_server.endpoint}",
+            "--path-style",
+            "--region=us-east-1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env | keys,
+        timeout=300,
+        check=False,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    digest = json.loads((tmp_path / "fetch.json").read_text())["fetched"]["sha256"]
+    exported = subprocess.run(
+        [
+            CLI,
+            f"--fetched={into}",
+            f"--store={tmp_path / 'store'}",
+            "--model-name=m",
+            "--version=1",
+            f"--result-file={tmp_path / 'r.json'}",
+            f"--sha256={digest}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["source"] == f"s3://{bucket}/{key}"  # as a one-process export says
+    assert result["sourceSha256"] == digest
+    for text in (fetched.stdout, fetched.stderr, exported.stdout, exported.stderr):
+        assert s3_server.reader.secret_key not in text
+
+
 def test_a_savedmodel_directory_prefix_is_copied_and_verified(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """Sources are untrusted: a size limit checked while they stream, a checksum over exactly the
-copy that is loaded (README's manifest for directories), no symlinks inside them."""
+copy that is loaded (README's manifest for directories), no symlinks inside them, no redirect
+followed out of the source's origin."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from servedmodel_exporter.errors import SourceTooLarge, UnsafeModel
 from servedmodel_exporter.sources import objectstore
 from servedmodel_exporter.sources.transfer import Download
 
-from tests.exporter.helpers import REPO, export, failure, serving
+from tests.exporter.helpers import REPO, export, failure, server_of, serving
 
 MIB = 1 << 20
 
@@ -215,3 +216,60 @@ def test_an_object_store_prefix_copies_with_its_manifest(tmp_path: Path) -> None
             b"variables/v.data 9 " + hashlib.sha256(b"w" * 9).hexdigest().encode() + b"\n"
         ).hexdigest()
     )
+
+
+# --- redirects -----------------------------------------------------------------------------------
+
+
+def test_a_redirect_within_the_origin_is_followed(models: dict[str, Path], tmp_path: Path) -> None:
+    body = models["sequential"].read_bytes()
+    files = {"/models/model.keras": body}
+    with server_of(files, redirects={"/old/model.keras": "/models/model.keras"}) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = export(f"{url}/old/model.keras", tmp_path / "s", tmp_path / "r.json")
+        assert done.returncode == 0, done.stderr
+        assert server.requests == ["/old/model.keras", "/models/model.keras"]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["sourceSha256"] == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("elsewhere", ["another-host-name", "another-port", "another-scheme"])
+def test_a_redirect_to_another_origin_is_refused_and_never_followed(
+    elsewhere: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The spec names the URL fetched from; a server may not turn it into a request to an
+    address of its choice (an internal service, a metadata endpoint)."""
+    body = models["sequential"].read_bytes()
+    with server_of({"/model.keras": body}) as other, server_of({}) as origin:
+        port = origin.server_address[1]
+        location = {
+            # The same machine and port under another name: still another origin.
+            "another-host-name": f"http://localhost:{port}/model.keras",
+            "another-port": f"http://127.0.0.1:{other.server_address[1]}/model.keras",
+            "another-scheme": f"https://127.0.0.1:{port}/model.keras",
+        }[elsewhere]
+        origin.redirects["/model.keras"] = location
+        result = failure(
+            export(f"http://127.0.0.1:{port}/model.keras", tmp_path / "s", tmp_path / "r.json"),
+            tmp_path / "r.json",
+            11,
+            "SourceNotFound",
+        )
+        assert origin.requests == ["/model.keras"]  # asked once, not again under the name
+        assert other.requests == []  # and the other origin was never asked
+    assert f"redirects to {location}" in result["message"]
+    assert "another origin" in result["message"]
+    assert not (tmp_path / "s" / "m" / "1").exists()
+
+
+def test_a_redirect_loop_within_the_origin_ends(tmp_path: Path) -> None:
+    with server_of({}, redirects={"/a": "/b", "/b": "/a"}) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a"
+        result = failure(
+            export(url, tmp_path / "s", tmp_path / "r.json"),
+            tmp_path / "r.json",
+            11,
+            "SourceNotFound",
+        )
+        assert len(server.requests) == 6
+    assert "more than 5 redirects" in result["message"]

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client, dynamic
 
+from testing.localcluster import build, volumes
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import volumes
 from testing.localcluster.operator_process import OperatorProcess
+from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
 from tests.integration.helpers import (
     GROUP,
@@ -61,14 +62,21 @@ def dyn(api_client: client.ApiClient) -> dynamic.DynamicClient:
 
 
 @pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """More flags for the `operator` of a test: a module overrides this fixture (a policy flag)."""
+    return ()
+
+
+@pytest.fixture
 def operator(
     cluster: localcluster.Cluster,
     namespace: str,
     crd: None,
     tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
-    """The operator for the test's namespace, started."""
-    proc = local_operator(cluster, namespace, tmp_path_factory.mktemp("operator"))
+    """The operator for the test's namespace, started, with the module's `operator_args`."""
+    proc = local_operator(cluster, namespace, tmp_path_factory.mktemp("operator"), *operator_args)
     proc.start()
     yield proc
     stop_operator(proc)
@@ -80,12 +88,18 @@ def unstarted_operator(
     namespace: str,
     crd: None,
     tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     """The operator for the test's namespace, not started yet: for tests that create
     ServedModels whose versions are exported already (seeds.create_exported) and start it
-    then. It allows the simulated server image too (helpers.SIMULATED_SERVER_IMAGE)."""
+    then. It allows the simulated server image too (helpers.SIMULATED_SERVER_IMAGE), and takes
+    the module's `operator_args`."""
     proc = local_operator(
-        cluster, namespace, tmp_path_factory.mktemp("operator"), *SIMULATED_SERVER_ARGS
+        cluster,
+        namespace,
+        tmp_path_factory.mktemp("operator"),
+        *SIMULATED_SERVER_ARGS,
+        *operator_args,
     )
     yield proc
     stop_operator(proc)
@@ -147,3 +161,45 @@ def exported(
         {name: model_files[name] for name in ("model-a.keras", "model-b.h5")},
         tmp_path_factory.mktemp("exported"),
     )
+
+
+# --- progressive delivery: the Gateway API's CRDs, a real Prometheus, a permissive operator ---
+
+
+@pytest.fixture(scope="session")
+def gateway_api(cluster: localcluster.Cluster) -> None:
+    """The Gateway API's standard CRDs: the API server validates our routes with their schema."""
+    for crd in build.gateway_api_crds():
+        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    wait_for(
+        "the route APIs",
+        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
+    )
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus scraping the TF Serving pods (testing/localcluster/prometheus.py)."""
+    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
+        yield running.address
+
+
+@pytest.fixture
+def rollout_operator(
+    cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
+) -> Iterator[OperatorProcess]:
+    """The operator allowed to query the local Prometheus and to route through the test's
+    Gateways, not started yet: the test starts it once its versions are seeded
+    (seeds.create_exported)."""
+    operator = local_operator(
+        cluster,
+        namespace,
+        tmp_path,
+        "--allowed-prometheus-addresses=http://127.0.0.1:*",
+        "--allowed-gateways=infra/gateway,{namespace}/*",
+        "--allowed-route-hostnames={name}.models.example",
+    )
+    yield operator
+    stop_operator(operator)

@@ -18,17 +18,14 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from testing.localcluster import build
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
-from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.traffic import Traffic
 from testing.localcluster.waiting import wait_for
 from tests.integration.helpers import (
@@ -39,9 +36,7 @@ from tests.integration.helpers import (
     condition,
     get_sm,
     kubectl,
-    local_operator,
     servedmodel,
-    stop_operator,
     wait_condition,
 )
 from tests.integration.seeds import Exported, create_exported, export_once
@@ -49,26 +44,6 @@ from tests.integration.seeds import Exported, create_exported, export_once
 pytestmark = pytest.mark.cluster
 INTERVAL = 8
 RNG = random.Random(7)  # noqa: S311 - test traffic, not cryptography
-
-
-@pytest.fixture(scope="session")
-def gateway_api(cluster: localcluster.Cluster) -> None:
-    """The Gateway API's standard CRDs: the API server validates our routes with their schema."""
-    for crd in build.gateway_api_crds():
-        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    wait_for(
-        "the route APIs",
-        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
-    )
-
-
-@pytest.fixture(scope="session")
-def prometheus(
-    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real Prometheus scraping the TF Serving pods (testing/localcluster/prometheus.py)."""
-    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
-        yield running.address
 
 
 @pytest.fixture(scope="module")
@@ -112,23 +87,6 @@ def rollout_exported(
         {f"{stem}.keras": path for stem, path in rollout_models.items()},
         tmp_path_factory.mktemp("rollout-exported"),
     )
-
-
-@pytest.fixture
-def rollout_operator(
-    cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
-) -> Iterator[OperatorProcess]:
-    """The operator allowed to query the local Prometheus; started by _create."""
-    operator = local_operator(
-        cluster,
-        namespace,
-        tmp_path,
-        "--allowed-prometheus-addresses=http://127.0.0.1:*",
-        "--allowed-gateways=infra/gateway,{namespace}/*",
-        "--allowed-route-hostnames={name}.models.example",
-    )
-    yield operator
-    stop_operator(operator)
 
 
 def _route_weights(

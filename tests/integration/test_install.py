@@ -136,7 +136,8 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
             used.add((resource, "create"))  # an apply that creates is authorized as create too
     # Every write permission the ClusterRole grants is used; nothing else was written. These
     # belong to other flows, tested elsewhere: rollouts (test_canary: canary cleanup, routes),
-    # autoscaling (test_day2), leader election (test_operations).
+    # autoscaling (test_day2), leader election (test_operations), disruption budgets and
+    # network policies (test_pod_surface, under this same ServiceAccount).
     other_flows = {
         ("deployments", "delete"),
         ("configmaps", "delete"),
@@ -152,6 +153,12 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         ("horizontalpodautoscalers", "delete"),
         ("leases", "create"),
         ("leases", "update"),
+        ("poddisruptionbudgets", "create"),
+        ("poddisruptionbudgets", "patch"),
+        ("poddisruptionbudgets", "delete"),
+        ("networkpolicies", "create"),
+        ("networkpolicies", "patch"),
+        ("networkpolicies", "delete"),
     }
     granted = set()
     for rule in yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text()):

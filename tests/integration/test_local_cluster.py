@@ -279,3 +279,86 @@ def test_configmap_updates_reach_each_pod_late_within_the_window(
     # Drawn from [2, 4]; plus the watch event's way to the runner and the pod's 20 ms poll.
     assert all(1.9 <= d <= 5.0 for d in delays), delays
     assert max(delays) - min(delays) > 0.05, delays  # each pod at its own time
+
+
+def _runner_pod(core: client.CoreV1Api, namespace: str, name: str, first_exit: int) -> None:
+    """A pod the runner runs for real (the exporter image), with two init containers and a
+    main container sharing an emptyDir: each appends its name to /work/order."""
+    from servedmodel_operator import EXPORTER_IMAGE
+
+    def step(container: str, code: int = 0, message: bool = False) -> client.V1Container:
+        # Paths as arguments: the runner maps arguments (and env values) onto the pod's
+        # directories, never paths inside a script.
+        script = (
+            "import pathlib, sys; order, log = map(pathlib.Path, sys.argv[1:]); "
+            f"order.write_text((order.read_text() if order.exists() else '') + '{container};'); "
+            f"{message} and log.write_text(order.read_text()); sys.exit({code})"
+        )
+        return client.V1Container(
+            name=container,
+            image=EXPORTER_IMAGE,
+            command=["python", "-c", script, "/work/order", "/dev/termination-log"],
+            volume_mounts=[client.V1VolumeMount(name="work", mount_path="/work")],
+        )
+
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                restart_policy="Never",
+                automount_service_account_token=False,  # the runner mounts no token volume
+                init_containers=[step("first", first_exit), step("second")],
+                containers=[step("main", message=True)],
+                volumes=[client.V1Volume(name="work", empty_dir=client.V1EmptyDirVolumeSource())],
+            ),
+        ),
+    )
+
+
+def _finished(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
+    return wait_for(
+        f"pod {name} to finish",
+        lambda: (
+            (p := core.read_namespaced_pod_status(name, namespace)).status.phase
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=60,
+    )
+
+
+def test_the_runner_runs_init_containers_in_order_before_the_main_one(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """As a kubelet: each init container to completion, in order, then the main container;
+    an emptyDir is one directory for all of them."""
+    _runner_pod(core, namespace, "ordered", first_exit=0)
+    pod = _finished(core, namespace, "ordered")
+    assert pod.status.phase == "Succeeded"
+    [main] = pod.status.container_statuses
+    assert main.state.terminated.exit_code == 0
+    assert main.state.terminated.message == "first;second;main;"
+    first, second = pod.status.init_container_statuses
+    assert (first.name, second.name) == ("first", "second")
+    assert first.state.terminated.exit_code == second.state.terminated.exit_code == 0
+    assert first.state.terminated.finished_at <= second.state.terminated.started_at
+    initialized = {c.type: c.status for c in pod.status.conditions}["Initialized"]
+    assert initialized == "True"
+
+
+def test_a_failed_init_container_fails_the_pod_and_the_main_one_never_runs(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """restartPolicy Never: the pod fails at the first init container that fails; the rest
+    and the main container stay waiting (PodInitializing), as a kubelet reports them."""
+    _runner_pod(core, namespace, "broken", first_exit=3)
+    pod = _finished(core, namespace, "broken")
+    assert pod.status.phase == "Failed"
+    first, second = pod.status.init_container_statuses
+    assert first.state.terminated.exit_code == 3
+    assert second.state.waiting.reason == "PodInitializing"
+    [main] = pod.status.container_statuses
+    assert main.state.waiting.reason == "PodInitializing" and main.state.terminated is None
+    initialized = {c.type: c.status for c in pod.status.conditions}["Initialized"]
+    assert initialized == "False"

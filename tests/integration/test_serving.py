@@ -124,9 +124,10 @@ def test_create_makes_configmap_deployment_service_and_becomes_ready(
     }
 
     table = kubectl(cluster, "get", "sm", "mnist", "-n", namespace).stdout.splitlines()
-    assert table[1].split()[:4] == [
+    assert table[1].split()[:5] == [
         "mnist",
         "True",
+        "Serving",
         "[1,2]",
         f"http://mnist.{namespace}.svc:8501/v1/models/mnist",
     ]

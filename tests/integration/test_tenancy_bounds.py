@@ -128,6 +128,29 @@ def test_a_tenant_filling_its_quota_with_the_largest_specs_takes_no_one_down(
         *("-n", namespace, "create", "rolebinding", "tenant-a-authors"),
         *("--role=servedmodels-author", f"--user={TENANT}"),
     )
+    # The largest spec names Secrets, CA-bundle ConfigMaps and Gateway parents: where the
+    # admission policies of manifests/ are installed (another test may have installed them on
+    # this cluster), its author must be allowed what they check (get the Secrets and
+    # ConfigMaps, create routes), or the API server refuses the spec before any quota counts.
+    client.RbacAuthorizationV1Api(core.api_client).create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "largest-spec-rights"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
+                {
+                    "apiGroups": ["gateway.networking.k8s.io"],
+                    "resources": ["httproutes", "grpcroutes"],
+                    "verbs": ["create"],
+                },
+            ],
+        },
+    )
+    kubectl(
+        cluster,
+        *("-n", namespace, "create", "rolebinding", "tenant-a-largest-spec-rights"),
+        *("--role=largest-spec-rights", f"--user={TENANT}"),
+    )
     core.create_namespaced_resource_quota(
         namespace,
         client.V1ResourceQuota(

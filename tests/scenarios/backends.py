@@ -31,14 +31,17 @@ from kubernetes import client, config
 from servedmodel_operator import EXPORTER_IMAGE, OPERATOR_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
+from testing.localcluster import build, netguard, volumes
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard, volumes
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, API_VERSION = "serving.servedmodel.io", "v1alpha1"
 OPT_IN = volumes.OPT_IN
+# The hostnames a rollout's routes may carry in the scenarios (the operator's policy allows none
+# by default): a name under a reserved test domain (RFC 2606), never resolved.
+ROUTE_HOSTNAMES = "{name}.{namespace}.scenarios.test"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Endpoint:
 class Backend(abc.ABC):
     name: str
     namespace: str
+    endpoints_from = "endpointslices"  # where a client finds a Service's endpoints
+    settle_timeout = 240.0  # seconds for a change to be served everywhere (scenario waits)
 
     @property
     @abc.abstractmethod
@@ -139,6 +144,15 @@ class Backend(abc.ABC):
     def put_training_file(self, name: str, source: Path) -> None:
         """Put a model file on the `training` claim, as a training job would."""
 
+    # Whether seed_store works here; elsewhere the exporter Jobs export for real.
+    seeds_store = False
+
+    def seed_store(self, model_name: str, exported: Path) -> None:
+        """Put versions exported beforehand (`exported/<N>/`, each with its record, no owner
+        UID) in the `models` claim, so that the exporter Jobs find them done (exit 0, nothing
+        written: README "The version record")."""
+        raise NotImplementedError(f"{self.name} does not seed its store")
+
     @abc.abstractmethod
     def damage_version(self, model_name: str, version: int) -> None:
         """Make an exported version unloadable on the store (its variables are gone), as a
@@ -147,6 +161,32 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def endpoint(self, pod: dict[str, Any]) -> contextlib.AbstractContextManager[Endpoint]:
         """How this test process reaches one TF Serving pod's REST and gRPC ports."""
+
+    # --- what can happen to the control plane ------------------------------------------------
+
+    @abc.abstractmethod
+    def api_client(self) -> client.ApiClient:
+        """A Kubernetes client as the admin user (for clients that read the cluster often)."""
+
+    @abc.abstractmethod
+    def kill_operator(self) -> str:
+        """SIGKILL the operator process (the leader's) and let it start again; says what was
+        done. Returns once a new operator process runs."""
+
+    @abc.abstractmethod
+    def restart_apiserver(self) -> float:
+        """Restart the kube-apiserver; the seconds it did not answer. Raises Unsupported where
+        the test process could not keep its traffic going through a restart."""
+
+    def install_gateway_api(self) -> None:
+        """The Gateway API's standard CRDs (a rollout with parentRefs writes routes)."""
+        for crd in build.gateway_api_crds():
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        wait_for(
+            "the route APIs",
+            lambda: self.kubectl("get", "httproutes,grpcroutes", "-A") is not None,
+            retry_on=(AssertionError, RuntimeError),
+        )
 
     def configmap_delivery(
         self, low: float, high: float
@@ -157,11 +197,18 @@ class Backend(abc.ABC):
         return contextlib.nullcontext()
 
 
+class Unsupported(Exception):
+    """What a backend cannot do, and why (the scenario skips that part, saying so)."""
+
+
 # --- the local control plane with the TF Serving stand-in -------------------------------------
 
 
 class StandinBackend(Backend):
     name = "standin"
+    # The API server refuses loopback addresses in EndpointSlices: a client reads the pods
+    # (testing/zeroloss/service.py).
+    endpoints_from = "pods"
 
     def __init__(self, cluster: localcluster.Cluster, work: Path) -> None:
         self.cluster = cluster
@@ -172,7 +219,7 @@ class StandinBackend(Backend):
             cluster.kubeconfig,
             work / "operator",
             namespaces=(self.namespace,),
-            args=("--log-level=DEBUG",),
+            args=("--log-level=DEBUG", f"--allowed-route-hostnames={ROUTE_HOSTNAMES}"),
             env=netguard.guard_env(cluster.netguard_log),
         )
 
@@ -203,6 +250,11 @@ class StandinBackend(Backend):
     def put_training_file(self, name: str, source: Path) -> None:
         shutil.copyfile(source, self.work / "training" / name)
 
+    seeds_store = True
+
+    def seed_store(self, model_name: str, exported: Path) -> None:
+        shutil.copytree(exported, self.work / "models" / model_name, dirs_exist_ok=True)
+
     def damage_version(self, model_name: str, version: int) -> None:
         variables = self.work / "models" / model_name / str(version) / "variables"
         for file in variables.iterdir():
@@ -212,6 +264,25 @@ class StandinBackend(Backend):
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
         ip = pod["status"]["podIP"]  # on loopback: the stand-in listens on the pod's own IP
         yield Endpoint(f"http://{ip}:8501", f"{ip}:8500")
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.cluster.kubeconfig))
+
+    def kill_operator(self) -> str:
+        pid = self.operator.pid
+        self.operator.stop(kill=True)
+        self.operator.start()
+        return f"kill -9 {pid}; started again as pid {self.operator.pid}"
+
+    def restart_apiserver(self) -> float:
+        down = localcluster.restart_apiserver(self.cluster)
+        # Every component (the runner, the TF Serving pods' kubelet, included) came through.
+        wait_for(
+            "the local cluster healthy",
+            lambda: localcluster.healthy(self.cluster.state_dir),
+            timeout=60,
+        )
+        return down
 
     def configmap_delivery(
         self, low: float, high: float
@@ -266,6 +337,8 @@ class KindBackend(Backend):
     (make e2e-kind sets timeout_func_only)."""
 
     name = "kind"
+    # The kubelet delivers a ConfigMap update a minute or more late; a change takes steps.
+    settle_timeout = 600.0
 
     def __init__(self) -> None:
         self.namespace = f"scenarios-{uuid.uuid4().hex[:6]}"
@@ -301,13 +374,12 @@ class KindBackend(Backend):
             _run("kind", "load", "image-archive", str(archive), "--name", KIND_CLUSTER)
             archive.unlink()
         self.kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
+        policy = {"data": {"SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES": ROUTE_HOSTNAMES}}
+        system = ("-n", "servedmodel-system")
+        self.kubectl(*system, "patch", "configmap", "servedmodel-policy", "-p", json.dumps(policy))
+        self.kubectl(*system, "rollout", "restart", "deployment/servedmodel-operator")
         self.kubectl(
-            "-n",
-            "servedmodel-system",
-            "rollout",
-            "status",
-            "deployment/servedmodel-operator",
-            "--timeout=300s",
+            *system, "rollout", "status", "deployment/servedmodel-operator", "--timeout=300s"
         )
         self.kubectl("create", "namespace", self.namespace)
         self.kubectl(
@@ -388,6 +460,66 @@ class KindBackend(Backend):
             f"rm -f /models/{model_name}/{version}/variables/*",
         )
 
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.kubeconfig))
+
+    def kill_operator(self) -> str:
+        """kill -9 of the leading replica's process, from its node (the kubelet restarts the
+        container; the standby may take the Lease first)."""
+        system = "servedmodel-system"
+        leader = self.kubectl(
+            "-n",
+            system,
+            "get",
+            "lease",
+            "servedmodel-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ).strip()
+        node = _kind_node(leader, system)
+        container = _run(
+            "docker",
+            "exec",
+            node,
+            "crictl",
+            "ps",
+            "-q",
+            "--name",
+            "operator",
+            "--label",
+            f"io.kubernetes.pod.name={leader}",
+            "--label",
+            f"io.kubernetes.pod.namespace={system}",
+        ).split()[0]
+        pid = _run(
+            "docker",
+            "exec",
+            node,
+            "crictl",
+            "inspect",
+            "--output",
+            "go-template",
+            "--template",
+            "{{.info.pid}}",
+            container,
+        ).strip()
+        _run("docker", "exec", node, "kill", "-9", pid)
+
+        def restarted() -> bool:
+            pod = json.loads(self.kubectl("-n", system, "get", "pod", leader, "-o", "json"))
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            return any(s.get("restartCount", 0) > 0 and s.get("ready") for s in statuses)
+
+        wait_for("the operator container restarted", restarted, timeout=120, interval=1)
+        return f"kill -9 {pid} (container {container[:12]} of {leader} on {node}); restarted"
+
+    def restart_apiserver(self) -> float:
+        raise Unsupported(
+            "on kind this test process reaches the pods through kubectl port-forward, which "
+            "runs through the API server: restarting it would cut the client's own path, so "
+            "failures would measure the harness, not serving"
+        )
+
     @contextlib.contextmanager
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
         rest, grpc = _free_port(), _free_port()
@@ -417,6 +549,12 @@ class KindBackend(Backend):
         finally:
             forward.terminate()
             forward.wait(timeout=10)
+
+
+def _kind_node(pod: str, namespace: str) -> str:
+    return _run(
+        "kubectl", "-n", namespace, "get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"
+    ).strip()
 
 
 def eventually(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:

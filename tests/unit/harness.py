@@ -14,6 +14,7 @@ from servedmodel_operator import EXPORTER_IMAGE, KIND
 from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.prober import Reports
 from servedmodel_operator.api.names import INSTANCE_LABEL
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.runtime import Indexes, observe
@@ -38,6 +39,7 @@ class Harness:
         api: FakeApiServer | None = None,
         prober: FakeProber | None = None,
         policy: Policy = POLICY,
+        site: Site | None = None,
     ) -> None:
         self.api = api or FakeApiServer()
         self.prober = prober or FakeProber()
@@ -50,6 +52,7 @@ class Harness:
             self.reports,
             EXPORTER_IMAGE,
             policy,
+            site,
         )
         self.indexes: Indexes = self.api.indexes()
 

@@ -98,10 +98,12 @@ VALUE_SETS = {
         "metrics.podMonitor.enabled=true,servingPodMonitor.enabled=true,"
         "monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
     ],
+    "networkpolicy": ["--set", "networkPolicy.enabled=true"],
     "minimal": [
         "--set",
         "operator.replicas=1,leaderElection.enabled=false,metrics.enabled=false,"
-        "admissionPolicy.enabled=false",
+        "admissionPolicy.enabled=false,credentialsAdmissionPolicy.enabled=false,"
+        "operator.podDisruptionBudget.enabled=false",
     ],
 }
 
@@ -124,6 +126,24 @@ def test_namespaced_mode_renders_what_the_namespaced_overlay_renders() -> None:
     assert_same_objects(chart, kustomize(REPO / "manifests" / "namespaced"))
     assert not _kind(chart, "ClusterRole") and not _kind(chart, "ClusterRoleBinding")
     assert _container(chart)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_the_network_policy_value_renders_what_the_networkpolicy_component_adds(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(REPO / "manifests", tmp_path)],
+                "components": [os.path.relpath(REPO / "manifests" / "networkpolicy", tmp_path)],
+            }
+        )
+    )
+    chart = template(*VALUE_SETS["networkpolicy"])
+    assert_same_objects(chart, kustomize(tmp_path))
+    [policy] = _kind(chart, "NetworkPolicy")
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {443, 6443, 8501, 9090, 53}
 
 
 def test_the_podmonitor_values_render_what_the_podmonitor_component_adds(tmp_path: Path) -> None:
@@ -215,6 +235,7 @@ def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> N
         ("ServiceAccount", "ml-platform"),
         ("ConfigMap", "ml-platform"),
         ("Deployment", "ml-platform"),
+        ("PodDisruptionBudget", "ml-platform"),
         ("Service", "ml-platform"),
         ("Role", "ml-platform"),  # the Lease's
         ("RoleBinding", "ml-platform"),
@@ -225,8 +246,11 @@ def test_the_release_namespace_is_rendered_wherever_the_operator_is_named() -> N
 
 def test_parts_switch_off_whole() -> None:
     chart = template(*VALUE_SETS["minimal"])
-    assert _container(chart)["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
-    assert [p["name"] for p in _container(chart)["ports"]] == ["health"]
+    assert _container(chart)["args"] == [
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--readiness=http://0.0.0.0:8081/readyz",
+    ]
+    assert [p["name"] for p in _container(chart)["ports"]] == ["health", "ready"]
     assert {o["kind"] for o in chart} == {
         "CustomResourceDefinition",
         "ServiceAccount",
@@ -237,6 +261,33 @@ def test_parts_switch_off_whole() -> None:
     }
     [deployment] = _kind(chart, "Deployment")
     assert deployment["spec"]["replicas"] == 1
+    # Without the credentials admission policy, the operator's opt-in label takes its place.
+    [policy] = _kind(chart, "ConfigMap")
+    assert policy["data"]["SERVEDMODEL_CREDENTIALS_OPT_IN"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("values", "opt_in", "guarded"),
+    [
+        ([], "false", True),
+        (["--set", "credentialsAdmissionPolicy.enabled=false"], "true", False),
+        (
+            ["--set", "credentialsAdmissionPolicy.enabled=false,policy.credentialsOptIn=false"],
+            "false",
+            False,
+        ),
+        (["--set", "policy.credentialsOptIn=true"], "true", True),
+    ],
+)
+def test_one_of_the_admission_policy_and_the_opt_in_label_guards_secrets_unless_told_otherwise(
+    values: list[str], opt_in: str, guarded: bool
+) -> None:
+    chart = template(*values)
+    [policy] = _kind(chart, "ConfigMap")
+    assert policy["data"]["SERVEDMODEL_CREDENTIALS_OPT_IN"] == opt_in
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        names = {o["metadata"]["name"] for o in _kind(chart, kind)}
+        assert ("servedmodel-credentials-need-read-access" in names) is guarded
 
 
 def test_images_resources_and_policy_come_from_values() -> None:
@@ -247,7 +298,11 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "operator.resources.limits.memory=1Gi,operator.workers=3,metrics.port=9191,"
         "policy.allowedServerImages={tensorflow/serving:2.21.*,registry.example/tfs:*},"
         "policy.claimOptIn=false,policy.serviceAccountOptIn=false,policy.allowUnsafeModels=true,"
-        "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090}",
+        "policy.allowedPrometheusAddresses={http://prometheus.monitoring:9090},"
+        "policy.allowedObjectStoreEndpoints={https://minio.storage:9000,https://*.s3.example},"
+        "policy.credentialsOptIn=true,"
+        "policy.allowedPriorityClasses={serving-*},policy.allowedRuntimeClasses={gvisor},"
+        "policy.networkPolicy=true,policy.metricsScraperNamespaces.team=observability",
         "--set-json",
         'policy.allowedGateways=["infra/public","{namespace}/*"]',
         "--set-json",
@@ -258,7 +313,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SERVEDMODEL_EXPORTER_IMAGE"] == "registry.example/ex:dev2"
     assert env["SERVEDMODEL_WORKERS"] == "3"
-    assert container["resources"]["limits"] == {"memory": "1Gi"}
+    assert container["resources"]["limits"] == {"memory": "1Gi", "ephemeral-storage": "256Mi"}
     assert "--metrics-address=0.0.0.0:9191" in container["args"]
     assert {"name": "http-metrics", "containerPort": 9191, "protocol": "TCP"} in container["ports"]
     [policy] = _kind(chart, "ConfigMap")
@@ -272,6 +327,15 @@ def test_images_resources_and_policy_come_from_values() -> None:
         "SERVEDMODEL_ALLOWED_PROMETHEUS_ADDRESSES": "http://prometheus.monitoring:9090",
         "SERVEDMODEL_ALLOWED_GATEWAYS": "infra/public,{namespace}/*",
         "SERVEDMODEL_ALLOWED_ROUTE_HOSTNAMES": "{name}.{namespace}.models.example",
+        "SERVEDMODEL_ALLOWED_OBJECT_STORE_ENDPOINTS": "https://minio.storage:9000,https://*.s3.example",
+        "SERVEDMODEL_CREDENTIALS_OPT_IN": "true",
+        "SERVEDMODEL_ALLOWED_PRIORITY_CLASSES": "serving-*",
+        "SERVEDMODEL_ALLOWED_RUNTIME_CLASSES": "gvisor",
+        "SERVEDMODEL_NETWORK_POLICY": "true",
+        # A map merged by --set: the default's key and the one set, sorted.
+        "SERVEDMODEL_METRICS_SCRAPER_NAMESPACES": (
+            "kubernetes.io/metadata.name=monitoring,team=observability"
+        ),
     }
     [service] = _kind(chart, "Service")
     assert service["spec"]["ports"][0]["port"] == 9191
@@ -288,6 +352,7 @@ def test_images_resources_and_policy_come_from_values() -> None:
         (["--set", "watchNamespaces=team-a"], "watchNamespaces"),  # a string, not a list
         (["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),  # not a namespace name
         (["--set", "policy.claimOptIn=maybe"], "claimOptIn"),
+        (["--set", "policy.credentialsOptIn=maybe"], "credentialsOptIn"),
         (["--set", "operator.replica=3"], "replica"),  # a typo is not silently ignored
         (["--set", "monitoring.dashboard.enable=true"], "enable"),
     ],

@@ -126,6 +126,7 @@ DOCUMENT_KEYS = {
     "observedGeneration",
     "current",
     "ready",
+    "stopped",
     "conditions",
     "versions",
     "served",
@@ -502,6 +503,40 @@ def test_wait_for_a_version() -> None:
     assert "is exported but not served: spec.serve does not select it" in str(
         wait.read(unselected, cli_args.Target(False, 1)).impossible
     )
+
+
+def _stopped() -> dict[str, Any]:
+    """The recorded Ready model scaled to 0, with the conditions the operator then writes."""
+    from servedmodel_operator.parts.conditions import STOPPED_MESSAGE
+
+    obj = recorded("ready")
+    obj["spec"].setdefault("server", {})["replicas"] = 0
+    for cond in obj["status"]["conditions"]:
+        if cond["type"] in ("Ready", "Reconciling", "Stalled", "Available"):
+            cond["reason"] = "Stopped"
+            cond["message"] = STOPPED_MESSAGE if cond["type"] in ("Ready", "Available") else ""
+            cond["status"] = "True" if cond["type"] == "Ready" else "False"
+    obj["status"].update(readyReplicas=0, replicas=0, pods=[], served={"versions": []})
+    return obj
+
+
+def test_wait_and_status_know_a_stopped_model() -> None:
+    obj = _stopped()
+    assert wait.read(obj, READY).done == (
+        "scratch/mnist is Stopped: stopped: spec.server.replicas is 0, no TF Serving pod runs "
+        "(versions are still exported); scale it above 0 to serve again"
+    )
+    assert wait.read(obj, cli_args.Target(False, 2)).impossible == (
+        "scratch/mnist is stopped (spec.server.replicas is 0): no TF Serving pod will serve "
+        "version 2 until it is scaled above 0"
+    )
+    doc = document.status_document(obj, [])
+    assert (
+        doc["stopped"] is True
+        and document.status_document(recorded("ready"), [])["stopped"] is False
+    )
+    first = table.status_text(doc, NOW).splitlines()[0]
+    assert first.endswith("ready 0/0 pods   STOPPED (spec.server.replicas 0)")
 
 
 def test_wait_stops_on_stalled_but_not_on_a_stale_status() -> None:

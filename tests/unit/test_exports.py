@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from servedmodel_operator.parts.exports.states import (
     State,
@@ -151,3 +152,46 @@ def test_a_failed_export_stays_failed_after_its_job_is_deleted_until_the_spec_ch
     assert (state.state, state.reason, state.job) == (State.FAILED, "ChecksumMismatch", "j-same")
     [retried, _] = version_states(m, [], {}, previous, {1: "j-new-settings"})
     assert retried.state is State.PENDING
+
+
+def _fetch_failed_pod(exit_code: int, message: str) -> dict[str, Any]:
+    """A pod whose init container (the fetch) failed: the exporter container never ran."""
+    return {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [
+                {
+                    "name": "fetch",
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "message": message,
+                            "finishedAt": "2026-11-25T10:01:00Z",
+                        }
+                    },
+                }
+            ],
+            "containerStatuses": [
+                {"name": "exporter", "state": {"waiting": {"reason": "PodInitializing"}}}
+            ],
+        },
+    }
+
+
+def test_a_failed_fetch_is_a_failed_version_with_the_fetchs_reason() -> None:
+    result = json.dumps({"ok": False, "reason": "AccessDenied", "message": "s3://b/k: denied"})
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Failed", reason="PodFailurePolicy")
+    pods = {"mnist-export-v1-aaaa": [_fetch_failed_pod(18, result)]}
+    [s, _] = version_states(model(), [job], pods, {}, WANTED)
+    assert (s.state, s.reason, s.message) == (State.FAILED, "AccessDenied", "s3://b/k: denied")
+
+
+def test_a_fetch_that_succeeded_leaves_the_verdict_to_the_exporter() -> None:
+    pod = pod_obj(0, OK)
+    pod["status"]["initContainerStatuses"] = [
+        {"name": "fetch", "state": {"terminated": {"exitCode": 0, "message": '{"ok":true}'}}}
+    ]
+    job = job_obj("mnist-export-v1-aaaa", 1, condition="Complete")
+    [s, _] = version_states(model(), [job], {"mnist-export-v1-aaaa": [pod]}, {}, WANTED)
+    assert s.state is State.EXPORTED and s.to_status()["sourceSha256"] == "f" * 64

@@ -197,7 +197,7 @@ def assert_restricted(pod: dict[str, Any]) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
-    for c in pod["containers"]:
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
         sc = c["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"] == {"drop": ["ALL"]}
@@ -278,7 +278,11 @@ def test_gpu_example_carries_node_selector_tolerations_and_limits() -> None:
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1", "memory": "4Gi"}}
+    # Memory is limited, not requested: Kubernetes requests the limit, no default is added.
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "ephemeral-storage": "256Mi"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "4Gi"},
+    }
 
 
 # --- Service ----------------------------------------------------------------------------------
@@ -313,10 +317,22 @@ def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() 
     )
     j = job.job(m, m.spec.versions[1], EXPORTER_IMAGE)
     pod = j["spec"]["template"]["spec"]
+    [fetch] = pod["initContainers"]
     [c] = pod["containers"]
-    assert c["command"] == ["servedmodel-export"]
-    assert c["args"] == [
+    assert fetch["command"] == c["command"] == ["servedmodel-export"]
+    assert fetch["image"] == c["image"] == EXPORTER_IMAGE
+    assert fetch["args"] == [
+        "fetch",
         "https://models.example/mnist-2.keras",
+        "--into=/fetched",
+        "--version=2",
+        "--result-file=/dev/termination-log",
+        "--result-max-bytes=4096",
+        f"--max-source-bytes={8 * 2**30}",
+        f"--sha256={'a' * 64}",
+    ]
+    assert c["args"] == [
+        "--fetched=/fetched",
         "--store=/store",
         "--model-name=mnist",
         "--owner-uid=uid-1",
@@ -330,7 +346,7 @@ def test_job_runs_the_exporter_with_the_issue_cli_and_the_termination_message() 
         f"--max-source-bytes={8 * 2**30}",
         f"--sha256={'a' * 64}",
     ]
-    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePath"] == fetch["terminationMessagePath"] == "/dev/termination-log"
     assert pod["restartPolicy"] == "Never"
     assert_restricted(pod)
     assert j["spec"]["backoffLimit"] == 1 and j["spec"]["activeDeadlineSeconds"] == 3600
@@ -347,32 +363,59 @@ def test_pvc_sources_mount_their_claim_read_only_and_the_store_read_write() -> N
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     # Only the model's own directory of the store: an exporter cannot touch other models.
     assert mounts["store"] == {"name": "store", "mountPath": "/store/mnist", "subPath": "mnist"}
-    assert pod["containers"][0]["args"][0] == "/source/mnist-1.keras"
+    # The source claim only where the source is fetched, never where the model loads.
+    assert "source" not in mounts
+    [fetch] = pod["initContainers"]
+    fetch_mounts = {m["name"]: m for m in fetch["volumeMounts"]}
+    assert fetch_mounts["source"] == {"name": "source", "mountPath": "/source", "readOnly": True}
+    assert "store" not in fetch_mounts  # the fetch never writes the store
+    assert fetch["args"][1] == "/source/mnist-1.keras"
 
 
 def test_exporter_scratch_space_is_bounded_and_user_resources_merge_with_the_defaults() -> None:
     m = model(exporter={"resources": {"limits": {"cpu": 2, "ephemeral-storage": "4Gi"}}})
     pod = job.job(m, m.spec.versions[0], "img")["spec"]["template"]["spec"]
     [c] = pod["containers"]
-    assert c["resources"] == {
-        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
-        "limits": {"memory": "4Gi", "ephemeral-storage": "4Gi", "cpu": "2"},
-    }
-    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
-    assert tmp["emptyDir"] == {"sizeLimit": "4Gi"}
+    [fetch] = pod["initContainers"]
+    # cpu and ephemeral-storage are limited, not requested: Kubernetes requests the limits.
+    assert (
+        c["resources"]
+        == fetch["resources"]
+        == {
+            "requests": {"memory": "1Gi"},
+            "limits": {"memory": "4Gi", "ephemeral-storage": "4Gi", "cpu": "2"},
+        }
+    )
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == volumes["fetched"]["emptyDir"] == {"sizeLimit": "4Gi"}
+    assert volumes["fetch-tmp"]["emptyDir"] == {"sizeLimit": "256Mi"}
     assert f"--max-source-bytes={2 * 2**30}" in c["args"]
+    assert f"--max-source-bytes={2 * 2**30}" in fetch["args"]
     assert job.quantity_bytes("500M") == 500_000_000 and job.quantity_bytes("junk") is None
 
 
 def test_no_ambient_cloud_credentials_unless_a_service_account_is_named() -> None:
-    def env(m: Any) -> dict[str, str]:
-        pod = job.job(m, m.spec.versions[1], "img")["spec"]["template"]["spec"]
-        return {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
+    """The fetch container may use a named ServiceAccount's cloud identity; the exporter
+    container, which loads the model, never has one."""
 
-    assert env(model())["AWS_EC2_METADATA_DISABLED"] == "true"
-    assert env(model())["NO_GCE_CHECK"] == "true"
-    named = env(model(exporter={"serviceAccountName": "irsa"}))
+    def env(m: Any, where: str) -> dict[str, str]:
+        pod = job.job(m, m.spec.versions[1], "img")["spec"]["template"]["spec"]
+        return {e["name"]: e.get("value", "") for e in pod[where][0]["env"]}
+
+    for where in ("initContainers", "containers"):
+        assert env(model(), where)["AWS_EC2_METADATA_DISABLED"] == "true"
+        assert env(model(), where)["NO_GCE_CHECK"] == "true"
+    irsa = model(exporter={"serviceAccountName": "irsa"})
+    named = env(irsa, "initContainers")
     assert "AWS_EC2_METADATA_DISABLED" not in named and "NO_GCE_CHECK" not in named
+    assert env(irsa, "containers")["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert env(irsa, "containers")["NO_GCE_CHECK"] == "true"
+    template = job.job(irsa, irsa.spec.versions[1], "img")["spec"]["template"]
+    # The EKS pod identity webhook injects the role's token everywhere unless told otherwise.
+    assert template["metadata"]["annotations"] == {"eks.amazonaws.com/skip-containers": "exporter"}
+    assert template["spec"]["automountServiceAccountToken"] is False
+    plain = job.job(model(), model().spec.versions[1], "img")["spec"]["template"]
+    assert "annotations" not in plain["metadata"]
 
 
 def test_a_changed_exporter_setting_means_a_new_job_name() -> None:
@@ -391,9 +434,14 @@ def test_permanent_exit_codes_fail_the_job_without_retry() -> None:
     from servedmodel_exporter.errors import PERMANENT_EXIT_CODES
 
     m = model()
-    [rule] = job.job(m, m.spec.versions[0], "x")["spec"]["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob"
-    assert tuple(rule["onExitCodes"]["values"]) == PERMANENT_EXIT_CODES == job.PERMANENT_EXIT_CODES
+    rules = job.job(m, m.spec.versions[0], "x")["spec"]["podFailurePolicy"]["rules"]
+    # The fetch (init) container fails with the same codes (SourceNotFound, AccessDenied...).
+    assert [r["onExitCodes"]["containerName"] for r in rules] == ["fetch", "exporter"]
+    for rule in rules:
+        assert rule["action"] == "FailJob"
+        assert (
+            tuple(rule["onExitCodes"]["values"]) == PERMANENT_EXIT_CODES == job.PERMANENT_EXIT_CODES
+        )
 
 
 def test_the_default_exporter_image_is_what_the_local_runner_runs() -> None:

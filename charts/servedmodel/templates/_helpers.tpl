@@ -17,6 +17,13 @@ app.kubernetes.io/part-of: servedmodel
 {{- join "," . }}
 {{- end }}
 
+{{/* A map of labels as the operator's flags take them: k=v,k2=v2 (sorted by key). */}}
+{{- define "servedmodel.labelPairs" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/*
 Exactly what servedmodel-operator calls, no more (a test fails on any wildcard):
 - it watches ServedModels and patches their status, never their spec;
@@ -60,6 +67,14 @@ The same rules as manifests/base/rbac.yaml's ClusterRole (a test compares them).
 - apiGroups: [autoscaling]
   # spec.server.autoscaling; deleted again when that field goes.
   resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [policy]
+  # spec.server.disruptionBudget: one per Deployment above one pod; deleted when not wanted.
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  # spec.server.networkPolicy (or the policy's default); deleted when turned off.
+  resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]

@@ -2,11 +2,18 @@
 
 The size limit is checked against Content-Length first and then on the bytes as they arrive
 (after decoding: a compressed response counts at its full size).
+
+Redirects are followed only within the source's origin (same scheme, host and port), at most
+MAX_REDIRECTS of them: a redirect elsewhere (another host name, another port, https to http)
+fails with SourceNotFound naming where it pointed. The URL in the spec is the one fetched from,
+never one a server picks (a redirect is how a server turns a fetch into a request to an
+internal address).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,6 +36,8 @@ RETRIES = Retry(
     respect_retry_after_header=True,
 )
 TIMEOUT = (10, 60)  # connect, read (per chunk)
+MAX_REDIRECTS = 5
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def session() -> requests.Session:
@@ -38,11 +47,36 @@ def session() -> requests.Session:
     return s
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+
+
+def get(s: requests.Session, uri: str) -> requests.Response:
+    """GET uri, following redirects only within its origin (see the module docstring)."""
+    url, shown = uri, redact(uri)
+    for _ in range(MAX_REDIRECTS + 1):
+        response = s.get(url, stream=True, timeout=TIMEOUT, allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        target = urljoin(url, response.headers["Location"])
+        response.close()
+        if origin(target) != origin(uri):
+            raise SourceNotFound(
+                f"{shown}: HTTP {response.status_code} redirects to {redact(target)}, another "
+                "origin; the exporter follows redirects only within the source's own scheme, "
+                "host and port: give the final URL"
+            )
+        url = target
+    raise SourceNotFound(f"{shown}: more than {MAX_REDIRECTS} redirects")
+
+
 def fetch(uri: str, workdir: Path, download: Download, _: ObjectStoreOptions) -> Path:
     target = workdir / local_name(uri)
     shown = redact(uri)
     try:
-        with session().get(uri, stream=True, timeout=TIMEOUT) as response:
+        with get(session(), uri) as response:
             if response.status_code in (404, 410):
                 raise SourceNotFound(f"{shown}: HTTP {response.status_code}")
             if response.status_code in (401, 403):

@@ -4,7 +4,7 @@ hashed on the way (the canonical manifest of exactly the copy the loader reads).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -33,17 +33,27 @@ class Download:
 
     def copy(self, chunks: Iterable[bytes], target: Path, relative: str) -> None:
         """Write chunks to target (a new file), stopping as soon as the limit is passed."""
-        hasher = hashlib.sha256()
-        size = 0
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "xb") as out:
-            for chunk in chunks:
-                size += len(chunk)
-                self.received += len(chunk)
-                if self.received > self.limit:
-                    raise self._too_large(self.received)
-                hasher.update(chunk)
-                out.write(chunk)
+            self._take(chunks, relative, out.write)
+
+    def read(self, chunks: Iterable[bytes], relative: str) -> None:
+        """Count and hash chunks without writing them (a copy already on disk, read in place)."""
+        self._take(chunks, relative, None)
+
+    def _take(
+        self, chunks: Iterable[bytes], relative: str, write: Callable[[bytes], object] | None
+    ) -> None:
+        hasher = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            self.received += len(chunk)
+            if self.received > self.limit:
+                raise self._too_large(self.received)
+            hasher.update(chunk)
+            if write is not None:
+                write(chunk)
         self.entries.append(manifest.Entry(relative, size, hasher.hexdigest()))
 
     def sha256(self, path: Path) -> str:

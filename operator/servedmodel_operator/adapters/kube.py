@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
+# A throttled request (429) is tried again this many times, after the server's Retry-After
+# (at most MAX_RETRY_AFTER seconds each): at most about 30 s, then the work queue's backoff.
+THROTTLED_RETRIES = 3
+MAX_RETRY_AFTER = 10.0
 MAX_NOTE_BYTES = 1024  # an events.k8s.io/v1 Event's note (the API server's limit, in bytes)
 
 
@@ -62,6 +66,30 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
             raise aiohttp.ClientPayloadError(f"response larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def retry_after(header: str | None) -> float:
+    """The seconds a 429's Retry-After asks for (the API server sends whole seconds), at
+    least 0 and at most MAX_RETRY_AFTER; 1 when absent or not a number (client-go's default)."""
+    try:
+        seconds = float(header) if header is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _answer(response: aiohttp.ClientResponse, raw: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(raw or b"{}")
+    except ValueError:
+        answer = {"message": raw[:300].decode(errors="replace")}
+    if response.status >= 300:
+        raise ApiError(
+            response.status,
+            str(answer.get("reason") or response.reason or ""),
+            str(answer.get("message") or ""),
+        )
+    return answer if isinstance(answer, dict) else {}
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -124,9 +152,14 @@ class Kube:
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One request, JSON in and out; a non-2xx answer raises ApiError. An expired token is
-        renewed once (a projected ServiceAccount token rotates)."""
-        for attempt in (1, 2):
-            session, server = await self._client(renew=attempt == 2)
+        renewed once (a projected ServiceAccount token rotates). A 429 (API Priority and
+        Fairness: the request's priority level is full) is retried after the server's
+        Retry-After, at most THROTTLED_RETRIES times, each wait bounded: then its ApiError."""
+        renew = renewed = False
+        throttled = 0
+        while True:
+            session, server = await self._client(renew=renew)
+            renew = False
             async with session.request(
                 method,
                 server + url_path,
@@ -136,20 +169,15 @@ class Kube:
             ) as response:
                 raw = await read_bounded(response, MAX_RESPONSE_BYTES)
                 self._on_request(method, response.status)
-                if response.status == 401 and attempt == 1:
+                if response.status == 401 and not renewed:
+                    renew = renewed = True
                     continue
-                try:
-                    answer = json.loads(raw or b"{}")
-                except ValueError:
-                    answer = {"message": raw[:300].decode(errors="replace")}
-                if response.status >= 300:
-                    raise ApiError(
-                        response.status,
-                        str(answer.get("reason") or response.reason or ""),
-                        str(answer.get("message") or ""),
-                    )
-                return answer if isinstance(answer, dict) else {}
-        raise AssertionError("unreachable")
+                if response.status != 429 or throttled == THROTTLED_RETRIES:
+                    return _answer(response, raw)
+                wait = retry_after(response.headers.get("Retry-After"))
+            throttled += 1
+            log.debug("%s %s: 429, retrying in %.1f s (%d)", method, url_path, wait, throttled)
+            await asyncio.sleep(wait)
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager; returns the live object.
@@ -175,6 +203,16 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    async def any_exist(self, kind: kinds.Kind, namespace: str | None = None) -> bool:
+        """Whether at least one object of a watched kind exists (its watch's label selector;
+        one namespace, or all): one list of at most one item."""
+        where = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
+        query = {"limit": "1"}
+        if kind.labels:
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in kind.labels.items())
+        found = await self.request("GET", f"{kind.prefix}{where}/{kind.plural}", query=query)
+        return bool(found.get("items"))
 
     async def delete(self, obj: Mapping[str, Any]) -> None:
         """Delete an owned object, if it is still the one observed (a UID precondition)."""
@@ -208,11 +246,19 @@ class Kube:
                 return None
             raise
 
-    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The key names of a Secret (None if it does not exist). Values are dropped at once:
-        the operator checks that credentials exist, it never handles them."""
-        secret = await self.get("v1", "Secret", namespace, name)
-        return None if secret is None else frozenset((secret.get("data") or {}).keys())
+    async def secret_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a Secret (None if it does not exist, or, with `label`, does not
+        carry label=true). Values are dropped at once: the operator checks that credentials
+        exist, it never handles them."""
+        return _keys(await self.get("v1", "Secret", namespace, name), label)
+
+    async def config_map_keys(
+        self, namespace: str, name: str, label: str | None = None
+    ) -> frozenset[str] | None:
+        """The key names of a ConfigMap, as secret_keys reads a Secret's."""
+        return _keys(await self.get("v1", "ConfigMap", namespace, name), label)
 
     async def event(
         self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
@@ -245,3 +291,11 @@ class Kube:
             await self.request("POST", path("events.k8s.io/v1", "Event", namespace), body)
         except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, name, exc)
+
+
+def _keys(obj: Mapping[str, Any] | None, label: str | None) -> frozenset[str] | None:
+    if obj is None:
+        return None
+    if label and ((obj.get("metadata") or {}).get("labels") or {}).get(label) != "true":
+        return None
+    return frozenset((obj.get("data") or {}).keys()) | frozenset(obj.get("binaryData") or {})

@@ -13,6 +13,11 @@ that has not renewed for RENEW_DEADLINE seconds reconciling (the API client's ow
 timeout would have let it run on ~50 s past a standby's takeover). The deadline is counted
 from when the last successful attempt started, and it ends (RENEW_DEADLINE) before a standby
 may take over (LEASE_SECONDS).
+
+A leader that shuts down (SIGTERM: a rolling update, a drain) releases the Lease once it has
+stopped reconciling, as client-go's ReleaseOnCancel does: holderIdentity empty and a
+leaseDurationSeconds of 1, so a standby takes over at its next attempt (within RETRY_SECONDS)
+instead of waiting LEASE_SECONDS for the record to age.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class LeaderElector:
         self.me = me or identity()
         self._seen: tuple[Any, ...] | None = None  # the holder record last observed
         self._seen_at = 0.0
+        self.leading = False
 
     @property
     def _path(self) -> str:
@@ -109,6 +115,7 @@ class LeaderElector:
             await asyncio.sleep(RETRY_SECONDS)
         log.info("%s leads (Lease %s/%s)", self.me, self.namespace, self.name)
         metrics.leader.labels(self.name).set(1)
+        self.leading = True
         started_leading()
         last_renewal = time.monotonic()
         while True:
@@ -124,9 +131,43 @@ class LeaderElector:
                     self.name,
                     RENEW_DEADLINE,
                 )
+                self.leading = False
                 metrics.leader.labels(self.name).set(0)
                 await stopped_leading()
                 return
+
+    async def release(self) -> bool:
+        """Give the Lease up (call once this replica has stopped reconciling): only if it is
+        still ours, by a compare-and-swap on its resourceVersion, within REQUEST_TIMEOUT.
+        True if released."""
+        if not self.leading:
+            return False
+        self.leading = False
+        metrics.leader.labels(self.name).set(0)
+        try:
+            released = await asyncio.wait_for(self._give_up(), REQUEST_TIMEOUT)
+        except (ApiError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            log.warning("could not release the Lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
+        if released:
+            log.info("%s released the Lease %s/%s", self.me, self.namespace, self.name)
+        return released
+
+    async def _give_up(self) -> bool:
+        lease = await self.kube.request("GET", self._path)
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") != self.me:
+            return False
+        now = _now()
+        lease["spec"] = {
+            "holderIdentity": "",
+            "leaseDurationSeconds": 1,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": int(spec.get("leaseTransitions") or 0),
+        }
+        await self.kube.request("PUT", self._path, lease)
+        return True
 
     @staticmethod
     def _left(last_renewal: float) -> float:

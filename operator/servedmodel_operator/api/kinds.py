@@ -196,6 +196,22 @@ CHILDREN = (
         labels=MANAGED,
     ),
     Kind("Job", "batch/v1", "jobs", index="jobs", labels=MANAGED, trim=Trim(status=True)),
+    # One per TF Serving Deployment with more than one pod (spec.server.disruptionBudget).
+    Kind(
+        "PodDisruptionBudget",
+        "policy/v1",
+        "poddisruptionbudgets",
+        index="disruption_budgets",
+        labels=MANAGED,
+    ),
+    # Around the TF Serving pods (spec.server.networkPolicy, or the operator's default).
+    Kind(
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        "networkpolicies",
+        index="network_policies",
+        labels=MANAGED,
+    ),
     # A rollout's routes: not watched (the Gateway API may not be installed); status names
     # the applied ones, and they are deleted by name.
     Kind("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"),

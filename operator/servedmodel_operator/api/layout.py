@@ -26,6 +26,8 @@ SERVER_STORE_MOUNT = "/models"
 # The exporter pod: the store (read-write), a source claim (read-only), its result channel.
 EXPORTER_STORE_MOUNT = "/store"
 SOURCE_MOUNT = "/source"
+# Where the fetch (init) container leaves the source for the exporter container (an emptyDir).
+FETCHED_MOUNT = "/fetched"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 

@@ -78,6 +78,14 @@ class ChildNames(BaseModel):
     def deployment_of(self, track: Track) -> str:
         return self.canary_deployment if track is Track.CANARY else self.deployment
 
+    def disruption_budget_of(self, track: Track) -> str:
+        """PodDisruptionBudgets <name> and <name>-canary: one per Deployment, named after it."""
+        return self.deployment_of(track)
+
+    @property
+    def network_policy(self) -> str:
+        return self.deployment
+
     def configmap_of(self, track: Track) -> str:
         return self.canary_configmap if track is Track.CANARY else self.configmap
 

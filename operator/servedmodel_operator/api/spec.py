@@ -13,11 +13,19 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from servedmodel_operator import EXPORTER_IMAGE, GROUP, VERSION
+from servedmodel_operator import ANNOTATION_PREFIX, EXPORTER_IMAGE, GROUP, VERSION
 from servedmodel_operator.api.names import ChildNames, Track, derived_name
+from servedmodel_operator.api.quantity import quantity
 
 DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
 DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
@@ -31,6 +39,83 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # with a letter, as every top-level domain does).
 ROUTE_HOSTNAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME = 52  # room for every suffix derived from it within 63 characters (see derived_name)
+# Label keys and values, as Kubernetes validates them (a prefix of at most 253, a name of 63).
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MAX_LABEL_KEY = 317
+MAX_ANNOTATION_VALUE = 512
+MAX_POD_METADATA = 16
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+MAX_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 16, 128, 512
+MAX_PULL_SECRETS = 4
+MAX_EXTRA_ARGS, MAX_EXTRA_ARG = 32, 256
+MAX_PEERS = 4
+
+# What the user may not set on the pods: the operator's own metadata (and the controllers').
+RESERVED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "pod-template-hash",
+    "job-name",
+    "controller-uid",
+)
+RESERVED_LABEL_PREFIXES = (f"{ANNOTATION_PREFIX}/", "batch.kubernetes.io/")
+RESERVED_LABELS_REFUSED = (
+    "the operator's own labels (app.kubernetes.io/name, instance, component, managed-by, "
+    f"part-of, {ANNOTATION_PREFIX}/*) and the controllers' (pod-template-hash, job-name, "
+    "controller-uid, batch.kubernetes.io/*) cannot be set"
+)
+RESERVED_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+RESERVED_ANNOTATION_PREFIXES = (f"{ANNOTATION_PREFIX}/",)
+RESERVED_ANNOTATIONS_REFUSED = (
+    f"{ANNOTATION_PREFIX}/* and prometheus.io/scrape, port and path are the operator's "
+    "(spec.server.monitoring sets the scrape annotations)"
+)
+# The exporter's environment the operator sets: its scratch paths and every cloud credential
+# (a credentialsSecretRef or a named ServiceAccount, never the node's own identity).
+RESERVED_EXPORTER_ENV = ("HOME", "TMPDIR", "TF_CPP_MIN_LOG_LEVEL", "NO_GCE_CHECK")
+RESERVED_EXPORTER_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCE_")
+RESERVED_EXPORTER_ENV_REFUSED = (
+    "HOME, TMPDIR, TF_CPP_MIN_LOG_LEVEL, NO_GCE_CHECK, AWS_* GOOGLE_* and GCE_* are set by the "
+    "operator (cloud credentials come from spec.versions[].source.credentialsSecretRef or "
+    "spec.exporter.serviceAccountName, never from the node)"
+)
+VALUE_FROM_REFUSED = (
+    "env[].valueFrom is not supported in v1alpha1 (a Secret or ConfigMap would reach the pods "
+    "through the operator whatever its author may read): give a literal value"
+)
+# TF Serving reads `--name=value` only (xla/tsl/util/command_line_flags.cc; a bool may be bare).
+FLAG = r"^--[A-Za-z0-9_]+(=.*)?$"
+FLAG_SHAPE = "TF Serving reads flags as --name=value (or a bare --name for a bool)"
+# The TF Serving flags the operator sets, and the field that decides each.
+OWNED_FLAGS = {
+    "port": "the operator (gRPC is always 8500: the Service and clients depend on it)",
+    "rest_api_port": "the operator (REST is always 8501: probes, the Service and the "
+    "operator's reads depend on it)",
+    "model_config_file": "the operator (spec.versions and spec.serve, through the ConfigMap)",
+    "model_config_file_poll_wait_seconds": "spec.server.configPollSeconds",
+    "model_name": "spec.modelName (through --model_config_file)",
+    "model_base_path": "spec.store (through --model_config_file)",
+    "allow_version_labels_for_unavailable_models": "the operator (spec.serve.labels)",
+    "max_num_load_retries": "the operator (a failed load is reported within seconds)",
+    "load_retry_interval_micros": "the operator (a failed load is reported within seconds)",
+    "monitoring_config_file": "spec.server.monitoring",
+    "enable_batching": "spec.server.batching",
+    "batching_parameters_file": "spec.server.batching",
+    "enable_per_model_batching_parameters": "spec.server.batching",
+    "enable_grpc_healthcheck_service": "the operator (the pods' readiness and liveness probes "
+    "ask TF Serving's grpc.health.v1 service)",
+}
+CPU_AUTOSCALING_REFUSED = (
+    "spec.server.autoscaling scales on CPU utilisation, which is a share of the CPU request: "
+    "spec.server.resources must not set a zero CPU request (leave it out for the default)"
+)
 _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 
 
@@ -193,18 +278,171 @@ class Autoscaling(_Frozen):
     )
     metrics: tuple[dict[str, Any], ...] = ()
 
+    @property
+    def on_cpu_utilisation(self) -> bool:
+        """Whether the HPA would scale on CPU utilisation (a share of the CPU request)."""
+        if self.target_cpu_utilization_percentage is not None:
+            return True
+        for metric in self.metrics:
+            source = metric.get("resource") or metric.get("containerResource") or {}
+            target = source.get("target") or {}
+            if source.get("name") == "cpu" and target.get("type") == "Utilization":
+                return True
+        return False
 
-class Server(_Frozen):
-    image: str = DEFAULT_SERVER_IMAGE
-    replicas: int = Field(default=1, ge=0)
+
+class EnvVar(_Frozen):
+    """One environment variable, a literal value only (valueFrom is refused in v1alpha1: a
+    Secret's value would reach a pod through the operator, whatever its author may read)."""
+
+    name: str = Field(pattern=ENV_NAME, max_length=MAX_ENV_NAME)
+    value: str = Field(default="", max_length=MAX_ENV_VALUE)
+    value_from: dict[str, Any] | None = None
+
+    @field_validator("value_from")
+    @classmethod
+    def _no_value_from(cls, value_from: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value_from is not None:
+            raise ValueError(VALUE_FROM_REFUSED)
+        return value_from
+
+
+class LocalObjectReference(_Frozen):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+def _qualified_key(key: str) -> bool:
+    return len(key) <= MAX_LABEL_KEY and re.match(QUALIFIED_NAME, key) is not None
+
+
+def reserved_label(key: str) -> bool:
+    """A pod label the operator sets or Kubernetes' controllers own (never the user's)."""
+    return key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIXES)
+
+
+def reserved_annotation(key: str) -> bool:
+    return key in RESERVED_ANNOTATIONS or key.startswith(RESERVED_ANNOTATION_PREFIXES)
+
+
+class PodSettings(_Frozen):
+    """What a platform needs of the pods besides their containers: placement, priority, pull
+    credentials, metadata and environment. The same fields for the TF Serving pods
+    (spec.server) and, separately, the exporter pods (spec.exporter)."""
+
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
+    affinity: dict[str, Any] | None = None
+    # None: the operator's default (a spread of the TF Serving pods across nodes); () none.
+    topology_spread_constraints: tuple[dict[str, Any], ...] | None = None
+    priority_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    runtime_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    image_pull_secrets: tuple[LocalObjectReference, ...] = Field(
+        default=(), max_length=MAX_PULL_SECRETS
+    )
+    pod_labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_POD_METADATA)
+    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=MAX_POD_METADATA)
+    env: tuple[EnvVar, ...] = Field(default=(), max_length=MAX_ENV)
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels_are_the_users(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not _qualified_key(key) or not re.match(LABEL_VALUE, value):
+                raise ValueError(f"{key}={value!r} is not a valid Kubernetes label")
+            if reserved_label(key):
+                raise ValueError(f"{key}: {RESERVED_LABELS_REFUSED}")
+        return labels
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotations_are_the_users(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key, value in annotations.items():
+            if not _qualified_key(key) or len(value) > MAX_ANNOTATION_VALUE:
+                raise ValueError(f"{key}: not a valid annotation (or its value is too long)")
+            if reserved_annotation(key):
+                raise ValueError(f"{key}: {RESERVED_ANNOTATIONS_REFUSED}")
+        return annotations
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.env)
+
+
+def owned_flag(arg: str) -> str | None:
+    """The spec field (or the operator) that sets a TF Serving flag, if the operator owns it."""
+    name = arg.removeprefix("--").partition("=")[0]
+    return OWNED_FLAGS.get(name)
+
+
+class DisruptionBudget(_Frozen):
+    enabled: bool = True
+    max_unavailable: int | str = 1
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _count_or_percentage(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value >= 0:
+            return value
+        if isinstance(value, str) and re.match(r"^(100|[1-9]?[0-9])%$", value):
+            return value
+        raise ValueError("maxUnavailable must be a count (0 or more) or a percentage")
+
+
+class LabelSelector(_Frozen):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[dict[str, Any], ...] = ()
+
+
+class IpBlock(_Frozen):
+    cidr: str
+    except_: tuple[str, ...] = Field(default=(), alias="except")
+
+
+class NetworkPeer(_Frozen):
+    """A NetworkPolicyPeer (networking.k8s.io/v1): pods, namespaces or an IP block."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IpBlock | None = None
+
+
+class NetworkPolicy(_Frozen):
+    # None: the operator's policy decides (--network-policy).
+    enabled: bool | None = None
+    from_: tuple[NetworkPeer, ...] = Field(default=(), alias="from", max_length=MAX_PEERS)
+
+
+class Server(PodSettings):
+    image: str = DEFAULT_SERVER_IMAGE
+    replicas: int = Field(default=1, ge=0)
     batching: Batching | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)
     config_poll_seconds: int = Field(default=10, ge=1)
     startup_timeout_seconds: int = Field(default=600, ge=30)
     autoscaling: Autoscaling | None = None
+    extra_args: tuple[str, ...] = Field(default=(), max_length=MAX_EXTRA_ARGS)
+    disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _flags_the_operator_does_not_own(cls, args: tuple[str, ...]) -> tuple[str, ...]:
+        for arg in args:
+            if not re.match(FLAG, arg) or len(arg) > MAX_EXTRA_ARG:
+                raise ValueError(f"{arg!r}: {FLAG_SHAPE}")
+            field = owned_flag(arg)
+            if field is not None:
+                raise ValueError(f"{arg.partition('=')[0]} is set by {field}")
+        return args
+
+    @model_validator(mode="after")
+    def _cpu_autoscaling_needs_a_cpu_request(self) -> Server:
+        if self.autoscaling is not None and self.autoscaling.on_cpu_utilisation:
+            request = self.resources.requests.get("cpu", self.resources.limits.get("cpu"))
+            if request is not None and quantity(str(request)) == 0:
+                raise ValueError(CPU_AUTOSCALING_REFUSED)
+        return self
 
 
 class Verify(_Frozen):
@@ -217,16 +455,27 @@ class Warmup(_Frozen):
     requests: int = Field(default=0, ge=0, le=1000)
 
 
-class Exporter(_Frozen):
+class Exporter(PodSettings):
     image: str | None = None
     service_account_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
     parallelism: int = Field(default=1, ge=1)
     backoff_limit: int = Field(default=1, ge=0)
     active_deadline_seconds: int = Field(default=3600, ge=60)
     ttl_seconds_after_finished: int = Field(default=86400, ge=0)
-    resources: Resources = Field(default_factory=Resources)
     verify: Verify = Field(default_factory=Verify)
     warmup: Warmup = Field(default_factory=Warmup)
+
+    @field_validator("env")
+    @classmethod
+    def _env_the_operator_does_not_set(cls, env: tuple[EnvVar, ...]) -> tuple[EnvVar, ...]:
+        for var in env:
+            if reserved_exporter_env(var.name):
+                raise ValueError(f"{var.name}: {RESERVED_EXPORTER_ENV_REFUSED}")
+        return env
+
+
+def reserved_exporter_env(name: str) -> bool:
+    return name in RESERVED_EXPORTER_ENV or name.startswith(RESERVED_EXPORTER_ENV_PREFIXES)
 
 
 class Prometheus(_Frozen):

@@ -45,6 +45,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     # kopf hands every handler the same live index objects, already here at startup.
     rt = memo["runtime"] = Runtime(options, Indexes.of(kwargs))
     rt.start_leader_election(options)
+    await rt.start_readiness(options)
 
 
 @kopf.on.cleanup()
@@ -87,6 +88,8 @@ def _enqueue(
     memo: Any, body: kopf.Body, namespace: str | None, owner: str | None, type_: str | None
 ) -> None:
     rt: Runtime = runtime(memo)
+    # kopf calls no event handler before every watched kind is listed: the caches are filled.
+    rt.readiness.warm = True
     if not namespace:  # every kind watched here is namespaced
         return
     kind, name = str(body.get("kind")), str(body["metadata"]["name"])

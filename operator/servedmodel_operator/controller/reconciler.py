@@ -20,6 +20,7 @@ from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.kube import ApiError, Kube
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports, monotonic
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec
 from servedmodel_operator.parts.admission import policy
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
@@ -60,6 +61,7 @@ class Reconciler:
         reports: Reports,
         exporter_image: str,
         policy: Policy,
+        site: Site | None = None,
     ) -> None:
         self._kube = kube
         self._prober = prober
@@ -67,6 +69,7 @@ class Reconciler:
         self._reports = reports
         self._exporter_image = exporter_image
         self._policy = policy
+        self._site = site or Site()
         # (namespace, name) -> the generation whose apply the API server refused (a 4xx):
         # not retried until the spec changes.
         self._rejected: dict[tuple[str, str], tuple[int, str]] = {}
@@ -106,9 +109,15 @@ class Reconciler:
     async def _read(
         self, model: ServedModelSpec, observed: Observed, reads: Reads, now: str, logger: Any
     ) -> Observed:
-        """The Secrets' key names, the unsettled pods' readings, a rollout's figures, and the
-        apply refusal remembered for this spec."""
-        keys = [await self._kube.secret_keys(model.namespace, s) for s in reads.secrets]
+        """The Secrets' and CA-bundle ConfigMaps' key names (None for one without the opt-in
+        label, when the policy asks for it: the same to the author as an absent one), the
+        unsettled pods' readings, a rollout's figures, and the apply refusal remembered for
+        this spec."""
+        label = reads.credentials_label
+        keys = [await self._kube.secret_keys(model.namespace, s, label) for s in reads.secrets]
+        bundles = [
+            await self._kube.config_map_keys(model.namespace, c, label) for c in reads.config_maps
+        ]
         readings = await asyncio.gather(
             *(
                 self._prober.read_pod(str(r.pod.ip), model.model_name, r.labels, r.digest)
@@ -127,6 +136,8 @@ class Reconciler:
         return replace(
             observed,
             secret_keys=dict(zip(reads.secrets, keys, strict=True)),
+            config_map_keys=dict(zip(reads.config_maps, bundles, strict=True)),
+            credentials_label=label,
             reports=self._reports.reports(reads.serving_pods),
             measurement=await self._measure(model, now, logger) if reads.analysis else None,
             refusals=(*observed.refusals, *refusals),
@@ -151,12 +162,12 @@ class Reconciler:
     async def _admitted(
         self, model: ServedModelSpec, observed: Observed, now: str, logger: Any
     ) -> Plan:
-        decided = plan(model, observed, self._exporter_image, now)
+        decided = plan(model, observed, self._exporter_image, now, self._site)
         found = await self._admit(model, decided) if decided.apply else []
         if found:
             logger.warning("refused: %s", "; ".join(r.message for r in found))
             observed = replace(observed, refusals=(*observed.refusals, *found))
-            decided = plan(model, observed, self._exporter_image, now)
+            decided = plan(model, observed, self._exporter_image, now, self._site)
         if not decided.apply and decided.status is None and not decided.events:
             logger.debug("reconciled: in sync, nothing to write")
         return decided
@@ -222,7 +233,7 @@ class Reconciler:
         logger.warning("%s", message)
         self._rejected[(model.namespace, model.name)] = (model.generation, message[:1024])
         observed = replace(observed, refusals=(Refusal("ApplyRejected", message),))
-        refused = plan(model, observed, self._exporter_image, _now())
+        refused = plan(model, observed, self._exporter_image, _now(), self._site)
         return replace(refused, events=[], finished_exports=())
 
     async def _report(self, body: Mapping[str, Any], decided: Plan, logger: Any) -> None:

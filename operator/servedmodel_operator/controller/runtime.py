@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import kopf
 
 from servedmodel_operator import KIND
-from servedmodel_operator.adapters import leader, metrics
+from servedmodel_operator.adapters import leader, metrics, readiness
 from servedmodel_operator.adapters.cache import Recent
-from servedmodel_operator.adapters.kube import Kube
+from servedmodel_operator.adapters.kube import ApiError, Kube
 from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
+from servedmodel_operator.adapters.readiness import Readiness
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.controller.reconciler import Reconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
@@ -27,6 +31,7 @@ from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapp
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
+RELEASE_TIMEOUT = 5.0  # seconds a shutting-down leader spends releasing its Lease, at most
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class Options:
     workers: int
     policy: Policy
     leader_election: tuple[str, str] | None = None  # (Lease namespace, Lease name)
+    site: Site = field(default_factory=Site)
+    readiness: str | None = None  # http://host:port/path of the readiness probe
+    namespaces: tuple[str, ...] = ()  # watched namespaces; none: all
 
 
 class Indexes:
@@ -132,6 +140,7 @@ class Runtime:
             self.reports,
             options.exporter_image,
             options.policy,
+            options.site,
         )
         self.queue = WorkQueue(
             self._reconcile,
@@ -141,6 +150,10 @@ class Runtime:
         self.indexes = indexes
         self.generations: dict[tuple[str, str], Any] = {}  # the last spec generation seen
         self.election: asyncio.Task[None] | None = None
+        self.elector: LeaderElector | None = None
+        self.readiness = Readiness()
+        self._stop_probe: Callable[[], Awaitable[None]] | None = None
+        self._listing: asyncio.Task[None] | None = None
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         return observe(self.indexes, self.recent, namespace, name)
@@ -166,15 +179,57 @@ class Runtime:
             self.queue.pause()
             os.kill(os.getpid(), signal.SIGTERM)
 
-        elector = LeaderElector(self.kube, namespace, name)
-        self.election = asyncio.get_running_loop().create_task(elector.run(self.queue.resume, stop))
+        self.elector = LeaderElector(self.kube, namespace, name)
+        self.election = asyncio.get_running_loop().create_task(
+            self.elector.run(self.queue.resume, stop)
+        )
+
+    async def start_readiness(self, options: Options) -> None:
+        """The readiness probe (adapters/readiness.py), and the start-up check that finds
+        whether there is anything to list at all."""
+        if options.readiness is None:
+            return
+        elector = self.elector
+        if elector is not None:
+            self.readiness.leader = lambda: elector.leading
+        self._stop_probe = await readiness.serve(options.readiness, self.readiness)
+        self._listing = asyncio.get_running_loop().create_task(
+            self._anything_to_list(options.namespaces)
+        )
+
+    async def _anything_to_list(self, namespaces: tuple[str, ...]) -> None:
+        for attempt in range(1, 6):
+            try:
+                found = {
+                    f"{kind.plural}@{ns or '*'}": await self.kube.any_exist(kind, ns)
+                    for kind in kinds.WATCHED
+                    for ns in (namespaces or (None,))
+                }
+            except (ApiError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+                log.warning("readiness: cannot list the watched kinds (%s), try %d", exc, attempt)
+                await asyncio.sleep(2 * attempt)
+                continue
+            if readiness.nothing_to_list(found):
+                self.readiness.warm = True
+            return
 
     async def close(self) -> None:
+        """Stop electing and reconciling; then, if this replica leads, release the Lease (a
+        standby takes over at once rather than after the Lease's duration)."""
+        self.readiness.stopping = True
+        if self._listing is not None:
+            self._listing.cancel()
         if self.election is not None:
             self.election.cancel()
+            await asyncio.gather(self.election, return_exceptions=True)
         await self.queue.close()
+        if self.elector is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.elector.release(), RELEASE_TIMEOUT)
         await self.prober.close()
         await self.kube.close()
+        if self._stop_probe is not None:
+            await self._stop_probe()
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

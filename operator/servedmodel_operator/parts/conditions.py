@@ -7,6 +7,10 @@ kstatus semantics (what Flux, Argo CD and `kubectl wait` read):
               a label waiting for its version); the message says what it waits for.
 - Stalled     True when progress needs a human (a failed export, a version TF Serving cannot
               load, an unusable spec).
+Stopped on purpose (spec.server.replicas 0, through the spec or the scale subresource) is a
+state of its own: Ready True with reason Stopped, Reconciling and Stalled False (kstatus:
+Current, the desired state is reached), Available and Serving False with reason Stopped
+(nothing serves).
 The finer Exported, Available and Rollout say which half is not there yet.
 
 The trio comes from CHECKS, in order: the first check that finds an obstacle decides (cert-
@@ -235,6 +239,7 @@ class Kind(Enum):
     STALLED = "stalled"  # progress needs a human
     PROGRESSING = "progressing"  # work in progress
     CREATING = "creating"  # Ready Unknown: nothing to judge yet
+    STOPPED = "stopped"  # replicas 0 on purpose: the desired state, reached
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,26 @@ def _rolling_out(f: Findings, _: Fine) -> Verdict | None:
     )
 
 
+STOPPED = "Stopped"
+STOPPED_MESSAGE = (
+    "stopped: spec.server.replicas is 0, no TF Serving pod runs (versions are still exported); "
+    "scale it above 0 to serve again"
+)
+
+
+def stopped(model: ServedModelSpec) -> bool:
+    """Stopped on purpose: spec.server.replicas is 0 (the spec, or the scale subresource)."""
+    return model.spec.server.replicas == 0
+
+
+def _stopped(f: Findings, _: Fine) -> Verdict | None:
+    """Once every pod is gone. Exports still run while stopped: until they are done the
+    checks before this one say so (Reconciling), and a failed one is Stalled all the same."""
+    if not stopped(f.model):
+        return None
+    return Verdict(Kind.STOPPED, STOPPED, STOPPED_MESSAGE)
+
+
 def _config_step(f: Findings, _: Fine) -> Verdict | None:
     serving = f.serving
     if serving.deployment.desired == 0 or not serving.config_changes:
@@ -430,6 +455,7 @@ CHECKS: tuple[Check, ...] = (
     _exporting,
     _applying,
     _rolling_out,
+    _stopped,
     _config_step,
     _waiting_for_version,
     _not_available,
@@ -481,6 +507,12 @@ def _trio(verdict: Verdict | None, serving: ServingFindings) -> list[Condition]:
             _false(RECONCILING, verdict.reason),
             _true(STALLED, verdict.reason, verdict.message),
         ]
+    if verdict.kind is Kind.STOPPED:
+        return [
+            _true(READY, verdict.reason, verdict.message),
+            _false(RECONCILING, verdict.reason),
+            _false(STALLED, verdict.reason),
+        ]
     if verdict.kind is Kind.CREATING:
         return [
             Condition(READY, "Unknown", "Reconciling", verdict.message),
@@ -505,13 +537,21 @@ def _serving_message(serving: ServingFindings) -> str:
 
 def evaluate(findings: Findings) -> list[Condition]:
     """Every condition, kstatus trio first: the first check that finds an obstacle decides."""
-    fine = Fine(export_condition(findings.exports.states), available_condition(findings.serving))
+    halted = stopped(findings.model)
+    available = (
+        _false(AVAILABLE, STOPPED, STOPPED_MESSAGE)
+        if halted
+        else available_condition(findings.serving)
+    )
+    fine = Fine(export_condition(findings.exports.states), available)
     verdict = next((v for check in CHECKS if (v := check(findings, fine)) is not None), None)
     out = [
         *_trio(verdict, findings.serving),
         fine.exported,
         fine.available,
-        serving_condition(findings.serving, fine.available),
+        _false(SERVING, STOPPED, STOPPED_MESSAGE)
+        if halted
+        else serving_condition(findings.serving, fine.available),
     ]
     if findings.delivery.decision is not None:
         out.append(rollout_condition(findings.delivery.decision))

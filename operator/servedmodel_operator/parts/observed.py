@@ -27,8 +27,12 @@ class Observed:
     # The TF Serving pods (both tracks), and what each (incarnation) said when last read.
     pods: Sequence[Mapping[str, Any]] = ()
     reports: Mapping[str, PodReport] = field(default_factory=dict)
-    # Key names of the credentials Secrets pending exports need (None: no such Secret).
+    # Key names of the credentials Secrets and CA-bundle ConfigMaps pending exports need
+    # (None: no such object, or, under --credentials-opt-in, one without the label).
     secret_keys: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    config_map_keys: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    # The label those must carry (--credentials-opt-in), said in the refusal; None: none.
+    credentials_label: str | None = None
     # ServedModels that came first to an overlapping directory of the same store claim, as
     # (created, name, their directory).
     store_sharers: Sequence[tuple[str, str, str]] = ()

@@ -10,9 +10,10 @@ events it posts, and when to look again regardless of watch events. plan.py comp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.observed import Observed
 
@@ -31,12 +32,14 @@ class Event:
 @dataclass(frozen=True)
 class Context:
     """What every part is given: the parsed spec, what was observed, the reconcile's one
-    clock (every part judges the same instant), and the operator's default exporter image."""
+    clock (every part judges the same instant), the operator's default exporter image, and
+    what the operator knows of its own place in the cluster (api/site.py)."""
 
     model: ServedModelSpec
     observed: Observed
     now: str
     exporter_image: str
+    site: Site = field(default_factory=Site)
 
 
 @dataclass(frozen=True)

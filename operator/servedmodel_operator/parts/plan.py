@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts import autoscaling, drift, retention
 from servedmodel_operator.parts.admission import part as admission
@@ -54,8 +55,14 @@ def _changed(parts: Iterable[Part[Any]]) -> list[tuple[dict[str, Any], bool]]:
     return [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
 
 
-def plan(model: ServedModelSpec, observed: Observed, exporter_image: str, now: str) -> Plan:
-    ctx = Context(model, observed, now, exporter_image)
+def plan(
+    model: ServedModelSpec,
+    observed: Observed,
+    exporter_image: str,
+    now: str,
+    site: Site | None = None,
+) -> Plan:
+    ctx = Context(model, observed, now, exporter_image, site or Site())
     admitted = admission.plan(ctx)
     writing = not admitted.findings
     exported = exports.plan(ctx, may_start=writing)

@@ -1,5 +1,6 @@
 """What a reconcile must read besides the watch caches, decided without I/O: the credentials
-Secrets pending exports need (key names only), the serving pods not settled under their
+Secrets and CA-bundle ConfigMaps pending exports need (key names only; under the policy's
+credentials opt-in, one without the label reads as absent), the serving pods not settled under their
 track's current models.config (with the labels each reading must cover), and whether a
 rollout step's analysis is due (from Prometheus, if the operator's policy allows its address).
 The reconciler reads exactly these, and nothing at rest."""
@@ -11,9 +12,14 @@ from dataclasses import dataclass
 
 from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.spec import ServedModelSpec
-from servedmodel_operator.parts.admission.policy import Policy, Refusal, prometheus_refusal
+from servedmodel_operator.parts.admission.policy import (
+    CREDENTIALS_OPT_IN,
+    Policy,
+    Refusal,
+    prometheus_refusal,
+)
 from servedmodel_operator.parts.delivery.decide import analysis_due
-from servedmodel_operator.parts.exports.part import secrets_to_check
+from servedmodel_operator.parts.exports.part import config_maps_to_check, secrets_to_check
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.serving import modelsconfig
 from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
@@ -34,6 +40,8 @@ class PodRead:
 @dataclass(frozen=True)
 class Reads:
     secrets: tuple[str, ...] = ()
+    config_maps: tuple[str, ...] = ()
+    credentials_label: str | None = None  # the opt-in label they must carry, if any
     pods: tuple[PodRead, ...] = ()
     serving_pods: tuple[ServingPod, ...] = ()  # every serving pod (the readings kept of them)
     analysis: bool = False  # a rollout step is due for judging: read Prometheus
@@ -71,6 +79,8 @@ def needed(
     refused = prometheus_refusal(policy, address)
     return Reads(
         secrets=tuple(sorted(secrets_to_check(model, observed))),
+        config_maps=tuple(sorted(config_maps_to_check(model, observed))),
+        credentials_label=CREDENTIALS_OPT_IN if policy.require_credentials_opt_in else None,
         pods=tuple(pods),
         serving_pods=tuple(everyone),
         analysis=address is not None

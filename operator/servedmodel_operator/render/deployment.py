@@ -30,8 +30,9 @@ from servedmodel_operator.api.layout import (
 )
 from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.spec import ServedModelSpec
-from servedmodel_operator.render import labels, security
+from servedmodel_operator.render import labels, pods, security
 from servedmodel_operator.render.configmap import batching_parameters
+from servedmodel_operator.render.resources import SERVER_DEFAULTS, merged
 
 CONTAINER = "tfserving"
 BATCHING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/batching-hash"
@@ -68,7 +69,8 @@ def server_args(model: ServedModelSpec) -> list[str]:
             "--enable_batching=true",
             f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_CONFIG}",
         ]
-    return args
+    # The user's own flags last; none of the flags above can be among them (api/spec.py).
+    return args + list(server.extra_args)
 
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -149,9 +151,10 @@ def container(model: ServedModelSpec) -> dict[str, Any]:
             {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }
-    resources = server.resources.manifest()
-    if resources:
-        out["resources"] = resources
+    out["resources"] = merged(SERVER_DEFAULTS, server.resources.manifest())
+    environment = pods.env(server)
+    if environment:
+        out["env"] = environment
     return out
 
 
@@ -184,17 +187,29 @@ def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[s
         "containers": [container(model)],
         "volumes": _volumes(model, track),
     }
-    if server.node_selector:
-        spec["nodeSelector"] = dict(server.node_selector)
-    if server.tolerations:
-        spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
-        ]
-    metadata: dict[str, Any] = {"labels": labels.pod_labels(model, track)}
-    annotations = _pod_annotations(model)
-    if annotations:
-        metadata["annotations"] = annotations
+    spec.update(
+        pods.pod_fields(server, default_spread(model, track), labels.selector(model, track))
+    )
+    metadata = pods.metadata(server, labels.pod_labels(model, track), _pod_annotations(model))
     return {"metadata": metadata, "spec": spec}
+
+
+def default_spread(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
+    """The TF Serving pods of one Deployment spread across nodes, as evenly as the scheduler
+    can (ScheduleAnyway: a single-node cluster still runs them all), counted per ReplicaSet
+    (pod-template-hash) so a rolling update spreads the new pods too. It is in the template
+    whatever the replica count (scaling must never change the template, which would restart
+    every pod); with one pod it constrains nothing. spec.server.topologySpreadConstraints
+    replaces it ([] removes it)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": labels.selector(model, track)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
 
 
 def deployment(model: ServedModelSpec, has_servable_version: bool) -> dict[str, Any]:

@@ -3,18 +3,27 @@
 Jobs are immutable, so the name carries a hash of the pod template: a changed exporter setting
 means a new Job, never a patch. The exporter writes its result JSON to the termination message
 (kept under the kubelet's 4 KiB limit), the Kubernetes-native channel back to the operator.
+
+Two containers, so that credentials never share a process with the author's model:
+- `fetch` (an init container, `servedmodel-export fetch`) copies the source into the `fetched`
+  emptyDir: it alone mounts the source claim and gets the Secret (environment or file) and the
+  CA bundle, and it runs no model code;
+- `exporter` then loads, exports and verifies the copy (mounted read-only) and writes the
+  store. It gets no Secret, no source claim, no ServiceAccount token and no cloud metadata
+  access; its termination message is the export's result.
+The hand-off is a per-pod emptyDir, never the shared store: nothing outside this pod sees it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from servedmodel_operator.api.layout import (
     EXPORTER_STORE_MOUNT,
+    FETCHED_MOUNT,
     SOURCE_MOUNT,
     TERMINATION_MESSAGE_LIMIT,
     TERMINATION_MESSAGE_PATH,
@@ -22,6 +31,7 @@ from servedmodel_operator.api.layout import (
     model_mount,
     model_subpath,
 )
+from servedmodel_operator.api.quantity import quantity_bytes
 from servedmodel_operator.api.spec import (
     GCS_SECRET_KEY,
     S3_OPTIONAL_SECRET_KEYS,
@@ -29,51 +39,27 @@ from servedmodel_operator.api.spec import (
     ServedModelSpec,
     VersionEntry,
 )
-from servedmodel_operator.render import labels, security
+from servedmodel_operator.render import labels, pods, security
+from servedmodel_operator.render import resources as resources_module
 
 CONTAINER = "exporter"
+FETCH_CONTAINER = "fetch"
+# The fetch container's own /tmp (botocore, gcsfs): it downloads into FETCHED_MOUNT instead.
+FETCH_TMP_LIMIT = "256Mi"
+# With a named ServiceAccount, the EKS pod identity webhook injects the role's token into every
+# container unless told otherwise: only the fetch container may have it.
+EKS_SKIP_CONTAINERS = "eks.amazonaws.com/skip-containers"
 GCS_CREDENTIALS_MOUNT = "/var/run/secrets/servedmodel/gcs"
 CA_BUNDLE_MOUNT = "/etc/servedmodel/ca"
 CA_BUNDLE_FILE = "ca-bundle.pem"
-# Merged key by key with the user's: scratch space is bounded even when only CPU is set.
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Gi"},
-    "limits": {"memory": "4Gi", "ephemeral-storage": "16Gi"},
-}
 # The download lands in /tmp beside TensorFlow's scratch files: at most half of it.
 SOURCE_SHARE_OF_SCRATCH = 0.5
-_QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[kmu]?)$")
-_FACTORS = {
-    "": 1,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "m": 1e-3,
-    "u": 1e-6,
-}
-
-
-def quantity_bytes(value: str) -> int | None:
-    """A Kubernetes quantity (16Gi, 500M, 1e9 is not accepted) in bytes, None if unparsable."""
-    match = _QUANTITY.match(str(value).strip())
-    return int(float(match[1]) * _FACTORS[match[2]]) if match else None
+DEFAULT_RESOURCES = resources_module.EXPORTER_DEFAULTS
 
 
 def resources(model: ServedModelSpec) -> dict[str, dict[str, str]]:
     """The exporter container's resources: the defaults, overridden key by key."""
-    mine = model.spec.exporter.resources.manifest()
-    return {
-        kind: {**DEFAULT_RESOURCES[kind], **mine.get(kind, {})} for kind in ("requests", "limits")
-    }
+    return resources_module.merged(DEFAULT_RESOURCES, model.spec.exporter.resources.manifest())
 
 
 def scratch_limit(model: ServedModelSpec) -> str:
@@ -99,11 +85,30 @@ def _source_claim(entry: VersionEntry) -> str | None:
     return urlsplit(uri).netloc if uri.startswith("pvc://") else None
 
 
+def _fetch_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
+    """The fetch container: the source, its checks (size, SHA-256) and connection options."""
+    scratch = quantity_bytes(scratch_limit(model))
+    args = [
+        "fetch",
+        source_argument(entry),
+        f"--into={FETCHED_MOUNT}",
+        f"--version={entry.version}",
+        f"--result-file={TERMINATION_MESSAGE_PATH}",
+        f"--result-max-bytes={TERMINATION_MESSAGE_LIMIT}",
+    ]
+    if scratch:
+        args.append(f"--max-source-bytes={int(scratch * SOURCE_SHARE_OF_SCRATCH)}")
+    if entry.source.sha256:
+        args.append(f"--sha256={entry.source.sha256}")
+    return args + _object_store_args(entry)
+
+
 def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
+    """The exporter container: the fetched copy (checked again: size, SHA-256), the export."""
     exporter = model.spec.exporter
     scratch = quantity_bytes(scratch_limit(model))
     args = [
-        source_argument(entry),
+        f"--fetched={FETCHED_MOUNT}",
         # Only the model's own directory is mounted there (a subPath of the store claim).
         f"--store={EXPORTER_STORE_MOUNT}",
         f"--model-name={model.model_name}",
@@ -123,7 +128,7 @@ def _exporter_args(model: ServedModelSpec, entry: VersionEntry) -> list[str]:
         args.append(f"--sha256={entry.source.sha256}")
     if entry.allow_unsafe_deserialization:
         args.append("--allow-unsafe-deserialization")
-    return args + _object_store_args(entry)
+    return args
 
 
 def _object_store_args(entry: VersionEntry) -> list[str]:
@@ -147,8 +152,9 @@ def _object_store_args(entry: VersionEntry) -> list[str]:
 def _credentials(
     entry: VersionEntry,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(env, volumeMounts, volumes) that hand the source's Secret and CA bundle to the exporter:
-    environment variables from secretKeyRef (S3) or a mounted file (GCS), never values."""
+    """(env, volumeMounts, volumes) that hand the source's Secret and CA bundle to the fetch
+    container: environment variables from secretKeyRef (S3) or a mounted file (GCS), never
+    values."""
     source = entry.source
     env: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -198,41 +204,24 @@ def _credentials(
     return env, mounts, volumes
 
 
-def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
-    exporter = model.spec.exporter
-    mounts: list[dict[str, Any]] = [
-        {
-            "name": "store",
-            "mountPath": model_mount(model, EXPORTER_STORE_MOUNT),
-            "subPath": model_subpath(model),
-        },
-        {"name": "tmp", "mountPath": TMP_MOUNT},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": scratch_limit(model)}},
-    ]
-    claim = _source_claim(entry)
-    if claim:
-        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
-        volumes.append(
-            {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        )
-    credential_env, credential_mounts, credential_volumes = _credentials(entry)
-    mounts += credential_mounts
-    volumes += credential_volumes
-    container = {
-        "name": CONTAINER,
+def _container(
+    name: str,
+    model: ServedModelSpec,
+    image: str,
+    args: list[str],
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "name": name,
         "image": image,
         "command": ["servedmodel-export"],
-        "args": _exporter_args(model, entry),
+        "args": args,
         "env": [
-            # The root filesystem is read-only: every scratch path points at the tmp emptyDir.
+            # The root filesystem is read-only: every scratch path points at a tmp emptyDir.
             {"name": "HOME", "value": TMP_MOUNT},
             {"name": "TMPDIR", "value": TMP_MOUNT},
-            {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
-            *credential_env,
-            *_no_ambient_credentials(model),
+            *env,
         ],
         "resources": resources(model),
         "securityContext": security.container_security_context(),
@@ -240,16 +229,67 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
         "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
     }
+
+
+def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[str, Any]:
+    exporter = model.spec.exporter
+    fetched = {"name": "fetched", "mountPath": FETCHED_MOUNT}
+    fetch_mounts: list[dict[str, Any]] = [fetched, {"name": "fetch-tmp", "mountPath": TMP_MOUNT}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": scratch_limit(model)}},
+        {"name": "fetched", "emptyDir": {"sizeLimit": scratch_limit(model)}},
+        {"name": "fetch-tmp", "emptyDir": {"sizeLimit": FETCH_TMP_LIMIT}},
+    ]
+    claim = _source_claim(entry)
+    if claim:
+        fetch_mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
+        volumes.append(
+            {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+    credential_env, credential_mounts, credential_volumes = _credentials(entry)
+    fetch_mounts += credential_mounts
+    volumes += credential_volumes
+    fetch = _container(
+        FETCH_CONTAINER,
+        model,
+        image,
+        _fetch_args(model, entry),
+        [*credential_env, *_no_ambient_credentials(model)],
+        fetch_mounts,
+    )
+    export = _container(
+        CONTAINER,
+        model,
+        image,
+        _exporter_args(model, entry),
+        # No cloud identity at all here, named ServiceAccount or not: the store is a claim.
+        [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, *NO_AMBIENT_CREDENTIALS],
+        [
+            {
+                "name": "store",
+                "mountPath": model_mount(model, EXPORTER_STORE_MOUNT),
+                "subPath": model_subpath(model),
+            },
+            {"name": "tmp", "mountPath": TMP_MOUNT},
+            {**fetched, "readOnly": True},
+        ],
+    )
+    # The user's environment reaches the export container only (never the one that holds
+    # the credentials); the operator's entries win over theirs.
+    export["env"] = pods.env(exporter, export["env"])
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the exporter never talks to the API server
         "enableServiceLinks": False,
         "securityContext": security.pod_security_context(),
-        "containers": [container],
+        "initContainers": [fetch],
+        "containers": [export],
         "volumes": volumes,
     }
     if exporter.service_account_name:
         pod["serviceAccountName"] = exporter.service_account_name
+    pod.update(pods.pod_fields(exporter))
     return pod
 
 
@@ -258,10 +298,14 @@ def _no_ambient_credentials(model: ServedModelSpec) -> list[dict[str, str]]:
     credentials stay out of reach: no EC2 instance metadata, no GCE metadata server."""
     if model.spec.exporter.service_account_name:
         return []
-    return [
-        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
-        {"name": "NO_GCE_CHECK", "value": "true"},
-    ]
+    return list(NO_AMBIENT_CREDENTIALS)
+
+
+# botocore and google-auth (and TensorFlow's own GCS filesystem) skip the metadata servers.
+NO_AMBIENT_CREDENTIALS = (
+    {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+    {"name": "NO_GCE_CHECK", "value": "true"},
+)
 
 
 def job_digest(pod: dict[str, Any]) -> str:
@@ -272,13 +316,20 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
     pod = pod_spec(model, entry, model.spec.exporter.image or default_image)
     exporter = model.spec.exporter
     job_labels = {**labels.labels(model, labels.EXPORTER), labels.VERSION_LABEL: str(entry.version)}
+    template = pods.metadata(
+        exporter,
+        job_labels,
+        {EKS_SKIP_CONTAINERS: CONTAINER} if exporter.service_account_name else None,
+    )
+    # A Job's template is immutable: the user's pod labels and annotations are in its name too
+    # (only when set, so the names of Jobs without them stay what they were).
+    extra = {"labels": exporter.pod_labels, "annotations": exporter.pod_annotations}
+    digest = job_digest({"spec": pod, **extra} if any(extra.values()) else pod)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **labels.metadata(
-                model, model.job_name(entry.version, job_digest(pod)), labels.EXPORTER
-            ),
+            **labels.metadata(model, model.job_name(entry.version, digest), labels.EXPORTER),
             "labels": job_labels,
         },
         "spec": {
@@ -292,13 +343,14 @@ def job(model: ServedModelSpec, entry: VersionEntry, default_image: str) -> dict
                     {
                         "action": "FailJob",
                         "onExitCodes": {
-                            "containerName": CONTAINER,
+                            "containerName": name,
                             "operator": "In",
                             "values": list(PERMANENT_EXIT_CODES),
                         },
                     }
+                    for name in (FETCH_CONTAINER, CONTAINER)
                 ]
             },
-            "template": {"metadata": {"labels": job_labels}, "spec": pod},
+            "template": {"metadata": template, "spec": pod},
         },
     }

@@ -20,7 +20,7 @@ from servedmodel_operator.api.layout import (
 )
 from servedmodel_operator.api.names import derived_name
 from servedmodel_operator.api.spec import ServedModelSpec
-from servedmodel_operator.render import labels, security
+from servedmodel_operator.render import labels, pods, security
 
 CONTAINER = "prune"
 TASK_LABEL = "serving.servedmodel.io/task"
@@ -57,6 +57,7 @@ def prune_job(
             f"--result-file={TERMINATION_MESSAGE_PATH}",
         ],
         "resources": RESOURCES,
+        **({"env": pods.env(model.spec.exporter)} if model.spec.exporter.env else {}),
         "securityContext": security.container_security_context(),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
@@ -82,6 +83,8 @@ def prune_job(
             },
             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
         ],
+        # The exporter's pod settings (pull credentials, placement, priority): the same image.
+        **pods.pod_fields(model.spec.exporter),
     }
     return {
         "apiVersion": "batch/v1",
@@ -95,6 +98,6 @@ def prune_job(
             "backoffLimit": 2,
             "activeDeadlineSeconds": 600,
             "ttlSecondsAfterFinished": model.spec.exporter.ttl_seconds_after_finished,
-            "template": {"metadata": {"labels": job_labels}, "spec": pod},
+            "template": {"metadata": pods.metadata(model.spec.exporter, job_labels), "spec": pod},
         },
     }

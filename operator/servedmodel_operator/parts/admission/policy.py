@@ -15,7 +15,23 @@ operator-level policy before anything is written:
   ServedModel's own namespace), with hostnames the policy allows (none by default);
 - URLs the operator itself requests (a rollout's Prometheus) are parsed (urls.py) and must
   match an allowed pattern by scheme, host and port;
+- object-store endpoints: an exporter with credentials (a Secret or a named ServiceAccount)
+  talks only to endpoints of the allowlist (by default the providers' own), so that a spec
+  cannot send a token or signed requests to an address of its author's choosing;
+- Secrets and ConfigMaps: who may name one is decided at admission, by RBAC (the
+  ValidatingAdmissionPolicy servedmodel-credentials-need-read-access); where that policy
+  cannot run, `require_credentials_opt_in` makes them opt in with the label
+  `serving.servedmodel.io/exporter-credentials: "true"` (read by the reconciler, judged in
+  exports.part.missing_credentials, one refusal for missing, unlabelled or incomplete);
+- priority and runtime classes: a pod may name a PriorityClass or a RuntimeClass only if the
+  policy lists it (by default none: both must be left unset). A priority decides whose pods
+  the scheduler preempts, a runtime class what isolates the pod from the node: both are the
+  platform's to hand out;
 - and never an object the operator did not create (see `foreign`).
+
+No field of the spec reaches hostNetwork, hostPID, hostIPC, hostPath volumes, privileged or
+added capabilities, a ServiceAccount token, or another namespace: the renderers set the pods'
+security context themselves, and the spec has no field for any of those.
 
 A refusal names the rule and how to allow it; it stalls the ServedModel and writes nothing.
 """
@@ -43,6 +59,17 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 _GATEWAY_PATTERN = re.compile(r"^[-a-z0-9.*{}]+/[-a-z0-9.*{}]+$")
 _HOSTNAME_PATTERN = re.compile(r"^[-a-z0-9*{}]+(\.[-a-z0-9*{}]+)*$")
+CREDENTIALS_OPT_IN = f"{ANNOTATION_PREFIX}/exporter-credentials"
+ENDPOINT_FLAG = "--endpoint-url="
+# The providers' own endpoints: AWS S3 (global, regional, dual-stack, FIPS) and Google Cloud
+# Storage. A `*` stands for one host label only (urls.py): s3.*.amazonaws.com is a region.
+DEFAULT_OBJECT_STORE_ENDPOINTS = (
+    "https://s3.amazonaws.com",
+    "https://s3.*.amazonaws.com",
+    "https://s3.dualstack.*.amazonaws.com",
+    "https://s3-fips.*.amazonaws.com",
+    "https://storage.googleapis.com",
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +85,17 @@ class Policy:
     # Hostnames routes may carry: `*` within one label, {namespace} and {name}. None allowed
     # by default.
     route_hostnames: tuple[str, ...] = ()
+    # urls.py patterns of the object-store endpoints an exporter with credentials may use.
+    object_store_endpoints: tuple[str, ...] = DEFAULT_OBJECT_STORE_ENDPOINTS
+    # Secrets and ConfigMaps reach exporters only with the label CREDENTIALS_OPT_IN=true.
+    require_credentials_opt_in: bool = False
+    priority_classes: tuple[str, ...] = ()  # fnmatch patterns; none: priorityClassName unset
+    runtime_classes: tuple[str, ...] = ()  # fnmatch patterns; none: runtimeClassName unset
 
     def __post_init__(self) -> None:
         """A pattern that cannot mean what its author thinks stops the operator at start."""
         urls.parse_patterns(self.prometheus_addresses)
+        urls.parse_patterns(self.object_store_endpoints)
         for gateway in self.gateways:
             if not _GATEWAY_PATTERN.match(gateway):
                 raise ValueError(f"--allowed-gateways: {gateway!r} is not <namespace>/<name>")
@@ -94,6 +128,11 @@ def _pod_specs(manifests: Iterable[Mapping[str, Any]]) -> list[tuple[str, Mappin
     return out
 
 
+def _containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every container of a pod, init containers first (they run the same images)."""
+    return [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+
+
 def _claims(pod: Mapping[str, Any]) -> dict[str, str]:
     """claim -> its role in the pod: "source" when only mounted at the source mount point
     (read-only), else "store"."""
@@ -103,7 +142,7 @@ def _claims(pod: Mapping[str, Any]) -> dict[str, str]:
         if "persistentVolumeClaim" in v
     }
     roles: dict[str, set[str]] = {claim: set() for claim in volumes.values()}
-    for container in pod.get("containers") or []:
+    for container in _containers(pod):
         for mount in container.get("volumeMounts") or []:
             claim = volumes.get(mount.get("name"))
             if claim is not None:
@@ -129,7 +168,7 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
         allowed = policy.exporter_images if kind == "Job" else policy.server_images
         role = "exporter" if kind == "Job" else "server"
         flag = f"--allowed-{role}-images"
-        for container in pod.get("containers") or []:
+        for container in _containers(pod):
             image = str(container.get("image"))
             if not any(fnmatch.fnmatchcase(image, p) for p in allowed):
                 out.append(
@@ -152,10 +191,13 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                         "as it",
                     )
                 )
+        out += _class_refusals(policy, role, pod)
         if policy.require_claim_opt_in:
             out += _claim_refusals(pod, facts)
+        if kind == "Job":
+            out += _endpoint_refusals(policy, pod)
         if kind == "Job" and not policy.allow_unsafe_models:
-            args = [a for c in pod.get("containers") or [] for a in c.get("args") or []]
+            args = [a for c in _containers(pod) for a in c.get("args") or []]
             if UNSAFE_FLAG in args:
                 out.append(
                     Refusal(
@@ -166,6 +208,26 @@ def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) 
                     )
                 )
     return list(dict.fromkeys(out))
+
+
+def _class_refusals(policy: Policy, role: str, pod: Mapping[str, Any]) -> list[Refusal]:
+    out = []
+    for field_name, allowed, reason, flag in (
+        ("priorityClassName", policy.priority_classes, "PriorityClassNotAllowed", "priority"),
+        ("runtimeClassName", policy.runtime_classes, "RuntimeClassNotAllowed", "runtime"),
+    ):
+        name = pod.get(field_name)
+        if name and not any(fnmatch.fnmatchcase(str(name), p) for p in allowed):
+            out.append(
+                Refusal(
+                    reason,
+                    f"spec.{'exporter' if role == 'exporter' else 'server'}.{field_name} {name} "
+                    f"is not allowed by the operator's policy (allowed: "
+                    f"{', '.join(allowed) or 'none'}); a cluster admin can allow it with "
+                    f"--allowed-{flag}-classes",
+                )
+            )
+    return out
 
 
 def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
@@ -183,6 +245,43 @@ def _claim_refusals(pod: Mapping[str, Any], facts: Facts) -> list[Refusal]:
                 f"PersistentVolumeClaim {claim} {state} as a model {role}: label it {keys[0]}=true",
             )
         )
+    return out
+
+
+def _has_credentials(pod: Mapping[str, Any], container: Mapping[str, Any]) -> bool:
+    """Whether a container would send credentials: a Secret in its environment or mounted, or
+    the pod's named ServiceAccount (a cloud identity: IRSA, Workload Identity)."""
+    secret_volumes = {v["name"] for v in pod.get("volumes") or [] if "secret" in v}
+    return bool(
+        pod.get("serviceAccountName")
+        or any("secretKeyRef" in (e.get("valueFrom") or {}) for e in container.get("env") or [])
+        or any(m.get("name") in secret_volumes for m in container.get("volumeMounts") or [])
+    )
+
+
+def _endpoint_refusals(policy: Policy, pod: Mapping[str, Any]) -> list[Refusal]:
+    """An exporter that holds credentials talks only to object-store endpoints the policy
+    allows: s3fs signs its requests for the endpoint, gcsfs sends its bearer token to it. The
+    endpoint is parsed and compared by scheme, host and port (urls.py), never as text."""
+    allowlist = urls.parse_patterns(policy.object_store_endpoints)
+    out = []
+    for container in _containers(pod):
+        args = [str(a) for a in container.get("args") or []]
+        if "--anonymous" in args or not _has_credentials(pod, container):
+            continue
+        endpoints = [a.removeprefix(ENDPOINT_FLAG) for a in args if a.startswith(ENDPOINT_FLAG)]
+        for endpoint in endpoints:
+            parsed, why = urls.allowed(allowlist, endpoint)
+            if parsed is None:
+                out.append(
+                    Refusal(
+                        "EndpointNotAllowed",
+                        f"the object-store endpoint {endpoint} is not one the operator's policy "
+                        f"lets exporters send credentials to ({why}; allowed: "
+                        f"{', '.join(policy.object_store_endpoints) or 'none'}); a cluster admin "
+                        "can allow it with --allowed-object-store-endpoints",
+                    )
+                )
     return out
 
 

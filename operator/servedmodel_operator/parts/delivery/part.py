@@ -17,6 +17,7 @@ from servedmodel_operator.parts.serving.view import TrackEvidence, evidence
 from servedmodel_operator.render import routes
 from servedmodel_operator.render.configmap import configmap
 from servedmodel_operator.render.deployment import canary_deployment
+from servedmodel_operator.render.disruption import disruption_budget
 from servedmodel_operator.render.service import track_service
 
 
@@ -51,10 +52,17 @@ def plan(ctx: Context, exported: frozenset[int], stable: TrackEvidence) -> Part[
         ),
         *((track_service(model, t), observed.child("Service", names.service_of(t))) for t in Track),
     ]
+    delete = [] if spec.parent_refs else list(_route_leftovers(ctx))
+    # The canary's pods are protected from a node drain while the rollout runs.
+    budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.CANARY))
+    if model.spec.server.disruption_budget.enabled and not decision.phase.done:
+        desired.append((disruption_budget(model, Track.CANARY), budget))
+    elif budget is not None:
+        delete.append(budget)
     return Part(
         DeliveryFindings(decision, spec.canary, routes_digest),
         desired=tuple(desired),
-        delete=() if spec.parent_refs else _route_leftovers(ctx),
+        delete=tuple(delete),
         events=(Event(*decision.event),) if decision.event else (),
         requeue=decision.requeue_after,
     )
@@ -121,5 +129,6 @@ def _rollout_leftovers(ctx: Context) -> tuple[Mapping[str, Any], ...]:
         observed.child("Deployment", names.canary_deployment),
         observed.child("ConfigMap", names.canary_configmap),
         *(observed.child("Service", names.service_of(t)) for t in Track),
+        observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.CANARY)),
     )
     return (*(o for o in owned if o is not None), *_route_leftovers(ctx))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import ServedModelSpec, VersionEntry
 from servedmodel_operator.parts.exports.states import (
     State,
     VersionStatus,
@@ -36,38 +36,73 @@ class ExportFindings:
         return exported(self.states)
 
 
-def secrets_to_check(model: ServedModelSpec, observed: Observed) -> set[str]:
-    """Credentials Secrets of versions that may need an exporter Job now (not yet exported,
-    no Job yet): the reconciler reads their key names before planning."""
+def _not_started(model: ServedModelSpec, observed: Observed) -> list[VersionEntry]:
+    """Versions that may need an exporter Job now (not yet exported, no Job yet)."""
     previous = previous_versions(observed.status)
     started = {job_version(j) for j in observed.jobs}
+    return [
+        e
+        for e in model.spec.versions
+        if previous.get(e.version, {}).get("state") != State.EXPORTED and e.version not in started
+    ]
+
+
+def secrets_to_check(model: ServedModelSpec, observed: Observed) -> set[str]:
+    """Credentials Secrets of versions that may need an exporter Job now: the reconciler reads
+    their key names before planning."""
     return {
         e.source.credentials_secret_ref.name
-        for e in model.spec.versions
+        for e in _not_started(model, observed)
         if e.source.credentials_secret_ref is not None
-        and previous.get(e.version, {}).get("state") != State.EXPORTED
-        and e.version not in started
+    }
+
+
+def config_maps_to_check(model: ServedModelSpec, observed: Observed) -> set[str]:
+    """CA-bundle ConfigMaps of versions that may need an exporter Job now (as above)."""
+    return {
+        e.source.s3.ca_bundle.config_map_name
+        for e in _not_started(model, observed)
+        if e.source.s3 is not None and e.source.s3.ca_bundle is not None
     }
 
 
 def missing_credentials(model: ServedModelSpec, observed: Observed) -> dict[int, tuple[str, str]]:
-    """version -> (reason, message) for versions whose Secret or keys are missing."""
+    """version -> (reason, message) for versions whose Secret or CA-bundle ConfigMap cannot be
+    handed to the exporter: absent, without a key the exporter reads, or (--credentials-opt-in)
+    without the label. One message for all three, naming what is needed: it tells an author
+    who may not read the object nothing about it (whether it exists, which keys it holds)."""
     missing = {}
+    label = observed.credentials_label
     for entry in model.spec.versions:
-        ref = entry.source.credentials_secret_ref
-        if ref is None or ref.name not in observed.secret_keys:
-            continue
-        keys = observed.secret_keys[ref.name]
-        if keys is None:
-            missing[entry.version] = ("SecretNotFound", f"Secret {ref.name} does not exist")
-            continue
-        absent = [k for k in entry.source.required_secret_keys if k not in keys]
-        if absent:
-            missing[entry.version] = (
-                "SecretKeyMissing",
-                f"Secret {ref.name} has no key {', '.join(absent)}",
-            )
+        source = entry.source
+        ref = source.credentials_secret_ref
+        if ref is not None and ref.name in observed.secret_keys:
+            keys = observed.secret_keys[ref.name]
+            if keys is None or any(k not in keys for k in source.required_secret_keys):
+                missing[entry.version] = (
+                    "SecretUnavailable",
+                    _unavailable("Secret", ref.name, source.required_secret_keys, label),
+                )
+                continue
+        bundle = source.s3.ca_bundle if source.s3 is not None else None
+        if bundle is not None and bundle.config_map_name in observed.config_map_keys:
+            keys = observed.config_map_keys[bundle.config_map_name]
+            if keys is None or bundle.key not in keys:
+                missing[entry.version] = (
+                    "ConfigMapUnavailable",
+                    _unavailable("ConfigMap", bundle.config_map_name, (bundle.key,), label),
+                )
     return missing
+
+
+def _unavailable(kind: str, name: str, keys: Sequence[str], label: str | None) -> str:
+    needs = f"the key{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+    if label:
+        needs += f" and the label {label}=true (the operator's --credentials-opt-in)"
+    return (
+        f"{kind} {name} cannot be given to the exporter: it needs to exist in this namespace "
+        f"with {needs}"
+    )
 
 
 def plan(ctx: Context, may_start: bool = True) -> Part[ExportFindings]:

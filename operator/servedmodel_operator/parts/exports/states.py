@@ -68,6 +68,12 @@ def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
 
 
 def _termination(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """How an exporter pod ended: a failed init container's termination (the fetch failed and
+    the exporter never ran), else the exporter container's."""
+    for status in pod.get("status", {}).get("initContainerStatuses", []) or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated and terminated.get("exitCode") != 0:
+            return dict(terminated)
     for status in pod.get("status", {}).get("containerStatuses", []) or []:
         terminated = (status.get("state") or {}).get("terminated")
         if terminated:

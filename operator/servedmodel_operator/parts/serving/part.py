@@ -11,14 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.delivery.part import DeliveryFindings
-from servedmodel_operator.parts.part import Context, Event, Part
+from servedmodel_operator.parts.part import Context, Desired, Event, Part
 from servedmodel_operator.parts.serving import modelsconfig
 from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, Transition
 from servedmodel_operator.parts.serving.selection import Served, select
 from servedmodel_operator.parts.serving.view import TrackEvidence, View
+from servedmodel_operator.render import network
 from servedmodel_operator.render.configmap import configmap
 from servedmodel_operator.render.deployment import deployment
+from servedmodel_operator.render.disruption import disruption_budget
 from servedmodel_operator.render.service import service
 
 # After writing a new models.config: when to first ask the pods about it.
@@ -110,19 +114,38 @@ def plan(
     names = model.names
     live_deployment = observed.child("Deployment", names.deployment)
     findings = ServingFindings(wanted, transition, stable, DeploymentProgress.of(live_deployment))
+    desired: list[Desired] = [
+        (
+            configmap(model, modelsconfig.render_for(model, transition.config)),
+            observed.child("ConfigMap", names.configmap),
+        ),
+        (deployment(model, bool(wanted.versions)), live_deployment),
+        (service(model), observed.child("Service", names.service)),
+    ]
+    delete: list[Mapping[str, Any]] = []
+    budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE))
+    if budgeted(model, model.spec.server.replicas):
+        desired.append((disruption_budget(model, Track.STABLE), budget))
+    elif budget is not None:
+        delete.append(budget)
+    policy = observed.child("NetworkPolicy", names.network_policy)
+    if network.wanted(model, ctx.site):
+        desired.append((network.network_policy(model, ctx.site), policy))
+    elif policy is not None:
+        delete.append(policy)
     return Part(
         findings,
-        desired=(
-            (
-                configmap(model, modelsconfig.render_for(model, transition.config)),
-                observed.child("ConfigMap", names.configmap),
-            ),
-            (deployment(model, bool(wanted.versions)), live_deployment),
-            (service(model), observed.child("Service", names.service)),
-        ),
+        desired=tuple(desired),
+        delete=tuple(delete),
         events=tuple(_events(observed.status, stable.view)),
         requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
     )
+
+
+def budgeted(model: ServedModelSpec, replicas: int) -> bool:
+    """A PodDisruptionBudget for a Deployment of this many pods: only above one (a budget on
+    a single pod protects nothing a maxUnavailable of 1 would not let go)."""
+    return model.spec.server.disruption_budget.enabled and replicas > 1
 
 
 def _labels_text(labels: Mapping[str, int]) -> str:
