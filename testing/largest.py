@@ -319,6 +319,16 @@ def largest(name: str, i: int = 0) -> dict[str, Any]:
                     "targetCPUUtilizationPercentage": 100,
                     "metrics": [_metric(f"{seed}{m}") for m in range(METRICS)],
                 },
+                "recycle": {
+                    "afterReloads": 1_000_000,
+                    "memory": {
+                        "threshold": _quantity(7),
+                        "prometheus": {
+                            "address": PROMETHEUS + _fill(f"{seed}r", 2048 - len(PROMETHEUS)),
+                        },
+                        "intervalSeconds": 3600,
+                    },
+                },
             },
             "exporter": {
                 "image": _fill(f"registry.example/e{seed}", IMAGE),

@@ -120,6 +120,13 @@ class Cluster:
         return self.state_dir / "pki"
 
     @property
+    def kubelet_metrics(self) -> str | None:
+        """host:port of the local kubelet's (the runner's) /metrics/cadvisor; None for a
+        cluster started before it had one (restart it: make cluster-down cluster-up)."""
+        ports = json.loads(_state_file(self.state_dir).read_text()).get("ports") or {}
+        return f"127.0.0.1:{ports['kubelet']}" if "kubelet" in ports else None
+
+    @property
     def kubectl(self) -> Path:
         return build.kubernetes_dir() / "kubectl"
 
@@ -477,7 +484,15 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
     pki.write_pki(state_dir / "pki")
     ports = {
         name: _free_port()
-        for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
+        for name in (
+            "etcd",
+            "etcd_peer",
+            "apiserver",
+            "controller_manager",
+            "scheduler",
+            "kwok",
+            "kubelet",
+        )
     }
     _state_file(state_dir).write_text(
         json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)

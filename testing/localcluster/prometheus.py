@@ -1,5 +1,6 @@
 """A real Prometheus (built from Go modules, testing/localcluster/build.py) on loopback, scraping TF
-Serving pods through Kubernetes pod discovery, for rollout analysis in tests and the demo.
+Serving pods through Kubernetes pod discovery, for rollout analysis in tests and the demo, and
+the local kubelet's /metrics/cadvisor (the runner's), for the reload memory guard.
 
 The relabelling is the one the README asks of a production Prometheus: each pod's namespace,
 ServedModel and track become the `namespace`, `servedmodel` and `track` labels. Pod IPs are
@@ -55,11 +56,25 @@ def relabelling() -> list[dict[str, Any]]:
     ]
 
 
+def kubelet_job(address: str) -> dict[str, Any]:
+    """The kubelet's cAdvisor metrics (the reload memory guard's source), as kube-prometheus'
+    kubelet ServiceMonitor scrapes them: /metrics/cadvisor, keeping the kubelet's own
+    namespace, pod and container labels (honor_labels). Here one local kubelet, the runner."""
+    return {
+        "job_name": "kubelet",
+        "metrics_path": "/metrics/cadvisor",
+        "honor_labels": True,
+        "static_configs": [{"targets": [address]}],
+    }
+
+
 def scrape_config(cluster: Cluster, interval: str = "2s") -> dict[str, Any]:
     pki = cluster.pki
+    kubelet = cluster.kubelet_metrics
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
+            *([kubelet_job(kubelet)] if kubelet else []),
             {
                 "job_name": "tensorflow-serving",
                 "kubernetes_sd_configs": [
@@ -74,7 +89,7 @@ def scrape_config(cluster: Cluster, interval: str = "2s") -> dict[str, Any]:
                     }
                 ],
                 "relabel_configs": relabelling(),
-            }
+            },
         ],
     }
 

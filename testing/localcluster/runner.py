@@ -19,7 +19,9 @@ ConfigMaps kept current through a watch and delivered to each pod late, after a 
 pod and per update from the cluster's window (delivery.py; the window file, in the state
 directory given as third argument, is re-read at every update). A TF Serving pod started while
 the state directory holds `standin-predict-delay-ms` gets STANDIN_PREDICT_DELAY_MS (the
-stand-in's test knob for slow predictions) with that value. Every process gets the network guard
+stand-in's test knob for slow predictions) with that value. Like a kubelet it serves the
+serving containers' memory at /metrics/cadvisor on a loopback port (cadvisor.py). Every
+process gets the network guard
 (testing/localcluster/netguard). Not emulated: readOnlyRootFilesystem and dropped capabilities (the
 process sees the machine's filesystem), runAsUser (it runs as whoever started the cluster),
 resource limits, and `kubectl logs` (the main container's output lands in
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -51,7 +54,7 @@ from kubernetes.client.exceptions import ApiException
 from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
-from testing.localcluster import delivery, pod_status
+from testing.localcluster import cadvisor, delivery, pod_status
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
 from testing.localcluster.serving_pod import ServingPod
@@ -545,6 +548,27 @@ class Runner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def containers(self) -> list[cadvisor.Container]:
+        """The serving containers running now, for the kubelet's /metrics/cadvisor."""
+        with self.lock:
+            serving = list(self.serving.values())
+        out = []
+        for pod in serving:
+            proc, meta = pod.proc, pod.pod["metadata"]
+            if proc is None or proc.poll() is not None:
+                continue
+            out.append(
+                cadvisor.Container(
+                    meta["namespace"],
+                    meta["name"],
+                    meta["uid"],
+                    str(pod.container["name"]),
+                    str(pod.container.get("image", "")),
+                    proc.pid,
+                )
+            )
+        return out
+
     def shutdown(self) -> None:
         """The runner is stopping (cluster-down): no process of a pod may outlive it, not
         even one of a deleted pod still in its grace period."""
@@ -560,6 +584,14 @@ class Runner:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _kubelet_port(state_dir: Path | None) -> int | None:
+    """The local kubelet's metrics port, from the cluster's state file (cluster.json)."""
+    if state_dir is None or not (state_dir / "cluster.json").exists():
+        return None
+    ports = json.loads((state_dir / "cluster.json").read_text()).get("ports") or {}
+    return int(ports["kubelet"]) if "kubelet" in ports else None
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kubeconfig, work_dir = sys.argv[1], Path(sys.argv[2])
@@ -568,6 +600,9 @@ def main() -> None:
     work_dir.chmod(0o755)
     api = config.new_client_from_config(config_file=kubeconfig)
     runner = Runner(api, work_dir, Path(sys.executable).parent, state_dir)
+    kubelet = _kubelet_port(state_dir)
+    if kubelet is not None:  # the kubelet's metrics port: /metrics/cadvisor on loopback
+        cadvisor.serve(kubelet, runner.containers)
 
     def stop(signum: int, _: Any) -> None:
         runner.shutdown()

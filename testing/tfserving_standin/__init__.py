@@ -44,6 +44,9 @@ Environment (the contract with the local cluster's pod runner):
   inference (not warmup) takes N ms longer inside its session run, as a slow model would, so
   load tests can show status reads and httpGet probes queueing behind predictions. Run
   timeouts count it (bundle.py).
+- STANDIN_RELOAD_GROWTH_BYTES=N: a stand-in test knob, not copied from TF Serving's source:
+  every config reload that changes what is served keeps N more bytes resident, modelling TF
+  Serving's memory growth on reloads (tensorflow/serving#1215; growth.py). Off by default.
 """
 
 STANDIN_NAME = "tfserving-standin"

@@ -44,6 +44,7 @@ from google.protobuf import text_format
 
 from testing.tfserving_standin import bundle as bundles
 from testing.tfserving_standin import logs
+from testing.tfserving_standin.growth import ReloadGrowth
 from testing.tfserving_standin.manager import AspiredVersion, Handle, Manager
 from testing.tfserving_standin.monitor import (
     EventBus,
@@ -103,6 +104,8 @@ class ServerCore:
             self.bus, num_load_threads, max_num_load_retries, load_retry_interval_micros
         )
         self._source: FileSystemStoragePathSource | None = None
+        # A stand-in test knob, not TF Serving's code: memory kept per reload (growth.py).
+        self.growth = ReloadGrowth.from_env()
 
     # --- config ------------------------------------------------------------------------------
 
@@ -158,6 +161,8 @@ class ServerCore:
             else:
                 raise error(Code.INVALID_ARGUMENT, "Invalid ServerModelConfig")
             logs.info(SRC, "Finished adding/updating models")
+            if not is_first and not is_same:
+                self.growth.reloaded()  # a stand-in test knob (growth.py), not TF Serving's code
             if self._flush_filesystem_caches:
                 # `return Env::Default()->FlushFileSystemCaches();` comes before the last log
                 # line: with --flush_filesystem_caches (the default) it is never printed.

@@ -4,7 +4,8 @@ change to what is served, in order:
 
 add a version · rollback · roll-forward · move a label · a canary aborted (the Service splits) ·
 the same canary promoted (Gateway API routes split) · a serving pod killed · the operator
-killed (kill -9, mid-change) · the API server restarted (mid-change) · replicas 2 → 3 → 1.
+killed (kill -9, mid-change) · the API server restarted (mid-change) · the pods recycled (the
+reload memory guard) · replicas 2 → 3 → 1.
 
 Each phase asserts that no request was lost (testing/zeroloss/ledger.py says which requests
 had to succeed: those that name nothing, or a version or label the spec still served while
@@ -60,6 +61,7 @@ PHASES = (
     "serving pod killed",
     "operator killed",
     "API server restarted",
+    "pods recycled",
     "replicas 2 → 3 → 1",
 )
 BETWEEN = "between phases"
@@ -115,6 +117,7 @@ class Run:
         serve: dict[str, Any] | None = None,
         rollout: dict[str, Any] | bool | None = False,
         replicas: int | None = None,
+        recycle: dict[str, Any] | bool | None = False,
     ) -> None:
         """Patch the spec (serve replaced whole; rollout None removes it, False leaves it) and
         record the revision with the patch's send and answer times."""
@@ -131,6 +134,8 @@ class Run:
         if replicas is not None:
             spec["server"] = {"replicas": replicas}
             self.replicas = replicas
+        if recycle is not False:  # None removes spec.server.recycle
+            spec["server"] = {**spec.get("server", {}), "recycle": recycle}
         after = self.declared()
         begun = time.monotonic()
         self.custom.patch_namespaced_custom_object(
@@ -475,6 +480,30 @@ def test_api_server_restarted(run: Run) -> None:
             run.settled()
             pytest.skip(f"API server restart not run on {run.backend.name}: {exc}")
         run.note("API server restarted", f"the API server did not answer for {down:.1f}s")
+        run.settled()
+
+
+def test_pods_recycled(run: Run) -> None:
+    """The reload memory guard: every phase above changed models.config, so enabling the guard
+    with afterReloads 1 replaces the stable pods at once, by the Deployment's rolling update
+    (one at a time, the new pod ready before an old one goes). Then the guard is removed (the
+    pods stay as they are)."""
+    with run.phase("pods recycled", same_pods=False):
+        before = run.stable_pods()
+        run.edit(recycle={"afterReloads": 1})
+        wait_for(
+            "every stable pod replaced",
+            lambda: (
+                not set(run.stable_pods()) & set(before) and len(run.stable_pods()) == run.replicas
+            ),
+            timeout=run.backend.settle_timeout,
+            interval=0.5,
+        )
+        run.settled()
+        recycle = run.get()["status"]["recycle"]
+        assert recycle["last"]["reason"] == "Reloads" and recycle["reloads"] == 0
+        run.note("pods recycled", recycle["last"]["message"])
+        run.edit(recycle=None)
         run.settled()
 
 

@@ -1,4 +1,5 @@
-"""A rollout's analysis: TF Serving's own request metrics, from the Prometheus HTTP API.
+"""From the Prometheus HTTP API: a rollout's analysis (TF Serving's own request metrics) and
+the reload memory guard's figures (the kubelet's cAdvisor memory of the serving pods).
 
 TF Serving exports (tensorflow_serving/servables/tensorflow/util.cc, names as its Prometheus
 page spells them):
@@ -30,6 +31,8 @@ from servedmodel_operator.adapters.kube import read_bounded
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.admission import urls
 from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
+from servedmodel_operator.parts.observed import WorkingSets
+from servedmodel_operator.render.deployment import CONTAINER
 
 TIMEOUT_SECONDS = 10.0
 REQUESTS = ":tensorflow:serving:request_count"
@@ -62,8 +65,10 @@ def queries(model: ServedModelSpec, window: int) -> dict[str, str]:
     }
 
 
-async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> dict[str, float]:
-    """One instant query: {track: value}."""
+async def _query(
+    session: aiohttp.ClientSession, address: str, promql: str, by: str = "track"
+) -> dict[str, float]:
+    """One instant query: {the `by` label's value: value}."""
     async with session.get(
         f"{address}/api/v1/query", params={"query": promql}, allow_redirects=False
     ) as response:
@@ -76,7 +81,7 @@ async def _query(session: aiohttp.ClientSession, address: str, promql: str) -> d
         raise ValueError(str(body.get("error") or f"HTTP {response.status}"))
     out: dict[str, float] = {}
     for sample in (body.get("data") or {}).get("result") or []:
-        track = str((sample.get("metric") or {}).get("track") or "")
+        track = str((sample.get("metric") or {}).get(by) or "")
         try:
             value = float(sample["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
@@ -111,3 +116,34 @@ async def measure(model: ServedModelSpec, address: str, window: int, now: str) -
         return Measurement(empty, empty, now, error=f"{type(exc).__name__}: {exc}"[:300])
     values = dict(zip(names, results, strict=True))
     return Measurement(_figures(values, "canary"), _figures(values, "stable"), now)
+
+
+# The reload memory guard's source: the kubelet's cAdvisor (`/metrics/cadvisor`, what
+# kube-prometheus' kubelet ServiceMonitor scrapes), one series per container labelled with its
+# namespace, pod and container (pkg/kubelet/server/server.go, containerPrometheusLabelsFunc).
+# The working set (memory usage less inactive file pages) is what the kubelet compares with
+# memory limits and eviction thresholds. TF Serving's own /monitoring/prometheus/metrics has
+# no process memory figure (util/prometheus_exporter.cc exports TensorFlow's monitoring
+# collection only).
+WORKING_SET = "container_memory_working_set_bytes"
+
+
+def memory_query(model: ServedModelSpec) -> str:
+    """The working set of each stable TF Serving pod of the model: `<deployment>-<replicaset
+    hash>-<suffix>` (never a canary pod, `<name>-canary-...`, nor another model's)."""
+    pods = f"{model.deployment_name}-[a-z0-9]+-[a-z0-9]+"
+    selector = f'namespace="{model.namespace}",pod=~"{pods}",container="{CONTAINER}"'
+    return f"max by (pod) ({WORKING_SET}{{{selector}}})"
+
+
+async def working_sets(model: ServedModelSpec, address: str, now: str) -> WorkingSets:
+    """The stable pods' working sets, bytes by pod; an error (no figures) if Prometheus fails."""
+    try:
+        address = urls.parse_url(address).url
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+        ) as session:
+            found = await _query(session, address, memory_query(model), by="pod")
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        return WorkingSets({}, now, error=f"{type(exc).__name__}: {exc}"[:300])
+    return WorkingSets(found, now)

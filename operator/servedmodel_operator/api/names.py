@@ -32,6 +32,13 @@ HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
 VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
 # Which TF Serving Deployment a pod belongs to: the stable one, or a rollout's canary.
 TRACK_LABEL = f"{ANNOTATION_PREFIX}/track"
+# The reload memory guard (parts/recycle.py). On the stable ConfigMap: how many times the
+# operator has changed its models.config text (each change is a reload on every pod). On the
+# stable Deployment's pod template, set when the pods are recycled (changing them rolls the
+# pods, as `kubectl rollout restart` does): when, and the ConfigMap's count at that moment.
+CONFIG_WRITES_ANNOTATION = f"{ANNOTATION_PREFIX}/config-writes"
+RECYCLED_AT_ANNOTATION = f"{ANNOTATION_PREFIX}/recycled-at"
+RECYCLED_WRITES_ANNOTATION = f"{ANNOTATION_PREFIX}/recycled-at-config-writes"
 
 
 class Track(StrEnum):

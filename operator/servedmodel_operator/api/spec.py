@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from servedmodel_operator import ANNOTATION_PREFIX, EXPORTER_IMAGE, GROUP, VERSION
 from servedmodel_operator.api.names import ChildNames, Track, derived_name
-from servedmodel_operator.api.quantity import quantity
+from servedmodel_operator.api.quantity import quantity, quantity_bytes
 
 DEFAULT_SERVER_IMAGE = "tensorflow/serving:2.21.0"
 DEFAULT_EXPORTER_IMAGE = EXPORTER_IMAGE
@@ -413,6 +413,45 @@ class NetworkPolicy(_Frozen):
     from_: tuple[NetworkPeer, ...] = Field(default=(), alias="from", max_length=MAX_PEERS)
 
 
+class Prometheus(_Frozen):
+    address: str
+
+
+class RecycleMemory(_Frozen):
+    """Replace the pods once one's memory working set passes `threshold`, as the kubelet's
+    cAdvisor reports it (container_memory_working_set_bytes) through Prometheus."""
+
+    threshold: int | str
+    prometheus: Prometheus
+    interval_seconds: int = Field(default=60, ge=15, le=3600)
+
+    @field_validator("threshold")
+    @classmethod
+    def _a_positive_quantity(cls, threshold: int | str) -> int | str:
+        if (quantity_bytes(threshold) or 0) <= 0:
+            raise ValueError("must be a positive quantity (e.g. 3Gi)")
+        return threshold
+
+    @property
+    def threshold_bytes(self) -> int:
+        return quantity_bytes(self.threshold) or 0
+
+
+class Recycle(_Frozen):
+    """The reload memory guard: TF Serving's memory grows with every config reload (tensorflow/
+    serving#1215, #1664), so serving pods are replaced, one at a time and surge first, after
+    `after_reloads` models.config changes, or once one passes a memory threshold."""
+
+    after_reloads: int | None = Field(default=None, ge=1, le=1_000_000)
+    memory: RecycleMemory | None = None
+
+    @model_validator(mode="after")
+    def _a_trigger(self) -> Recycle:
+        if self.after_reloads is None and self.memory is None:
+            raise ValueError("spec.server.recycle needs afterReloads, memory, or both")
+        return self
+
+
 class Server(PodSettings):
     image: str = DEFAULT_SERVER_IMAGE
     replicas: int = Field(default=1, ge=0)
@@ -424,6 +463,7 @@ class Server(PodSettings):
     extra_args: tuple[str, ...] = Field(default=(), max_length=MAX_EXTRA_ARGS)
     disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    recycle: Recycle | None = None
 
     @field_validator("extra_args")
     @classmethod
@@ -476,10 +516,6 @@ class Exporter(PodSettings):
 
 def reserved_exporter_env(name: str) -> bool:
     return name in RESERVED_EXPORTER_ENV or name.startswith(RESERVED_EXPORTER_ENV_PREFIXES)
-
-
-class Prometheus(_Frozen):
-    address: str
 
 
 class Analysis(_Frozen):

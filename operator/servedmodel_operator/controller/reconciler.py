@@ -25,7 +25,7 @@ from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec
 from servedmodel_operator.parts.admission import policy
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
 from servedmodel_operator.parts.delivery.analysis import Measurement
-from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.observed import Observed, WorkingSets
 from servedmodel_operator.parts.plan import Plan, plan
 from servedmodel_operator.parts.reads import Reads, needed
 from servedmodel_operator.parts.serving import modelsconfig
@@ -73,6 +73,9 @@ class Reconciler:
         # (namespace, name) -> the generation whose apply the API server refused (a 4xx):
         # not retried until the spec changes.
         self._rejected: dict[tuple[str, str], tuple[int, str]] = {}
+        # (namespace, name) -> the serving pods' last memory reading (the reload memory
+        # guard) and when it was taken (monotonic): read again every memory.intervalSeconds.
+        self._memory: dict[tuple[str, str], tuple[float, WorkingSets]] = {}
 
     async def run(self, body: Mapping[str, Any], observed: Observed) -> float | None:
         """Reconcile one ServedModel; returns when to look again regardless of events, if ever."""
@@ -130,6 +133,8 @@ class Reconciler:
             settled = modelsconfig.settled(report, read.config, read.labels)
             self._reports.record(read.pod, report, settled, monotonic(), now)
         refusals = list(reads.refusals)
+        if not reads.memory:  # no memory guard (any more): forget its last reading
+            self._memory.pop((model.namespace, model.name), None)
         rejected = self._rejected.get((model.namespace, model.name))
         if rejected is not None and rejected[0] == model.generation:
             refusals.append(Refusal("ApplyRejected", rejected[1]))
@@ -140,8 +145,24 @@ class Reconciler:
             credentials_label=label,
             reports=self._reports.reports(reads.serving_pods),
             measurement=await self._measure(model, now, logger) if reads.analysis else None,
+            memory=await self._working_sets(model, now, logger) if reads.memory else None,
             refusals=(*observed.refusals, *refusals),
         )
+
+    async def _working_sets(self, model: ServedModelSpec, now: str, logger: Any) -> WorkingSets:
+        """The serving pods' memory (spec.server.recycle.memory): the last reading, read
+        again from Prometheus once memory.intervalSeconds have passed."""
+        guard = model.spec.server.recycle
+        assert guard is not None and guard.memory is not None
+        key = (model.namespace, model.name)
+        last = self._memory.get(key)
+        if last is not None and monotonic() - last[0] < guard.memory.interval_seconds:
+            return last[1]
+        read = await prometheus.working_sets(model, guard.memory.prometheus.address, now)
+        if read.error:
+            logger.info("cannot read the serving pods' memory: %s", read.error)
+        self._memory[key] = (monotonic(), read)
+        return read
 
     async def _measure(self, model: ServedModelSpec, now: str, logger: Any) -> Measurement:
         """A rollout step's figures, from Prometheus."""

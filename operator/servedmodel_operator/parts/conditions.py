@@ -83,6 +83,7 @@ class Findings:
     delivery: DeliveryFindings
     applying: tuple[str, ...]
     now: str
+    recycling: str = ""  # the reload memory guard replaces the serving pods now (parts/recycle)
 
 
 # --- the finer conditions -------------------------------------------------------------------
@@ -379,6 +380,14 @@ def _exporting(_: Findings, fine: Fine) -> Verdict | None:
     return None
 
 
+def _recycling(f: Findings, _: Fine) -> Verdict | None:
+    """The reload memory guard replaces the serving pods, one at a time, surge first: work in
+    progress while every served version stays AVAILABLE (the Serving condition stays True)."""
+    if f.recycling:
+        return Verdict(Kind.PROGRESSING, "Recycling", f.recycling)
+    return None
+
+
 def _applying(f: Findings, _: Fine) -> Verdict | None:
     if f.applying:
         return Verdict(Kind.PROGRESSING, "Updating", "applying " + bounded(list(f.applying)))
@@ -453,6 +462,7 @@ CHECKS: tuple[Check, ...] = (
     _rollout_running,
     _creating,
     _exporting,
+    _recycling,
     _applying,
     _rolling_out,
     _stopped,

@@ -18,6 +18,17 @@ from servedmodel_operator.parts.serving.pods import PodReport
 
 
 @dataclass(frozen=True)
+class WorkingSets:
+    """The serving pods' memory, as the kubelet's cAdvisor reports it through Prometheus
+    (container_memory_working_set_bytes of the TF Serving container), for the reload memory
+    guard: bytes by pod name, when read, and why it could not be read (no figures then)."""
+
+    by_pod: Mapping[str, float]
+    at: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Observed:
     status: Mapping[str, Any] = field(default_factory=dict)
     # Every owned object the watch caches hold (and our own writes not indexed yet).
@@ -40,6 +51,8 @@ class Observed:
     refusals: Sequence[Refusal] = ()
     # A rollout's analysis: the canary's and the stable pods' figures from Prometheus.
     measurement: Measurement | None = None
+    # The serving pods' memory, when spec.server.recycle.memory asks for it (the last reading).
+    memory: WorkingSets | None = None
 
     def child(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.children.get((kind, name))

@@ -2,8 +2,10 @@
 events to post, and when to look again.
 
 The parts run in order, each over its own slice of what was observed: admission (may we write
-at all), exports, delivery (a rollout), serving (the models.config step), autoscaling; then the
-conditions over their findings, then retention (which prunes only while Ready). The reconciler
+at all), exports, delivery (a rollout), serving (the models.config step), recycle (the reload
+memory guard: whether the serving pods are replaced now, on the serving part's pod template),
+autoscaling; then the conditions over their findings, then retention (which prunes only while
+Ready). The reconciler
 executes the plan; tests check plans on plain dicts.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import ServedModelSpec
-from servedmodel_operator.parts import autoscaling, drift, retention
+from servedmodel_operator.parts import autoscaling, drift, recycle, retention
 from servedmodel_operator.parts.admission import part as admission
 from servedmodel_operator.parts.conditions import Findings
 from servedmodel_operator.parts.delivery import part as delivery
@@ -69,6 +71,8 @@ def plan(
     stable = evidence(model, observed, Track.STABLE)
     delivered = delivery.plan(ctx, exported.findings.exported, stable)
     served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
+    recycled = recycle.plan(ctx, served.findings, delivered.findings, writing)
+    served = recycle.with_template(served, model.deployment_name, recycled.findings.template)
     scaled = autoscaling.plan(ctx)
     changes = _changed([served, exported, scaled, delivered]) if writing else []
     findings = Findings(
@@ -79,8 +83,9 @@ def plan(
         delivered.findings,
         tuple(f"{m['kind']} {m['metadata']['name']}" for m, _ in changes),
         now,
+        recycling=recycled.findings.recycling,
     )
-    status = summarise(findings, observed.status)
+    status = recycle.with_recycle(summarise(findings, observed.status), recycled.findings)
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
@@ -88,7 +93,7 @@ def plan(
     # controls (parts/text.py).
     status = safe_tree(with_retention(status, kept.findings))
     changes += _changed([kept]) if writing else []
-    parts: list[Part[Any]] = [admitted, exported, served, kept, delivered, scaled]
+    parts: list[Part[Any]] = [admitted, exported, served, recycled, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]
     changed = status != dict(observed.status)
     return Plan(

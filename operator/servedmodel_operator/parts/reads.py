@@ -1,8 +1,9 @@
 """What a reconcile must read besides the watch caches, decided without I/O: the credentials
 Secrets and CA-bundle ConfigMaps pending exports need (key names only; under the policy's
 credentials opt-in, one without the label reads as absent), the serving pods not settled under their
-track's current models.config (with the labels each reading must cover), and whether a
-rollout step's analysis is due (from Prometheus, if the operator's policy allows its address).
+track's current models.config (with the labels each reading must cover), whether a rollout
+step's analysis is due, and whether the serving pods' memory may be read (both from
+Prometheus, if the operator's policy allows its address).
 The reconciler reads exactly these, and nothing at rest."""
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Reads:
     pods: tuple[PodRead, ...] = ()
     serving_pods: tuple[ServingPod, ...] = ()  # every serving pod (the readings kept of them)
     analysis: bool = False  # a rollout step is due for judging: read Prometheus
+    # spec.server.recycle.memory: the pods' memory may be read from Prometheus (the
+    # reconciler reads it every memory.intervalSeconds)
+    memory: bool = False
     refusals: tuple[Refusal, ...] = ()  # what the policy refuses reading
 
 
@@ -58,6 +62,35 @@ def needed(
 ) -> Reads:
     """`readings`: what each pod (incarnation) said when last read; `due(pod, digest)`: whether
     the reading schedule asks for the pod now."""
+    pods, everyone = _pods_to_read(model, observed, readings, due)
+    address = _analysis_address(model)
+    refused = prometheus_refusal(policy, address)
+    memory_address = _memory_address(model)
+    memory_refused = prometheus_refusal(policy, memory_address)
+    refusals = tuple(r for r in (refused, memory_refused) if r is not None)
+    return Reads(
+        secrets=tuple(sorted(secrets_to_check(model, observed))),
+        config_maps=tuple(sorted(config_maps_to_check(model, observed))),
+        credentials_label=CREDENTIALS_OPT_IN if policy.require_credentials_opt_in else None,
+        pods=pods,
+        serving_pods=everyone,
+        analysis=address is not None
+        and refused is None
+        and analysis_due(model, observed.status.get("rollout") or {}, now),
+        memory=memory_address is not None
+        and memory_refused is None
+        and model.spec.server.replicas > 0,
+        refusals=tuple(dict.fromkeys(refusals)),
+    )
+
+
+def _pods_to_read(
+    model: ServedModelSpec,
+    observed: Observed,
+    readings: Mapping[str, PodReport],
+    due: Callable[[ServingPod, str], bool],
+) -> tuple[tuple[PodRead, ...], tuple[ServingPod, ...]]:
+    """(the pods of each track not settled under its config and due now, every serving pod)."""
     pods: list[PodRead] = []
     everyone: list[ServingPod] = []
     for track in Track:
@@ -74,17 +107,16 @@ def needed(
             for p in unsettled
             if p.ip and due(p, seen.digest)
         ]
+    return tuple(pods), tuple(everyone)
+
+
+def _analysis_address(model: ServedModelSpec) -> str | None:
+    """The Prometheus a rollout's analysis queries, if it has one."""
     rollout = model.spec.rollout
-    address = rollout.analysis.prometheus.address if rollout and rollout.analysis else None
-    refused = prometheus_refusal(policy, address)
-    return Reads(
-        secrets=tuple(sorted(secrets_to_check(model, observed))),
-        config_maps=tuple(sorted(config_maps_to_check(model, observed))),
-        credentials_label=CREDENTIALS_OPT_IN if policy.require_credentials_opt_in else None,
-        pods=tuple(pods),
-        serving_pods=tuple(everyone),
-        analysis=address is not None
-        and refused is None
-        and analysis_due(model, observed.status.get("rollout") or {}, now),
-        refusals=(refused,) if refused else (),
-    )
+    return rollout.analysis.prometheus.address if rollout and rollout.analysis else None
+
+
+def _memory_address(model: ServedModelSpec) -> str | None:
+    """The Prometheus the reload memory guard reads the pods' memory from, if any."""
+    guard = model.spec.server.recycle
+    return guard.memory.prometheus.address if guard and guard.memory else None

@@ -82,28 +82,40 @@ def decide(
         finished, result = _finished(live, pods_by_job.get(name, ()))
         if not finished:
             return Retention(status=before or None, done=False, versions_protected=protect)
-        if result is not None and result.get("ok") is True:
-            removed = tuple(int(v) for v in result.get("removed") or [] if isinstance(v, int))
-            not_owned = tuple(int(v) for v in result.get("notOwned") or [] if isinstance(v, int))[
-                :64
-            ]
-            done = {"appliedFor": digest, "job": name, "removed": list(removed), "at": now}
-            return Retention(
-                status={**done, "notOwned": list(not_owned)} if not_owned else done,
-                removed=removed,
-                not_owned=not_owned,
-                versions_protected=protect,
-            )
-        error = str((result or {}).get("message") or "the prune Job failed")[:300]
-        failed = {**before, "job": name, "error": error}
-        return Retention(
-            status=failed,
-            error=error if before.get("error") != error else "",
-            versions_protected=protect,
-        )
+        return _prune_outcome(result, name, digest, before, protect, now)
     if not ready:
         return Retention(status=before or None, done=False, versions_protected=protect)
     return Retention(job=job, status=before or None, done=False, versions_protected=protect)
+
+
+def _prune_outcome(
+    result: Mapping[str, Any] | None,
+    name: str,
+    digest: str,
+    before: Mapping[str, Any],
+    protect: tuple[int, ...],
+    now: str,
+) -> Retention:
+    """What a finished prune Job `name` did: on success, the protected set it applied for and
+    the versions it removed and left; else its error (reported once: not when status already
+    has it)."""
+    if result is not None and result.get("ok") is True:
+        removed = tuple(int(v) for v in result.get("removed") or [] if isinstance(v, int))
+        not_owned = tuple(int(v) for v in result.get("notOwned") or [] if isinstance(v, int))[:64]
+        done = {"appliedFor": digest, "job": name, "removed": list(removed), "at": now}
+        return Retention(
+            status={**done, "notOwned": list(not_owned)} if not_owned else done,
+            removed=removed,
+            not_owned=not_owned,
+            versions_protected=protect,
+        )
+    error = str((result or {}).get("message") or "the prune Job failed")[:300]
+    failed = {**before, "job": name, "error": error}
+    return Retention(
+        status=failed,
+        error=error if before.get("error") != error else "",
+        versions_protected=protect,
+    )
 
 
 def plan(ctx: Context, ready: bool, protected: Iterable[int]) -> Part[Retention]:

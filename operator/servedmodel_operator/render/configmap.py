@@ -18,7 +18,7 @@ from servedmodel_operator.api.layout import (
     MODELS_CONFIG,
     MONITORING_CONFIG,
 )
-from servedmodel_operator.api.names import CONFIG, Track
+from servedmodel_operator.api.names import CONFIG, CONFIG_WRITES_ANNOTATION, Track
 from servedmodel_operator.api.spec import Batching, ServedModelSpec
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
@@ -60,12 +60,20 @@ def config_files(model: ServedModelSpec, models_config: str) -> dict[str, str]:
 
 
 def configmap(
-    model: ServedModelSpec, models_config: str, track: Track = Track.STABLE
+    model: ServedModelSpec,
+    models_config: str,
+    track: Track = Track.STABLE,
+    writes: int | None = None,
 ) -> dict[str, Any]:
-    """One track's config files; `models_config` is the models.config text to serve."""
+    """One track's config files; `models_config` is the models.config text to serve, and
+    `writes` how many times it has changed (the stable track's: the reload memory guard's
+    count, parts/recycle.py)."""
+    metadata = labels.metadata(model, model.names.configmap_of(track), CONFIG)
+    if writes is not None:
+        metadata["annotations"] = {CONFIG_WRITES_ANNOTATION: str(writes)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": labels.metadata(model, model.names.configmap_of(track), CONFIG),
+        "metadata": metadata,
         "data": config_files(model, models_config),
     }

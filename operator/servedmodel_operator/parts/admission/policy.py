@@ -165,49 +165,71 @@ def needed(manifests: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
 def check(policy: Policy, manifests: Sequence[Mapping[str, Any]], facts: Facts) -> list[Refusal]:
     out: list[Refusal] = [r for m in manifests for r in route_refusals(policy, m)]
     for kind, pod in _pod_specs(manifests):
-        allowed = policy.exporter_images if kind == "Job" else policy.server_images
         role = "exporter" if kind == "Job" else "server"
-        flag = f"--allowed-{role}-images"
-        for container in _containers(pod):
-            image = str(container.get("image"))
-            if not any(fnmatch.fnmatchcase(image, p) for p in allowed):
-                out.append(
-                    Refusal(
-                        "ImageNotAllowed",
-                        f"{role} image {image} is not allowed by the operator's policy (allowed: "
-                        f"{', '.join(allowed)}); a cluster admin can allow it with {flag}",
-                    )
-                )
-        account = pod.get("serviceAccountName")
-        if account and policy.require_service_account_opt_in:
-            annotations = facts.service_accounts.get(str(account))
-            if annotations is None or annotations.get(SA_OPT_IN) != SA_OPT_IN_VALUE:
-                out.append(
-                    Refusal(
-                        "ServiceAccountNotAllowed",
-                        f"ServiceAccount {account} "
-                        + ("does not exist" if annotations is None else "has not opted in")
-                        + f": annotate it {SA_OPT_IN}={SA_OPT_IN_VALUE} to let exporter pods run "
-                        "as it",
-                    )
-                )
+        out += _image_refusals(policy, role, pod)
+        out += _service_account_refusals(policy, pod, facts)
         out += _class_refusals(policy, role, pod)
         if policy.require_claim_opt_in:
             out += _claim_refusals(pod, facts)
         if kind == "Job":
             out += _endpoint_refusals(policy, pod)
         if kind == "Job" and not policy.allow_unsafe_models:
-            args = [a for c in _containers(pod) for a in c.get("args") or []]
-            if UNSAFE_FLAG in args:
-                out.append(
-                    Refusal(
-                        "UnsafeModelNotAllowed",
-                        "a version sets allowUnsafeDeserialization (loading would run code from "
-                        "the model file), which the operator's policy forbids; a cluster admin "
-                        "can allow it with --allow-unsafe-models",
-                    )
-                )
+            out += _unsafe_model_refusals(pod)
     return list(dict.fromkeys(out))
+
+
+def _image_refusals(policy: Policy, role: str, pod: Mapping[str, Any]) -> list[Refusal]:
+    """Each container image of an exporter or server pod that the policy's patterns miss."""
+    allowed = policy.exporter_images if role == "exporter" else policy.server_images
+    flag = f"--allowed-{role}-images"
+    out = []
+    for container in _containers(pod):
+        image = str(container.get("image"))
+        if not any(fnmatch.fnmatchcase(image, p) for p in allowed):
+            out.append(
+                Refusal(
+                    "ImageNotAllowed",
+                    f"{role} image {image} is not allowed by the operator's policy (allowed: "
+                    f"{', '.join(allowed)}); a cluster admin can allow it with {flag}",
+                )
+            )
+    return out
+
+
+def _service_account_refusals(
+    policy: Policy, pod: Mapping[str, Any], facts: Facts
+) -> list[Refusal]:
+    """The pod's named ServiceAccount, when the policy wants an opt-in it lacks."""
+    account = pod.get("serviceAccountName")
+    if not account or not policy.require_service_account_opt_in:
+        return []
+    annotations = facts.service_accounts.get(str(account))
+    if annotations is not None and annotations.get(SA_OPT_IN) == SA_OPT_IN_VALUE:
+        return []
+    return [
+        Refusal(
+            "ServiceAccountNotAllowed",
+            f"ServiceAccount {account} "
+            + ("does not exist" if annotations is None else "has not opted in")
+            + f": annotate it {SA_OPT_IN}={SA_OPT_IN_VALUE} to let exporter pods run "
+            "as it",
+        )
+    ]
+
+
+def _unsafe_model_refusals(pod: Mapping[str, Any]) -> list[Refusal]:
+    """An exporter pod asked to load a model unsafely (for a policy that forbids it)."""
+    args = [a for c in _containers(pod) for a in c.get("args") or []]
+    if UNSAFE_FLAG not in args:
+        return []
+    return [
+        Refusal(
+            "UnsafeModelNotAllowed",
+            "a version sets allowUnsafeDeserialization (loading would run code from "
+            "the model file), which the operator's policy forbids; a cluster admin "
+            "can allow it with --allow-unsafe-models",
+        )
+    ]
 
 
 def _class_refusals(policy: Policy, role: str, pod: Mapping[str, Any]) -> list[Refusal]:
@@ -336,31 +358,44 @@ def route_refusals(policy: Policy, manifest: Mapping[str, Any]) -> list[Refusal]
     namespace = str(meta.get("namespace"))
     name = str((meta.get("labels") or {}).get("app.kubernetes.io/instance") or meta.get("name"))
     spec = manifest.get("spec") or {}
-    shown = ", ".join(policy.gateways) or "none"
+    out = [
+        r
+        for parent in spec.get("parentRefs") or []
+        if (r := _route_parent_refusal(policy, namespace, parent)) is not None
+    ]
+    return out + _route_hostname_refusals(policy, namespace, name, spec.get("hostnames") or [])
+
+
+def _route_parent_refusal(
+    policy: Policy, namespace: str, parent: Mapping[str, Any]
+) -> Refusal | None:
+    """A route's parent that is not a Gateway, or a Gateway the policy does not allow."""
+    group, kind = parent.get("group", GATEWAY_GROUP), parent.get("kind", "Gateway")
+    where = f"{parent.get('namespace') or namespace}/{parent.get('name')}"
+    if (group, kind) != (GATEWAY_GROUP, "Gateway"):
+        return Refusal(
+            "RouteParentNotAllowed",
+            f"spec.rollout.parentRefs names {kind} {where} (group {group or 'core'}): "
+            "routes attach only to Gateways (group gateway.networking.k8s.io, kind "
+            "Gateway); another parent, a Service, would make a mesh route that takes "
+            "over that Service's traffic",
+        )
+    if not gateway_allowed(policy, namespace, where):
+        shown = ", ".join(policy.gateways) or "none"
+        return Refusal(
+            "GatewayNotAllowed",
+            f"Gateway {where} is not allowed by the operator's policy (allowed: {shown}; "
+            "{namespace} is the ServedModel's own); a cluster admin can allow it with "
+            "--allowed-gateways=<namespace>/<name> ('*' globs)",
+        )
+    return None
+
+
+def _route_hostname_refusals(
+    policy: Policy, namespace: str, name: str, hostnames: Sequence[Any]
+) -> list[Refusal]:
+    """A route without hostnames, or each of its hostnames the policy does not allow."""
     out = []
-    for parent in spec.get("parentRefs") or []:
-        group, kind = parent.get("group", GATEWAY_GROUP), parent.get("kind", "Gateway")
-        where = f"{parent.get('namespace') or namespace}/{parent.get('name')}"
-        if (group, kind) != (GATEWAY_GROUP, "Gateway"):
-            out.append(
-                Refusal(
-                    "RouteParentNotAllowed",
-                    f"spec.rollout.parentRefs names {kind} {where} (group {group or 'core'}): "
-                    "routes attach only to Gateways (group gateway.networking.k8s.io, kind "
-                    "Gateway); another parent, a Service, would make a mesh route that takes "
-                    "over that Service's traffic",
-                )
-            )
-        elif not gateway_allowed(policy, namespace, where):
-            out.append(
-                Refusal(
-                    "GatewayNotAllowed",
-                    f"Gateway {where} is not allowed by the operator's policy (allowed: {shown}; "
-                    "{namespace} is the ServedModel's own); a cluster admin can allow it with "
-                    "--allowed-gateways=<namespace>/<name> ('*' globs)",
-                )
-            )
-    hostnames = spec.get("hostnames") or []
     if not hostnames:
         out.append(
             Refusal(

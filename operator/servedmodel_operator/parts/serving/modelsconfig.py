@@ -358,23 +358,13 @@ def _label_step(
     waits: list[LabelWait] = []
     for label, target in wanted.labels.items():
         before = now.get(label)
-        if before == target:
-            labels[label] = target
-            continue
-        if before is not None:
-            labels[label] = before  # until the move below, if any
-        if target in held:
-            waits.append(LabelWait(label, target, before, WaitsFor.UNLOAD))
-        elif before is not None and (target not in loaded_everywhere or target not in written):
-            # Never added and moved to in one write: a pod that starts meanwhile (out of
-            # scope until it does) may load the file that adds it and then get the move.
-            waits.append(LabelWait(label, target, before, WaitsFor.LOAD))
-        elif not may_change:
-            waits.append(LabelWait(label, target, before, WaitsFor.APPLY))
-        else:
-            # A new label may name an unloaded version (TF Serving allows it); a moving one
-            # only an AVAILABLE one.
-            labels[label] = target
+        written_as, wait = _label_move(
+            label, target, before, written, held, loaded_everywhere, may_change
+        )
+        if written_as is not None:
+            labels[label] = written_as
+        if wait is not None:
+            waits.append(wait)
     for label, target in wanted.pending_labels.items():
         # Its version is still exporting: keep the label where it is instead of dropping it
         # (a 404 for every request by label during the export); a new one waits unwritten.
@@ -389,3 +379,30 @@ def _label_step(
                 labels[label] = before
                 waits.append(LabelWait(label, None, before, WaitsFor.APPLY))
     return labels, waits
+
+
+def _label_move(
+    label: str,
+    target: int,
+    before: int | None,
+    written: Set[int],
+    held: Set[int],
+    loaded_everywhere: Set[int],
+    may_change: bool,
+) -> tuple[int | None, LabelWait | None]:
+    """Where a label the spec declares points in the next file (None: absent), and why it
+    does not point at its target yet, if it does not."""
+    if before == target:
+        return target, None
+    # Until it moves, the label stays where it is (if anywhere).
+    if target in held:
+        return before, LabelWait(label, target, before, WaitsFor.UNLOAD)
+    if before is not None and (target not in loaded_everywhere or target not in written):
+        # Never added and moved to in one write: a pod that starts meanwhile (out of
+        # scope until it does) may load the file that adds it and then get the move.
+        return before, LabelWait(label, target, before, WaitsFor.LOAD)
+    if not may_change:
+        return before, LabelWait(label, target, before, WaitsFor.APPLY)
+    # A new label may name an unloaded version (TF Serving allows it); a moving one
+    # only an AVAILABLE one.
+    return target, None

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servedmodel_operator.api.names import Track
+from servedmodel_operator.api.layout import MODELS_CONFIG
+from servedmodel_operator.api.names import CONFIG_WRITES_ANNOTATION, Track
 from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.part import Context, Desired, Event, Part
@@ -104,24 +105,52 @@ def plan(
 ) -> Part[ServingFindings]:
     """`writing`: False while admission refuses every write (no config to re-read then)."""
     model, observed = ctx.model, ctx.observed
-    canary = {delivery.canary} if delivery.canary is not None else set()
-    promoted = delivery.decision is not None and delivery.decision.stable_serves_canary
-    wanted = select(
-        model, exported, withheld=set() if promoted else canary, added=canary if promoted else ()
-    )
+    wanted = _stable_selection(model, exported, delivery)
     scope = modelsconfig.in_scope(stable.pods, stable.written_at)
     transition = modelsconfig.next_step(wanted, stable.config, stable.digest, scope, stable.reports)
     names = model.names
     live_deployment = observed.child("Deployment", names.deployment)
+    live_configmap = observed.child("ConfigMap", names.configmap)
     findings = ServingFindings(wanted, transition, stable, DeploymentProgress.of(live_deployment))
+    text = modelsconfig.render_for(model, transition.config)
     desired: list[Desired] = [
         (
-            configmap(model, modelsconfig.render_for(model, transition.config)),
-            observed.child("ConfigMap", names.configmap),
+            configmap(model, text, writes=config_writes(live_configmap, text)),
+            live_configmap,
         ),
         (deployment(model, bool(wanted.versions)), live_deployment),
         (service(model), observed.child("Service", names.service)),
     ]
+    optional, delete = _optional_children(ctx)
+    return Part(
+        findings,
+        desired=(*desired, *optional),
+        delete=delete,
+        events=tuple(_events(observed.status, stable.view)),
+        requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
+    )
+
+
+def _stable_selection(
+    model: ServedModelSpec, exported: frozenset[int], delivery: DeliveryFindings
+) -> Served:
+    """What the stable pods should serve: the spec's versions without the canary's while it is
+    on trial, with it once the rollout has promoted it."""
+    canary = {delivery.canary} if delivery.canary is not None else set()
+    promoted = delivery.decision is not None and delivery.decision.stable_serves_canary
+    return select(
+        model, exported, withheld=set() if promoted else canary, added=canary if promoted else ()
+    )
+
+
+def _optional_children(
+    ctx: Context,
+) -> tuple[tuple[Desired, ...], tuple[Mapping[str, Any], ...]]:
+    """The stable PodDisruptionBudget and the NetworkPolicy: (to apply, to delete), each
+    applied when the spec and site want it and deleted when they no longer do."""
+    model, observed = ctx.model, ctx.observed
+    names = model.names
+    desired: list[Desired] = []
     delete: list[Mapping[str, Any]] = []
     budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE))
     if budgeted(model, model.spec.server.replicas):
@@ -133,13 +162,25 @@ def plan(
         desired.append((network.network_policy(model, ctx.site), policy))
     elif policy is not None:
         delete.append(policy)
-    return Part(
-        findings,
-        desired=tuple(desired),
-        delete=tuple(delete),
-        events=tuple(_events(observed.status, stable.view)),
-        requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
-    )
+    return tuple(desired), tuple(delete)
+
+
+def writes_of(configmap: Mapping[str, Any] | None) -> int:
+    """How many times the operator has changed the live ConfigMap's models.config (0: never,
+    or a ConfigMap written before the count existed)."""
+    annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    value = str(annotations.get(CONFIG_WRITES_ANNOTATION, "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def config_writes(live: Mapping[str, Any] | None, text: str) -> int:
+    """The count to write with `text`: one more than the live one when the text changes (each
+    change is a reload on every pod: TF Serving loads and unloads what it names); the first
+    file, which pods load at start, is none."""
+    if live is None:
+        return 0
+    before = (live.get("data") or {}).get(MODELS_CONFIG)
+    return writes_of(live) + (1 if before is not None and before != text else 0)
 
 
 def budgeted(model: ServedModelSpec, replicas: int) -> bool:
@@ -159,51 +200,70 @@ def _events(previous: Mapping[str, Any], seen: View) -> list[Event]:
     out = []
     old = previous.get("served")
     if old is not None and seen.ready_pods:
-        old_versions = list(old.get("versions", []))
-        if old_versions != list(seen.served):
-            out.append(
-                Event(
-                    "Normal",
-                    "ServedVersionsChanged",
-                    f"TF Serving serves version(s) {', '.join(map(str, seen.served)) or 'none'} "
-                    f"(was {', '.join(map(str, old_versions)) or 'none'})",
-                )
+        out += _served_versions_events(old, seen)
+        out += _label_events(old, seen)
+    out += _load_failure_events(previous, seen)
+    return out
+
+
+def _served_versions_events(old: Mapping[str, Any], seen: View) -> list[Event]:
+    """ServedVersionsChanged, when the versions served differ from the last status's."""
+    old_versions = list(old.get("versions", []))
+    if old_versions == list(seen.served):
+        return []
+    return [
+        Event(
+            "Normal",
+            "ServedVersionsChanged",
+            f"TF Serving serves version(s) {', '.join(map(str, seen.served)) or 'none'} "
+            f"(was {', '.join(map(str, old_versions)) or 'none'})",
+        )
+    ]
+
+
+def _label_events(old: Mapping[str, Any], seen: View) -> list[Event]:
+    """LabelMoving for each label that started moving, then LabelsChanged when what the
+    labels resolve to differs from the last status."""
+    out = []
+    was_moving = dict(old.get("moving") or {})
+    for label, move in seen.moving.items():
+        if label not in was_moving:
+            out.append(Event("Normal", "LabelMoving", f"label {move.describe(label)}"))
+    # A label moving keeps, until it has moved, the version it moves from.
+    before = {
+        **{k: m["from"] for k, m in was_moving.items() if "from" in m},
+        **dict(old.get("labels", {})),
+    }
+    now = {
+        **{k: m.previous for k, m in seen.moving.items() if m.previous is not None},
+        **dict(seen.labels),
+    }
+    if before != now:
+        out.append(
+            Event(
+                "Normal",
+                "LabelsChanged",
+                f"labels resolve to {_labels_text(now)} on every ready pod "
+                f"(were {_labels_text(before)})",
             )
-        was_moving = dict(old.get("moving") or {})
-        for label, move in seen.moving.items():
-            if label not in was_moving:
-                out.append(Event("Normal", "LabelMoving", f"label {move.describe(label)}"))
-        # A label moving keeps, until it has moved, the version it moves from.
-        before = {
-            **{k: m["from"] for k, m in was_moving.items() if "from" in m},
-            **dict(old.get("labels", {})),
-        }
-        now = {
-            **{k: m.previous for k, m in seen.moving.items() if m.previous is not None},
-            **dict(seen.labels),
-        }
-        if before != now:
-            out.append(
-                Event(
-                    "Normal",
-                    "LabelsChanged",
-                    f"labels resolve to {_labels_text(now)} on every ready pod "
-                    f"(were {_labels_text(before)})",
-                )
-            )
+        )
+    return out
+
+
+def _load_failure_events(previous: Mapping[str, Any], seen: View) -> list[Event]:
+    """VersionLoadFailed for each load failure the last status did not report yet."""
     known = {
         (int(v["version"]), str(v.get("loadError", "")))
         for v in previous.get("versions", []) or []
         if v.get("loadError")
     }
-    for failure in seen.failures:
-        if (failure.version, failure.error) not in known:
-            out.append(
-                Event(
-                    "Warning",
-                    "VersionLoadFailed",
-                    f"TF Serving could not load version {failure.version} on pod "
-                    f"{failure.pod}: {failure.error}",
-                )
-            )
-    return out
+    return [
+        Event(
+            "Warning",
+            "VersionLoadFailed",
+            f"TF Serving could not load version {failure.version} on pod "
+            f"{failure.pod}: {failure.error}",
+        )
+        for failure in seen.failures
+        if (failure.version, failure.error) not in known
+    ]

@@ -90,10 +90,7 @@ def view(
         if (r := reports.get(p.incarnation)) is not None and r.config == digest
     }
     readable = {n: r for n, r in current.items() if r.error is None}
-    kept: dict[int, list[str]] = {}
-    for name, r in sorted(readable.items()):
-        for v in retained(r, config) if config else ():
-            kept.setdefault(v, []).append(name)
+    kept = _retained_on(config, readable)
     counted = sorted({*(config.versions if config else ()), *kept})
     available = {
         v: sum(
@@ -109,15 +106,33 @@ def view(
         retained={v: tuple(names) for v, names in kept.items()},
         moving=_moving(config, readable, len(ready)) if complete else {},
         labels=_agreed_labels(config, readable) if complete else {},
-        failures=tuple(
-            LoadFailure(v, name, state.error)
-            for name, r in sorted(readable.items())
-            for v, state in sorted(r.versions.items())
-            if config and v in config.versions and state.failed
-        ),
+        failures=_load_failures(config, readable),
         unreachable={n: str(r.error) for n, r in sorted(current.items()) if r.error is not None},
         unread=tuple(sorted(p.name for p in ready if p.name not in current)),
         pods=_pod_details(pods, reports),
+    )
+
+
+def _retained_on(
+    config: ModelsConfig | None, readable: Mapping[str, PodReport]
+) -> dict[int, list[str]]:
+    """Dropped versions TF Serving keeps loaded, and the readable pods (by name) keeping each."""
+    kept: dict[int, list[str]] = {}
+    for name, r in sorted(readable.items()):
+        for v in retained(r, config) if config else ():
+            kept.setdefault(v, []).append(name)
+    return kept
+
+
+def _load_failures(
+    config: ModelsConfig | None, readable: Mapping[str, PodReport]
+) -> tuple[LoadFailure, ...]:
+    """The configured versions a readable pod failed to load, by pod name then version."""
+    return tuple(
+        LoadFailure(v, name, state.error)
+        for name, r in sorted(readable.items())
+        for v, state in sorted(r.versions.items())
+        if config and v in config.versions and state.failed
     )
 
 
