@@ -14,8 +14,8 @@ bounded rate, each request unnamed or naming a served version, sent to the pods 
 has in rotation as a client-side load balancer reads them, and judged by its ledger (a request
 for a served version must succeed and be answered by that version).
 
-The reloads test exports for real (each finished export is a models.config write, and counts
-as a reload); the memory test starts from its version exported already (seeds.py).
+Both tests export for real: each finished export is a models.config write and counts as a
+reload, and both assert on that count (seeding the versions would leave it out).
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from tests.integration.helpers import (
     stop_operator,
     wait_condition,
 )
-from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 
@@ -92,11 +91,11 @@ def prometheus(
 def recycle_operator(
     cluster: localcluster.Cluster, namespace: str, tmp_path: Path, crd: None
 ) -> Iterator[OperatorProcess]:
-    """The operator allowed to query the local Prometheus, not started yet: each test starts it
-    (after seeding its versions where it seeds them)."""
+    """The operator allowed to query the local Prometheus, started."""
     operator = local_operator(
         cluster, namespace, tmp_path, "--allowed-prometheus-addresses=http://127.0.0.1:*"
     )
+    operator.start()
     yield operator
     stop_operator(operator)
 
@@ -299,7 +298,6 @@ def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_reques
     store: Volume,
     training: Volume,
 ) -> None:
-    recycle_operator.start()
     custom.create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -389,12 +387,13 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
     namespace: str,
     store: Volume,
     training: Volume,
-    exported: dict[str, Exported],
 ) -> None:
     growth = 64 * MiB
-    create_exported(
-        custom,
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
         namespace,
+        PLURAL,
         servedmodel(
             "mnist",
             [(1, "pvc://training/model-a.keras")],
@@ -406,11 +405,7 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
                 "env": [{"name": GROWTH_ENV, "value": str(growth)}],
             },
         ),
-        exported,
-        store,
-        recycle_operator,
     )
-    recycle_operator.start()
     wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=300)
     [old] = [p.metadata.name for p in _pods(core, namespace)]
     baseline = wait_for(
