@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import convergence, exporter
+from bench import convergence, exporter, modelserver
 from testing.localcluster import build
 from testing.localcluster import cluster as localcluster
 
@@ -50,11 +50,43 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def export_template(out: Path) -> dict[int, Path]:
+    """Two versions of a small Keras model exported once, by the exporter itself (the
+    ModelServer bench seeds every member's store directory with copies)."""
+    if not (out / "template" / "2").exists():
+        script = f"""
+import keras
+from pathlib import Path
+from servedmodel_exporter import export
+for version in (1, 2):
+    keras.utils.set_random_seed(version)
+    m = keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(3)])
+    source = Path({str(out)!r}) / f"v{{version}}.keras"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    m.save(source)
+    export.run(export.Request(str(source), Path({str(out)!r}), "template", version))
+"""
+        subprocess.run(
+            [sys.executable, "-c", script],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    return {v: out / "template" / str(v) for v in (1, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--sizes", default="10,100,500,2000")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--skip-convergence", action="store_true", help="only the other benchmarks")
+    parser.add_argument(
+        "--modelserver-members",
+        type=int,
+        default=200,
+        help="members of the ModelServer bench (0: skip it)",
+    )
     parser.add_argument("--rest-seconds", type=float, default=60)
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
@@ -79,21 +111,42 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
         capture_output=True,
     )
-    results |= convergence.measure(
-        cluster,
-        [int(s) for s in args.sizes.split(",")],
-        args.reps,
-        work,
-        rest_seconds=args.rest_seconds,
-        # Partial results after each N: a long run cut short still leaves its figures.
-        progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
-            json.dumps(results | partial, indent=2) + "\n"
-        ),
-    )
+    if not args.skip_convergence:
+        results |= convergence.measure(
+            cluster,
+            [int(s) for s in args.sizes.split(",")],
+            args.reps,
+            work,
+            rest_seconds=args.rest_seconds,
+            # Partial results after each N: a long run cut short still leaves its figures.
+            progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+                json.dumps(results | partial, indent=2) + "\n"
+            ),
+        )
+    if args.modelserver_members:
+        exported = export_template(work / "exported")
+        size = int(
+            json.loads((exported[1] / "assets.extra" / "servedmodel-export.json").read_text())[
+                "sizes"
+            ]["savedModelBytes"]
+        )
+        results["modelserver"] = modelserver.measure(
+            cluster,
+            args.modelserver_members,
+            work,
+            exported,
+            size,
+            progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
+                json.dumps(results | {"modelserver": partial}, indent=2) + "\n"
+            ),
+        )
     if not args.skip_export:
         results["export"] = exporter.measure(work / "exporter", args.reps)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    if "convergence" in results:
+        print(table(results))
+    if "modelserver" in results:
+        print("\n" + modelserver.table(results["modelserver"]))
     print(f"\nwritten to {args.output}", file=sys.stderr)
     return 0
 

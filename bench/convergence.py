@@ -62,7 +62,14 @@ SERVER_PODS = "app.kubernetes.io/managed-by=servedmodel-operator,app.kubernetes.
 _POD_METRIC = re.compile(
     r"^servedmodel_pod_status_requests_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$"
 )
-OPERATOR_RESOURCES = {"configmaps", "services", "deployments", "jobs", "servedmodels"}
+OPERATOR_RESOURCES = {
+    "configmaps",
+    "services",
+    "deployments",
+    "jobs",
+    "servedmodels",
+    "modelservers",
+}
 _METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 

@@ -25,8 +25,15 @@ from servedmodel_operator import FIELD_MANAGER, KIND
 from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.adapters.kube import ApiError
 from servedmodel_operator.api import kinds
-from servedmodel_operator.controller.runtime import STORES, Indexes, created
-from servedmodel_operator.parts.admission.stores import store_dir, store_key
+from servedmodel_operator.api.kinds import server_owner
+from servedmodel_operator.controller.runtime import (
+    MEMBERS,
+    STORES,
+    Indexes,
+    created,
+    member_of,
+    store_index_entry,
+)
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -111,7 +118,7 @@ class FakeApiServer:
 
     def indexes(self) -> Indexes:
         """What kopf's watch caches hold once every watch event so far has arrived."""
-        built: dict[str, dict[Any, list[Any]]] = {STORES: {}}
+        built: dict[str, dict[Any, list[Any]]] = {STORES: {}, MEMBERS: {}}
         for kind in kinds.WATCHED:
             assert kind.index is not None
             index: dict[Any, list[Any]] = built.setdefault(kind.index, {})
@@ -124,10 +131,13 @@ class FakeApiServer:
         for obj in self.of_kind(KIND):
             meta = obj["metadata"]
             spec = obj.get("spec") or {}
-            key = store_key(meta["namespace"], spec)
-            built[STORES].setdefault(key, []).append(
-                (created(obj), meta["name"], store_dir(meta["name"], spec))
-            )
+            key, value = store_index_entry(meta["namespace"], meta["name"], created(obj), spec)
+            built[STORES].setdefault(key, []).append(value)
+            server = member_of(spec)
+            if server:
+                built[MEMBERS].setdefault((meta["namespace"], server_owner(server)), []).append(
+                    meta["name"]
+                )
         return Indexes(built)  # type: ignore[arg-type]
 
     # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
@@ -182,10 +192,10 @@ class FakeApiServer:
         self.objects.pop((kind, namespace, name), None)
 
     async def patch_status(
-        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+        self, namespace: str, name: str, status_patch: Mapping[str, Any], kind: str = KIND
     ) -> dict[str, Any] | None:
-        self.writes.append(f"PATCH {KIND}/{name}/status")
-        stored = self.objects.get((KIND, namespace, name))
+        self.writes.append(f"PATCH {kind}/{name}/status")
+        stored = self.objects.get((kind, namespace, name))
         if stored is None:
             return None
         stored["status"] = _merge(stored.get("status") or {}, status_patch)
@@ -197,7 +207,14 @@ class FakeApiServer:
         return None if secret is None else frozenset((secret.get("data") or {}).keys())
 
     async def event(
-        self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        kind: str = KIND,
     ) -> None:
         self.writes.append(f"POST Event/{reason}")
         self.events.append((name, reason, message))
@@ -238,9 +255,18 @@ class ServedPod:
 class FakeProber:
     pods: dict[str, ServedPod] = field(default_factory=dict)  # by pod IP
     reads: list[str] = field(default_factory=list)  # the IPs read, in order
+    # A ModelServer's pods serve many models: (pod IP, model) -> what it answers for it.
+    models: dict[tuple[str, str], ServedPod] = field(default_factory=dict)
+    model_reads: list[tuple[str, str]] = field(default_factory=list)  # (IP, model) read
 
     def serve(self, ip: str, versions: Mapping[int, str], labels: Mapping[str, int] = {}) -> None:
         self.pods[ip] = ServedPod(dict(versions), dict(labels))
+
+    def serve_model(
+        self, ip: str, model: str, versions: Mapping[int, str], labels: Mapping[str, int] = {}
+    ) -> None:
+        """What a ModelServer's pod answers for one of its models."""
+        self.models[(ip, model)] = ServedPod(dict(versions), dict(labels))
 
     def unreachable(self, ip: str, error: str = "ConnectionRefusedError") -> None:
         self.pods[ip] = ServedPod(error=error)
@@ -249,7 +275,10 @@ class FakeProber:
         self, ip: str, model_name: str, labels: Iterable[str], digest: str
     ) -> PodReport:
         self.reads.append(ip)
-        pod = self.pods.get(ip)
+        self.model_reads.append((ip, model_name))
+        pod = self.models.get((ip, model_name), self.pods.get(ip))
+        if pod is None and any(known == ip for known, _ in self.models):
+            pod = ServedPod()  # a ModelServer's pod that does not know this model: 404
         if pod is None or pod.error is not None:
             error = pod.error if pod is not None else "ConnectionRefusedError"
             return PodReport(digest, error=error, reached=False)

@@ -97,7 +97,7 @@ def do_predict(session: Session, args: argparse.Namespace, out: TextIO) -> int:
     elif args.address:
         doc = predict.answer(*predict.rest(args.address, path, body, timeout))
     else:
-        service = obj["metadata"]["name"]  # the Service is named after the ServedModel
+        service = document.service(obj)  # the ServedModel's own, or its ModelServer's
         doc = predict.answer(*session.proxy_post(service, "http", path, body))
     out.write(predict.render(doc) + "\n")
     return errors.OK

@@ -217,6 +217,26 @@ def events(raw: Sequence[Mapping[str, Any]], limit: int = 10) -> list[dict[str, 
     ]
 
 
+def server(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A member's ModelServer (spec.server.modelServerRef) and where it stands there, as its
+    status says; None for a ServedModel with a server of its own."""
+    ref = (((obj.get("spec") or {}).get("server") or {}).get("modelServerRef") or {}).get("name")
+    if not ref:
+        return None
+    found = (obj.get("status") or {}).get("server") or {}
+    return {
+        "name": str(ref),
+        "service": found.get("service") or str(ref),
+        "state": found.get("state"),
+    }
+
+
+def service(obj: Mapping[str, Any]) -> str:
+    """The Service in front of the model's pods: its own, or its ModelServer's."""
+    shared = server(obj)
+    return str(shared["service"]) if shared else str(obj["metadata"]["name"])
+
+
 def status_document(
     obj: Mapping[str, Any],
     raw_events: Sequence[Mapping[str, Any]] | None,
@@ -247,6 +267,7 @@ def status_document(
         "replicas": status.get("replicas"),
         "readyReplicas": status.get("readyReplicas"),
         "endpoints": {"rest": endpoints.get("rest"), "grpc": endpoints.get("grpc")},
+        "server": server(obj),
         "events": events(raw_events, limit) if raw_events is not None else [],
         "eventsError": events_error,
     }

@@ -75,6 +75,12 @@ def status_text(doc: Mapping[str, Any], now: datetime.datetime) -> str:
         f"{generation}   ready {doc['readyReplicas'] or 0}/{doc['replicas'] or 0} pods"
         + ("   STOPPED (spec.server.replicas 0)" if doc["stopped"] else "")
     )
+    shared = doc.get("server")
+    if shared:
+        lines.append(
+            f"served by ModelServer {shared['name']} ({_dash(shared['state'])}): its pods serve "
+            "other members too"
+        )
     lines.append("")
 
     lines.append("Conditions:")

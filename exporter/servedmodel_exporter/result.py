@@ -1,7 +1,9 @@
 """The export result: one JSON object, written to --result-file and summarised on stdout.
 
 When it must fit a limit (a container's termination message is cut at 4 KiB), the least
-useful parts go first: durations and sizes, then signature details beyond the first entries.
+useful parts go first: durations, the Keras version, the source format and path, then the sizes
+(a ModelServer estimates a member's memory from them), then signature details beyond the first
+entries.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def fit(result: dict[str, Any], max_bytes: int | None) -> str:
     if not max_bytes or len(text.encode()) <= max_bytes:
         return text
     slim = copy.deepcopy(result)
-    for key in ("durations", "sizes", "kerasVersion", "sourceFormat", "path"):
+    # The sizes go last of these: a ModelServer estimates a member's memory from them.
+    for key in ("durations", "kerasVersion", "sourceFormat", "path", "sizes"):
         slim.pop(key, None)
         text = encode(slim)
         if len(text.encode()) <= max_bytes:

@@ -13,6 +13,9 @@ GROUP = "serving.servedmodel.io"
 VERSION = "v1alpha1"
 PLURAL = "servedmodels"
 KIND = "ServedModel"
+# The shared TF Serving of many ServedModels (its members).
+SERVER_KIND = "ModelServer"
+SERVER_PLURAL = "modelservers"
 
 # The one field manager every server-side apply of this operator uses.
 FIELD_MANAGER = "servedmodel-operator"

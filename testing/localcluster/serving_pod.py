@@ -73,9 +73,10 @@ def allocate_ip(ports: tuple[int, ...] = ()) -> str:
 
 
 class Probe:
-    """One httpGet or grpc probe of the container spec, with the kubelet's thresholds
-    (pkg/kubelet/prober: a grpc probe calls grpc.health.v1.Health/Check for `service`, and
-    succeeds on SERVING)."""
+    """One httpGet, grpc or tcpSocket probe of the container spec, with the kubelet's
+    thresholds (pkg/kubelet/prober: a grpc probe calls grpc.health.v1.Health/Check for
+    `service`, and succeeds on SERVING; a TCP probe succeeds when the connection is
+    accepted)."""
 
     def __init__(self, spec: dict[str, Any] | None, ip: str, ports: dict[str, int]) -> None:
         self.spec = spec or {}
@@ -89,6 +90,10 @@ class Probe:
         self.service = str(check.get("service") or "")
         if self.grpc is not None:
             self.url = f"grpc://{self.grpc}/{self.service}"
+        tcp = (self.spec.get("tcpSocket") or {}).get("port")
+        self.tcp = (ip, int(ports.get(tcp, tcp))) if tcp is not None else None
+        if self.tcp is not None:
+            self.url = f"tcp://{ip}:{self.tcp[1]}"
         self.period = float(self.spec.get("periodSeconds", 10))
         self.timeout = float(self.spec.get("timeoutSeconds", 1))
         self.failure_threshold = int(self.spec.get("failureThreshold", 3))
@@ -102,7 +107,13 @@ class Probe:
     def run(self, now: float) -> bool:
         self.next_at = now + self.period
         assert self.url is not None
-        if self.grpc is not None:
+        if self.tcp is not None:
+            try:
+                with socket.create_connection(self.tcp, timeout=self.timeout):
+                    ok = True
+            except OSError:
+                ok = False
+        elif self.grpc is not None:
             ok = _grpc_serving(self.grpc, self.service, self.timeout)
         else:
             try:

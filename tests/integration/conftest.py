@@ -46,8 +46,11 @@ def crd(cluster: localcluster.Cluster, api_client: client.ApiClient) -> None:
         ),
     )
     wait_for(
-        "the API to serve servedmodels",
-        lambda: kubectl(cluster, "get", "servedmodels", "-A", check=False).returncode == 0,
+        "the API to serve servedmodels and modelservers",
+        lambda: all(
+            kubectl(cluster, "get", plural, "-A", check=False).returncode == 0
+            for plural in ("servedmodels", "modelservers")
+        ),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from testing import largest
 from testing.localcluster import cluster as localcluster
@@ -188,7 +189,7 @@ def test_printer_columns_and_short_name(
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _valid())
     header = kubectl(cluster, "get", "sm", "-n", namespace).stdout.splitlines()[0].split()
     # REASON by default: Stopped (replicas 0) and broken must differ at a glance.
-    assert header == ["NAME", "READY", "REASON", "SERVED", "ENDPOINT", "ROLLOUT", "AGE"]
+    assert header == ["NAME", "READY", "REASON", "SERVED", "ENDPOINT", "ROLLOUT", "SERVER", "AGE"]
     wide = (
         kubectl(cluster, "get", "sm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     )
@@ -202,9 +203,67 @@ def test_printer_columns_and_short_name(
         "LABELS",
         "REPLICAS",
         "ROLLOUT",
+        "SERVER",
         "WEIGHT",
         "AGE",
     ]
+
+
+def test_a_modelserver_is_explained_listed_and_joined_by_name_only(
+    cluster: localcluster.Cluster, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    out = kubectl(cluster, "explain", "modelserver.spec.capacity").stdout
+    assert "Memory for models on each TF Serving pod" in out
+    assert "savedModelFactor" in out
+    out = kubectl(cluster, "explain", "sm.spec.server.modelServerRef").stdout
+    assert "the reference is a name only" in out
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelservers",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelServer",
+            "metadata": {"name": "shared"},
+            "spec": {"store": {"pvc": {"claimName": "models", "path": "shared"}}},
+        },
+    )
+    header = kubectl(cluster, "get", "msrv", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "MEMBERS", "PENDING", "USED", "CAPACITY", "REPLICAS", "AGE"]
+    member = _valid()
+    del member["spec"]["store"]
+    member["spec"]["server"] = {"modelServerRef": {"name": "shared"}, "memory": "100Mi"}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, member)
+    for server, message in (
+        ({"modelServerRef": {"name": "other/shared"}}, "modelServerRef.name"),
+        ({"memory": "1Gi"}, "spec.server.memory is a member's declared need"),
+        ({"modelServerRef": {"name": "shared"}, "image": "x:1"}, "set only modelServerRef"),
+        # The pod surface is the ModelServer's too.
+        (
+            {
+                "modelServerRef": {"name": "shared"},
+                "extraArgs": ["--tensorflow_session_parallelism=2"],
+            },
+            "set only modelServerRef",
+        ),
+        (
+            {"modelServerRef": {"name": "shared"}, "disruptionBudget": {"maxUnavailable": "50%"}},
+            "set only modelServerRef",
+        ),
+        (
+            {"modelServerRef": {"name": "shared"}, "podLabels": {"team": "a"}},
+            "set only modelServerRef",
+        ),
+    ):
+        bad = _valid()
+        bad["metadata"]["name"] = "bad"
+        if "modelServerRef" in server:
+            del bad["spec"]["store"]
+        bad["spec"]["server"] = server
+        with pytest.raises(ApiException) as refused:
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, bad)
+        assert refused.value.status == 422 and message in str(refused.value.body)
 
 
 # --- bounds: no spec can be larger than the CRD's limits (README, "Bounded specs") -----------

@@ -107,6 +107,33 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         ),
     )
     wait_condition(custom, namespace, "rbac", "Ready", "True", timeout=180)
+    # A ModelServer (no pod: replicas 0): its objects and its status, under the same token.
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelservers",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelServer",
+            "metadata": {"name": "rbac-server"},
+            "spec": {
+                "store": {"pvc": {"claimName": store.claim, "path": "shared"}},
+                "server": {"replicas": 0},
+            },
+        },
+    )
+    wait_for(
+        "the ModelServer's status",
+        lambda: (
+            (
+                custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "modelservers", "rbac-server"
+                ).get("status", {})
+            ).get("observedGeneration")
+            == 1
+        ),
+    )
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "rbac", {"spec": {"serve": {"labels": {"canary": 1}}}}
     )
@@ -165,9 +192,9 @@ def test_the_full_path_works_under_the_operators_own_serviceaccount_token(
         for r in rule.get("rules", []):
             for resource in r["resources"]:
                 for verb in r["verbs"]:
-                    if (
-                        verb not in ("list", "watch", "get")
-                        and resource != "servedmodels/finalizers"
+                    if verb not in ("list", "watch", "get") and resource not in (
+                        "servedmodels/finalizers",
+                        "modelservers/finalizers",
                     ):
                         granted.add((resource, verb))
     assert used == granted - other_flows, f"used {sorted(used)}, granted {sorted(granted)}"

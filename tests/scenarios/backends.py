@@ -162,6 +162,41 @@ class Backend(abc.ABC):
     def endpoint(self, pod: dict[str, Any]) -> contextlib.AbstractContextManager[Endpoint]:
         """How this test process reaches one TF Serving pod's REST and gRPC ports."""
 
+    @abc.abstractmethod
+    def seed_version(self, directory: str, version: int, exported: Path) -> None:
+        """Copy an exported version into <models claim>/<directory>/<version>/, as an earlier
+        export would have left it (the exporter Job then finds it, from the same source)."""
+
+    @abc.abstractmethod
+    def damage_store(self, directory: str, version: int) -> None:
+        """damage_version for a version at <models claim>/<directory>/<version>/."""
+
+    @abc.abstractmethod
+    def server_log(self, pod: dict[str, Any]) -> str:
+        """What a TF Serving pod has logged (its container's output)."""
+
+    @abc.abstractmethod
+    def try_apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        """kubectl apply, its failure returned rather than raised (what admission says)."""
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(
+            self.kubectl("-n", self.namespace, "get", kind, name, "-o", "json")
+        )
+        return out
+
+    def patch(self, kind: str, name: str, spec: dict[str, Any]) -> None:
+        self.kubectl(
+            "-n",
+            self.namespace,
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+        )
+
     # --- what can happen to the control plane ------------------------------------------------
 
     @abc.abstractmethod
@@ -250,15 +285,38 @@ class StandinBackend(Backend):
     def put_training_file(self, name: str, source: Path) -> None:
         shutil.copyfile(source, self.work / "training" / name)
 
+    def try_apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.cluster.run_kubectl(
+            "-n", self.namespace, "apply", "-f", "-", stdin=json.dumps(obj), check=False
+        )
+
     seeds_store = True
 
     def seed_store(self, model_name: str, exported: Path) -> None:
         shutil.copytree(exported, self.work / "models" / model_name, dirs_exist_ok=True)
 
     def damage_version(self, model_name: str, version: int) -> None:
-        variables = self.work / "models" / model_name / str(version) / "variables"
+        self.damage_store(model_name, version)
+
+    def damage_store(self, directory: str, version: int) -> None:
+        variables = self.work / "models" / directory / str(version) / "variables"
         for file in variables.iterdir():
             file.unlink()
+
+    def seed_version(self, directory: str, version: int, exported: Path) -> None:
+        target = self.work / "models" / directory / str(version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(exported, target)
+
+    def server_log(self, pod: dict[str, Any]) -> str:
+        meta = pod["metadata"]
+        log = (
+            self.cluster.state_dir
+            / "runner"
+            / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+            / "container.log"
+        )
+        return log.read_text(errors="replace") if log.exists() else ""
 
     @contextlib.contextmanager
     def endpoint(self, pod: dict[str, Any]) -> Iterator[Endpoint]:
@@ -448,17 +506,32 @@ class KindBackend(Backend):
     def put_training_file(self, name: str, source: Path) -> None:
         self.kubectl("cp", str(source), f"{self.namespace}/toolbox:/training/{name}")
 
-    def damage_version(self, model_name: str, version: int) -> None:
-        self.kubectl(
-            "-n",
-            self.namespace,
-            "exec",
-            "toolbox",
-            "--",
-            "sh",
-            "-c",
-            f"rm -f /models/{model_name}/{version}/variables/*",
+    def try_apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", "-n", self.namespace, "apply", "-f", "-"],
+            input=json.dumps(obj),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "KUBECONFIG": str(KIND_WORK / "kubeconfig")},
         )
+
+    def damage_version(self, model_name: str, version: int) -> None:
+        self.damage_store(model_name, version)
+
+    def damage_store(self, directory: str, version: int) -> None:
+        self._toolbox_sh(f"rm -f /models/{directory}/{version}/variables/*")
+
+    def seed_version(self, directory: str, version: int, exported: Path) -> None:
+        self._toolbox_sh(f"mkdir -p /models/{directory}")
+        self.kubectl("cp", str(exported), f"{self.namespace}/toolbox:/models/{directory}/{version}")
+
+    def _toolbox_sh(self, command: str) -> None:
+        self.kubectl("-n", self.namespace, "exec", "toolbox", "--", "sh", "-c", command)
+
+    def server_log(self, pod: dict[str, Any]) -> str:
+        return self.kubectl("-n", self.namespace, "logs", pod["metadata"]["name"])
 
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.kubeconfig))

@@ -69,6 +69,30 @@ def keras_outputs(keras_files: dict[int, Path]) -> dict[int, Any]:
     }
 
 
+@pytest.fixture(scope="session")
+def exported_versions(
+    keras_files: dict[int, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Path]:
+    """Each Keras version exported once, by the exporter itself, into a template store: a
+    scenario where exporting is not the point seeds its store with copies, and its exporter
+    Jobs then find each version there from the same source (they write nothing, and load no
+    TensorFlow). One process for every version: one TensorFlow import."""
+    out = tmp_path_factory.mktemp("exported")
+    script = f"""
+from pathlib import Path
+from servedmodel_exporter import export
+for version, source in { ({v: str(p) for v, p in keras_files.items()})!r}.items():
+    export.run(export.Request(source, Path({str(out)!r}), "template", version))
+"""
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return {v: out / "template" / str(v) for v in keras_files}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed scenario on the stand-in carries what the operator applied, was refused and

@@ -182,3 +182,37 @@ def observed(name: str = "mnist", **kwargs: Any) -> Observed:
     for job in kwargs.pop("jobs", None) or ():
         add("Job", job["metadata"]["name"], job)
     return Observed(children=children, **kwargs)
+
+
+# --- ModelServers and their members ---------------------------------------------------------------
+
+
+def server_body(name: str = "shared", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "apiVersion": "serving.servedmodel.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "creationTimestamp": "2026-11-25T08:00:00Z",
+        },
+        "spec": {"store": {"pvc": {"claimName": "models", "path": "shared"}}},
+    }
+    base["spec"].update(copy.deepcopy(spec))
+    return base
+
+
+def member_body(
+    name: str,
+    ref: str = "shared",
+    created: str = "2026-11-25T09:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ServedModel that joins a ModelServer: no store, no server settings of its own."""
+    out = body(**spec)
+    out["metadata"].update(name=name, uid=f"uid-{name}", creationTimestamp=created)
+    del out["spec"]["store"]
+    out["spec"]["server"] = {"modelServerRef": {"name": ref}, **spec.get("server", {})}
+    return out

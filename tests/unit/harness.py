@@ -10,18 +10,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from servedmodel_operator import EXPORTER_IMAGE, KIND
+from servedmodel_operator import EXPORTER_IMAGE, KIND, SERVER_KIND
 from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.prober import Reports
 from servedmodel_operator.api.names import INSTANCE_LABEL
 from servedmodel_operator.api.site import Site
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 from servedmodel_operator.controller.reconciler import Reconciler
-from servedmodel_operator.controller.runtime import Indexes, observe
+from servedmodel_operator.controller.runtime import Indexes, observe, observe_server
+from servedmodel_operator.controller.servers import Outcome, ServerReconciler
 from servedmodel_operator.parts.admission.policy import SOURCE_OPT_IN, STORE_OPT_IN, Policy
 
 from testing.fakes import FakeApiServer, FakeProber
-from tests.unit.builders import body
+from tests.unit.builders import body, member_body, server_body
 
 NAMESPACE = "ml"
 POLICY = Policy(server_images=(DEFAULT_SERVER_IMAGE,), exporter_images=(EXPORTER_IMAGE,))
@@ -53,6 +54,13 @@ class Harness:
             EXPORTER_IMAGE,
             policy,
             site,
+        )
+        self.servers = ServerReconciler(
+            self.api,  # type: ignore[arg-type]
+            self.prober,  # type: ignore[arg-type]
+            self.recent,
+            self.reports,
+            policy,
         )
         self.indexes: Indexes = self.api.indexes()
 
@@ -202,8 +210,45 @@ class Harness:
         assert snapshot is not None, f"{name} is not in the watch cache"
         return asyncio.run(self.reconciler.run(*snapshot))
 
-    def status(self, name: str = "mnist") -> dict[str, Any]:
-        return dict(self.api.objects[(KIND, NAMESPACE, name)].get("status") or {})
+    def status(self, name: str = "mnist", kind: str = KIND) -> dict[str, Any]:
+        return dict(self.api.objects[(kind, NAMESPACE, name)].get("status") or {})
+
+    # --- ModelServers ------------------------------------------------------------------------
+
+    def modelserver(self, name: str = "shared", **spec: Any) -> None:
+        self.api.create(server_body(name, **spec))
+        self.sync()
+
+    def member(
+        self,
+        name: str,
+        ref: str = "shared",
+        created: str = "2026-11-25T09:00:00Z",
+        status: Mapping[str, Any] | None = None,
+        **spec: Any,
+    ) -> None:
+        obj = member_body(name, ref, created, **spec)
+        if status is not None:
+            obj["status"] = copy.deepcopy(dict(status))
+        self.api.create(obj)
+        self.sync()
+
+    def edit_member(self, name: str, **spec: Any) -> None:
+        current = self.api.objects[(KIND, NAMESPACE, name)]
+        self.api.update(KIND, NAMESPACE, name, spec={**current["spec"], **spec})
+        self.sync()
+
+    def reconcile_server(self, name: str = "shared") -> Outcome:
+        snapshot = observe_server(self.indexes, self.recent, NAMESPACE, name)
+        assert snapshot is not None, f"ModelServer {name} is not in the watch cache"
+        return asyncio.run(self.servers.run(*snapshot))
+
+    def server_status(self, name: str = "shared") -> dict[str, Any]:
+        return self.status(name, SERVER_KIND)
+
+    def models_config(self, name: str = "shared") -> str:
+        configmap = self.api.objects[("ConfigMap", NAMESPACE, f"{name}-tfserving")]
+        return str(configmap["data"]["models.config"])
 
     def condition(self, kind: str, name: str = "mnist") -> tuple[str, str, str]:
         found = next(c for c in self.status(name).get("conditions", []) if c["type"] == kind)

@@ -80,13 +80,15 @@ def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_the_charts_crd_is_a_byte_identical_copy_of_crds() -> None:
     """charts/servedmodel/crds/ is a copy (Helm reads nothing outside the chart); after editing
-    crds/servedmodel.yaml: cp crds/servedmodel.yaml charts/servedmodel/crds/"""
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["servedmodel.yaml"]
-    copy = (CHART / "crds" / "servedmodel.yaml").read_bytes()
-    assert copy == (REPO / "crds" / "servedmodel.yaml").read_bytes(), (
-        "charts/servedmodel/crds/servedmodel.yaml differs from crds/servedmodel.yaml: "
-        "cp crds/servedmodel.yaml charts/servedmodel/crds/"
-    )
+    crds/*.yaml: cp crds/*.yaml charts/servedmodel/crds/"""
+    names = ["modelserver.yaml", "servedmodel.yaml"]
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == names
+    for name in names:
+        copy = (CHART / "crds" / name).read_bytes()
+        assert copy == (REPO / "crds" / name).read_bytes(), (
+            f"charts/servedmodel/crds/{name} differs from crds/{name}: "
+            "cp crds/*.yaml charts/servedmodel/crds/"
+        )
 
 
 VALUE_SETS = {
@@ -366,4 +368,5 @@ def test_every_object_is_named_like_manifests_and_no_helm_labels_are_added() -> 
     for obj in template():
         labels = obj["metadata"].get("labels", {})
         assert "helm.sh/chart" not in labels and "app.kubernetes.io/managed-by" not in labels
-        assert key(obj)[3].startswith("servedmodel")
+        name = key(obj)[3]
+        assert name.startswith("servedmodel") or name == "modelservers.serving.servedmodel.io"

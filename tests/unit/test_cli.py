@@ -135,6 +135,7 @@ DOCUMENT_KEYS = {
     "replicas",
     "readyReplicas",
     "endpoints",
+    "server",
     "events",
     "eventsError",
 }
@@ -799,3 +800,22 @@ def test_an_unreachable_api_server_is_one_line(
         "error: cannot reach the API server at https://127.0.0.1:9: "
         "[Errno 111] Connection refused\n"
     )
+
+
+def test_a_members_document_names_its_modelserver_and_predict_goes_to_its_service() -> None:
+    obj: dict[str, Any] = {
+        "metadata": {"name": "fraud", "namespace": "ml", "generation": 1},
+        "spec": {"server": {"modelServerRef": {"name": "shared"}}, "versions": []},
+        "status": {
+            "observedGeneration": 1,
+            "server": {"name": "shared", "service": "shared", "state": "Serving"},
+            "endpoints": {"rest": "http://shared.ml.svc:8501/v1/models/fraud"},
+        },
+    }
+    doc = document.status_document(obj, [])
+    assert doc["server"] == {"name": "shared", "service": "shared", "state": "Serving"}
+    assert document.service(obj) == "shared"
+    text = table.status_text(doc, datetime.datetime.now(datetime.UTC))
+    assert "served by ModelServer shared (Serving)" in text
+    dedicated = {"metadata": {"name": "mnist"}, "spec": {}, "status": {}}
+    assert document.server(dedicated) is None and document.service(dedicated) == "mnist"

@@ -77,7 +77,7 @@ def test_kustomization_lists_every_manifest_and_the_crd() -> None:
     on_disk = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert on_disk <= listed and "../../crds" in listed
     crds = yaml.safe_load((REPO / "crds" / "Kustomization").read_text())
-    assert crds["resources"] == ["servedmodel.yaml"]
+    assert crds["resources"] == ["servedmodel.yaml", "modelserver.yaml"]
 
 
 def test_every_version_and_image_tag_is_the_package_version() -> None:

@@ -27,6 +27,7 @@ from servedmodel_operator.api.spec import (
     RESERVED_EXPORTER_ENV,
     RESERVED_LABELS,
     InvalidSpec,
+    ModelServerSpec,
     ServedModelSpec,
 )
 from servedmodel_operator.parts.admission import policy
@@ -34,7 +35,15 @@ from servedmodel_operator.parts.admission.policy import Policy
 from servedmodel_operator.parts.conditions import STOPPED_MESSAGE
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.plan import plan
-from servedmodel_operator.render import deployment, disruption, job, labels, network, prune
+from servedmodel_operator.render import (
+    deployment,
+    disruption,
+    job,
+    labels,
+    modelserver,
+    network,
+    prune,
+)
 from servedmodel_operator.render.resources import EXPORTER_DEFAULTS, SERVER_DEFAULTS, merged
 
 from tests.unit.builders import OWNED_BY_MNIST, body, model
@@ -687,9 +696,26 @@ def _example(name: str) -> ServedModelSpec:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_parses_and_renders(path: Path) -> None:
-    m = _example(path.stem)
-    assert deployment.deployment(m, True)["spec"]["template"]["spec"]["containers"]
-    assert job.job(m, m.spec.versions[0], EXPORTER_IMAGE)
+    """Every object of every example: a ServedModel (a member joined to the example's own
+    ModelServer) renders its pods and Jobs, a ModelServer its pods."""
+    objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+    for obj in objects:
+        obj["metadata"].update(namespace="ml", uid="uid-1", generation=1)
+    servers = {
+        o["metadata"]["name"]: ModelServerSpec.from_body(o)
+        for o in objects
+        if o["kind"] == "ModelServer"
+    }
+    for server in servers.values():
+        assert modelserver.tfserving_deployment(server)["spec"]["template"]["spec"]["containers"]
+    models = [ServedModelSpec.from_body(o) for o in objects if o["kind"] == "ServedModel"]
+    assert models
+    for m in models:
+        if m.server_ref is not None:
+            m = m.joined(servers[m.server_ref])
+        else:
+            assert deployment.deployment(m, True)["spec"]["template"]["spec"]["containers"]
+        assert job.job(m, m.spec.versions[0], EXPORTER_IMAGE)
 
 
 def test_the_gpu_example_renders_as_written() -> None:

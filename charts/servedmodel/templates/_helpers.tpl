@@ -26,7 +26,7 @@ app.kubernetes.io/part-of: servedmodel
 
 {{/*
 Exactly what servedmodel-operator calls, no more (a test fails on any wildcard):
-- it watches ServedModels and patches their status, never their spec;
+- it watches ServedModels and ModelServers and patches their status, never their spec;
 - it server-side-applies its children (an apply that creates needs create too) and watches them;
 - it reads exporter pods for their termination messages; it posts events;
 - it reads (get only) the credentials Secrets ServedModels name, to check they exist;
@@ -36,15 +36,15 @@ The same rules as manifests/base/rbac.yaml's ClusterRole (a test compares them).
 */}}
 {{- define "servedmodel.rules" -}}
 - apiGroups: [serving.servedmodel.io]
-  resources: [servedmodels]
+  resources: [servedmodels, modelservers]
   verbs: [list, watch]
 - apiGroups: [serving.servedmodel.io]
-  resources: [servedmodels/status]
+  resources: [servedmodels/status, modelservers/status]
   verbs: [patch]
 - apiGroups: [serving.servedmodel.io]
   # ownerReferences with blockOwnerDeletion need this where the
   # OwnerReferencesPermissionEnforcement admission plugin is on.
-  resources: [servedmodels/finalizers]
+  resources: [servedmodels/finalizers, modelservers/finalizers]
   verbs: [update]
 - apiGroups: [apps]
   # delete: a finished rollout's canary Deployment, once spec.rollout goes.

@@ -231,13 +231,14 @@ class Kube:
                 raise
 
     async def patch_status(
-        self, namespace: str, name: str, status_patch: Mapping[str, Any]
+        self, namespace: str, name: str, status_patch: Mapping[str, Any], kind: str = KIND
     ) -> dict[str, Any] | None:
-        """Merge-patch the status subresource (never spec); the patched object, or None if gone."""
+        """Merge-patch the status subresource (never spec) of a ServedModel (or a
+        ModelServer); the patched object, or None if gone."""
         try:
             return await self.request(
                 "PATCH",
-                path(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status",
+                path(f"{GROUP}/{VERSION}", kind, namespace, name) + "/status",
                 {"status": dict(status_patch)},
                 "application/merge-patch+json",
             )
@@ -261,9 +262,16 @@ class Kube:
         return _keys(await self.get("v1", "ConfigMap", namespace, name), label)
 
     async def event(
-        self, namespace: str, name: str, uid: str, type_: str, reason: str, message: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        kind: str = KIND,
     ) -> None:
-        """Post an events.k8s.io/v1 Event about a ServedModel.
+        """Post an events.k8s.io/v1 Event about a ServedModel (or a ModelServer).
 
         Best effort: a failed post never fails a reconcile."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -281,7 +289,7 @@ class Kube:
             "reportingInstance": self._instance,
             "regarding": {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
+                "kind": kind,
                 "name": name,
                 "namespace": namespace,
                 "uid": uid,

@@ -15,6 +15,11 @@ where a counterpart exists, so existing dashboards and alerts apply:
   per namespace, condition type and status that counts at least one ServedModel, never one per
   ServedModel: 5,000 models in 50 namespaces are at most 50 x 6 x 3 series. Every replica
   watches, so standbys report the same numbers as the leader (alerts take the max);
+- servedmodel_modelserver_members{namespace,modelserver,state} (a ModelServer's members by
+  state: serving, pending, conflict, leaving) and servedmodel_modelserver_memory_bytes
+  {namespace,modelserver,kind} (kind capacity or used, on each pod), from each ModelServer's
+  status as the watch sees it: one series per ModelServer and state (platform teams create
+  ModelServers, tenants do not);
 - servedmodel_operator_build_info{version} (1; its absence means no operator is scraped).
 
 The `namespace` label of servedmodel_servedmodels is the ServedModels' namespace: the scrape
@@ -26,6 +31,7 @@ Served by prometheus-client's own HTTP server on --metrics-address.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter as Tally
 from collections.abc import Mapping
@@ -172,6 +178,57 @@ class ServedModelCounts:
 
 # The one instance the operator feeds (controller/handlers.py, each ServedModel watch event).
 servedmodel_counts = ServedModelCounts()
+
+modelserver_members = Gauge(
+    "servedmodel_modelserver_members",
+    "Members of a ModelServer by state (serving, pending, conflict, leaving)",
+    ["namespace", "modelserver", "state"],
+)
+modelserver_memory = Gauge(
+    "servedmodel_modelserver_memory_bytes",
+    "Memory for models on each pod of a ModelServer: its capacity and what its members use",
+    ["namespace", "modelserver", "kind"],
+)
+MEMBER_STATES = ("serving", "pending", "conflict", "leaving")
+
+
+class ModelServerGauges:
+    """Keeps the per-ModelServer gauges from each watch event of a ModelServer (its status);
+    a deleted ModelServer's series go."""
+
+    def __init__(self, members: Gauge = modelserver_members, memory: Gauge = modelserver_memory):
+        self._members = members
+        self._memory = memory
+        self._memory_kinds: dict[tuple[str, str], set[str]] = {}
+
+    def observe(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        key = (namespace, name)
+        if status is None:
+            for state in MEMBER_STATES:
+                with contextlib.suppress(KeyError):
+                    self._members.remove(namespace, name, state)
+            for kind in self._memory_kinds.pop(key, set()):
+                with contextlib.suppress(KeyError):
+                    self._memory.remove(namespace, name, kind)
+            return
+        counts = status.get("members") or {}
+        for state in MEMBER_STATES:
+            value = counts.get(state) if isinstance(counts, Mapping) else None
+            self._members.labels(namespace, name, state).set(value if isinstance(value, int) else 0)
+        capacity = status.get("capacity") or {}
+        present: set[str] = set()
+        for kind, field in (("capacity", "memoryBytes"), ("used", "usedBytes")):
+            value = capacity.get(field) if isinstance(capacity, Mapping) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                self._memory.labels(namespace, name, kind).set(value)
+                present.add(kind)
+        for kind in self._memory_kinds.get(key, set()) - present:
+            with contextlib.suppress(KeyError):
+                self._memory.remove(namespace, name, kind)
+        self._memory_kinds[key] = present
+
+
+modelservers = ModelServerGauges()
 
 
 def serve(address: str) -> None:

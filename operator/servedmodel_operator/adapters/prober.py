@@ -30,6 +30,7 @@ from servedmodel_operator.parts.serving.pods import (
 )
 
 TIMEOUT_SECONDS = 3.0
+TIMEOUT_RETRIES = 1  # a timed-out read is asked once more (see Prober._get)
 
 
 class PodUnreadable(Exception):
@@ -60,18 +61,28 @@ class Prober:
             await self._session.close()
 
     async def _get(self, ip: str, url_path: str) -> tuple[int, Mapping[str, Any]]:
-        try:
-            async with self._client().get(
-                f"http://{ip}:{REST_PORT}{url_path}",
-                headers={"Accept": "application/json"},
-                allow_redirects=False,
-            ) as response:
-                raw = await read_bounded(response, 1 << 20)
-                status = response.status
-                location = response.headers.get("Location", "nowhere")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self._on_request("error")
-            raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
+        # A busy server's status reads queue behind predictions in its REST worker pool
+        # (--rest_api_num_threads): one timed-out read is asked once more before the pod is
+        # called unreadable, so a burst of traffic (or an operator restart during one) does
+        # not flip its status. A refused connection is not retried.
+        for attempt in range(1 + TIMEOUT_RETRIES):
+            try:
+                async with self._client().get(
+                    f"http://{ip}:{REST_PORT}{url_path}",
+                    headers={"Accept": "application/json"},
+                    allow_redirects=False,
+                ) as response:
+                    raw = await read_bounded(response, 1 << 20)
+                    status = response.status
+                    location = response.headers.get("Location", "nowhere")
+                break
+            except TimeoutError as exc:
+                self._on_request("error")
+                if attempt == TIMEOUT_RETRIES:
+                    raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                self._on_request("error")
+                raise PodUnreadable(f"{type(exc).__name__}: {exc}".rstrip(": "), False) from exc
         self._on_request(str(status))
         if 300 <= status < 400:
             raise PodUnreadable(f"HTTP {status} redirect to {location[:200]!r}: not followed")
@@ -117,9 +128,16 @@ class _Entry:
     answered: bool  # the pod has answered at least once (this incarnation)
 
 
+def _key(pod: ServingPod, model: str | None) -> str:
+    """A dedicated server's pod serves one model: its incarnation. A ModelServer's pod serves
+    many: one reading per (incarnation, model); model names never contain '/'."""
+    return pod.incarnation if model is None else f"{pod.incarnation}/{model}"
+
+
 class Reports(Mapping[str, PodReport]):
     """What each serving pod (incarnation) last said, and when to ask an unsettled one again;
-    a read-only mapping incarnation -> its last reading.
+    a read-only mapping incarnation -> its last reading. A ModelServer's pods are read per
+    model: every method takes the `model` then (None: a dedicated server's pod).
 
     Memory only: after a restart every answering pod is read once more, then nothing."""
 
@@ -138,26 +156,34 @@ class Reports(Mapping[str, PodReport]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def reports(self, pods: Iterable[ServingPod]) -> dict[str, PodReport]:
+    def reports(self, pods: Iterable[ServingPod], model: str | None = None) -> dict[str, PodReport]:
+        """incarnation -> the last reading (of `model`, on a ModelServer's pods)."""
         with self._lock:
             return {
-                p.incarnation: self._entries[p.incarnation].report
+                p.incarnation: entry.report
                 for p in pods
-                if p.incarnation in self._entries
+                if (entry := self._entries.get(_key(p, model))) is not None
             }
 
-    def due(self, pod: ServingPod, digest: str, now: float) -> bool:
+    def due(self, pod: ServingPod, digest: str, now: float, model: str | None = None) -> bool:
         with self._lock:
-            entry = self._entries.get(pod.incarnation)
+            entry = self._entries.get(_key(pod, model))
         return entry is None or entry.report.config != digest or entry.due <= now
 
     def record(
-        self, pod: ServingPod, report: PodReport, settled: bool, now: float, at: str = ""
+        self,
+        pod: ServingPod,
+        report: PodReport,
+        settled: bool,
+        now: float,
+        at: str = "",
+        model: str | None = None,
     ) -> None:
         """Keep a reading taken at monotonic `now` (wall clock `at`, for each version's
-        start-up clock on this pod)."""
+        start-up clock on this pod), of `model` on a ModelServer's pod."""
+        key = _key(pod, model)
         with self._lock:
-            before = self._entries.get(pod.incarnation)
+            before = self._entries.get(key)
             if report.error is not None and before is not None:
                 # Unreadable for now: what it said last still holds (see still_loaded).
                 report = replace(report, versions=before.report.versions)
@@ -167,17 +193,28 @@ class Reports(Mapping[str, PodReport]):
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
             answered = report.reached or (before is not None and before.answered)
             wait = retry_after(attempts, not answered) if attempts else 0.0
-            self._entries[pod.incarnation] = _Entry(report, attempts, now + wait, answered)
+            self._entries[key] = _Entry(report, attempts, now + wait, answered)
 
-    def next_due(self, pods: Iterable[ServingPod], now: float) -> float | None:
-        """Seconds until the earliest unsettled pod should be read again (None: none is)."""
+    def next_due(
+        self, pods: Iterable[ServingPod], now: float, models: Iterable[str | None] = (None,)
+    ) -> float | None:
+        """Seconds until the earliest unsettled pod (and model) should be read again (None:
+        none is)."""
+        asked = list(models)
         with self._lock:
             waits = [
                 max(0.0, e.due - now)
                 for p in pods
-                if (e := self._entries.get(p.incarnation)) is not None and e.attempts
+                for m in asked
+                if (e := self._entries.get(_key(p, m))) is not None and e.attempts
             ]
         return min(waits) if waits else None
+
+    def forget_model(self, model: str, pods: Iterable[ServingPod]) -> None:
+        """Drop what a ModelServer's pods said about a model that left it."""
+        with self._lock:
+            for pod in pods:
+                self._entries.pop(_key(pod, model), None)
 
     def forget(self, pod_uid: str) -> None:
         """Drop what a deleted pod said."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from servedmodel_operator import GROUP, KIND, PLURAL, VERSION
-from servedmodel_operator.api.layout import MODELS_CONFIG
+from servedmodel_operator import GROUP, KIND, PLURAL, SERVER_KIND, SERVER_PLURAL, VERSION
+from servedmodel_operator.api.layout import MODELS_CONFIG, MODELS_WRITES
 from servedmodel_operator.api.names import (
     COMPONENT_LABEL,
     EXPORTER,
@@ -23,6 +23,7 @@ from servedmodel_operator.api.names import (
     JOB_NAME_LABELS,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MODELSERVER_LABEL,
     SERVER,
     TRACK_LABEL,
     ChildNames,
@@ -33,6 +34,20 @@ from servedmodel_operator.api.names import (
 POD_TEMPLATE_HASH = "pod-template-hash"
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+# A ModelServer's key in the indexes and the work queue: its name behind this prefix, which
+# no object name can contain ('/'), so it never collides with a ServedModel of the same name.
+SERVER_OWNER_PREFIX = f"{SERVER_KIND}/"
+
+
+def server_owner(name: str) -> str:
+    """The owner key of a ModelServer's children (and of the ModelServer in the work queue)."""
+    return f"{SERVER_OWNER_PREFIX}{name}"
+
+
+def server_of(owner: str) -> str | None:
+    """The ModelServer's name an owner key names (None: a ServedModel's key)."""
+    return owner[len(SERVER_OWNER_PREFIX) :] if owner.startswith(SERVER_OWNER_PREFIX) else None
 
 
 def serving_pod_owner(pod: Mapping[str, Any]) -> str | None:
@@ -68,10 +83,15 @@ def serving_pod_owner(pod: Mapping[str, Any]) -> str | None:
 
 
 def controller_name(obj: Mapping[str, Any]) -> str | None:
-    """The name of the ServedModel that controls an object, if one does."""
+    """The owner key of the object that controls an object, if one of ours does: a
+    ServedModel's name, or a ModelServer's `server_owner` key."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("controller"):
+        if not ref.get("controller"):
+            continue
+        if ref.get("kind") == KIND:
             return str(ref["name"])
+        if ref.get("kind") == SERVER_KIND:
+            return server_owner(str(ref["name"]))
     return None
 
 
@@ -79,7 +99,9 @@ class OwnerKey(StrEnum):
     """How a watched object names the ServedModel it belongs to (the index key)."""
 
     OWNER_REFERENCE = "ownerReference"  # its controlling ServedModel's name
-    INSTANCE = "instance"  # app.kubernetes.io/instance (serving pods: owned by ReplicaSets)
+    # app.kubernetes.io/instance (serving pods: owned by ReplicaSets); a ModelServer's pods
+    # also carry its name in MODELSERVER_LABEL.
+    INSTANCE = "instance"
     JOB = "job"  # exporter pods, keyed by their Job's name (its pods carry the results)
 
 
@@ -122,13 +144,21 @@ class Kind:
 
     def owner_of(self, obj: Mapping[str, Any]) -> str | None:
         """The name an object of this kind is indexed under: its ServedModel's (its own, for
-        a ServedModel), or its Job's (exporter pods)."""
+        a ServedModel), its ModelServer's `server_owner` key, or its Job's (exporter pods)."""
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
         if self.kind == KIND:
             return str(meta.get("name"))
+        if self.kind == SERVER_KIND:
+            return server_owner(str(meta.get("name")))
         if self.owner is OwnerKey.INSTANCE:
-            return serving_pod_owner(obj)
+            owner = serving_pod_owner(obj)
+            server = labels.get(MODELSERVER_LABEL)
+            if server is None or owner is None:
+                return owner
+            # A ModelServer's pod: made by its own Deployment's ReplicaSet (named as the
+            # server: its instance label is the server's name too).
+            return server_owner(owner) if server == owner else None
         if self.owner is OwnerKey.JOB:
             return next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
         return controller_name(obj)
@@ -167,7 +197,19 @@ SERVEDMODELS = Kind(
     owned=False,
 )
 
-# The children: every object a ServedModel owns through a controller ownerReference.
+# A ModelServer: one TF Serving Deployment, ConfigMap and Service shared by its members.
+MODELSERVERS = Kind(
+    SERVER_KIND,
+    f"{GROUP}/{VERSION}",
+    SERVER_PLURAL,
+    index="modelservers",
+    # As a ServedModel: identity, spec and status only.
+    trim=Trim(metadata=IDENTITY, status=True, spec=True),
+    owned=False,
+)
+
+# The children: every object a ServedModel or a ModelServer owns through a controller
+# ownerReference.
 CHILDREN = (
     Kind(
         "Deployment",
@@ -185,7 +227,7 @@ CHILDREN = (
         index="configmaps",
         labels=MANAGED,
         # The config step TF Serving reads now: the cluster is the memory.
-        trim=Trim(data=(MODELS_CONFIG,)),
+        trim=Trim(data=(MODELS_CONFIG, MODELS_WRITES)),
     ),
     Kind("Service", "v1", "services", index="services", labels=MANAGED),
     Kind(
@@ -249,8 +291,14 @@ OTHERS = (
     Kind("Lease", "coordination.k8s.io/v1", "leases", owned=False),
 )
 
-WATCHED = (SERVEDMODELS, *(k for k in CHILDREN if k.index), EXPORTER_PODS, SERVER_PODS)
-ALL = (SERVEDMODELS, *CHILDREN, EXPORTER_PODS, *OTHERS)
+WATCHED = (
+    SERVEDMODELS,
+    MODELSERVERS,
+    *(k for k in CHILDREN if k.index),
+    EXPORTER_PODS,
+    SERVER_PODS,
+)
+ALL = (SERVEDMODELS, MODELSERVERS, *CHILDREN, EXPORTER_PODS, *OTHERS)
 
 
 def by_api(api_version: str, kind: str) -> Kind:

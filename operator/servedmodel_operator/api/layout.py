@@ -18,6 +18,9 @@ REST_PORT_NAME = "http"
 # The TF Serving pod: its config files (a ConfigMap mounted as a directory) and the store.
 CONFIG_DIR = "/etc/tfserving"
 MODELS_CONFIG = "models.config"
+# A ModelServer's ConfigMap only: which write last changed each model's entry of
+# models.config (JSON; TF Serving never reads it). Each member's evidence is named by it.
+MODELS_WRITES = "models.writes"
 MONITORING_CONFIG = "monitoring.config"
 BATCHING_CONFIG = "batching.config"
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -40,7 +43,7 @@ def model_subpath(model: ServedModelSpec) -> str:
 
     Pods mount only this directory of the claim (a subPath), never the whole store: an
     exporter can write its own model's versions and nothing else, TF Serving read only them."""
-    return "/".join(p for p in (model.spec.store.pvc.path.strip("/"), model.model_name) if p)
+    return "/".join(p for p in (model.store.pvc.path.strip("/"), model.model_name) if p)
 
 
 def model_mount(model: ServedModelSpec, store_mount: str) -> str:

@@ -32,6 +32,9 @@ HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/spec-hash"
 VERSION_LABEL = f"{ANNOTATION_PREFIX}/version"
 # Which TF Serving Deployment a pod belongs to: the stable one, or a rollout's canary.
 TRACK_LABEL = f"{ANNOTATION_PREFIX}/track"
+# On a ModelServer's objects and pods: the ModelServer's name (app.kubernetes.io/instance
+# alone could be a ServedModel's of the same name).
+MODELSERVER_LABEL = f"{ANNOTATION_PREFIX}/modelserver"
 # The reload memory guard (parts/recycle.py). On the stable ConfigMap: how many times the
 # operator has changed its models.config text (each change is a reload on every pod). On the
 # stable Deployment's pod template, set when the pods are recycled (changing them rolls the

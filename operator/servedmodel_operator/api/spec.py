@@ -452,6 +452,12 @@ class Recycle(_Frozen):
         return self
 
 
+class ModelServerRef(_Frozen):
+    """The ModelServer of the ServedModel's own namespace whose TF Serving serves it."""
+
+    name: str = Field(pattern=DNS_LABEL_1035, max_length=MAX_NAME)
+
+
 class Server(PodSettings):
     image: str = DEFAULT_SERVER_IMAGE
     replicas: int = Field(default=1, ge=0)
@@ -460,6 +466,11 @@ class Server(PodSettings):
     config_poll_seconds: int = Field(default=10, ge=1)
     startup_timeout_seconds: int = Field(default=600, ge=30)
     autoscaling: Autoscaling | None = None
+    # A member of a ModelServer: the other fields are the ModelServer's (CEL refuses them here).
+    model_server_ref: ModelServerRef | None = None
+    # A member's declared memory need on each pod (a Kubernetes quantity), instead of the
+    # ModelServer's estimate from its SavedModels' size.
+    memory: int | str | None = None
     extra_args: tuple[str, ...] = Field(default=(), max_length=MAX_EXTRA_ARGS)
     disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
@@ -579,7 +590,8 @@ class Spec(_Frozen):
         return name
 
     serve: Serve = Field(default_factory=Serve)
-    store: Store
+    # Required unless the ServedModel is a member of a ModelServer (it uses the server's).
+    store: Store | None = None
     server: Server = Field(default_factory=Server)
     exporter: Exporter = Field(default_factory=Exporter)
     rollout: Rollout | None = None
@@ -604,7 +616,7 @@ class ServedModelSpec(_Frozen):
                 "characters: recreate the ServedModel under such a name"
             )
         try:
-            return cls(
+            parsed = cls(
                 name=meta["name"],
                 namespace=meta["namespace"],
                 uid=meta.get("uid", ""),
@@ -613,6 +625,39 @@ class ServedModelSpec(_Frozen):
             )
         except (KeyError, ValidationError) as exc:
             raise InvalidSpec(str(exc)) from exc
+        if parsed.spec.store is None and parsed.server_ref is None:
+            raise InvalidSpec("spec.store is required unless spec.server.modelServerRef is set")
+        return parsed
+
+    # --- membership of a ModelServer -------------------------------------------------------
+
+    @property
+    def server_ref(self) -> str | None:
+        """The name of the ModelServer (same namespace) this ServedModel is a member of."""
+        ref = self.spec.server.model_server_ref
+        return ref.name if ref is not None else None
+
+    @property
+    def store(self) -> Store:
+        """The store its versions are exported into (a member's: its ModelServer's)."""
+        if self.spec.store is None:
+            raise InvalidSpec(f"ServedModel {self.name} has no store (not joined to its server)")
+        return self.spec.store
+
+    def joined(self, server: ModelServerSpec) -> ServedModelSpec:
+        """The member as its ModelServer serves it: the server's store and server settings
+        (the member keeps its reference and declared memory)."""
+        own = self.spec.server
+        settings = server.spec.server.model_copy(
+            update={"model_server_ref": own.model_server_ref, "memory": own.memory}
+        )
+        return self.model_copy(
+            update={
+                "spec": self.spec.model_copy(
+                    update={"store": Store(pvc=server.spec.store.pvc), "server": settings}
+                )
+            }
+        )
 
     # --- derived names --------------------------------------------------------------------
 
@@ -665,3 +710,74 @@ class ServedModelSpec(_Frozen):
     def job_name(self, version: int, digest: str) -> str:
         """<name>-export-v<version>-<hash>, a valid Job name and 63-character label value."""
         return derived_name(self.name, f"-export-v{version}-{digest[:8]}")
+
+
+# --- ModelServer ---------------------------------------------------------------------------
+
+
+class Capacity(_Frozen):
+    """Memory for models on each TF Serving pod of a ModelServer (every pod loads every
+    member), and how a member's need is estimated."""
+
+    memory: int | str | None = None  # a Kubernetes quantity; None: no limit
+    # A member's need: the bytes of its SavedModels in the config times this factor, unless
+    # the member declares spec.server.memory.
+    saved_model_factor: float = Field(default=2.0, gt=0)
+
+
+class ModelServerStore(_Frozen):
+    pvc: PvcStore
+
+
+class ModelServerSpecBody(_Frozen):
+    """`.spec` of a ModelServer exactly as the CRD defines it."""
+
+    server: Server = Field(default_factory=Server)
+    store: ModelServerStore
+    capacity: Capacity = Field(default_factory=Capacity)
+
+    @model_validator(mode="after")
+    def _no_recycle(self) -> ModelServerSpecBody:
+        # The reload memory guard recycles a ServedModel's own pods (parts/recycle.py); the
+        # CRD has no spec.server.recycle for a ModelServer.
+        if self.server.recycle is not None:
+            raise ValueError("spec.server.recycle is not a ModelServer's setting")
+        return self
+
+
+class ModelServerSpec(_Frozen):
+    """A ModelServer: one TF Serving Deployment shared by its member ServedModels."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: ModelServerSpecBody
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ModelServerSpec:
+        meta = body.get("metadata", {})
+        name = str(meta.get("name", ""))
+        if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
+            raise InvalidSpec(
+                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
+                "characters: recreate the ModelServer under such a name"
+            )
+        try:
+            return cls(
+                name=name,
+                namespace=meta["namespace"],
+                uid=meta.get("uid", ""),
+                generation=int(meta.get("generation", 0)),
+                spec=ModelServerSpecBody.model_validate(body.get("spec") or {}),
+            )
+        except (KeyError, ValidationError) as exc:
+            raise InvalidSpec(str(exc)) from exc
+
+    @property
+    def names(self) -> ChildNames:
+        return ChildNames.of(self.name)
+
+    @property
+    def api_version(self) -> str:
+        return f"{GROUP}/{VERSION}"

@@ -17,17 +17,19 @@ import kopf
 from servedmodel_operator.adapters import kube, metrics
 from servedmodel_operator.adapters.cache import trim
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import Kind
+from servedmodel_operator.api.kinds import Kind, server_owner
 from servedmodel_operator.controller.runtime import (
+    MEMBERS,
     STORES,
     Indexes,
     Options,
     Runtime,
     created,
+    member_of,
     runtime,
+    store_index_entry,
 )
 from servedmodel_operator.controller.settings import configure
-from servedmodel_operator.parts.admission.stores import store_dir, store_key
 
 CHILD_SETTLE_SECONDS = 0.5
 
@@ -76,9 +78,19 @@ def _index(kind: Kind) -> Callable[..., Awaitable[Any]]:
 )
 async def store_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Which ServedModels use which store claim, and their directories on it: no two may
-    overlap (parts/admission/stores.py)."""
-    spec = body.get("spec") or {}
-    return {store_key(namespace, spec): (created(body), name, store_dir(name, spec))}
+    overlap (parts/admission/stores.py). A member is kept under its ModelServer (its directory
+    is the server's store and its modelName)."""
+    key, value = store_index_entry(namespace, name, created(body), body.get("spec") or {})
+    return {key: value}
+
+
+@kopf.index(
+    kinds.SERVEDMODELS.group, kinds.SERVEDMODELS.version, kinds.SERVEDMODELS.plural, id=MEMBERS
+)
+async def member_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Which ServedModels are members of which ModelServer (spec.server.modelServerRef)."""
+    server = member_of(body.get("spec") or {})
+    return {(namespace, server_owner(server)): name} if server else None
 
 
 # --- events: mark the owning ServedModel for a reconcile ----------------------------------
@@ -93,21 +105,27 @@ def _enqueue(
     if not namespace:  # every kind watched here is namespaced
         return
     kind, name = str(body.get("kind")), str(body["metadata"]["name"])
+    primary = kind in (kinds.SERVEDMODELS.kind, kinds.MODELSERVERS.kind)
     if type_ == "DELETED":
         rt.recent.forget(kind, namespace, name)
-        if kind == kinds.SERVEDMODELS.kind:
-            rt.generations.pop((namespace, name), None)
+        if primary and owner:
+            rt.generations.pop((namespace, owner), None)
     else:
         rt.recent.seen(kind, namespace, name, str(body["metadata"].get("resourceVersion", "")))
+    if kind == kinds.SERVEDMODELS.kind:
+        # Its ModelServer (and one it left) reads its spec and exports.
+        rt.note_member(namespace, name, None if type_ == "DELETED" else body)
     if owner:
         # A spec edit is acted on at once, even during a failure's backoff (it may be the fix);
         # children's status changes are let settle, and never cut a backoff short.
         key = (namespace, owner)
-        if kind == kinds.SERVEDMODELS.kind:
+        if primary:
             generation = body["metadata"].get("generation")
             new_spec = rt.generations.get(key) != generation
             rt.generations[key] = generation
             rt.queue.add(key, bypass_backoff=new_spec)
+            if kind == kinds.MODELSERVERS.kind and (new_spec or type_ == "DELETED"):
+                rt.touch_members(namespace, name)
         else:
             rt.queue.add(key, settle=CHILD_SETTLE_SECONDS)
 
@@ -120,6 +138,9 @@ def _event(kind: Kind) -> Callable[..., Awaitable[None]]:
             # Every replica keeps the counts by condition (kopf lists every object at start).
             status = None if type == "DELETED" else (body.get("status") or {})
             metrics.servedmodel_counts.observe(namespace, str(body["metadata"]["name"]), status)
+        if kind is kinds.MODELSERVERS and namespace:
+            status = None if type == "DELETED" else (body.get("status") or {})
+            metrics.modelservers.observe(namespace, str(body["metadata"]["name"]), status)
         if kind is kinds.SERVER_PODS and type == "DELETED":
             runtime(memo).reports.forget(str(body["metadata"].get("uid", "")))
         _enqueue(memo, body, namespace, kind.served_by(body), type)

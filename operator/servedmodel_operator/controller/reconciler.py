@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,16 +21,17 @@ from servedmodel_operator.adapters.kube import ApiError, Kube
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports, monotonic
 from servedmodel_operator.api.site import Site
-from servedmodel_operator.api.spec import InvalidSpec, ServedModelSpec
+from servedmodel_operator.api.spec import InvalidSpec, ModelServerSpec, ServedModelSpec
 from servedmodel_operator.parts.admission import policy
 from servedmodel_operator.parts.admission.policy import Policy, Refusal
 from servedmodel_operator.parts.delivery.analysis import Measurement
+from servedmodel_operator.parts.modelserver import membership
 from servedmodel_operator.parts.observed import Observed, WorkingSets
 from servedmodel_operator.parts.plan import Plan, plan
 from servedmodel_operator.parts.reads import Reads, needed
 from servedmodel_operator.parts.serving import modelsconfig
 from servedmodel_operator.parts.serving.pods import ServingPod
-from servedmodel_operator.parts.status import unparsable
+from servedmodel_operator.parts.status import unjoined, unparsable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,38 @@ def _status_change(new: Mapping[str, Any]) -> str:
 def _earliest(*delays: float | None) -> float | None:
     present = [d for d in delays if d is not None]
     return min(present) if present else None
+
+
+async def admit(
+    kube: Kube,
+    rules: Policy,
+    namespace: str,
+    uid: str,
+    creates: Sequence[Mapping[str, Any]],
+    manifests: Sequence[Mapping[str, Any]],
+) -> list[Refusal]:
+    """Before writing: an object to create must not exist already unless it is the owner's
+    (one typed read each), and every pod must pass the policy (the claims and ServiceAccounts
+    it uses are read, one object each)."""
+    out: list[Refusal] = []
+    for manifest in creates:
+        meta = manifest["metadata"]
+        live = await kube.get(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        if live is not None and (found := policy.foreign(manifest, live, uid)):
+            out.append(found)
+    claims, accounts = policy.needed(manifests)
+
+    async def labels(kind: str, name: str, field: str = "labels") -> dict[str, str] | None:
+        live = await kube.get("v1", kind, namespace, name)
+        return None if live is None else dict((live.get("metadata") or {}).get(field) or {})
+
+    facts = policy.Facts(
+        claims={c: await labels("PersistentVolumeClaim", c) for c in claims},
+        service_accounts={a: await labels("ServiceAccount", a, "annotations") for a in accounts},
+    )
+    return out + policy.check(rules, manifests, facts)
 
 
 class Reconciler:
@@ -89,6 +122,15 @@ class Reconciler:
             new, patch = unparsable(observed.status, int(meta.get("generation", 0)), str(exc), now)
             await self._report(body, Plan([], new, [], patch), logger)
             return None
+        if model.server_ref is not None:
+            joined = self._joined(model, observed)
+            if joined is None:
+                refusal = membership.not_found(model, self._why_not_joined(observed))
+                logger.warning("%s", refusal.message)
+                new, patch = unjoined(observed.status, model.generation, refusal, now)
+                await self._report(body, Plan([], new, [], patch), logger)
+                return None
+            model, observed = joined
         reads = needed(model, observed, self._policy, self._reports, self._due, now)
         observed = await self._read(model, observed, reads, now, logger)
         decided = await self._admitted(model, observed, now, logger)
@@ -106,6 +148,34 @@ class Reconciler:
 
     def _due(self, pod: ServingPod, digest: str) -> bool:
         return self._reports.due(pod, digest, monotonic())
+
+    # --- a member of a ModelServer ----------------------------------------------------------
+
+    def _joined(
+        self, model: ServedModelSpec, observed: Observed
+    ) -> tuple[ServedModelSpec, Observed] | None:
+        """A member as its ModelServer serves it, and what it observes of the server (with
+        the readings the server's reconcile took of its model). None: no such server."""
+        shared = observed.shared
+        if shared is None or shared.server is None:
+            return None
+        try:
+            server = ModelServerSpec.from_body(shared.server)
+        except InvalidSpec:
+            return None
+        joined = model.joined(server)
+        pods = shared.state().pods
+        shared = replace(
+            shared, spec=server, reports=self._reports.reports(pods, model=joined.model_name)
+        )
+        return joined, replace(observed, shared=shared)
+
+    @staticmethod
+    def _why_not_joined(observed: Observed) -> str:
+        shared = observed.shared
+        if shared is not None and shared.server is not None:
+            return "its spec cannot be parsed"
+        return ""
 
     # --- read: what the watch caches cannot tell -------------------------------------------
 
@@ -194,32 +264,9 @@ class Reconciler:
         return decided
 
     async def _admit(self, model: ServedModelSpec, decided: Plan) -> list[Refusal]:
-        """Before writing: an object to create must not exist already unless it is ours (one
-        typed read each), and every pod must pass the policy (the claims and ServiceAccounts
-        it uses are read, one object each)."""
-        out: list[Refusal] = []
-        for manifest in decided.creates:
-            meta = manifest["metadata"]
-            live = await self._kube.get(
-                manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
-            )
-            if live is not None and (found := policy.foreign(manifest, live, model.uid)):
-                out.append(found)
-        manifests = decided.apply
-        claims, accounts = policy.needed(manifests)
-        facts = policy.Facts(
-            claims={c: await self._labels("PersistentVolumeClaim", model, c) for c in claims},
-            service_accounts={
-                a: await self._labels("ServiceAccount", model, a, "annotations") for a in accounts
-            },
+        return await admit(
+            self._kube, self._policy, model.namespace, model.uid, decided.creates, decided.apply
         )
-        return out + policy.check(self._policy, manifests, facts)
-
-    async def _labels(
-        self, kind: str, model: ServedModelSpec, name: str, field: str = "labels"
-    ) -> dict[str, str] | None:
-        live = await self._kube.get("v1", kind, model.namespace, name)
-        return None if live is None else dict((live.get("metadata") or {}).get(field) or {})
 
     # --- execute -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
-from servedmodel_operator import KIND
+from servedmodel_operator import KIND, SERVER_KIND
 from servedmodel_operator.adapters import leader, metrics, readiness
 from servedmodel_operator.adapters.cache import Recent
 from servedmodel_operator.adapters.kube import ApiError, Kube
@@ -23,11 +23,21 @@ from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
 from servedmodel_operator.adapters.readiness import Readiness
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.kinds import server_of, server_owner
+from servedmodel_operator.api.names import ChildNames
 from servedmodel_operator.api.site import Site
 from servedmodel_operator.controller.reconciler import Reconciler
+from servedmodel_operator.controller.servers import ServerReconciler
 from servedmodel_operator.controller.workqueue import WorkQueue
 from servedmodel_operator.parts.admission.policy import Policy
-from servedmodel_operator.parts.admission.stores import Sharer, earlier_overlapping, store_key
+from servedmodel_operator.parts.admission.stores import (
+    Sharer,
+    earlier_overlapping,
+    store_dir,
+    store_key,
+)
+from servedmodel_operator.parts.modelserver.membership import Shared
+from servedmodel_operator.parts.modelserver.part import ServerObserved
 from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,7 @@ class Indexes:
 
     @classmethod
     def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
-        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES]
+        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES, MEMBERS]
         return cls({i: handler_kwargs[i] for i in ids})
 
     def __getitem__(self, index_id: str) -> kopf.Index[Any, Any]:
@@ -65,6 +75,13 @@ class Indexes:
 
 
 STORES = "stores"  # the index of store directories (see store_key)
+MEMBERS = "members"  # the index of ModelServers' members: (namespace, server key) -> names
+
+
+def member_of(spec: Mapping[str, Any]) -> str | None:
+    """The ModelServer a ServedModel's spec names (spec.server.modelServerRef.name)."""
+    ref = ((spec.get("server") or {}).get("modelServerRef") or {}).get("name")
+    return str(ref) if ref else None
 
 
 def created(body: Mapping[str, Any]) -> str:
@@ -82,6 +99,31 @@ def observe(
     )
     if body is None:
         return None
+    children = _children(indexes, recent, namespace, name)
+    exporter_pods = indexes[kinds.EXPORTER_PODS.index or ""]
+    jobs = [n for k, n in children if k == "Job"]
+    server = member_of(body.get("spec") or {})
+    observed = Observed(
+        status=body.get("status") or {},
+        children=children,
+        pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
+        pods=tuple(
+            p
+            for p in indexes[kinds.SERVER_PODS.index or ""].get(key, ())
+            if kinds.SERVER_PODS.owner_of(p) == name
+        ),
+        store_sharers=_earlier_store_users(indexes, namespace, name, body),
+        shared=_shared(indexes, recent, namespace, server, name, body) if server else None,
+    )
+    return body, observed
+
+
+def _children(
+    indexes: Indexes, recent: Recent, namespace: str, owner: str
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Every child of an owner (a ServedModel's name or a ModelServer's key): the watch
+    caches' objects, fresher of our own last writes, and our creations not indexed yet."""
+    key = (namespace, owner)
     children: dict[tuple[str, str], Mapping[str, Any]] = {}
     for kind in kinds.CHILDREN:
         if kind.index is None:
@@ -91,27 +133,131 @@ def observe(
             fresh = recent.fresher(kind.kind, namespace, child_name, obj)
             if fresh is not None:
                 children[(kind.kind, child_name)] = fresh
-        for extra in recent.extra(kind.kind, namespace, name, indexed):
+        for extra in recent.extra(kind.kind, namespace, owner, indexed):
             children[(kind.kind, extra["metadata"]["name"])] = extra
-    exporter_pods = indexes[kinds.EXPORTER_PODS.index or ""]
-    jobs = [n for k, n in children if k == "Job"]
-    observed = Observed(
-        status=body.get("status") or {},
-        children=children,
-        pods_by_job={j: tuple(exporter_pods.get((namespace, j), ())) for j in jobs},
-        pods=tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ())),
-        store_sharers=_earlier_store_users(indexes, namespace, name, body),
+    return children
+
+
+def _server_body(
+    indexes: Indexes, recent: Recent, namespace: str, server: str
+) -> Mapping[str, Any] | None:
+    indexed = _only(indexes[kinds.MODELSERVERS.index or ""].get((namespace, server_owner(server))))
+    return recent.fresher(SERVER_KIND, namespace, server, indexed)
+
+
+def _server_pods(indexes: Indexes, namespace: str, server: str) -> tuple[Mapping[str, Any], ...]:
+    key = (namespace, server_owner(server))
+    return tuple(indexes[kinds.SERVER_PODS.index or ""].get(key, ()))
+
+
+def _shared(
+    indexes: Indexes,
+    recent: Recent,
+    namespace: str,
+    server: str,
+    name: str,
+    member: Mapping[str, Any],
+) -> Shared:
+    """What a member observes of its ModelServer: the server, its ConfigMap and Deployment,
+    its pods (the readings are added once the member's model name is known), and the member
+    that came first with the same modelName, if any (it keeps the name: first come, by
+    creation time then name, as the server decides too)."""
+    body = _server_body(indexes, recent, namespace, server)
+    if body is None:
+        return Shared(None)
+    children = _children(indexes, recent, namespace, server_owner(server))
+    names = ChildNames.of(server)
+    model = str((member.get("spec") or {}).get("modelName") or name)
+    mine = (created(member), name)
+    first = min(
+        (
+            (str(when), str(other))
+            for when, other, theirs in indexes[STORES].get(member_store_key(namespace, server), ())
+            if theirs == model and other != name and (str(when), str(other)) < mine
+        ),
+        default=None,
     )
-    return body, observed
+    return Shared(
+        body,
+        children.get(("ConfigMap", names.configmap)),
+        children.get(("Deployment", names.deployment)),
+        _server_pods(indexes, namespace, server),
+        taken_by=first[1] if first else None,
+    )
+
+
+def observe_server(
+    indexes: Indexes, recent: Recent, namespace: str, name: str
+) -> tuple[Mapping[str, Any], ServerObserved] | None:
+    """A consistent snapshot of one ModelServer: its children, its pods and its members (the
+    ServedModels that name it, fresher of our own status writes)."""
+    body = _server_body(indexes, recent, namespace, name)
+    if body is None:
+        return None
+    owner = server_owner(name)
+    servedmodels = indexes[kinds.SERVEDMODELS.index or ""]
+    members = []
+    for member in sorted(set(indexes[MEMBERS].get((namespace, owner), ()))):
+        found = recent.fresher(
+            KIND, namespace, member, _only(servedmodels.get((namespace, member)))
+        )
+        if found is not None and member_of(found.get("spec") or {}) == name:
+            members.append(found)
+    return body, ServerObserved(
+        status=body.get("status") or {},
+        children=_children(indexes, recent, namespace, owner),
+        pods=_server_pods(indexes, namespace, name),
+        members=tuple(members),
+    )
+
+
+def store_index_entry(
+    namespace: str | None, name: str, when: str, spec: Mapping[str, Any]
+) -> tuple[tuple[str, ...], Sharer]:
+    """A ServedModel's key and value in the store index: (namespace, claim) and (created,
+    name, directory); a member's: its ModelServer's key and (created, name, modelName), its
+    directory known once the server's store is (see _earlier_store_users)."""
+    server = member_of(spec)
+    if server is not None:
+        model = str(spec.get("modelName") or name)
+        return member_store_key(namespace, server), (when, name, model)
+    return store_key(namespace, spec), (when, name, store_dir(name, spec))
+
+
+def member_store_key(namespace: str | None, server: str) -> tuple[str, ...]:
+    """The members of one ModelServer in the store index."""
+    return ("@member", str(namespace), server)
 
 
 def _earlier_store_users(
     indexes: Indexes, namespace: str, name: str, body: Mapping[str, Any]
 ) -> tuple[Sharer, ...]:
     """The other ServedModels on the same claim whose directory overlaps this one's and that
-    came first (by creation time, then name): they keep it."""
+    came first (by creation time, then name): they keep it. A member's directory is its
+    ModelServer's store and its modelName; two members of one server never overlap but by
+    having the same modelName, which is the server's to settle (ModelNameConflict)."""
     spec = body.get("spec") or {}
-    sharers = indexes[STORES].get(store_key(namespace, spec), ())
+    mine_server = member_of(spec)
+    if mine_server is not None:
+        server = _server_body(indexes, Recent(), namespace, mine_server)
+        if server is None:
+            return ()
+        store = (server.get("spec") or {}).get("store")
+        spec = {"store": store, "modelName": spec.get("modelName") or name}
+    key = store_key(namespace, spec)
+    sharers: list[Sharer] = list(indexes[STORES].get(key, ()))
+    for index_key, servers in indexes[kinds.MODELSERVERS.index or ""].items():
+        if index_key[0] != namespace:
+            continue
+        for other in servers:
+            other_name = str(other["metadata"]["name"])
+            store = (other.get("spec") or {}).get("store")
+            if other_name == mine_server or store_key(namespace, {"store": store}) != key:
+                continue
+            for when, member, model in indexes[STORES].get(
+                member_store_key(namespace, other_name), ()
+            ):
+                sharers.append((when, member, store_dir(model, {"store": store})))
     return earlier_overlapping(name, created(body), spec, sharers)
 
 
@@ -142,6 +288,13 @@ class Runtime:
             options.policy,
             options.site,
         )
+        self.servers = ServerReconciler(
+            self.kube, self.prober, self.recent, self.reports, options.policy, options.site
+        )
+        # What each ModelServer's reconcile last said each member reads from it (member ->
+        # fingerprint), and what each member last showed its server (ref, spec, exports).
+        self.fingerprints: dict[tuple[str, str], dict[str, str]] = {}
+        self.memberships: dict[tuple[str, str], tuple[str, Any]] = {}
         self.queue = WorkQueue(
             self._reconcile,
             concurrency=options.workers,
@@ -160,12 +313,51 @@ class Runtime:
 
     async def _reconcile(self, key: Hashable) -> float | None:
         namespace, name = cast(tuple[str, str], key)
+        server = server_of(name)
+        if server is not None:
+            return await self._reconcile_server(namespace, server)
         snapshot = self.observe(namespace, name)
         if snapshot is None:
             log.debug("%s/%s: not in the watch cache (deleted, or not listed yet)", namespace, name)
             return None
         body, observed = snapshot
         return await self.reconciler.run(body, observed)
+
+    async def _reconcile_server(self, namespace: str, name: str) -> float | None:
+        snapshot = observe_server(self.indexes, self.recent, namespace, name)
+        if snapshot is None:
+            log.debug("%s/%s: ModelServer not in the watch cache", namespace, name)
+            self.fingerprints.pop((namespace, name), None)
+            return None
+        body, observed = snapshot
+        outcome = await self.servers.run(body, observed)
+        before = self.fingerprints.get((namespace, name), {})
+        for member, fingerprint in outcome.fingerprints.items():
+            if before.get(member) != fingerprint:
+                self.queue.add((namespace, member), settle=MEMBER_SETTLE_SECONDS)
+        self.fingerprints[(namespace, name)] = dict(outcome.fingerprints)
+        return outcome.requeue_after
+
+    def note_member(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """A ServedModel event: its ModelServer (and the one it left, if any) looks again when
+        what it reads of the member changed: the reference, the spec, the exports."""
+        key = (namespace, name)
+        before = self.memberships.get(key)
+        server = member_of((body or {}).get("spec") or {}) if body is not None else None
+        mark = _member_mark(body) if server is not None and body is not None else None
+        if server is None:
+            self.memberships.pop(key, None)
+        else:
+            self.memberships[key] = (server, mark)
+        if before is not None and (server is None or before[0] != server):
+            self.queue.add((namespace, server_owner(before[0])), settle=MEMBER_SETTLE_SECONDS)
+        if server is not None and (before is None or before != (server, mark)):
+            self.queue.add((namespace, server_owner(server)), settle=MEMBER_SETTLE_SECONDS)
+
+    def touch_members(self, namespace: str, server: str) -> None:
+        """A ModelServer's spec changed, or it came or went: its members look again."""
+        for member in set(self.indexes[MEMBERS].get((namespace, server_owner(server)), ())):
+            self.queue.add((namespace, member), settle=MEMBER_SETTLE_SECONDS)
 
     def start_leader_election(self, options: Options) -> None:
         """With leader election, a standby: reconcile only while holding the Lease. When it is
@@ -230,6 +422,20 @@ class Runtime:
         await self.kube.close()
         if self._stop_probe is not None:
             await self._stop_probe()
+
+
+MEMBER_SETTLE_SECONDS = 0.5
+
+
+def _member_mark(body: Mapping[str, Any]) -> Any:
+    """What a ModelServer reads of a member: its generation, uid, and its exports (versions'
+    states and sizes, and the store they went to)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    versions = tuple(
+        (v.get("version"), v.get("state"), v.get("savedModelBytes"))
+        for v in status.get("versions") or []
+    )
+    return (meta.get("uid"), meta.get("generation"), versions, str(status.get("server")))
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

@@ -30,6 +30,7 @@ from servedmodel_operator.parts.delivery.decide import Decision, Phase
 from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.exports.part import ExportFindings
 from servedmodel_operator.parts.exports.states import State, VersionStatus
+from servedmodel_operator.parts.modelserver.membership import WAITING_FOR_SERVER, MemberFindings
 from servedmodel_operator.parts.serving.modelsconfig import WaitsFor
 from servedmodel_operator.parts.serving.part import ServingFindings
 from servedmodel_operator.parts.text import safe
@@ -83,6 +84,7 @@ class Findings:
     delivery: DeliveryFindings
     applying: tuple[str, ...]
     now: str
+    member: MemberFindings | None = None  # a member of a ModelServer: where it stands there
     recycling: str = ""  # the reload memory guard replaces the serving pods now (parts/recycle)
 
 
@@ -360,6 +362,44 @@ def _late(f: Findings) -> dict[int, tuple[str, bool]]:
     return late
 
 
+def _member_stuck(f: Findings, _: Fine) -> Verdict | None:
+    """A member's version its ModelServer's pods failed to load (kept out of the shared file
+    since), or that does not fit the server's capacity: a human must act."""
+    member = f.member
+    if member is None:
+        return None
+    if member.failed:
+        version, error = min(member.failed.items())
+        return Verdict(
+            Kind.STALLED,
+            "VersionLoadFailed",
+            f"TF Serving could not load version {version} on ModelServer {member.server}: "
+            f"{error}; it is kept out of the shared models.config until this ServedModel's "
+            "spec changes",
+        )
+    if member.waits_for_room:
+        return Verdict(
+            Kind.STALLED,
+            "InsufficientCapacity",
+            f"ModelServer {member.server}: {member.message}",
+        )
+    return None
+
+
+def _member_pending(f: Findings, _: Fine) -> Verdict | None:
+    """A member its ModelServer has not added yet, for a reason that passes by itself."""
+    member = f.member
+    if member is None or member.state not in ("Pending", WAITING_FOR_SERVER):
+        return None
+    if member.reason == "NothingToServe":
+        return None  # the export checks and availability say why
+    return Verdict(
+        Kind.PROGRESSING,
+        WAITING_FOR_SERVER,
+        f"ModelServer {member.server}: {member.message or member.reason}",
+    )
+
+
 def _rollout_running(f: Findings, _: Fine) -> Verdict | None:
     """A rollout in progress is kstatus work in progress: Reconciling, not Ready."""
     decision = f.delivery.decision
@@ -458,10 +498,12 @@ CHECKS: tuple[Check, ...] = (
     _deadline_exceeded,
     _version_retained,
     _load_failed,
+    _member_stuck,
     # Reconciling: work in progress, the first unfinished step named.
     _rollout_running,
     _creating,
     _exporting,
+    _member_pending,
     _recycling,
     _applying,
     _rolling_out,

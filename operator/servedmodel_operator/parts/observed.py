@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servedmodel_operator.parts.admission.policy import Refusal
 from servedmodel_operator.parts.delivery.analysis import Measurement
 from servedmodel_operator.parts.serving.pods import PodReport
+
+if TYPE_CHECKING:
+    from servedmodel_operator.parts.modelserver.membership import Shared
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Observed:
     refusals: Sequence[Refusal] = ()
     # A rollout's analysis: the canary's and the stable pods' figures from Prometheus.
     measurement: Measurement | None = None
+    # A member of a ModelServer: what it observes of the server (its objects, pods, readings).
+    shared: Shared | None = None
     # The serving pods' memory, when spec.server.recycle.memory asks for it (the last reading).
     memory: WorkingSets | None = None
 

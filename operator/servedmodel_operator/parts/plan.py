@@ -12,7 +12,7 @@ executes the plan; tests check plans on plain dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from servedmodel_operator.api.names import Track
@@ -22,9 +22,12 @@ from servedmodel_operator.parts import autoscaling, drift, recycle, retention
 from servedmodel_operator.parts.admission import part as admission
 from servedmodel_operator.parts.conditions import Findings
 from servedmodel_operator.parts.delivery import part as delivery
+from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.exports import part as exports
+from servedmodel_operator.parts.modelserver import membership
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.part import Context, Event, Part
+from servedmodel_operator.parts.recycle import RecycleFindings
 from servedmodel_operator.parts.serving import part as serving
 from servedmodel_operator.parts.serving.view import evidence
 from servedmodel_operator.parts.status import (
@@ -64,15 +67,37 @@ def plan(
     now: str,
     site: Site | None = None,
 ) -> Plan:
+    """`model` as it is served: a member of a ModelServer comes joined to its server
+    (ServedModelSpec.joined), with what it observes of the server in `observed.shared`."""
+    previous = observed.status
+    shared = observed.shared
+    member = None
+    if shared is not None and shared.spec is not None:
+        server = shared.spec
+        member = membership.findings(model, shared, shared.state())
+        observed = replace(
+            observed,
+            status=membership.exported_here(previous, server),
+            refusals=(*observed.refusals, *membership.refusals(model, shared, member)),
+        )
+    elif "server" in previous:
+        # A member that left: its versions were exported into the server's store.
+        observed = replace(observed, status=membership.exported_elsewhere(previous, model))
     ctx = Context(model, observed, now, exporter_image, site or Site())
     admitted = admission.plan(ctx)
     writing = not admitted.findings
     exported = exports.plan(ctx, may_start=writing)
-    stable = evidence(model, observed, Track.STABLE)
-    delivered = delivery.plan(ctx, exported.findings.exported, stable)
-    served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
-    recycled = recycle.plan(ctx, served.findings, delivered.findings, writing)
-    served = recycle.with_template(served, model.deployment_name, recycled.findings.template)
+    if shared is not None and member is not None:
+        delivered: Part[DeliveryFindings] = Part(DeliveryFindings())
+        served = membership.serving_plan(ctx, exported.findings.exported, shared, member)
+        # No pods of its own to recycle (CEL refuses spec.server.recycle on a member).
+        recycled: Part[RecycleFindings] = Part(RecycleFindings({}))
+    else:
+        stable = evidence(model, observed, Track.STABLE)
+        delivered = delivery.plan(ctx, exported.findings.exported, stable)
+        served = serving.plan(ctx, exported.findings.exported, delivered.findings, stable, writing)
+        recycled = recycle.plan(ctx, served.findings, delivered.findings, writing)
+        served = recycle.with_template(served, model.deployment_name, recycled.findings.template)
     scaled = autoscaling.plan(ctx)
     changes = _changed([served, exported, scaled, delivered]) if writing else []
     findings = Findings(
@@ -83,9 +108,14 @@ def plan(
         delivered.findings,
         tuple(f"{m['kind']} {m['metadata']['name']}" for m, _ in changes),
         now,
+        member,
         recycling=recycled.findings.recycling,
     )
     status = recycle.with_recycle(summarise(findings, observed.status), recycled.findings)
+    events: list[Event] = []
+    if shared is not None and shared.spec is not None and member is not None:
+        status = membership.with_membership(status, model, shared.spec, member, shared)
+        events = membership.membership_events(previous, member)
     config = served.findings
     protected = {*model.declared_versions, *(config.current.versions if config.current else ())}
     kept = retention.plan(ctx, is_ready(status), protected | set(config.transition.config.versions))
@@ -95,14 +125,14 @@ def plan(
     changes += _changed([kept]) if writing else []
     parts: list[Part[Any]] = [admitted, exported, served, recycled, kept, delivered, scaled]
     requeue = [p.requeue for p in parts if p.requeue is not None]
-    changed = status != dict(observed.status)
+    changed = status != dict(previous)
     return Plan(
         apply=[m for m, _ in changes],
         creates=[m for m, new in changes if new],
         delete=[d for p in parts for d in p.delete] if writing else [],
         status=status if changed else None,
-        status_patch=merge_patch(observed.status, status) if changed else None,
-        events=[e for p in parts for e in p.events],
+        status_patch=merge_patch(previous, status) if changed else None,
+        events=[e for p in parts for e in p.events] + events,
         requeue_after=min(requeue) if requeue else None,
         finished_exports=exported.findings.finished,
     )

@@ -66,7 +66,7 @@ def decide(
     image: str,
     now: str,
 ) -> Retention:
-    retention = model.spec.store.retention
+    retention = model.store.retention
     if retention is None:
         return Retention()
     protect = tuple(sorted(set(protected)))

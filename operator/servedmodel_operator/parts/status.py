@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from servedmodel_operator.api.layout import endpoints
+from servedmodel_operator.parts.admission.policy import Refusal
 from servedmodel_operator.parts.conditions import (
     MAX_MESSAGE,
     ORDER,
@@ -137,3 +138,21 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
         elif value != before:
             patch[key] = value
     return patch
+
+
+def unjoined(
+    previous: Mapping[str, Any], generation: int, refusal: Refusal, now: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The status of a member whose ModelServer does not exist: Stalled, nothing else
+    touched (its exports stay as recorded)."""
+    conditions = [
+        Condition(READY, "False", refusal.reason, refusal.message),
+        Condition("Reconciling", "False", refusal.reason),
+        Condition("Stalled", "True", refusal.reason, refusal.message),
+    ]
+    new = {
+        **previous,
+        "observedGeneration": generation,
+        "conditions": merge_conditions(conditions, previous.get("conditions", []), generation, now),
+    }
+    return new, merge_patch(previous, new)

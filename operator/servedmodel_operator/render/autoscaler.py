@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import Autoscaling, ServedModelSpec
 from servedmodel_operator.render import labels
 
 
@@ -16,21 +16,6 @@ def autoscaler(model: ServedModelSpec) -> dict[str, Any] | None:
     scaling = model.spec.server.autoscaling
     if scaling is None:
         return None
-    metrics: list[dict[str, Any]] = []
-    if scaling.target_cpu_utilization_percentage is not None:
-        metrics.append(
-            {
-                "type": "Resource",
-                "resource": {
-                    "name": "cpu",
-                    "target": {
-                        "type": "Utilization",
-                        "averageUtilization": scaling.target_cpu_utilization_percentage,
-                    },
-                },
-            }
-        )
-    metrics += [dict(m) for m in scaling.metrics]
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -43,6 +28,25 @@ def autoscaler(model: ServedModelSpec) -> dict[str, Any] | None:
             },
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
-            "metrics": metrics,
+            "metrics": metrics(scaling),
         },
     }
+
+
+def metrics(scaling: Autoscaling) -> list[dict[str, Any]]:
+    """The HPA's metrics: CPU utilisation, then the spec's own MetricSpecs."""
+    out: list[dict[str, Any]] = []
+    if scaling.target_cpu_utilization_percentage is not None:
+        out.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": scaling.target_cpu_utilization_percentage,
+                    },
+                },
+            }
+        )
+    return out + [dict(m) for m in scaling.metrics]

@@ -19,7 +19,7 @@ from servedmodel_operator.api.layout import (
     MONITORING_CONFIG,
 )
 from servedmodel_operator.api.names import CONFIG, CONFIG_WRITES_ANNOTATION, Track
-from servedmodel_operator.api.spec import Batching, ServedModelSpec
+from servedmodel_operator.api.spec import Batching, ServedModelSpec, Server
 from servedmodel_operator.render import labels
 from servedmodel_operator.render.protos import BatchingParameters, MonitoringConfig
 
@@ -49,13 +49,16 @@ def batching_parameters(batching: Batching) -> Any:
 
 
 def config_files(model: ServedModelSpec, models_config: str) -> dict[str, str]:
+    return server_files(model.spec.server, models_config)
+
+
+def server_files(server: Server, models_config: str) -> dict[str, str]:
+    """The files of a TF Serving config directory for these server settings."""
     files = {MODELS_CONFIG: models_config}
-    if model.spec.server.monitoring.prometheus:
+    if server.monitoring.prometheus:
         files[MONITORING_CONFIG] = text_format.MessageToString(monitoring_config())
-    if model.spec.server.batching is not None:
-        files[BATCHING_CONFIG] = text_format.MessageToString(
-            batching_parameters(model.spec.server.batching)
-        )
+    if server.batching is not None:
+        files[BATCHING_CONFIG] = text_format.MessageToString(batching_parameters(server.batching))
     return files
 
 

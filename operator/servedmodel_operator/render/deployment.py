@@ -29,7 +29,7 @@ from servedmodel_operator.api.layout import (
     model_url_path,
 )
 from servedmodel_operator.api.names import Track
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import ServedModelSpec, Server
 from servedmodel_operator.render import labels, pods, security
 from servedmodel_operator.render.configmap import batching_parameters
 from servedmodel_operator.render.resources import SERVER_DEFAULTS, merged
@@ -45,7 +45,12 @@ TMP_SIZE_LIMIT = "256Mi"
 
 
 def server_args(model: ServedModelSpec) -> list[str]:
-    server = model.spec.server
+    return tfserving_args(model.spec.server)
+
+
+def tfserving_args(server: Server) -> list[str]:
+    """tensorflow_model_server's command line for these server settings (a ServedModel's own
+    pods and a ModelServer's alike)."""
     args = [
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",  # 0 (REST off) by default
@@ -82,7 +87,7 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
+def grpc_probe(period: int, failures: int) -> dict[str, Any]:
     return {
         "grpc": {"port": GRPC_PORT},
         "periodSeconds": period,
@@ -104,14 +109,18 @@ def _probes(model: ServedModelSpec) -> dict[str, Any]:
             math.ceil(model.spec.server.startup_timeout_seconds / STARTUP_PERIOD_SECONDS),
         ),
         # After start-up, TF Serving's own health service (the server runs: it serves).
-        "readinessProbe": _grpc_probe(5, 2),
-        "livenessProbe": _grpc_probe(10, 3),
+        "readinessProbe": grpc_probe(5, 2),
+        "livenessProbe": grpc_probe(10, 3),
     }
 
 
 def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
+    return pod_annotations(model.spec.server)
+
+
+def pod_annotations(server: Server) -> dict[str, str]:
     annotations = {}
-    if model.spec.server.monitoring.prometheus:
+    if server.monitoring.prometheus:
         annotations.update(
             {
                 "prometheus.io/scrape": "true",
@@ -119,35 +128,43 @@ def _pod_annotations(model: ServedModelSpec) -> dict[str, str]:
                 "prometheus.io/path": METRICS_PATH,
             }
         )
-    if model.spec.server.batching is not None:
-        text = str(batching_parameters(model.spec.server.batching))
+    if server.batching is not None:
+        text = str(batching_parameters(server.batching))
         annotations[BATCHING_HASH_ANNOTATION] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return annotations
 
 
 def container(model: ServedModelSpec) -> dict[str, Any]:
-    server = model.spec.server
+    store_mount = {
+        "name": "models",
+        "mountPath": model_mount(model, SERVER_STORE_MOUNT),
+        "subPath": model_subpath(model),
+        "readOnly": True,
+    }
+    return tfserving_container(model.spec.server, _probes(model), store_mount)
+
+
+def tfserving_container(
+    server: Server, probes: dict[str, Any], store_mount: dict[str, Any]
+) -> dict[str, Any]:
+    """The TF Serving container for these server settings, with its probes and the mount of
+    the store (a ServedModel's own directory, or a ModelServer's whole store directory)."""
     out: dict[str, Any] = {
         "name": CONTAINER,
         "image": server.image,
         # The image's entrypoint script adds --model_name/--model_base_path: bypass it.
         "command": ["tensorflow_model_server"],
-        "args": server_args(model),
+        "args": tfserving_args(server),
         "ports": [
             {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": REST_PORT_NAME, "containerPort": REST_PORT, "protocol": "TCP"},
         ],
-        **_probes(model),
+        **probes,
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": security.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},  # a directory: updates
-            {
-                "name": "models",
-                "mountPath": model_mount(model, SERVER_STORE_MOUNT),
-                "subPath": model_subpath(model),
-                "readOnly": True,
-            },
+            store_mount,
             {"name": "tmp", "mountPath": TMP_MOUNT},
         ],
     }
@@ -163,38 +180,52 @@ def _configmap_name(model: ServedModelSpec, track: Track) -> str:
 
 
 def _volumes(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
+    return volumes(_configmap_name(model, track), model.store.pvc.claim_name)
+
+
+def volumes(configmap: str, claim: str) -> list[dict[str, Any]]:
     return [
-        {"name": "config", "configMap": {"name": _configmap_name(model, track)}},
-        {
-            "name": "models",
-            "persistentVolumeClaim": {
-                "claimName": model.spec.store.pvc.claim_name,
-                "readOnly": True,
-            },
-        },
+        {"name": "config", "configMap": {"name": configmap}},
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
     ]
 
 
 def pod_template(model: ServedModelSpec, track: Track = labels.STABLE) -> dict[str, Any]:
     """The same pod for both tracks; only its config (ConfigMap) and track label differ."""
-    server = model.spec.server
+    return tfserving_pod(
+        model.spec.server,
+        container(model),
+        _volumes(model, track),
+        labels.pod_labels(model, track),
+        labels.selector(model, track),
+    )
+
+
+def tfserving_pod(
+    server: Server,
+    tfserving: dict[str, Any],
+    pod_volumes: list[dict[str, Any]],
+    pod_labels: dict[str, str],
+    own_pods: dict[str, str],
+) -> dict[str, Any]:
+    """A TF Serving pod template for these server settings (a ServedModel's or a
+    ModelServer's): the pod-level settings of spec.server apply to both; `own_pods` is the
+    Deployment's selector (the default spread counts those pods)."""
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # TF Serving never talks to the API server
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
         "securityContext": security.pod_security_context(),
-        "containers": [container(model)],
-        "volumes": _volumes(model, track),
+        "containers": [tfserving],
+        "volumes": pod_volumes,
     }
-    spec.update(
-        pods.pod_fields(server, default_spread(model, track), labels.selector(model, track))
-    )
-    metadata = pods.metadata(server, labels.pod_labels(model, track), _pod_annotations(model))
+    spec.update(pods.pod_fields(server, spread(own_pods), own_pods))
+    metadata = pods.metadata(server, pod_labels, pod_annotations(server))
     return {"metadata": metadata, "spec": spec}
 
 
-def default_spread(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]:
+def spread(own_pods: dict[str, str]) -> list[dict[str, Any]]:
     """The TF Serving pods of one Deployment spread across nodes, as evenly as the scheduler
     can (ScheduleAnyway: a single-node cluster still runs them all), counted per ReplicaSet
     (pod-template-hash) so a rolling update spreads the new pods too. It is in the template
@@ -206,7 +237,7 @@ def default_spread(model: ServedModelSpec, track: Track) -> list[dict[str, Any]]
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": labels.selector(model, track)},
+            "labelSelector": {"matchLabels": dict(own_pods)},
             "matchLabelKeys": ["pod-template-hash"],
         }
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from servedmodel_operator.api.names import Track
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import ServedModelSpec, Server
 from servedmodel_operator.render import labels
 
 
@@ -21,9 +21,14 @@ def disruption_budget(model: ServedModelSpec, track: Track = Track.STABLE) -> di
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": labels.metadata(model, model.names.disruption_budget_of(track), labels.SERVER),
-        "spec": {
-            "maxUnavailable": model.spec.server.disruption_budget.max_unavailable,
-            "selector": {"matchLabels": labels.selector(model, track)},
-            "unhealthyPodEvictionPolicy": "AlwaysAllow",
-        },
+        "spec": budget_spec(model.spec.server, labels.selector(model, track)),
+    }
+
+
+def budget_spec(server: Server, own_pods: dict[str, str]) -> dict[str, Any]:
+    """The budget of one Deployment's TF Serving pods (a ServedModel's or a ModelServer's)."""
+    return {
+        "maxUnavailable": server.disruption_budget.max_unavailable,
+        "selector": {"matchLabels": dict(own_pods)},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }

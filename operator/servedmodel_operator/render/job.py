@@ -236,7 +236,7 @@ def pod_spec(model: ServedModelSpec, entry: VersionEntry, image: str) -> dict[st
     fetched = {"name": "fetched", "mountPath": FETCHED_MOUNT}
     fetch_mounts: list[dict[str, Any]] = [fetched, {"name": "fetch-tmp", "mountPath": TMP_MOUNT}]
     volumes: list[dict[str, Any]] = [
-        {"name": "store", "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name}},
+        {"name": "store", "persistentVolumeClaim": {"claimName": model.store.pvc.claim_name}},
         {"name": "tmp", "emptyDir": {"sizeLimit": scratch_limit(model)}},
         {"name": "fetched", "emptyDir": {"sizeLimit": scratch_limit(model)}},
         {"name": "fetch-tmp", "emptyDir": {"sizeLimit": FETCH_TMP_LIMIT}},

@@ -19,7 +19,7 @@ from typing import Any
 
 from servedmodel_operator.api.layout import GRPC_PORT, REST_PORT
 from servedmodel_operator.api.site import Site
-from servedmodel_operator.api.spec import ServedModelSpec
+from servedmodel_operator.api.spec import ServedModelSpec, Server
 from servedmodel_operator.render import labels
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
@@ -40,8 +40,13 @@ def _namespaces(names: list[str]) -> dict[str, Any]:
 
 
 def wanted(model: ServedModelSpec, site: Site) -> bool:
-    enabled = model.spec.server.network_policy.enabled
-    return site.network_policy if enabled is None else enabled
+    return enabled(model.spec.server, site)
+
+
+def enabled(server: Server, site: Site) -> bool:
+    """Whether these server settings want a NetworkPolicy (a ServedModel's or a ModelServer's)."""
+    own = server.network_policy.enabled
+    return site.network_policy if own is None else own
 
 
 def gateway_namespaces(model: ServedModelSpec) -> list[str]:
@@ -52,7 +57,21 @@ def gateway_namespaces(model: ServedModelSpec) -> list[str]:
 
 
 def network_policy(model: ServedModelSpec, site: Site) -> dict[str, Any]:
-    server = model.spec.server
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": labels.metadata(model, model.names.network_policy, labels.SERVER),
+        "spec": {
+            "podSelector": {"matchLabels": labels.serving_selector(model)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress(model.spec.server, site, gateway_namespaces(model)),
+        },
+    }
+
+
+def ingress(server: Server, site: Site, gateways: list[str]) -> list[dict[str, Any]]:
+    """Who may reach TF Serving pods of these server settings: the operator and the scrapers
+    on 8501, the Gateways' namespaces and the user's sources on 8500 and 8501."""
     ingress: list[dict[str, Any]] = [
         {
             "from": [
@@ -71,7 +90,6 @@ def network_policy(model: ServedModelSpec, site: Site) -> dict[str, Any]:
                 "ports": _ports(REST_PORT),
             }
         )
-    gateways = gateway_namespaces(model)
     if gateways:
         ingress.append({"from": [_namespaces(gateways)], "ports": _ports(GRPC_PORT, REST_PORT)})
     # As the user wrote them: a selector given as {} stays {} (every pod, every namespace).
@@ -81,13 +99,4 @@ def network_policy(model: ServedModelSpec, site: Site) -> dict[str, Any]:
     ]
     if peers:
         ingress.append({"from": peers, "ports": _ports(GRPC_PORT, REST_PORT)})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": labels.metadata(model, model.names.network_policy, labels.SERVER),
-        "spec": {
-            "podSelector": {"matchLabels": labels.serving_selector(model)},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    }
+    return ingress

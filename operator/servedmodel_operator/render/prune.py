@@ -36,7 +36,7 @@ def prune_digest(protected: Iterable[int], keep: int) -> str:
 def prune_job(
     model: ServedModelSpec, protected: Iterable[int], image: str
 ) -> dict[str, Any] | None:
-    retention = model.spec.store.retention
+    retention = model.store.retention
     if retention is None:
         return None
     protect = sorted(set(protected))
@@ -79,7 +79,7 @@ def prune_job(
         "volumes": [
             {
                 "name": "store",
-                "persistentVolumeClaim": {"claimName": model.spec.store.pvc.claim_name},
+                "persistentVolumeClaim": {"claimName": model.store.pvc.claim_name},
             },
             {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
         ],

@@ -24,24 +24,25 @@ def _service(model: ServedModelSpec, name: str, selector: dict[str, str]) -> dic
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": labels.metadata(model, name, labels.SERVER),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [
-                {
-                    "name": GRPC_PORT_NAME,
-                    "port": GRPC_PORT,
-                    "targetPort": GRPC_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": REST_PORT_NAME,
-                    "port": REST_PORT,
-                    "targetPort": REST_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": ports()},
     }
+
+
+def ports() -> list[dict[str, Any]]:
+    """TF Serving's two ports, by name."""
+    return [
+        {
+            "name": GRPC_PORT_NAME,
+            "port": GRPC_PORT,
+            "targetPort": GRPC_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        },
+        {
+            "name": REST_PORT_NAME,
+            "port": REST_PORT,
+            "targetPort": REST_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+    ]

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servedmodel_operator import ANNOTATION_PREFIX, KIND
+from servedmodel_operator import ANNOTATION_PREFIX, KIND, SERVER_KIND
 from servedmodel_operator.api.layout import SOURCE_MOUNT
 from servedmodel_operator.parts.admission import urls
 
@@ -420,11 +420,18 @@ def _route_hostname_refusals(
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The UID of the ServedModel that controls an object, if one does."""
+    """The UID of the ServedModel (or ModelServer) that controls an object, if one does."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == KIND:
+        if ref.get("controller") and ref.get("kind") in (KIND, SERVER_KIND):
             return str(ref.get("uid"))
     return None
+
+
+def _controller_kind(obj: Mapping[str, Any]) -> str:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in (KIND, SERVER_KIND):
+            return str(ref["kind"])
+    return KIND
 
 
 def foreign(
@@ -434,7 +441,7 @@ def foreign(
     if live is None or controller_uid(live) == uid:
         return None
     owner = controller_uid(live)
-    whose = f"another ServedModel (uid {owner})" if owner else "no ServedModel"
+    whose = f"another {_controller_kind(live)} (uid {owner})" if owner else "no ServedModel"
     return Refusal(
         "ResourceConflict",
         f"{manifest.get('kind', 'object')} {manifest['metadata']['name']} already exists and "

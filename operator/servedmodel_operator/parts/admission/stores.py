@@ -57,7 +57,7 @@ def earlier_overlapping(
 def store_conflict(model: ServedModelSpec, _created: str, name: str, theirs: str) -> Refusal:
     """Another ServedModel came first to a directory of the same claim that is this one's,
     or holds it, or lies inside it."""
-    claim, mine = model.spec.store.pvc.claim_name, model_subpath(model)
+    claim, mine = model.store.pvc.claim_name, model_subpath(model)
     mine_parts, their_parts = mine.split("/"), theirs.split("/")
     how = (
         "is the same directory"

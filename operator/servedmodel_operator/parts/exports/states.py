@@ -52,6 +52,9 @@ class VersionStatus:
             if value:
                 out[key] = value
         out.update({k: v for k, v in self.result.items() if k in RESULT_FIELDS})
+        size = (self.result.get("sizes") or {}).get("savedModelBytes")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            out["savedModelBytes"] = size  # a ModelServer estimates a member's memory from it
         return out
 
 
@@ -172,6 +175,8 @@ def _remembered(version: int, before: Mapping[str, Any], wanted_job: str | None)
     sticky, Failed too while the same Job would run again, anything else is Pending."""
     if before.get("state") == State.EXPORTED:
         result = {k: before[k] for k in RESULT_FIELDS if k in before}
+        if "savedModelBytes" in before:
+            result["sizes"] = {"savedModelBytes": before["savedModelBytes"]}
         return VersionStatus(version, State.EXPORTED, job=before.get("job"), result=result)
     if before.get("state") == State.FAILED and before.get("job") == wanted_job:
         return VersionStatus(
