@@ -124,7 +124,9 @@ class FakeApiServer:
 
     def _refuse(self, kind: str, name: str) -> None:
         if (kind, name) in self._rejections:
-            raise self._rejections[(kind, name)]
+            refused = self._rejections[(kind, name)]
+            # A fresh error per request, as the real client raises (its notes are per request).
+            raise ApiError(refused.status, refused.reason, refused.message)
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         kind, namespace, name = _key(manifest)

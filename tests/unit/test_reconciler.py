@@ -72,6 +72,29 @@ def test_an_apply_the_api_server_refuses_stalls_until_the_spec_changes(h: Harnes
     assert h.condition("Stalled")[0] == "False"
 
 
+def test_a_refused_apply_is_not_repeated_while_other_events_arrive(h: Harness) -> None:
+    """The memory of a refusal outlives the reconciles other watch events trigger (what
+    tests/integration/test_tenancy.py's rejected ServedModel used to wait 15 s for): the
+    applied ConfigMap's events, status writes, a label added to the ServedModel."""
+    h.servedmodel()
+    h.api.reject("Deployment", "mnist", 422, 'metadata.labels: Invalid value: "disk type!"')
+    h.reconcile()
+    assert h.condition("Stalled")[1] == "ApplyRejected"
+    for round_ in range(5):
+        model = h.api.objects[("ServedModel", NAMESPACE, "mnist")]
+        h.api.update(
+            "ServedModel",
+            NAMESPACE,
+            "mnist",
+            metadata={**model["metadata"], "labels": {"round": str(round_)}},
+        )
+        h.sync()
+        writes = h.writes_during(h.reconcile)
+        assert "APPLY Deployment/mnist" not in writes, (round_, writes)
+    assert h.api.get_object("Deployment", NAMESPACE, "mnist") is None
+    assert h.condition("Stalled")[1] == "ApplyRejected"
+
+
 def test_an_object_that_is_not_ours_is_never_taken_over(h: Harness) -> None:
     h.api.create(
         {
