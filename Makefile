@@ -43,13 +43,13 @@ cluster-up:  ## start the local control plane (admin kubeconfig: .local-cluster/
 cluster-down:  ## stop the processes cluster-up started and remove .local-cluster/
 	@if [ -x $(PY) ]; then $(PY) -m testing.localcluster down; else rm -rf .local-cluster; fi
 
-# TF Serving's own end-to-end suite against the stand-in (2-3 minutes) runs apart, to keep
-# make test within its budget (BENCHMARKS.md, "Test and demo budgets"); .ci/run runs both.
+# TF Serving's own end-to-end suite against the stand-in (2-3 minutes): part of make test,
+# and a target of its own for working on the stand-in.
 TFSERVING_SUITE := tests/standin/test_tfserving_suite.py
 
-test:  ## the whole suite but TF Serving's own (make tfserving-suite): unit, exporter, stand-in, integration, scenarios; prints the 25 slowest tests
+test:  ## the whole suite: unit, exporter, stand-in (with TF Serving's own suite), integration, scenarios; prints the 25 slowest tests
 	$(MAKE) -j2 venv build-cluster
-	$(PY) -m pytest tests --ignore=$(TFSERVING_SUITE) --durations=25
+	$(PY) -m pytest tests --durations=25
 
 tfserving-suite: venv  ## TF Serving's own end-to-end suite (tensorflow_model_server_test.py) against the stand-in
 	$(PY) -m pytest $(TFSERVING_SUITE)
