@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,21 +243,10 @@ def export(argv: list[str]) -> int:
         owner_uid=args.owner_uid,
         allow_unsafe_deserialization=args.allow_unsafe_deserialization,
     )
-    outcome: dict[str, Any]
-    try:
-        outcome = run(request)
-        code = 0
-    except ExportError as exc:
-        outcome = _failure(exc, args.version)
-        code = exc.exit_code
-    except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
-        log.error("unexpected failure, traceback follows", exc_info=True)
-        outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
-        code = InternalError.exit_code
+    outcome, code = _outcome(lambda: run(request), args.version)
     summary = results.one_line(outcome)
     print(summary, file=sys.stdout if code == 0 else sys.stderr, flush=True)
-    if args.result_file:
-        args.result_file.write_text(results.fit(outcome, args.result_max_bytes))
+    _write_result(args, outcome)
     return code
 
 
@@ -274,29 +264,43 @@ def fetch(argv: list[str]) -> int:
         max_bytes=args.max_source_bytes,
         object_store=_object_store(args),
     )
-    outcome: dict[str, Any]
-    try:
+
+    def run() -> dict[str, Any]:
         source = fetch_into(args.source, args.into, options)
-        outcome = {
+        outcome: dict[str, Any] = {
             "ok": True,
             "fetched": {"source": redact(source.uri), "sha256": source.sha256, "size": source.size},
         }
         if args.version is not None:
             outcome["version"] = args.version
         print(f"fetched {redact(source.uri)}: {source.size} bytes, SHA-256 {source.sha256}")
-        code = 0
-    except ExportError as exc:
-        outcome = _failure(exc, args.version)
-        code = exc.exit_code
-    except Exception as exc:  # a bug or an unforeseen library error: still one line, still JSON
-        log.error("unexpected failure, traceback follows", exc_info=True)
-        outcome = _failure(InternalError(f"{type(exc).__name__}: {exc}"), args.version)
-        code = InternalError.exit_code
+        return outcome
+
+    outcome, code = _outcome(run, args.version)
     if code:
         print(results.one_line(outcome).replace("export failed", "fetch failed"), file=sys.stderr)
+    _write_result(args, outcome)
+    return code
+
+
+def _outcome(work: Callable[[], dict[str, Any]], version: int | None) -> tuple[dict[str, Any], int]:
+    """(work()'s outcome, 0), or a failure's outcome and exit code: an ExportError's own, or
+    InternalError's for anything else (a bug or an unforeseen library error: still one line,
+    still JSON)."""
+    try:
+        return work(), 0
+    except ExportError as exc:
+        return _failure(exc, version), exc.exit_code
+    except Exception as exc:
+        log.error("unexpected failure, traceback follows", exc_info=True)
+        internal = InternalError(f"{type(exc).__name__}: {exc}")
+        return _failure(internal, version), InternalError.exit_code
+
+
+def _write_result(args: argparse.Namespace, outcome: dict[str, Any]) -> None:
+    """The outcome as JSON into --result-file (within --result-max-bytes), when given."""
     if args.result_file:
         args.result_file.write_text(results.fit(outcome, args.result_max_bytes))
-    return code
 
 
 def _failure(exc: ExportError, version: int | None) -> dict[str, Any]:

@@ -179,83 +179,107 @@ def _install(target: Path, build: Callable[[Path, Path], None], files: Sequence[
     return target
 
 
-def build_kubernetes() -> Path:
-    version = versions()["KUBERNETES_VERSION"]
-    major, minor, patch = version.lstrip("v").split(".")[:3]
+def _build_go(
+    target: Path,
+    what: str,
+    module: str,
+    version: str,
+    packages: dict[str, str],
+    *,
+    replaces: Callable[[str], dict[str, str]] = lambda gomod: {},
+    ldflags: str = "-s -w",
+    then: Callable[[Path, Path], None] | None = None,
+    note: str = "",
+) -> Path:
+    """Build `packages` of module@version through a wrapper module (_wrapper_build) into target,
+    once. replaces(go.mod text of the module) gives the wrapper's replace lines; then(module
+    source, out) copies anything else the component needs out of the module; note ends the
+    log line."""
 
     def build(work: Path, out: Path) -> None:
-        _log(f"building Kubernetes {version} (first time only; 10-20 min on 2 cores)")
-        _, gomod = _module("k8s.io/kubernetes", version, work)
-        # Every `k8s.io/x => ./staging/src/k8s.io/x` becomes its published v0.Y.Z twin.
-        staging = {
-            mod: f"{mod} v0.{minor}.{patch}" for mod, _ in _replaced_lines(gomod, "./staging/")
-        }
-        ldflags = ["-s", "-w"]
-        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-            ldflags += [
-                f"-X {pkg}.gitVersion={version}",
-                f"-X {pkg}.gitMajor={major}",
-                f"-X {pkg}.gitMinor={minor}",
-                f"-X {pkg}.gitTreeState=clean",
-            ]
+        _log(f"building {what} {version}{note}")
+        source, gomod = _module(module, version, work)
         _wrapper_build(
             work,
             out,
             gomod=gomod,
-            replaces=staging,
+            replaces=replaces(gomod),
             version=version,
-            packages={f"k8s.io/kubernetes/cmd/{cmd}": cmd for cmd in KUBE_COMMANDS},
-            ldflags=" ".join(ldflags),
+            packages=packages,
+            ldflags=ldflags,
         )
+        if then is not None:
+            then(source, out)
 
-    return _install(kubernetes_dir(), build)
+    return _install(target, build)
+
+
+def build_kubernetes() -> Path:
+    version = versions()["KUBERNETES_VERSION"]
+    major, minor, patch = version.lstrip("v").split(".")[:3]
+
+    def staging(gomod: str) -> dict[str, str]:
+        # Every `k8s.io/x => ./staging/src/k8s.io/x` becomes its published v0.Y.Z twin.
+        return {mod: f"{mod} v0.{minor}.{patch}" for mod, _ in _replaced_lines(gomod, "./staging/")}
+
+    ldflags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        ldflags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return _build_go(
+        kubernetes_dir(),
+        "Kubernetes",
+        "k8s.io/kubernetes",
+        version,
+        {f"k8s.io/kubernetes/cmd/{cmd}": cmd for cmd in KUBE_COMMANDS},
+        replaces=staging,
+        ldflags=" ".join(ldflags),
+        note=" (first time only; 10-20 min on 2 cores)",
+    )
 
 
 def build_etcd() -> Path:
     version = versions()["ETCD_VERSION"]
 
-    def build(work: Path, out: Path) -> None:
-        _log(f"building etcd {version}")
-        _, gomod = _module("go.etcd.io/etcd/server/v3", version, work)
+    def siblings(gomod: str) -> dict[str, str]:
         # server/v3's go.mod points its sibling modules at ../api, ../pkg, …: pin them instead.
-        siblings = {
+        return {
             mod: f"{mod} {version}"
             for mod, new in _replaced_lines(gomod, "../")
             if new[0].startswith("../")
         }
-        _wrapper_build(
-            work,
-            out,
-            gomod=gomod,
-            replaces=siblings,
-            version=version,
-            packages={"go.etcd.io/etcd/server/v3": "etcd"},
-        )
 
-    return _install(etcd_dir(), build)
+    return _build_go(
+        etcd_dir(),
+        "etcd",
+        "go.etcd.io/etcd/server/v3",
+        version,
+        {"go.etcd.io/etcd/server/v3": "etcd"},
+        replaces=siblings,
+    )
 
 
 def build_kwok() -> Path:
     version = versions()["KWOK_VERSION"]
 
-    def build(work: Path, out: Path) -> None:
-        _log(f"building kwok {version}")
-        source, gomod = _module("sigs.k8s.io/kwok", version, work)
-        _wrapper_build(
-            work,
-            out,
-            gomod=gomod,
-            replaces={},
-            version=version,
-            packages={"sigs.k8s.io/kwok/cmd/kwok": "kwok"},
-            ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}",
-        )
-        stages = out / "stages"
-        stages.mkdir()
+    def stages(source: Path, out: Path) -> None:
+        (out / "stages").mkdir()
         for rel in KWOK_STAGES:
-            shutil.copyfile(source / rel, stages / Path(rel).name)
+            shutil.copyfile(source / rel, out / "stages" / Path(rel).name)
 
-    return _install(kwok_dir(), build)
+    return _build_go(
+        kwok_dir(),
+        "kwok",
+        "sigs.k8s.io/kwok",
+        version,
+        {"sigs.k8s.io/kwok/cmd/kwok": "kwok"},
+        ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version.lstrip('v')}",
+        then=stages,
+    )
 
 
 def seaweedfs_dir() -> Path:
@@ -264,23 +288,20 @@ def seaweedfs_dir() -> Path:
 
 def build_seaweedfs() -> Path:
     """SeaweedFS's `weed`: a real S3-compatible server for the object-store source tests."""
-    version = versions()["SEAWEEDFS_VERSION"]
 
-    def build(work: Path, out: Path) -> None:
-        _log(f"building SeaweedFS {version} (first time only)")
-        _, gomod = _module("github.com/seaweedfs/seaweedfs", version, work)
+    def forks(gomod: str) -> dict[str, str]:
         # Its go.mod swaps one dependency for a fork; a wrapper module must say so too.
-        forks = {mod: " ".join(new) for mod, new in _replaced_lines(gomod, " ") if len(new) == 2}
-        _wrapper_build(
-            work,
-            out,
-            gomod=gomod,
-            replaces=forks,
-            version=version,
-            packages={"github.com/seaweedfs/seaweedfs/weed": "weed"},
-        )
+        return {mod: " ".join(new) for mod, new in _replaced_lines(gomod, " ") if len(new) == 2}
 
-    return _install(seaweedfs_dir(), build)
+    return _build_go(
+        seaweedfs_dir(),
+        "SeaweedFS",
+        "github.com/seaweedfs/seaweedfs",
+        versions()["SEAWEEDFS_VERSION"],
+        {"github.com/seaweedfs/seaweedfs/weed": "weed"},
+        replaces=forks,
+        note=" (first time only)",
+    )
 
 
 def helm_dir() -> Path:
@@ -291,24 +312,17 @@ def build_helm() -> Path:
     """Helm (`helm lint`, `helm template`, `helm install` of charts/servedmodel in the tests)."""
     version = versions()["HELM_VERSION"]
     major = version.lstrip("v").split(".")[0]
-
-    def build(work: Path, out: Path) -> None:
-        _log(f"building Helm {version}")
-        _, gomod = _module(f"helm.sh/helm/v{major}", version, work)
-        meta = f"helm.sh/helm/v{major}/internal/version"
-        _wrapper_build(
-            work,
-            out,
-            gomod=gomod,
-            replaces={},
-            version=version,
-            packages={f"helm.sh/helm/v{major}/cmd/helm": "helm"},
-            # What Helm's Makefile sets for a tagged release (`helm version` prints it).
-            ldflags=f"-s -w -X {meta}.version={version} -X {meta}.metadata= "
-            f"-X {meta}.gitTreeState=clean",
-        )
-
-    return _install(helm_dir(), build)
+    meta = f"helm.sh/helm/v{major}/internal/version"
+    return _build_go(
+        helm_dir(),
+        "Helm",
+        f"helm.sh/helm/v{major}",
+        version,
+        {f"helm.sh/helm/v{major}/cmd/helm": "helm"},
+        # What Helm's Makefile sets for a tagged release (`helm version` prints it).
+        ldflags=f"-s -w -X {meta}.version={version} -X {meta}.metadata= "
+        f"-X {meta}.gitTreeState=clean",
+    )
 
 
 def actionlint_dir() -> Path:
@@ -318,21 +332,14 @@ def actionlint_dir() -> Path:
 def build_actionlint() -> Path:
     """actionlint, the GitHub Actions workflow checker `make lint` runs."""
     version = versions()["ACTIONLINT_VERSION"]
-
-    def build(work: Path, out: Path) -> None:
-        _log(f"building actionlint {version}")
-        _, gomod = _module("github.com/rhysd/actionlint", version, work)
-        _wrapper_build(
-            work,
-            out,
-            gomod=gomod,
-            replaces={},
-            version=version,
-            packages={"github.com/rhysd/actionlint/cmd/actionlint": "actionlint"},
-            ldflags=f"-s -w -X github.com/rhysd/actionlint.version={version}",
-        )
-
-    return _install(actionlint_dir(), build)
+    return _build_go(
+        actionlint_dir(),
+        "actionlint",
+        "github.com/rhysd/actionlint",
+        version,
+        {"github.com/rhysd/actionlint/cmd/actionlint": "actionlint"},
+        ldflags=f"-s -w -X github.com/rhysd/actionlint.version={version}",
+    )
 
 
 def prometheus_dir() -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from testing.tfserving_standin import batching as batchings
 from testing.tfserving_standin import logs, metrics, tensors
+from testing.tfserving_standin.shares import Shares
 from testing.tfserving_standin.status import Code, Status, StatusError, error, from_exception
 
 DEFAULT_SIGNATURE = "serving_default"  # kDefaultServingSignatureDefKey
@@ -82,20 +83,16 @@ class Bundle:
         self.session = session
         self.options = options
         self._lock = threading.Lock()
-        self._users = 0
-        self._users_cond = threading.Condition()
+        self._users = Shares()
         self._queues: dict[tuple[tuple[str, ...], tuple[str, ...]], batchings.Queue] = {}
         self._queue_options = queue_options  # None: no batching
 
     def acquire(self) -> None:
         """A ServableHandle taken: unloading waits until every handle is released."""
-        with self._users_cond:
-            self._users += 1
+        self._users.take()
 
     def release(self) -> None:
-        with self._users_cond:
-            self._users -= 1
-            self._users_cond.notify_all()
+        self._users.drop()
 
     def run(
         self,
@@ -164,8 +161,7 @@ class Bundle:
 
     def close(self) -> None:
         # BasicManager::UpdateServingMap() blocks until the last handle is freed; then unload.
-        with self._users_cond:
-            self._users_cond.wait_for(lambda: self._users == 0)
+        self._users.wait_none()
         with self._lock:
             queues, self._queues = list(self._queues.values()), {}
         if self.options.batch_scheduler is not None:
@@ -669,18 +665,16 @@ def run_classify(bundle: Bundle, request: Any, version: int | None, timeout_ms: 
     """tensorflow_serving/servables/tensorflow/classifier.cc RunClassify()."""
     from tensorflow_serving.apis import classification_pb2
 
-    signature = _signature_for(bundle, request.model_spec.signature_name)
-    input_name, output_names = preprocess_classification(
-        signature, bundle.options.method_name_check
+    return _run_on_examples(
+        bundle,
+        request,
+        version,
+        timeout_ms,
+        "Classify",
+        preprocess_classification,
+        postprocess_classification,
+        classification_pb2.ClassificationResponse(),
     )
-    examples = serialized_examples(request.input)
-    start = _now_us()
-    outputs = bundle.run([(input_name, examples)], output_names, timeout_ms)
-    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Classify", "TF1")
-    response = classification_pb2.ClassificationResponse()
-    _model_spec(response.model_spec, request.model_spec, version)
-    postprocess_classification(signature, len(examples), output_names, outputs, response.result)
-    return response
 
 
 def preprocess_regression(signature: Any, method_name_check: bool) -> tuple[str, list[str]]:
@@ -761,15 +755,41 @@ def run_regress(bundle: Bundle, request: Any, version: int | None, timeout_ms: i
     """tensorflow_serving/servables/tensorflow/regressor.cc RunRegress()."""
     from tensorflow_serving.apis import regression_pb2
 
+    return _run_on_examples(
+        bundle,
+        request,
+        version,
+        timeout_ms,
+        "Regress",
+        preprocess_regression,
+        postprocess_regression,
+        regression_pb2.RegressionResponse(),
+    )
+
+
+def _run_on_examples(
+    bundle: Bundle,
+    request: Any,
+    version: int | None,
+    timeout_ms: int | None,
+    api: str,
+    preprocess: Callable[[Any, bool], tuple[str, list[str]]],
+    postprocess: Callable[[Any, int, Sequence[str], Sequence[np.ndarray], Any], None],
+    response: Any,
+) -> Any:
+    """The steps RunClassify() (classifier.cc) and RunRegress() (regressor.cc) both take: the
+    signature, its PreProcess*(), the serialized tf.Examples in, one run of the session (its
+    runtime_latency recorded under `api`), MakeModelSpec() and PostProcess*Result() into
+    response.result."""
     signature = _signature_for(bundle, request.model_spec.signature_name)
-    input_name, output_names = preprocess_regression(signature, bundle.options.method_name_check)
+    input_name, output_names = preprocess(signature, bundle.options.method_name_check)
     examples = serialized_examples(request.input)
     start = _now_us()
     outputs = bundle.run([(input_name, examples)], output_names, timeout_ms)
-    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, "Regress", "TF1")
-    response = regression_pb2.RegressionResponse()
-    _model_spec(response.model_spec, request.model_spec, version)
-    postprocess_regression(signature, len(examples), output_names, outputs, response.result)
+    metrics.runtime_latency.add(_now_us() - start, request.model_spec.name, api, "TF1")
+    spec = request.model_spec
+    make_model_spec(response.model_spec, spec.name, spec.signature_name, version)
+    postprocess(signature, len(examples), output_names, outputs, response.result)
     return response
 
 
@@ -778,16 +798,8 @@ def _shape_debug(array: np.ndarray) -> str:
     return "[" + ",".join(str(d) for d in array.shape) + "]"
 
 
-def _model_spec(out: Any, spec: Any, version: int | None) -> None:
-    """tensorflow_serving/servables/tensorflow/util.cc MakeModelSpec() (signature name given)."""
-    out.Clear()
-    out.name = spec.name
-    out.signature_name = spec.signature_name or DEFAULT_SIGNATURE
-    if version is not None:
-        out.version.value = version
-
-
 def make_model_spec(out: Any, name: str, signature_name: str, version: int | None) -> None:
+    """tensorflow_serving/servables/tensorflow/util.cc MakeModelSpec() (signature name given)."""
     out.Clear()
     out.name = name
     out.signature_name = signature_name or DEFAULT_SIGNATURE

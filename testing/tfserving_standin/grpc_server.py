@@ -74,6 +74,24 @@ def _call(
     return status, empty()
 
 
+def _counted(
+    context: grpc.ServicerContext,
+    fn: Callable[[], Any],
+    empty: Callable[[], Any],
+    request: Any,
+    api: str,
+) -> Any:
+    """_call(), then the request metrics Predict, Classify and Regress record alike
+    (prediction_service_impl.cc: request_count by status, request_latency on success only)."""
+    start = time.monotonic_ns()
+    status, response = _call(context, fn, empty)
+    name = request.model_spec.name
+    if status.ok:
+        metrics.request_latency.add((time.monotonic_ns() - start) // 1000, name, api, "GRPC")
+    metrics.request_count.inc(name, status.code.name)
+    return response
+
+
 def build(
     core: ServerCore,
     address: str | None,
@@ -104,7 +122,6 @@ def build(
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
         def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-            start = time.monotonic_ns()
 
             def run() -> Any:
                 if not request.HasField("model_spec"):
@@ -122,14 +139,7 @@ def build(
                     response.outputs[alias].CopyFrom(tensors.to_proto(array, tensor_content))
                 return response
 
-            status, response = _call(context, run, predict_pb2.PredictResponse)
-            name = request.model_spec.name
-            if status.ok:
-                metrics.request_latency.add(
-                    (time.monotonic_ns() - start) // 1000, name, "Predict", "GRPC"
-                )
-            metrics.request_count.inc(name, status.code.name)
-            return response
+            return _counted(context, run, predict_pb2.PredictResponse, request, "Predict")
 
         def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
             _, response = _call(
@@ -140,34 +150,22 @@ def build(
             return response
 
         def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-            start = time.monotonic_ns()
-            status, response = _call(
+            return _counted(
                 context,
                 lambda: services.classify(core, request, _timeout_ms(context)),
                 classification_pb2.ClassificationResponse,
+                request,
+                "Classify",
             )
-            name = request.model_spec.name
-            if status.ok:
-                metrics.request_latency.add(
-                    (time.monotonic_ns() - start) // 1000, name, "Classify", "GRPC"
-                )
-            metrics.request_count.inc(name, status.code.name)
-            return response
 
         def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-            start = time.monotonic_ns()
-            status, response = _call(
+            return _counted(
                 context,
                 lambda: services.regress(core, request, _timeout_ms(context)),
                 regression_pb2.RegressionResponse,
+                request,
+                "Regress",
             )
-            name = request.model_spec.name
-            if status.ok:
-                metrics.request_latency.add(
-                    (time.monotonic_ns() - start) // 1000, name, "Regress", "GRPC"
-                )
-            metrics.request_count.inc(name, status.code.name)
-            return response
 
         def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
             # prediction_service_impl.cc MultiInference(): no request_count, no latency.

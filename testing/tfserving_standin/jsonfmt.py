@@ -108,6 +108,16 @@ def _container_at(text: str, pos: int) -> str:
     return stack[-1] if stack else ""
 
 
+# Python's json message (its start) -> rapidjson's GetParseError_En() text, at the same offset.
+_PARSE_ERRORS = (
+    ("Expecting property name", "Missing a name for object member."),
+    ("Expecting ':'", "Missing a colon after a name of object member."),
+    ("Invalid control character", "Invalid encoding in string."),
+    ("Invalid \\uXXXX", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+)
+
+
 def parse(text: str) -> Any:
     """rapidjson ParseStream<kParseIterativeFlag|kParseNanAndInfFlag|kParseStopWhenDoneFlag>.
 
@@ -121,12 +131,9 @@ def parse(text: str) -> Any:
         value, _ = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as exc:
         msg = exc.msg
-        if msg.startswith("Expecting property name"):
-            raise JsonParseError("Missing a name for object member.", exc.pos) from None
-        if msg.startswith("Expecting ':'"):
-            raise JsonParseError(
-                "Missing a colon after a name of object member.", exc.pos
-            ) from None
+        for prefix, message in _PARSE_ERRORS:
+            if msg.startswith(prefix):
+                raise JsonParseError(message, exc.pos) from None
         if msg.startswith("Expecting ','"):
             if _container_at(text, exc.pos) == "[":
                 raise JsonParseError(
@@ -137,14 +144,6 @@ def parse(text: str) -> Any:
             ) from None
         if msg.startswith("Unterminated string"):
             raise JsonParseError("Missing a closing quotation mark in string.", len(text)) from None
-        if msg.startswith("Invalid control character"):
-            raise JsonParseError("Invalid encoding in string.", exc.pos) from None
-        if msg.startswith("Invalid \\uXXXX"):
-            raise JsonParseError(
-                "Incorrect hex digit after \\u escape in string.", exc.pos
-            ) from None
-        if msg.startswith("Invalid \\escape"):
-            raise JsonParseError("Invalid escape character in string.", exc.pos) from None
         raise JsonParseError("Invalid value.", exc.pos) from None
     return value
 
@@ -304,33 +303,31 @@ class RJWriter:
                 self._indent()
         level[1] += 1
 
-    def start_object(self) -> None:
+    def _open(self, in_array: bool, bracket: str) -> None:
         self._check()
         self._prefix()
-        self._levels.append([False, 0])
-        self._put("{")
+        self._levels.append([in_array, 0])
+        self._put(bracket)
+
+    def _close(self, bracket: str, one_line: bool) -> None:
+        self._check()
+        empty = self._levels.pop()[1] == 0
+        if not empty and not one_line:
+            self._put("\n")
+            self._indent()
+        self._put(bracket)
+
+    def start_object(self) -> None:
+        self._open(False, "{")
 
     def end_object(self) -> None:
-        self._check()
-        empty = self._levels.pop()[1] == 0
-        if not empty:
-            self._put("\n")
-            self._indent()
-        self._put("}")
+        self._close("}", one_line=False)  # single_line holds for arrays only
 
     def start_array(self) -> None:
-        self._check()
-        self._prefix()
-        self._levels.append([True, 0])
-        self._put("[")
+        self._open(True, "[")
 
     def end_array(self) -> None:
-        self._check()
-        empty = self._levels.pop()[1] == 0
-        if not empty and not self.single_line:
-            self._put("\n")
-            self._indent()
-        self._put("]")
+        self._close("]", one_line=self.single_line)
 
     def raw(self, text: str) -> None:
         self._check()

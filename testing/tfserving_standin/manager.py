@@ -46,6 +46,7 @@ from testing.tfserving_standin.monitor import (
     ServableRequest,
     ServableState,
 )
+from testing.tfserving_standin.shares import Shares
 from testing.tfserving_standin.status import OK, Code, Status, StatusError, error
 
 MANAGE_STATE_INTERVAL_S = 0.1  # aspired_versions_manager.h manage_state_interval_micros
@@ -88,22 +89,17 @@ class ServingMap:
 
     def __init__(self, versions: dict[str, dict[int, tuple[ServableId, Bundle]]]) -> None:
         self.versions = versions
-        self._shares = 0
-        self._cv = threading.Condition()
+        self._shares = Shares()
 
     def share(self) -> None:
-        with self._cv:
-            self._shares += 1
+        self._shares.take()
 
     def unshare(self) -> None:
-        with self._cv:
-            self._shares -= 1
-            self._cv.notify_all()
+        self._shares.drop()
 
     def wait_unshared(self) -> None:
         """FastReadDynamicPtr's ShareableOwnedPtr::Release(): until the last share is gone."""
-        with self._cv:
-            self._cv.wait_for(lambda: self._shares == 0)
+        self._shares.wait_none()
 
 
 class Handle:

@@ -31,29 +31,29 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     )
 
 
+def into_store(store: Path, result: Path | None = None) -> list[str]:
+    """The arguments that export into store as model m, version 1 (result: --result-file)."""
+    written = ["--result-file", str(result)] if result is not None else []
+    return ["--store", str(store), "--model-name", "m", "--version", "1", *written]
+
+
 def export(source: str, store: Path, result: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """servedmodel-export SOURCE into store as model m, version 1."""
-    return cli(
-        source,
-        "--store",
-        str(store),
-        "--model-name",
-        "m",
-        "--version",
-        "1",
-        "--result-file",
-        str(result),
-        *extra,
-    )
+    return cli(source, *into_store(store, result), *extra)
 
 
 def failure(
-    done: subprocess.CompletedProcess[str], result_file: Path, code: int, reason: str
+    done: subprocess.CompletedProcess[str],
+    result_file: Path,
+    code: int,
+    reason: str,
+    verb: str = "export",
 ) -> dict[str, Any]:
-    """Assert the exit code, the one stderr line and the JSON result of a failed export."""
+    """Assert the exit code, the one stderr line and the JSON result of a failed export (verb
+    "fetch": of a failed `servedmodel-export fetch`)."""
     assert done.returncode == code, (done.returncode, done.stderr)
-    [line] = [x for x in done.stderr.splitlines() if x.startswith("export failed:")]
-    assert line.startswith(f"export failed: {reason}: ")
+    [line] = [x for x in done.stderr.splitlines() if x.startswith(f"{verb} failed:")]
+    assert line.startswith(f"{verb} failed: {reason}: ")
     result: dict[str, Any] = json.loads(result_file.read_text())
     assert result["ok"] is False and result["reason"] == reason and result["exitCode"] == code
     return result

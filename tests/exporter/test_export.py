@@ -16,7 +16,16 @@ import pytest
 from servedmodel_exporter.errors import ExportError
 from servedmodel_exporter.export import Request, run
 
-from tests.exporter.helpers import CLI, CUSTOM_LAYERS_FILE, ENV, cli, export, failure, serving
+from tests.exporter.helpers import (
+    CLI,
+    CUSTOM_LAYERS_FILE,
+    ENV,
+    cli,
+    export,
+    failure,
+    into_store,
+    serving,
+)
 
 FORMATS = {
     "sequential": ({"features": ("float32", [-1, 4])}, ["output_0"]),
@@ -344,12 +353,7 @@ def test_kill_9_midway_leaves_no_numeric_directory_and_a_rerun_succeeds(
         [
             CLI,
             str(models["dynamic"]),
-            "--store",
-            str(store),
-            "--model-name",
-            "m",
-            "--version",
-            "1",
+            *into_store(store),
             "--samples",
             "256",
             "--warmup",

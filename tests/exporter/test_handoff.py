@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from servedmodel_exporter import manifest
 
-from tests.exporter.helpers import ENV, cli, export, failure
+from tests.exporter.helpers import ENV, cli, export, failure, into_store
 
 
 def fetch(source: str, into: Path, result: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -27,30 +27,7 @@ def fetch(source: str, into: Path, result: Path, *extra: str) -> subprocess.Comp
 
 
 def export_fetched(into: Path, store: Path, result: Path, *extra: str) -> Any:
-    return cli(
-        "--fetched",
-        str(into),
-        "--store",
-        str(store),
-        "--model-name",
-        "m",
-        "--version",
-        "1",
-        "--result-file",
-        str(result),
-        *extra,
-    )
-
-
-def fetch_failure(
-    done: subprocess.CompletedProcess[str], result_file: Path, code: int, reason: str
-) -> dict[str, Any]:
-    assert done.returncode == code, (done.returncode, done.stderr)
-    [line] = [x for x in done.stderr.splitlines() if x.startswith("fetch failed:")]
-    assert line.startswith(f"fetch failed: {reason}: ")
-    result: dict[str, Any] = json.loads(result_file.read_text())
-    assert result["ok"] is False and result["reason"] == reason and result["exitCode"] == code
-    return result
+    return cli("--fetched", str(into), *into_store(store, result), *extra)
 
 
 def _fingerprint(directory: Path) -> dict[str, str]:
@@ -129,18 +106,18 @@ def test_fetch_failures_have_the_exporters_reasons_and_leave_no_record(
     )
     assert (
         "expected " + "0" * 64
-        in fetch_failure(wrong, tmp_path / "a.json", 12, "ChecksumMismatch")["message"]
+        in failure(wrong, tmp_path / "a.json", 12, "ChecksumMismatch", verb="fetch")["message"]
     )
     assert not (tmp_path / "a" / "fetched.json").exists()
     big = fetch(
         str(models["sequential"]), tmp_path / "b", tmp_path / "b.json", "--max-source-bytes", "100"
     )
-    fetch_failure(big, tmp_path / "b.json", 23, "SourceTooLarge")
+    failure(big, tmp_path / "b.json", 23, "SourceTooLarge", verb="fetch")
     assert not (tmp_path / "b" / "fetched.json").exists()
     missing = fetch(
         str(tmp_path / "nope.keras"), tmp_path / "c", tmp_path / "c.json", "--version", "3"
     )
-    result = fetch_failure(missing, tmp_path / "c.json", 11, "SourceNotFound")
+    result = failure(missing, tmp_path / "c.json", 11, "SourceNotFound", verb="fetch")
     assert result["version"] == 3
 
 

@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from typing import Any
 import pytest
 
 from testing.localcluster.s3 import Identity, S3Server
-
-CLI = str(Path(sys.executable).parent / "servedmodel-export")
+from tests.exporter.helpers import CLI, into_store
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +48,7 @@ def _export(
         [
             CLI,
             uri,
-            "--store",
-            str(tmp / "store"),
-            "--model-name",
-            "m",
-            "--version",
-            "1",
-            "--result-file",
-            str(result),
+            *into_store(tmp / "store", result),
             f"--endpoint-url={endpoint or server.endpoint}",
             "--path-style",
             "--region=us-east-1",

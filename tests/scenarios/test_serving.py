@@ -278,17 +278,20 @@ def test_a_version_kept_only_because_the_others_failed_is_named_and_serving_it_a
     serves): drop version 3. TF Serving keeps it AVAILABLE, since every version the config names
     failed (availability_preserving_policy.cc): Stalled/VersionRetained names it and the way
     out, and status says what clients get. Serving version 3 again converges at once."""
-    served.patch_spec(MODEL, {"serve": {"policy": "Specific", "versions": [1], "labels": {}}})
+    unlabelled = {"stable": None, "canary": None}  # a merge patch removes a key by null
+    served.patch_spec(
+        MODEL, {"serve": {"policy": "Specific", "versions": [1], "labels": unlabelled}}
+    )
     retained = served.wait_condition(MODEL, "Stalled", "True", "VersionRetained", timeout=600)
     assert "keeps version 3 loaded" in retained["message"]
     assert "Serve version 3 again" in retained["message"]
-    assert "versions: 3" not in served.configmap(MODEL)["models.config"]
+    assert "versions: 3" not in served.configmap(f"{MODEL}-tfserving")["models.config"]
     assert served.servedmodel(MODEL)["status"]["served"]["versions"] == [3]
     for pod in served.ready_pods(MODEL):
         with served.endpoint(pod) as endpoint:
             assert version_state(endpoint, 3) == "AVAILABLE"  # still answering clients
     before = pod_identities(served)
-    served.patch_spec(MODEL, {"serve": {"policy": "Specific", "versions": [3], "labels": {}}})
+    served.patch_spec(MODEL, {"serve": {"policy": "Specific", "versions": [3]}})
     ready = wait_ready(served)
     assert ready["reason"] == "Serving"
     assert served.servedmodel(MODEL)["status"]["served"]["versions"] == [3]

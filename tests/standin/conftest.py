@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,35 @@ def launch(
         for version, source in versions.items():
             shutil.copytree(source, workdir / "store" / model / str(version))
     return StandIn(workdir, args, env)
+
+
+@contextmanager
+def serving_m(
+    tmp_path_factory: pytest.TempPathFactory,
+    args: list[str],
+    store: dict[int, Path],
+    config: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[StandIn]:
+    """A stand-in whose models.config serves model m, version 1 (store: m's versions on disk),
+    with MONITORING as its monitoring.config (plus the files of `config`): ready once entered,
+    stopped on exit."""
+    s = launch(
+        tmp_path_factory,
+        args,
+        config={
+            "models.config": models_config([{"name": "m", "versions": [1]}]),
+            "monitoring.config": MONITORING,
+            **(config or {}),
+        },
+        store={"m": store},
+        env=env,
+    )
+    try:
+        s.wait_ready("m")
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture

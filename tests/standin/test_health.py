@@ -9,7 +9,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.standin.conftest import MONITORING, Models, launch, models_config, standard_args
+from tests.standin.conftest import Models, serving_m, standard_args
 
 
 def _check(target: str, service: str) -> int:
@@ -23,17 +23,11 @@ def _check(target: str, service: str) -> int:
 def test_health_is_serving_and_counted_nowhere(
     models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    s = launch(
+    with serving_m(
         tmp_path_factory,
         standard_args(),
-        config={
-            "models.config": models_config([{"name": "m", "versions": [1]}]),
-            "monitoring.config": MONITORING,
-        },
-        store={"m": {1: models.version_dir(1)}},
-    )
-    try:
-        s.wait_ready("m")
+        {1: models.version_dir(1)},
+    ) as s:
         for service in ("", "ModelService", "PredictionService"):
             assert _check(s.grpc, service) == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as unknown:
@@ -46,27 +40,17 @@ def test_health_is_serving_and_counted_nowhere(
             if line.startswith(":tensorflow:serving:request_count{") and 'model_name=""' in line
         ]
         assert counted == []  # health checks name no model and count nowhere
-    finally:
-        s.stop()
 
 
 def test_without_the_flag_there_is_no_health_service(
     models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     args = [a for a in standard_args() if "healthcheck" not in a]
-    s = launch(
+    with serving_m(
         tmp_path_factory,
         args,
-        config={
-            "models.config": models_config([{"name": "m", "versions": [1]}]),
-            "monitoring.config": MONITORING,
-        },
-        store={"m": {1: models.version_dir(1)}},
-    )
-    try:
-        s.wait_ready("m")
+        {1: models.version_dir(1)},
+    ) as s:
         with pytest.raises(grpc.RpcError) as missing:
             _check(s.grpc, "")
         assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    finally:
-        s.stop()

@@ -33,8 +33,8 @@ from tests.standin.conftest import (
     Models,
     StandIn,
     X,
-    launch,
     models_config,
+    serving_m,
     standard_args,
     wait_for,
     write_configmap,
@@ -93,21 +93,13 @@ class Timed(threading.Thread):
 @pytest.fixture(scope="module")
 def slow(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     """Predictions take DELAY_MS; POOL REST threads."""
-    s = launch(
+    with serving_m(
         tmp_path_factory,
         standard_args(1, f"--rest_api_num_threads={POOL}"),
-        config={
-            "models.config": models_config([{"name": "m", "versions": [1]}]),
-            "monitoring.config": MONITORING,
-        },
-        store={"m": {1: models.version_dir(1)}},
+        {1: models.version_dir(1)},
         env={"STANDIN_PREDICT_DELAY_MS": str(DELAY_MS)},
-    )
-    try:
-        s.wait_ready("m")
+    ) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_probes_queue_behind_predictions_on_the_rest_pool(slow: StandIn, models: Models) -> None:
@@ -201,7 +193,7 @@ num_batch_threads { value: 1 }
 @pytest.fixture(scope="module")
 def batched(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     """--enable_batching with a tiny queue; --rest_api_timeout_in_ms below the predict delay."""
-    s = launch(
+    with serving_m(
         tmp_path_factory,
         standard_args(
             1,
@@ -209,19 +201,11 @@ def batched(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             f"--batching_parameters_file={CONFIG_MOUNT}/batching.config",
             "--rest_api_timeout_in_ms=1500",
         ),
-        config={
-            "models.config": models_config([{"name": "m", "versions": [1]}]),
-            "monitoring.config": MONITORING,
-            "batching.config": BATCHING,
-        },
-        store={"m": {1: models.version_dir(1)}},
+        {1: models.version_dir(1)},
+        config={"batching.config": BATCHING},
         env={"STANDIN_PREDICT_DELAY_MS": str(DELAY_MS)},
-    )
-    try:
-        s.wait_ready("m")
+    ) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_batching_limits(batched: StandIn) -> None:
@@ -261,21 +245,13 @@ def test_batching_limits(batched: StandIn) -> None:
 
 @pytest.fixture(scope="module")
 def serving_map(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    s = launch(
+    with serving_m(
         tmp_path_factory,
         standard_args(1),
-        config={
-            "models.config": models_config([{"name": "m", "versions": [1]}]),
-            "monitoring.config": MONITORING,
-        },
-        store={"m": {1: models.version_dir(1), 2: models.version_dir(2)}},
+        {1: models.version_dir(1), 2: models.version_dir(2)},
         env={"STANDIN_PREDICT_DELAY_MS": "6000"},
-    )
-    try:
-        s.wait_ready("m")
+    ) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_a_new_version_is_available_only_after_requests_on_the_old_map(

@@ -400,3 +400,35 @@ def test_a_model_that_joins_a_server_deletes_its_own_serving_objects() -> None:
         ("NetworkPolicy", "mnist"),
     }, left
     assert h.status("mnist")["server"]["name"] == "shared"
+
+
+def test_a_server_whose_object_is_not_its_own_is_stalled_and_writes_none() -> None:
+    """A ModelServer never takes over an object of its name it did not create: its own
+    conditions say Stalled (ResourceConflict), and nothing of it is applied."""
+    h = Harness()
+    h.store()
+    h.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shared-tfserving", "namespace": NAMESPACE},
+            "data": {"team": "payments"},
+        }
+    )
+    h.modelserver(server={"replicas": 2})
+    h.member("fraud", status=exported(1))
+    writes = h.writes_during(h.reconcile_server)
+    assert writes == ["PATCH ModelServer/shared/status"]
+    conditions = {c["type"]: c for c in h.server_status()["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Stalled"]["reason"]) == (
+        "True",
+        "ResourceConflict",
+    )
+    assert "ConfigMap shared-tfserving already exists" in conditions["Stalled"]["message"]
+    assert (conditions["Ready"]["status"], conditions["Reconciling"]["status"]) == (
+        "False",
+        "False",
+    )
+    assert h.api.get_object("ConfigMap", NAMESPACE, "shared-tfserving")["data"] == {  # type: ignore[index]
+        "team": "payments"
+    }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,7 +23,6 @@ from servedmodel_exporter.errors import (
     AccessDenied,
     ChecksumMismatch,
     InternalError,
-    NotAKerasModel,
     SourceNotFound,
     UnsafeModel,
 )
@@ -88,16 +86,9 @@ def handed_off(directory: Path, options: FetchOptions) -> LocalSource:
             for relative, fd in manifest.regular_files(path):
                 download.read(manifest.chunks(fd), relative)
         else:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                os.close(fd)
-                raise NotAKerasModel(f"the fetched copy of {shown} is not a regular file")
-            try:
-                download.expect(info.st_size)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd = download.open_file(
+                path, f"the fetched copy of {shown} is not a regular file", os.O_NOFOLLOW
+            )
             download.read(manifest.chunks(fd), path.name)
     except FileNotFoundError as exc:
         raise SourceNotFound(f"the fetched copy of {shown} is missing: {exc.filename}") from exc

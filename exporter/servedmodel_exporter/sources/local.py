@@ -8,13 +8,11 @@ not.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from servedmodel_exporter import manifest
-from servedmodel_exporter.errors import AccessDenied, NotAKerasModel, SourceNotFound, UnsafeModel
+from servedmodel_exporter.errors import AccessDenied, SourceNotFound, UnsafeModel
 from servedmodel_exporter.sources.objectstore import ObjectStoreOptions
 from servedmodel_exporter.sources.transfer import Download
 from servedmodel_exporter.sources.uris import safe_name
@@ -38,16 +36,7 @@ def fetch(uri: str, workdir: Path, download: Download, _: ObjectStoreOptions) ->
 
 
 def _copy_file(path: Path, target: Path, download: Download) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise NotAKerasModel(f"{path} is neither a regular file nor a directory")
-    try:
-        download.expect(info.st_size)
-    except BaseException:
-        os.close(fd)
-        raise
+    fd = download.open_file(path, f"{path} is neither a regular file nor a directory")
     download.copy(manifest.chunks(fd), target, path.name)
 
 

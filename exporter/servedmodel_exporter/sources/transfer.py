@@ -4,12 +4,14 @@ hashed on the way (the canonical manifest of exactly the copy the loader reads).
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from servedmodel_exporter import manifest
-from servedmodel_exporter.errors import SourceTooLarge, UnsafeModel
+from servedmodel_exporter.errors import NotAKerasModel, SourceTooLarge, UnsafeModel
 
 DEFAULT_MAX_SOURCE_BYTES = 20 * 2**30  # 20 GiB
 
@@ -30,6 +32,21 @@ class Download:
         """A size announced before streaming (Content-Length, a listing, a stat): fail early."""
         if self.received + size > self.limit:
             raise self._too_large(self.received + size)
+
+    def open_file(self, path: Path, not_regular: str, flags: int = 0) -> int:
+        """A read-only descriptor of path (opened with `flags` too), a regular file whose size
+        fits the limit; otherwise closed again and NotAKerasModel(not_regular) or the limit's
+        error raised."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | flags)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise NotAKerasModel(not_regular)
+            self.expect(info.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def copy(self, chunks: Iterable[bytes], target: Path, relative: str) -> None:
         """Write chunks to target (a new file), stopping as soon as the limit is passed."""

@@ -3,8 +3,10 @@
 tensorflow-serving-api ships the ModelServerConfig protos but not MonitoringConfig
 (tensorflow_serving/config/monitoring_config.proto) nor BatchingParameters
 (tensorflow_serving/servables/tensorflow/session_bundle_config.proto). These are declared
-here with the same package, message and field names, so protobuf's text_format renders them
+here with the same package, message, field names and numbers (BatchingParameters: all nine
+fields, though the operator writes only six of them), so protobuf's text_format renders them
 exactly as tensorflow_model_server parses them, and a misspelt field fails here, not in a pod.
+The TF Serving stand-in (testing/tfserving_standin/protos.py) parses with these same messages.
 """
 
 from __future__ import annotations
@@ -35,16 +37,22 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         type_name=f".{_PACKAGE}.PrometheusConfig",
     )
     batching = proto.message_type.add(name="BatchingParameters")
-    for number, name in enumerate(
-        ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"),
-        start=1,
-    ):
+    wrapped = (
+        ("max_batch_size", 1, "Int64Value"),
+        ("batch_timeout_micros", 2, "Int64Value"),
+        ("max_enqueued_batches", 3, "Int64Value"),
+        ("num_batch_threads", 4, "Int64Value"),
+        ("thread_pool_name", 5, "StringValue"),
+        ("enable_large_batch_splitting", 8, "BoolValue"),
+        ("max_execution_batch_size", 9, "Int64Value"),
+    )
+    for name, number, wrapper in wrapped:
         batching.field.add(
             name=name,
             number=number,
             type=_F.TYPE_MESSAGE,
             label=_F.LABEL_OPTIONAL,
-            type_name=".google.protobuf.Int64Value",
+            type_name=f".google.protobuf.{wrapper}",
         )
     batching.field.add(
         name="allowed_batch_sizes", number=6, type=_F.TYPE_INT64, label=_F.LABEL_REPEATED

@@ -162,8 +162,18 @@ def serving_plan(
     if member.waits_for_room and member.state != str(State.SERVING):
         transition = Transition(track.config or ModelsConfig(()), ())
     findings = ServingFindings(want, transition, track, DeploymentProgress.of(shared.deployment))
-    names = model.names
-    leftovers = tuple(
+    return Part(
+        findings,
+        delete=_leftovers(ctx),
+        events=tuple(_events(observed.status, track.view)),
+    )
+
+
+def _leftovers(ctx: Context) -> tuple[Mapping[str, Any], ...]:
+    """The member's own serving objects from before it joined (they go): its Deployment,
+    ConfigMap, Service, PodDisruptionBudget and NetworkPolicy, those that exist."""
+    names, observed = ctx.model.names, ctx.observed
+    return tuple(
         o
         for o in (
             observed.child("Deployment", names.deployment),
@@ -173,11 +183,6 @@ def serving_plan(
             observed.child("NetworkPolicy", names.network_policy),
         )
         if o is not None
-    )
-    return Part(
-        findings,
-        delete=leftovers,
-        events=tuple(_events(observed.status, track.view)),
     )
 
 

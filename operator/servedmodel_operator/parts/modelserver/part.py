@@ -175,40 +175,13 @@ def plan(
     }
     decision = decide(seen.file, found.claims, evidence, membership.capacity(server))
     refused = _refusals(server, observed)
-    names = server.names
-    configmap = observed.child("ConfigMap", names.configmap)
-    deployment = observed.child("Deployment", names.deployment)
-    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
-        (
-            render.configmap(server, decision.file.render(), decision.file.render_writes()),
-            configmap,
-        ),
-        (render.tfserving_deployment(server), deployment),
-        (render.service(server), observed.child("Service", names.service)),
-    ]
-    hpa = render.hpa(server)
-    live_hpa = observed.child("HorizontalPodAutoscaler", names.deployment)
-    delete: list[Mapping[str, Any]] = []
-    if hpa is not None:
-        desired.append((hpa, live_hpa))
-    elif live_hpa is not None:
-        delete.append(live_hpa)
-    budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE))
-    if render.budgeted(server):
-        desired.append((render.disruption_budget(server), budget))
-    elif budget is not None:
-        delete.append(budget)
-    policy = observed.child("NetworkPolicy", names.network_policy)
-    if network.enabled(server.spec.server, site or Site()):
-        desired.append((render.network_policy(server, site or Site()), policy))
-    elif policy is not None:
-        delete.append(policy)
+    desired, delete = _children(server, observed, decision, site or Site())
     stamped = [(drift.stamped(m), live) for m, live in desired]
     changes = [(m, live is None) for m, live in stamped if drift.needs_apply(m, live)]
     if refused:
         changes, delete = [], []
     writes_file = decision.file != seen.file
-    progress = DeploymentProgress.of(deployment)
+    progress = DeploymentProgress.of(observed.child("Deployment", server.names.deployment))
     status = _status(server, observed, seen, found, decision, progress, refused, changes, now)
     changed = status != dict(observed.status)
     requeue = [RECHECK_SECONDS] if refused else []
@@ -225,6 +198,40 @@ def plan(
         decision=decision,
         fingerprints=_fingerprints(seen, decision, observed, progress),
     )
+
+
+def _children(
+    server: ModelServerSpec, observed: ServerObserved, decision: Decision, site: Site
+) -> tuple[list[tuple[dict[str, Any], Mapping[str, Any] | None]], list[Mapping[str, Any]]]:
+    """The server's objects with their live copies, and the live ones to delete: the
+    HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy go when no longer wanted."""
+    names = server.names
+    desired: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = [
+        (
+            render.configmap(server, decision.file.render(), decision.file.render_writes()),
+            observed.child("ConfigMap", names.configmap),
+        ),
+        (render.tfserving_deployment(server), observed.child("Deployment", names.deployment)),
+        (render.service(server), observed.child("Service", names.service)),
+    ]
+    hpa = render.hpa(server)
+    live_hpa = observed.child("HorizontalPodAutoscaler", names.deployment)
+    delete: list[Mapping[str, Any]] = []
+    if hpa is not None:
+        desired.append((hpa, live_hpa))
+    elif live_hpa is not None:
+        delete.append(live_hpa)
+    budget = observed.child("PodDisruptionBudget", names.disruption_budget_of(Track.STABLE))
+    if render.budgeted(server):
+        desired.append((render.disruption_budget(server), budget))
+    elif budget is not None:
+        delete.append(budget)
+    policy = observed.child("NetworkPolicy", names.network_policy)
+    if network.enabled(server.spec.server, site):
+        desired.append((render.network_policy(server, site), policy))
+    elif policy is not None:
+        delete.append(policy)
+    return desired, delete
 
 
 def _refusals(server: ModelServerSpec, observed: ServerObserved) -> list[Refusal]:
@@ -262,31 +269,9 @@ def _conditions(
             "Available", "False", "PodsNotReady", f"{ready_pods}/{desired} TF Serving pods ready"
         )
     )
-    serving = sum(1 for o in decision.outcomes if o.state is State.SERVING)
-    verdict: tuple[str, str, str] | None = None  # (kind, reason, message)
-    if refused:
-        verdict = ("stalled", refused[0].reason, bounded([r.message for r in refused]))
-    elif progress.progress_deadline_exceeded:
-        verdict = (
-            "stalled",
-            "ProgressDeadlineExceeded",
-            "the TF Serving Deployment exceeded its progress deadline",
-        )
-    elif not progress.observed:
-        verdict = ("creating", "Creating", "creating the serving objects")
-    elif changes:
-        names = [f"{m['kind']} {m['metadata']['name']}" for m, _ in changes]
-        verdict = ("progressing", "Updating", "applying " + bounded(names))
-    elif not progress.complete:
-        verdict = (
-            "progressing",
-            "RollingOut",
-            f"{progress.updated} updated, {progress.available} available of "
-            f"{progress.desired} TF Serving pods",
-        )
-    elif desired and ready_pods == 0:
-        verdict = ("progressing", "NoReplicasAvailable", f"0/{desired} TF Serving pods ready")
+    verdict = _verdict(progress, refused, changes, ready_pods, desired)
     if verdict is None:
+        serving = sum(1 for o in decision.outcomes if o.state is State.SERVING)
         message = f"{serving} member(s) in models.config on {ready_pods}/{desired} pods"
         return [
             Condition("Ready", "True", "Serving", message),
@@ -294,20 +279,56 @@ def _conditions(
             Condition("Stalled", "False", "Serving"),
             available,
         ]
-    kind, reason, message = verdict
+    return [*_trio(*verdict), available]
+
+
+def _verdict(
+    progress: DeploymentProgress,
+    refused: Sequence[Refusal],
+    changes: Sequence[tuple[dict[str, Any], bool]],
+    ready_pods: int,
+    desired: int,
+) -> tuple[str, str, str] | None:
+    """Why the server is not simply serving, first that holds: (kind, reason, message), the
+    kind stalled, creating or progressing; None when it is."""
+    if refused:
+        return ("stalled", refused[0].reason, bounded([r.message for r in refused]))
+    if progress.progress_deadline_exceeded:
+        return (
+            "stalled",
+            "ProgressDeadlineExceeded",
+            "the TF Serving Deployment exceeded its progress deadline",
+        )
+    if not progress.observed:
+        return ("creating", "Creating", "creating the serving objects")
+    if changes:
+        names = [f"{m['kind']} {m['metadata']['name']}" for m, _ in changes]
+        return ("progressing", "Updating", "applying " + bounded(names))
+    if not progress.complete:
+        return (
+            "progressing",
+            "RollingOut",
+            f"{progress.updated} updated, {progress.available} available of "
+            f"{progress.desired} TF Serving pods",
+        )
+    if desired and ready_pods == 0:
+        return ("progressing", "NoReplicasAvailable", f"0/{desired} TF Serving pods ready")
+    return None
+
+
+def _trio(kind: str, reason: str, message: str) -> list[Condition]:
+    """Ready, Reconciling and Stalled for a verdict (kstatus: stalled or in progress)."""
     if kind == "stalled":
-        trio = [
+        return [
             Condition("Ready", "False", reason, message),
             Condition("Reconciling", "False", reason),
             Condition("Stalled", "True", reason, message),
         ]
-    else:
-        trio = [
-            Condition("Ready", "Unknown" if kind == "creating" else "False", reason, message),
-            Condition("Reconciling", "True", reason, message),
-            Condition("Stalled", "False", "Progressing"),
-        ]
-    return [*trio, available]
+    return [
+        Condition("Ready", "Unknown" if kind == "creating" else "False", reason, message),
+        Condition("Reconciling", "True", reason, message),
+        Condition("Stalled", "False", "Progressing"),
+    ]
 
 
 def _waiting(decision: Decision, found: Members) -> list[dict[str, Any]]:
@@ -317,48 +338,28 @@ def _waiting(decision: Decision, found: Members) -> list[dict[str, Any]]:
         if outcome.state is State.SERVING and outcome.reason == "Serving":
             continue
         order = {State.PENDING: 0, State.CONFLICT: 1}.get(outcome.state, 2)
-        rows.append(
-            (
-                order,
-                {
-                    "name": outcome.claim.member,
-                    "model": outcome.claim.model,
-                    "state": str(outcome.state),
-                    "reason": outcome.reason,
-                    "message": safe(outcome.message, 300),
-                },
-            )
-        )
+        claim = outcome.claim
+        row = _row(claim.member, claim.model, str(outcome.state), outcome.reason, outcome.message)
+        rows.append((order, row))
     for member in found.members:
         if member.model is None:
-            rows.append(
-                (
-                    0,
-                    {
-                        "name": member.name,
-                        "model": "",
-                        "state": str(State.PENDING),
-                        "reason": "InvalidSpec",
-                        "message": safe(member.error, 300),
-                    },
-                )
-            )
+            rows.append((0, _row(member.name, "", str(State.PENDING), "InvalidSpec", member.error)))
     for gone in decision.leaving:
         if not gone.removed:
-            rows.append(
-                (
-                    3,
-                    {
-                        "name": "",
-                        "model": gone.model,
-                        "state": LEAVING,
-                        "reason": LEAVING,
-                        "message": safe(gone.waits, 300),
-                    },
-                )
-            )
+            rows.append((3, _row("", gone.model, LEAVING, LEAVING, gone.waits)))
     rows.sort(key=lambda r: (r[0], r[1]["name"], r[1]["model"]))
     return [r for _, r in rows[:MAX_WAITING]]
+
+
+def _row(name: str, model: str, state: str, reason: str, message: str) -> dict[str, Any]:
+    """One row of status.waiting (its message escaped and bounded)."""
+    return {
+        "name": name,
+        "model": model,
+        "state": state,
+        "reason": reason,
+        "message": safe(message, 300),
+    }
 
 
 def _status(
@@ -374,32 +375,14 @@ def _status(
 ) -> dict[str, Any]:
     previous = observed.status
     conditions = _conditions(server, progress, seen, decision, refused, changes)
-    counts = {
-        "total": len(found.members),
-        "serving": sum(1 for o in decision.outcomes if o.state is State.SERVING),
-        "pending": sum(1 for o in decision.outcomes if o.state is State.PENDING)
-        + sum(1 for m in found.members if m.model is None),
-        "conflict": sum(1 for o in decision.outcomes if o.state is State.CONFLICT),
-        "leaving": sum(1 for g in decision.leaving if not g.removed),
-    }
-    limit = membership.capacity(server)
-    used = decision.used if not refused else sum(e.need for e in seen.file.entries.values())
-    capacity: dict[str, Any] = {
-        "memory": _size(limit) if limit is not None else "unlimited",
-        "used": _size(used),
-        "usedBytes": used,
-    }
-    if limit is not None:
-        capacity["memoryBytes"] = limit
-        capacity["free"] = _size(max(limit - used, 0))
     written = seen.file if refused else decision.file
     out: dict[str, Any] = {
         "observedGeneration": server.generation,
         "conditions": merge_conditions(
             conditions, previous.get("conditions", []), server.generation, now
         ),
-        "members": counts,
-        "capacity": capacity,
+        "members": _counts(found, decision),
+        "capacity": _capacity(server, seen, decision, refused),
         "config": {"write": written.write, "digest": seen.digest, "models": len(written.entries)},
         "endpoints": render.endpoints(server),
         "replicas": progress.replicas,
@@ -417,33 +400,43 @@ def _status(
     return out
 
 
+def _counts(found: Members, decision: Decision) -> dict[str, int]:
+    """status.members: how many members stand where (an invalid spec counts as pending)."""
+    return {
+        "total": len(found.members),
+        "serving": sum(1 for o in decision.outcomes if o.state is State.SERVING),
+        "pending": sum(1 for o in decision.outcomes if o.state is State.PENDING)
+        + sum(1 for m in found.members if m.model is None),
+        "conflict": sum(1 for o in decision.outcomes if o.state is State.CONFLICT),
+        "leaving": sum(1 for g in decision.leaving if not g.removed),
+    }
+
+
+def _capacity(
+    server: ModelServerSpec, seen: ServerState, decision: Decision, refused: Sequence[Refusal]
+) -> dict[str, Any]:
+    """status.capacity: the memory for models on each pod and what the file uses of it (the
+    current file's while writes are refused)."""
+    limit = membership.capacity(server)
+    used = decision.used if not refused else sum(e.need for e in seen.file.entries.values())
+    capacity: dict[str, Any] = {
+        "memory": _size(limit) if limit is not None else "unlimited",
+        "used": _size(used),
+        "usedBytes": used,
+    }
+    if limit is not None:
+        capacity["memoryBytes"] = limit
+        capacity["free"] = _size(max(limit - used, 0))
+    return capacity
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
 def _events(
     previous: Mapping[str, Any], seen: ServerState, decision: Decision, found: Members
 ) -> list[Event]:
-    out: list[Event] = []
-    before = set(seen.file.entries)
-    after = set(decision.file.entries)
-    for outcome in decision.outcomes:
-        model = outcome.claim.model
-        if model in after and model not in before:
-            out.append(
-                Event(
-                    "Normal",
-                    "MemberAdded",
-                    f"ServedModel {outcome.claim.member} joins as model {model} "
-                    f"(version(s) {', '.join(map(str, decision.file.config(model).versions))})"  # type: ignore[union-attr]
-                    if decision.file.config(model) is not None
-                    else f"ServedModel {outcome.claim.member} joins as model {model}",
-                )
-            )
-    for gone in decision.leaving:
-        if gone.removed:
-            out.append(
-                Event("Normal", "MemberRemoved", f"model {gone.model} removed from models.config")
-            )
+    out = _member_events(seen, decision)
     waited = {(w.get("name"), w.get("reason")) for w in previous.get("waiting") or []}
     for outcome in decision.outcomes:
         if (
@@ -467,6 +460,32 @@ def _events(
                 "until the ServedModel's spec changes",
             )
         )
+    return out
+
+
+def _member_events(seen: ServerState, decision: Decision) -> list[Event]:
+    """MemberAdded for each model the file gains, then MemberRemoved for each it loses."""
+    out: list[Event] = []
+    before = set(seen.file.entries)
+    after = set(decision.file.entries)
+    for outcome in decision.outcomes:
+        model = outcome.claim.model
+        if model in after and model not in before:
+            out.append(
+                Event(
+                    "Normal",
+                    "MemberAdded",
+                    f"ServedModel {outcome.claim.member} joins as model {model} "
+                    f"(version(s) {', '.join(map(str, decision.file.config(model).versions))})"  # type: ignore[union-attr]
+                    if decision.file.config(model) is not None
+                    else f"ServedModel {outcome.claim.member} joins as model {model}",
+                )
+            )
+    for gone in decision.leaving:
+        if gone.removed:
+            out.append(
+                Event("Normal", "MemberRemoved", f"model {gone.model} removed from models.config")
+            )
     return out
 
 

@@ -284,37 +284,10 @@ def decide(
     memory for models on each pod (None: unlimited). Members are served first come (by
     creation time, then name): a model name goes to the first, and so does room."""
     ordered = sorted(claims, key=lambda c: (c.created, c.member))
-    winners: dict[str, Claim] = {}
-    outcomes: dict[str, Outcome] = {}
-    for claim in ordered:
-        first = winners.setdefault(claim.model, claim)
-        if first is not claim:
-            outcomes[claim.member] = Outcome(
-                claim,
-                State.CONFLICT,
-                "ModelNameConflict",
-                f"ServedModel {first.member} already serves model {claim.model} on this "
-                "ModelServer (it came first): give this one another modelName",
-            )
-    # Every entry of the current file holds its memory until a later file drops it.
-    owned = {
-        model: winner
-        for model, entry in current.entries.items()
-        if (winner := winners.get(model)) is not None and entry.owner in ("", winner.uid)
-    }
-    loaded = {
-        model: owned[model].need(set(e.config.versions)) if model in owned else e.need
-        for model, e in current.entries.items()
-    }
-    room = None if capacity is None else capacity - sum(loaded.values())
-    entries: dict[str, Entry] = {}
-    leaving: list[Leaving] = []
-    for model, entry in sorted(current.entries.items()):
-        if model not in owned:
-            kept, gone = _leave(model, entry, evidence.get(model, Evidence()), current)
-            leaving.append(gone)
-            if kept is not None:
-                entries[model] = kept
+    winners, outcomes = _first_come(ordered)
+    owned = _owned(current, winners)
+    room = _room(current, owned, capacity)
+    entries, leaving = _departures(current, owned, evidence)
     for claim in ordered:
         if claim.member in outcomes:
             continue
@@ -340,62 +313,69 @@ def decide(
     )
 
 
+def _first_come(ordered: Sequence[Claim]) -> tuple[dict[str, Claim], dict[str, Outcome]]:
+    """Each model name's first claimant (in claim order), and a Conflict for every later one."""
+    winners: dict[str, Claim] = {}
+    outcomes: dict[str, Outcome] = {}
+    for claim in ordered:
+        first = winners.setdefault(claim.model, claim)
+        if first is not claim:
+            outcomes[claim.member] = Outcome(
+                claim,
+                State.CONFLICT,
+                "ModelNameConflict",
+                f"ServedModel {first.member} already serves model {claim.model} on this "
+                "ModelServer (it came first): give this one another modelName",
+            )
+    return winners, outcomes
+
+
+def _owned(current: SharedFile, winners: Mapping[str, Claim]) -> dict[str, Claim]:
+    """The entries of the current file that a member still owns: its model name's first
+    claimant, recorded as the entry's owner (or no owner recorded)."""
+    return {
+        model: winner
+        for model, entry in current.entries.items()
+        if (winner := winners.get(model)) is not None and entry.owner in ("", winner.uid)
+    }
+
+
+def _room(current: SharedFile, owned: Mapping[str, Claim], capacity: int | None) -> int | None:
+    """The memory free on each pod (None: unlimited). Every entry of the current file holds its
+    memory until a later file drops it: an owned entry what its member needs for it now."""
+    loaded = {
+        model: owned[model].need(set(e.config.versions)) if model in owned else e.need
+        for model, e in current.entries.items()
+    }
+    return None if capacity is None else capacity - sum(loaded.values())
+
+
+def _departures(
+    current: SharedFile, owned: Mapping[str, Claim], evidence: Mapping[str, Evidence]
+) -> tuple[dict[str, Entry], list[Leaving]]:
+    """The entries no member owns any more: those kept in the next file, and each one's step."""
+    entries: dict[str, Entry] = {}
+    leaving: list[Leaving] = []
+    for model, entry in sorted(current.entries.items()):
+        if model not in owned:
+            kept, gone = _leave(model, entry, evidence.get(model, Evidence()), current)
+            leaving.append(gone)
+            if kept is not None:
+                entries[model] = kept
+    return entries, leaving
+
+
 def _claim(
     claim: Claim, file: SharedFile, seen: Evidence, room: int | None
 ) -> tuple[Outcome, Entry | None, int | None]:
     """One member's step: (its outcome, its entry in the next file, the room left)."""
-    wanted = claim.wanted
     entry = file.entries.get(claim.model)
     if entry is None:
-        if wanted is None or not wanted.versions:
-            return (
-                Outcome(claim, State.PENDING, "NothingToServe", "no declared version is ready yet"),
-                None,
-                room,
-            )
-        # The first entry names versions only: labels follow once every pod has read it.
-        first = modelsconfig.next_config(Served(wanted.versions), None, frozenset())
-        need = claim.need(set(first.config.versions))
-        if room is not None and need > room:
-            return (
-                Outcome(
-                    claim,
-                    State.PENDING,
-                    "InsufficientCapacity",
-                    f"it needs {_size(need)} on each pod, {_size(max(room, 0))} of the "
-                    "ModelServer's capacity is free: it joins when room appears",
-                    need=need,
-                ),
-                None,
-                room,
-            )
-        joining = Transition(first.config, _label_waits(wanted), ())
-        return (
-            Outcome(claim, State.SERVING, "Joining", transition=joining, need=need),
-            Entry(first.config, owner=claim.uid, need=need),
-            None if room is None else room - need,
-        )
+        return _join(claim, room)
     current = entry.config
-    wanted = wanted if wanted is not None else Served(())
-    doomed = {label for label, v in current.labels.items() if v in claim.failed}
-    if doomed:
-        wanted = Served(
-            wanted.versions,
-            {k: v for k, v in wanted.labels.items() if k not in doomed},
-            {k: v for k, v in wanted.pending_labels.items() if k not in doomed},
-        )
-    digest = file.digest(claim.model)
-    step = modelsconfig.next_step(wanted, current, digest, seen.scope, seen.reports)
+    wanted = _servable(claim, current)
+    step, held = _step_in_room(claim, wanted, current, file.digest(claim.model), seen, room)
     before = claim.need(set(current.versions))
-    held: tuple[int, ...] = ()
-    if room is not None and claim.need(set(step.config.versions) | set(current.versions)) > (
-        before + room
-    ):
-        # Its new versions wait for room; the versions it serves go on serving.
-        held = tuple(sorted(set(wanted.versions) - set(current.versions)))
-        step = modelsconfig.next_step(
-            _without(wanted, set(held)), current, digest, seen.scope, seen.reports
-        )
     need = claim.need(set(step.config.versions) | set(current.versions))
     if not step.config.versions:
         # Nothing left to serve (every version failed to load): the entry goes. It has no
@@ -405,25 +385,99 @@ def _claim(
             None,
             None if room is None else room + before,
         )
-    message = ""
-    if held:
-        message = (
-            f"version(s) {', '.join(map(str, held))} wait for room on the ModelServer "
-            f"(they need {_size(claim.need(set(held)))} more on each pod, "
-            f"{_size(max(room or 0, 0))} free)"
-        )
     return (
         Outcome(
             claim,
             State.SERVING,
             "WaitingForCapacity" if held else "Serving",
-            message,
+            _held_message(claim, held, room),
             step,
             need,
             held,
         ),
         Entry(step.config, entry.write, claim.uid, need=need),
         None if room is None else room - (need - before),
+    )
+
+
+def _join(claim: Claim, room: int | None) -> tuple[Outcome, Entry | None, int | None]:
+    """A member not in the file yet: its first entry, when it has a version ready and room."""
+    wanted = claim.wanted
+    if wanted is None or not wanted.versions:
+        return (
+            Outcome(claim, State.PENDING, "NothingToServe", "no declared version is ready yet"),
+            None,
+            room,
+        )
+    # The first entry names versions only: labels follow once every pod has read it.
+    first = modelsconfig.next_config(Served(wanted.versions), None, frozenset())
+    need = claim.need(set(first.config.versions))
+    if room is not None and need > room:
+        return (
+            Outcome(
+                claim,
+                State.PENDING,
+                "InsufficientCapacity",
+                f"it needs {_size(need)} on each pod, {_size(max(room, 0))} of the "
+                "ModelServer's capacity is free: it joins when room appears",
+                need=need,
+            ),
+            None,
+            room,
+        )
+    joining = Transition(first.config, _label_waits(wanted), ())
+    return (
+        Outcome(claim, State.SERVING, "Joining", transition=joining, need=need),
+        Entry(first.config, owner=claim.uid, need=need),
+        None if room is None else room - need,
+    )
+
+
+def _servable(claim: Claim, current: ModelsConfig) -> Served:
+    """What the member wants, without the labels that now point at a version that failed to
+    load (a label keeps its version in the file)."""
+    wanted = claim.wanted if claim.wanted is not None else Served(())
+    doomed = {label for label, v in current.labels.items() if v in claim.failed}
+    if not doomed:
+        return wanted
+    return Served(
+        wanted.versions,
+        {k: v for k, v in wanted.labels.items() if k not in doomed},
+        {k: v for k, v in wanted.pending_labels.items() if k not in doomed},
+    )
+
+
+def _step_in_room(
+    claim: Claim,
+    wanted: Served,
+    current: ModelsConfig,
+    digest: str,
+    seen: Evidence,
+    room: int | None,
+) -> tuple[Transition, tuple[int, ...]]:
+    """The entry's next step within the room: (the step, the new versions held back)."""
+    step = modelsconfig.next_step(wanted, current, digest, seen.scope, seen.reports)
+    before = claim.need(set(current.versions))
+    if room is None or claim.need(set(step.config.versions) | set(current.versions)) <= (
+        before + room
+    ):
+        return step, ()
+    # Its new versions wait for room; the versions it serves go on serving.
+    held = tuple(sorted(set(wanted.versions) - set(current.versions)))
+    step = modelsconfig.next_step(
+        _without(wanted, set(held)), current, digest, seen.scope, seen.reports
+    )
+    return step, held
+
+
+def _held_message(claim: Claim, held: tuple[int, ...], room: int | None) -> str:
+    """Why some versions wait for room ("" when none does)."""
+    if not held:
+        return ""
+    return (
+        f"version(s) {', '.join(map(str, held))} wait for room on the ModelServer "
+        f"(they need {_size(claim.need(set(held)))} more on each pod, "
+        f"{_size(max(room or 0, 0))} free)"
     )
 
 
@@ -473,6 +527,20 @@ def _leave(
             replace(entry, config=step.config, dropped=dropped),
             Leaving(model, entry.owner, False, "its labels are being dropped"),
         )
+    pod = _labelled_pod(entry, seen, digest)
+    if pod is not None:
+        return entry, Leaving(
+            model,
+            entry.owner,
+            False,
+            f"waits until every pod has been read without its labels (pod {pod.name})",
+        )
+    return None, Leaving(model, entry.owner, True)
+
+
+def _labelled_pod(entry: Entry, seen: Evidence, digest: str) -> ServingPod | None:
+    """The first pod in scope not yet read, under the current entry, without the labels the
+    entry dropped (None: every pod has been)."""
     asked = set(entry.dropped)
     for pod in seen.scope:
         report = seen.reports.get(pod.incarnation)
@@ -483,13 +551,8 @@ def _leave(
             or not asked <= set(report.labels)
             or any((report.assigned or report.labels).get(label) is not None for label in asked)
         ):
-            return entry, Leaving(
-                model,
-                entry.owner,
-                False,
-                f"waits until every pod has been read without its labels (pod {pod.name})",
-            )
-    return None, Leaving(model, entry.owner, True)
+            return pod
+    return None
 
 
 def labels_to_read(
