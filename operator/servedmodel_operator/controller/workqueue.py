@@ -195,7 +195,7 @@ class WorkQueue:
     def _failed(self, key: Hashable) -> float:
         """A reconcile of key raised: count it, log it, and say when to retry (backoff)."""
         failures = self._failures[key] = self._failures.get(key, 0) + 1
-        retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
+        retry_in = float(min(self._max_backoff, self._min_backoff * 2 ** (failures - 1)))
         metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
         metrics.queue_retries.labels(metrics.QUEUE).inc()
         self._logger(key).exception(
