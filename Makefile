@@ -13,7 +13,7 @@ TF_SERVING_API_VERSION := 2.21.0
 KUBECTL ?=
 DIST ?= dist
 
-.PHONY: help venv build-cluster cluster-up cluster-down test unit integration exporter-test e2e e2e-kind lint install-bundle demo demo-canary bench clean
+.PHONY: help venv build-control-plane build-cluster cluster-up cluster-down test tfserving-suite unit integration exporter-test e2e e2e-kind lint install-bundle demo demo-canary bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,17 +26,33 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed  ## create .venv with the project, TensorFlow and the test tools
 
-build-cluster: venv  ## build the control plane's binaries and the tools (helm, actionlint, ...; first time only)
-	$(PY) -m testing.localcluster build
+# The Go builds need no venv (testing/localcluster/build.py is the standard library only), so
+# the targets that need both run them side by side: pip downloads while Go compiles.
+CONTROL_PLANE := etcd kwok kubernetes
 
-cluster-up: build-cluster  ## start the local control plane (admin kubeconfig: .local-cluster/kubeconfig)
+build-control-plane:  ## build the control plane's binaries only: what cluster-up and the demo run (first time only)
+	$(PYTHON) -m testing.localcluster build $(CONTROL_PLANE)
+
+build-cluster:  ## build the control plane's binaries and every tool the tests use (helm, actionlint, ...; first time only)
+	$(PYTHON) -m testing.localcluster build
+
+cluster-up:  ## start the local control plane (admin kubeconfig: .local-cluster/kubeconfig)
+	$(MAKE) -j2 venv build-control-plane
 	$(PY) -m testing.localcluster up
 
 cluster-down:  ## stop the processes cluster-up started and remove .local-cluster/
 	@if [ -x $(PY) ]; then $(PY) -m testing.localcluster down; else rm -rf .local-cluster; fi
 
-test: build-cluster  ## the whole suite: unit, exporter, integration (+ e2e where Docker and kind exist)
-	$(PY) -m pytest tests
+# TF Serving's own end-to-end suite against the stand-in (2-3 minutes): part of make test,
+# and a target of its own for working on the stand-in.
+TFSERVING_SUITE := tests/standin/test_tfserving_suite.py
+
+test:  ## the whole suite: unit, exporter, stand-in (with TF Serving's own suite), integration, scenarios; prints the 25 slowest tests
+	$(MAKE) -j2 venv build-cluster
+	$(PY) -m pytest tests --durations=25
+
+tfserving-suite: venv  ## TF Serving's own end-to-end suite (tensorflow_model_server_test.py) against the stand-in
+	$(PY) -m pytest $(TFSERVING_SUITE)
 
 unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm and kubectl, the alert rules' promtool: built once)
 	$(PY) -m testing.localcluster build helm kubernetes prometheus
@@ -45,7 +61,8 @@ unit: venv  ## fast tests, no cluster, no TensorFlow work (the chart's need helm
 exporter-test: venv  ## the exporter against real TensorFlow
 	$(PY) -m pytest tests/exporter
 
-integration: build-cluster  ## the operator on the local control plane
+integration:  ## the operator on the local control plane
+	$(MAKE) -j2 venv build-cluster
 	$(PY) -m pytest tests/integration
 
 e2e-kind: venv  ## the serving scenarios on kind with real TF Serving (needs Docker and kind)
@@ -69,13 +86,17 @@ install-bundle:  ## dist/install.yaml, the release's one-file install (kubectl k
 	mv $(DIST)/install.yaml.tmp $(DIST)/install.yaml
 	@echo "wrote $(DIST)/install.yaml (kubectl apply --server-side -f $(DIST)/install.yaml)"
 
-demo: build-cluster  ## the local demo: cluster, operator, two real exports, canary move
+demo:  ## the local demo: cluster, operator, two real exports, canary move (builds the control plane only)
+	$(MAKE) -j2 venv build-control-plane
 	$(PY) -m demo
 
-demo-canary: build-cluster  ## progressive delivery: a real Prometheus judges two canaries
+demo-canary:  ## progressive delivery: a real Prometheus judges two canaries
+	$(MAKE) -j2 venv build-control-plane
+	$(PYTHON) -m testing.localcluster build prometheus gateway-api
 	$(PY) -m demo.canary
 
-bench: build-cluster  ## benchmarks; writes bench/results.json
+bench:  ## benchmarks; writes bench/results.json
+	$(MAKE) -j2 venv build-control-plane
 	$(PY) -m bench
 
 clean: cluster-down  ## remove the venv and local state (the binary cache stays)

@@ -35,12 +35,21 @@ def table(results: dict[str, Any]) -> str:
         f"(owned objects {results['owned_objects_per_model']})",
         f"requests to pods per ServedModel until converged: "
         f"{results['pod_requests_per_model_create_by_n']}",
+        f"reconciles per ServedModel until converged: "
+        f"{results.get('reconciles_per_model_create_by_n', {})}",
     ]
     for n, rest in results["at_rest"].items():
         rows.append(
             f"at rest with N={n} ({rest['seconds']:.0f} s): writes {rest['writes']} "
             f"(audited {rest['writes_audited']}), requests to pods {rest['pod_requests']}, "
-            f"RSS {rest['rss_mb']} MB, CPU {rest['cpu_pct']} %"
+            f"reconciles {rest.get('reconciles')}, RSS {rest['rss_mb']} MB, "
+            f"CPU {rest['cpu_pct']} %"
+        )
+    for n, r in results.get("restart", {}).items():
+        rows.append(
+            f"restart with N={n}: re-verified in {r['operator_s']} s, lower bound "
+            f"{r['lower_bound_s']} s, ratio {r['ratio']}, writes {r['writes']} "
+            f"(audited {r['writes_audited']})"
         )
     if e:
         rows.append(
@@ -88,11 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         help="members of the ModelServer bench (0: skip it)",
     )
     parser.add_argument("--rest-seconds", type=float, default=60)
+    parser.add_argument(
+        "--restart-at", default="2000", help="N at which every run is followed by a restart"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
     work = HERE / ".work"
     work.mkdir(exist_ok=True)
-    cluster = localcluster.up()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    # The lower bound's namespace is deleted before the operator's run, but its pods may still
+    # be going: room for both.
+    cluster = localcluster.up(pods=2 * max(sizes))
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "kubernetes_version": build.versions()["KUBERNETES_VERSION"],
@@ -114,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_convergence:
         results |= convergence.measure(
             cluster,
-            [int(s) for s in args.sizes.split(",")],
+            sizes,
             args.reps,
             work,
             rest_seconds=args.rest_seconds,
+            restart_at=tuple(int(s) for s in args.restart_at.split(",") if s),
             # Partial results after each N: a long run cut short still leaves its figures.
             progress=lambda partial: args.output.with_suffix(".partial.json").write_text(
                 json.dumps(results | partial, indent=2) + "\n"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import json
+import os
 import re
 import socket
 import statistics
@@ -59,9 +60,14 @@ OPERATOR_ARGS = (
     "--allowed-server-images=tensorflow/serving:2.21.0*",
 )
 SERVER_PODS = "app.kubernetes.io/managed-by=servedmodel-operator,app.kubernetes.io/component=server"
-_POD_METRIC = re.compile(
-    r"^servedmodel_pod_status_requests_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$"
-)
+# The operator's own counters read by the bench (summed over their labels).
+OPERATOR_COUNTERS = {
+    "pod_requests": "servedmodel_pod_status_requests_total",
+    "reconciles": "controller_runtime_reconcile_total",
+    "queue_adds": "workqueue_adds_total",
+    "queue_depth": "workqueue_depth",
+}
+_OPERATOR_METRIC = re.compile(r"^(?P<name>[a-z_]+)(\{[^}]*\})? (?P<value>[0-9.e+-]+)$")
 OPERATOR_RESOURCES = {
     "configmaps",
     "services",
@@ -279,6 +285,26 @@ class Api:
         )
 
 
+def control_plane_cpu(cluster: localcluster.Cluster) -> dict[str, float]:
+    """CPU seconds (user + system) each control-plane process has used so far, by name:
+    the API server's share of a run tells how much of the gap is work asked of it."""
+    own = psutil.Process().cpu_times()
+    out: dict[str, float] = {"bench": own.user + own.system}  # the lower bound's client, or
+    # the watch that times the operator's run
+    for record in (cluster.state_dir / "pids").glob("*.json"):
+        entry = json.loads(record.read_text())
+        try:
+            times = psutil.Process(int(entry["pid"])).cpu_times()
+        except psutil.Error:
+            continue
+        out[str(entry["name"])] = times.user + times.system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in sorted(after)}
+
+
 def converged(m: dict[str, Any]) -> bool:
     status = m.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
@@ -328,6 +354,12 @@ def try_pod(ip: str) -> str:
 
 
 def lower_bound(api: Api, n: int) -> float:
+    seconds, _ = lower_bound_run(api, n)
+    return seconds
+
+
+def lower_bound_run(api: Api, n: int) -> tuple[float, dict[str, float]]:
+    """The lower bound's time, and the control plane's CPU seconds meanwhile."""
     namespace = api.namespace(f"lb{n}")
     try:
         bodies = api.create_servedmodels(namespace, n, exported=False)
@@ -377,6 +409,7 @@ def lower_bound(api: Api, n: int) -> float:
                 GROUP, VERSION, namespace, PLURAL, model.name, {"status": status}
             )
 
+        cpu_before = control_plane_cpu(api.cluster)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             applied = {
@@ -397,8 +430,9 @@ def lower_bound(api: Api, n: int) -> float:
             list(pool.map(write_status, range(n)))
         api.wait_converged(namespace, n)
         seconds = time.monotonic() - started
+        cpu = cpu_delta(cpu_before, control_plane_cpu(api.cluster))
         api.check_children(namespace, n)
-        return seconds
+        return seconds, cpu
     finally:
         api.delete_namespace(namespace)
 
@@ -420,12 +454,26 @@ class OperatorRun:
     namespace: str
     process: OperatorProcess
     metrics_port: int
+    reconciles: int = 0  # until converged (its own metric)
+    queue_adds: int = 0  # events that asked for a reconcile, until converged
+    control_plane_cpu_s: dict[str, float] | None = None  # each component's, until converged
+    api_requests: dict[str, int] | None = None  # the operator's, by method and code
+
+
+def operator_metrics(port: int, timeout: float = 10) -> dict[str, int]:
+    """The operator's own counters (OPERATOR_COUNTERS), each summed over its labels."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout).text
+    wanted = {name: key for key, name in OPERATOR_COUNTERS.items()}
+    out = dict.fromkeys(OPERATOR_COUNTERS, 0.0)
+    for match in map(_OPERATOR_METRIC.match, text.splitlines()):
+        if match and match["name"] in wanted:
+            out[wanted[match["name"]]] += float(match["value"])
+    return {k: int(v) for k, v in out.items()}
 
 
 def pod_requests(port: int) -> int:
     """servedmodel_pod_status_requests_total, every outcome, from the operator's metrics."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return int(sum(float(m["value"]) for m in map(_POD_METRIC.match, text.splitlines()) if m))
+    return operator_metrics(port)["pod_requests"]
 
 
 def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
@@ -441,26 +489,49 @@ def operator_run(api: Api, n: int, work: Path) -> OperatorRun:
         env=netguard.guard_env(api.cluster.netguard_log),
     )
     before, mark = api.request_counts(), api.audit.mark()
+    cpu_before = control_plane_cpu(api.cluster)
     started = time.monotonic()
     proc.start(wait=False)  # start-up is part of what is measured
     api.wait_converged(namespace, n)
     seconds = time.monotonic() - started
+    control = cpu_delta(cpu_before, control_plane_cpu(api.cluster))
     process = psutil.Process(proc.pid)
     cpu, rss = process.cpu_times(), process.memory_info().rss / 2**20
     api.check_children(namespace, n)
     time.sleep(2)  # let in-flight status writes land before counting
     writes = operator_writes(before, api.request_counts())
+    counters = operator_metrics(port)
     return OperatorRun(
         seconds,
         writes,
         audited_writes(api.audit, mark, namespace),
-        pod_requests(port),
+        counters["pod_requests"],
         cpu.user + cpu.system,
         rss,
         namespace,
         proc,
         port,
+        counters["reconciles"],
+        counters["queue_adds"],
+        control,
+        operator_requests(port),
     )
+
+
+_CLIENT_METRIC = re.compile(
+    r'^rest_client_requests_total\{code="(?P<code>\d+)",host="[^"]*",method="(?P<method>\w+)"\} '
+    r"(?P<value>[0-9.e+]+)$"
+)
+
+
+def operator_requests(port: int) -> dict[str, int]:
+    """The operator's requests to the API server so far, by method and code."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, int] = {}
+    for match in map(_CLIENT_METRIC.match, text.splitlines()):
+        if match:
+            out[f"{match['method']} {match['code']}"] = int(float(match["value"]))
+    return dict(sorted(out.items()))
 
 
 def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, Any]:
@@ -468,11 +539,11 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
     `seconds` of rest."""
     process = psutil.Process(run.process.pid)
     before, mark = api.request_counts(), api.audit.mark()
-    pods_before = pod_requests(run.metrics_port)
+    counters_before = operator_metrics(run.metrics_port)
     cpu_before = process.cpu_times()
     time.sleep(seconds)
     cpu_after = process.cpu_times()
-    pods_after = pod_requests(run.metrics_port)
+    counters_after = operator_metrics(run.metrics_port)
     writes = operator_writes(before, api.request_counts())
     audited = audited_writes(api.audit, mark, run.namespace)
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / seconds * 100
@@ -480,9 +551,87 @@ def steady_state(api: Api, run: OperatorRun, seconds: float = 60) -> dict[str, A
         "writes": sum(writes.values()),
         "by_kind": dict(writes),
         "audited": sum(audited.values()),
-        "pod_requests": pods_after - pods_before,
+        "pod_requests": counters_after["pod_requests"] - counters_before["pod_requests"],
+        "reconciles": counters_after["reconciles"] - counters_before["reconciles"],
         "rss_mb": process.memory_info().rss / 2**20,
         "cpu_pct": cpu,
+    }
+
+
+def restart_lower_bound(api: Api, namespace: str, n: int) -> float:
+    """What any re-verification of N converged ServedModels must do: one list of the
+    ServedModels and one of their serving pods, then one status read per model (the same
+    connection attempt to each pod's :8501 as the operator's first read), 8 at a time."""
+    started = time.monotonic()
+    models = api.raw_list(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    pods = {
+        p["metadata"]["labels"]["app.kubernetes.io/instance"]: p["status"]["podIP"]
+        for p in api.raw_list(f"/api/v1/namespaces/{namespace}/pods", SERVER_PODS)
+        if p["status"].get("podIP")
+    }
+    ips = [pods[m["metadata"]["name"]] for m in models]
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(try_pod, ips))
+    if len(ips) != n:
+        raise AssertionError(f"restart lower bound: {len(ips)} models with a pod, not {n}")
+    return time.monotonic() - started
+
+
+def restart(api: Api, run: OperatorRun, n: int, work: Path) -> dict[str, Any]:
+    """After convergence: stop the operator, time the restart lower bound, start it again
+    and time until it has re-verified every ServedModel: its own counters say it has read
+    N serving pods (after a restart each pod is read once: Reports are memory only), run
+    at least N reconciles and has no key due. Counts its writes meanwhile (0 expected).
+    `run` goes on with the new process."""
+    run.process.stop(timeout=30)
+    lower = restart_lower_bound(api, run.namespace, n)
+    port = _free_port()
+    proc = OperatorProcess(
+        api.cluster.kubeconfig,
+        work,
+        name=f"operator-{run.namespace}-restarted",
+        namespaces=(run.namespace,),
+        args=(*OPERATOR_ARGS, f"--metrics-address=127.0.0.1:{port}"),
+        env=netguard.guard_env(api.cluster.netguard_log),
+    )
+    before, mark = api.request_counts(), api.audit.mark()
+    started = time.monotonic()
+    proc.start(wait=False)
+    counters: dict[str, int] = {}
+    deadline = started + 1800
+    while time.monotonic() < deadline:
+        try:
+            counters = operator_metrics(port, timeout=5)
+        except requests.RequestException:
+            counters = {}
+        if (
+            counters
+            and counters["pod_requests"] >= n
+            and counters["reconciles"] >= n
+            and counters["queue_depth"] == 0
+        ):
+            break
+        if not proc.running():
+            raise RuntimeError(f"the restarted operator exited:\n{proc.log()[-3000:]}")
+        time.sleep(0.2)
+    else:
+        raise TimeoutError(f"the restarted operator did not re-verify {n} models: {counters}")
+    seconds = time.monotonic() - started
+    process = psutil.Process(proc.pid)
+    cpu = process.cpu_times()
+    time.sleep(5)  # a write it would make right after the last reconcile lands meanwhile
+    writes = operator_writes(before, api.request_counts())
+    audited = audited_writes(api.audit, mark, run.namespace)
+    run.process, run.metrics_port = proc, port
+    return {
+        "operator_s": round(seconds, 3),
+        "lower_bound_s": round(lower, 3),
+        "ratio": round(seconds / lower, 3),
+        "writes": sum(writes.values()),
+        "writes_audited": sum(audited.values()),
+        "reconciles": counters["reconciles"],
+        "pod_requests": counters["pod_requests"],
+        "operator_cpu_s": round(cpu.user + cpu.system, 2),
     }
 
 
@@ -495,12 +644,14 @@ def measure(
     sizes: list[int],
     reps: int,
     work: Path,
-    rest_at: tuple[int, ...] = (500,),
+    rest_at: tuple[int, ...] = (500, 2000),
     rest_seconds: float = 60,
+    restart_at: tuple[int, ...] = (2000,),
     progress: Callable[[dict[str, Any]], None] = lambda results: None,
 ) -> dict[str, Any]:
     """Convergence at each N (reps runs each way, alternating); a rest window after the last
-    run of the largest N and of each N in rest_at."""
+    run of the largest N and of each N in rest_at; a restart after every run of each N in
+    restart_at (after the rest window, if any)."""
     api = Api(cluster)
     results: dict[str, Any] = {
         "convergence": {},
@@ -508,37 +659,65 @@ def measure(
         "writes_audited_per_model_create_by_n": {},
         "writes_detail": {},
         "pod_requests_per_model_create_by_n": {},
+        "reconciles_per_model_create_by_n": {},
+        "queue_adds_per_model_create_by_n": {},
         "at_rest": {},
+        "restart": {},
+        "load_average": {},
     }
     for n in sizes:
         op_times, lb_times = [], []
         runs: list[OperatorRun] = []
+        restarts: list[dict[str, Any]] = []
+        loads: list[list[float]] = []
+        lb_cpus: list[dict[str, float]] = []
         for rep in range(reps):
-            lb_times.append(lower_bound(api, n))
-            run = operator_run(api, n, work)
-            op_times.append(run.seconds)
-            runs.append(run)
+            loads.append([round(x, 2) for x in os.getloadavg()])
+
+            # Lower bound first, then the operator first, and so on: a load that rises or
+            # falls over a run of reps favours neither.
+            for part in ("lower", "operator") if rep % 2 == 0 else ("operator", "lower"):
+                if part == "lower":
+                    lb_seconds, lb_cpu = lower_bound_run(api, n)
+                    lb_times.append(lb_seconds)
+                    lb_cpus.append(lb_cpu)
+                    continue
+                run = operator_run(api, n, work)
+                op_times.append(run.seconds)
+                runs.append(run)
+                if rep == reps - 1 and (n == max(sizes) or n in rest_at):
+                    log(f"N={n}: measuring {rest_seconds:.0f} s at rest")
+                    rest = steady_state(api, run, rest_seconds)
+                    log(f"N={n} at rest: {rest}")
+                    results["at_rest"][str(n)] = {
+                        "seconds": rest_seconds,
+                        "writes": rest["writes"],
+                        "writes_by_kind": rest["by_kind"],
+                        "writes_audited": rest["audited"],
+                        "pod_requests": rest["pod_requests"],
+                        "reconciles": rest["reconciles"],
+                        "rss_mb": round(rest["rss_mb"], 1),
+                        "cpu_pct": round(rest["cpu_pct"], 2),
+                        "load_average": [round(x, 2) for x in os.getloadavg()],
+                    }
+                if n in restart_at:
+                    restarted = restart(api, run, n, work)
+                    log(f"N={n} rep {rep + 1}/{reps}: restart {restarted}")
+                    restarts.append(restarted)
+                stop(run)
+                api.delete_namespace(run.namespace)
+            run = runs[-1]
+            loads[-1] += [round(x, 2) for x in os.getloadavg()]
             log(
                 f"N={n} rep {rep + 1}/{reps}: operator {run.seconds:.2f}s, "
                 f"lower bound {lb_times[-1]:.2f}s, writes {dict(run.writes)}, "
                 f"audited {dict(run.audited)}, pod requests {run.pod_requests}, "
-                f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB"
+                f"reconciles {run.reconciles}, queue adds {run.queue_adds}, "
+                f"operator CPU {run.cpu_s:.1f}s, RSS {run.rss_mb:.1f} MB, "
+                f"load average before/after {loads[-1]}; control plane CPU s: lower bound "
+                f"{lb_cpus[-1]}, operator run {run.control_plane_cpu_s}; "
+                f"operator's requests {run.api_requests}"
             )
-            if rep == reps - 1 and (n == max(sizes) or n in rest_at):
-                log(f"N={n}: measuring {rest_seconds:.0f} s at rest")
-                rest = steady_state(api, run, rest_seconds)
-                log(f"N={n} at rest: {rest}")
-                results["at_rest"][str(n)] = {
-                    "seconds": rest_seconds,
-                    "writes": rest["writes"],
-                    "writes_by_kind": rest["by_kind"],
-                    "writes_audited": rest["audited"],
-                    "pod_requests": rest["pod_requests"],
-                    "rss_mb": round(rest["rss_mb"], 1),
-                    "cpu_pct": round(rest["cpu_pct"], 2),
-                }
-            stop(run)
-            api.delete_namespace(run.namespace)
         operator_s, lower_s = statistics.median(op_times), statistics.median(lb_times)
         results["convergence"][str(n)] = {
             "operator_s": round(operator_s, 3),
@@ -552,7 +731,22 @@ def measure(
             "operator_cpu_s": round(statistics.median(r.cpu_s for r in runs), 2),
             "operator_cpu_runs_s": [round(r.cpu_s, 2) for r in runs],
             "operator_rss_converged_mb_runs": [round(r.rss_mb, 1) for r in runs],
+            # CPU seconds of each control-plane process during each run (lower bound, operator)
+            "control_plane_cpu_s_lower_bound_runs": lb_cpus,
+            "control_plane_cpu_s_operator_runs": [r.control_plane_cpu_s for r in runs],
+            "operator_requests_runs": [r.api_requests for r in runs],
+            # Work, whatever the machine's load: CPU seconds of every process taking part
+            # (control plane, the bench's client or watch, the operator), operator run over
+            # lower bound.
+            "cpu_work_ratio_by_rep": [
+                round(
+                    (sum((r.control_plane_cpu_s or {}).values()) + r.cpu_s) / sum(lb.values()),
+                    3,
+                )
+                for r, lb in zip(runs, lb_cpus, strict=True)
+            ],
         }
+        results["load_average"][str(n)] = loads
         results["writes_per_model_create_by_n"][str(n)] = round(
             statistics.median(sum(r.writes.values()) / n for r in runs), 2
         )
@@ -562,10 +756,27 @@ def measure(
         results["pod_requests_per_model_create_by_n"][str(n)] = round(
             statistics.median(r.pod_requests / n for r in runs), 2
         )
+        results["reconciles_per_model_create_by_n"][str(n)] = round(
+            statistics.median(r.reconciles / n for r in runs), 2
+        )
+        results["queue_adds_per_model_create_by_n"][str(n)] = round(
+            statistics.median(r.queue_adds / n for r in runs), 2
+        )
         results["writes_detail"][str(n)] = {
             "metrics": dict(runs[-1].writes),
             "audited": dict(runs[-1].audited),
         }
+        if restarts:
+            op = statistics.median(r["operator_s"] for r in restarts)
+            lb = statistics.median(r["lower_bound_s"] for r in restarts)
+            results["restart"][str(n)] = {
+                "operator_s": round(op, 3),
+                "lower_bound_s": round(lb, 3),
+                "ratio": round(op / lb, 3),
+                "writes": max(r["writes"] for r in restarts),
+                "writes_audited": max(r["writes_audited"] for r in restarts),
+                "runs": restarts,
+            }
         progress(results)
     largest = str(max(sizes))
     rest = results["at_rest"][largest]

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / ".work" / "profile")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cluster = localcluster.up()
+    cluster = localcluster.up(pods=2 * args.n)
     cluster.run_kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", str(HERE.parent / "crds")
     )

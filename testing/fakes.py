@@ -22,18 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servedmodel_operator import FIELD_MANAGER, KIND
-from servedmodel_operator.adapters.cache import trim
+from servedmodel_operator.adapters.cache import StoreIndex
 from servedmodel_operator.adapters.kube import ApiError
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import server_owner
-from servedmodel_operator.controller.runtime import (
-    MEMBERS,
-    STORES,
-    Indexes,
-    created,
-    member_of,
-    store_index_entry,
-)
+from servedmodel_operator.controller.runtime import Indexes, Members, caches, keep_store
 from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -117,34 +109,24 @@ class FakeApiServer:
         return [o for (k, _, _), o in sorted(self.objects.items()) if k == kind]
 
     def indexes(self) -> Indexes:
-        """What kopf's watch caches hold once every watch event so far has arrived."""
-        built: dict[str, dict[Any, list[Any]]] = {STORES: {}, MEMBERS: {}}
-        for kind in kinds.WATCHED:
-            assert kind.index is not None
-            index: dict[Any, list[Any]] = built.setdefault(kind.index, {})
+        """What the operator's watch caches hold once every watch event so far has arrived."""
+        children = caches()
+        stores, members = StoreIndex(), Members()
+        for cache in children.values():
             for obj in self.objects.values():
-                if obj["kind"] != kind.kind or not _matches(obj, kind.labels):
-                    continue
-                owner = kind.owner_of(obj)
-                if owner:
-                    index.setdefault((obj["metadata"]["namespace"], owner), []).append(trim(obj))
-        for obj in self.of_kind(KIND):
-            meta = obj["metadata"]
-            spec = obj.get("spec") or {}
-            key, value = store_index_entry(meta["namespace"], meta["name"], created(obj), spec)
-            built[STORES].setdefault(key, []).append(value)
-            server = member_of(spec)
-            if server:
-                built[MEMBERS].setdefault((meta["namespace"], server_owner(server)), []).append(
-                    meta["name"]
-                )
-        return Indexes(built)  # type: ignore[arg-type]
+                if obj["kind"] == cache.kind.kind and _matches(obj, cache.kind.labels):
+                    cache.put(copy.deepcopy(obj))
+                    if cache.kind is kinds.SERVEDMODELS:
+                        keep_store(stores, obj, members=members)
+        return Indexes(children, stores, members)
 
     # --- the client interface the reconciler uses (adapters/kube.Kube) ---------------------
 
     def _refuse(self, kind: str, name: str) -> None:
         if (kind, name) in self._rejections:
-            raise self._rejections[(kind, name)]
+            refused = self._rejections[(kind, name)]
+            # A fresh error per request, as the real client raises (its notes are per request).
+            raise ApiError(refused.status, refused.reason, refused.message)
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         kind, namespace, name = _key(manifest)

@@ -7,23 +7,19 @@ the end of the session.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard, s3
-
-# The machines' network rule, enforced in this process too: tests may reach loopback only.
-PYTEST_NETGUARD_LOG = Path(tempfile.gettempdir()) / f"servedmodel-netguard-{os.getpid()}.log"
+from tests.guard import PYTEST_NETGUARD_LOG
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The machines' network rule, enforced in this process too: tests may reach loopback only.
     netguard.install(PYTEST_NETGUARD_LOG)
 
 

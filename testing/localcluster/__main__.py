@@ -2,7 +2,8 @@
 [ARG ...]`: the one entry point the Makefile uses. `build` alone builds every component that is
 not cached yet; `run` builds a tool's component if needed and runs the tool (e.g. `run
 actionlint`, `run kubectl kustomize manifests/`); `restart-apiserver` restarts the running
-cluster's kube-apiserver (cluster.restart_apiserver)."""
+cluster's kube-apiserver (cluster.restart_apiserver). `build` and `run` need only the standard
+library (any Python 3.11, no venv): the Makefile builds while the venv is being made."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import argparse
 import os
 import sys
 
-from testing.localcluster import build, cluster
+from testing.localcluster import build
 
 
 def run(tool: str, args: list[str]) -> int:
@@ -41,14 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="COMPONENT",
         help=f"with build: only these ({', '.join(build.COMPONENTS)})",
     )
+    parser.add_argument(
+        "--pods",
+        type=int,
+        default=None,
+        help="with up: pods the simulated nodes hold (default: two nodes' worth, "
+        "cluster.DEFAULT_PODS; cluster.PODS_PER_NODE a node)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.components) - set(build.COMPONENTS))
     if unknown or (args.components and args.command != "build"):
         parser.error(f"components are for build only, one of {', '.join(build.COMPONENTS)}")
     if args.command == "build":
         build.build_all(args.components)
-    elif args.command == "up":
-        started = cluster.up()
+        return 0
+    from testing.localcluster import cluster  # the venv's packages (kubernetes, the operator)
+
+    if args.command == "up":
+        started = cluster.up() if args.pods is None else cluster.up(pods=args.pods)
         print(f"export KUBECONFIG={started.kubeconfig}")
     elif args.command == "down":
         cluster.down()

@@ -35,7 +35,10 @@ from testing.localcluster import build, delivery, netguard, pki, runner
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".local-cluster"
-SIMULATED_NODES = ("kwok-node-0", "kwok-node-1")
+# Simulated nodes hold PODS_PER_NODE pods each; `up(pods=...)` adds nodes beyond the two
+# (`make bench` at N=5,000 asks for room for its N serving pods twice over).
+PODS_PER_NODE = 5000
+DEFAULT_PODS = 2 * PODS_PER_NODE
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = (
     "etcd",
@@ -91,12 +94,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def simulated_nodes(pods: int = DEFAULT_PODS) -> tuple[str, ...]:
+    """The simulated nodes' names: two, or as many as `pods` need."""
+    return tuple(f"kwok-node-{i}" for i in range(max(2, -(-pods // PODS_PER_NODE))))
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A running local cluster, as recorded in its state directory."""
 
     state_dir: Path
     apiserver_port: int
+    pods: int = DEFAULT_PODS  # what its simulated nodes hold
 
     @property
     def kubeconfig(self) -> Path:
@@ -232,7 +241,10 @@ def load(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
     state = _state_file(state_dir)
     if not state.exists():
         return None
-    return Cluster(state_dir, int(json.loads(state.read_text())["apiserver_port"]))
+    recorded = json.loads(state.read_text())
+    return Cluster(
+        state_dir, int(recorded["apiserver_port"]), int(recorded.get("pods", DEFAULT_PODS))
+    )
 
 
 def healthy(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster | None:
@@ -386,6 +398,14 @@ def _audit_policy(state_dir: Path) -> Path:
 
 
 def _simulated_node(name: str) -> dict[str, object]:
+    allocatable = {
+        # Room for PODS_PER_NODE TF Serving pods at the operator's default requests (500m
+        # CPU, 1Gi): nothing runs on a simulated node anyway.
+        "cpu": str(PODS_PER_NODE),
+        "memory": f"{2 * PODS_PER_NODE}Gi",
+        "pods": str(PODS_PER_NODE),
+        "ephemeral-storage": "8Ti",
+    }
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -402,22 +422,7 @@ def _simulated_node(name: str) -> dict[str, object]:
                 "type": "kwok",
             },
         },
-        "status": {
-            "allocatable": {
-                # Room for every pod of `make bench` (2,000 TF Serving pods) at the operator's
-                # default requests (500m CPU, 1Gi): nothing runs on a simulated node anyway.
-                "cpu": "2000",
-                "memory": "4Ti",
-                "pods": "5000",
-                "ephemeral-storage": "4Ti",
-            },
-            "capacity": {
-                "cpu": "2000",
-                "memory": "4Ti",
-                "pods": "5000",
-                "ephemeral-storage": "4Ti",
-            },
-        },
+        "status": {"allocatable": allocatable, "capacity": allocatable},
     }
 
 
@@ -425,7 +430,7 @@ def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     return cluster.run_kubectl(*args, stdin=stdin).stdout
 
 
-def _nodes_ready(cluster: Cluster) -> bool:
+def _nodes_ready(cluster: Cluster, names: tuple[str, ...]) -> bool:
     nodes = json.loads(_kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
     ready = {
         n["metadata"]["name"]
@@ -435,7 +440,7 @@ def _nodes_ready(cluster: Cluster) -> bool:
         and c["status"] == "True"
         and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", []))
     }
-    return set(SIMULATED_NODES) <= ready
+    return set(names) <= ready
 
 
 def _default_serviceaccount(cluster: Cluster) -> bool:
@@ -465,11 +470,19 @@ def _expose_kubectl(cluster: Cluster) -> None:
         log(f"kubectl is not on PATH: use {local_bin / 'kubectl'}")
 
 
-def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
-    """Start the cluster, or reuse a healthy one already running from state_dir."""
+def up(state_dir: Path = DEFAULT_STATE_DIR, pods: int = DEFAULT_PODS) -> Cluster:
+    """Start the cluster, or reuse a healthy one already running from state_dir. `pods`: how
+    many pods its simulated nodes must hold (more nodes beyond DEFAULT_PODS; a running
+    cluster that holds fewer is refused, not restarted under whoever uses it)."""
     window = _window_from_env()
     running = healthy(state_dir)
     if running is not None:
+        if running.pods < pods:
+            raise RuntimeError(
+                f"the running cluster at {running.server} holds {running.pods} pods, not "
+                f"{pods}: stop it (make cluster-down) and start it again with room for them "
+                f"(python -m testing.localcluster up --pods {pods})"
+            )
         log(f"reusing the running cluster at {running.server}")
         if window is not None:
             delivery.write_window(running.configmap_delay_file, window)
@@ -494,10 +507,11 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> Cluster:
             "kubelet",
         )
     }
+    pods = max(pods, DEFAULT_PODS)
     _state_file(state_dir).write_text(
-        json.dumps({"apiserver_port": ports["apiserver"], "ports": ports}, indent=2)
+        json.dumps({"apiserver_port": ports["apiserver"], "ports": ports, "pods": pods}, indent=2)
     )
-    cluster = Cluster(state_dir, ports["apiserver"])
+    cluster = Cluster(state_dir, ports["apiserver"], pods)
     delivery.write_window(cluster.configmap_delay_file, window or delivery.DEFAULT_WINDOW)
     etcd_url = _start_etcd(state_dir, ports)
     _start_apiserver(cluster, etcd_url)
@@ -545,6 +559,10 @@ def _start_etcd(state_dir: Path, ports: dict[str, int]) -> str:
             "--listen-metrics-urls=",
             # A throwaway test cluster: fsync buys nothing and costs seconds per write burst.
             "--unsafe-no-fsync",
+            # Headroom for make bench at N=5,000, which writes every object of every run several
+            # times: once its database reaches the quota (default 2 GiB), etcd refuses every
+            # write until it is defragmented.
+            "--quota-backend-bytes=8589934592",
             "--log-level=warn",
         ],
     )
@@ -674,9 +692,10 @@ def _start_nodes(cluster: Cluster, ports: dict[str, int]) -> None:
             "PYTHONPATH": os.pathsep.join((str(netguard.GUARD_DIR), str(REPO))),
         },
     )
-    nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in SIMULATED_NODES)
+    names = simulated_nodes(cluster.pods)
+    nodes = "---\n".join(yaml.safe_dump(_simulated_node(n)) for n in names)
     _kubectl(cluster, "apply", "-f", "-", stdin=nodes)
-    _wait("simulated nodes Ready", lambda: _nodes_ready(cluster), 90, state_dir, "kwok")
+    _wait("simulated nodes Ready", lambda: _nodes_ready(cluster, names), 90, state_dir, "kwok")
     _wait(
         "the default ServiceAccount",
         lambda: _default_serviceaccount(cluster),

@@ -11,7 +11,7 @@ import pytest
 from servedmodel_exporter import formats, signature
 from servedmodel_exporter.export import Request, run
 
-from tests.exporter.conftest import run_tf_keras
+from tests.exporter.models import run_tf_keras
 
 KERAS3 = [
     "sequential",

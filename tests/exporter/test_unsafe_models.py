@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.exporter.conftest import run_tf_keras
 from tests.exporter.helpers import export, failure
+from tests.exporter.models import run_tf_keras
 
 
 def _keras3(tmp: Path, suffix: str, marker: Path) -> Path:

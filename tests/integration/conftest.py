@@ -1,5 +1,6 @@
 """Integration fixtures: the CRD installed from crds/, the operator as a real process, a model
-store and a training-output volume backed by local directories, tiny Keras models on them.
+store and a training-output volume backed by local directories, tiny Keras models on them, and
+the same models exported once per session (seeds.py). Helpers are in helpers.py.
 """
 
 from __future__ import annotations
@@ -7,33 +8,29 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, dynamic
-from kubernetes.client.rest import ApiException
 
-from testing.localcluster import audit as audit_log
-from testing.localcluster import build, netguard, volumes
+from testing.localcluster import build, volumes
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "serving.servedmodel.io", "v1alpha1", "servedmodels"
-OPERATOR_AGENT = "servedmodel-operator/"
-
-
-def kubectl(
-    cluster: localcluster.Cluster, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return cluster.run_kubectl(*args, stdin=stdin, check=check)
+from tests.integration.helpers import (
+    GROUP,
+    PLURAL,
+    REPO,
+    SIMULATED_SERVER_ARGS,
+    AuditLog,
+    Volume,
+    kubectl,
+    local_operator,
+    stop_operator,
+)
+from tests.integration.seeds import Exported, export_once
 
 
 @pytest.fixture(scope="session")
@@ -81,25 +78,34 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
     operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        name=f"operator-{namespace}",
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG", *operator_args),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
+    """The operator for the test's namespace, started, with the module's `operator_args`."""
+    proc = local_operator(cluster, namespace, tmp_path_factory.mktemp("operator"), *operator_args)
     proc.start()
     yield proc
-    proc.stop()
-    if proc.errors():
-        print(f"operator log ({proc.log_path}):\n" + "\n".join(proc.errors()[-20:]))
+    stop_operator(proc)
 
 
-@dataclass
-class Volume:
-    claim: str
-    path: Path
+@pytest.fixture
+def unstarted_operator(
+    cluster: localcluster.Cluster,
+    namespace: str,
+    crd: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
+) -> Iterator[OperatorProcess]:
+    """The operator for the test's namespace, not started yet: for tests that create
+    ServedModels whose versions are exported already (seeds.create_exported) and start it
+    then. It allows the simulated server image too (helpers.SIMULATED_SERVER_IMAGE), and takes
+    the module's `operator_args`."""
+    proc = local_operator(
+        cluster,
+        namespace,
+        tmp_path_factory.mktemp("operator"),
+        *SIMULATED_SERVER_ARGS,
+        *operator_args,
+    )
+    yield proc
+    stop_operator(proc)
 
 
 @pytest.fixture
@@ -144,101 +150,20 @@ b.save({str(out / "model-b.h5")!r})
     return {p.name: p for p in out.iterdir()}
 
 
-def servedmodel(name: str, versions: list[tuple[int, str]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ServedModel",
-        "metadata": {"name": name},
-        "spec": {
-            "versions": [{"version": v, "source": {"uri": uri}} for v, uri in versions],
-            "store": {"pvc": {"claimName": "models"}},
-            **spec,
-        },
-    }
-
-
-def get_sm(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for cond in obj.get("status", {}).get("conditions", []):
-        if cond["type"] == kind:
-            return dict(cond)
-    return {}
-
-
-def wait_condition(
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    name: str,
-    kind: str,
-    status: str,
-    timeout: float = 120,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_sm(custom, namespace, name)
-        cond = condition(obj, kind)
-        ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
-        ok = ok and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if ok else None
-
-    return wait_for(
-        f"{name} {kind}={status}" + (f" ({reason})" if reason else ""), probe, timeout=timeout
-    )
-
-
-class AuditLog(audit_log.AuditLog):
-    """The audit log, read for the operator's writes in one namespace."""
-
-    def writes(  # type: ignore[override]
-        self, since: audit_log.Mark, namespace: str, user_agent: str = OPERATOR_AGENT
-    ) -> list[dict[str, Any]]:
-        return super().writes(since, user_agent, namespace)
-
-
 @pytest.fixture(scope="session")
 def audit(cluster: localcluster.Cluster) -> AuditLog:
     return AuditLog(cluster.audit_log)
 
 
-def describe_writes(entries: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')}"
-        f"{e['objectRef'].get('name', '')}"
-        for e in entries
-    ]
-
-
-def read_or_none(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def wait_until_quiet(
-    audit: AuditLog, namespace: str, quiet_seconds: float = 3.0, timeout: float = 60
-) -> None:
-    """Until the operator has written nothing in the namespace for quiet_seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mark = audit.mark()
-        time.sleep(quiet_seconds)
-        if not audit.writes(mark, namespace):
-            return
-    raise AssertionError("the operator kept writing")
-
-
-def load_yaml(text: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(text)
-    return loaded
+@pytest.fixture(scope="session")
+def exported(
+    model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Exported]:
+    """model-a.keras and model-b.h5, each exported once by the real exporter (seeds.py)."""
+    return export_once(
+        {name: model_files[name] for name in ("model-a.keras", "model-b.h5")},
+        tmp_path_factory.mktemp("exported"),
+    )
 
 
 # --- progressive delivery: the Gateway API's CRDs, a real Prometheus, a permissive operator ---
@@ -268,18 +193,16 @@ def prometheus(
 def rollout_operator(
     cluster: localcluster.Cluster, namespace: str, tmp_path: Path, gateway_api: None
 ) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(
-        cluster.kubeconfig,
+    """The operator allowed to query the local Prometheus and to route through the test's
+    Gateways, not started yet: the test starts it once its versions are seeded
+    (seeds.create_exported)."""
+    operator = local_operator(
+        cluster,
+        namespace,
         tmp_path,
-        namespaces=(namespace,),
-        args=(
-            "--log-level=DEBUG",
-            "--allowed-prometheus-addresses=http://127.0.0.1:*",
-            "--allowed-gateways=infra/gateway,{namespace}/*",
-            "--allowed-route-hostnames={name}.models.example",
-        ),
-        env=netguard.guard_env(cluster.netguard_log),
+        "--allowed-prometheus-addresses=http://127.0.0.1:*",
+        "--allowed-gateways=infra/gateway,{namespace}/*",
+        "--allowed-route-hostnames={name}.models.example",
     )
-    operator.start()
     yield operator
-    operator.stop()
+    stop_operator(operator)

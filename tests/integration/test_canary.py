@@ -5,6 +5,9 @@ traffic goes to canary and stable pods, and the operator decides from TF Serving
 A healthy canary is promoted through every step (pause and resume hold on the way, no pod
 restarts); a canary that fails a share of its requests, and one that answers slowly, are
 aborted, each decision's figures in status, a condition and an event.
+
+Exporting is not the point here: each pair of versions is exported once per module by the real
+exporter and copied into each test's store (seeds.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +28,7 @@ from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.traffic import Traffic
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
@@ -37,16 +39,11 @@ from tests.integration.conftest import (
     servedmodel,
     wait_condition,
 )
+from tests.integration.seeds import Exported, create_exported, export_once
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 8
 RNG = random.Random(7)  # noqa: S311 - test traffic, not cryptography
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +78,17 @@ keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.LSTM(16),
     return {p.stem: p for p in out.iterdir()}
 
 
+@pytest.fixture(scope="module")
+def rollout_exported(
+    rollout_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Exported]:
+    """Every rollout model exported once by the real exporter, by file name."""
+    return export_once(
+        {f"{stem}.keras": path for stem, path in rollout_models.items()},
+        tmp_path_factory.mktemp("rollout-exported"),
+    )
+
+
 def _route_weights(
     cluster: localcluster.Cluster, namespace: str, name: str
 ) -> tuple[int, int] | None:
@@ -99,18 +107,23 @@ def _events(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
 def _create(
     custom: client.CustomObjectsApi,
     namespace: str,
+    operator: OperatorProcess,
+    store: Volume,
+    exported: dict[str, Exported],
     name: str,
     files: str,
     spec: dict[str, Any],
     replicas: int = 1,
 ) -> None:
+    """The ServedModel with versions 1 and 2 of `files` exported already; then the operator."""
     body = servedmodel(
         name,
         [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
         server={"replicas": replicas, "configPollSeconds": 1},
         **spec,
     )
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    create_exported(custom, namespace, body, exported, store, operator)
+    operator.start()
 
 
 def _in_phase(
@@ -133,6 +146,7 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
     store: Volume,
     training: Volume,
     rollout_models: dict[str, Path],
+    rollout_exported: dict[str, Exported],
     prometheus: str,
 ) -> None:
     for name in ("healthy-1", "healthy-2"):
@@ -150,6 +164,9 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
     _create(
         custom,
         namespace,
+        rollout_operator,
+        store,
+        rollout_exported,
         "good",
         "healthy",
         {"rollout": rollout, "serve": {"policy": "Latest"}},
@@ -250,6 +267,7 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
     store: Volume,
     training: Volume,
     rollout_models: dict[str, Path],
+    rollout_exported: dict[str, Exported],
     prometheus: str,
     files: str,
     body: Any,
@@ -267,7 +285,16 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
         "parentRefs": [{"name": "gateway"}],
         "hostnames": ["bad.models.example"],
     }
-    _create(custom, namespace, "bad", files, {"rollout": rollout})
+    _create(
+        custom,
+        namespace,
+        rollout_operator,
+        store,
+        rollout_exported,
+        "bad",
+        files,
+        {"rollout": rollout},
+    )
     with Traffic(core, namespace, "bad", body):
         obj = wait_for(
             "the abort",

@@ -6,6 +6,9 @@ operator's own reads running, and client traffic at about 2 requests a second.
 - a canary failing 20 % of predictions is aborted at its first judged step;
 - a healthy canary is promoted, and no healthy version is reported VersionLoadFailed although
   startupTimeoutSeconds (30) is shorter than the delivery window.
+
+Exporting is not the point here: each pair of versions is exported once per module by the real
+exporter and copied into each test's store before the operator starts (seeds.py).
 """
 
 from __future__ import annotations
@@ -26,15 +29,13 @@ from testing.localcluster import delivery
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.traffic import Traffic
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
-    GROUP,
-    PLURAL,
-    VERSION,
+from tests.integration.helpers import (
     Volume,
     condition,
     get_sm,
     servedmodel,
 )
+from tests.integration.seeds import Exported, create_exported, export_once
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 10
@@ -68,9 +69,23 @@ for name, vocab in (("vocab-1", 10), ("vocab-2", 8)):
     return {p.stem: p for p in out.iterdir()}
 
 
+@pytest.fixture(scope="module")
+def pairs_exported(
+    models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Exported]:
+    """Every model exported once by the real exporter, by file name."""
+    return export_once(
+        {f"{stem}.keras": path for stem, path in models.items()},
+        tmp_path_factory.mktemp("real-conditions-exported"),
+    )
+
+
 def _start(
     custom: client.CustomObjectsApi,
     namespace: str,
+    operator: OperatorProcess,
+    store: Volume,
+    exported: dict[str, Exported],
     training: Volume,
     models: dict[str, Path],
     name: str,
@@ -79,6 +94,7 @@ def _start(
     steps: tuple[int, ...] = (50, 100),
     **server: Any,
 ) -> None:
+    """The ServedModel with versions 1 and 2 of `files` exported already; then the operator."""
     for version in (1, 2):
         source = f"{files}-{version}"
         (training.path / f"{source}.keras").write_bytes(models[source].read_bytes())
@@ -98,7 +114,8 @@ def _start(
         server={"replicas": 1, "configPollSeconds": 1, **server},
         rollout=rollout,
     )
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    create_exported(custom, namespace, body, exported, store, operator)
+    operator.start()
 
 
 def _rollout(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
@@ -119,10 +136,22 @@ def test_a_canary_without_client_traffic_is_never_promoted(
     store: Volume,
     training: Volume,
     models: dict[str, Path],
+    pairs_exported: dict[str, Exported],
     prometheus: str,
 ) -> None:
     with cluster.configmap_delay(*delivery.PROFILE_60S):
-        _start(custom, namespace, training, models, "idle", "healthy", prometheus)
+        _start(
+            custom,
+            namespace,
+            rollout_operator,
+            store,
+            pairs_exported,
+            training,
+            models,
+            "idle",
+            "healthy",
+            prometheus,
+        )
         wait_for("the first step", lambda: _judging(custom, namespace, "idle"), timeout=600)
         decisions = []
         deadline = time.monotonic() + 3 * INTERVAL + 15  # three judged intervals, and more
@@ -149,13 +178,25 @@ def test_a_canary_failing_a_fifth_of_predictions_is_aborted_at_its_first_judged_
     store: Volume,
     training: Volume,
     models: dict[str, Path],
+    pairs_exported: dict[str, Exported],
     prometheus: str,
 ) -> None:
     def token() -> dict[str, Any]:
         return {"instances": [[RNG.randrange(10)]]}
 
     with cluster.configmap_delay(*delivery.PROFILE_60S):
-        _start(custom, namespace, training, models, "flaky", "vocab", prometheus)
+        _start(
+            custom,
+            namespace,
+            rollout_operator,
+            store,
+            pairs_exported,
+            training,
+            models,
+            "flaky",
+            "vocab",
+            prometheus,
+        )
         wait_for("the first step", lambda: _judging(custom, namespace, "flaky"), timeout=600)
         with Traffic(core, namespace, "flaky", token, per_second=PER_SECOND) as traffic:
             obj = wait_for(
@@ -186,6 +227,7 @@ def test_a_healthy_canary_is_promoted_and_no_healthy_version_is_a_load_failure(
     store: Volume,
     training: Volume,
     models: dict[str, Path],
+    pairs_exported: dict[str, Exported],
     prometheus: str,
 ) -> None:
     def features() -> dict[str, Any]:
@@ -207,6 +249,9 @@ def test_a_healthy_canary_is_promoted_and_no_healthy_version_is_a_load_failure(
         _start(
             custom,
             namespace,
+            rollout_operator,
+            store,
+            pairs_exported,
             training,
             models,
             "good",

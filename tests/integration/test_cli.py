@@ -21,12 +21,13 @@ from kubernetes import client
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
 from tests import cli_process
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
     Volume,
     servedmodel,
+    simulated,
     wait_condition,
 )
 
@@ -383,19 +384,21 @@ def test_errors_without_a_served_model(
 
 
 def test_wait_exits_non_zero_on_timeout_and_on_stalled(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     namespace: str,
     store: Volume,
     training: Volume,
     cli: Cli,
 ) -> None:
+    unstarted_operator.start()
+    # Nothing is ever served (the only version fails to export): the pods are simulated.
     custom.create_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,
         PLURAL,
-        servedmodel("broken", [(1, "pvc://training/corrupt.keras")]),
+        simulated(servedmodel("broken", [(1, "pvc://training/corrupt.keras")])),
     )
     timed_out = cli("wait", "broken", "--timeout", "1s", "--interval", "0.5s")
     line = cli_process.error_line(timed_out)

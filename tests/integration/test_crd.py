@@ -11,7 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from testing import largest
 from testing.localcluster import cluster as localcluster
-from tests.integration.conftest import GROUP, PLURAL, VERSION, kubectl, servedmodel
+from tests.integration.helpers import GROUP, PLURAL, VERSION, kubectl, servedmodel
 
 pytestmark = pytest.mark.cluster
 

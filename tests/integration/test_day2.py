@@ -1,5 +1,6 @@
 """Day-2 operations on the local cluster: store retention (with a Job's TTL and an operator
-restart) and autoscaling through the scale subresource."""
+restart) and autoscaling through the scale subresource. Neither tests exporting: the versions
+are exported ahead of each test (seeds.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,24 @@ import pytest
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
     AuditLog,
-    OperatorProcess,
     Volume,
     describe_writes,
     get_sm,
     kubectl,
     servedmodel,
+    simulated,
     wait_condition,
+    wait_simulated_serving,
     wait_until_quiet,
 )
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 FIVE = [(v, f"pvc://training/{'model-a.keras' if v % 2 else 'model-b.h5'}") for v in range(1, 6)]
@@ -36,7 +40,7 @@ def _versions_on_store(store: Volume, model: str) -> list[int]:
 
 def test_retention_removes_exactly_the_old_undeclared_versions(
     cluster: localcluster.Cluster,
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     core: client.CoreV1Api,
@@ -44,14 +48,17 @@ def test_retention_removes_exactly_the_old_undeclared_versions(
     store: Volume,
     training: Volume,
     audit: AuditLog,
+    exported: dict[str, Exported],
 ) -> None:
     """Five exported versions; then 1, 2 and 3 are undeclared, 4 is served, 5 labelled.
-    keepUndeclared 1 keeps 3 (the newest undeclared) and removes 1 and 2; the finished Jobs go
-    with their TTL and nothing runs again, not even after an operator restart."""
+    keepUndeclared 1 keeps 3 (the newest undeclared) and removes 1 and 2; the finished prune Job
+    goes with its TTL and nothing runs again, not even after an operator restart."""
+    operator = unstarted_operator
     body = servedmodel(
         "kept", FIVE, serve={"policy": "All"}, exporter={"ttlSecondsAfterFinished": 5}
     )
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    create_exported(custom, namespace, body, exported, store, operator)
+    operator.start()
     wait_condition(custom, namespace, "kept", "Ready", "True", timeout=600)
     assert _versions_on_store(store, "kept") == [1, 2, 3, 4, 5]
 
@@ -87,7 +94,8 @@ def test_retention_removes_exactly_the_old_undeclared_versions(
     events = {e.reason: e.message for e in core.list_namespaced_event(namespace).items}
     assert "removed version(s) 1, 2" in events.get("VersionsRemoved", "")
 
-    # Every finished Job (exports and the prune) is deleted by its TTL; states stay.
+    # The finished prune Job is deleted by its TTL (the exporter's, as export Jobs are); states
+    # stay.
     wait_for(
         "the finished Jobs to be deleted",
         lambda: not batch.list_namespaced_job(namespace).items,
@@ -117,12 +125,13 @@ def test_retention_removes_exactly_the_old_undeclared_versions(
 
 def test_an_autoscaler_scales_the_servedmodel_through_its_scale_subresource(
     cluster: localcluster.Cluster,
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     api_client: client.ApiClient,
     namespace: str,
     store: Volume,
     training: Volume,
+    exported: dict[str, Exported],
 ) -> None:
     body = servedmodel(
         "scaled",
@@ -136,7 +145,9 @@ def test_an_autoscaler_scales_the_servedmodel_through_its_scale_subresource(
             },
         },
     )
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    # Pods kwok simulates: the HPA controller scales on the scale subresource, not on serving.
+    create_exported(custom, namespace, simulated(body), exported, store, unstarted_operator)
+    unstarted_operator.start()
     autoscaling = client.AutoscalingV2Api(api_client)
     hpa = wait_for(
         "the HorizontalPodAutoscaler",
@@ -169,8 +180,7 @@ def test_an_autoscaler_scales_the_servedmodel_through_its_scale_subresource(
         ),
         timeout=120,
     )
-    wait_condition(custom, namespace, "scaled", "Ready", "True", timeout=300)
-    assert get_sm(custom, namespace, "scaled")["status"]["readyReplicas"] == 2
+    wait_simulated_serving(custom, namespace, "scaled", replicas=2, timeout=300)
 
     # Removing autoscaling removes the HPA.
     custom.patch_namespaced_custom_object(

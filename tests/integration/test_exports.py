@@ -2,7 +2,9 @@
 store, and served versions; failures are reported and contained; restarts create no duplicates.
 
 The exports really run: the local cluster's runner executes exporter pods with this checkout's
-servedmodel-export, writing to the directory behind the store's PersistentVolume.
+servedmodel-export, writing to the directory behind the store's PersistentVolume. Where what TF
+Serving pods report is not the point (Jobs, restarts, parallelism), the serving pods are
+simulated (helpers.SIMULATED_SERVER_IMAGE); removing a version needs no export at all.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
-    OperatorProcess,
     Volume,
     condition,
     get_sm,
     servedmodel,
+    simulated,
     wait_condition,
+    wait_simulated_serving,
 )
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 VERSION_LABEL = "serving.servedmodel.io/version"
@@ -157,19 +162,23 @@ def test_a_corrupt_version_fails_with_the_exporters_reason_while_the_other_serve
 
 
 def test_operator_killed_mid_export_creates_no_duplicate_jobs(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     namespace: str,
     store: Volume,
     training: Volume,
 ) -> None:
+    operator = unstarted_operator
+    operator.start()
     _create(
         custom,
         namespace,
-        servedmodel(
-            "iris",
-            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+        simulated(
+            servedmodel(
+                "iris",
+                [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+            )
         ),
     )
     wait_for(
@@ -177,21 +186,24 @@ def test_operator_killed_mid_export_creates_no_duplicate_jobs(
     )
     operator.stop(kill=True)
     operator.start()
-    obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
+    obj = wait_simulated_serving(custom, namespace, "iris", replicas=1, timeout=180)
     assert _jobs_by_version(batch, namespace) == {"1": 1, "2": 1}
     assert [v["state"] for v in obj["status"]["versions"]] == ["Exported", "Exported"]
 
 
 def test_a_job_deleted_by_hand_is_recreated_only_while_its_version_is_not_exported(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     namespace: str,
     store: Volume,
     training: Volume,
 ) -> None:
-    _create(custom, namespace, servedmodel("iris", [(1, "pvc://training/model-a.keras")]))
-    wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
+    unstarted_operator.start()
+    _create(
+        custom, namespace, simulated(servedmodel("iris", [(1, "pvc://training/model-a.keras")]))
+    )
+    wait_simulated_serving(custom, namespace, "iris", replicas=1, timeout=180)
     [exported_job] = batch.list_namespaced_job(namespace).items
     batch.delete_namespaced_job(
         exported_job.metadata.name, namespace, propagation_policy="Background"
@@ -219,28 +231,27 @@ def test_a_job_deleted_by_hand_is_recreated_only_while_its_version_is_not_export
         timeout=30,
     )[0]
     batch.delete_namespaced_job(running.metadata.name, namespace, propagation_policy="Background")
-    obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
+    obj = wait_simulated_serving(custom, namespace, "iris", replicas=1, timeout=180)
     assert [v["state"] for v in obj["status"]["versions"]] == ["Exported", "Exported"]
     assert _jobs_by_version(batch, namespace) == {"2": 1}  # version 1's Job was not recreated
 
 
 def test_removing_a_version_stops_serving_it_and_keeps_its_savedmodel(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     namespace: str,
     store: Volume,
     training: Volume,
+    exported: dict[str, Exported],
 ) -> None:
-    _create(
-        custom,
-        namespace,
-        servedmodel(
-            "iris",
-            [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
-            serve={"policy": "All"},
-        ),
+    body = servedmodel(
+        "iris",
+        [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+        serve={"policy": "All"},
     )
+    create_exported(custom, namespace, body, exported, store, unstarted_operator)
+    unstarted_operator.start()
     obj = wait_condition(custom, namespace, "iris", "Ready", "True", timeout=180)
     assert obj["status"]["served"]["versions"] == [1, 2]
     custom.patch_namespaced_custom_object(
@@ -272,24 +283,27 @@ def test_removing_a_version_stops_serving_it_and_keeps_its_savedmodel(
 
 
 def test_parallelism_bounds_running_exports(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     namespace: str,
     store: Volume,
     training: Volume,
 ) -> None:
+    unstarted_operator.start()
     _create(
         custom,
         namespace,
-        servedmodel(
-            "iris",
-            [
-                (1, "pvc://training/model-a.keras"),
-                (2, "pvc://training/model-b.h5"),
-                (3, "pvc://training/model-a.keras"),
-            ],
-            exporter={"parallelism": 2},
+        simulated(
+            servedmodel(
+                "iris",
+                [
+                    (1, "pvc://training/model-a.keras"),
+                    (2, "pvc://training/model-b.h5"),
+                    (3, "pvc://training/model-a.keras"),
+                ],
+                exporter={"parallelism": 2},
+            )
         ),
     )
     most = 0
@@ -300,7 +314,7 @@ def test_parallelism_bounds_running_exports(
         active = sum(1 for j in jobs if not j.status.succeeded and not j.status.failed)
         most = max(most, active)
         obj = get_sm(custom, namespace, "iris")
-        return condition(obj, "Ready").get("status") == "True"
+        return condition(obj, "Exported").get("status") == "True"
 
     wait_for("three exports", done, timeout=240, interval=0.1)
     assert most == 2

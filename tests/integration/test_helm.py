@@ -11,7 +11,6 @@ ServiceAccount (bindings, the admission policy's CEL) must follow the release na
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,29 +23,24 @@ from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard
 from testing.localcluster.operator_process import OperatorProcess
 from tests.charts import CHART, helm, kustomize
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     REPO,
-    VERSION,
     Volume,
+    free_port,
     get_sm,
     kubectl,
     servedmodel,
+    token_kubeconfig,
     wait_condition,
 )
-from tests.integration.test_install import _token_kubeconfig
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 RELEASE, HOME = "servedmodel", "servedmodel-helm"
 OPERATOR = f"system:serviceaccount:{HOME}:servedmodel-operator"
 CRD = f"{PLURAL}.{GROUP}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +133,11 @@ def _chart_operator(
     and the ServiceAccount token the chart's RBAC applies to."""
     deployment = apps.read_namespaced_deployment("servedmodel-operator", release)
     [container] = deployment.spec.template.spec.containers
-    metrics_port = _free_port()
+    metrics_port = free_port()
     args = []
     for arg in container.args:
         if arg.startswith("--liveness="):
-            arg = f"--liveness=http://127.0.0.1:{_free_port()}/healthz"
+            arg = f"--liveness=http://127.0.0.1:{free_port()}/healthz"
         elif arg.startswith("--metrics-address="):
             arg = f"--metrics-address=127.0.0.1:{metrics_port}"
         args.append(arg)
@@ -153,7 +147,7 @@ def _chart_operator(
     env.update(core.read_namespaced_config_map(source.config_map_ref.name, release).data)
     env.update(POD_NAME="helm-local-0", POD_NAMESPACE=release)
     env.update(netguard.guard_env(cluster.netguard_log))
-    kubeconfig = _token_kubeconfig(
+    kubeconfig = token_kubeconfig(
         cluster,
         core,
         work / "sa.kubeconfig",
@@ -181,22 +175,20 @@ def test_a_servedmodel_converges_under_the_charts_operator(
     store: Volume,
     training: Volume,
     tmp_path: Path,
+    exported: dict[str, Exported],
 ) -> None:
     kubectl(cluster, "scale", "deployment/servedmodel-operator", "-n", release, "--replicas=0")
     operator, metrics_port = _chart_operator(cluster, apps, core, release, namespace, tmp_path)
+    # The chart's RBAC is kustomize's (tests/unit/test_chart.py), whose every write, Jobs
+    # included, test_install.py exercises: here the versions are exported already (seeds.py).
+    body = servedmodel(
+        "helm",
+        [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
+        serve={"labels": {"stable": 1, "canary": 2}},
+    )
+    create_exported(custom, namespace, body, exported, store, operator)
     operator.start()
     try:
-        custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            servedmodel(
-                "helm",
-                [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
-                serve={"labels": {"stable": 1, "canary": 2}},
-            ),
-        )
         ready = wait_condition(custom, namespace, "helm", "Ready", "True", timeout=240)
         assert ready["status"]["served"]["labels"] == {"stable": 1, "canary": 2}
         log = operator.log()

@@ -4,11 +4,9 @@ the operator under its ServiceAccount's own token; and check what GitOps tools r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +15,28 @@ import pytest
 import yaml
 from kubernetes import client
 
-from testing.localcluster import build, netguard
 from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.gitops import health, kstatus
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     REPO,
+    SIMULATED_SERVER_ARGS,
     VERSION,
     AuditLog,
-    OperatorProcess,
     Volume,
     get_sm,
     kubectl,
+    local_operator,
     servedmodel,
+    simulated,
+    token_kubeconfig,
     wait_condition,
+    wait_simulated_serving,
 )
-from tests.unit.test_argocd_health import health
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 SYSTEM = "servedmodel-system"
@@ -58,45 +61,6 @@ def test_kustomize_base_applies_and_dry_runs_cleanly(
     wait_for("both operator replicas to be available", all_available)
 
 
-def _token_kubeconfig(
-    cluster: localcluster.Cluster,
-    core: client.CoreV1Api,
-    path: Path,
-    account: str = "servedmodel-operator",
-    account_namespace: str = SYSTEM,
-) -> Path:
-    token = core.create_namespaced_service_account_token(
-        account,
-        account_namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-        ),
-    ).status.token
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": cluster.server,
-                            "certificate-authority": str(cluster.pki / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "servedmodel-operator", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "sa", "context": {"cluster": "local", "user": "servedmodel-operator"}}
-                ],
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def operator_as_serviceaccount(
     cluster: localcluster.Cluster,
@@ -105,7 +69,9 @@ def operator_as_serviceaccount(
     namespace: str,
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
-    kubeconfig = _token_kubeconfig(cluster, core, tmp_path / "sa.kubeconfig")
+    kubeconfig = token_kubeconfig(
+        cluster, core, tmp_path / "sa.kubeconfig", "servedmodel-operator", SYSTEM
+    )
     who = json.loads(
         kubectl(cluster, "--kubeconfig", str(kubeconfig), "auth", "whoami", "-o", "json").stdout
     )
@@ -113,13 +79,7 @@ def operator_as_serviceaccount(
         who["status"]["userInfo"]["username"]
         == f"system:serviceaccount:{SYSTEM}:servedmodel-operator"
     )
-    proc = OperatorProcess(
-        kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG",),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
+    proc = local_operator(cluster, namespace, tmp_path, kubeconfig=kubeconfig)
     proc.start()
     yield proc
     proc.stop()
@@ -276,46 +236,20 @@ def test_the_operator_serviceaccount_can_do_exactly_its_job(
 # --- GitOps: what Flux (kstatus) and Argo CD (health.lua) make of live objects ----------------
 
 
-def _kstatus_binary() -> Path:
-    source = REPO / "tests" / "kstatus"
-    digest = hashlib.sha256(
-        b"".join((source / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))
-    )
-    target = build.cache_root() / f"kstatus-{digest.hexdigest()[:12]}" / "kstatus"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["go", "build", "-o", str(target), "."],
-            cwd=source,
-            check=True,
-            env={**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"},
-        )
-    return target
-
-
-def kstatus(obj: dict[str, Any]) -> dict[str, str]:
-    done = subprocess.run(
-        [str(_kstatus_binary())], input=json.dumps(obj), capture_output=True, text=True, check=True
-    )
-    result: dict[str, str] = json.loads(done.stdout)
-    return result
-
-
 def test_kstatus_and_argocd_read_the_lifecycle_right(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     cluster: localcluster.Cluster,
     namespace: str,
     store: Volume,
     training: Volume,
+    exported: dict[str, Exported],
 ) -> None:
-    custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        servedmodel("flux", [(1, "pvc://training/model-a.keras")]),
-    )
+    """In progress (version 1 exported ahead, its pod on its way), Ready, then Failed (version
+    2's export fails for real)."""
+    body = servedmodel("flux", [(1, "pvc://training/model-a.keras")])
+    create_exported(custom, namespace, body, exported, store, unstarted_operator)
+    unstarted_operator.start()
     seen = wait_for(
         "an in-progress status",
         lambda: (
@@ -469,7 +403,8 @@ def test_namespaced_mode_needs_only_the_roles_of_the_overlay(
     tmp_path: Path,
 ) -> None:
     """An operator whose ServiceAccount holds only manifests/namespaced's Role in one namespace
-    (no ClusterRole at all) serves a ServedModel there."""
+    (no ClusterRole at all) exports and rolls out a ServedModel there (its pods simulated:
+    what they would answer is not the point)."""
     account, home = "servedmodel-operator-ns", f"{namespace}-operator"
     kubectl(cluster, "create", "namespace", home)
     kubectl(cluster, "-n", home, "create", "serviceaccount", account)
@@ -484,7 +419,7 @@ def test_namespaced_mode_needs_only_the_roles_of_the_overlay(
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}),
     )
-    kubeconfig = _token_kubeconfig(cluster, core, tmp_path / "ns.kubeconfig", account, home)
+    kubeconfig = token_kubeconfig(cluster, core, tmp_path / "ns.kubeconfig", account, home)
     denied = kubectl(
         cluster,
         "--kubeconfig",
@@ -497,12 +432,8 @@ def test_namespaced_mode_needs_only_the_roles_of_the_overlay(
         check=False,
     )
     assert denied.stdout.strip() == "no"
-    operator = OperatorProcess(
-        kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG",),
-        env=netguard.guard_env(cluster.netguard_log),
+    operator = local_operator(
+        cluster, namespace, tmp_path, *SIMULATED_SERVER_ARGS, kubeconfig=kubeconfig
     )
     operator.start()
     try:
@@ -511,9 +442,9 @@ def test_namespaced_mode_needs_only_the_roles_of_the_overlay(
             VERSION,
             namespace,
             PLURAL,
-            servedmodel("scoped", [(1, "pvc://training/model-a.keras")]),
+            simulated(servedmodel("scoped", [(1, "pvc://training/model-a.keras")])),
         )
-        wait_condition(custom, namespace, "scoped", "Ready", "True", timeout=300)
+        wait_simulated_serving(custom, namespace, "scoped", replicas=1, timeout=300)
         assert "Forbidden" not in operator.log(), operator.errors()
     finally:
         operator.stop()

@@ -1,7 +1,9 @@
 """s3:// sources through the operator: credentials from a Secret into the exporter Job's fetch
 container only, the exporter's reasons in status, and a clear condition (no Job) while the
 Secret is missing or incomplete, the same for both. Against a real S3-compatible server
-(SeaweedFS) on loopback, an endpoint the operator's policy allows; the exports really run."""
+(SeaweedFS) on loopback, an endpoint the operator's policy allows; the exports really run. The
+serving pods are simulated (helpers.SIMULATED_SERVER_IMAGE): what they would serve is
+test_exports.py's and test_serving.py's business."""
 
 from __future__ import annotations
 
@@ -16,18 +18,20 @@ import pytest
 from kubernetes import client
 from servedmodel_operator.parts.exports.part import CREDENTIALS_RECHECK_SECONDS
 
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.s3 import Identity, S3Server
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
-    OperatorProcess,
     Volume,
     condition,
     get_sm,
     servedmodel,
+    simulated,
     wait_condition,
+    wait_simulated_serving,
 )
 
 pytestmark = pytest.mark.cluster
@@ -76,7 +80,7 @@ def _s3_version(
 
 
 def _model(versions: list[dict[str, Any]]) -> dict[str, Any]:
-    body = servedmodel("s3model", [])
+    body = simulated(servedmodel("s3model", []))
     body["spec"]["versions"] = versions
     body["spec"]["serve"] = {"policy": "All"}
     return body
@@ -110,7 +114,7 @@ def _nothing_leaked(
 
 
 def test_exports_from_s3_with_credentials_from_a_secret(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -120,6 +124,8 @@ def test_exports_from_s3_with_credentials_from_a_secret(
     bucket: str,
     cluster: Any,
 ) -> None:
+    operator = unstarted_operator
+    operator.start()
     _secret(core, namespace, "s3-creds", s3_server.reader)
     custom.create_namespaced_custom_object(
         GROUP,
@@ -133,7 +139,7 @@ def test_exports_from_s3_with_credentials_from_a_secret(
             ]
         ),
     )
-    obj = wait_condition(custom, namespace, "s3model", "Ready", "True", timeout=240)
+    obj = wait_simulated_serving(custom, namespace, "s3model", replicas=1, timeout=240)
     assert [v["state"] for v in obj["status"]["versions"]] == ["Exported", "Exported"]
     assert (store.path / "s3model" / "2" / "saved_model.pb").is_file()
     [job] = batch.list_namespaced_job(
@@ -159,7 +165,7 @@ def test_exports_from_s3_with_credentials_from_a_secret(
 
 
 def test_wrong_credentials_and_a_missing_object_fail_with_the_exporters_reasons(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     namespace: str,
@@ -167,6 +173,7 @@ def test_wrong_credentials_and_a_missing_object_fail_with_the_exporters_reasons(
     s3_server: S3Server,
     bucket: str,
 ) -> None:
+    unstarted_operator.start()
     _secret(core, namespace, "wrong", Identity(s3_server.reader.access_key, "not-the-secret"))
     _secret(core, namespace, "s3-creds", s3_server.reader)
     body = _model(
@@ -191,7 +198,7 @@ def test_wrong_credentials_and_a_missing_object_fail_with_the_exporters_reasons(
 
 
 def test_a_missing_secret_is_a_condition_without_a_job_until_it_appears(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -200,6 +207,7 @@ def test_a_missing_secret_is_a_condition_without_a_job_until_it_appears(
     s3_server: S3Server,
     bucket: str,
 ) -> None:
+    unstarted_operator.start()
     custom.create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -241,4 +249,4 @@ def test_a_missing_secret_is_a_condition_without_a_job_until_it_appears(
             },
         ),
     )
-    wait_condition(custom, namespace, "s3model", "Ready", "True", timeout=240)
+    wait_simulated_serving(custom, namespace, "s3model", replicas=1, timeout=240)

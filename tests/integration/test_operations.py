@@ -1,12 +1,15 @@
 """Running the operator the way platform teams do: metrics to scrape, and two replicas with
 leader election (one reconciles, the other takes over when it dies, nothing is written twice).
+
+Only the scrape during a reconcile exports for real (it reads the export metrics); the others
+start from exported versions (seeds.py). Leader election needs no serving process: its pods are
+simulated.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,46 +21,43 @@ import requests
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard
 from testing.localcluster.audit import Mark
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
+    SIMULATED_SERVER_ARGS,
     VERSION,
     AuditLog,
     Volume,
+    free_port,
+    local_operator,
     servedmodel,
+    simulated,
     wait_condition,
+    wait_simulated_serving,
     wait_until_quiet,
 )
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 LEASE = "servedmodel-operator"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _replica(
     cluster: localcluster.Cluster, namespace: str, work: Path, name: str, metrics_port: int
 ) -> OperatorProcess:
-    return OperatorProcess(
-        cluster.kubeconfig,
+    return local_operator(
+        cluster,
+        namespace,
         work,
+        "--leader-elect",
+        f"--leader-election-namespace={namespace}",
+        f"--metrics-address=127.0.0.1:{metrics_port}",
+        *SIMULATED_SERVER_ARGS,
         name=name,
-        namespaces=(namespace,),
-        args=(
-            "--log-level=DEBUG",
-            "--leader-elect",
-            f"--leader-election-namespace={namespace}",
-            f"--metrics-address=127.0.0.1:{metrics_port}",
-        ),
-        env={**netguard.guard_env(cluster.netguard_log), "POD_NAME": name},
+        env={"POD_NAME": name},
     )
 
 
@@ -109,24 +109,20 @@ def test_two_replicas_one_leads_the_other_takes_over_and_nothing_is_written_twic
     training: Volume,
     audit: AuditLog,
     tmp_path: Path,
+    exported: dict[str, Exported],
 ) -> None:
     coordination = client.CoordinationV1Api(api_client)
     mark = audit.mark()
-    ports = {"a": _free_port(), "b": _free_port()}
+    ports = {"a": free_port(), "b": free_port()}
     a = _replica(cluster, namespace, tmp_path, "replica-a", ports["a"])
     b = _replica(cluster, namespace, tmp_path, "replica-b", ports["b"])
+    body = servedmodel("leader", [(1, "pvc://training/model-a.keras")], server={"replicas": 1})
+    create_exported(custom, namespace, simulated(body), exported, store, a)
     a.start()
     wait_for("replica-a to lead", lambda: _holder(coordination, namespace) == "replica-a", 30)
     b.start()
     try:
-        custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            servedmodel("leader", [(1, "pvc://training/model-a.keras")], server={"replicas": 1}),
-        )
-        wait_condition(custom, namespace, "leader", "Ready", "True", timeout=300)
+        wait_simulated_serving(custom, namespace, "leader", replicas=1, timeout=300)
         wait_until_quiet(audit, namespace)
 
         # The standby wrote nothing; the leader's metrics say it leads, the standby's not.
@@ -163,7 +159,7 @@ def test_two_replicas_one_leads_the_other_takes_over_and_nothing_is_written_twic
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "leader", {"spec": {"server": {"replicas": 2}}}
         )
-        wait_condition(custom, namespace, "leader", "Ready", "True", timeout=300)
+        wait_simulated_serving(custom, namespace, "leader", replicas=2, timeout=300)
         assert set(_by_replica(audit, after_takeover, namespace)) == {"replica-b"}
     finally:
         a.stop()
@@ -233,14 +229,8 @@ def _operator_with_metrics(
     cluster: localcluster.Cluster, namespace: str, work: Path
 ) -> Iterator[int]:
     """The operator as a local process watching `namespace`, its metrics on the port given."""
-    port = _free_port()
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        work,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG", f"--metrics-address=127.0.0.1:{port}"),
-        env=netguard.guard_env(cluster.netguard_log),
-    )
+    port = free_port()
+    operator = local_operator(cluster, namespace, work, f"--metrics-address=127.0.0.1:{port}")
     operator.start()
     try:
         yield port
@@ -263,24 +253,25 @@ def test_a_settled_serving_pod_is_not_read_at_rest(
     store: Volume,
     training: Volume,
     tmp_path: Path,
+    exported: dict[str, Exported],
 ) -> None:
     """A TF Serving pod that answers (the stand-in) is read until it is settled, then never
     again: the pod-status request counter stays put at rest. (kwok-simulated pods never
     answer, so they are asked again with a backoff up to 5 minutes: see BENCHMARKS.md.)"""
-    with _operator_with_metrics(cluster, namespace, tmp_path) as port:
-        custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            servedmodel("settled", [(1, "pvc://training/model-a.keras")]),
-        )
+    port = free_port()
+    operator = local_operator(cluster, namespace, tmp_path, f"--metrics-address=127.0.0.1:{port}")
+    body = servedmodel("settled", [(1, "pvc://training/model-a.keras")])
+    create_exported(custom, namespace, body, exported, store, operator)
+    operator.start()
+    try:
         wait_condition(custom, namespace, "settled", "Ready", "True", timeout=300)
         converged = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         # Longer than the longest wait between two reads of an unsettled answering pod (10 s)
         # and than TF Serving's config poll (10 s).
         time.sleep(25)
         rest = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        operator.stop()
     reads = _metric(converged, "servedmodel_pod_status_requests_total")
     assert _metric(converged, "servedmodel_pod_status_requests_total", outcome="200") >= 1
     assert _metric(rest, "servedmodel_pod_status_requests_total") == reads

@@ -31,26 +31,29 @@ from servedmodel_operator.parts.conditions import STOPPED_MESSAGE
 from servedmodel_operator.render import network
 
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
 from tests import cli_process
-from tests.integration.conftest import (
+from tests.gitops import health, kstatus
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     REPO,
+    SIMULATED_SERVER_ARGS,
+    SIMULATED_SERVER_IMAGE,
     VERSION,
     Volume,
     condition,
     get_sm,
     kubectl,
+    local_operator,
+    token_kubeconfig,
     wait_condition,
 )
-from tests.integration.test_install import _token_kubeconfig, kstatus
 from tests.unit.builders import model
-from tests.unit.test_argocd_health import health
 
-KWOK_IMAGE = "tensorflow/serving:2.21.0-gpu"  # left to kwok by the runner: no process
+KWOK_IMAGE = SIMULATED_SERVER_IMAGE  # left to kwok by the runner: no process
+SYSTEM = "servedmodel-system"
 EXPORTED = {"versions": [{"version": 1, "state": "Exported", "job": "restored"}]}
 
 
@@ -63,13 +66,15 @@ def _operator(
     env: dict[str, str] | None = None,
     kubeconfig: Path | None = None,
 ) -> OperatorProcess:
-    proc = OperatorProcess(
-        kubeconfig or cluster.kubeconfig,
+    proc = local_operator(
+        cluster,
+        namespace,
         log_dir,
+        *SIMULATED_SERVER_ARGS,
+        *args,
         name=f"{name}-{namespace}",
-        namespaces=(namespace,),
-        args=(f"--allowed-server-images={KWOK_IMAGE}", *args),
-        env={**netguard.guard_env(cluster.netguard_log), **(env or {})},
+        env=env,
+        kubeconfig=kubeconfig,
     )
     proc.start()
     return proc
@@ -102,7 +107,9 @@ def operator(
             namespace,
             log_dir,
             "--network-policy",
-            kubeconfig=_token_kubeconfig(cluster, core, log_dir / "sa.kubeconfig"),
+            kubeconfig=token_kubeconfig(
+                cluster, core, log_dir / "sa.kubeconfig", "servedmodel-operator", SYSTEM
+            ),
         )
         started.append(proc)
         return proc

@@ -13,6 +13,9 @@ Traffic: the zero-lost-requests harness (testing/zeroloss): one REST and one gRP
 bounded rate, each request unnamed or naming a served version, sent to the pods the Service
 has in rotation as a client-side load balancer reads them, and judged by its ledger (a request
 for a served version must succeed and be answered by that version).
+
+Both tests export for real: each finished export is a models.config write and counts as a
+reload, and both assert on that count (seeding the versions would leave it out).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import yaml
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
@@ -40,7 +42,7 @@ from testing.zeroloss import ledger
 from testing.zeroloss.ledger import Target
 from testing.zeroloss.service import Service
 from testing.zeroloss.traffic import Traffic
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
@@ -48,7 +50,9 @@ from tests.integration.conftest import (
     condition,
     get_sm,
     kubectl,
+    local_operator,
     servedmodel,
+    stop_operator,
     wait_condition,
 )
 
@@ -87,16 +91,13 @@ def prometheus(
 def recycle_operator(
     cluster: localcluster.Cluster, namespace: str, tmp_path: Path, crd: None
 ) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path,
-        namespaces=(namespace,),
-        args=("--log-level=DEBUG", "--allowed-prometheus-addresses=http://127.0.0.1:*"),
-        env=netguard.guard_env(cluster.netguard_log),
+    """The operator allowed to query the local Prometheus, started."""
+    operator = local_operator(
+        cluster, namespace, tmp_path, "--allowed-prometheus-addresses=http://127.0.0.1:*"
     )
     operator.start()
     yield operator
-    operator.stop()
+    stop_operator(operator)
 
 
 def _patch_spec(custom: client.CustomObjectsApi, ns: str, spec: dict[str, Any]) -> None:

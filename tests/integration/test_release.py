@@ -14,7 +14,7 @@ from servedmodel_operator import OPERATOR_IMAGE
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.waiting import wait_for
 from tests.charts import parse
-from tests.integration.conftest import GROUP, PLURAL, REPO, kubectl
+from tests.integration.helpers import GROUP, PLURAL, REPO, kubectl
 
 pytestmark = pytest.mark.cluster
 SYSTEM = "servedmodel-system"

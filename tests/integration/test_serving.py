@@ -1,4 +1,9 @@
-"""The serving reconcile on the local control plane, observed through the API like kubectl would."""
+"""The serving reconcile on the local control plane, observed through the API like kubectl would.
+
+Exporting is not tested here (test_exports.py does): the versions are exported ahead of each
+test (seeds.py) but for the one test that needs exporter pods. Tests of what TF Serving pods
+report run the stand-in; tests of the Kubernetes objects alone run pods kwok simulates.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +14,37 @@ import pytest
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,
     AuditLog,
-    OperatorProcess,
     Volume,
+    create,
     describe_writes,
     get_sm,
     kubectl,
+    patch_spec,
     read_or_none,
     servedmodel,
+    simulated,
     wait_condition,
+    wait_simulated_serving,
     wait_until_quiet,
 )
+from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 
 TWO_VERSIONS = [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")]
 
 
-def _create(
-    custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]
-) -> dict[str, Any]:
-    created: dict[str, Any] = custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
+def _mnist() -> dict[str, Any]:
+    return servedmodel(
+        "mnist", TWO_VERSIONS, serve={"labels": {"stable": 1, "canary": 2}}, server={"replicas": 2}
     )
-    return created
-
-
-def _patch_spec(
-    custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]
-) -> None:
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
 
 
 def _models_config(core: client.CoreV1Api, namespace: str, name: str) -> str:
@@ -54,23 +55,32 @@ def _models_config(core: client.CoreV1Api, namespace: str, name: str) -> str:
 
 @pytest.fixture
 def ready_model(
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     namespace: str,
     store: Volume,
     training: Volume,
+    exported: dict[str, Exported],
 ) -> dict[str, Any]:
-    _create(
-        custom,
-        namespace,
-        servedmodel(
-            "mnist",
-            TWO_VERSIONS,
-            serve={"labels": {"stable": 1, "canary": 2}},
-            server={"replicas": 2},
-        ),
-    )
+    """mnist, two exported versions, two TF Serving (stand-in) pods serving both: Ready."""
+    create_exported(custom, namespace, _mnist(), exported, store, unstarted_operator)
+    unstarted_operator.start()
     return wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=180)
+
+
+@pytest.fixture
+def simulated_model(
+    unstarted_operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    store: Volume,
+    training: Volume,
+    exported: dict[str, Exported],
+) -> dict[str, Any]:
+    """The same mnist on two pods kwok simulates: its objects converged, its pods ready."""
+    create_exported(custom, namespace, simulated(_mnist()), exported, store, unstarted_operator)
+    unstarted_operator.start()
+    return wait_simulated_serving(custom, namespace, "mnist", replicas=2)
 
 
 def test_create_makes_configmap_deployment_service_and_becomes_ready(
@@ -140,7 +150,7 @@ def test_moving_a_label_changes_only_the_configmap(
     }
     mark = audit.mark()
 
-    _patch_spec(custom, namespace, "mnist", {"serve": {"labels": {"stable": 2, "canary": None}}})
+    patch_spec(custom, namespace, "mnist", {"serve": {"labels": {"stable": 2, "canary": None}}})
     obj = wait_condition(custom, namespace, "mnist", "Ready", "True")
     wait_for(
         "the label to move",
@@ -180,7 +190,7 @@ def test_rollback_by_policy_is_a_config_change(
     namespace: str,
 ) -> None:
     generation = apps.read_namespaced_deployment("mnist", namespace).metadata.generation
-    _patch_spec(
+    patch_spec(
         custom,
         namespace,
         "mnist",
@@ -194,7 +204,7 @@ def test_rollback_by_policy_is_a_config_change(
 
 
 def test_scale_subresource_drives_replicas_and_status_follows_the_deployment(
-    ready_model: dict[str, Any],
+    simulated_model: dict[str, Any],
     cluster: localcluster.Cluster,
     apps: client.AppsV1Api,
     custom: client.CustomObjectsApi,
@@ -226,7 +236,7 @@ def test_scale_subresource_drives_replicas_and_status_follows_the_deployment(
 
 
 def test_hand_edits_of_owned_objects_are_reverted(
-    ready_model: dict[str, Any],
+    simulated_model: dict[str, Any],
     cluster: localcluster.Cluster,
     apps: client.AppsV1Api,
     namespace: str,
@@ -240,7 +250,7 @@ def test_hand_edits_of_owned_objects_are_reverted(
 
 
 def test_deleting_the_servedmodel_garbage_collects_its_children(
-    ready_model: dict[str, Any],
+    simulated_model: dict[str, Any],
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     apps: client.AppsV1Api,
@@ -248,6 +258,19 @@ def test_deleting_the_servedmodel_garbage_collects_its_children(
     namespace: str,
     store: Volume,
 ) -> None:
+    # A third version: its exporter Job is a child too (collected whether or not it is done).
+    patch_spec(
+        custom,
+        namespace,
+        "mnist",
+        {
+            "versions": [
+                *simulated_model["spec"]["versions"],
+                {"version": 3, "source": {"uri": "pvc://training/model-a.keras"}},
+            ]
+        },
+    )
+    wait_for("the version 3 exporter Job", lambda: batch.list_namespaced_job(namespace).items)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mnist")
     wait_for(
         "children to be garbage-collected",
@@ -265,12 +288,13 @@ def test_deleting_the_servedmodel_garbage_collects_its_children(
 
 def test_no_writes_at_rest_and_none_after_an_operator_restart(
     ready_model: dict[str, Any],
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     audit: AuditLog,
     namespace: str,
 ) -> None:
     wait_until_quiet(audit, namespace)
     mark = audit.mark()
+    operator = unstarted_operator  # started by ready_model
     operator.stop()
     operator.start()  # a fresh log: nothing in it comes from the first run
     # Proof that the restarted operator did reconcile the model (and found it in sync).
@@ -287,7 +311,7 @@ def test_restricted_pod_security_admits_every_pod(
     cluster: localcluster.Cluster,
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
-    operator: OperatorProcess,
+    unstarted_operator: OperatorProcess,
     namespace: str,
     store: Volume,
     training: Volume,
@@ -303,10 +327,19 @@ def test_restricted_pod_security_admits_every_pod(
             }
         },
     )
-    _create(custom, namespace, servedmodel("mnist", TWO_VERSIONS[:1]))
-    wait_condition(custom, namespace, "mnist", "Ready", "True", timeout=180)
-    pods = core.list_namespaced_pod(namespace).items
-    components = {p.metadata.labels["app.kubernetes.io/component"] for p in pods}
-    assert components == {"exporter", "server"}
+    unstarted_operator.start()
+    # A version to export (an exporter pod) and a server pod; admission is the point, so the
+    # server pod is simulated and the export need not finish.
+    create(custom, namespace, simulated(servedmodel("mnist", TWO_VERSIONS[:1])))
+
+    def components() -> set[str]:
+        pods = core.list_namespaced_pod(namespace).items
+        return {p.metadata.labels["app.kubernetes.io/component"] for p in pods}
+
+    wait_for(
+        "an exporter pod and a server pod",
+        lambda: components() == {"exporter", "server"},
+        timeout=120,
+    )
     events = core.list_namespaced_event(namespace).items
     assert not [e.message for e in events if e.reason == "FailedCreate"], "a pod was rejected"

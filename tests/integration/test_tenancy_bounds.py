@@ -31,7 +31,7 @@ from testing.localcluster import netguard, volumes
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
 from tests import cli_process
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     VERSION,

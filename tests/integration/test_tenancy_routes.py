@@ -26,15 +26,15 @@ from kubernetes import client
 from testing.localcluster import audit as audit_log
 from testing.localcluster import build, netguard
 from testing.localcluster import cluster as localcluster
+from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     OPERATOR_AGENT,
     PLURAL,
     REPO,
     VERSION,
     AuditLog,
-    OperatorProcess,
     Volume,
     condition,
     get_sm,

@@ -19,10 +19,9 @@ import pytest
 from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
-from testing.localcluster import netguard
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     GROUP,
     PLURAL,
     REPO,
@@ -32,7 +31,9 @@ from tests.integration.conftest import (
     condition,
     get_sm,
     kubectl,
+    local_operator,
     servedmodel,
+    stop_operator,
     wait_condition,
 )
 
@@ -366,23 +367,18 @@ def opt_in_operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """The operator as a cluster without the admission policy would run it."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
+    # The Job this test lets start fetches from a closed loopback port (nothing leaves
+    # loopback: a default AWS endpoint would be a name lookup outside it).
+    proc = local_operator(
+        cluster,
+        namespace,
         tmp_path_factory.mktemp("operator"),
-        name=f"operator-{namespace}",
-        namespaces=(namespace,),
-        # The Job this test lets start fetches from a closed loopback port (nothing leaves
-        # loopback: a default AWS endpoint would be a name lookup outside it).
-        args=(
-            "--log-level=DEBUG",
-            "--credentials-opt-in",
-            f"--allowed-object-store-endpoints={CLOSED_ENDPOINT}",
-        ),
-        env=netguard.guard_env(cluster.netguard_log),
+        "--credentials-opt-in",
+        f"--allowed-object-store-endpoints={CLOSED_ENDPOINT}",
     )
     proc.start()
     yield proc
-    proc.stop()
+    stop_operator(proc)
 
 
 def test_under_the_opt_in_label_an_absent_an_unlabelled_and_an_incomplete_secret_read_the_same(

@@ -4,7 +4,6 @@ Gateway API's standard-channel CRDs are accepted by the local cluster's API serv
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -15,17 +14,11 @@ import yaml
 from testing.localcluster import build
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.waiting import wait_for
-from tests.integration.conftest import kubectl
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.helpers import free_port, kubectl
 
 
 def test_prometheus_scrapes_and_answers_queries_on_loopback(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     (tmp_path / "prometheus.yml").write_text(
         yaml.safe_dump(

@@ -17,9 +17,7 @@ import pytest
 
 from testing.localcluster import cluster as localcluster
 from tests.scenarios.backends import Backend, KindBackend, StandinBackend, kind_missing
-
-# Three versions of one small model: same architecture, different weights.
-SEEDS = {1: 1, 2: 2, 3: 3}
+from tests.scenarios.models import INSTANCES, SEEDS
 
 
 @pytest.fixture(
@@ -69,9 +67,6 @@ def keras_outputs(keras_files: dict[int, Path]) -> dict[int, Any]:
         v: np.asarray(keras.saving.load_model(path)(np.asarray(INSTANCES, "float32")))
         for v, path in keras_files.items()
     }
-
-
-INSTANCES = [[0.1, -0.2, 0.3, 1.5], [2.0, 0.0, -1.0, 0.25]]
 
 
 @pytest.fixture(scope="session")

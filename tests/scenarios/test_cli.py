@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from tests import cli_process
-from tests.conftest import PYTEST_NETGUARD_LOG
+from tests.guard import PYTEST_NETGUARD_LOG
 from tests.scenarios.backends import Backend
-from tests.scenarios.conftest import INSTANCES
+from tests.scenarios.models import INSTANCES
 
 pytestmark = pytest.mark.cluster
 MODEL = "clitiny"

@@ -42,7 +42,7 @@ from testing.zeroloss.ledger import Declared, Served, SpecHistory, StatusHistory
 from testing.zeroloss.service import Service
 from testing.zeroloss.traffic import Traffic
 from tests.scenarios.backends import API_VERSION, GROUP, Backend, Endpoint, eventually
-from tests.scenarios.conftest import INSTANCES
+from tests.scenarios.models import INSTANCES
 
 pytestmark = pytest.mark.cluster
 SERVER = "shared"

@@ -17,7 +17,7 @@ import requests
 
 from testing.localcluster.waiting import wait_for
 from tests.scenarios.backends import Backend, Endpoint, eventually
-from tests.scenarios.conftest import INSTANCES
+from tests.scenarios.models import INSTANCES
 
 pytestmark = pytest.mark.cluster
 MODEL = "tiny"

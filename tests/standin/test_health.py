@@ -9,7 +9,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.standin.conftest import Models, serving_m, standard_args
+from tests.standin.helpers import Models, serving_m, standard_args
 
 
 def _check(target: str, service: str) -> int:

@@ -19,7 +19,7 @@ import grpc
 import pytest
 import requests
 
-from tests.standin.conftest import MONITORING, StandIn, launch, models_config, standard_args
+from tests.standin.helpers import MONITORING, StandIn, launch, models_config, standard_args
 
 REGRESS = "tensorflow/serving/regress"
 CLASSIFY = "tensorflow/serving/classify"

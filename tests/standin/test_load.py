@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.standin.conftest import (
+from tests.standin.helpers import (
     CONFIG_MOUNT,
     MONITORING,
     Models,

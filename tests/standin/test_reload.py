@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.standin.conftest import (
+from tests.standin.helpers import (
     MONITORING,
     Models,
     StandIn,

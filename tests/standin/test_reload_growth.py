@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from testing.localcluster import cadvisor
 from testing.tfserving_standin.growth import ENV
-from tests.standin.conftest import (
+from tests.standin.helpers import (
     MONITORING,
     Models,
     StandIn,

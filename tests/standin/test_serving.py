@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.standin.conftest import (
+from tests.standin.helpers import (
     MO_X,
     MONITORING,
     Models,

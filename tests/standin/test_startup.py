@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import requests
 
-from tests.standin.conftest import (
+from tests.standin.helpers import (
     MONITORING,
     Models,
     StandIn,

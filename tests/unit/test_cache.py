@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from servedmodel_operator.adapters.cache import Recent, trim
+from servedmodel_operator.adapters.cache import KindCache, Recent, compact, expand, trim
+from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import controller_name as owner_name
 
 OURS = {"manager": "servedmodel-operator", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
@@ -97,9 +98,10 @@ def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_even
     assert fields_a == {"f:spec": {}}
     assert fields_a is tb["metadata"]["managedFields"][0]["fieldsV1"]
     assert tb["metadata"]["managedFields"][0]["time"] == "2026-11-26T00:00:00Z"
-    # a copy: nothing of the decoded event stays alive through the trimmed object
-    assert ta["status"] == a["status"] and ta["status"] is not a["status"]
-    assert ta["metadata"]["ownerReferences"][0] is not a["metadata"]["ownerReferences"][0]
+    # kept: nothing of the decoded event stays alive (JSON text, and the shared field sets)
+    version, text, fields = compact(ta)
+    assert (version, fields) == ("1", (fields_a,)) and isinstance(text, bytes)
+    assert expand(compact(ta)) == ta
     template = {"f:spec": {"f:containers": {"f:image": {}}}}
     different = _obj("c", "3")
     different["metadata"]["managedFields"] = [
@@ -114,6 +116,64 @@ def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_even
     assert fields_c == {**template, "f:metadata": {'k:{"uid":"1"}': {}}}
     assert fields_d["f:metadata"] == {'k:{"uid":"2"}': {}}
     assert fields_c is not fields_d and fields_c["f:spec"] is fields_d["f:spec"]
+
+
+def _deployment(rv: str, ready: int, when: str, owner: str = "mnist") -> dict[str, Any]:
+    obj = _obj("mnist", rv, owner=owner, kind="Deployment")
+    obj["apiVersion"] = "apps/v1"
+    obj["spec"] = {"replicas": 1, "template": {"spec": {"containers": []}}}
+    obj["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "readyReplicas": ready,
+        "conditions": [
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "ReplicaSetUpdated",
+                "lastUpdateTime": when,
+                "message": f"updated at {when}",
+            }
+        ],
+    }
+    return obj
+
+
+def test_a_child_event_asks_for_a_reconcile_only_when_something_read_changed() -> None:
+    [deployments] = [k for k in kinds.CHILDREN if k.kind == "Deployment"]
+    cache = KindCache(deployments)
+    assert cache.put(_deployment("1", 0, "t1")) == ["mnist"]  # new
+    # A rollout step that moves only times and messages: nothing a reconcile reads.
+    assert cache.put(_deployment("2", 0, "t2")) == []
+    assert cache.get(("ml", "mnist"))[0]["metadata"]["resourceVersion"] == "2"
+    assert cache.put(_deployment("3", 1, "t3")) == ["mnist"]  # ready now
+    [kept] = cache.get(("ml", "mnist"))
+    assert kept["status"]["conditions"] == [
+        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+    ]
+    assert "template" not in kept["spec"]
+    # Another controller takes it: both ServedModels are concerned, it is kept under the new.
+    assert cache.put(_deployment("4", 1, "t4", owner="other")) == ["mnist", "other"]
+    assert cache.get(("ml", "mnist")) == [] and len(cache.get(("ml", "other"))) == 1
+    assert cache.names(None) == [("ml", "mnist")] and cache.names("elsewhere") == []
+    assert cache.peek("ml", "mnist") == cache.get(("ml", "other"))[0]
+    assert cache.remove("ml", "mnist") == ["other"] and len(cache) == 0
+    assert cache.remove("ml", "mnist") == []
+
+
+def test_an_object_that_is_not_ours_is_not_kept() -> None:
+    cache = KindCache(kinds.SERVER_PODS)
+    untrusted = _obj("pod", "1", kind="Pod")  # owned by no ReplicaSet of ours
+    assert cache.put(untrusted) == [] and len(cache) == 0
+
+
+def test_our_own_write_coming_back_is_told_from_a_later_change() -> None:
+    recent = Recent()
+    recent.record(_obj("j", "10"))
+    assert recent.seen("Job", "ml", "j", "10") is True  # the very version our write returned
+    recent.record(_obj("j", "20"))
+    assert recent.seen("Job", "ml", "j", "21") is False  # someone wrote after us
+    assert recent.seen("Job", "ml", "j", "22") is False  # nothing of ours recorded any more
 
 
 def test_a_servedmodel_is_kept_as_its_identity_spec_and_status_only() -> None:

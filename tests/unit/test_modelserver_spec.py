@@ -4,11 +4,9 @@ and the ModelServer CRD held equal to the model (fields, defaults, the shared se
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from servedmodel_operator.api.spec import (
     InvalidSpec,
     ModelServerSpec,
@@ -17,14 +15,7 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, member_body, server_body
-from tests.unit.test_spec import ABSENT, _defaults, _value, _walk_both
-
-CRDS = Path(__file__).resolve().parents[2] / "crds"
-
-
-def _schema(name: str) -> dict[str, Any]:
-    crd = yaml.safe_load((CRDS / name).read_text())
-    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
 
 
 def test_a_member_needs_no_store_and_takes_its_servers() -> None:
@@ -76,8 +67,8 @@ def test_a_modelserver_that_cannot_be_parsed_is_invalid(change: dict[str, Any]) 
 def test_the_modelserver_crd_and_the_model_have_the_same_fields_both_ways() -> None:
     crd_only: list[str] = []
     model_only: list[str] = []
-    spec = _schema("modelserver.yaml")["properties"]["spec"]
-    _walk_both(spec, ModelServerSpecBody, "spec", crd_only, model_only)
+    spec = crd_schema("modelserver.yaml")["properties"]["spec"]
+    walk_both(spec, ModelServerSpecBody, "spec", crd_only, model_only)
     # A ModelServer's server settings are the ServedModel's, less the membership fields and
     # the reload memory guard (a ServedModel's own pods only; refused in the model too).
     assert crd_only == [] and model_only == [
@@ -88,17 +79,17 @@ def test_the_modelserver_crd_and_the_model_have_the_same_fields_both_ways() -> N
 
 
 def test_every_modelserver_crd_default_equals_the_models_default() -> None:
-    spec_schema = _schema("modelserver.yaml")["properties"]["spec"]
+    spec_schema = crd_schema("modelserver.yaml")["properties"]["spec"]
     parsed = ModelServerSpecBody.model_validate({"store": {"pvc": {"claimName": "m"}}})
-    defaults = _defaults(spec_schema)
+    defaults = crd_defaults(spec_schema)
     assert len(defaults) >= 6
     for path, default in defaults.items():
-        value = _value(parsed, path)
+        value = value_at(parsed, path)
         if value is ABSENT:
             continue
         if isinstance(default, dict):
             for key, v in default.items():
-                assert _value(value, key) == v, path
+                assert value_at(value, key) == v, path
         else:
             assert value == default, path
 
@@ -116,9 +107,9 @@ def test_the_shared_servers_settings_are_a_servedmodels_spec_server() -> None:
     """Whatever a ServedModel's spec.server gains (pod settings...), a ModelServer's gains too:
     its schema is the same, less modelServerRef, memory and the rules about them, and recycle
     (the reload memory guard is a ServedModel's own pods' only)."""
-    ours = _schema("modelserver.yaml")["properties"]["spec"]["properties"]["server"]
+    ours = crd_schema("modelserver.yaml")["properties"]["spec"]["properties"]["server"]
     theirs = copy.deepcopy(
-        _schema("servedmodel.yaml")["properties"]["spec"]["properties"]["server"]
+        crd_schema("servedmodel.yaml")["properties"]["spec"]["properties"]["server"]
     )
     for member_only in ("modelServerRef", "memory", "recycle"):
         del theirs["properties"][member_only]
@@ -140,5 +131,5 @@ def test_every_modelserver_schema_field_has_a_description() -> None:
         if "items" in schema:
             walk(schema["items"], path + "[]")
 
-    walk(_schema("modelserver.yaml"), "")
+    walk(crd_schema("modelserver.yaml"), "")
     assert missing == []

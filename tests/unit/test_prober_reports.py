@@ -21,10 +21,26 @@ def _waits(reports: Reports, pod: ServingPod, readings: list[PodReport]) -> list
     return out
 
 
-def test_a_pod_that_never_answered_is_asked_less_and_less_often() -> None:
+def test_a_pod_that_never_answered_is_asked_again_when_it_changes_or_every_15_minutes() -> None:
     pod = ServingPod.of(server_pod_obj("p"))
-    waits = _waits(Reports(), pod, [TIMEOUT] * 10)
-    assert waits == [10, 20, 40, 80, 160, 300, 300, 300, 300, 300]
+    reports = Reports()
+    assert _waits(reports, pod, [TIMEOUT] * 3) == [900, 900, 900]
+    assert not reports.due(pod, "digest", 899.0) and reports.due(pod, "digest", 900.0)
+    # Its readiness changes: asked again, though not within 10 s of the last attempt.
+    changed = ServingPod.of(server_pod_obj("p", ready=False))
+    assert changed.incarnation == pod.incarnation
+    assert not reports.due(changed, "digest", 5.0) and reports.due(changed, "digest", 10.0)
+    assert reports.next_due([changed], 5.0) == 5.0
+    # A new config: asked at once.
+    assert reports.due(pod, "another digest", 1.0)
+
+
+def test_a_pod_unsettled_for_long_is_asked_less_often() -> None:
+    pod = ServingPod.of(server_pod_obj("p"))
+    reports = Reports()
+    for second in range(0, 1200, 10):
+        reports.record(pod, LOADING, settled=False, now=float(second))
+    assert reports.next_due([pod], 1190.0) == 119.0  # a tenth of 1,190 s unsettled
 
 
 def test_a_pod_that_answered_before_and_now_times_out_is_busy_not_gone() -> None:

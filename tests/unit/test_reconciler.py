@@ -72,6 +72,29 @@ def test_an_apply_the_api_server_refuses_stalls_until_the_spec_changes(h: Harnes
     assert h.condition("Stalled")[0] == "False"
 
 
+def test_a_refused_apply_is_not_repeated_while_other_events_arrive(h: Harness) -> None:
+    """The memory of a refusal outlives the reconciles other watch events trigger (what
+    tests/integration/test_tenancy.py's rejected ServedModel used to wait 15 s for): the
+    applied ConfigMap's events, status writes, a label added to the ServedModel."""
+    h.servedmodel()
+    h.api.reject("Deployment", "mnist", 422, 'metadata.labels: Invalid value: "disk type!"')
+    h.reconcile()
+    assert h.condition("Stalled")[1] == "ApplyRejected"
+    for round_ in range(5):
+        model = h.api.objects[("ServedModel", NAMESPACE, "mnist")]
+        h.api.update(
+            "ServedModel",
+            NAMESPACE,
+            "mnist",
+            metadata={**model["metadata"], "labels": {"round": str(round_)}},
+        )
+        h.sync()
+        writes = h.writes_during(h.reconcile)
+        assert "APPLY Deployment/mnist" not in writes, (round_, writes)
+    assert h.api.get_object("Deployment", NAMESPACE, "mnist") is None
+    assert h.condition("Stalled")[1] == "ApplyRejected"
+
+
 def test_an_object_that_is_not_ours_is_never_taken_over(h: Harness) -> None:
     h.api.create(
         {
@@ -126,17 +149,38 @@ def test_a_pod_still_loading_is_read_again_soon_and_one_never_answering_rarely(
     assert again == 1.0  # the loading pod: asked again after a second
     h.sync()
     reads: list[Any] = []
-    for _ in range(9):  # nine seconds of reconciles
+    for _ in range(60):  # a minute of reconciles
         clock[0] += 1.0
         h.prober.reads.clear()
         h.reconcile()
         reads += h.prober.reads
-    assert reads.count(silent) == 0  # it has never answered: first asked again after 10 s
-    assert reads.count(loading) >= 3  # 1, 2, 4 s apart
-    clock[0] += 2.0
+    assert reads.count(silent) == 0  # it has never answered: not asked again on a timer soon
+    assert reads.count(loading) >= 8  # 1, 2, 4, 8, 10, 10 ... s apart
+    # Something about it changes (the kubelet finds it not ready): it may answer now.
+    h.api.update(
+        "Pod",
+        NAMESPACE,
+        "mnist-pod-1",
+        status={
+            "podIP": silent,
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"started": True, "restartCount": 0}],
+        },
+    )
+    h.sync()
     h.prober.reads.clear()
     h.reconcile()
     assert silent in h.prober.reads
+    # Nothing changes any more: asked again after 15 minutes, not before.
+    h.prober.serve(loading, {1: "AVAILABLE", 2: "AVAILABLE"})
+    clock[0] += 899.0
+    h.prober.reads.clear()
+    assert h.reconcile() == 1.0
+    assert h.prober.reads == [loading]
+    clock[0] += 1.0
+    h.prober.reads.clear()
+    h.reconcile()
+    assert h.prober.reads == [silent]
 
 
 def test_another_replica_carries_on_from_status_without_writing_twice(h: Harness) -> None:

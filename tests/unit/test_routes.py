@@ -15,6 +15,7 @@ from servedmodel_operator.parts.plan import plan
 from servedmodel_operator.render import routes
 
 from tests.unit.builders import body, model
+from tests.unit.schema import crd_schema
 
 POLICY = Policy(server_images=(DEFAULT_SERVER_IMAGE,), exporter_images=(DEFAULT_EXPORTER_IMAGE,))
 HOSTS = Policy(
@@ -249,9 +250,7 @@ def test_crd_and_spec_agree_on_hostnames() -> None:
     """The spec model's pattern is the CRD's (objects admitted before the rule are parsed)."""
     from servedmodel_operator.api import spec as spec_module
 
-    from tests.unit.test_spec import _schema
-
-    rollout = _schema()["properties"]["spec"]["properties"]["rollout"]["properties"]
+    rollout = crd_schema()["properties"]["spec"]["properties"]["rollout"]["properties"]
     assert rollout["hostnames"]["items"]["pattern"] == spec_module.ROUTE_HOSTNAME
     name = rollout["parentRefs"]["items"]["properties"]["name"]["pattern"]
     assert name == spec_module.DNS_SUBDOMAIN

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from google.protobuf import text_format
 from servedmodel_operator.parts.serving import modelsconfig, pods
 from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig
 from servedmodel_operator.parts.serving.pods import PodReport, ServingPod, VersionState
 from servedmodel_operator.parts.serving.view import view
+from tensorflow_serving.config import model_server_config_pb2
 
 from tests.unit.builders import model_status, server_pod_obj
 
@@ -121,7 +125,9 @@ def test_view_reports_failures_unreachable_and_unread_pods() -> None:
 
 def test_retries_back_off_and_unreachable_pods_back_off_further() -> None:
     assert [pods.retry_after(n, False) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 10, 10]
-    assert [pods.retry_after(n, True) for n in (1, 2, 5, 6, 12)] == [10, 20, 160, 300, 300]
+    assert [pods.retry_after(n, True) for n in (1, 2, 5, 6, 12)] == [900] * 5
+    # Unsettled for long (a hung load): a tenth of that time, at most every 5 minutes.
+    assert [pods.retry_after(40, False, s) for s in (60, 600, 1800, 7200)] == [10, 60, 180, 300]
 
 
 def test_a_label_the_config_dropped_must_be_seen_gone_and_every_spec_label_read() -> None:
@@ -202,3 +208,45 @@ def test_a_config_written_again_is_a_new_write() -> None:
     text = 'model_config_list { config { name: "m" } }'
     assert modelsconfig.config_digest(text, "41") != modelsconfig.config_digest(text, "45")
     assert modelsconfig.config_digest(text, "41") == modelsconfig.config_digest(text, "41")
+
+
+def _protobuf_parse(text: str, name: str) -> ModelsConfig | None:
+    """What the protobuf text parser reads (parse's own path for any other layout)."""
+    message = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(text, message)
+    for entry in message.model_config_list.config:
+        if entry.name == name:
+            return ModelsConfig(
+                tuple(sorted(entry.model_version_policy.specific.versions)),
+                dict(sorted(entry.version_labels.items())),
+            )
+    return None
+
+
+def test_a_config_the_operator_wrote_is_read_back_as_the_protobuf_parser_reads_it() -> None:
+    rng = random.Random(25)  # noqa: S311 - test data, not secrets
+    for _ in range(200):
+        entries = [
+            modelsconfig.ModelEntry(
+                f"model-{i}",
+                f"/models/{rng.choice(['a', 'team/b', 'x y'])}/{i}",
+                ModelsConfig(
+                    tuple(sorted(rng.sample(range(1, 40), rng.randint(0, 4)))),
+                    {rng.choice(["stable", "canary", "a-b"]): rng.randint(1, 9)},
+                ),
+            )
+            for i in range(rng.randint(1, 3))
+        ]
+        text = modelsconfig.render(entries)
+        assert modelsconfig._parse_rendered(text) is not None
+        for name in ("model-0", "model-1", "model-2", "absent"):
+            assert modelsconfig.parse(text, name) == _protobuf_parse(text, name)
+    # Laid out otherwise (by hand, another tool): the protobuf parser reads it, the same way.
+    other = 'model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow"'
+    other += " model_version_policy { specific { versions: 3 versions: 1 } } } }"
+    assert modelsconfig._parse_rendered(other) is None
+    assert modelsconfig.parse(other, "m") == ModelsConfig((1, 3), {})
+    escaped = modelsconfig.render([modelsconfig.ModelEntry('we"ird', "/m", ModelsConfig((1,), {}))])
+    assert modelsconfig._parse_rendered(escaped) is None
+    assert modelsconfig.parse(escaped, 'we"ird') == ModelsConfig((1,), {})
+    assert modelsconfig.parse("not a config {", "m") is None

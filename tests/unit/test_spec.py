@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 from servedmodel_operator.api.names import derived_name
 from servedmodel_operator.api.spec import (
@@ -19,13 +18,9 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, model
+from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servedmodel.yaml"
-
-
-def _schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def test_parses_a_minimal_body_with_defaults() -> None:
@@ -128,64 +123,25 @@ def test_version_entry_digest_is_stable_and_sensitive() -> None:
     assert a.digest() != b.digest()
 
 
-def _defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
-    out = {}
-    for name, sub in schema.get("properties", {}).items():
-        here = f"{path}.{name}" if path else name
-        if "default" in sub and sub["default"] != {}:
-            out[here] = sub["default"]
-        out.update(_defaults(sub, here))
-    return out
-
-
-def _by_alias(model_cls: Any) -> dict[str, tuple[str, Any]]:
-    """camelCase name (as the CRD spells it) -> (python attribute, annotation)."""
-    return {f.alias or n: (n, f.annotation) for n, f in model_cls.model_fields.items()}
-
-
-def _nested_models(annotation: Any) -> list[Any]:
-    """The pydantic models inside an annotation (X, X | None, tuple[X, ...])."""
-    out = []
-    for candidate in getattr(annotation, "__args__", (annotation,)):
-        if hasattr(candidate, "model_fields"):
-            out.append(candidate)
-        out += [d for d in getattr(candidate, "__args__", ()) if hasattr(d, "model_fields")]
-    return out
-
-
-ABSENT = object()
-
-
-def _value(obj: Any, path: str) -> Any:
-    """Follow a camelCase path (as in the CRD) through the parsed model's attributes; ABSENT
-    when an optional object on the way is not set (its defaults apply once it is)."""
-    for part in path.split("."):
-        if obj is None:
-            return ABSENT
-        attribute, _ = _by_alias(type(obj))[part]
-        obj = getattr(obj, attribute)
-    return obj
-
-
 def test_every_crd_default_equals_the_models_default() -> None:
-    spec_schema = _schema()["properties"]["spec"]
+    spec_schema = crd_schema()["properties"]["spec"]
     parsed = Spec.model_validate(
         {
             "versions": [{"version": 1, "source": {"uri": "file:///m"}}],
             "store": {"pvc": {"claimName": "m"}},
         }
     )
-    defaults = _defaults(spec_schema)
+    defaults = crd_defaults(spec_schema)
     assert len(defaults) >= 12
     for path, default in defaults.items():
         if path.startswith("store."):
             continue
-        value = _value(parsed, path)
+        value = value_at(parsed, path)
         if value is ABSENT:
             continue
         if isinstance(default, dict):
             for key, v in default.items():
-                assert _value(value, key) == v, path
+                assert value_at(value, key) == v, path
         else:
             assert value == default, path
 
@@ -202,31 +158,15 @@ def test_every_schema_field_has_a_description() -> None:
         if "items" in schema:
             walk(schema["items"], path + "[]")
 
-    walk(_schema(), "")
+    walk(crd_schema(), "")
     assert missing == []
-
-
-def _walk_both(
-    schema: dict[str, Any], model_cls: Any, path: str, crd_only: list[str], model_only: list[str]
-) -> None:
-    """Compare one object level of the CRD schema with one pydantic model, then recurse."""
-    props = schema.get("properties") or {}
-    if "items" in schema:
-        props = schema["items"].get("properties") or {}
-    fields = _by_alias(model_cls)
-    crd_only += [f"{path}.{name}" for name in props if name not in fields]
-    model_only += [f"{path}.{name}" for name in fields if name not in props]
-    for name, sub in props.items():
-        if name in fields:
-            for nested in _nested_models(fields[name][1]):
-                _walk_both(sub, nested, f"{path}.{name}", crd_only, model_only)
 
 
 def test_the_crd_spec_and_the_model_have_the_same_fields_both_ways() -> None:
     """A field added to the CRD but not to the model, or to the model but not to the CRD."""
     crd_only: list[str] = []
     model_only: list[str] = []
-    _walk_both(_schema()["properties"]["spec"], Spec, "spec", crd_only, model_only)
+    walk_both(crd_schema()["properties"]["spec"], Spec, "spec", crd_only, model_only)
     assert crd_only == [], "in the CRD, unknown to ServedModelSpec"
     assert model_only == [], "in ServedModelSpec, missing from the CRD"
 
@@ -277,5 +217,5 @@ def test_every_schema_node_uses_only_openapi_keys() -> None:
             if isinstance(node.get(key), dict):
                 walk(node[key], f"{path}[{key}]")
 
-    walk(_schema(), "")
+    walk(crd_schema(), "")
     assert wrong == []

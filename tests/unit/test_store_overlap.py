@@ -5,17 +5,19 @@ store index)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
+from servedmodel_operator.adapters.cache import StoreIndex
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE
-from servedmodel_operator.controller import handlers
+from servedmodel_operator.controller.runtime import keep_store
 from servedmodel_operator.parts.admission.stores import (
     dirs_overlap,
     earlier_overlapping,
+    overlap_keys,
     store_dir,
     store_key,
+    store_keys,
 )
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.plan import plan
@@ -63,15 +65,40 @@ def _body(name: str, created: str, **spec: Any) -> dict[str, Any]:
     return b
 
 
-def test_the_index_holds_every_model_of_a_claim_under_one_key() -> None:
-    found = asyncio.run(
-        handlers.store_index(
-            namespace="ml",
-            name="hostile",
-            body=_body("hostile", "t2", store={"pvc": {"claimName": "models", "path": "team"}}),
-        )
+def test_the_index_holds_a_model_at_its_directory_and_under_each_one_above() -> None:
+    stores = StoreIndex()
+    keep_store(
+        stores, _body("hostile", "t2", store={"pvc": {"claimName": "models", "path": "team"}})
     )
-    assert found == {("ml", "models"): ("t2", "hostile", "team/hostile")}
+    entry = ("t2", "hostile", "team/hostile")
+    for key in (
+        ("ml", "models", "dir", "team/hostile"),
+        ("ml", "models", "under", "team"),
+        ("ml", "models", "under", "team/hostile"),
+    ):
+        assert stores.get(key) == [entry]
+    assert stores.get(("ml", "models", "dir", "team")) == []
+    keep_store(stores, _body("hostile", "t2"), deleted=True)
+    assert stores.get(("ml", "models", "under", "team")) == []
+    # Where a model looks for overlaps: what is at or under its directory, what is above it.
+    assert overlap_keys("ml", "x", _spec("team/fraud", "deep")) == [
+        ("ml", "models", "under", "team/fraud/deep"),
+        ("ml", "models", "dir", "team"),
+        ("ml", "models", "dir", "team/fraud"),
+    ]
+    # Every overlapping model is found there, and no other.
+    index: dict[Any, list[Any]] = {}
+    for name, spec in (("a", _spec("team")), ("b", _spec("team/b")), ("c", _spec("other"))):
+        for key in store_keys("ml", name, spec):
+            index.setdefault(key, []).append(("t", name, store_dir(name, spec)))
+    for name, spec, overlapping in (
+        ("team", _spec(), {"a", "b"}),  # holds team/a and team/b
+        ("x", _spec("team/a"), {"a"}),  # team/a/x lies inside team/a
+        ("b", _spec("team"), {"b"}),  # is team/b
+        ("y", _spec("oth"), set()),  # oth/y: a neighbour of nothing
+    ):
+        found_names = {e[1] for k in overlap_keys("ml", name, spec) for e in index.get(k, ())}
+        assert found_names == overlapping, name
 
 
 @pytest.mark.parametrize(

@@ -178,3 +178,32 @@ def test_work_does_not_keep_the_context_of_whoever_asked() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [None, None]
+
+
+def test_events_while_a_key_waits_for_a_worker_cost_no_extra_run() -> None:
+    """With more keys due than workers, a key waits; its reconcile reads the state when it
+    starts, so events that arrive meanwhile need no second run (at 2,000 models they doubled
+    the reconciles). An event during the run itself still asks for one more."""
+
+    async def scenario() -> dict[Hashable, int]:
+        runs: dict[Hashable, int] = {}
+        release = asyncio.Event()
+
+        async def work(key: Hashable) -> float | None:
+            runs[key] = runs.get(key, 0) + 1
+            if key == "first":
+                await release.wait()  # holds the only worker
+            return None
+
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0)
+        queue.add("first")
+        await until(lambda: runs.get("first") == 1)
+        queue.add("waiting")
+        await asyncio.sleep(0.02)  # due now, waiting for the worker
+        for _ in range(5):
+            queue.add("waiting", settle=0.01)
+        release.set()
+        await until(idle(queue))
+        return runs
+
+    assert asyncio.run(scenario()) == {"first": 1, "waiting": 1}

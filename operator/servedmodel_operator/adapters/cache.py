@@ -1,4 +1,11 @@
-"""The reconciler's view of the cluster: kopf's watch-fed indexes, plus what we just wrote.
+"""The reconciler's view of the cluster: compact copies of the watched objects, plus what we
+just wrote.
+
+Every watched object is kept trimmed to what reconciles read (api/kinds.Trim) and serialised
+(`Stored`): a few kilobytes of JSON per object, where decoded dicts cost ten times that in
+Python objects, and nothing of the decoded watch event stays alive. A reconcile decodes the
+handful of objects it reads (`expand`). The one part kept decoded is our own managedFields
+entry's field set, shared between objects (_FieldSets): two models' sets differ in a few leaves.
 
 A watch event for an object we applied arrives a little after the apply returns. Until it
 does, the apply's response stands in for the object (the "expectations" of Kubernetes' own
@@ -7,6 +14,8 @@ controllers), so a reconcile in between neither re-applies it nor starts a secon
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import threading
 from collections import OrderedDict
@@ -15,38 +24,45 @@ from typing import Any
 
 from servedmodel_operator import ANNOTATION_PREFIX
 from servedmodel_operator.api import kinds
+from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.parts.drift import is_our_apply
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of an object reconciles read, as a compact copy: drift needs only our own
+    """The parts of an object reconciles read (api/kinds.Trim): drift needs only our own
     managedFields entry and our annotations; status only where it is looked at; of a
     ServedModel, its identity, spec (every field of which the reconcile parses: the CRD's
-    bounds bound it) and status (written by the operator, bounded by it)."""
+    bounds bound it) and status (written by the operator, bounded by it). Values are the
+    object's own (not copies), but for our field set, which is shared (_FieldSets)."""
     meta = obj.get("metadata", {}) or {}
     kind = obj.get("kind")
     rule = kinds.trim_rule(str(kind))
     kept = {k: meta[k] for k in rule.metadata if meta.get(k) is not None}
-    kept.pop("managedFields", None)  # put back below, after the copy: its field set is shared
     if "annotations" in kept:
         kept["annotations"] = {
             k: v for k, v in kept["annotations"].items() if k.startswith(ANNOTATION_PREFIX)
         }
+    if "managedFields" in kept:
+        kept["managedFields"] = [_our_entry(m) for m in kept["managedFields"] if is_our_apply(m)]
     out: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept}
     status, spec, data = obj.get("status") or {}, obj.get("spec") or {}, obj.get("data") or {}
     if rule.status:
         out["status"] = _only(status, rule.status) if isinstance(rule.status, tuple) else status
+        if (rule.conditions or rule.condition_types) and "conditions" in out["status"]:
+            out["status"] = {
+                **out["status"],
+                "conditions": [
+                    _only(c, rule.conditions) if rule.conditions else c
+                    for c in out["status"]["conditions"] or []
+                    if not rule.condition_types or c.get("type") in rule.condition_types
+                ],
+            }
     if rule.spec:
         out["spec"] = _only(spec, rule.spec) if isinstance(rule.spec, tuple) else spec
     if rule.data:
         out["data"] = _only(data, rule.data)
-    out = _compact(out)
-    if meta.get("managedFields") is not None and "managedFields" in rule.metadata:
-        out["metadata"]["managedFields"] = [
-            _our_entry(m) for m in meta["managedFields"] if is_our_apply(m)
-        ]
     return out
 
 
@@ -55,9 +71,7 @@ def _only(section: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _compact(value: Any) -> Any:
-    """A copy with every string interned. Each watch event is decoded afresh, so without this
-    every object repeats the same keys ("lastTransitionTime", "app.kubernetes.io/name"...)
-    and values ("True", the image); the copy also lets the decoded event go whole."""
+    """A copy with every string interned (the leaves of shared field sets)."""
     if isinstance(value, str):
         return sys.intern(value)
     if isinstance(value, Mapping):
@@ -68,10 +82,10 @@ def _compact(value: Any) -> Any:
 
 
 def _our_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Our Apply entry, its field set made of shared subtrees (see _FieldSets)."""
-    out: dict[str, Any] = _compact({k: v for k, v in entry.items() if k != "fieldsV1"})
+    """Our Apply entry, its field set shared (see _FieldSets)."""
+    out: dict[str, Any] = {k: v for k, v in entry.items() if k != "fieldsV1"}
     if isinstance(entry.get("fieldsV1"), Mapping):
-        out["fieldsV1"] = _FIELD_SETS.share(entry["fieldsV1"])
+        out["fieldsV1"] = _FIELD_SETS.share_whole(entry["fieldsV1"])
     return out
 
 
@@ -80,12 +94,34 @@ class _FieldSets:
     fieldsV1 is about 20 KB once decoded, and two models' differ only in a few leaves (their
     owner's uid, their mount path): shared, the rest costs nothing per model. Read only:
     drift never changes a field set. Bounded: past `limit` subtrees the least recently seen
-    stops being shared and is freed with the objects holding it."""
+    stops being shared and is freed with the objects holding it.
 
-    def __init__(self, limit: int = 1024) -> None:
+    Most events of an object repeat its whole field set (a Deployment's rollout steps change
+    its status only): a first level keyed by a digest of the set's JSON finds it again for
+    the cost of one json.dumps, without walking its subtrees."""
+
+    def __init__(self, limit: int = 1024, whole: int = 4096) -> None:
         self._nodes: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._whole: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         self._limit = limit
+        self._whole_limit = whole
         self._lock = threading.Lock()
+
+    def share_whole(self, tree: Mapping[str, Any]) -> dict[str, Any]:
+        digest = hashlib.blake2b(
+            json.dumps(tree, separators=(",", ":")).encode(), digest_size=16
+        ).digest()
+        with self._lock:
+            found = self._whole.get(digest)
+            if found is not None:
+                self._whole.move_to_end(digest)
+                return found
+        node = self.share(tree)
+        with self._lock:
+            self._whole[digest] = node
+            if len(self._whole) > self._whole_limit:
+                self._whole.popitem(last=False)
+        return node
 
     def share(self, tree: Mapping[str, Any]) -> dict[str, Any]:
         node = {
@@ -107,6 +143,151 @@ class _FieldSets:
 
 
 _FIELD_SETS = _FieldSets()
+
+# A trimmed object, kept: its resourceVersion, the rest as JSON (without the field sets), and
+# the (shared) field set of each managedFields entry, in order.
+Stored = tuple[str, bytes, tuple[Any, ...]]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def compact(trimmed: Mapping[str, Any]) -> Stored:
+    """A trimmed object as kept in the caches (see Stored)."""
+    meta = dict(trimmed.get("metadata") or {})
+    version = str(meta.pop("resourceVersion", "") or "")
+    entries = meta.get("managedFields") or []
+    fields = tuple(e.get("fieldsV1") for e in entries)
+    if entries:
+        meta["managedFields"] = [{k: v for k, v in e.items() if k != "fieldsV1"} for e in entries]
+    body = {**trimmed, "metadata": meta}
+    text = json.dumps(body, separators=(",", ":"), default=_plain).encode()
+    return (sys.intern(version), text, fields)
+
+
+def expand(stored: Stored | Mapping[str, Any]) -> dict[str, Any]:
+    """The object a Stored was made of (a fresh copy: a reconcile may keep it)."""
+    if isinstance(stored, Mapping):
+        return dict(stored)
+    version, text, fields = stored
+    obj: dict[str, Any] = json.loads(text)
+    meta = obj["metadata"]
+    if version:
+        meta["resourceVersion"] = version
+    for entry, shared in zip(meta.get("managedFields") or (), fields, strict=False):
+        if shared is not None:
+            entry["fieldsV1"] = shared
+    return obj
+
+
+def same(a: Stored, b: Stored) -> bool:
+    """Whether two states of an object differ in nothing a reconcile reads (the
+    resourceVersion aside)."""
+    return a[1] == b[1] and a[2] == b[2]  # shared field sets: equal at once when identical
+
+
+class KindCache:
+    """The objects of one watched kind, compact (Stored), by (namespace, owner) as the index
+    key (`Kind.owner_of`; a ServedModel's is its own name), fed by watch events
+    (adapters/watch.py). Each change says which ServedModels it concerns (`Kind.served_by`):
+    none when nothing a reconcile reads changed, which is most of a Deployment's rollout steps
+    and of a pod's status updates. Runs on the event loop."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._by_owner: dict[tuple[str, str], dict[str, Stored]] = {}
+        # (namespace, name) -> (its index key's owner, the ServedModel its events concern)
+        self._where: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+    def get(
+        self, key: tuple[str, str], default: Iterable[Mapping[str, Any]] = ()
+    ) -> list[dict[str, Any]]:
+        found = self._by_owner.get(key)
+        if not found:
+            return [dict(d) for d in default]
+        return [expand(found[name]) for name in sorted(found)]
+
+    def put(self, obj: Mapping[str, Any]) -> list[str]:
+        """Keep an object's current state; the ServedModels whose reconcile it concerns
+        (none when nothing they read changed)."""
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        owner = self.kind.owner_of(obj)
+        if owner is None:  # not (or no longer) one of ours
+            return self.remove(namespace, name)
+        served = self.kind.served_by(obj)
+        stored = compact(trim(obj))
+        before = self._where.get((namespace, name))
+        old = self._by_owner.get((namespace, before[0]), {}).get(name) if before else None
+        if before is not None and before[0] != owner:
+            self._drop(namespace, name)
+        self._by_owner.setdefault((sys.intern(namespace), sys.intern(owner)), {})[
+            sys.intern(name)
+        ] = stored
+        self._where[(namespace, name)] = (owner, served)
+        if old is not None and before == (owner, served) and same(old, stored):
+            return []
+        concerned = {served, before[1] if before else None}
+        return sorted(c for c in concerned if c)
+
+    def remove(self, namespace: str, name: str) -> list[str]:
+        """Forget an object (deleted, or no longer ours); the ServedModel it concerned."""
+        before = self._drop(namespace, name)
+        return [before[1]] if before and before[1] else []
+
+    def names(self, namespace: str | None) -> list[tuple[str, str]]:
+        """(namespace, name) of every object kept in `namespace` (None: in any)."""
+        return [k for k in self._where if namespace in (None, k[0])]
+
+    def peek(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object by name, if kept."""
+        where = self._where.get((namespace, name))
+        bucket = self._by_owner.get((namespace, where[0])) if where else None
+        return expand(bucket[name]) if bucket and name in bucket else None
+
+    def _drop(self, namespace: str, name: str) -> tuple[str, str | None] | None:
+        before = self._where.pop((namespace, name), None)
+        if before is not None:
+            bucket = self._by_owner.get((namespace, before[0]))
+            if bucket is not None:
+                bucket.pop(name, None)
+                if not bucket:
+                    del self._by_owner[(namespace, before[0])]
+        return before
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class StoreIndex:
+    """Which ServedModels use which store claim, and their directories on it, each kept at
+    the keys parts/admission/stores.store_keys gives (its directory, and under each one
+    above): `get(key)` lists the (created, name, directory) kept there."""
+
+    def __init__(self) -> None:
+        self._at: dict[Any, dict[str, tuple[str, str, str]]] = {}
+        self._keys: dict[tuple[str, str], list[Any]] = {}  # (namespace, name) -> its keys
+
+    def put(self, namespace: str, name: str, keys: list[Any], entry: tuple[str, str, str]) -> None:
+        self.remove(namespace, name)
+        for key in keys:
+            self._at.setdefault(key, {})[name] = entry
+        self._keys[(namespace, name)] = keys
+
+    def remove(self, namespace: str, name: str) -> None:
+        for key in self._keys.pop((namespace, name), ()):
+            kept = self._at.get(key)
+            if kept is not None:
+                kept.pop(name, None)
+                if not kept:
+                    del self._at[key]
+
+    def get(self, key: Any, default: Iterable[Any] = ()) -> list[tuple[str, str, str]]:
+        kept = self._at.get(key)
+        return list(kept.values()) if kept else list(default)
 
 
 def _resource_version(obj: Mapping[str, Any]) -> int:
@@ -148,14 +329,17 @@ class Recent:
             if owner is not None:
                 self._by_owner.setdefault((key[0], key[1], owner), set()).add(key[2])
 
-    def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
-        """A watch event arrived: what we recorded is no longer ahead of the index."""
+    def seen(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
+        """A watch event arrived: what we recorded is no longer ahead of the index. True when
+        the event is our own write coming back (the very resourceVersion it returned)."""
         with self._lock:
             ours = self._objects.get((kind, namespace, name))
-            if ours is not None and _resource_version(
-                {"metadata": {"resourceVersion": resource_version}}
-            ) >= _resource_version(ours):
+            if ours is None:
+                return False
+            seen = _resource_version({"metadata": {"resourceVersion": resource_version}})
+            if seen >= _resource_version(ours):
                 self._drop((kind, namespace, name))
+            return seen == _resource_version(ours)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:

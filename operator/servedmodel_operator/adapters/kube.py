@@ -7,8 +7,8 @@ operator never imports the official `kubernetes` client and its generated models
 are raw JSON to fixed, quoted paths: every name from a ServedModel is one quoted path segment,
 never a fragment of a URL.
 
-Reads of collections never come through here: the reconciler works from kopf's watch-fed
-indexes, so a converged operator sends nothing at all.
+Reads of collections are the watches' (adapters/watch.py: `list_page`, `watch`): the reconciler
+works from the watch-fed caches, so a converged operator sends nothing at all.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import metadata
 from typing import Any
 from urllib.parse import quote
@@ -35,12 +35,28 @@ from servedmodel_operator.parts.text import safe_bytes
 log = logging.getLogger(__name__)
 USER_AGENT = f"{FIELD_MANAGER}/{metadata.version('servedmodel')}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
-MAX_RESPONSE_BYTES = 16 << 20  # one object, never a collection
+MAX_RESPONSE_BYTES = 16 << 20  # one object
+# A list comes in pages of LIST_PAGE objects, each read up to MAX_PAGE_BYTES; a page larger
+# than that (a ServedModel may reach the API server's 1.5 MiB) is asked again in pages of
+# SMALL_PAGE: at most about 26 MiB of the largest objects are ever decoded at once.
+LIST_PAGE = 500
+SMALL_PAGE = 20
+MAX_PAGE_BYTES = 32 << 20
+WATCH_SECONDS = 300  # the server ends a watch after this; it is started again from there
+MAX_EVENT_BYTES = 16 << 20  # one watch event (one object)
 # A throttled request (429) is tried again this many times, after the server's Retry-After
 # (at most MAX_RETRY_AFTER seconds each): at most about 30 s, then the work queue's backoff.
 THROTTLED_RETRIES = 3
 MAX_RETRY_AFTER = 10.0
 MAX_NOTE_BYTES = 1024  # an events.k8s.io/v1 Event's note (the API server's limit, in bytes)
+
+
+class TooLarge(aiohttp.ClientPayloadError):
+    """A response past its size limit (it was not read further)."""
+
+
+class Gone(Exception):
+    """410: a watch's (or a list continuation's) resourceVersion is too old: list again."""
 
 
 class ApiError(Exception):
@@ -63,7 +79,7 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     async for chunk in response.content.iter_chunked(1 << 16):
         size += len(chunk)
         if size > limit:
-            raise aiohttp.ClientPayloadError(f"response larger than {limit} bytes")
+            raise TooLarge(f"response larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -90,6 +106,30 @@ def _answer(response: aiohttp.ClientResponse, raw: bytes) -> dict[str, Any]:
             str(answer.get("message") or ""),
         )
     return answer if isinstance(answer, dict) else {}
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The lines of a watch stream (aiohttp's own line reader refuses lines over 128 KB, and
+    one object can be larger), each at most MAX_EVENT_BYTES."""
+    pending = b""
+    async for chunk in content.iter_chunked(1 << 16):
+        pending += chunk
+        if b"\n" not in chunk:
+            if len(pending) > MAX_EVENT_BYTES:
+                raise aiohttp.ClientPayloadError(f"watch event larger than {MAX_EVENT_BYTES} bytes")
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def collection(kind: kinds.Kind, namespace: str | None) -> str:
+    """The URL path of a kind's objects in a namespace, or in every namespace (None)."""
+    where = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
+    return f"{kind.prefix}{where}/{kind.plural}"
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -122,6 +162,9 @@ class Kube:
         # client-go's form, name/version (detail): the audit log tells replicas apart.
         self._agent = f"{USER_AGENT} ({self._instance})"
         self._on_request = on_request or (lambda verb, code: None)
+        self._info: kopf.ConnectionInfo | None = None
+        self._streams: aiohttp.ClientSession | None = None
+        self._streams_of: aiohttp.ClientSession | None = None
 
     async def _client(self, renew: bool = False) -> tuple[aiohttp.ClientSession, str]:
         async with self._lock:
@@ -137,11 +180,102 @@ class Kube:
                     timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, total=READ_TIMEOUT),
                 )
                 self._server = info.server.rstrip("/")
+                self._info = info
             return self._session, self._server
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._streams is not None:
+            await self._streams.close()
+
+    async def _stream_client(self) -> tuple[aiohttp.ClientSession, str]:
+        """A session for watches: one long-lived connection each, as many as are watched."""
+        session, server = await self._client()
+        if self._streams is None or self._streams_of is not session:
+            if self._streams is not None:
+                await self._streams.close()
+            assert self._info is not None
+            self._streams = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._info.as_ssl_context()),
+                headers={**self._info.as_http_headers(), "User-Agent": self._agent},
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=CONNECT_TIMEOUT, sock_read=WATCH_SECONDS + 30
+                ),
+            )
+            self._streams_of = session
+        return self._streams, server
+
+    async def list_page(
+        self, url_path: str, selector: str, continue_: str = "", limit: int = LIST_PAGE
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        """One page of a collection: (items, the list's resourceVersion, the next page's
+        continue token or ""). A page past MAX_PAGE_BYTES raises TooLarge."""
+        query = {"limit": str(limit)}
+        if selector:
+            query["labelSelector"] = selector
+        if continue_:
+            query["continue"] = continue_
+        try:
+            answer = await self.request("GET", url_path, query=query, limit=MAX_PAGE_BYTES)
+        except ApiError as exc:
+            if exc.status == 410:
+                raise Gone(exc.message) from exc
+            raise
+        meta = answer.get("metadata") or {}
+        return (
+            list(answer.get("items") or []),
+            str(meta.get("resourceVersion") or ""),
+            str(meta.get("continue") or ""),
+        )
+
+    async def watch(
+        self, url_path: str, selector: str, resource_version: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a collection from `resource_version`, decoded, BOOKMARKs included,
+        until the server ends the watch (WATCH_SECONDS). A 410 raises Gone; another ERROR
+        event or status raises ApiError."""
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        if selector:
+            query["labelSelector"] = selector
+        for attempt in (1, 2):
+            if attempt == 2:
+                await self._client(renew=True)
+            session, server = await self._stream_client()
+            async with session.get(
+                server + url_path, params=query, headers={"Accept": "application/json"}
+            ) as response:
+                self._on_request("WATCH", response.status)
+                if response.status == 401 and attempt == 1:
+                    continue
+                if response.status >= 300:
+                    raw = await read_bounded(response, MAX_RESPONSE_BYTES)
+                    answer = json.loads(raw or b"{}") if raw.startswith(b"{") else {}
+                    if response.status == 410:
+                        raise Gone(str(answer.get("message") or ""))
+                    raise ApiError(
+                        response.status,
+                        str(answer.get("reason") or response.reason or ""),
+                        str(answer.get("message") or ""),
+                    )
+                async for line in _lines(response.content):
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        if status.get("code") == 410:
+                            raise Gone(str(status.get("message") or ""))
+                        raise ApiError(
+                            int(status.get("code") or 500),
+                            str(status.get("reason") or ""),
+                            str(status.get("message") or ""),
+                        )
+                    yield event
+                return
 
     async def request(
         self,
@@ -150,6 +284,7 @@ class Kube:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
+        limit: int = MAX_RESPONSE_BYTES,
     ) -> dict[str, Any]:
         """One request, JSON in and out; a non-2xx answer raises ApiError. An expired token is
         renewed once (a projected ServiceAccount token rotates). A 429 (API Priority and
@@ -167,7 +302,7 @@ class Kube:
                 data=json.dumps(body).encode() if body is not None else None,
                 headers={"Content-Type": content_type, "Accept": "application/json"},
             ) as response:
-                raw = await read_bounded(response, MAX_RESPONSE_BYTES)
+                raw = await read_bounded(response, limit)
                 self._on_request(method, response.status)
                 if response.status == 401 and not renewed:
                     renew = renewed = True
@@ -203,16 +338,6 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-
-    async def any_exist(self, kind: kinds.Kind, namespace: str | None = None) -> bool:
-        """Whether at least one object of a watched kind exists (its watch's label selector;
-        one namespace, or all): one list of at most one item."""
-        where = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
-        query = {"limit": "1"}
-        if kind.labels:
-            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in kind.labels.items())
-        found = await self.request("GET", f"{kind.prefix}{where}/{kind.plural}", query=query)
-        return bool(found.get("items"))
 
     async def delete(self, obj: Mapping[str, Any]) -> None:
         """Delete an owned object, if it is still the one observed (a UID precondition)."""

@@ -9,7 +9,9 @@ where a counterpart exists, so existing dashboards and alerts apply:
 - rest_client_requests_total{method,code,host} (every request to the API server);
 - leader_election_master_status{name} (1 on the replica that leads);
 - servedmodel_exports_total{result,reason} (finished exports: Exported, or the failure reason),
-  servedmodel_pod_status_requests_total{outcome} (reads of TF Serving pods' model status);
+  servedmodel_pod_status_requests_total{outcome} (reads of TF Serving pods' model status),
+  servedmodel_watch_events_total{kind,reconcile} (events of the children the operator watches,
+  and whether they asked for a reconcile: yes when something a reconcile reads changed);
 - servedmodel_servedmodels{namespace,condition,status}: how many ServedModels of a namespace
   have each condition at each status, as the watch sees them (ServedModelCounts). One series
   per namespace, condition type and status that counts at least one ServedModel, never one per
@@ -62,7 +64,11 @@ reconcile_time = Histogram(
 active_workers = Gauge(
     "controller_runtime_active_workers", "Reconciles running now", ["controller"]
 )
-queue_depth = Gauge("workqueue_depth", "Keys waiting or running", ["name"])
+queue_depth = Gauge(
+    "workqueue_depth",
+    "Keys due: waiting for a worker or running (not those scheduled for later)",
+    ["name"],
+)
 queue_adds = Counter("workqueue_adds_total", "Keys asked for", ["name"])
 queue_latency = Histogram(
     "workqueue_queue_duration_seconds",
@@ -82,6 +88,12 @@ api_requests = Counter(
 leader = Gauge("leader_election_master_status", "1 while this replica leads", ["name"])
 exports = Counter(
     "servedmodel_exports_total", "Finished exports, by result and reason", ["result", "reason"]
+)
+watch_events = Counter(
+    "servedmodel_watch_events_total",
+    "Watch events of the operator's children, by watched kind and whether they changed "
+    "something a reconcile reads (and asked for one)",
+    ["kind", "reconcile"],
 )
 pod_reads = Counter(
     "servedmodel_pod_status_requests_total",

@@ -21,6 +21,7 @@ import aiohttp
 from servedmodel_operator.adapters.kube import read_bounded
 from servedmodel_operator.api.layout import REST_PORT
 from servedmodel_operator.parts.serving.pods import (
+    UNREACHABLE_CHANGED_RETRY_SECONDS,
     PodReport,
     ServingPod,
     assigned_version,
@@ -120,12 +121,25 @@ class Prober:
         return PodReport(digest, versions, resolved, assigned=assigned)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     report: PodReport
-    attempts: int
+    attempts: int  # unsettled readings in a row (0: settled)
     due: float
     answered: bool  # the pod has answered at least once (this incarnation)
+    at: float = 0.0  # when it was read
+    since: float = 0.0  # when its unsettled readings in a row began
+    seen: tuple[str | None, bool, bool, bool] = (None, False, False, False)  # reachability
+
+    def next_read(self, pod: ServingPod) -> float:
+        """When to read the pod again under the same config (monotonic)."""
+        if self.attempts and not self.answered and pod.reachability != self.seen:
+            # Never answered, and something about the pod changed since: it may answer now.
+            return min(self.due, self.at + UNREACHABLE_CHANGED_RETRY_SECONDS)
+        return self.due
+
+    def due_for(self, pod: ServingPod, digest: str, now: float) -> bool:
+        return self.report.config != digest or self.next_read(pod) <= now
 
 
 def _key(pod: ServingPod, model: str | None) -> str:
@@ -168,7 +182,7 @@ class Reports(Mapping[str, PodReport]):
     def due(self, pod: ServingPod, digest: str, now: float, model: str | None = None) -> bool:
         with self._lock:
             entry = self._entries.get(_key(pod, model))
-        return entry is None or entry.report.config != digest or entry.due <= now
+        return entry is None or entry.due_for(pod, digest, now)
 
     def record(
         self,
@@ -192,8 +206,11 @@ class Reports(Mapping[str, PodReport]):
             same = before is not None and before.report.config == report.config
             attempts = 0 if settled else (before.attempts + 1 if same and before else 1)
             answered = report.reached or (before is not None and before.answered)
-            wait = retry_after(attempts, not answered) if attempts else 0.0
-            self._entries[key] = _Entry(report, attempts, now + wait, answered)
+            since = before.since if before is not None and same and before.attempts else now
+            wait = retry_after(attempts, not answered, now - since) if attempts else 0.0
+            self._entries[key] = _Entry(
+                report, attempts, now + wait, answered, now, since, pod.reachability
+            )
 
     def next_due(
         self, pods: Iterable[ServingPod], now: float, models: Iterable[str | None] = (None,)
@@ -203,7 +220,7 @@ class Reports(Mapping[str, PodReport]):
         asked = list(models)
         with self._lock:
             waits = [
-                max(0.0, e.due - now)
+                max(0.0, e.next_read(p) - now)
                 for p in pods
                 for m in asked
                 if (e := self._entries.get(_key(p, m))) is not None and e.attempts

@@ -1,15 +1,10 @@
 """The readiness probe: 200 once this replica can serve, 503 before and while it shuts down.
 
-"Can serve" is: its watch caches are filled (kopf has listed every watched kind). The leader
-reconciles from them; a standby with filled caches takes over within seconds of the leader's
-loss. A replica that is still listing (a start, a restart) is not ready, so a rolling update
-of the operator (maxUnavailable 1, the PodDisruptionBudget) never takes the last ready one
-down before its successor can serve.
-
-kopf runs no event handler before every index has done its initial listing, so the first event
-handler call proves the caches are filled. A cluster with no object of any watched kind
-produces no event at all: the start-up check lists each watched kind once (limit=1) and, when
-every list is empty, there is nothing to fill.
+"Can serve" is: its watch caches are filled (every watched kind listed once, an empty list
+too: controller/runtime.py). The leader reconciles from them; a standby with filled caches takes
+over within seconds of the leader's loss. A replica that is still listing (a start, a restart)
+is not ready, so a rolling update of the operator (maxUnavailable 1, the PodDisruptionBudget)
+never takes the last ready one down before its successor can serve.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -60,8 +55,3 @@ async def serve(url: str, readiness: Readiness) -> Callable[[], Any]:
     await site.start()
     log.info("readiness probe at %s", url)
     return runner.cleanup
-
-
-def nothing_to_list(found: Mapping[str, bool]) -> bool:
-    """Whether the start-up lists found no object of any watched kind."""
-    return not any(found.values())

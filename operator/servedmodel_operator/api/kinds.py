@@ -123,12 +123,16 @@ OWNED_METADATA = (*IDENTITY, "labels", "annotations", "managedFields", "ownerRef
 @dataclass(frozen=True)
 class Trim:
     """What the watch cache keeps of an object: these metadata keys, its status (all, these
-    keys, or none), spec keys, data keys."""
+    keys, or none), spec keys, data keys, and of the status conditions of these types (none:
+    all) these keys (none: all). It is also what an event must change to ask for a reconcile
+    (adapters/cache.py): a key a part reads must be kept here."""
 
     metadata: tuple[str, ...] = OWNED_METADATA
     status: bool | tuple[str, ...] = False
     spec: bool | tuple[str, ...] = False
     data: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    condition_types: tuple[str, ...] = ()  # the status conditions kept (none: all)
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,18 @@ class Kind:
         """The API path prefix: /api/v1 for the core group, /apis/<group>/<version> else."""
         return f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
 
+    @property
+    def selector(self) -> str:
+        """The watch's label selector, as a query parameter."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 
-POD_STATUS = ("phase", "conditions", "containerStatuses", "initContainerStatuses", "podIP")
+
+# What parts read of a pod: its IP and readiness (parts/serving/pods.ServingPod: the Ready
+# condition's status, the first container's start and restarts), an exporter's termination
+# messages, its fetch container's included (parts/exports/states.py). The other conditions and
+# the probe times would make every kubelet status update look like a change.
+POD_STATUS = ("conditions", "containerStatuses", "initContainerStatuses", "podIP")
+POD_CONDITIONS = ("type", "status")
 
 SERVEDMODELS = Kind(
     KIND,
@@ -217,8 +231,22 @@ CHILDREN = (
         "deployments",
         index="deployments",
         labels=MANAGED,
-        # Its rollout needs the desired replicas, not the pod template.
-        trim=Trim(status=True, spec=("replicas",)),
+        # Its rollout needs the desired replicas, not the pod template; its status the counts
+        # and whether progress stalled (parts/serving/part.DeploymentProgress), not the times
+        # and messages of each rollout step.
+        trim=Trim(
+            status=(
+                "observedGeneration",
+                "replicas",
+                "readyReplicas",
+                "updatedReplicas",
+                "availableReplicas",
+                "conditions",
+            ),
+            spec=("replicas",),
+            conditions=("type", "status", "reason"),
+            condition_types=("Progressing",),
+        ),
     ),
     Kind(
         "ConfigMap",
@@ -268,7 +296,7 @@ EXPORTER_PODS = Kind(
     index="exporter_pods",
     labels={**MANAGED, COMPONENT_LABEL: EXPORTER},
     owner=OwnerKey.JOB,
-    trim=Trim(status=POD_STATUS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS, condition_types=("Ready",)),
     owned=False,
 )
 SERVER_PODS = Kind(
@@ -278,7 +306,7 @@ SERVER_PODS = Kind(
     index="server_pods",
     labels={**MANAGED, COMPONENT_LABEL: SERVER},
     owner=OwnerKey.INSTANCE,
-    trim=Trim(status=POD_STATUS),
+    trim=Trim(status=POD_STATUS, conditions=POD_CONDITIONS, condition_types=("Ready",)),
     owned=False,
 )
 
@@ -291,6 +319,9 @@ OTHERS = (
     Kind("Lease", "coordination.k8s.io/v1", "leases", owned=False),
 )
 
+# Every watched kind, each through the operator's own watches (adapters/watch.py) into its
+# caches (adapters/cache.KindCache); a primary kind's events enqueue the object itself (a
+# ModelServer under its `server_owner` key).
 WATCHED = (
     SERVEDMODELS,
     MODELSERVERS,
@@ -298,6 +329,7 @@ WATCHED = (
     EXPORTER_PODS,
     SERVER_PODS,
 )
+PRIMARY = (SERVEDMODELS, MODELSERVERS)
 ALL = (SERVEDMODELS, MODELSERVERS, *CHILDREN, EXPORTER_PODS, *OTHERS)
 
 

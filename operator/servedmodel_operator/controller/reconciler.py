@@ -285,7 +285,11 @@ class Reconciler:
             except ApiError as exc:
                 exc.add_note(f"{obj['kind']} {obj['metadata']['name']}")
                 raise
-        self._rejected.pop((model.namespace, model.name), None)
+        # A refusal is forgotten once another spec has been written, not after any reconcile:
+        # the reconciles other watch events trigger meanwhile must not try it again.
+        rejected = self._rejected.get((model.namespace, model.name))
+        if rejected is not None and rejected[0] != model.generation:
+            del self._rejected[(model.namespace, model.name)]
 
     def _refused_by_the_api(
         self, model: ServedModelSpec, observed: Observed, exc: ApiError, logger: Any

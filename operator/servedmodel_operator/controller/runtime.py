@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import aiohttp
 import kopf
 
 from servedmodel_operator import KIND, SERVER_KIND
 from servedmodel_operator.adapters import leader, metrics, readiness
-from servedmodel_operator.adapters.cache import Recent
-from servedmodel_operator.adapters.kube import ApiError, Kube
+from servedmodel_operator.adapters.cache import KindCache, Recent, StoreIndex, expand
+from servedmodel_operator.adapters.kube import Kube
 from servedmodel_operator.adapters.leader import LeaderElector
 from servedmodel_operator.adapters.logs import ObjectLogger
 from servedmodel_operator.adapters.prober import Prober, Reports
 from servedmodel_operator.adapters.readiness import Readiness
+from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
-from servedmodel_operator.api.kinds import server_of, server_owner
+from servedmodel_operator.api.kinds import Kind, server_of, server_owner
 from servedmodel_operator.api.names import ChildNames
 from servedmodel_operator.api.site import Site
 from servedmodel_operator.controller.reconciler import Reconciler
@@ -33,8 +35,10 @@ from servedmodel_operator.parts.admission.policy import Policy
 from servedmodel_operator.parts.admission.stores import (
     Sharer,
     earlier_overlapping,
+    overlap_keys,
     store_dir,
     store_key,
+    store_keys,
 )
 from servedmodel_operator.parts.modelserver.membership import Shared
 from servedmodel_operator.parts.modelserver.part import ServerObserved
@@ -42,6 +46,10 @@ from servedmodel_operator.parts.observed import Observed
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 5.0  # seconds a shutting-down leader spends releasing its Lease, at most
+
+# Children's events (status changes: a Deployment's rollout steps, a pod's readiness) are let
+# settle: each one pushes the reconcile back this much, up to the work queue's cap.
+CHILD_SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,24 +65,51 @@ class Options:
     namespaces: tuple[str, ...] = ()  # watched namespaces; none: all
 
 
+class Members:
+    """Which ServedModels are members of which ModelServer (spec.server.modelServerRef):
+    `get((namespace, server_owner(server)))` lists their names."""
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[str, str], set[str]] = {}
+        self._of: dict[tuple[str, str], str] = {}  # (namespace, member) -> its server's key
+
+    def put(self, namespace: str, name: str, server: str | None) -> None:
+        before = self._of.pop((namespace, name), None)
+        if before is not None:
+            names = self._at.get((namespace, before))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._at[(namespace, before)]
+        if server is not None:
+            key = server_owner(server)
+            self._of[(namespace, name)] = key
+            self._at.setdefault((namespace, key), set()).add(name)
+
+    def get(self, key: tuple[str, str], default: Iterable[str] = ()) -> list[str]:
+        found = self._at.get(key)
+        return sorted(found) if found else list(default)
+
+
 class Indexes:
-    """kopf's live indexes (watch-fed caches), one per watched kind of api/kinds.py, keyed by
-    (namespace, owning ServedModel or Job name). kopf hands every handler the same live index
-    objects, each under its id as a keyword argument."""
+    """The watch-fed caches, one per watched kind of api/kinds.py (KindCache), keyed by
+    (namespace, owning ServedModel, ModelServer key or Job name), the store index
+    (StoreIndex) and the ModelServers' members (Members)."""
 
-    def __init__(self, by_id: Mapping[str, kopf.Index[Any, Any]]) -> None:
-        self._by_id = dict(by_id)
+    def __init__(
+        self, caches: Mapping[str, KindCache], stores: StoreIndex, members: Members | None = None
+    ) -> None:
+        self._by_id: dict[str, Any] = {
+            **caches,
+            STORES: stores,
+            MEMBERS: members if members is not None else Members(),
+        }
 
-    @classmethod
-    def of(cls, handler_kwargs: Mapping[str, Any]) -> Indexes:
-        ids = [k.index for k in kinds.WATCHED if k.index] + [STORES, MEMBERS]
-        return cls({i: handler_kwargs[i] for i in ids})
-
-    def __getitem__(self, index_id: str) -> kopf.Index[Any, Any]:
+    def __getitem__(self, index_id: str) -> Any:
         return self._by_id[index_id]
 
 
-STORES = "stores"  # the index of store directories (see store_key)
+STORES = "stores"  # the index of store directories (see stores.store_keys)
 MEMBERS = "members"  # the index of ModelServers' members: (namespace, server key) -> names
 
 
@@ -94,9 +129,8 @@ def observe(
     """A consistent snapshot of one ServedModel and its children, taken on the event loop:
     each watched object fresher of the watch cache and our own last writes."""
     key = (namespace, name)
-    body = recent.fresher(
-        KIND, namespace, name, _only(indexes[kinds.SERVEDMODELS.index or ""].get(key))
-    )
+    indexed = _only(indexes[kinds.SERVEDMODELS.index or ""].get(key))
+    body = recent.fresher(KIND, namespace, name, None if indexed is None else expand(indexed))
     if body is None:
         return None
     children = _children(indexes, recent, namespace, name)
@@ -244,20 +278,18 @@ def _earlier_store_users(
             return ()
         store = (server.get("spec") or {}).get("store")
         spec = {"store": store, "modelName": spec.get("modelName") or name}
+    sharers: list[Sharer] = [
+        s for key in overlap_keys(namespace, name, spec) for s in indexes[STORES].get(key, ())
+    ]
     key = store_key(namespace, spec)
-    sharers: list[Sharer] = list(indexes[STORES].get(key, ()))
-    for index_key, servers in indexes[kinds.MODELSERVERS.index or ""].items():
-        if index_key[0] != namespace:
+    servers: KindCache = indexes[kinds.MODELSERVERS.index or ""]
+    for _, other_name in servers.names(namespace):
+        other = servers.peek(namespace, other_name) or {}
+        store = (other.get("spec") or {}).get("store")
+        if other_name == mine_server or store_key(namespace, {"store": store}) != key:
             continue
-        for other in servers:
-            other_name = str(other["metadata"]["name"])
-            store = (other.get("spec") or {}).get("store")
-            if other_name == mine_server or store_key(namespace, {"store": store}) != key:
-                continue
-            for when, member, model in indexes[STORES].get(
-                member_store_key(namespace, other_name), ()
-            ):
-                sharers.append((when, member, store_dir(model, {"store": store})))
+        for when, member, model in indexes[STORES].get(member_store_key(namespace, other_name), ()):
+            sharers.append((when, member, store_dir(model, {"store": store})))
     return earlier_overlapping(name, created(body), spec, sharers)
 
 
@@ -268,8 +300,42 @@ def _only(store: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def caches() -> dict[str, KindCache]:
+    """An empty cache for each watched kind, by its index id."""
+    return {k.index: KindCache(k) for k in kinds.WATCHED if k.index}
+
+
+def keep_store(
+    stores: StoreIndex,
+    obj: Mapping[str, Any],
+    deleted: bool = False,
+    members: Members | None = None,
+) -> None:
+    """A ServedModel's place in the store index (parts/admission/stores.py): a member's under
+    its ModelServer (store_index_entry), and in `members`."""
+    meta = obj.get("metadata") or {}
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+    spec = obj.get("spec") or {}
+    if members is not None:
+        members.put(namespace, name, None if deleted else member_of(spec))
+    if deleted:
+        stores.remove(namespace, name)
+        return
+    server = member_of(spec)
+    if server is not None:
+        key, entry = store_index_entry(namespace, name, created(obj), spec)
+        stores.put(namespace, name, [key], entry)
+        return
+    entry = (created(obj), name, store_dir(name, spec))
+    stores.put(namespace, name, store_keys(namespace, name, spec), entry)
+
+
 class Runtime:
-    def __init__(self, options: Options, indexes: Indexes) -> None:
+    def __init__(self, options: Options, *, watch: bool = True) -> None:
+        self.caches = caches()
+        self.stores = StoreIndex()
+        self.members = Members()
+        indexes = Indexes(self.caches, self.stores, self.members)
         self.recent = Recent()
         self.reports = Reports()
         self.kube = Kube(
@@ -306,7 +372,98 @@ class Runtime:
         self.elector: LeaderElector | None = None
         self.readiness = Readiness()
         self._stop_probe: Callable[[], Awaitable[None]] | None = None
-        self._listing: asyncio.Task[None] | None = None
+        self.watches: list[asyncio.Task[None]] = []
+        self.filled = asyncio.Event()  # every watched kind listed once
+        if watch:
+            self._start_watches(options.namespaces)
+
+    def _start_watches(self, namespaces: tuple[str, ...]) -> None:
+        """One watch per kind and namespace. Nothing is reconciled before every one has
+        listed: a reconcile would take an existing child for a missing one."""
+        self.queue.hold("caches")
+        pending = {
+            (kind, namespace) for kind in self.caches for namespace in (namespaces or (None,))
+        }
+
+        started = time.monotonic()
+
+        def listed(key: tuple[str, str | None]) -> None:
+            pending.discard(key)
+            if not pending:
+                kept = ", ".join(f"{len(c)} {i}" for i, c in sorted(self.caches.items()))
+                log.info("watch caches filled in %.1f s: %s", time.monotonic() - started, kept)
+                self._filled()
+
+        loop = asyncio.get_running_loop()
+        for index_id, namespace in sorted(pending, key=str):
+            watch = Watch(self.kube, self.caches[index_id], namespace, self.event)
+            key = (index_id, namespace)
+            self.watches.append(loop.create_task(watch.run(functools.partial(listed, key))))
+        if not pending:
+            self._filled()
+
+    def _filled(self) -> None:
+        """Every watched kind listed: reconciles may run, and the replica can serve (the
+        readiness probe)."""
+        self.filled.set()
+        self.readiness.warm = True
+        self.queue.release("caches")
+
+    def event(self, kind: Kind, type_: str, obj: Mapping[str, Any], concerned: list[str]) -> None:
+        """A watch event (`concerned`: the ServedModels whose reconcile it asks for, none when
+        nothing a reconcile reads changed): our own writes it catches up with, and the
+        reconciles it asks for."""
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        if not namespace:  # every kind watched here is namespaced
+            return
+        if kind in kinds.PRIMARY:
+            self._primary_event(kind, type_, obj, bool(concerned))
+            return
+        if type_ == "DELETED":
+            self.recent.forget(kind.kind, namespace, name)
+            if kind is kinds.SERVER_PODS:
+                self.reports.forget(str(meta.get("uid", "")))
+        else:
+            self.recent.seen(kind.kind, namespace, name, str(meta.get("resourceVersion", "")))
+        # A child's status changes (a rollout's steps) are let settle, and never cut a
+        # backoff short.
+        for owner in concerned:
+            self.queue.add((namespace, owner), settle=CHILD_SETTLE_SECONDS)
+
+    def _primary_event(self, kind: Kind, type_: str, obj: Mapping[str, Any], changed: bool) -> None:
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        key = (namespace, kind.owner_of(obj) or name)  # a ModelServer: its server_owner key
+        deleted = type_ == "DELETED"
+        status = None if deleted else (obj.get("status") or {})
+        # Every replica keeps the counts by condition (the listing at start included).
+        if kind is kinds.SERVEDMODELS:
+            metrics.servedmodel_counts.observe(namespace, name, status)
+            keep_store(self.stores, obj, deleted, self.members)
+            # Its ModelServer (and one it left) reads its spec and exports.
+            self.note_member(namespace, name, None if deleted else obj)
+        else:
+            metrics.modelservers.observe(namespace, name, status)
+        if deleted:
+            self.recent.forget(kind.kind, namespace, name)
+            self.generations.pop(key, None)
+            self.queue.add(key)
+            if kind is kinds.MODELSERVERS:
+                self.touch_members(namespace, name)
+            return
+        echo = self.recent.seen(kind.kind, namespace, name, str(meta.get("resourceVersion", "")))
+        # A spec edit is acted on at once, even during a failure's backoff (it may be the fix).
+        generation = meta.get("generation")
+        new_spec = self.generations.get(key) != generation
+        self.generations[key] = generation
+        # Our own status write coming back changes nothing the reconcile that wrote it did
+        # not know: the plan is a fixpoint of its status (else a converged model would write
+        # for ever).
+        if new_spec or (changed and not echo):
+            self.queue.add(key, bypass_backoff=new_spec)
+        if kind is kinds.MODELSERVERS and new_spec:
+            self.touch_members(namespace, name)
 
     def observe(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         return observe(self.indexes, self.recent, namespace, name)
@@ -377,43 +534,25 @@ class Runtime:
         )
 
     async def start_readiness(self, options: Options) -> None:
-        """The readiness probe (adapters/readiness.py), and the start-up check that finds
-        whether there is anything to list at all."""
+        """The readiness probe (adapters/readiness.py): ready once every watched kind has
+        listed (an empty list too)."""
         if options.readiness is None:
             return
         elector = self.elector
         if elector is not None:
             self.readiness.leader = lambda: elector.leading
         self._stop_probe = await readiness.serve(options.readiness, self.readiness)
-        self._listing = asyncio.get_running_loop().create_task(
-            self._anything_to_list(options.namespaces)
-        )
-
-    async def _anything_to_list(self, namespaces: tuple[str, ...]) -> None:
-        for attempt in range(1, 6):
-            try:
-                found = {
-                    f"{kind.plural}@{ns or '*'}": await self.kube.any_exist(kind, ns)
-                    for kind in kinds.WATCHED
-                    for ns in (namespaces or (None,))
-                }
-            except (ApiError, TimeoutError, OSError, aiohttp.ClientError) as exc:
-                log.warning("readiness: cannot list the watched kinds (%s), try %d", exc, attempt)
-                await asyncio.sleep(2 * attempt)
-                continue
-            if readiness.nothing_to_list(found):
-                self.readiness.warm = True
-            return
 
     async def close(self) -> None:
         """Stop electing and reconciling; then, if this replica leads, release the Lease (a
         standby takes over at once rather than after the Lease's duration)."""
         self.readiness.stopping = True
-        if self._listing is not None:
-            self._listing.cancel()
         if self.election is not None:
             self.election.cancel()
             await asyncio.gather(self.election, return_exceptions=True)
+        for task in self.watches:
+            task.cancel()
+        await asyncio.gather(*self.watches, return_exceptions=True)
         await self.queue.close()
         if self.elector is not None:
             with contextlib.suppress(TimeoutError):

@@ -5,8 +5,13 @@ needing a reconcile. The reconcile itself reads the current state, so ten events
 cost one reconcile, and a failure is retried with exponential backoff, as in client-go's
 workqueue. Children's events may ask to `settle`: each one pushes the run back a little, up to
 a cap, so that a Deployment stepping through its rollout costs one status write, not five.
-Running it on kopf's event handlers, rather than kopf's create/update handlers, keeps kopf's
-own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
+A key that is due but waits for a free worker absorbs every event meanwhile: its reconcile reads
+the state when it starts, so it sees them all (client-go's queue does the same). Only an event
+during the reconcile itself asks for one more run. Without this, with thousands of keys due at
+once, every child event that came while a key waited for a worker cost one more reconcile.
+The events come from the operator's own watches (adapters/watch.py), never from kopf's
+create/update handlers, so kopf's bookkeeping (annotations, finalizers) stays off the objects:
+zero writes at rest.
 """
 
 from __future__ import annotations
@@ -46,22 +51,35 @@ class WorkQueue:
         self._max_backoff = max_backoff
         self._scheduled: dict[Hashable, asyncio.TimerHandle] = {}
         self._first_asked: dict[Hashable, float] = {}
+        self._waiting: set[Hashable] = set()  # due, waiting for a worker (or for leadership)
         self._running: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
         self._backoff_until: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Leader election: a standby keeps accepting keys but runs none until it leads.
+        # Held (until the watch caches are filled; a standby until it leads): keys are
+        # accepted, none runs.
         self._active = asyncio.Event()
         self._active.set()
-        self._resumed_at = 0.0  # a standby's keys wait for leadership: not queue latency
+        self._holds: set[str] = set()
+        self._resumed_at = 0.0  # keys waiting on a hold: not queue latency
 
-    def pause(self) -> None:
+    def hold(self, reason: str) -> None:
+        self._holds.add(reason)
         self._active.clear()
 
+    def release(self, reason: str) -> None:
+        self._holds.discard(reason)
+        if not self._holds and not self._active.is_set():
+            self._resumed_at = asyncio.get_running_loop().time()
+            self._active.set()
+
+    def pause(self) -> None:
+        """A standby: run nothing until resume()."""
+        self.hold("leadership")
+
     def resume(self) -> None:
-        self._resumed_at = asyncio.get_running_loop().time()
-        self._active.set()
+        self.release("leadership")
 
     def add(
         self,
@@ -76,41 +94,56 @@ class WorkQueue:
         after the first). A key backing off after failures is not run sooner for it, unless
         `bypass_backoff` (a new spec: the failure may be fixed)."""
         metrics.queue_adds.labels(metrics.QUEUE).inc()
+        if key in self._waiting:
+            return  # it reads the current state once a worker takes it: this event included
         if key in self._running:
             self._dirty.add(key)  # run again once the current run ends
             return
         now = asyncio.get_running_loop().time()
-        wait = self._coalesce if delay is None else delay
+        when = self._when(key, now, delay, settle, settle_cap, bypass_backoff)
         existing = self._scheduled.get(key)
+        if existing is not None:
+            if existing.when() == when or (not settle and existing.when() <= when):
+                return
+            existing.cancel()
+        # Each timer and run starts in an empty context: one started from an event's context
+        # would otherwise copy it (under kopf's handlers: its current cause, the whole watched
+        # object) and keep it for as long as the key keeps coming back (an unreachable pod is
+        # asked again for ever): ~70 KB per ServedModel when measured under kopf.
+        self._scheduled[key] = asyncio.get_running_loop().call_at(
+            max(when, now), self._start, key, context=contextvars.Context()
+        )
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+
+    def _when(
+        self,
+        key: Hashable,
+        now: float,
+        delay: float | None,
+        settle: float,
+        settle_cap: float,
+        bypass_backoff: bool,
+    ) -> float:
+        """When an add() asks for key to run: the delay or settle window, after its backoff."""
+        when = now + (self._coalesce if delay is None else delay)
         first = self._first_asked.setdefault(key, now)
-        when = now + wait
         if settle:
             when = min(max(when, now + settle), first + settle_cap)
         if bypass_backoff:
             self._backoff_until.pop(key, None)
         else:
             when = max(when, self._backoff_until.get(key, when))
-        if existing is not None:
-            if existing.when() == when or (not settle and existing.when() <= when):
-                return
-            existing.cancel()
-        # Each timer and run starts in an empty context: one started from a kopf handler would
-        # otherwise copy that handler's context, and with it kopf's current cause (the whole
-        # watched object, every managedFields entry), and keep it for as long as the key keeps
-        # coming back (an unreachable pod is asked again for ever): ~70 KB per ServedModel.
-        self._scheduled[key] = asyncio.get_running_loop().call_at(
-            max(when, now), self._start, key, context=contextvars.Context()
-        )
-        metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+        return when
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
         self._first_asked.pop(key, None)
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.due + 1)
         # Queue latency counts from when the key is due, as client-go's (an AddAfter item
         # enters its queue when the delay ends): requeue delays, backoff and settle windows are
         # deliberate, not waiting for a worker.
         due = asyncio.get_running_loop().time()
-        self._running.add(key)
+        self._waiting.add(key)
         task = asyncio.get_running_loop().create_task(
             self._run(key, due), context=contextvars.Context()
         )
@@ -124,36 +157,54 @@ class WorkQueue:
         try:
             await self._active.wait()
             async with self._slots:
-                loop = asyncio.get_running_loop()
+                self._waiting.discard(key)
+                self._running.add(key)
                 if due is not None:
-                    waited = loop.time() - max(due, self._resumed_at)
+                    waited = asyncio.get_running_loop().time() - max(due, self._resumed_at)
                     metrics.queue_latency.labels(metrics.QUEUE).observe(waited)
-                started = time.monotonic()
-                metrics.active_workers.labels(metrics.CONTROLLER).inc()
-                try:
-                    again = await self._work(key)
-                    result = "success" if again is None else "requeue_after"
-                finally:
-                    metrics.active_workers.labels(metrics.CONTROLLER).dec()
-                    elapsed = time.monotonic() - started
-                    metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
-                    metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+                again, result = await self._timed_work(key)
             self._failures.pop(key, None)
             self._backoff_until.pop(key, None)
         except asyncio.CancelledError:
             raise
         except Exception:
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
-            metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
-            metrics.queue_retries.labels(metrics.QUEUE).inc()
-            self._logger(key).exception(
-                "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
-            )
+            retry_in = self._failed(key)
         finally:
+            self._waiting.discard(key)
             self._running.discard(key)
             metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
-            metrics.queue_depth.labels(metrics.QUEUE).set(self.depth)
+            metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+        self._after(key, retry_in, again)
+
+    async def _timed_work(self, key: Hashable) -> tuple[float | None, str]:
+        """One reconcile of key, timed into the work and reconcile histograms: its requeue
+        delay (None: none) and its result label. Raises what the reconcile raised."""
+        started = time.monotonic()
+        result = "error"
+        metrics.active_workers.labels(metrics.CONTROLLER).inc()
+        try:
+            again = await self._work(key)
+            result = "success" if again is None else "requeue_after"
+            return again, result
+        finally:
+            metrics.active_workers.labels(metrics.CONTROLLER).dec()
+            elapsed = time.monotonic() - started
+            metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
+            metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+
+    def _failed(self, key: Hashable) -> float:
+        """A reconcile of key raised: count it, log it, and say when to retry (backoff)."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        retry_in = float(min(self._max_backoff, self._min_backoff * 2 ** (failures - 1)))
+        metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
+        metrics.queue_retries.labels(metrics.QUEUE).inc()
+        self._logger(key).exception(
+            "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
+        )
+        return retry_in
+
+    def _after(self, key: Hashable, retry_in: float | None, again: float | None) -> None:
+        """What follows a run: its backoff, another run for events during it, or its requeue."""
         dirty = key in self._dirty
         self._dirty.discard(key)
         if retry_in is not None:  # backoff wins over new events: a failing key never spins
@@ -166,7 +217,14 @@ class WorkQueue:
 
     @property
     def depth(self) -> int:
-        return len(self._scheduled) + len(self._running)
+        """Every key asked for: scheduled for later, due, or running."""
+        return len(self._scheduled) + len(self._waiting) + len(self._running)
+
+    @property
+    def due(self) -> int:
+        """Keys due: waiting for a worker (or a hold to end) or running; not those scheduled
+        for later (a pod's next reading, a backoff), as client-go's workqueue_depth."""
+        return len(self._waiting) + len(self._running)
 
     async def close(self) -> None:
         for handle in self._scheduled.values():

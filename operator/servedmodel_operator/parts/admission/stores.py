@@ -17,6 +17,7 @@ from servedmodel_operator.api.spec import ServedModelSpec
 from servedmodel_operator.parts.admission.policy import Refusal
 
 Sharer = tuple[str, str, str]  # (created, name, directory) of a ServedModel on one claim
+StoreKey = tuple[str, str, str, str]  # (namespace, claim, "dir" or "under", directory)
 
 
 def store_key(namespace: str | None, spec: Mapping[str, Any]) -> tuple[str, str]:
@@ -32,6 +33,26 @@ def store_dir(name: str, spec: Mapping[str, Any]) -> str:
     return "/".join([*path, str(spec.get("modelName") or name)])
 
 
+def store_keys(namespace: str | None, name: str, spec: Mapping[str, Any]) -> list[StoreKey]:
+    """Where the store index keeps a ServedModel: at its directory ("dir"), and under its
+    directory and each one above it ("under"). The models a directory overlaps are then found
+    in a few lookups (overlap_keys), not by scanning every model of the claim: with thousands
+    on one claim, that scan was the one part of a reconcile that grew with the fleet."""
+    ns, claim = store_key(namespace, spec)
+    parts = store_dir(name, spec).split("/")
+    under = [(ns, claim, "under", "/".join(parts[:i])) for i in range(1, len(parts) + 1)]
+    return [(ns, claim, "dir", "/".join(parts)), *under]
+
+
+def overlap_keys(namespace: str | None, name: str, spec: Mapping[str, Any]) -> list[StoreKey]:
+    """Where the models whose directory overlaps this one's are kept: those at it or inside
+    it (under it), and those at each directory above it."""
+    ns, claim = store_key(namespace, spec)
+    parts = store_dir(name, spec).split("/")
+    above = [(ns, claim, "dir", "/".join(parts[:i])) for i in range(1, len(parts))]
+    return [(ns, claim, "under", "/".join(parts)), *above]
+
+
 def dirs_overlap(a: str, b: str) -> bool:
     """Whether one directory is the other or inside it, by path segments."""
     first, second = a.split("/"), b.split("/")
@@ -42,14 +63,16 @@ def dirs_overlap(a: str, b: str) -> bool:
 def earlier_overlapping(
     name: str, created: str, spec: Mapping[str, Any], sharers: Iterable[Sharer]
 ) -> tuple[Sharer, ...]:
-    """Of the ServedModels on one claim, those whose directory overlaps this one's and that
-    came first (by creation time, then name)."""
+    """Of the ServedModels on one claim (or those found at its overlap_keys), those whose
+    directory overlaps this one's and that came first (by creation time, then name)."""
     mine, directory = (created, name), store_dir(name, spec)
     return tuple(
         sorted(
-            (str(when), str(other), str(theirs))
-            for when, other, theirs in sharers
-            if (when, other) < mine and other != name and dirs_overlap(theirs, directory)
+            {
+                (str(when), str(other), str(theirs))
+                for when, other, theirs in sharers
+                if (when, other) < mine and other != name and dirs_overlap(theirs, directory)
+            }
         )
     )
 

@@ -31,6 +31,7 @@ annotation, so a restarted operator continues where the last one stopped.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -114,11 +115,48 @@ def render_for(model: ServedModelSpec, config: ModelsConfig) -> str:
     return render([ModelEntry(model.model_name, model_base_path(model), config)])
 
 
+# One entry of a models.config exactly as `render` writes it (text_format.MessageToString):
+# a config the operator wrote is read back without the protobuf text parser, which took most
+# of a reconcile's time; anything else (a hand edit, another layout) goes through it.
+_RENDERED_ENTRY = re.compile(
+    r'  config \{\n    name: "(?P<name>[^"\\\n]*)"\n    base_path: "[^"\\\n]*"\n'
+    r'    model_platform: "tensorflow"\n    model_version_policy \{\n      specific \{\n'
+    r"(?P<versions>(?:        versions: \d+\n)*)      \}\n    \}\n"
+    r'(?P<labels>(?:    version_labels \{\n      key: "[^"\\\n]*"\n      value: \d+\n    \}\n)*)'
+    r"  \}\n"
+)
+_RENDERED_LABEL = re.compile(r'key: "([^"\\\n]*)"\n      value: (\d+)\n')
+
+
+def _parse_rendered(text: str) -> dict[str, ModelsConfig] | None:
+    """Every model of a models.config laid out as `render` writes it, by name; None when the
+    text is laid out otherwise. Such a text is unambiguous text proto: the protobuf parser
+    would read the same names, versions and labels."""
+    head, tail = "model_config_list {\n", "}\n"
+    if not (text.startswith(head) and text.endswith(tail)):
+        return None
+    out: dict[str, ModelsConfig] = {}
+    at, end = len(head), len(text) - len(tail)
+    while at < end:
+        found = _RENDERED_ENTRY.match(text, at, end)
+        if found is None:
+            return None
+        versions = [int(v) for v in re.findall(r"\d+", found["versions"])]
+        labels = {k: int(v) for k, v in _RENDERED_LABEL.findall(found["labels"])}
+        config = ModelsConfig(tuple(sorted(versions)), dict(sorted(labels.items())))
+        out.setdefault(found["name"], config)  # the first of a name, as the loop below
+        at = found.end()
+    return out
+
+
 def parse(text: str | None, model_name: str) -> ModelsConfig | None:
     """The versions and labels a models.config gives model_name (None: not there, or not a
     config TF Serving would parse)."""
     if not text:
         return None
+    rendered = _parse_rendered(text)
+    if rendered is not None:
+        return rendered.get(model_name)
     server_config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, server_config)

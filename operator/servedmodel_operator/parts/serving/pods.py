@@ -20,18 +20,23 @@ from servedmodel_operator.api.names import TRACK_LABEL, Track
 
 AVAILABLE = "AVAILABLE"
 END = "END"
-# How often an unsettled pod is asked again: from the first to the last gap, doubling.
+# How often an unsettled pod is asked again: from the first to the last gap, doubling. A pod
+# that stays unsettled longer (a load that hangs, a label that never resolves, a proxy that
+# answers errors) is asked after a tenth of the time it has been unsettled, at most every 5
+# minutes: its reads over an hour are a few dozen, not 360.
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 10.0
+MAX_LONG_UNSETTLED_RETRY_SECONDS = 300.0
 # A pod that has never answered (a NetworkPolicy, a mesh without the operator in it) is asked
-# again less and less often, at least every 5 minutes: a fix is noticed, a cluster of
-# unreachable pods is not a constant load. A pod that has answered before and now times out is
-# busy (loading on a loaded node), not unreachable: it is asked again like any unsettled pod.
-# It starts at 10 s: a started pod (its port passed the startup probe) that refuses us is
-# behind a policy, not about to answer, and a fleet behind a default-deny NetworkPolicy would
-# otherwise be asked every second at first (2,000 models: half the operator's CPU).
-FIRST_UNREACHABLE_RETRY_SECONDS = 10.0
-MAX_UNREACHABLE_RETRY_SECONDS = 300.0
+# again when something about it changes (its IP, readiness, start; a restart is a new
+# incarnation, asked at once), at most every 10 s, and otherwise every 15 minutes, so that a
+# fix is noticed. A started pod (its REST port passed the kubelet's startup probe) that refuses
+# the operator is behind a policy, not about to answer: asking again on a timer only costs, and
+# a fleet behind a default-deny NetworkPolicy costs N/15 reads a minute. A pod that has
+# answered before and now times out is busy (loading on a loaded node), not unreachable: it is
+# asked again like any unsettled pod.
+UNREACHABLE_CHANGED_RETRY_SECONDS = 10.0
+UNREACHABLE_RETRY_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,12 @@ class ServingPod:
             if (meta.get("labels") or {}).get(TRACK_LABEL) == Track.CANARY
             else Track.STABLE,
         )
+
+    @property
+    def reachability(self) -> tuple[str | None, bool, bool, bool]:
+        """What the kubelet and the network say of the pod: a change may make a pod that has
+        never answered reachable (a new IP, a passed probe)."""
+        return (self.ip, self.ready, self.started, self.terminating)
 
     @property
     def incarnation(self) -> str:
@@ -161,12 +172,11 @@ def resolved_version(body: Mapping[str, Any]) -> int | None:
         return None
 
 
-def retry_after(attempts: int, unreachable: bool) -> float:
-    """Seconds before asking an unsettled pod again, after `attempts` readings in a row
-    (`unreachable`: none of them, nor any before, was an answer)."""
-    first, cap = (
-        (FIRST_UNREACHABLE_RETRY_SECONDS, MAX_UNREACHABLE_RETRY_SECONDS)
-        if unreachable
-        else (FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS)
-    )
-    return float(min(cap, first * 2 ** max(0, attempts - 1)))
+def retry_after(attempts: int, unreachable: bool, unsettled_for: float = 0.0) -> float:
+    """Seconds before asking an unsettled pod again, after `attempts` readings in a row over
+    `unsettled_for` seconds (`unreachable`: none of them, nor any before, was an answer; such a
+    pod is also asked when it changes, see UNREACHABLE_CHANGED_RETRY_SECONDS)."""
+    if unreachable:
+        return UNREACHABLE_RETRY_SECONDS
+    quick = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+    return float(max(quick, min(MAX_LONG_UNSETTLED_RETRY_SECONDS, unsettled_for / 10)))

@@ -1,0 +1,73 @@
+"""The CRDs' schemas held against the pydantic models, shared by the spec tests
+(test_spec.py, test_modelserver_spec.py, test_routes.py): the schema of a CRD, its defaults by
+camelCase path, a value followed along such a path through a parsed model, and a walk of both
+that lists the fields only one of them has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+ABSENT = object()
+
+
+def crd_schema(name: str = "servedmodel.yaml") -> dict[str, Any]:
+    """The openAPIV3Schema of crds/<name>."""
+    crd = yaml.safe_load((CRDS / name).read_text())
+    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def crd_defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Every default of the schema (but empty objects), by camelCase path."""
+    out = {}
+    for name, sub in schema.get("properties", {}).items():
+        here = f"{path}.{name}" if path else name
+        if "default" in sub and sub["default"] != {}:
+            out[here] = sub["default"]
+        out.update(crd_defaults(sub, here))
+    return out
+
+
+def _by_alias(model_cls: Any) -> dict[str, tuple[str, Any]]:
+    """camelCase name (as the CRD spells it) -> (python attribute, annotation)."""
+    return {f.alias or n: (n, f.annotation) for n, f in model_cls.model_fields.items()}
+
+
+def _nested_models(annotation: Any) -> list[Any]:
+    """The pydantic models inside an annotation (X, X | None, tuple[X, ...])."""
+    out = []
+    for candidate in getattr(annotation, "__args__", (annotation,)):
+        if hasattr(candidate, "model_fields"):
+            out.append(candidate)
+        out += [d for d in getattr(candidate, "__args__", ()) if hasattr(d, "model_fields")]
+    return out
+
+
+def value_at(obj: Any, path: str) -> Any:
+    """Follow a camelCase path (as in the CRD) through the parsed model's attributes; ABSENT
+    when an optional object on the way is not set (its defaults apply once it is)."""
+    for part in path.split("."):
+        if obj is None:
+            return ABSENT
+        attribute, _ = _by_alias(type(obj))[part]
+        obj = getattr(obj, attribute)
+    return obj
+
+
+def walk_both(
+    schema: dict[str, Any], model_cls: Any, path: str, crd_only: list[str], model_only: list[str]
+) -> None:
+    """Compare one object level of the CRD schema with one pydantic model, then recurse."""
+    props = schema.get("properties") or {}
+    if "items" in schema:
+        props = schema["items"].get("properties") or {}
+    fields = _by_alias(model_cls)
+    crd_only += [f"{path}.{name}" for name in props if name not in fields]
+    model_only += [f"{path}.{name}" for name in fields if name not in props]
+    for name, sub in props.items():
+        if name in fields:
+            for nested in _nested_models(fields[name][1]):
+                walk_both(sub, nested, f"{path}.{name}", crd_only, model_only)
