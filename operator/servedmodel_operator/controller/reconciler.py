@@ -164,7 +164,7 @@ class Reconciler:
         except InvalidSpec:
             return None
         joined = model.joined(server)
-        pods = shared.state().pods
+        pods = membership.server_state(shared).pods
         shared = replace(
             shared, spec=server, reports=self._reports.reports(pods, model=joined.model_name)
         )
