@@ -1,7 +1,7 @@
 """The CRDs' schemas held against the pydantic models, shared by the spec tests
 (test_spec.py, test_modelserver_spec.py, test_routes.py): the schema of a CRD, its defaults by
-camelCase path, a value followed along such a path through a parsed model, and a walk of both
-that lists the fields only one of them has."""
+camelCase path, a value followed along such a path through a parsed model, a walk of both
+that lists the fields only one of them has, and the fields that lack a description."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def crd_defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
             out[here] = sub["default"]
         out.update(crd_defaults(sub, here))
     return out
+
+
+def undescribed(schema: dict[str, Any], path: str = "") -> list[str]:
+    """The path of every field under the schema (but metadata) that has no description."""
+    missing = []
+    for name, sub in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}"
+        if name != "metadata" and not sub.get("description"):
+            missing.append(here)
+        missing += undescribed(sub, here)
+    if "items" in schema:
+        missing += undescribed(schema["items"], path + "[]")
+    return missing
 
 
 def _by_alias(model_cls: Any) -> dict[str, tuple[str, Any]]:

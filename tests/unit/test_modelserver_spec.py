@@ -15,7 +15,7 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, member_body, server_body
-from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
+from tests.unit.schema import ABSENT, crd_defaults, crd_schema, undescribed, value_at, walk_both
 
 
 def test_a_member_needs_no_store_and_takes_its_servers() -> None:
@@ -120,16 +120,4 @@ def test_the_shared_servers_settings_are_a_servedmodels_spec_server() -> None:
 
 
 def test_every_modelserver_schema_field_has_a_description() -> None:
-    missing = []
-
-    def walk(schema: dict[str, Any], path: str) -> None:
-        for name, sub in (schema.get("properties") or {}).items():
-            here = f"{path}.{name}"
-            if name != "metadata" and not sub.get("description"):
-                missing.append(here)
-            walk(sub, here)
-        if "items" in schema:
-            walk(schema["items"], path + "[]")
-
-    walk(crd_schema("modelserver.yaml"), "")
-    assert missing == []
+    assert undescribed(crd_schema("modelserver.yaml")) == []

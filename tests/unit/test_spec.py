@@ -18,7 +18,7 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, model
-from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
+from tests.unit.schema import ABSENT, crd_defaults, crd_schema, undescribed, value_at, walk_both
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servedmodel.yaml"
 
@@ -147,19 +147,7 @@ def test_every_crd_default_equals_the_models_default() -> None:
 
 
 def test_every_schema_field_has_a_description() -> None:
-    missing = []
-
-    def walk(schema: dict[str, Any], path: str) -> None:
-        for name, sub in (schema.get("properties") or {}).items():
-            here = f"{path}.{name}"
-            if name != "metadata" and not sub.get("description"):
-                missing.append(here)
-            walk(sub, here)
-        if "items" in schema:
-            walk(schema["items"], path + "[]")
-
-    walk(crd_schema(), "")
-    assert missing == []
+    assert undescribed(crd_schema()) == []
 
 
 def test_the_crd_spec_and_the_model_have_the_same_fields_both_ways() -> None:
