@@ -31,6 +31,21 @@ def crd_defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
     return out
 
 
+def defaults_not_held(parsed: Any, defaults: dict[str, Any]) -> list[str]:
+    """The paths of `defaults` (crd_defaults) whose default the parsed model does not hold (an
+    object's default, key by key); a path under an optional object not set is skipped."""
+    wrong = []
+    for path, default in defaults.items():
+        value = value_at(parsed, path)
+        if value is ABSENT:
+            continue
+        if isinstance(default, dict):
+            wrong += [path for key, v in default.items() if value_at(value, key) != v]
+        elif value != default:
+            wrong.append(path)
+    return wrong
+
+
 def undescribed(schema: dict[str, Any], path: str = "") -> list[str]:
     """The path of every field under the schema (but metadata) that has no description."""
     missing = []
