@@ -40,10 +40,13 @@ OK, LOST, EXCUSED, WRONG = "ok", "lost", "excused", "wrong"
 
 @dataclass(frozen=True, order=True)
 class Target:
-    """What a request names: nothing, a version or a label."""
+    """What a request names: nothing, a version or a label; and which model on the server
+    (None: the one the traffic is for; set where one server holds several models, as a
+    ModelServer's members: each is judged by its own histories)."""
 
     version: int | None = None
     label: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         assert self.version is None or self.label is None, "a request names one thing"
@@ -63,10 +66,12 @@ class Target:
 
     def __str__(self) -> str:
         if self.version is not None:
-            return f"version {self.version}"
-        if self.label is not None:
-            return f"label {self.label}"
-        return "unnamed"
+            what = f"version {self.version}"
+        elif self.label is not None:
+            what = f"label {self.label}"
+        else:
+            what = "unnamed"
+        return what if self.model is None else f"{self.model} {what}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Bounded client traffic on a ServedModel's Service: one REST and one gRPC client, each
 sending `rate` predictions a second, one at a time, to the endpoints `service.Service` keeps.
 
-Each request names what `targets()` returns next (round robin over a list the scenario keeps
+Each request names what `targets()` returns next (a target may name the model too: several
+models on one server, each request to its own) (round robin over a list the scenario keeps
 current: nothing, the versions and labels its spec serves, and the ones it just dropped), goes
 to the next endpoint in rotation (stable pods only when it names something), and is recorded
 as a ledger.Outcome with the phase the scenario is in when it is sent. The answering version
@@ -37,7 +38,7 @@ class Traffic:
     def __init__(
         self,
         service: Service,
-        model: str,
+        model: str | None,
         instances: Sequence[Sequence[float]],
         outputs: Mapping[int, Any],
         targets: Callable[[], Sequence[Target]],
@@ -58,6 +59,13 @@ class Traffic:
             for p in ("rest", "grpc")
         ]
         self._channels: dict[str, Any] = {}
+
+    def model_of(self, target: Target) -> str:
+        """The model a request goes to: the one its target names, else the traffic's."""
+        model = target.model or self.model
+        if model is None:
+            raise ValueError(f"no model to send {target} to")
+        return model
 
     def __enter__(self) -> Traffic:
         # TensorFlow's protos (imported with the gRPC client) take seconds to import: not on
@@ -144,7 +152,8 @@ class Traffic:
     def _rest(
         self, member: Member, target: Target, session: requests.Session
     ) -> tuple[int | None, str | None]:
-        url = f"{member.endpoint.rest}/v1/models/{self.model}{target.rest_path}:predict"
+        model = self.model_of(target)
+        url = f"{member.endpoint.rest}/v1/models/{model}{target.rest_path}:predict"
         try:
             response = session.post(
                 url, json={"instances": self.instances.tolist()}, timeout=TIMEOUT
@@ -174,7 +183,7 @@ class Traffic:
         if channel is None:
             channel = self._channels[address] = grpc.insecure_channel(address)
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model
+        request.model_spec.name = self.model_of(target)
         if target.version is not None:
             request.model_spec.version.value = target.version
         if target.label is not None:

@@ -1,10 +1,11 @@
 """What the integration tests share besides fixtures: the ServedModel API's names, a body
 builder, reads and waits on conditions, the audit log read for the operator's writes, kubectl,
-and a token kubeconfig for a ServiceAccount. The fixtures are in conftest.py; versions
-exported ahead of a test are in seeds.py."""
+a Role granted to a user, and a token kubeconfig for a ServiceAccount. The fixtures are in
+conftest.py; versions exported ahead of a test are in seeds.py."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -30,6 +31,13 @@ OPERATOR_AGENT = "servedmodel-operator/"
 # to answer. The operator must allow it (SIMULATED_SERVER_ARGS).
 SIMULATED_SERVER_IMAGE = "tensorflow/serving:2.21.0-gpu"
 SIMULATED_SERVER_ARGS = ("--allowed-server-images=tensorflow/serving:2.21.0*",)
+RBAC = "rbac.authorization.k8s.io"
+# What a tenant of the tenancy tests may do: create, get, list and watch ServedModels.
+SERVEDMODEL_AUTHOR = {
+    "apiGroups": [GROUP],
+    "resources": [PLURAL],
+    "verbs": ["create", "get", "list", "watch"],
+}
 
 
 @dataclass
@@ -42,6 +50,32 @@ def kubectl(
     cluster: localcluster.Cluster, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     return cluster.run_kubectl(*args, stdin=stdin, check=check)
+
+
+def grant(
+    cluster: localcluster.Cluster,
+    namespace: str,
+    user: str,
+    name: str,
+    rules: list[dict[str, Any]],
+) -> None:
+    """A Role `name` of `rules` in the namespace, and a RoleBinding `name` that gives it to the
+    user (kubectl apply: the same again changes nothing)."""
+    role = {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": user}],
+    }
+    items = {"apiVersion": "v1", "kind": "List", "items": [role, binding]}
+    kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(items))
 
 
 def free_port() -> int:

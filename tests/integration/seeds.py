@@ -8,6 +8,9 @@ the versions, written by the real exporter, and the ServedModel's status records
 
 - `export_once` runs servedmodel-export's own code on each tiny model once per session, in
   one child process (one TensorFlow import).
+- `keras_models` saves a module's own Keras models in one child process, `export_models`
+  exports them once; `create_pair` creates a ServedModel of two of them (versions 1 and 2)
+  exported already, then starts the operator.
 - `create_exported` creates a ServedModel, copies each declared version's SavedModel into
   the test's store with the record the exporter would have written for this owner and
   version (exporter/servedmodel_exporter/store.py), and records the exports in its status
@@ -31,7 +34,7 @@ from typing import Any
 from kubernetes import client
 
 from testing.localcluster.operator_process import OperatorProcess
-from tests.integration.helpers import GROUP, PLURAL, VERSION, Volume, create
+from tests.integration.helpers import GROUP, PLURAL, VERSION, Volume, create, servedmodel
 
 # The exporter's record in each version directory (exporter/servedmodel_exporter/store.py).
 RECORD = Path("assets.extra") / "servedmodel-export.json"
@@ -120,3 +123,46 @@ def create_exported(
         GROUP, VERSION, namespace, PLURAL, name, {"status": {"versions": versions}}
     )
     return patched
+
+
+def keras_models(script: str, out: Path) -> dict[str, Path]:
+    """Run `script`, Keras code that saves models into `out`, in a child process (TensorFlow
+    stays out of the test process); every file it saved, by stem."""
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return {p.stem: p for p in out.iterdir()}
+
+
+def export_models(models: Mapping[str, Path], out: Path) -> dict[str, Exported]:
+    """Every model of `keras_models` exported once by the real exporter, by file name."""
+    return export_once({f"{stem}.keras": path for stem, path in models.items()}, out)
+
+
+def create_pair(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    operator: OperatorProcess,
+    store: Volume,
+    training: Volume,
+    models: Mapping[str, Path],
+    exported: Mapping[str, Exported],
+    name: str,
+    files: str,
+    **spec: Any,
+) -> None:
+    """The ServedModel `name` with versions 1 and 2 of `files` (the models <files>-1 and
+    <files>-2, copied to the training volume) exported already; then the operator."""
+    for version in (1, 2):
+        source = f"{files}-{version}"
+        (training.path / f"{source}.keras").write_bytes(models[source].read_bytes())
+    body = servedmodel(
+        name,
+        [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
+        **spec,
+    )
+    create_exported(custom, namespace, body, exported, store, operator)
+    operator.start()

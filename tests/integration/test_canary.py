@@ -13,10 +13,7 @@ exporter and copied into each test's store (seeds.py).
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +33,9 @@ from tests.integration.helpers import (
     condition,
     get_sm,
     kubectl,
-    servedmodel,
     wait_condition,
 )
-from tests.integration.seeds import Exported, create_exported, export_once
+from tests.integration.seeds import Exported, create_pair, export_models, keras_models
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 8
@@ -69,13 +65,7 @@ keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.GlobalAver
 keras.Sequential([keras.Input((1000, 4), name="series"), keras.layers.LSTM(16),
                   keras.layers.Dense(3)]).save(f"{{out}}/slow-2.keras")
 """
-    subprocess.run(
-        [sys.executable, "-c", script],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    return {p.stem: p for p in out.iterdir()}
+    return keras_models(script, out)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +73,7 @@ def rollout_exported(
     rollout_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Exported]:
     """Every rollout model exported once by the real exporter, by file name."""
-    return export_once(
-        {f"{stem}.keras": path for stem, path in rollout_models.items()},
-        tmp_path_factory.mktemp("rollout-exported"),
-    )
+    return export_models(rollout_models, tmp_path_factory.mktemp("rollout-exported"))
 
 
 def _route_weights(
@@ -102,28 +89,6 @@ def _route_weights(
 
 def _events(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
     return {e.reason: e.message for e in core.list_namespaced_event(namespace).items}
-
-
-def _create(
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    operator: OperatorProcess,
-    store: Volume,
-    exported: dict[str, Exported],
-    name: str,
-    files: str,
-    spec: dict[str, Any],
-    replicas: int = 1,
-) -> None:
-    """The ServedModel with versions 1 and 2 of `files` exported already; then the operator."""
-    body = servedmodel(
-        name,
-        [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
-        server={"replicas": replicas, "configPollSeconds": 1},
-        **spec,
-    )
-    create_exported(custom, namespace, body, exported, store, operator)
-    operator.start()
 
 
 def _in_phase(
@@ -149,8 +114,6 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
     rollout_exported: dict[str, Exported],
     prometheus: str,
 ) -> None:
-    for name in ("healthy-1", "healthy-2"):
-        (training.path / f"{name}.keras").write_bytes(rollout_models[name].read_bytes())
     rollout = {
         "canary": 2,
         "steps": [25, 50, 100],
@@ -161,16 +124,19 @@ def test_a_healthy_canary_is_promoted_through_every_step_and_pause_holds(
     }
     # Two stable replicas: the last step scales the canary from one pod to two, and holds its
     # weight while the second starts.
-    _create(
+    create_pair(
         custom,
         namespace,
         rollout_operator,
         store,
+        training,
+        rollout_models,
         rollout_exported,
         "good",
         "healthy",
-        {"rollout": rollout, "serve": {"policy": "Latest"}},
-        replicas=2,
+        server={"replicas": 2, "configPollSeconds": 1},
+        rollout=rollout,
+        serve={"policy": "Latest"},
     )
     weights: list[tuple[int, int]] = []
 
@@ -274,9 +240,6 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
     limits: dict[str, Any],
     breach: str,
 ) -> None:
-    for version in (1, 2):
-        name = f"{files}-{version}"
-        (training.path / f"{name}.keras").write_bytes(rollout_models[name].read_bytes())
     rollout = {
         "canary": 2,
         "steps": [50, 100],
@@ -285,15 +248,18 @@ def test_a_faulty_canary_is_aborted_with_the_figures_that_decided(
         "parentRefs": [{"name": "gateway"}],
         "hostnames": ["bad.models.example"],
     }
-    _create(
+    create_pair(
         custom,
         namespace,
         rollout_operator,
         store,
+        training,
+        rollout_models,
         rollout_exported,
         "bad",
         files,
-        {"rollout": rollout},
+        server={"replicas": 1, "configPollSeconds": 1},
+        rollout=rollout,
     )
     with Traffic(core, namespace, "bad", body):
         obj = wait_for(

@@ -13,10 +13,7 @@ exporter and copied into each test's store before the operator starts (seeds.py)
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +30,8 @@ from tests.integration.helpers import (
     Volume,
     condition,
     get_sm,
-    servedmodel,
 )
-from tests.integration.seeds import Exported, create_exported, export_once
+from tests.integration.seeds import Exported, create_pair, export_models, keras_models
 
 pytestmark = pytest.mark.cluster
 INTERVAL = 10
@@ -60,13 +56,7 @@ for name, vocab in (("vocab-1", 10), ("vocab-2", 8)):
                       keras.layers.Embedding(vocab, 4), keras.layers.Flatten(),
                       keras.layers.Dense(3)]).save(f"{{out}}/{{name}}.keras")
 """
-    subprocess.run(
-        [sys.executable, "-c", script],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    return {p.stem: p for p in out.iterdir()}
+    return keras_models(script, out)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +64,7 @@ def pairs_exported(
     models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Exported]:
     """Every model exported once by the real exporter, by file name."""
-    return export_once(
-        {f"{stem}.keras": path for stem, path in models.items()},
-        tmp_path_factory.mktemp("real-conditions-exported"),
-    )
+    return export_models(models, tmp_path_factory.mktemp("real-conditions-exported"))
 
 
 def _start(
@@ -94,10 +81,8 @@ def _start(
     steps: tuple[int, ...] = (50, 100),
     **server: Any,
 ) -> None:
-    """The ServedModel with versions 1 and 2 of `files` exported already; then the operator."""
-    for version in (1, 2):
-        source = f"{files}-{version}"
-        (training.path / f"{source}.keras").write_bytes(models[source].read_bytes())
+    """The ServedModel with versions 1 and 2 of `files` exported already, its rollout judged
+    by `prometheus`; then the operator."""
     rollout = {
         "canary": 2,
         "steps": list(steps),
@@ -108,14 +93,19 @@ def _start(
             "maxErrorRate": 0.05,
         },
     }
-    body = servedmodel(
+    create_pair(
+        custom,
+        namespace,
+        operator,
+        store,
+        training,
+        models,
+        exported,
         name,
-        [(1, f"pvc://training/{files}-1.keras"), (2, f"pvc://training/{files}-2.keras")],
+        files,
         server={"replicas": 1, "configPollSeconds": 1, **server},
         rollout=rollout,
     )
-    create_exported(custom, namespace, body, exported, store, operator)
-    operator.start()
 
 
 def _rollout(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     VERSION,
     Volume,
     condition,
+    create,
     get_sm,
     servedmodel,
     simulated,
@@ -37,10 +38,6 @@ from tests.integration.seeds import Exported, create_exported
 
 pytestmark = pytest.mark.cluster
 VERSION_LABEL = "serving.servedmodel.io/version"
-
-
-def _create(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
 def _jobs_by_version(batch: client.BatchV1Api, namespace: str) -> Counter[str]:
@@ -80,7 +77,7 @@ def test_two_versions_export_for_real_and_serve_per_policy(
     store: Volume,
     training: Volume,
 ) -> None:
-    _create(
+    create(
         custom,
         namespace,
         servedmodel(
@@ -133,7 +130,7 @@ def test_a_corrupt_version_fails_with_the_exporters_reason_while_the_other_serve
     store: Volume,
     training: Volume,
 ) -> None:
-    _create(
+    create(
         custom,
         namespace,
         servedmodel(
@@ -171,7 +168,7 @@ def test_operator_killed_mid_export_creates_no_duplicate_jobs(
 ) -> None:
     operator = unstarted_operator
     operator.start()
-    _create(
+    create(
         custom,
         namespace,
         simulated(
@@ -200,9 +197,7 @@ def test_a_job_deleted_by_hand_is_recreated_only_while_its_version_is_not_export
     training: Volume,
 ) -> None:
     unstarted_operator.start()
-    _create(
-        custom, namespace, simulated(servedmodel("iris", [(1, "pvc://training/model-a.keras")]))
-    )
+    create(custom, namespace, simulated(servedmodel("iris", [(1, "pvc://training/model-a.keras")])))
     wait_simulated_serving(custom, namespace, "iris", replicas=1, timeout=180)
     [exported_job] = batch.list_namespaced_job(namespace).items
     batch.delete_namespaced_job(
@@ -291,7 +286,7 @@ def test_parallelism_bounds_running_exports(
     training: Volume,
 ) -> None:
     unstarted_operator.start()
-    _create(
+    create(
         custom,
         namespace,
         simulated(

@@ -250,10 +250,11 @@ def test_kstatus_and_argocd_read_the_lifecycle_right(
     body = servedmodel("flux", [(1, "pvc://training/model-a.keras")])
     create_exported(custom, namespace, body, exported, store, unstarted_operator)
     unstarted_operator.start()
+    # The operator's first status (conditions), not the exported versions seeded before it.
     seen = wait_for(
         "an in-progress status",
         lambda: (
-            (o := get_sm(custom, namespace, "flux")).get("status")
+            (o := get_sm(custom, namespace, "flux")).get("status", {}).get("conditions")
             and condition_ready(o) != "True"
             and o
         ),

@@ -35,7 +35,6 @@ from kubernetes import client
 
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
-from testing.localcluster.prometheus import Prometheus
 from testing.localcluster.waiting import wait_for
 from testing.tfserving_standin.growth import ENV as GROWTH_ENV
 from testing.zeroloss import ledger
@@ -48,6 +47,7 @@ from tests.integration.helpers import (
     VERSION,
     Volume,
     condition,
+    create,
     get_sm,
     kubectl,
     local_operator,
@@ -75,16 +75,6 @@ def outputs(model_files: dict[str, Path]) -> dict[int, Any]:
         v: np.asarray(keras.saving.load_model(model_files[name])(np.asarray(INSTANCES, "float32")))
         for v, name in ((1, "model-a.keras"), (2, "model-b.h5"))
     }
-
-
-@pytest.fixture(scope="module")
-def prometheus(
-    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real Prometheus scraping the pods and the local kubelet's /metrics/cadvisor."""
-    assert cluster.kubelet_metrics, "the local cluster predates /metrics/cadvisor: restart it"
-    with Prometheus(cluster, tmp_path_factory.mktemp("prometheus")) as running:
-        yield running.address
 
 
 @pytest.fixture
@@ -298,11 +288,9 @@ def test_after_n_reloads_the_pods_are_replaced_one_at_a_time_with_no_lost_reques
     store: Volume,
     training: Volume,
 ) -> None:
-    custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
+    create(
+        custom,
         namespace,
-        PLURAL,
         servedmodel(
             "mnist",
             [(1, "pvc://training/model-a.keras"), (2, "pvc://training/model-b.h5")],
@@ -378,6 +366,7 @@ def _working_sets(prometheus: str, namespace: str) -> dict[str, float]:
 
 
 def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_small(
+    cluster: localcluster.Cluster,
     recycle_operator: OperatorProcess,
     prometheus: str,
     api_client: client.ApiClient,
@@ -388,12 +377,12 @@ def test_a_pod_over_the_memory_threshold_is_replaced_and_its_successor_starts_sm
     store: Volume,
     training: Volume,
 ) -> None:
+    # conftest's Prometheus scrapes the local kubelet's /metrics/cadvisor where it serves it.
+    assert cluster.kubelet_metrics, "the local cluster predates /metrics/cadvisor: restart it"
     growth = 64 * MiB
-    custom.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
+    create(
+        custom,
         namespace,
-        PLURAL,
         servedmodel(
             "mnist",
             [(1, "pvc://training/model-a.keras")],

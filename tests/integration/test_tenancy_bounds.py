@@ -34,10 +34,12 @@ from tests import cli_process
 from tests.integration.helpers import (
     GROUP,
     PLURAL,
+    SERVEDMODEL_AUTHOR,
     VERSION,
     Volume,
     condition,
     get_sm,
+    grant,
     kubectl,
     servedmodel,
     wait_condition,
@@ -117,39 +119,24 @@ def test_a_tenant_filling_its_quota_with_the_largest_specs_takes_no_one_down(
     )
 
     # The tenant: ServedModels only, and a quota on how many.
-    kubectl(
-        cluster,
-        *("-n", namespace, "create", "role", "servedmodels-author"),
-        "--verb=create,get,list,watch",
-        f"--resource={PLURAL}.{GROUP}",
-    )
-    kubectl(
-        cluster,
-        *("-n", namespace, "create", "rolebinding", "tenant-a-authors"),
-        *("--role=servedmodels-author", f"--user={TENANT}"),
-    )
+    grant(cluster, namespace, TENANT, "servedmodels-author", [SERVEDMODEL_AUTHOR])
     # The largest spec names Secrets, CA-bundle ConfigMaps and Gateway parents: where the
     # admission policies of manifests/ are installed (another test may have installed them on
     # this cluster), its author must be allowed what they check (get the Secrets and
     # ConfigMaps, create routes), or the API server refuses the spec before any quota counts.
-    client.RbacAuthorizationV1Api(core.api_client).create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "largest-spec-rights"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
-                {
-                    "apiGroups": ["gateway.networking.k8s.io"],
-                    "resources": ["httproutes", "grpcroutes"],
-                    "verbs": ["create"],
-                },
-            ],
-        },
-    )
-    kubectl(
+    grant(
         cluster,
-        *("-n", namespace, "create", "rolebinding", "tenant-a-largest-spec-rights"),
-        *("--role=largest-spec-rights", f"--user={TENANT}"),
+        namespace,
+        TENANT,
+        "largest-spec-rights",
+        [
+            {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
+            {
+                "apiGroups": ["gateway.networking.k8s.io"],
+                "resources": ["httproutes", "grpcroutes"],
+                "verbs": ["create"],
+            },
+        ],
     )
     core.create_namespaced_resource_quota(
         namespace,
@@ -301,17 +288,7 @@ def test_terminal_escapes_reach_no_terminal(
     (the CRD's rule names the field); in a model file (a custom object's class name, which the
     exporter's error quotes) they reach status escaped, and neither `kubectl get -o wide`,
     `kubectl describe` nor `servedmodel status` prints a control character."""
-    kubectl(
-        cluster,
-        *("-n", namespace, "create", "role", "servedmodels-author"),
-        "--verb=create,get,list,watch",
-        f"--resource={PLURAL}.{GROUP}",
-    )
-    kubectl(
-        cluster,
-        *("-n", namespace, "create", "rolebinding", "tenant-a-authors"),
-        *("--role=servedmodels-author", f"--user={TENANT}"),
-    )
+    grant(cluster, namespace, TENANT, "servedmodels-author", [SERVEDMODEL_AUTHOR])
 
     def create(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         return kubectl(

@@ -24,7 +24,6 @@ import pytest
 from kubernetes import client
 
 from testing.localcluster import audit as audit_log
-from testing.localcluster import build, netguard
 from testing.localcluster import cluster as localcluster
 from testing.localcluster.operator_process import OperatorProcess
 from testing.localcluster.waiting import wait_for
@@ -33,14 +32,18 @@ from tests.integration.helpers import (
     OPERATOR_AGENT,
     PLURAL,
     REPO,
+    SERVEDMODEL_AUTHOR,
     VERSION,
     AuditLog,
     Volume,
     condition,
     get_sm,
+    grant,
     kubectl,
+    local_operator,
     read_or_none,
     servedmodel,
+    stop_operator,
     wait_condition,
 )
 
@@ -56,17 +59,6 @@ ROUTES_POLICY = REPO / "manifests/base/routes-admission.yaml"
 
 
 @pytest.fixture(scope="module")
-def gateway_api(cluster: localcluster.Cluster) -> None:
-    """The Gateway API's standard CRDs: the API server validates the routes with their schema."""
-    for crd in build.gateway_api_crds():
-        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    wait_for(
-        "the route APIs",
-        lambda: kubectl(cluster, "get", "httproutes,grpcroutes", "-A", check=False).returncode == 0,
-    )
-
-
-@pytest.fixture(scope="module")
 def routes_policy(cluster: localcluster.Cluster, crd: None) -> Iterator[None]:
     """The admission policy of manifests/base: routes only for who may create routes."""
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(ROUTES_POLICY))
@@ -75,28 +67,9 @@ def routes_policy(cluster: localcluster.Cluster, crd: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def tenant(
-    cluster: localcluster.Cluster,
-    api_client: client.ApiClient,
-    namespace: str,
-    routes_policy: None,
-) -> str:
+def tenant(cluster: localcluster.Cluster, namespace: str, routes_policy: None) -> str:
     """A user who may create, get, list and watch ServedModels here, nothing else."""
-    rbac = client.RbacAuthorizationV1Api(api_client)
-    rbac.create_namespaced_role(
-        namespace,
-        client.V1Role(
-            metadata=client.V1ObjectMeta(name="servedmodels-only"),
-            rules=[
-                client.V1PolicyRule(
-                    api_groups=[GROUP],
-                    resources=[PLURAL],
-                    verbs=["create", "get", "list", "watch"],
-                )
-            ],
-        ),
-    )
-    _bind(rbac, namespace, "servedmodels-only")
+    grant(cluster, namespace, TENANT, "servedmodels-only", [SERVEDMODEL_AUTHOR])
     # The admission policy answers for this user as soon as it is in force.
     probe = _hostile("probe", parentRefs=[{"name": "gw"}], hostnames=["probe.x.models.example"])
     wait_for(
@@ -107,42 +80,16 @@ def tenant(
     return TENANT
 
 
-def _bind(rbac: client.RbacAuthorizationV1Api, namespace: str, role: str) -> None:
-    rbac.create_namespaced_role_binding(
-        namespace,
-        client.V1RoleBinding(
-            metadata=client.V1ObjectMeta(name=role),
-            role_ref=client.V1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="Role", name=role
-            ),
-            subjects=[
-                client.RbacV1Subject(
-                    kind="User", name=TENANT, api_group="rbac.authorization.k8s.io"
-                )
-            ],
-        ),
-    )
-
-
 @pytest.fixture
-def route_author(api_client: client.ApiClient, namespace: str, tenant: str) -> str:
+def route_author(cluster: localcluster.Cluster, namespace: str, tenant: str) -> str:
     """The tenant, now also allowed to create routes in the namespace (as a team that owns
     its Gateway would be)."""
-    rbac = client.RbacAuthorizationV1Api(api_client)
-    rbac.create_namespaced_role(
-        namespace,
-        client.V1Role(
-            metadata=client.V1ObjectMeta(name="route-author"),
-            rules=[
-                client.V1PolicyRule(
-                    api_groups=[GATEWAY_API[0]],
-                    resources=["httproutes", "grpcroutes"],
-                    verbs=["create", "get", "list", "watch", "update", "patch"],
-                )
-            ],
-        ),
-    )
-    _bind(rbac, namespace, "route-author")
+    rule = {
+        "apiGroups": [GATEWAY_API[0]],
+        "resources": ["httproutes", "grpcroutes"],
+        "verbs": ["create", "get", "list", "watch", "update", "patch"],
+    }
+    grant(cluster, namespace, tenant, "route-author", [rule])
     return tenant
 
 
@@ -152,21 +99,16 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """The operator with a platform team's policy: Prometheus in monitoring, Gateways of the
     model's own namespace (the default), hostnames <name>.<namespace>.models.example."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
+    proc = local_operator(
+        cluster,
+        namespace,
         tmp_path / "operator",
-        name=f"operator-{namespace}",
-        namespaces=(namespace,),
-        args=(
-            "--log-level=DEBUG",
-            "--allowed-prometheus-addresses=http://*.monitoring.svc:9090",
-            f"--allowed-route-hostnames={HOSTNAMES}",
-        ),
-        env=netguard.guard_env(cluster.netguard_log),
+        "--allowed-prometheus-addresses=http://*.monitoring.svc:9090",
+        f"--allowed-route-hostnames={HOSTNAMES}",
     )
     proc.start()
     yield proc
-    proc.stop()
+    stop_operator(proc)
 
 
 # --- what must not change ----------------------------------------------------------------

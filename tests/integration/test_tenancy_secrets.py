@@ -25,11 +25,13 @@ from tests.integration.helpers import (
     GROUP,
     PLURAL,
     REPO,
+    SERVEDMODEL_AUTHOR,
     VERSION,
     AuditLog,
     Volume,
     condition,
     get_sm,
+    grant,
     kubectl,
     local_operator,
     servedmodel,
@@ -42,7 +44,6 @@ POLICY_FILE = REPO / "manifests" / "base" / "credentials-admission.yaml"
 POLICY = "servedmodel-credentials-need-read-access"
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "not-for-the-tenant"}
 OPT_IN = "serving.servedmodel.io/exporter-credentials"
-RBAC = "rbac.authorization.k8s.io"
 
 
 @pytest.fixture(scope="module")
@@ -53,40 +54,11 @@ def credentials_policy(cluster: localcluster.Cluster) -> Iterator[None]:
     kubectl(cluster, "delete", "-f", str(POLICY_FILE), "--ignore-not-found")
 
 
-def _grant(
-    cluster: localcluster.Cluster,
-    namespace: str,
-    user: str,
-    name: str,
-    rules: list[dict[str, Any]],
-) -> None:
-    role = {
-        "apiVersion": f"{RBAC}/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace},
-        "rules": rules,
-    }
-    binding = {
-        "apiVersion": f"{RBAC}/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace},
-        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": user}],
-    }
-    items = {"apiVersion": "v1", "kind": "List", "items": [role, binding]}
-    kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(items))
-
-
 @pytest.fixture
 def tenant(cluster: localcluster.Cluster, namespace: str, crd: None) -> str:
     """A user who may create, get, list and watch ServedModels in the namespace, nothing else."""
     user = f"tenant-of-{namespace}"
-    rule = {
-        "apiGroups": [GROUP],
-        "resources": [PLURAL],
-        "verbs": ["create", "get", "list", "watch"],
-    }
-    _grant(cluster, namespace, user, "servedmodel-author", [rule])
+    grant(cluster, namespace, user, "servedmodel-author", [SERVEDMODEL_AUTHOR])
     can = kubectl(
         cluster, "--as", user, "-n", namespace, "auth", "can-i", "get", "secrets", check=False
     )
@@ -248,7 +220,7 @@ def test_an_object_the_author_may_not_get_is_refused_at_apply_whether_or_not_it_
         "resourceNames": [existing],
         "verbs": ["get"],
     }
-    _grant(cluster, namespace, tenant, "may-read-it", [rule])
+    grant(cluster, namespace, tenant, "may-read-it", [rule])
     allowed = apply_as(
         cluster, tenant, namespace, _model("thief", **{field: existing}), "--dry-run=server"
     )
@@ -266,7 +238,7 @@ def test_an_edit_is_judged_by_the_entries_it_adds(
     a model whose author could read it, and may not add a version that uses the Secret."""
     editor = f"editor-of-{namespace}"
     verbs = ["create", "get", "list", "watch", "patch", "update"]
-    _grant(
+    grant(
         cluster,
         namespace,
         editor,
@@ -335,7 +307,7 @@ def test_credentials_with_an_endpoint_of_the_authors_choice_are_refused(
         "resourceNames": ["s3-creds"],
         "verbs": ["get"],
     }
-    _grant(cluster, namespace, tenant, "may-read-it", [rule])
+    grant(cluster, namespace, tenant, "may-read-it", [rule])
     before, mark = _state(core, batch, [namespace, victim]), audit.mark()
     endpoint = "http://collector.attacker.example:9000"
     done = apply_as(

@@ -21,7 +21,7 @@ import pytest
 from tests import cli_process
 from tests.guard import PYTEST_NETGUARD_LOG
 from tests.scenarios.backends import Backend
-from tests.scenarios.models import INSTANCES
+from tests.scenarios.models import INSTANCES, servedmodel
 
 pytestmark = pytest.mark.cluster
 MODEL = "clitiny"
@@ -63,19 +63,12 @@ def cli(backend: Backend, scripts: Path, keras_files: dict[int, Path]) -> Cli:
     for version in (1, 2):
         backend.put_training_file(f"v{version}.keras", keras_files[version])
     backend.apply(
-        {
-            "apiVersion": "serving.servedmodel.io/v1alpha1",
-            "kind": "ServedModel",
-            "metadata": {"name": MODEL},
-            "spec": {
-                "versions": [
-                    {"version": v, "source": {"uri": f"pvc://training/v{v}.keras"}} for v in (1, 2)
-                ],
-                "serve": {"policy": "All", "labels": {"stable": 1, "canary": 2}},
-                "store": {"pvc": {"claimName": "models"}},
-                "server": {"replicas": 1, "configPollSeconds": 2},
-            },
-        }
+        servedmodel(
+            MODEL,
+            (1, 2),
+            serve={"policy": "All", "labels": {"stable": 1, "canary": 2}},
+            server={"replicas": 1, "configPollSeconds": 2},
+        )
     )
     runner = Cli(backend, scripts)
     waited = runner.ok("wait", MODEL, "--for", "ready", "--timeout", "15m")

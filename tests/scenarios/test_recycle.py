@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.scenarios.backends import Backend, Endpoint, eventually
-from tests.scenarios.models import INSTANCES
+from tests.scenarios.models import INSTANCES, servedmodel
 
 pytestmark = pytest.mark.cluster
 MODEL = "recycled"
@@ -74,23 +74,12 @@ def test_after_n_reloads_every_pod_is_replaced_and_serves_every_version_and_labe
     for version in (1, 2):
         backend.put_training_file(f"v{version}.keras", keras_files[version])
     backend.apply(
-        {
-            "apiVersion": "serving.servedmodel.io/v1alpha1",
-            "kind": "ServedModel",
-            "metadata": {"name": MODEL},
-            "spec": {
-                "versions": [
-                    {"version": v, "source": {"uri": f"pvc://training/v{v}.keras"}} for v in (1, 2)
-                ],
-                "serve": {"policy": "All", "labels": {"stable": 1}},
-                "store": {"pvc": {"claimName": "models"}},
-                "server": {
-                    "replicas": 2,
-                    "configPollSeconds": 2,
-                    "recycle": {"afterReloads": AFTER},
-                },
-            },
-        }
+        servedmodel(
+            MODEL,
+            (1, 2),
+            serve={"policy": "All", "labels": {"stable": 1}},
+            server={"replicas": 2, "configPollSeconds": 2, "recycle": {"afterReloads": AFTER}},
+        )
     )
     backend.wait_condition(MODEL, "Ready", "True", timeout=900)
     before = {p["metadata"]["uid"] for p in backend.server_pods(MODEL)}

@@ -17,7 +17,7 @@ import requests
 
 from testing.localcluster.waiting import wait_for
 from tests.scenarios.backends import Backend, Endpoint, eventually
-from tests.scenarios.models import INSTANCES
+from tests.scenarios.models import INSTANCES, servedmodel, sources
 
 pytestmark = pytest.mark.cluster
 MODEL = "tiny"
@@ -97,20 +97,13 @@ def served(backend: Backend, keras_files: dict[int, Any]) -> Backend:
     for version, path in keras_files.items():
         backend.put_training_file(f"v{version}.keras", path)
     backend.apply(
-        {
-            "apiVersion": "serving.servedmodel.io/v1alpha1",
-            "kind": "ServedModel",
-            "metadata": {"name": MODEL},
-            "spec": {
-                "versions": [
-                    {"version": v, "source": {"uri": f"pvc://training/v{v}.keras"}} for v in (1, 2)
-                ],
-                "serve": {"policy": "All", "labels": {"stable": 1, "canary": 2}},
-                "store": {"pvc": {"claimName": "models"}},
-                "server": {"replicas": 2, "configPollSeconds": 2},
-                "exporter": {"warmup": {"requests": 4}},
-            },
-        }
+        servedmodel(
+            MODEL,
+            (1, 2),
+            serve={"policy": "All", "labels": {"stable": 1, "canary": 2}},
+            server={"replicas": 2, "configPollSeconds": 2},
+            exporter={"warmup": {"requests": 4}},
+        )
     )
     wait_ready(backend, timeout=900)
     return backend
@@ -188,9 +181,7 @@ def test_a_label_to_a_version_still_exporting_keeps_its_previous_target(
     served.patch_spec(
         MODEL,
         {
-            "versions": [
-                {"version": v, "source": {"uri": f"pvc://training/v{v}.keras"}} for v in (1, 2, 3)
-            ],
+            "versions": sources((1, 2, 3)),
             "serve": {"labels": {"stable": 1, "canary": 3}},
         },
     )

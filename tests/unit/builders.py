@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from servedmodel_operator.api.names import ChildNames
@@ -32,6 +33,26 @@ def body(**spec: Any) -> dict[str, Any]:
 
 def model(**spec: Any) -> ServedModelSpec:
     return ServedModelSpec.from_body(body(**spec))
+
+
+def applied(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the manifest as the API server returns it after our apply: every field
+    managed by the operator (metadata.managedFields, status aside)."""
+    live: dict[str, Any] = json.loads(json.dumps(manifest))
+
+    def fields(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {f"f:{k}": fields(v) for k, v in value.items()}
+        return {}
+
+    live["metadata"]["managedFields"] = [
+        {
+            "manager": "servedmodel-operator",
+            "operation": "Apply",
+            "fieldsV1": fields({k: v for k, v in live.items() if k != "status"}),
+        }
+    ]
+    return live
 
 
 OWNED_BY_MNIST = [

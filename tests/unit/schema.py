@@ -1,7 +1,7 @@
 """The CRDs' schemas held against the pydantic models, shared by the spec tests
 (test_spec.py, test_modelserver_spec.py, test_routes.py): the schema of a CRD, its defaults by
-camelCase path, a value followed along such a path through a parsed model, and a walk of both
-that lists the fields only one of them has."""
+camelCase path, a value followed along such a path through a parsed model, a walk of both
+that lists the fields only one of them has, and the fields that lack a description."""
 
 from __future__ import annotations
 
@@ -29,6 +29,34 @@ def crd_defaults(schema: dict[str, Any], path: str = "") -> dict[str, Any]:
             out[here] = sub["default"]
         out.update(crd_defaults(sub, here))
     return out
+
+
+def defaults_not_held(parsed: Any, defaults: dict[str, Any]) -> list[str]:
+    """The paths of `defaults` (crd_defaults) whose default the parsed model does not hold (an
+    object's default, key by key); a path under an optional object not set is skipped."""
+    wrong = []
+    for path, default in defaults.items():
+        value = value_at(parsed, path)
+        if value is ABSENT:
+            continue
+        if isinstance(default, dict):
+            wrong += [path for key, v in default.items() if value_at(value, key) != v]
+        elif value != default:
+            wrong.append(path)
+    return wrong
+
+
+def undescribed(schema: dict[str, Any], path: str = "") -> list[str]:
+    """The path of every field under the schema (but metadata) that has no description."""
+    missing = []
+    for name, sub in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}"
+        if name != "metadata" and not sub.get("description"):
+            missing.append(here)
+        missing += undescribed(sub, here)
+    if "items" in schema:
+        missing += undescribed(schema["items"], path + "[]")
+    return missing
 
 
 def _by_alias(model_cls: Any) -> dict[str, tuple[str, Any]]:

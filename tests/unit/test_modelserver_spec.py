@@ -15,7 +15,13 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, member_body, server_body
-from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
+from tests.unit.schema import (
+    crd_defaults,
+    crd_schema,
+    defaults_not_held,
+    undescribed,
+    walk_both,
+)
 
 
 def test_a_member_needs_no_store_and_takes_its_servers() -> None:
@@ -83,15 +89,7 @@ def test_every_modelserver_crd_default_equals_the_models_default() -> None:
     parsed = ModelServerSpecBody.model_validate({"store": {"pvc": {"claimName": "m"}}})
     defaults = crd_defaults(spec_schema)
     assert len(defaults) >= 6
-    for path, default in defaults.items():
-        value = value_at(parsed, path)
-        if value is ABSENT:
-            continue
-        if isinstance(default, dict):
-            for key, v in default.items():
-                assert value_at(value, key) == v, path
-        else:
-            assert value == default, path
+    assert defaults_not_held(parsed, defaults) == []
 
 
 def _structure(node: Any) -> Any:
@@ -120,16 +118,4 @@ def test_the_shared_servers_settings_are_a_servedmodels_spec_server() -> None:
 
 
 def test_every_modelserver_schema_field_has_a_description() -> None:
-    missing = []
-
-    def walk(schema: dict[str, Any], path: str) -> None:
-        for name, sub in (schema.get("properties") or {}).items():
-            here = f"{path}.{name}"
-            if name != "metadata" and not sub.get("description"):
-                missing.append(here)
-            walk(sub, here)
-        if "items" in schema:
-            walk(schema["items"], path + "[]")
-
-    walk(crd_schema("modelserver.yaml"), "")
-    assert missing == []
+    assert undescribed(crd_schema("modelserver.yaml")) == []

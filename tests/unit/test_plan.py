@@ -18,6 +18,7 @@ from servedmodel_operator.parts.serving.pods import PodReport, VersionState
 from servedmodel_operator.render import configmap
 
 from tests.unit.builders import (
+    applied,
     deployment_obj,
     job_obj,
     model,
@@ -34,25 +35,6 @@ IMAGE = EXPORTER_IMAGE
 
 def _kinds(manifests: list[dict[str, Any]]) -> list[str]:
     return [f"{m['kind']}/{m['metadata']['name']}" for m in manifests]
-
-
-def _live(manifest: dict[str, Any]) -> dict[str, Any]:
-    """An object as the API server would return it after our apply (fields all ours)."""
-    live = json.loads(json.dumps(manifest))
-
-    def fields(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {f"f:{k}": fields(v) for k, v in value.items()}
-        return {}
-
-    live["metadata"]["managedFields"] = [
-        {
-            "manager": "servedmodel-operator",
-            "operation": "Apply",
-            "fieldsV1": fields({k: v for k, v in live.items() if k != "status"}),
-        }
-    ]
-    return live
 
 
 def test_first_reconcile_creates_everything_and_the_first_export() -> None:
@@ -74,9 +56,9 @@ def test_a_converged_model_plans_nothing() -> None:
     first = plan(model(), observed_of(), IMAGE, NOW)
     observed = observed_of(
         status=first.status or {},
-        configmap=_live(first.apply[0]),
-        deployment=_live(first.apply[1]),
-        service=_live(first.apply[2]),
+        configmap=applied(first.apply[0]),
+        deployment=applied(first.apply[1]),
+        service=applied(first.apply[2]),
         jobs=(job_obj(first.apply[3]["metadata"]["name"], 1),),
     )
     second = plan(model(), observed, IMAGE, NOW)  # the Deployment now exists: status moves on
@@ -98,9 +80,9 @@ def test_a_finished_export_changes_the_configmap_and_the_replicas_and_starts_the
     )
     observed = observed_of(
         status=first.status or {},
-        configmap=_live(first.apply[0]),
-        deployment=_live(first.apply[1]),
-        service=_live(first.apply[2]),
+        configmap=applied(first.apply[0]),
+        deployment=applied(first.apply[1]),
+        service=applied(first.apply[2]),
         jobs=(job_obj(job_name, 1, condition="Complete"),),
         pods_by_job={job_name: [pod_obj(0, result)]},
     )
@@ -132,7 +114,7 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
     loaded = {1: VersionState("AVAILABLE"), 2: VersionState("AVAILABLE")}
     observed = observed_of(
         status=status,
-        configmap=_live(before),
+        configmap=applied(before),
         deployment=deployment_obj(),
         pods=(pod,),
         reports={"uid-p0/0": PodReport(digest, loaded, {"stable": 1})},
@@ -147,9 +129,9 @@ def test_a_label_move_is_a_config_write_and_its_event_waits_for_the_pods() -> No
     after = p.apply[0]
     observed = observed_of(
         status=p.status or status,
-        configmap=_live(after),
+        configmap=applied(after),
         deployment=deployment_obj(),
-        service=_live(p.apply[2]),
+        service=applied(p.apply[2]),
         pods=(pod,),
         reports={
             "uid-p0/0": PodReport(

@@ -5,7 +5,6 @@ by promtool over series shaped as the kubelet's cAdvisor serves them."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from servedmodel_operator.render.disruption import disruption_budget
 from servedmodel_operator.render.service import service
 
 from testing.localcluster import build
-from tests.unit.builders import body, model
+from tests.unit.builders import applied, body, model
 from tests.unit.builders import observed as observed_of
 
 NOW = "2026-11-25T10:00:00Z"
@@ -51,20 +50,7 @@ MEMORY = {"threshold": "1Gi", "prometheus": {"address": PROMETHEUS}}
 
 def _live(manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """An object as the API server returns it after our apply (stamped, fields all ours)."""
-    live = json.loads(json.dumps(drift.stamped(manifest)))
-
-    def fields(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {f"f:{k}": fields(v) for k, v in value.items()}
-        return {}
-
-    live["metadata"]["managedFields"] = [
-        {
-            "manager": "servedmodel-operator",
-            "operation": "Apply",
-            "fieldsV1": fields({k: v for k, v in live.items() if k != "status"}),
-        }
-    ]
+    live = applied(drift.stamped(manifest))
     live["metadata"].update(extra)
     return live
 

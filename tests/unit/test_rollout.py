@@ -134,8 +134,11 @@ def test_analysis_advances_waits_below_min_requests_and_aborts_on_a_breach() -> 
         "p99LatencySeconds": 0.01,
     }
     quiet = decide(m, previous, measured=healthy(requests=3))
-    assert (quiet.phase, quiet.weight, quiet.step_started_at) == ("Progressing", 20, T1)
+    # Waiting for traffic keeps the step's start: its requests and failures add up.
+    assert (quiet.phase, quiet.weight, quiet.step_started_at) == ("Progressing", 20, T0)
     assert quiet.analysis is not None and quiet.analysis["decision"] == "Wait"
+    # increase() extrapolates: 9.6 requests are 10.
+    assert decide(m, previous, measured=healthy(requests=9.6)).weight == 50
     failing = decide(m, previous, measured=healthy(errors=0.2))
     assert (failing.phase, failing.weight, failing.canary_replicas) == ("Aborted", 0, 0)
     assert "canary error rate 20.00% > maxErrorRate 5.00%" in failing.message
@@ -360,3 +363,15 @@ def test_routes_go_when_parent_refs_go_mid_rollout_and_stay_named_when_refused()
     p = plan(gw, refused, EXPORTER_IMAGE, T0)
     assert not p.apply
     assert p.status is not None and p.status["rollout"]["routes"] == "abc"
+
+
+def test_a_step_is_judged_on_its_traffic_since_it_started() -> None:
+    """The analysis window grows while a step waits for minRequests (one interval at least, an
+    hour at most), so a canary failing a fifth of a trickle is judged on all of it."""
+    m = canary(analysis=ANALYSIS)
+    interval = m.spec.rollout.interval_seconds if m.spec.rollout else 0
+    started = {"canary": 2, "phase": "Progressing", "step": 0, "stepStartedAt": T0}
+    assert rollout.analysis_window(m, started, T0) == interval
+    assert rollout.analysis_window(m, started, "2026-11-25T10:02:30Z") == max(interval, 150)
+    assert rollout.analysis_window(m, started, "2026-11-25T13:00:00Z") == 3600
+    assert rollout.analysis_window(m, {}, T1) == interval

@@ -18,7 +18,13 @@ from servedmodel_operator.api.spec import (
 )
 
 from tests.unit.builders import body, model
-from tests.unit.schema import ABSENT, crd_defaults, crd_schema, value_at, walk_both
+from tests.unit.schema import (
+    crd_defaults,
+    crd_schema,
+    defaults_not_held,
+    undescribed,
+    walk_both,
+)
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servedmodel.yaml"
 
@@ -133,33 +139,12 @@ def test_every_crd_default_equals_the_models_default() -> None:
     )
     defaults = crd_defaults(spec_schema)
     assert len(defaults) >= 12
-    for path, default in defaults.items():
-        if path.startswith("store."):
-            continue
-        value = value_at(parsed, path)
-        if value is ABSENT:
-            continue
-        if isinstance(default, dict):
-            for key, v in default.items():
-                assert value_at(value, key) == v, path
-        else:
-            assert value == default, path
+    not_store = {p: d for p, d in defaults.items() if not p.startswith("store.")}
+    assert defaults_not_held(parsed, not_store) == []
 
 
 def test_every_schema_field_has_a_description() -> None:
-    missing = []
-
-    def walk(schema: dict[str, Any], path: str) -> None:
-        for name, sub in (schema.get("properties") or {}).items():
-            here = f"{path}.{name}"
-            if name != "metadata" and not sub.get("description"):
-                missing.append(here)
-            walk(sub, here)
-        if "items" in schema:
-            walk(schema["items"], path + "[]")
-
-    walk(crd_schema(), "")
-    assert missing == []
+    assert undescribed(crd_schema()) == []
 
 
 def test_the_crd_spec_and_the_model_have_the_same_fields_both_ways() -> None:

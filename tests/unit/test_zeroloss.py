@@ -5,8 +5,14 @@ and what status said."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+import requests
 from kubernetes import client
 
 from testing.zeroloss.ledger import (
@@ -33,6 +39,7 @@ from testing.zeroloss.service import (
     route_weights,
     slices_from_pods,
 )
+from testing.zeroloss.traffic import Traffic
 
 V1, V2 = Target(version=1), Target(version=2)
 STABLE, UNNAMED = Target(label="stable"), Target()
@@ -290,3 +297,69 @@ def test_with_routes_unnamed_requests_follow_the_weights_and_fail_without_endpoi
     choice = lonely.pick("rest", named=False)
     assert choice.member is None and choice.why == "no endpoints in rotation (the canary pods)"
     assert _service().pick("grpc", named=False).why == "no endpoints in rotation (the Service)"
+
+
+# --- several models on one server (a ModelServer's members) --------------------------------------
+
+
+def test_a_target_may_name_its_model_and_says_so() -> None:
+    assert str(Target(version=2, model="alpha")) == "alpha version 2"
+    assert str(Target(label="stable", model="beta")) == "beta label stable"
+    assert str(Target(model="gamma")) == "gamma unnamed" and not Target(model="gamma").named
+    assert str(V2) == "version 2" and Target(model="alpha").rest_path == ""
+    spec, status = history_dropping_2_at(10.0, 10.2), status_serving_1_2()
+    failed = Outcome("p", "grpc", Target(version=2, model="alpha"), 5.0, 5.1, "a", None, "x")
+    [row] = report([failed], spec, status, ["p"])
+    assert row.failures == {"lost: grpc alpha version 2: x": 1}
+
+
+@pytest.fixture
+def loopback() -> Iterator[tuple[str, list[str]]]:
+    """A REST server on loopback that answers any predict with version 1's outputs, or
+    version 2's when the path names version 2; the paths it was asked for."""
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            paths.append(self.path)
+            outputs = [[2.0]] if "/versions/2" in self.path else [[1.0]]
+            body = json.dumps({"predictions": outputs}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_each_request_goes_to_the_model_its_target_names(
+    loopback: tuple[str, list[str]],
+) -> None:
+    address, paths = loopback
+
+    class Here:
+        rest, grpc = address, "127.0.0.1:9"
+
+    member = Member("pod-a", "stable", Here())
+    traffic = Traffic(_service(), None, [[0.5]], {1: [[1.0]], 2: [[2.0]]}, lambda: [])
+    session = requests.Session()
+    assert traffic._rest(member, Target(model="alpha"), session) == (1, None)
+    assert traffic._rest(member, Target(version=2, model="beta"), session) == (2, None)
+    assert paths == ["/v1/models/alpha:predict", "/v1/models/beta/versions/2:predict"]
+    assert traffic.model_of(Target(label="stable", model="beta")) == "beta"
+    with pytest.raises(ValueError, match="no model to send unnamed to"):
+        traffic.model_of(UNNAMED)
+    single = Traffic(_service(), "mnist", [[0.5]], {1: [[1.0]]}, lambda: [])
+    assert single.model_of(UNNAMED) == "mnist"
+    assert single.model_of(Target(version=1, model="other")) == "other"

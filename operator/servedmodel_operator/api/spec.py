@@ -597,6 +597,26 @@ class Spec(_Frozen):
     rollout: Rollout | None = None
 
 
+def _identity(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A custom object's name, namespace, uid and generation, its name checked as a DNS-1035
+    label (it names the Deployment, Service and ConfigMap derived from it)."""
+    meta = body.get("metadata", {})
+    name = str(meta.get("name", ""))
+    if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
+        raise InvalidSpec(
+            f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
+            f"characters: recreate the {kind} under such a name"
+        )
+    if "namespace" not in meta:
+        raise InvalidSpec(f"{kind} {name}: metadata.namespace is missing")
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "uid": meta.get("uid", ""),
+        "generation": int(meta.get("generation", 0)),
+    }
+
+
 class ServedModelSpec(_Frozen):
     """A ServedModel's identity and spec, with the names of everything derived from it."""
 
@@ -608,21 +628,9 @@ class ServedModelSpec(_Frozen):
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ServedModelSpec:
-        meta = body.get("metadata", {})
-        name = str(meta.get("name", ""))
-        if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
-            raise InvalidSpec(
-                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
-                "characters: recreate the ServedModel under such a name"
-            )
+        identity = _identity(body, "ServedModel")
         try:
-            parsed = cls(
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta.get("uid", ""),
-                generation=int(meta.get("generation", 0)),
-                spec=Spec.model_validate(body.get("spec") or {}),
-            )
+            parsed = cls(**identity, spec=Spec.model_validate(body.get("spec") or {}))
         except (KeyError, ValidationError) as exc:
             raise InvalidSpec(str(exc)) from exc
         if parsed.spec.store is None and parsed.server_ref is None:
@@ -756,21 +764,9 @@ class ModelServerSpec(_Frozen):
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ModelServerSpec:
-        meta = body.get("metadata", {})
-        name = str(meta.get("name", ""))
-        if not re.match(DNS_LABEL_1035, name) or len(name) > MAX_NAME:
-            raise InvalidSpec(
-                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME} "
-                "characters: recreate the ModelServer under such a name"
-            )
+        identity = _identity(body, "ModelServer")
         try:
-            return cls(
-                name=name,
-                namespace=meta["namespace"],
-                uid=meta.get("uid", ""),
-                generation=int(meta.get("generation", 0)),
-                spec=ModelServerSpecBody.model_validate(body.get("spec") or {}),
-            )
+            return cls(**identity, spec=ModelServerSpecBody.model_validate(body.get("spec") or {}))
         except (KeyError, ValidationError) as exc:
             raise InvalidSpec(str(exc)) from exc
 

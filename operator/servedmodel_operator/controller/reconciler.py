@@ -164,7 +164,7 @@ class Reconciler:
         except InvalidSpec:
             return None
         joined = model.joined(server)
-        pods = shared.state().pods
+        pods = membership.server_state(shared).pods
         shared = replace(
             shared, spec=server, reports=self._reports.reports(pods, model=joined.model_name)
         )
@@ -191,17 +191,7 @@ class Reconciler:
         bundles = [
             await self._kube.config_map_keys(model.namespace, c, label) for c in reads.config_maps
         ]
-        readings = await asyncio.gather(
-            *(
-                self._prober.read_pod(str(r.pod.ip), model.model_name, r.labels, r.digest)
-                for r in reads.pods
-            )
-        )
-        for read, report in zip(reads.pods, readings, strict=True):
-            if report.error is not None:
-                logger.debug("pod %s: cannot read model status: %s", read.pod.name, report.error)
-            settled = modelsconfig.settled(report, read.config, read.labels)
-            self._reports.record(read.pod, report, settled, monotonic(), now)
+        await self._read_pods(model, reads, now, logger)
         refusals = list(reads.refusals)
         if not reads.memory:  # no memory guard (any more): forget its last reading
             self._memory.pop((model.namespace, model.name), None)
@@ -214,10 +204,28 @@ class Reconciler:
             config_map_keys=dict(zip(reads.config_maps, bundles, strict=True)),
             credentials_label=label,
             reports=self._reports.reports(reads.serving_pods),
-            measurement=await self._measure(model, now, logger) if reads.analysis else None,
+            measurement=(
+                await self._measure(model, reads.analysis_seconds, now, logger)
+                if reads.analysis
+                else None
+            ),
             memory=await self._working_sets(model, now, logger) if reads.memory else None,
             refusals=(*observed.refusals, *refusals),
         )
+
+    async def _read_pods(self, model: ServedModelSpec, reads: Reads, now: str, logger: Any) -> None:
+        """Read the unsettled serving pods at once and keep what each said (Reports)."""
+        readings = await asyncio.gather(
+            *(
+                self._prober.read_pod(str(r.pod.ip), model.model_name, r.labels, r.digest)
+                for r in reads.pods
+            )
+        )
+        for read, report in zip(reads.pods, readings, strict=True):
+            if report.error is not None:
+                logger.debug("pod %s: cannot read model status: %s", read.pod.name, report.error)
+            settled = modelsconfig.settled(report, read.config, read.labels)
+            self._reports.record(read.pod, report, settled, monotonic(), now)
 
     async def _working_sets(self, model: ServedModelSpec, now: str, logger: Any) -> WorkingSets:
         """The serving pods' memory (spec.server.recycle.memory): the last reading, read
@@ -234,12 +242,14 @@ class Reconciler:
         self._memory[key] = (monotonic(), read)
         return read
 
-    async def _measure(self, model: ServedModelSpec, now: str, logger: Any) -> Measurement:
-        """A rollout step's figures, from Prometheus."""
+    async def _measure(
+        self, model: ServedModelSpec, window: int, now: str, logger: Any
+    ) -> Measurement:
+        """A rollout step's figures over its last `window` seconds, from Prometheus."""
         rollout = model.spec.rollout
         assert rollout is not None and rollout.analysis is not None
         address = rollout.analysis.prometheus.address
-        measured = await prometheus.measure(model, address, rollout.interval_seconds, now)
+        measured = await prometheus.measure(model, address, window, now)
         logger.info(
             "analysis: canary %s; stable %s%s",
             measured.canary.describe(),

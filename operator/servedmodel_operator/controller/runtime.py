@@ -40,9 +40,8 @@ from servedmodel_operator.parts.admission.stores import (
     store_key,
     store_keys,
 )
-from servedmodel_operator.parts.modelserver.membership import Shared
 from servedmodel_operator.parts.modelserver.part import ServerObserved
-from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.observed import Observed, Shared
 
 log = logging.getLogger(__name__)
 RELEASE_TIMEOUT = 5.0  # seconds a shutting-down leader spends releasing its Lease, at most

@@ -9,8 +9,9 @@ A key that is due but waits for a free worker absorbs every event meanwhile: its
 the state when it starts, so it sees them all (client-go's queue does the same). Only an event
 during the reconcile itself asks for one more run. Without this, with thousands of keys due at
 once, every child event that came while a key waited for a worker cost one more reconcile.
-Running it on kopf's event handlers, rather than kopf's create/update handlers, keeps kopf's
-own bookkeeping (annotations, finalizers) off the objects: zero writes at rest.
+The events come from the operator's own watches (adapters/watch.py), never from kopf's
+create/update handlers, so kopf's bookkeeping (annotations, finalizers) stays off the objects:
+zero writes at rest.
 """
 
 from __future__ import annotations
@@ -99,28 +100,40 @@ class WorkQueue:
             self._dirty.add(key)  # run again once the current run ends
             return
         now = asyncio.get_running_loop().time()
-        wait = self._coalesce if delay is None else delay
+        when = self._when(key, now, delay, settle, settle_cap, bypass_backoff)
         existing = self._scheduled.get(key)
+        if existing is not None:
+            if existing.when() == when or (not settle and existing.when() <= when):
+                return
+            existing.cancel()
+        # Each timer and run starts in an empty context: one started from an event's context
+        # would otherwise copy it (under kopf's handlers: its current cause, the whole watched
+        # object) and keep it for as long as the key keeps coming back (an unreachable pod is
+        # asked again for ever): ~70 KB per ServedModel when measured under kopf.
+        self._scheduled[key] = asyncio.get_running_loop().call_at(
+            max(when, now), self._start, key, context=contextvars.Context()
+        )
+        metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+
+    def _when(
+        self,
+        key: Hashable,
+        now: float,
+        delay: float | None,
+        settle: float,
+        settle_cap: float,
+        bypass_backoff: bool,
+    ) -> float:
+        """When an add() asks for key to run: the delay or settle window, after its backoff."""
+        when = now + (self._coalesce if delay is None else delay)
         first = self._first_asked.setdefault(key, now)
-        when = now + wait
         if settle:
             when = min(max(when, now + settle), first + settle_cap)
         if bypass_backoff:
             self._backoff_until.pop(key, None)
         else:
             when = max(when, self._backoff_until.get(key, when))
-        if existing is not None:
-            if existing.when() == when or (not settle and existing.when() <= when):
-                return
-            existing.cancel()
-        # Each timer and run starts in an empty context: one started from a kopf handler would
-        # otherwise copy that handler's context, and with it kopf's current cause (the whole
-        # watched object, every managedFields entry), and keep it for as long as the key keeps
-        # coming back (an unreachable pod is asked again for ever): ~70 KB per ServedModel.
-        self._scheduled[key] = asyncio.get_running_loop().call_at(
-            max(when, now), self._start, key, context=contextvars.Context()
-        )
-        metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+        return when
 
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
@@ -146,37 +159,52 @@ class WorkQueue:
             async with self._slots:
                 self._waiting.discard(key)
                 self._running.add(key)
-                loop = asyncio.get_running_loop()
                 if due is not None:
-                    waited = loop.time() - max(due, self._resumed_at)
+                    waited = asyncio.get_running_loop().time() - max(due, self._resumed_at)
                     metrics.queue_latency.labels(metrics.QUEUE).observe(waited)
-                started = time.monotonic()
-                metrics.active_workers.labels(metrics.CONTROLLER).inc()
-                try:
-                    again = await self._work(key)
-                    result = "success" if again is None else "requeue_after"
-                finally:
-                    metrics.active_workers.labels(metrics.CONTROLLER).dec()
-                    elapsed = time.monotonic() - started
-                    metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
-                    metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+                again, result = await self._timed_work(key)
             self._failures.pop(key, None)
             self._backoff_until.pop(key, None)
         except asyncio.CancelledError:
             raise
         except Exception:
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            retry_in = min(self._max_backoff, self._min_backoff * 2 ** (failures - 1))
-            metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
-            metrics.queue_retries.labels(metrics.QUEUE).inc()
-            self._logger(key).exception(
-                "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
-            )
+            retry_in = self._failed(key)
         finally:
             self._waiting.discard(key)
             self._running.discard(key)
             metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
             metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+        self._after(key, retry_in, again)
+
+    async def _timed_work(self, key: Hashable) -> tuple[float | None, str]:
+        """One reconcile of key, timed into the work and reconcile histograms: its requeue
+        delay (None: none) and its result label. Raises what the reconcile raised."""
+        started = time.monotonic()
+        result = "error"
+        metrics.active_workers.labels(metrics.CONTROLLER).inc()
+        try:
+            again = await self._work(key)
+            result = "success" if again is None else "requeue_after"
+            return again, result
+        finally:
+            metrics.active_workers.labels(metrics.CONTROLLER).dec()
+            elapsed = time.monotonic() - started
+            metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
+            metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+
+    def _failed(self, key: Hashable) -> float:
+        """A reconcile of key raised: count it, log it, and say when to retry (backoff)."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        retry_in = float(min(self._max_backoff, self._min_backoff * 2 ** (failures - 1)))
+        metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
+        metrics.queue_retries.labels(metrics.QUEUE).inc()
+        self._logger(key).exception(
+            "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
+        )
+        return retry_in
+
+    def _after(self, key: Hashable, retry_in: float | None, again: float | None) -> None:
+        """What follows a run: its backoff, another run for events during it, or its requeue."""
         dirty = key in self._dirty
         self._dirty.discard(key)
         if retry_in is not None:  # backoff wins over new events: a failing key never spins

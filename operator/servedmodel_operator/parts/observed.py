@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from servedmodel_operator.api.spec import ModelServerSpec
 from servedmodel_operator.parts.admission.policy import Refusal
 from servedmodel_operator.parts.delivery.analysis import Measurement
 from servedmodel_operator.parts.serving.pods import PodReport
-
-if TYPE_CHECKING:
-    from servedmodel_operator.parts.modelserver.membership import Shared
 
 
 @dataclass(frozen=True)
@@ -29,6 +27,21 @@ class WorkingSets:
     by_pod: Mapping[str, float]
     at: str
     error: str = ""
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What a ModelServer member's reconcile observes of its server (its state as the shared
+    models.config machine reads it: parts/modelserver/membership.server_state)."""
+
+    server: Mapping[str, Any] | None  # the ModelServer (None: there is none of that name)
+    configmap: Mapping[str, Any] | None = None
+    deployment: Mapping[str, Any] | None = None
+    pods: Sequence[Mapping[str, Any]] = ()
+    reports: Mapping[str, PodReport] = field(default_factory=dict)  # of the member's model
+    spec: ModelServerSpec | None = None  # the ModelServer parsed (None: not parsable)
+    # An earlier member of the same server with the same modelName: it keeps the name.
+    taken_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from servedmodel_operator.parts.delivery import part as delivery
 from servedmodel_operator.parts.delivery.part import DeliveryFindings
 from servedmodel_operator.parts.exports import part as exports
 from servedmodel_operator.parts.modelserver import membership
-from servedmodel_operator.parts.observed import Observed
+from servedmodel_operator.parts.observed import Observed, Shared
 from servedmodel_operator.parts.part import Context, Event, Part
 from servedmodel_operator.parts.recycle import RecycleFindings
 from servedmodel_operator.parts.serving import part as serving
@@ -112,7 +112,7 @@ def _joined(
     shared = observed.shared
     if shared is not None and shared.spec is not None:
         server = shared.spec
-        member = membership.findings(model, shared, shared.state())
+        member = membership.findings(model, shared, membership.server_state(shared))
         observed = replace(
             observed,
             status=membership.exported_here(previous, server),
@@ -153,7 +153,7 @@ def _served(
 def _with_member(
     status: dict[str, Any],
     model: ServedModelSpec,
-    shared: membership.Shared | None,
+    shared: Shared | None,
     member: membership.MemberFindings | None,
     previous: Mapping[str, Any],
 ) -> tuple[dict[str, Any], list[Event]]:

@@ -19,7 +19,7 @@ from servedmodel_operator.parts.admission.policy import (
     Refusal,
     prometheus_refusal,
 )
-from servedmodel_operator.parts.delivery.decide import analysis_due
+from servedmodel_operator.parts.delivery.decide import analysis_due, analysis_window
 from servedmodel_operator.parts.exports.part import config_maps_to_check, secrets_to_check
 from servedmodel_operator.parts.observed import Observed
 from servedmodel_operator.parts.serving import modelsconfig
@@ -46,6 +46,7 @@ class Reads:
     pods: tuple[PodRead, ...] = ()
     serving_pods: tuple[ServingPod, ...] = ()  # every serving pod (the readings kept of them)
     analysis: bool = False  # a rollout step is due for judging: read Prometheus
+    analysis_seconds: int = 0  # over the step's traffic so far (decide.analysis_window)
     # spec.server.recycle.memory: the pods' memory may be read from Prometheus (the
     # reconciler reads it every memory.intervalSeconds)
     memory: bool = False
@@ -77,6 +78,7 @@ def needed(
         analysis=address is not None
         and refused is None
         and analysis_due(model, observed.status.get("rollout") or {}, now),
+        analysis_seconds=analysis_window(model, observed.status.get("rollout") or {}, now),
         memory=memory_address is not None
         and memory_refused is None
         and model.spec.server.replicas > 0,

@@ -29,6 +29,10 @@ from servedmodel_operator.api.spec import Analysis, Rollout, ServedModelSpec
 from servedmodel_operator.parts.delivery.analysis import Figures, Measurement
 from servedmodel_operator.parts.delivery.steps import steps_of
 
+# The longest stretch of traffic a step is judged on (a step waiting for minRequests at a
+# trickle of traffic): an hour.
+MAX_WINDOW_SECONDS = 3600.0
+
 
 class Phase(StrEnum):
     PROGRESSING = "Progressing"
@@ -111,6 +115,18 @@ def analysis_due(model: ServedModelSpec, previous: Mapping[str, Any], now: str) 
         return False
     started = previous.get("stepStartedAt")
     return bool(started) and _seconds(now) - _seconds(str(started)) >= spec.interval_seconds
+
+
+def analysis_window(model: ServedModelSpec, previous: Mapping[str, Any], now: str) -> int:
+    """The seconds of traffic a step is judged on: all of it since the step started (at least
+    one interval, at most MAX_WINDOW_SECONDS). A step waiting for minRequests keeps its start,
+    so its requests and failures add up instead of each interval being judged alone (at ~2
+    requests a second, 10 requests of a canary failing 20 % hold no failure 11 % of the time)."""
+    spec = model.spec.rollout
+    interval = spec.interval_seconds if spec is not None else 0
+    started = previous.get("stepStartedAt")
+    elapsed = _seconds(now) - _seconds(str(started)) if started else 0.0
+    return int(min(max(float(interval), elapsed), max(float(interval), MAX_WINDOW_SECONDS)))
 
 
 @dataclass(frozen=True)
@@ -261,10 +277,11 @@ def _judge(where: _Where, given: Inputs) -> Decision:
         record = {"at": measured.at, "canary": canary.to_status()}
         record["stable"] = measured.stable.to_status()
         figures = f"canary {canary.describe()}; stable {measured.stable.describe()}"
-        if canary.requests < spec.analysis.min_requests:
+        # Counts are whole: increase() extrapolates (10 requests may read 9.96).
+        if round(canary.requests) < spec.analysis.min_requests:
             return where.at(
                 weight,
-                step_started_at=given.now,
+                step_started_at=where.started,  # the step's traffic adds up (analysis_window)
                 requeue_after=float(spec.interval_seconds),
                 message=f"waiting: {canary.requests:.0f} canary requests < "
                 f"minRequests {spec.analysis.min_requests}",

@@ -12,7 +12,7 @@ ServedModel keep their meaning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +24,14 @@ from servedmodel_operator.parts.admission.policy import Refusal
 from servedmodel_operator.parts.modelserver import members as membership
 from servedmodel_operator.parts.modelserver.evidence import ServerState
 from servedmodel_operator.parts.modelserver.shared import Claim, State, decide, size_text
+from servedmodel_operator.parts.observed import Shared
 from servedmodel_operator.parts.part import Context, Event, Part
 from servedmodel_operator.parts.serving.modelsconfig import ModelsConfig, Transition
 from servedmodel_operator.parts.serving.part import (
     DeploymentProgress,
     ServingFindings,
-    _events,
+    serving_events,
 )
-from servedmodel_operator.parts.serving.pods import PodReport
 from servedmodel_operator.parts.serving.selection import Served
 from servedmodel_operator.render import modelserver as render
 
@@ -53,21 +53,9 @@ class MemberFindings:
         return self.reason in ("InsufficientCapacity", "WaitingForCapacity")
 
 
-@dataclass(frozen=True)
-class Shared:
-    """What a member's reconcile observes of its ModelServer."""
-
-    server: Mapping[str, Any] | None  # the ModelServer (None: there is none of that name)
-    configmap: Mapping[str, Any] | None = None
-    deployment: Mapping[str, Any] | None = None
-    pods: Sequence[Mapping[str, Any]] = ()
-    reports: Mapping[str, PodReport] = field(default_factory=dict)  # of the member's model
-    spec: ModelServerSpec | None = None  # the ModelServer parsed (None: not parsable)
-    # An earlier member of the same server with the same modelName: it keeps the name.
-    taken_by: str | None = None
-
-    def state(self) -> ServerState:
-        return ServerState.of(self.configmap, self.deployment, self.pods)
+def server_state(shared: Shared) -> ServerState:
+    """The ModelServer's objects as a member's reconcile reads them."""
+    return ServerState.of(shared.configmap, shared.deployment, shared.pods)
 
 
 def not_found(model: ServedModelSpec, reason: str = "") -> Refusal:
@@ -145,7 +133,7 @@ def serving_plan(
     aside, which the server's status says), the readings of its model. Its own serving objects
     from before it joined, if any, go."""
     model, observed = ctx.model, ctx.observed
-    state = shared.state()
+    state = server_state(shared)
     want = wanted(model, exported, member)
     track = state.track(model.model_name, shared.reports)
     claim = Claim(
@@ -165,7 +153,7 @@ def serving_plan(
     return Part(
         findings,
         delete=_leftovers(ctx),
-        events=tuple(_events(observed.status, track.view)),
+        events=tuple(serving_events(observed.status, track.view)),
     )
 
 
@@ -213,7 +201,7 @@ def need(
     model: ServedModelSpec, server: ModelServerSpec, status: Mapping[str, Any], shared: Shared
 ) -> str:
     """The memory the member's entry needs on each pod, as its server counts it."""
-    entry = shared.state().file.config(model.model_name)
+    entry = server_state(shared).file.config(model.model_name)
     if entry is None:
         return ""
     sizes = {

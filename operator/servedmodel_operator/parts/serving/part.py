@@ -126,7 +126,7 @@ def plan(
         findings,
         desired=(*desired, *optional),
         delete=delete,
-        events=tuple(_events(observed.status, stable.view)),
+        events=tuple(serving_events(observed.status, stable.view)),
         requeue=CONFIG_REREAD_SECONDS if writing and findings.config_changes else None,
     )
 
@@ -193,7 +193,7 @@ def _labels_text(labels: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
 
 
-def _events(previous: Mapping[str, Any], seen: View) -> list[Event]:
+def serving_events(previous: Mapping[str, Any], seen: View) -> list[Event]:
     """What TF Serving itself now serves, compared with the last status: changes the pods
     confirmed, labels in motion, and load failures they reported. Labels read name=version,
     as the CLI prints them; a label in motion is moving, not gone."""
