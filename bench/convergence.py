@@ -151,15 +151,22 @@ class Api:
         """Delete and wait, so that garbage collection does not load the next measurement."""
         self.core.delete_namespace(name)
         volumes.delete_hostpath_claim_volume(self.core, name, "models")
-        wait_for(
-            f"namespace {name} to go",
-            lambda: (
-                name
-                not in {n.metadata and n.metadata.name for n in self.core.list_namespace().items}
-            ),
-            timeout=600,
-            interval=1,
-        )
+        try:
+            wait_for(
+                f"namespace {name} to go",
+                lambda: (
+                    name
+                    not in {
+                        n.metadata and n.metadata.name for n in self.core.list_namespace().items
+                    }
+                ),
+                timeout=600,
+                interval=1,
+            )
+        except TimeoutError as exc:
+            # A loaded API server can take longer; the figures taken are kept (the next
+            # measurement's load average says what it ran beside).
+            print(f"bench: {exc}; going on", file=sys.stderr, flush=True)
 
     def create_servedmodels(self, namespace: str, n: int, exported: bool) -> list[dict[str, Any]]:
         def one(i: int) -> dict[str, Any]:
