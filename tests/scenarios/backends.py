@@ -76,17 +76,23 @@ class Backend(abc.ABC):
         )
         return out
 
-    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.kubectl(
-            "-n",
-            self.namespace,
-            "patch",
-            "servedmodel",
-            name,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": spec}),
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a ServedModel's spec; the object as the API server answered."""
+        patched: dict[str, Any] = json.loads(
+            self.kubectl(
+                "-n",
+                self.namespace,
+                "patch",
+                "servedmodel",
+                name,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": spec}),
+                "-o",
+                "json",
+            )
         )
+        return patched
 
     def configmap(self, name: str) -> dict[str, str]:
         cm = json.loads(self.kubectl("-n", self.namespace, "get", "configmap", name, "-o", "json"))

@@ -217,20 +217,7 @@ class Clients:
         patch's send and answer times."""
         before = self.specs[name].current if name in self.specs else None
         begun = time.monotonic()
-        patched = json.loads(
-            self.backend.kubectl(
-                "-n",
-                self.backend.namespace,
-                "patch",
-                "servedmodel",
-                name,
-                "--type=merge",
-                "-p",
-                json.dumps({"spec": spec}),
-                "-o",
-                "json",
-            )
-        )
+        patched = self.backend.patch_spec(name, spec)
         done = time.monotonic()
         if before is None:  # not asked for (yet): nothing to judge
             return
