@@ -47,9 +47,16 @@ cluster-down:  ## stop the processes cluster-up started and remove .local-cluste
 # and a target of its own for working on the stand-in.
 TFSERVING_SUITE := tests/standin/test_tfserving_suite.py
 
-test:  ## the whole suite: unit, exporter, stand-in (with TF Serving's own suite), integration, scenarios; prints the 25 slowest tests
+# Workers sharing one local cluster (tests/workers.py): the suites wait on the cluster far more
+# than they compute, so more workers than cores (BENCHMARKS "Test and demo budgets").
+TEST_WORKERS ?= 3
+
+test:  ## the whole suite: unit, exporter, stand-in (with TF Serving's own suite), integration, scenarios, on $(TEST_WORKERS) workers, then the tests that restart the control plane alone; prints the 25 slowest tests
 	$(MAKE) -j2 venv build-cluster
-	$(PY) -m pytest tests --durations=25
+	@rc=0; \
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup -m "not exclusive" --durations=25 || rc=$$?; \
+	$(PY) -m pytest tests -m exclusive --durations=10 || rc=$$?; \
+	exit $$rc
 
 tfserving-suite: venv  ## TF Serving's own end-to-end suite (tensorflow_model_server_test.py) against the stand-in
 	$(PY) -m pytest $(TFSERVING_SUITE)

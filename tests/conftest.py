@@ -2,28 +2,49 @@
 
 The cluster fixture and `make cluster-up` run the same code (testing.localcluster.cluster.up): a
 cluster that is already healthy is reused and left running; one started here is stopped at
-the end of the session.
+the end of the session. Under pytest-xdist the workers share one cluster (tests/workers.py).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from testing.localcluster import cluster as localcluster
 from testing.localcluster import netguard, s3
+from tests import workers
 from tests.guard import PYTEST_NETGUARD_LOG
+from tests.standin import summary as standin_summary
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The machines' network rule, enforced in this process too: tests may reach loopback only.
     netguard.install(PYTEST_NETGUARD_LOG)
+    workers.configure(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") == "loadgroup":
+        return workers.GroupScheduling(config, log)
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    standin_summary.collected(session.config, (item.nodeid for item in session.items))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    standin_summary.collected(node.config, ids)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    workers.stop_if_this_run_started_it(session.config)
     refused = netguard.refused(PYTEST_NETGUARD_LOG)
     if refused:
         print("\nnetguard: the test process tried to leave loopback:\n" + "\n".join(refused))
@@ -32,6 +53,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say plainly which suites did not run: a skip is never a pass."""
+    standin_summary.write(terminalreporter)
     skipped = terminalreporter.stats.get("skipped", [])
     e2e = [r for r in skipped if "[kind]" in r.nodeid]
     if e2e:
@@ -48,7 +70,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[localcluster.Cluster]:
-    with localcluster.running() as running:
+    shared = workers.shared_cluster() if workers.worker() else localcluster.running()
+    with shared as running:
         since = netguard.mark(running.netguard_log)
         yield running
         # The operator, the runner, exporters and TF Serving stand-ins run under the guard.

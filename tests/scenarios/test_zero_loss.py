@@ -44,7 +44,8 @@ from testing.zeroloss.traffic import Traffic
 from tests.scenarios.backends import API_VERSION, GROUP, Backend, Unsupported
 from tests.scenarios.models import INSTANCES
 
-pytestmark = pytest.mark.cluster
+# Restarts the API server every test shares: alone, after the parallel run (tests/workers.py).
+pytestmark = [pytest.mark.cluster, pytest.mark.exclusive]
 MODEL = "steady"
 PLURAL = "servedmodels"
 REPORT_ENV = "ZERO_LOSS_REPORT"

@@ -1,5 +1,7 @@
 """The stand-in suite's fixtures (the models, exported once per session; stand-in processes
-stopped after each test) and its terminal summary. Helpers are in helpers.py."""
+stopped after each test). Helpers are in helpers.py; the terminal summary of TF Serving's own
+suite is in summary.py (the root conftest calls it: under xdist only that one is loaded in the
+controller process, which prints the summary)."""
 
 from __future__ import annotations
 
@@ -37,34 +39,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     out = mo(np.asarray(MO_X, "float32"))
     mo_expected = {k: np.asarray(v) for k, v in out.items()}
     return Models(root, expected, mo_expected)
-
-
-_SUITE_SELECTED = pytest.StashKey[bool]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[_SUITE_SELECTED] = any(
-        item.nodeid.split("::")[0].endswith("test_tfserving_suite.py") for item in session.items
-    )
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """TF Serving's own suite (test_tfserving_suite.py): its tests that were not run, and why."""
-    config = terminalreporter.config
-    if not config.stash.get(_SUITE_SELECTED, False):
-        return
-    from tests.standin import test_tfserving_suite as suite
-
-    run = config.stash.get(suite.RUN_KEY, None)
-    ran = "" if run is None else f"; {len(run.report['results'])} run in {run.seconds:.0f} s"
-    terminalreporter.write_sep(
-        "=",
-        f"TF Serving's own end-to-end suite: {len(suite.OUT_OF_SCOPE)} tests NOT RUN{ran}",
-        yellow=True,
-        bold=True,
-    )
-    for name, reason in suite.OUT_OF_SCOPE.items():
-        terminalreporter.write_line(f"NOT RUN {name}: {reason}")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import pytest
 
 from testing.localcluster import build, netguard
+from tests.standin import summary
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().with_name("tfserving_suite_runner.py")
@@ -169,21 +171,20 @@ def _run(tmp: Path) -> SuiteRun:
     return SuiteRun(report, log, netguard.refused(guard_log), seconds)
 
 
-# The run, for the terminal summary (conftest.py).
-RUN_KEY = pytest.StashKey[SuiteRun]()
-
-
 @pytest.fixture(scope="session")
-def tfserving_suite(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> SuiteRun:
-    run = _run(tmp_path_factory.mktemp("tfserving-suite"))
-    pytestconfig.stash[RUN_KEY] = run
-    return run
+def tfserving_suite(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    return _run(tmp_path_factory.mktemp("tfserving-suite"))
 
 
-def test_the_tables_name_every_test_of_the_suite(tfserving_suite: SuiteRun) -> None:
+def test_the_tables_name_every_test_of_the_suite(
+    tfserving_suite: SuiteRun, record_property: Callable[[str, object], None]
+) -> None:
     """A test added to the suite (a new pinned commit) is run or listed, never forgotten."""
+    # For the terminal summary (summary.py), which the controlling process prints.
+    record_property(
+        summary.RUN_PROPERTY,
+        {"ran": len(tfserving_suite.report["results"]), "seconds": tfserving_suite.seconds},
+    )
     every = set(tfserving_suite.report["all_tests"])
     assert not tfserving_suite.report["unknown"], "IN_SCOPE names a test the suite lacks"
     assert not set(IN_SCOPE) & set(OUT_OF_SCOPE)
