@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ class OperatorProcess:
     def pid(self) -> int:
         assert self.proc is not None, "not started"
         return self.proc.pid
+
+    @property
+    def instance(self) -> str:
+        """How this run names itself to the API server: the detail of its User-Agent (the
+        audit log tells it apart from the other operators of a parallel test run by it)."""
+        return self.env.get("POD_NAME") or f"{socket.gethostname()}-{self.pid}"
 
     def start(self, wait: bool = True, timeout: float = 60) -> None:
         self.starts += 1

@@ -210,8 +210,11 @@ def _as_tenant(
     )
 
 
-def _operator_writes(audit: AuditLog, mark: audit_log.Mark) -> list[tuple[str, str, str]]:
-    """(namespace, resource, name) of every write the operator made since the mark, anywhere."""
+def _operator_writes(
+    audit: AuditLog, mark: audit_log.Mark, operator: OperatorProcess
+) -> list[tuple[str, str, str]]:
+    """(namespace, resource, name) of every write the test's operator made since the mark,
+    anywhere (the other operators of a parallel run are told apart by their User-Agent)."""
     return sorted(
         {
             (
@@ -220,6 +223,7 @@ def _operator_writes(audit: AuditLog, mark: audit_log.Mark) -> list[tuple[str, s
                 str(e["objectRef"].get("name")),
             )
             for e in audit_log.AuditLog.writes(audit, mark, OPERATOR_AGENT)
+            if str(e.get("userAgent", "")).endswith(f"({operator.instance})")
         }
     )
 
@@ -306,7 +310,7 @@ def test_hostile_routes_urls_and_names_are_refused_at_create(
     assert done.returncode != 0 and refusal in done.stderr, done.stderr
     assert kubectl(cluster, "-n", namespace, "get", "sm", "-o", "name").stdout == ""
     others.unchanged(before)
-    assert _operator_writes(audit, mark) == []
+    assert audit.writes(mark, namespace) == []  # no operator had anything to write about
 
 
 def test_routes_are_refused_to_an_author_who_may_not_create_routes(
@@ -428,7 +432,7 @@ def test_a_gateway_or_hostname_the_policy_does_not_allow_is_stalled(
         )
     assert apps.list_namespaced_deployment(namespace).items == []  # nothing written at all
     others.unchanged(before)
-    _only_its_own_status(_operator_writes(audit, mark), namespace, "hostile")
+    _only_its_own_status(_operator_writes(audit, mark, operator), namespace, "hostile")
 
 
 class Hits(http.server.BaseHTTPRequestHandler):
@@ -476,7 +480,7 @@ def test_a_prometheus_url_that_only_looks_allowed_is_stalled(
     assert apps.list_namespaced_deployment(namespace).items == []
     assert Hits.seen == []
     others.unchanged(before)
-    _only_its_own_status(_operator_writes(audit, mark), namespace, "hostile")
+    _only_its_own_status(_operator_writes(audit, mark, operator), namespace, "hostile")
 
 
 # --- store directories ---------------------------------------------------------------------
@@ -532,6 +536,7 @@ def test_an_overlapping_store_directory_is_stalled_while_the_first_keeps_serving
     tenant: str,
     others: Others,
     fraud: str,
+    operator: OperatorProcess,
     audit: AuditLog,
     name: str,
     spec: dict[str, Any],
@@ -550,7 +555,7 @@ def test_an_overlapping_store_directory_is_stalled_while_the_first_keeps_serving
     assert apps.list_namespaced_deployment(namespace, label_selector=selector).items == []
     assert condition(get_sm(custom, namespace, "fraud"), "Ready")["status"] == "True"
     others.unchanged(before)
-    _only_its_own_status(_operator_writes(audit, mark), namespace, name)
+    _only_its_own_status(_operator_writes(audit, mark, operator), namespace, name)
 
 
 # --- derived names -------------------------------------------------------------------------
