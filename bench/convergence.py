@@ -34,8 +34,9 @@ from typing import Any, cast
 
 import psutil
 import requests
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
+from kubernetes.watch.watch import iter_resp_lines
 from servedmodel_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
 from servedmodel_operator.api.names import Track
 from servedmodel_operator.api.spec import DEFAULT_EXPORTER_IMAGE, ServedModelSpec
@@ -200,24 +201,71 @@ class Api:
         return counts
 
     def watch_until(
-        self, what: str, list_fn: Any, args: tuple[Any, ...], done: Any, timeout: float = 1800
+        self,
+        what: str,
+        path: str,
+        wanted: Callable[[dict[str, Any]], bool],
+        n: int,
+        timeout: float = 1800,
+        tallies: tuple[Tally, ...] = (),
+        on_event: Callable[[], None] = lambda: None,
     ) -> dict[str, dict[str, Any]]:
-        """Watch a collection (cheap for the API server, unlike polling lists) until
-        done(objects by name) holds; returns the objects. Events stay plain JSON (no model
-        classes): the bench client competes for the same two cores as what it measures."""
+        """Watch a collection (cheap for the API server, unlike polling lists) until n of its
+        objects are `wanted`; returns the objects by name. Events stay plain JSON (no model
+        classes): the bench client competes for the same two cores as what it measures.
+
+        O(events): each event updates the set of wanted names (and each of `tallies`) for its
+        own object only, and a watch the server ends (every 30 s) is resumed from the last
+        resourceVersion seen (bookmarks included); only a 410 Gone starts again from the
+        current state (a watch without resourceVersion: every object as ADDED)."""
         objects: dict[str, dict[str, Any]] = {}
+        done = Tally(wanted)
+        counted = (done, *tallies)
+        version = ""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stream = watch.Watch().stream(list_fn, *args, timeout_seconds=30, deserialize=False)
-            for event in stream:
-                raw = event["object"]
-                name = raw["metadata"]["name"]
-                if event["type"] == "DELETED":
-                    objects.pop(name, None)
-                else:
-                    objects[name] = raw
-                if done(objects):
-                    return objects
+            query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "30")]
+            if version:
+                query.append(("resourceVersion", version))
+            response = self.client.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+            try:
+                for line in iter_resp_lines(response):
+                    event = json.loads(line)
+                    raw, type_ = event["object"], event["type"]
+                    if type_ == "ERROR":
+                        if raw.get("code") != 410:
+                            raise RuntimeError(f"watching {path}: {raw}")
+                        objects.clear()  # 410 Gone: start again from the current state
+                        for tally in counted:
+                            tally.clear()
+                        version = ""
+                        break
+                    version = raw["metadata"].get("resourceVersion") or version
+                    if type_ == "BOOKMARK":
+                        continue
+                    name = raw["metadata"]["name"]
+                    if type_ == "DELETED":
+                        objects.pop(name, None)
+                        for tally in counted:
+                            tally.discard(name)
+                    else:
+                        objects[name] = raw
+                        for tally in counted:
+                            tally.update(name, raw)
+                    on_event()
+                    if len(done) == n:
+                        return objects
+            finally:
+                response.close()
+                response.release_conn()
         raise TimeoutError(f"timed out waiting for {what}")
 
     def wait_converged(self, namespace: str, n: int) -> None:
@@ -226,26 +274,24 @@ class Api:
         operator tried the pod; kwok's pods never answer). The same watch for both runs.
         Logs when every status first names the current generation (objects applied)."""
         started, applied = time.monotonic(), False
+        current = Tally(at_generation)
 
-        def done(models: dict[str, dict[str, Any]]) -> bool:
+        def progress() -> None:
             nonlocal applied
-            if not applied and n == sum(
-                1
-                for m in models.values()
-                if (m.get("status") or {}).get("observedGeneration") == m["metadata"]["generation"]
-            ):
+            if not applied and len(current) == n:
                 applied = True
                 log(
                     f"N={n}: every status at the current generation after "
                     f"{time.monotonic() - started:.1f}s"
                 )
-            return n == sum(1 for m in models.values() if converged(m))
 
         self.watch_until(
             f"{n} ServedModels converged",
-            self.custom.list_namespaced_custom_object,
-            (GROUP, VERSION, namespace, PLURAL),
-            done,
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+            converged,
+            n,
+            tallies=(current,),
+            on_event=progress,
         )
 
     def check_children(self, namespace: str, n: int) -> None:
@@ -279,17 +325,33 @@ class Api:
     def wait_available(self, namespace: str, n: int) -> dict[str, dict[str, Any]]:
         return self.watch_until(
             f"{n} Deployments available",
-            self.apps.list_namespaced_deployment,
-            (namespace,),
-            lambda ds: (
-                n
-                == sum(
-                    1
-                    for d in ds.values()
-                    if ((d.get("status") or {}).get("availableReplicas") or 0) >= 1
-                )
-            ),
+            f"/apis/apps/v1/namespaces/{namespace}/deployments",
+            lambda d: ((d.get("status") or {}).get("availableReplicas") or 0) >= 1,
+            n,
         )
+
+
+class Tally:
+    """The names of the watched objects that satisfy `wanted`, kept per event."""
+
+    def __init__(self, wanted: Callable[[dict[str, Any]], bool]) -> None:
+        self.wanted = wanted
+        self.names: set[str] = set()
+
+    def update(self, name: str, obj: dict[str, Any]) -> None:
+        if self.wanted(obj):
+            self.names.add(name)
+        else:
+            self.names.discard(name)
+
+    def discard(self, name: str) -> None:
+        self.names.discard(name)
+
+    def clear(self) -> None:
+        self.names.clear()
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def control_plane_cpu(cluster: localcluster.Cluster) -> dict[str, float]:
@@ -310,6 +372,11 @@ def control_plane_cpu(cluster: localcluster.Cluster) -> dict[str, float]:
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before.get(k, 0.0), 1) for k in sorted(after)}
+
+
+def at_generation(m: dict[str, Any]) -> bool:
+    """The status names the current generation (the operator has seen the spec)."""
+    return bool((m.get("status") or {}).get("observedGeneration") == m["metadata"]["generation"])
 
 
 def converged(m: dict[str, Any]) -> bool:
