@@ -96,8 +96,11 @@ def spy(pid: int, collapsed: Path) -> Callable[[], None]:
 def restarts(api: convergence.Api, namespace: str, args: argparse.Namespace) -> None:
     """The timed restarts, then one under py-spy and one under tracemalloc, as asked."""
     work = args.out / "restarts"
+    extra = dict(kv.split("=", 1) for kv in args.operator_env)
     for i in range(args.restarts):
-        proc, _, measured = convergence.reverify(api, namespace, args.n, work, f"restart{i}")
+        proc, _, measured = convergence.reverify(
+            api, namespace, args.n, work, f"restart{i}", env=extra
+        )
         time.sleep(args.rest)
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20
         print(f"restart {i + 1}: {measured}; RSS after {args.rest:.0f} s at rest: {rss:.1f} MB")
@@ -106,7 +109,13 @@ def restarts(api: convergence.Api, namespace: str, args: argparse.Namespace) -> 
         collapsed = args.out / f"cpu-restart-{args.n}.collapsed"
         collapsed.unlink(missing_ok=True)
         proc, _, measured = convergence.reverify(
-            api, namespace, args.n, work, "restart-cpu", attach=lambda pid: spy(pid, collapsed)
+            api,
+            namespace,
+            args.n,
+            work,
+            "restart-cpu",
+            attach=lambda pid: spy(pid, collapsed),
+            env=extra,
         )
         proc.stop(timeout=30)
         print(f"restart under py-spy: {measured}")
@@ -121,7 +130,7 @@ def restarts(api: convergence.Api, namespace: str, args: argparse.Namespace) -> 
             work,
             "restart-memory",
             module="bench.memdump",
-            env={"MEMDUMP_PATH": str(snapshot)},
+            env={**extra, "MEMDUMP_PATH": str(snapshot)},
         )
         time.sleep(args.rest)
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20
@@ -143,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest", type=float, default=20, help="seconds at rest, then RSS")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--restarts", type=int, default=0, help="timed restarts after the rest")
+    parser.add_argument("--keep", action="store_true", help="keep the namespace and its models")
+    parser.add_argument("--namespace", help="a namespace kept by --keep: only the restarts")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        help="NAME=VALUE in the restarted operators' environment (malloc settings...)",
+    )
     parser.add_argument("--restart-cpu", action="store_true", help="one more, under py-spy")
     parser.add_argument("--restart-memory", action="store_true", help="one more, under tracemalloc")
     parser.add_argument("--out", type=Path, default=HERE / ".work" / "profile")
@@ -153,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         "apply", "--server-side", "--force-conflicts", "-f", str(HERE.parent / "crds")
     )
     api = convergence.Api(cluster)
+    if args.namespace:  # N models converged by an earlier --keep: only the restarts
+        try:
+            restarts(api, args.namespace, args)
+        finally:
+            if not args.keep:
+                api.delete_namespace(args.namespace)
+        return 0
     namespace = api.namespace(f"prof{args.n}")
     try:
         api.create_servedmodels(namespace, args.n, exported=True)
@@ -203,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=30)
         restarts(api, namespace, args)
     finally:
-        api.delete_namespace(namespace)
+        if args.keep:
+            print(f"kept: --namespace={namespace}", flush=True)
+        else:
+            api.delete_namespace(namespace)
     return 0
 
 
