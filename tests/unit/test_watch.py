@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 from servedmodel_operator.adapters.cache import KindCache
-from servedmodel_operator.adapters.kube import Kube
+from servedmodel_operator.adapters.kube import LIST_PAGE, Kube
 from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
@@ -186,5 +186,5 @@ def test_a_page_too_large_is_read_again_in_small_pages(monkeypatch: Any) -> None
     added, kept, asked = asyncio.run(scenario())
     assert added == ["a", "b", "c", "d", "e"]
     assert kept == 5
-    # 500 at once is too large: the same (first) page again in pages of 2, to the end.
-    assert asked == [("500", ""), ("2", ""), ("2", "2"), ("2", "4")]
+    # LIST_PAGE at once is too large: the same (first) page again in pages of 2, to the end.
+    assert asked == [(str(LIST_PAGE), ""), ("2", ""), ("2", "2"), ("2", "4")]
