@@ -96,7 +96,8 @@ def _our_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 class _FieldSets:
     """One object for each distinct subtree of our field sets (hash-consing). A Deployment's
     fieldsV1 is about 20 KB once decoded, and two models' differ only in a few leaves (their
-    owner's uid, their mount path): shared, the rest costs nothing per model. Read only:
+    owner's uid, their mount path): shared, the rest costs nothing per model. Used by the
+    records of our own writes (Recent); the watch caches deflate theirs (Codec). Read only:
     drift never changes a field set. Bounded: past `limit` subtrees the least recently seen
     stops being shared and is freed with the objects holding it.
 
