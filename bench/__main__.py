@@ -48,8 +48,10 @@ def table(results: dict[str, Any]) -> str:
     for n, r in results.get("restart", {}).items():
         rows.append(
             f"restart with N={n}: re-verified in {r['operator_s']} s, lower bound "
-            f"{r['lower_bound_s']} s, ratio {r['ratio']}, writes {r['writes']} "
-            f"(audited {r['writes_audited']})"
+            f"{r['lower_bound_s']} s, ratio {r['ratio']} (from its first lists: "
+            f"{r.get('after_startup_s')} s, ratio {r.get('ratio_after_startup')}), "
+            f"writes {r['writes']} (audited {r['writes_audited']}), split of the last run "
+            f"{r['runs'][-1].get('split_s')}"
         )
     if e:
         rows.append(

@@ -159,9 +159,9 @@ def wait_members(
 ) -> dict[str, dict[str, Any]]:
     return api.watch_until(
         what,
-        api.custom.list_namespaced_custom_object,
-        (GROUP, VERSION, namespace, PLURAL),
-        lambda models: n == sum(1 for m in models.values() if done(m)),
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+        done,
+        n,
         timeout=timeout,
     )
 

@@ -28,6 +28,7 @@ class OperatorProcess:
         namespaces: tuple[str, ...] = (),
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        module: str | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
@@ -35,6 +36,7 @@ class OperatorProcess:
         self.namespaces = namespaces
         self.args = args
         self.env = env or {}
+        self.module = module  # `python -m module` in place of the console script (bench.memdump)
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +60,8 @@ class OperatorProcess:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "servedmodel-operator"
-        argv = [str(exe), *(f"--namespace={n}" for n in self.namespaces), *self.args]
+        command = [sys.executable, "-m", self.module] if self.module else [str(exe)]
+        argv = [*command, *(f"--namespace={n}" for n in self.namespaces), *self.args]
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
                 argv,

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from servedmodel_operator.adapters.cache import KindCache, Recent, compact, expand, trim
+from servedmodel_operator.adapters.cache import (
+    Codec,
+    KindCache,
+    Recent,
+    compact,
+    expand,
+    same,
+    trim,
+)
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import controller_name as owner_name
 
@@ -98,10 +107,11 @@ def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_even
     assert fields_a == {"f:spec": {}}
     assert fields_a is tb["metadata"]["managedFields"][0]["fieldsV1"]
     assert tb["metadata"]["managedFields"][0]["time"] == "2026-11-26T00:00:00Z"
-    # kept: nothing of the decoded event stays alive (JSON text, and the shared field sets)
-    version, text, fields = compact(ta)
-    assert (version, fields) == ("1", (fields_a,)) and isinstance(text, bytes)
-    assert expand(compact(ta)) == ta
+    # kept: nothing of the decoded event stays alive (deflated JSON)
+    codec = Codec()
+    version, blob, _ = compact(ta, codec)
+    assert version == "1" and isinstance(blob, bytes)
+    assert expand(compact(ta, codec)) == ta
     template = {"f:spec": {"f:containers": {"f:image": {}}}}
     different = _obj("c", "3")
     different["metadata"]["managedFields"] = [
@@ -116,6 +126,33 @@ def test_trimmed_objects_share_identical_field_sets_and_hold_no_part_of_the_even
     assert fields_c == {**template, "f:metadata": {'k:{"uid":"1"}': {}}}
     assert fields_d["f:metadata"] == {'k:{"uid":"2"}': {}}
     assert fields_c is not fields_d and fields_c["f:spec"] is fields_d["f:spec"]
+
+
+def test_objects_of_a_kind_keep_in_a_fraction_of_their_json_and_expand_to_themselves() -> None:
+    codec = Codec()
+    objects = []
+    for i in range(50):
+        obj = _deployment(str(100 + i), 1, f"2026-12-07T00:00:{i:02d}Z", owner=f"model-{i:04d}")
+        obj["metadata"]["name"] = f"model-{i:04d}"
+        obj["metadata"]["managedFields"] = [
+            {
+                **OURS,
+                "fieldsV1": {
+                    "f:metadata": {"f:ownerReferences": {f'k:{{"uid":"{i:08d}"}}': {}}},
+                    "f:spec": {f"f:{k}": {".": {}, "f:x": {}} for k in "abcdefghij"},
+                },
+            }
+        ]
+        objects.append(trim(obj, share=False))
+    kept = [compact(o, codec) for o in objects]
+    assert [expand(k) for k in kept] == objects
+    text = sum(len(json.dumps(o, separators=(",", ":"))) for o in objects[1:])
+    assert sum(len(k[1]) for k in kept[1:]) < text / 4
+    # one text, one blob: an unchanged object is told at once, a change is not missed
+    assert same(compact(objects[3], codec), kept[3])
+    assert not same(compact(objects[4], codec), kept[3])
+    changed = {**objects[3], "status": {**objects[3]["status"], "readyReplicas": 0}}
+    assert not same(compact(changed, codec), kept[3])
 
 
 def _deployment(rv: str, ready: int, when: str, owner: str = "mnist") -> dict[str, Any]:

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from aiohttp import web
+from prometheus_client import REGISTRY
 from servedmodel_operator.adapters.cache import KindCache
-from servedmodel_operator.adapters.kube import Kube
+from servedmodel_operator.adapters.kube import LIST_PAGE, Kube
 from servedmodel_operator.adapters.watch import Watch
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
+from servedmodel_operator.controller.runtime import Options, Runtime
+from servedmodel_operator.parts.admission.policy import Policy
 
 CONFIGMAPS = next(k for k in kinds.CHILDREN if k.kind == "ConfigMap")
 
@@ -186,5 +190,22 @@ def test_a_page_too_large_is_read_again_in_small_pages(monkeypatch: Any) -> None
     added, kept, asked = asyncio.run(scenario())
     assert added == ["a", "b", "c", "d", "e"]
     assert kept == 5
-    # 500 at once is too large: the same (first) page again in pages of 2, to the end.
-    assert asked == [("500", ""), ("2", ""), ("2", "2"), ("2", "4")]
+    # LIST_PAGE at once is too large: the same (first) page again in pages of 2, to the end.
+    assert asked == [(str(LIST_PAGE), ""), ("2", ""), ("2", "2"), ("2", "4")]
+
+
+def test_the_start_up_steps_are_stamped_for_the_bench_s_split() -> None:
+    """servedmodel_startup_timestamp_seconds: the watches' first lists sent (watching), every
+    kind listed (filled); bench/convergence.reverify splits a restart with them."""
+
+    async def scenario() -> tuple[float, float | None]:
+        rt = Runtime(Options("exporter", 1, Policy((), ())), watch=False)
+        before = time.time()
+        rt._filled()
+        await rt.queue.close()
+        return before, REGISTRY.get_sample_value(
+            "servedmodel_startup_timestamp_seconds", {"step": "filled"}
+        )
+
+    before, filled = asyncio.run(scenario())
+    assert filled is not None and before <= filled <= time.time()

@@ -22,7 +22,10 @@ where a counterpart exists, so existing dashboards and alerts apply:
   {namespace,modelserver,kind} (kind capacity or used, on each pod), from each ModelServer's
   status as the watch sees it: one series per ModelServer and state (platform teams create
   ModelServers, tenants do not);
-- servedmodel_operator_build_info{version} (1; its absence means no operator is scraped).
+- servedmodel_operator_build_info{version} (1; its absence means no operator is scraped);
+- servedmodel_startup_timestamp_seconds{step} (Unix time at which this process sent its
+  watches' first lists, step="watching", and had every watched kind listed, step="filled";
+  with process_start_time_seconds, the split of a start-up).
 
 The `namespace` label of servedmodel_servedmodels is the ServedModels' namespace: the scrape
 must honour it (honorLabels in manifests/podmonitor/), or Prometheus renames it
@@ -106,6 +109,12 @@ build_info = Gauge(
     "servedmodel_operator_build_info", "Always 1; the operator's release", ["version"]
 )
 build_info.labels(RELEASE).set(1)
+startup = Gauge(
+    "servedmodel_startup_timestamp_seconds",
+    "When this process sent its watches' first lists (watching) and had every kind listed "
+    "(filled), Unix time",
+    ["step"],
+)
 servedmodels = Gauge(
     "servedmodel_servedmodels",
     "ServedModels by namespace and by the status of each of their conditions",

@@ -385,6 +385,7 @@ class Runtime:
         }
 
         started = time.monotonic()
+        metrics.startup.labels("watching").set_to_current_time()
 
         def listed(key: tuple[str, str | None]) -> None:
             pending.discard(key)
@@ -405,6 +406,7 @@ class Runtime:
         """Every watched kind listed: reconciles may run, and the replica can serve (the
         readiness probe)."""
         self.filled.set()
+        metrics.startup.labels("filled").set_to_current_time()
         self.readiness.warm = True
         self.queue.release("caches")
 
