@@ -74,9 +74,7 @@ def test_failures_are_retried_with_growing_delays() -> None:
             if len(times) < 3:
                 raise RuntimeError("API unavailable")
 
-        queue = WorkQueue(
-            work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.2, max_backoff=2
-        )
+        queue = WorkQueue(work, concurrency=1, coalesce_seconds=0.0, min_backoff=0.2, max_backoff=2)
         queue.add("a")
         await until(lambda: len(times) == 3 and queue.depth == 0)
         await queue.close()
