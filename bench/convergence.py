@@ -227,15 +227,7 @@ class Api:
             query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", "30")]
             if version:
                 query.append(("resourceVersion", version))
-            response = self.client.call_api(
-                path,
-                "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
+            response = self._get(path, query)
             try:
                 for line in iter_resp_lines(response):
                     event = json.loads(line)
@@ -309,9 +301,9 @@ class Api:
         if children != (n, n, n):
             raise AssertionError(f"converged, but children are {children}, not {n} each")
 
-    def raw_list(self, path: str, selector: str = "") -> list[dict[str, Any]]:
-        query = [("labelSelector", selector)] if selector else []
-        response = self.client.call_api(
+    def _get(self, path: str, query: list[tuple[str, str]]) -> Any:
+        """A GET whose answer stays plain JSON (no client model classes), not yet read."""
+        return self.client.call_api(
             path,
             "GET",
             query_params=query,
@@ -320,7 +312,10 @@ class Api:
             _preload_content=False,
             _return_http_data_only=True,
         )
-        return cast(list[dict[str, Any]], json.loads(response.data)["items"])
+
+    def raw_list(self, path: str, selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", selector)] if selector else []
+        return cast(list[dict[str, Any]], json.loads(self._get(path, query).data)["items"])
 
     def wait_available(self, namespace: str, n: int) -> dict[str, dict[str, Any]]:
         return self.watch_until(
