@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ pytestmark = pytest.mark.cluster
 
 QUOTA = 20  # README, "Multi-tenancy and threat model": the example ResourceQuota
 QUOTA_KEY = f"count/{PLURAL}.{GROUP}"
+# A quota key nothing counts against: changing it has the quota controller recount.
+RECOUNT_KEY = "count/recounts.tests.servedmodel.io"
 TENANT = "tenant-a"
 # Simulated by kwok (never answering on :8501); the tenant's images are not allowed.
 SERVER_IMAGE = "tensorflow/serving:2.21.0-gpu"
@@ -228,22 +231,33 @@ def test_a_tenant_filling_its_quota_with_the_largest_specs_takes_no_one_down(
 
 def recount(core: client.CoreV1Api, namespace: str, count: int) -> None:
     """Have the quota controller count the namespace's ServedModels now (it recounts a quota
-    whose limits change, else every 5 minutes; it learns a new CRD's resource from discovery
+    whose spec changes, else every 5 minutes; it learns a new CRD's resource from discovery
     every 30 s), and wait until it says `count` under the limit QUOTA. Nothing is created
-    meanwhile, so the count is exact."""
+    meanwhile, so the count is exact.
 
-    def hard(value: int) -> None:
-        core.patch_namespaced_resource_quota(
-            "servedmodels", namespace, {"spec": {"hard": {QUOTA_KEY: str(value)}}}
-        )
+    The spec change is a fresh number under a key no object counts against, never the limit
+    itself: admission judges creates by the quota's status.hard, and a recount still queued
+    from an earlier poll that wrote a raised limit there would let the flood past QUOTA (seen
+    in CI under load: 21 created). Seeing the newest number in status proves the recount of
+    the newest spec has written, and every recount writes the same limit.
+    """
+
+    asked: list[str] = []  # the newest number patched in
 
     def counted() -> bool:
-        hard(QUOTA + 1)
-        hard(QUOTA)
         status = core.read_namespaced_resource_quota("servedmodels", namespace).status
-        return (status.hard or {}).get(QUOTA_KEY) == str(QUOTA) and (status.used or {}).get(
-            QUOTA_KEY
-        ) == str(count)
+        hard, used = status.hard or {}, status.used or {}
+        if asked and hard.get(RECOUNT_KEY) != asked[-1]:
+            return False  # the recount of the newest spec has not written yet
+        if asked and hard.get(QUOTA_KEY) == str(QUOTA) and used.get(QUOTA_KEY) == str(count):
+            return True
+        asked.append(str(time.monotonic_ns() % 10**12))
+        core.patch_namespaced_resource_quota(
+            "servedmodels",
+            namespace,
+            {"spec": {"hard": {QUOTA_KEY: str(QUOTA), RECOUNT_KEY: asked[-1]}}},
+        )
+        return False
 
     wait_for(f"the quota to count {count} ServedModels", counted, timeout=90, interval=2)
 
