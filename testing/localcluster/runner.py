@@ -11,7 +11,8 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
   termination message file's content;
 - TF Serving pods (the operator's default server image): no registry ships
   tensorflow_model_server, so the TF Serving stand-in (testing/tfserving_standin) runs
-  in its place on the pod's own loopback address, with probes and restarts (serving_pod.py).
+  in its place on the pod's own loopback address, with probes and restarts (serving_pod.py),
+  each a fork of one process that imported it and TensorFlow once (standin_forkserver.py).
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
@@ -57,7 +58,8 @@ from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 from testing.localcluster import cadvisor, delivery, pod_status
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
-from testing.localcluster.serving_pod import ServingPod
+from testing.localcluster.serving_pod import ServingPod, standin_pythonpath
+from testing.localcluster.standin_forkserver import ForkServer
 
 log = logging.getLogger("localcluster.runner")
 
@@ -146,6 +148,12 @@ class Runner:
         self.stopping: dict[str, ServingPod] = {}  # deleted pods whose process may still run
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        # Every stand-in a fork of one process that imported TensorFlow once.
+        self.forkserver = ForkServer(
+            work_dir / "standin-forkserver.sock",
+            {**os.environ, "PYTHONPATH": standin_pythonpath()},
+            work_dir / "standin-forkserver.log",
+        )
 
     # --- watching -------------------------------------------------------------------------
 
@@ -234,7 +242,7 @@ class Runner:
                     return
                 del self.waiting[uid]
                 self.serving[uid] = ServingPod(
-                    pod, self._mounts, self._patch_status, self._standin_env
+                    pod, self._mounts, self._patch_status, self._standin_env, self.forkserver.spawn
                 )
                 self.serving[uid].start()
                 return
@@ -582,6 +590,7 @@ class Runner:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        self.forkserver.stop()
 
 
 def _kubelet_port(state_dir: Path | None) -> int | None:

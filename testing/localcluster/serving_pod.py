@@ -27,7 +27,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,12 +35,12 @@ from typing import Any
 
 import requests
 
-from testing.localcluster import pod_status
+from testing.localcluster import pod_status, standin_forkserver
+from testing.localcluster.standin_forkserver import Process, Spawn
 
 log = logging.getLogger("localcluster.runner")
 
 REPO = Path(__file__).resolve().parents[2]
-STANDIN_MODULE = "testing.tfserving_standin"
 POD_NETWORK = ipaddress.ip_network("127.96.0.0/11")  # kwok's simulated pods use 127.64.0.0/11
 # Each runner starts at a random place of the /11 (two million addresses): local clusters of two
 # worktrees on one machine would otherwise hand out the same first addresses, and the second
@@ -138,6 +137,12 @@ def _grpc_serving(target: str, service: str, timeout: float) -> bool:
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def standin_pythonpath() -> str:
+    """The stand-in's import path: the runner's own (the network guard first), then this
+    checkout."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(REPO)) if p)
+
+
 class ServingPod:
     """One TF Serving pod: the stand-in process, restarts, probes and status."""
 
@@ -147,8 +152,10 @@ class ServingPod:
         prepare: Callable[[dict[str, Any]], tuple[dict[str, Path], dict[str, str], Path]],
         patch_status: Callable[[dict[str, Any], dict[str, Any]], None],
         extra_env: Callable[[], dict[str, str]] = dict,
+        spawn: Spawn = standin_forkserver.spawn_fresh,
     ) -> None:
         self.pod = pod
+        self.spawn = spawn
         self.extra_env = extra_env
         self.container = pod["spec"]["containers"][0]
         self.prepare = prepare
@@ -160,7 +167,7 @@ class ServingPod:
         }
         self.ip = allocate_ip(tuple(self.ports.values()))
         self.deleted = threading.Event()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
         self.restarts = 0
         self.last_state: dict[str, Any] | None = None
         self.started_at = pod_status.now()
@@ -174,36 +181,25 @@ class ServingPod:
 
     # --- the container's life ----------------------------------------------------------------
 
-    def _argv_env(self) -> tuple[list[str], dict[str, str], Path]:
+    def _args_env(self) -> tuple[list[str], dict[str, str], Path]:
         mounts, env, pod_dir = self.prepare(self.pod)
-        argv = [sys.executable, "-m", STANDIN_MODULE, *self.container.get("args", [])]
+        args = [str(a) for a in self.container.get("args", [])]
         env = {
             **env,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (os.environ.get("PYTHONPATH", ""), str(REPO)) if p
-            ),
+            "PYTHONPATH": standin_pythonpath(),
             "STANDIN_POD_IP": self.ip,
             # tensorflow_model_server as a container's PID 1 ignores SIGTERM (serving#1853).
             "STANDIN_IGNORE_SIGTERM": "1",
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
             **self.extra_env(),  # the cluster's stand-in test knobs (runner.py)
         }
-        return argv, env, pod_dir
+        return args, env, pod_dir
 
     def _run(self) -> None:
-        argv, env, pod_dir = self._argv_env()
+        args, env, pod_dir = self._args_env()
         backoff = BACKOFF_START
         while not self.deleted.is_set():
-            with open(pod_dir / "container.log", "ab") as out:
-                self.proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=pod_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.proc = self.spawn(args, env, pod_dir, pod_dir / "container.log")
             if self.deleted.is_set():  # deleted while starting: delete() saw no process yet
                 self._kill(self.proc)
                 self.proc.wait()
@@ -242,7 +238,7 @@ class ServingPod:
                 return
             backoff = min(BACKOFF_MAX, backoff * 2)
 
-    def _supervise(self, proc: subprocess.Popen[bytes]) -> int:
+    def _supervise(self, proc: Process) -> int:
         """Run the probes until the process exits (its exit code) or liveness kills it."""
         startup = Probe(self.container.get("startupProbe"), self.ip, self.ports)
         readiness = Probe(self.container.get("readinessProbe"), self.ip, self.ports)
@@ -282,7 +278,7 @@ class ServingPod:
             time.sleep(0.2)
         return proc.wait()
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+    def _kill(self, proc: Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 

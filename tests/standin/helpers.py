@@ -9,6 +9,7 @@ atomically swapped symlink), and a model store, both reached through STANDIN_MOU
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from testing.localcluster.standin_forkserver import ForkServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -131,6 +134,23 @@ def free_address() -> str:
     raise RuntimeError("no free loopback address")
 
 
+_forkservers: list[ForkServer] = []
+
+
+def forkserver() -> ForkServer:
+    """This test process's fork server, started with the first stand-in, stopped at exit."""
+    if not _forkservers:
+        directory = Path(tempfile.mkdtemp(prefix="standin-fork-"))
+        server = ForkServer(
+            directory / "server.sock",
+            {**os.environ, "PYTHONPATH": str(REPO)},
+            directory / "server.log",
+        )
+        _forkservers.append(server)
+        atexit.register(server.stop)
+    return _forkservers[0]
+
+
 class StandIn:
     """One stand-in process: `python -m testing.tfserving_standin <flags>`."""
 
@@ -149,14 +169,9 @@ class StandIn:
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "testing.tfserving_standin", *args],
-            cwd=REPO,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.log_path.write_bytes(b"")
+        # Forked from one process that imported TensorFlow once, as the local cluster's pods.
+        self.proc = forkserver().spawn(args, full_env, REPO, self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -179,13 +194,12 @@ class StandIn:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self._log.close()
 
 
 def standard_args(poll_seconds: int = 1, *extra: str) -> list[str]:
