@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from servedmodel_operator import ANNOTATION_PREFIX
+from servedmodel_operator import ANNOTATION_PREFIX, jsontext
 from servedmodel_operator.api import kinds
 from servedmodel_operator.api.kinds import Kind
 from servedmodel_operator.parts.drift import is_our_apply
@@ -188,7 +188,7 @@ def compact(trimmed: Mapping[str, Any], codec: Codec) -> Stored:
     meta = dict(trimmed.get("metadata") or {})
     version = str(meta.pop("resourceVersion", "") or "")
     body = {**trimmed, "metadata": meta}
-    text = json.dumps(body, separators=(",", ":"), default=_plain).encode()
+    text = jsontext.dumps(body, default=_plain)
     return (sys.intern(version), codec.encode(text), codec)
 
 
@@ -197,7 +197,7 @@ def expand(stored: Stored | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(stored, Mapping):
         return dict(stored)
     version, blob, codec = stored
-    obj: dict[str, Any] = json.loads(codec.decode(blob))
+    obj: dict[str, Any] = jsontext.loads(codec.decode(blob))
     if version:
         obj["metadata"]["resourceVersion"] = version
     return obj

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, VERSION
+from servedmodel_operator import FIELD_MANAGER, GROUP, KIND, VERSION, jsontext
 from servedmodel_operator.api import kinds
 from servedmodel_operator.parts.text import safe_bytes
 
@@ -98,7 +98,7 @@ def retry_after(header: str | None) -> float:
 
 def _answer(response: aiohttp.ClientResponse, raw: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(raw or b"{}")
+        answer = jsontext.loads(raw or b"{}")
     except ValueError:
         answer = {"message": raw[:300].decode(errors="replace")}
     if response.status >= 300:
@@ -266,7 +266,7 @@ class Kube:
                         str(answer.get("message") or ""),
                     )
                 async for line in _lines(response.content):
-                    event = json.loads(line)
+                    event = jsontext.loads(line)
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
                         if status.get("code") == 410:

@@ -9,21 +9,22 @@ in managedFields, so drift shows without a single extra request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from servedmodel_operator import FIELD_MANAGER
+from servedmodel_operator import FIELD_MANAGER, jsontext
 from servedmodel_operator.render.labels import HASH_ANNOTATION
 
 # Identity fields, never listed in managedFields.
 _UNTRACKED = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+_ABSENT = object()
 
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(jsontext.canonical(manifest)).hexdigest()[:16]
 
 
 def stamped(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,13 +55,18 @@ def _our_fields(observed: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _merge_key(key: str) -> tuple[tuple[str, Any], ...]:
+    """The fields and values of a `k:{...}` entry (decoded once: each model's field sets
+    repeat the same few: its containers', ports', volumes' names)."""
+    return tuple(json.loads(key[2:]).items())
+
+
 def _item_key(fields: Mapping[str, Any], item: Mapping[str, Any]) -> str | None:
     """The `k:{...}` entry of an associative list whose key fields match item."""
     for key in fields:
-        if key.startswith("k:"):
-            keys = json.loads(key[2:])
-            if all(item.get(k) == v for k, v in keys.items()):
-                return key
+        if key.startswith("k:") and all(item.get(k) == v for k, v in _merge_key(key)):
+            return key
     return None
 
 
@@ -74,14 +80,15 @@ def missing_fields(
         return missing
     if isinstance(desired, Mapping):
         for key, value in desired.items():
-            sub = (*path, str(key))
-            if sub in _UNTRACKED:
+            if len(path) < 2 and (*path, str(key)) in _UNTRACKED:
                 continue
-            if f"f:{key}" not in fields:
+            owned = fields.get(f"f:{key}", _ABSENT)
+            if owned is _ABSENT:
                 if value not in ({}, [], None):  # empty collections are not recorded
-                    missing.append(".".join(sub))
-                continue
-            missing += missing_fields(value, fields[f"f:{key}"], sub)
+                    missing.append(".".join((*path, str(key))))
+            # A scalar, or a leaf of the field set: nothing below it to own.
+            elif owned and isinstance(value, Mapping | list):
+                missing += missing_fields(value, owned, (*path, str(key)))
     elif isinstance(desired, list) and all(isinstance(i, Mapping) for i in desired):
         # An associative list (containers, ports, volumes...): items are k:{merge keys}.
         for item in desired:
