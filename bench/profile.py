@@ -5,7 +5,8 @@
     python -m bench.profile --n 2000 --restarts 1 --restart-cpu --restart-memory
 
 --restarts K: after the rest, the operator is restarted K times on the converged models and
-each re-verification is timed and split as `make bench` does (convergence.reverify);
+each re-verification is timed and split as `make bench` does (convergence.reverify), each
+against the restart lower bound measured right before it (convergence.restart_lower_bound);
 --restart-cpu: one more restart under py-spy; --restart-memory: one more under tracemalloc,
 its snapshot taken after --rest seconds at rest (a restarted operator's steady state, without
 what the burst of convergence left behind).
@@ -24,6 +25,7 @@ import argparse
 import collections
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -97,14 +99,29 @@ def restarts(api: convergence.Api, namespace: str, args: argparse.Namespace) -> 
     """The timed restarts, then one under py-spy and one under tracemalloc, as asked."""
     work = args.out / "restarts"
     extra = dict(kv.split("=", 1) for kv in args.operator_env)
+    ratios = []
     for i in range(args.restarts):
+        # Paired as `make bench` pairs them (convergence.restart): the lower bound right before.
+        load = os.getloadavg()
+        lower = convergence.restart_lower_bound(api, namespace, args.n)
         proc, _, measured = convergence.reverify(
             api, namespace, args.n, work, f"restart{i}", env=extra
         )
+        ratios.append(measured["operator_s"] / lower)
         time.sleep(args.rest)
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20
-        print(f"restart {i + 1}: {measured}; RSS after {args.rest:.0f} s at rest: {rss:.1f} MB")
+        print(
+            f"restart {i + 1}: lower bound {lower:.3f} s, ratio {ratios[-1]:.3f}, load average "
+            f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after: {measured}; "
+            f"RSS after {args.rest:.0f} s at rest: {rss:.1f} MB",
+            flush=True,
+        )
         proc.stop(timeout=30)
+    if ratios:
+        print(
+            f"restart ratios {[round(r, 3) for r in ratios]}, "
+            f"median {statistics.median(ratios):.3f}"
+        )
     if args.restart_cpu:
         collapsed = args.out / f"cpu-restart-{args.n}.collapsed"
         collapsed.unlink(missing_ok=True)
