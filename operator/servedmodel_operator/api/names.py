@@ -9,6 +9,7 @@ our children.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from enum import StrEnum
 
@@ -76,14 +77,10 @@ class ChildNames(BaseModel):
 
     @classmethod
     def of(cls, name: str) -> ChildNames:
-        return cls(
-            deployment=name,
-            service=name,
-            configmap=derived_name(name, "-tfserving"),
-            canary_deployment=derived_name(name, "-canary"),
-            canary_configmap=derived_name(name, "-canary-tfserving"),
-            track_services=(derived_name(name, "-stable"), derived_name(name, "-canary")),
-        )
+        """A ServedModel's (or a ModelServer's) children's names: the same object for the
+        same name while it is among the most recently asked (a reconcile asks a dozen times;
+        it is frozen)."""
+        return _child_names(name)
 
     def deployment_of(self, track: Track) -> str:
         return self.canary_deployment if track is Track.CANARY else self.deployment
@@ -103,3 +100,15 @@ class ChildNames(BaseModel):
         """Services <name>-stable and <name>-canary (one track each)."""
         stable, canary = self.track_services
         return canary if track is Track.CANARY else stable
+
+
+@functools.lru_cache(maxsize=8192)
+def _child_names(name: str) -> ChildNames:
+    return ChildNames(
+        deployment=name,
+        service=name,
+        configmap=derived_name(name, "-tfserving"),
+        canary_deployment=derived_name(name, "-canary"),
+        canary_configmap=derived_name(name, "-canary-tfserving"),
+        track_services=(derived_name(name, "-stable"), derived_name(name, "-canary")),
+    )

@@ -34,6 +34,8 @@ def _visible(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """text with every terminal control written as a visible escape (idempotent)."""
+    if text.isascii() and text.isprintable():  # 0x20-0x7e only: nothing to escape
+        return text
     return _UNSAFE.sub(_visible, text)
 
 

@@ -9,6 +9,7 @@ the file: this renderer only places it beside the other two files.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from google.protobuf import text_format
@@ -29,6 +30,12 @@ def monitoring_config() -> Any:
     config.prometheus_config.enable = True  # type: ignore[attr-defined]
     config.prometheus_config.path = METRICS_PATH  # type: ignore[attr-defined]
     return config
+
+
+@functools.cache
+def _monitoring_text() -> str:
+    """monitoring.config: one text for every server (rendered once)."""
+    return text_format.MessageToString(monitoring_config())
 
 
 def batching_parameters(batching: Batching) -> Any:
@@ -56,7 +63,7 @@ def server_files(server: Server, models_config: str) -> dict[str, str]:
     """The files of a TF Serving config directory for these server settings."""
     files = {MODELS_CONFIG: models_config}
     if server.monitoring.prometheus:
-        files[MONITORING_CONFIG] = text_format.MessageToString(monitoring_config())
+        files[MONITORING_CONFIG] = _monitoring_text()
     if server.batching is not None:
         files[BATCHING_CONFIG] = text_format.MessageToString(batching_parameters(server.batching))
     return files
