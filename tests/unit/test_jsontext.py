@@ -3,6 +3,7 @@ annotation of every applied object is computed from it), `loads` the same values
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -114,3 +115,18 @@ def test_a_cached_object_expands_to_its_trimmed_self() -> None:
         obj = json.loads((DATA / name).read_text())
         trimmed = trim(obj, share=False)
         assert expand(compact(trimmed, Codec())) == json.loads(json.dumps(trimmed))
+
+
+def test_loads_leaves_the_garbage_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    jsontext.loads(b'{"a": [1, 2]}')
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        jsontext.loads(b"{")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        jsontext.loads(b'{"a": 1}')
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
