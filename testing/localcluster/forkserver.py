@@ -158,6 +158,7 @@ def _fork(
             _child(program, request)
         finally:
             os._exit(70)  # _child never returns; this is for a failure before it runs
+    print(f"forked pid {pid}, its log {request['log']}", flush=True)
     with contextlib.suppress(OSError):
         conn.sendall(f"pid {pid}\n".encode())
     return pid
@@ -190,13 +191,13 @@ def _child(program: Program, request: Mapping[str, Any]) -> None:
         signal.signal(signum, signal.SIG_DFL)
     os.setsid()
     os.chdir(request["cwd"])
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
     os.close(devnull)
+    for fd, path in ((1, request["log"]), (2, request.get("stderr") or request["log"])):
+        out = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(out, fd)
+        os.close(out)
     os.environ.clear()
     os.environ.update(request["env"])
     code = 0
@@ -287,17 +288,17 @@ Spawn: TypeAlias = Callable[[list[str], Mapping[str, str], Path, Path], Process]
 
 
 def spawn_fresh(
-    argv: list[str], env: Mapping[str, str], cwd: Path, log: Path
+    argv: list[str], env: Mapping[str, str], cwd: Path, log: Path, stderr: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """The command line as a process of its own, in its own session."""
-    with open(log, "ab") as out:
+    with open(log, "ab") as out, open(stderr or os.devnull, "ab") as err:
         return subprocess.Popen(
             argv,
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err if stderr else subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -316,26 +317,43 @@ class ForkServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
 
-    def compatible(self, env: Mapping[str, str]) -> bool:
-        return (
-            os.environ.get(SWITCH, "1") != "0"
-            and all(env.get(k) == self.env.get(k) for k in IMPORT_TIME_ENV)
-            and env.get(TF_LOG_LEVEL, self.program.tf_log_level) == self.env[TF_LOG_LEVEL]
-        )
+    def differences(self, env: Mapping[str, str]) -> list[str]:
+        """The import-time entries where `env` differs from the server's (none: it may fork)."""
+        differ = [k for k in IMPORT_TIME_ENV if env.get(k) != self.env.get(k)]
+        if env.get(TF_LOG_LEVEL, self.program.tf_log_level) != self.env[TF_LOG_LEVEL]:
+            differ.append(TF_LOG_LEVEL)
+        return differ
 
-    def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> Process:
+    def spawn(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log: Path,
+        stderr: Path | None = None,
+    ) -> Process:
+        """Start argv with stdout appended to `log`, stderr too unless `stderr` names a file."""
         args = self.program.args_of(argv)
-        if args is not None and self.compatible(env):
+        differ = self.differences(env) if args is not None else []
+        if differ:
+            print(f"fork server: {argv[:3]} starts fresh: its {differ} differ", file=sys.stderr)
+        if args is not None and not differ and os.environ.get(SWITCH, "1") != "0":
             try:
                 self._ensure_started()
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conn.connect(str(self.socket_path))
-                request = {"args": args, "env": dict(env), "cwd": str(cwd), "log": str(log)}
+                request = {
+                    "args": args,
+                    "env": dict(env),
+                    "cwd": str(cwd),
+                    "log": str(log),
+                    "stderr": str(stderr or log),
+                }
                 conn.sendall(json.dumps(request).encode() + b"\n")
                 return ForkedProcess(conn, argv)
             except OSError as exc:
                 print(f"fork server unavailable ({exc}): starting {argv} fresh", file=sys.stderr)
-        return spawn_fresh(argv, env, cwd, log)
+        return spawn_fresh(argv, env, cwd, log, stderr)
 
     def _ensure_started(self) -> None:
         with self.lock:

@@ -150,17 +150,19 @@ class Runner:
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         # Every stand-in, and every exporter container, a fork of a process that imported
-        # TensorFlow once (forkserver.py).
+        # TensorFlow once (forkserver.py), under the environment a container starts with (not
+        # this process's: what the test session that started the cluster had set, a TensorFlow
+        # log level say, would make every container's differ and each start fresh).
         self.standins = ForkServer(
             STANDIN,
             work_dir / "forkserver-standin.sock",
-            {**os.environ, "PYTHONPATH": standin_pythonpath()},
+            {**self._base_env(), "PYTHONPATH": standin_pythonpath()},
             work_dir / "forkserver-standin.log",
         )
         self.exporters = ForkServer(
             EXPORTER,
             work_dir / "forkserver-exporter.sock",
-            {**os.environ, **guard_env()},
+            self._base_env(),
             work_dir / "forkserver-exporter.log",
         )
 
@@ -340,16 +342,16 @@ class Runner:
             for m in container.get("volumeMounts", [])
         }
         mounts.update(_mount_parents(mounts, rootfs))
-        env = {
-            "PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin",
-            "HOSTNAME": meta["name"],
-            **guard_env(),
-        }
+        env = {**self._base_env(), "HOSTNAME": meta["name"]}
         for item in container.get("env", []):
             value = self._env_value(meta["namespace"], item)
             if value is not None:  # None: an optional reference to a missing key
                 env[item["name"]] = _map_path(value, mounts)
         return mounts, env
+
+    def _base_env(self) -> dict[str, str]:
+        """What every container's environment starts with: the image's PATH, the guard."""
+        return {"PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin", **guard_env()}
 
     def _mounts(self, pod: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str], Path]:
         """(container path -> local directory, environment, the pod's own directory) of a

@@ -71,6 +71,7 @@ def test_a_forked_standin_serves_in_its_own_session_and_dies_by_signal(
 def test_an_environment_that_changes_imports_is_started_fresh(tmp_path: Path) -> None:
     server = forkserver()
     env = {**server.env, "PYTHONPATH": f"{server.env['PYTHONPATH']}{os.pathsep}{tmp_path}"}
+    assert server.differences(env) == ["PYTHONPATH"]
     proc = server.spawn(STANDIN.argv(["--help"]), env, tmp_path, tmp_path / "log")
     assert isinstance(proc, subprocess.Popen)
     assert proc.wait(60) == 255
