@@ -12,7 +12,8 @@ pods whose image is in RUNNABLE_IMAGES, and this process runs them instead:
 - TF Serving pods (the operator's default server image): no registry ships
   tensorflow_model_server, so the TF Serving stand-in (testing/tfserving_standin) runs
   in its place on the pod's own loopback address, with probes and restarts (serving_pod.py),
-  each a fork of one process that imported it and TensorFlow once (standin_forkserver.py).
+  each a fork of one process that imported it and TensorFlow once (forkserver.py; the
+  exporter's containers likewise).
 
 Volumes become local directories (podvolumes.py): a PVC through its PV's hostPath, an
 emptyDir as a fresh directory, Secrets and ConfigMaps as kubelet-style atomic files, the
@@ -56,10 +57,10 @@ from servedmodel_operator import EXPORTER_IMAGE
 from servedmodel_operator.api.spec import DEFAULT_SERVER_IMAGE
 
 from testing.localcluster import cadvisor, delivery, pod_status
+from testing.localcluster.forkserver import EXPORTER, STANDIN, ForkServer, Process
 from testing.localcluster.netguard import guard_env
 from testing.localcluster.podvolumes import NotRunnable, PodVolumes
 from testing.localcluster.serving_pod import ServingPod, standin_pythonpath
-from testing.localcluster.standin_forkserver import ForkServer
 
 log = logging.getLogger("localcluster.runner")
 
@@ -142,17 +143,27 @@ class Runner:
         self.work_dir = work_dir
         self.image_bin = image_bin
         # uid -> the process of the container running now (None: between two containers).
-        self.processes: dict[str, subprocess.Popen[bytes] | None] = {}
+        self.processes: dict[str, Process | None] = {}
         self.finished: set[str] = set()  # Job pods run to their end: never started again
         self.serving: dict[str, ServingPod] = {}
         self.stopping: dict[str, ServingPod] = {}  # deleted pods whose process may still run
         self.waiting: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
-        # Every stand-in a fork of one process that imported TensorFlow once.
-        self.forkserver = ForkServer(
-            work_dir / "standin-forkserver.sock",
-            {**os.environ, "PYTHONPATH": standin_pythonpath()},
-            work_dir / "standin-forkserver.log",
+        # Every stand-in, and every exporter container, a fork of a process that imported
+        # TensorFlow once (forkserver.py), under the environment a container starts with (not
+        # this process's: what the test session that started the cluster had set, a TensorFlow
+        # log level say, would make every container's differ and each start fresh).
+        self.standins = ForkServer(
+            STANDIN,
+            work_dir / "forkserver-standin.sock",
+            {**self._base_env(), "PYTHONPATH": standin_pythonpath()},
+            work_dir / "forkserver-standin.log",
+        )
+        self.exporters = ForkServer(
+            EXPORTER,
+            work_dir / "forkserver-exporter.sock",
+            self._base_env(),
+            work_dir / "forkserver-exporter.log",
         )
 
     # --- watching -------------------------------------------------------------------------
@@ -242,7 +253,7 @@ class Runner:
                     return
                 del self.waiting[uid]
                 self.serving[uid] = ServingPod(
-                    pod, self._mounts, self._patch_status, self._standin_env, self.forkserver.spawn
+                    pod, self._mounts, self._patch_status, self._standin_env, self.standins.spawn
                 )
                 self.serving[uid].start()
                 return
@@ -286,16 +297,7 @@ class Runner:
         with self.lock:
             if uid not in self.processes:
                 return None
-            with open(step.log_path, "ab") as out:
-                proc = subprocess.Popen(
-                    step.argv,
-                    env=step.env,
-                    cwd=step.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = self.exporters.spawn(step.argv, step.env, Path(step.cwd), step.log_path)
             self.processes[uid] = proc
         log.info(
             "%s/%s: %s: started pid %d: %s",
@@ -340,16 +342,16 @@ class Runner:
             for m in container.get("volumeMounts", [])
         }
         mounts.update(_mount_parents(mounts, rootfs))
-        env = {
-            "PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin",
-            "HOSTNAME": meta["name"],
-            **guard_env(),
-        }
+        env = {**self._base_env(), "HOSTNAME": meta["name"]}
         for item in container.get("env", []):
             value = self._env_value(meta["namespace"], item)
             if value is not None:  # None: an optional reference to a missing key
                 env[item["name"]] = _map_path(value, mounts)
         return mounts, env
+
+    def _base_env(self) -> dict[str, str]:
+        """What every container's environment starts with: the image's PATH, the guard."""
+        return {"PATH": f"{self.image_bin}{os.pathsep}/usr/bin:/bin", **guard_env()}
 
     def _mounts(self, pod: dict[str, Any]) -> tuple[dict[str, Path], dict[str, str], Path]:
         """(container path -> local directory, environment, the pod's own directory) of a
@@ -590,7 +592,8 @@ class Runner:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        self.forkserver.stop()
+        self.standins.stop()
+        self.exporters.stop()
 
 
 def _kubelet_port(state_dir: Path | None) -> int | None:

@@ -35,8 +35,8 @@ from typing import Any
 
 import requests
 
-from testing.localcluster import pod_status, standin_forkserver
-from testing.localcluster.standin_forkserver import Process, Spawn
+from testing.localcluster import forkserver, pod_status
+from testing.localcluster.forkserver import STANDIN, Process, Spawn
 
 log = logging.getLogger("localcluster.runner")
 
@@ -152,7 +152,7 @@ class ServingPod:
         prepare: Callable[[dict[str, Any]], tuple[dict[str, Path], dict[str, str], Path]],
         patch_status: Callable[[dict[str, Any], dict[str, Any]], None],
         extra_env: Callable[[], dict[str, str]] = dict,
-        spawn: Spawn = standin_forkserver.spawn_fresh,
+        spawn: Spawn = forkserver.spawn_fresh,
     ) -> None:
         self.pod = pod
         self.spawn = spawn
@@ -181,9 +181,9 @@ class ServingPod:
 
     # --- the container's life ----------------------------------------------------------------
 
-    def _args_env(self) -> tuple[list[str], dict[str, str], Path]:
+    def _argv_env(self) -> tuple[list[str], dict[str, str], Path]:
         mounts, env, pod_dir = self.prepare(self.pod)
-        args = [str(a) for a in self.container.get("args", [])]
+        argv = STANDIN.argv([str(a) for a in self.container.get("args", [])])
         env = {
             **env,
             "PYTHONPATH": standin_pythonpath(),
@@ -193,13 +193,13 @@ class ServingPod:
             "STANDIN_MOUNTS": json.dumps({k: str(v) for k, v in mounts.items()}),
             **self.extra_env(),  # the cluster's stand-in test knobs (runner.py)
         }
-        return args, env, pod_dir
+        return argv, env, pod_dir
 
     def _run(self) -> None:
-        args, env, pod_dir = self._args_env()
+        argv, env, pod_dir = self._argv_env()
         backoff = BACKOFF_START
         while not self.deleted.is_set():
-            self.proc = self.spawn(args, env, pod_dir, pod_dir / "container.log")
+            self.proc = self.spawn(argv, env, pod_dir, pod_dir / "container.log")
             if self.deleted.is_set():  # deleted while starting: delete() saw no process yet
                 self._kill(self.proc)
                 self.proc.wait()

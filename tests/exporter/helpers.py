@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from testing.localcluster.forkserver import EXPORTER, ForkServer
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "servedmodel-export")
@@ -19,16 +24,35 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 CUSTOM_LAYERS_FILE = REPO / "tests" / "exporter" / "custom_layers.py"
 
 
+_forkservers: list[ForkServer] = []
+
+
+def forkserver() -> ForkServer:
+    """This test process's exporter fork server (the local cluster's runner starts the
+    exporter's containers the same way), started on first use, stopped at exit."""
+    if not _forkservers:
+        directory = Path(tempfile.mkdtemp(prefix="exporter-fork-"))
+        server = ForkServer(EXPORTER, directory / "server.sock", ENV, directory / "server.log")
+        _forkservers.append(server)
+        atexit.register(server.stop)
+    return _forkservers[0]
+
+
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
+    """`servedmodel-export ARGS` to its end, as subprocess.run with capture_output would."""
+    argv = [CLI, *args]
+    with tempfile.TemporaryDirectory(prefix="export-cli-") as directory:
+        out, err = Path(directory) / "stdout", Path(directory) / "stderr"
+        proc = forkserver().spawn(argv, ENV, REPO, out, err)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(
+            argv, code, out.read_text(errors="replace"), err.read_text(errors="replace")
+        )
 
 
 def into_store(store: Path, result: Path | None = None) -> list[str]:

@@ -362,3 +362,38 @@ def test_a_failed_init_container_fails_the_pod_and_the_main_one_never_runs(
     assert main.state.waiting.reason == "PodInitializing" and main.state.terminated is None
     initialized = {c.type: c.status for c in pod.status.conditions}["Initialized"]
     assert initialized == "False"
+
+
+def test_the_exporters_containers_are_forks_of_a_server_and_others_start_fresh(
+    cluster: localcluster.Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    """The runner starts `servedmodel-export` containers as forks of a process that imported
+    TensorFlow once (testing/localcluster/forkserver.py) and any other command fresh; both
+    run to their exit code and log as a container would."""
+    from servedmodel_operator import EXPORTER_IMAGE
+
+    commands = {"forked": ["servedmodel-export", "--help"], "fresh": ["python", "-c", "print(7)"]}
+    for name, command in commands.items():
+        core.create_namespaced_pod(
+            namespace,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PodSpec(
+                    restart_policy="Never",
+                    automount_service_account_token=False,
+                    containers=[
+                        client.V1Container(name="main", image=EXPORTER_IMAGE, command=command)
+                    ],
+                ),
+            ),
+        )
+    for name in commands:
+        assert _finished(core, namespace, name).status.phase == "Succeeded"
+    runner = cluster.state_dir / "runner"
+    [forked_log] = runner.glob(f"{namespace}_forked_*/container.log")
+    [fresh_log] = runner.glob(f"{namespace}_fresh_*/container.log")
+    assert "usage: servedmodel-export" in forked_log.read_text()
+    assert fresh_log.read_text().strip() == "7"
+    server_log = (runner / "forkserver-exporter.log").read_text()
+    assert f"its log {forked_log}" in server_log
+    assert str(fresh_log) not in server_log

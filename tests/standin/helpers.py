@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from testing.localcluster.standin_forkserver import ForkServer
+from testing.localcluster.forkserver import STANDIN, ForkServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -142,6 +142,7 @@ def forkserver() -> ForkServer:
     if not _forkservers:
         directory = Path(tempfile.mkdtemp(prefix="standin-fork-"))
         server = ForkServer(
+            STANDIN,
             directory / "server.sock",
             {**os.environ, "PYTHONPATH": str(REPO)},
             directory / "server.log",
@@ -171,7 +172,7 @@ class StandIn:
         }
         self.log_path.write_bytes(b"")
         # Forked from one process that imported TensorFlow once, as the local cluster's pods.
-        self.proc = forkserver().spawn(args, full_env, REPO, self.log_path)
+        self.proc = forkserver().spawn(STANDIN.argv(args), full_env, REPO, self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -1,4 +1,4 @@
-"""The stand-in fork server (testing/localcluster/standin_forkserver.py): a forked stand-in
+"""The stand-in fork server (testing/localcluster/forkserver.py): a forked stand-in
 must be what `python -m testing.tfserving_standin` started fresh would be, as the runner and
 these tests see it (its session, exit codes, log, signals), and a pod whose environment would
 change what is imported is started fresh."""
@@ -14,7 +14,13 @@ from pathlib import Path
 import psutil
 import requests
 
-from testing.localcluster.standin_forkserver import ForkedProcess, spawn_fresh
+from testing.localcluster.forkserver import (
+    EXPORTER,
+    STANDIN,
+    ForkedProcess,
+    ForkServer,
+    spawn_fresh,
+)
 from tests.standin.helpers import MONITORING, Models, StandIn, forkserver, standard_args
 
 Make = Callable[..., StandIn]
@@ -24,7 +30,10 @@ def test_a_forked_standin_exits_and_logs_as_a_fresh_one(make_standin: Make, tmp_
     forked = make_standin(["--port=abc", "--rest_api_port=8501"])
     assert isinstance(forked.proc, ForkedProcess)
     fresh = spawn_fresh(
-        ["--port=abc", "--rest_api_port=8501"], forkserver().env, tmp_path, tmp_path / "fresh.log"
+        STANDIN.argv(["--port=abc", "--rest_api_port=8501"]),
+        forkserver().env,
+        tmp_path,
+        tmp_path / "fresh.log",
     )
     assert forked.wait_exit(60) == fresh.wait(60) == 255
     assert "Couldn't interpret value abc for flag port." in forked.log()
@@ -62,10 +71,33 @@ def test_a_forked_standin_serves_in_its_own_session_and_dies_by_signal(
 def test_an_environment_that_changes_imports_is_started_fresh(tmp_path: Path) -> None:
     server = forkserver()
     env = {**server.env, "PYTHONPATH": f"{server.env['PYTHONPATH']}{os.pathsep}{tmp_path}"}
-    proc = server.spawn(["--help"], env, tmp_path, tmp_path / "log")
+    assert server.differences(env) == ["PYTHONPATH"]
+    proc = server.spawn(STANDIN.argv(["--help"]), env, tmp_path, tmp_path / "log")
     assert isinstance(proc, subprocess.Popen)
     assert proc.wait(60) == 255
-    same = server.spawn(["--help"], server.env, tmp_path, tmp_path / "log2")
+    same = server.spawn(STANDIN.argv(["--help"]), server.env, tmp_path, tmp_path / "log2")
     assert isinstance(same, ForkedProcess)
     assert same.wait(60) == 255
     assert "tfserving-standin" in (tmp_path / "log2").read_text()
+
+
+def test_the_exporters_console_script_forked_exits_and_prints_as_run_fresh(
+    tmp_path: Path,
+) -> None:
+    """The runner forks the exporter's containers too: its entry point, called as the console
+    script calls it (sys.exit(main())), with the script's argv[0]."""
+    server = ForkServer(
+        EXPORTER, tmp_path / "exporter.sock", dict(os.environ), tmp_path / "server.log"
+    )
+    try:
+        for name, spawn in (("forked", server.spawn), ("fresh", spawn_fresh)):
+            proc = spawn(EXPORTER.argv(["--help"]), server.env, tmp_path, tmp_path / name)
+            assert isinstance(proc, ForkedProcess) == (name == "forked")
+            assert proc.wait(120) == 0
+            bad = spawn(EXPORTER.argv(["--no-such-flag"]), server.env, tmp_path, tmp_path / name)
+            assert bad.wait(120) == 2  # argparse's usage error
+        forked, fresh = ((tmp_path / n).read_text() for n in ("forked", "fresh"))
+        assert "usage: servedmodel-export" in forked
+        assert forked == fresh
+    finally:
+        server.stop()

@@ -1,24 +1,25 @@
-"""A fork server for TF Serving stand-ins: one process imports the stand-in and TensorFlow once,
-and every stand-in container is a fork of it.
+"""A fork server for the local cluster's Python containers: one process imports TensorFlow and
+the program once, and every container of that program is a fork of it.
 
-Each stand-in process otherwise spends ~3 CPU-seconds importing TensorFlow before it serves,
-and the suite starts dozens of them on a 2-core machine (issue 20: the time budget). A forked
-child starts from the imported modules and runs the stand-in exactly as `python -m
-testing.tfserving_standin ARGS` would: its own session (the runner signals its process group),
-working directory, environment (replaced whole, the stand-in reads its knobs at run time),
-argv, stdin from /dev/null and stdout and stderr appended to the container's log. Nothing is
-initialised before the fork but imports: no TensorFlow context, no gRPC channel or server, no
-logging configuration.
+The TF Serving stand-in and the exporter each spend ~3 CPU-seconds importing TensorFlow before
+they do anything, and the suite starts dozens of both on a 2-core machine (issue 20: the time
+budget). A forked child starts from the imported modules and runs the program exactly as its
+command line would: its own session (the runner signals its process group), working directory,
+environment (replaced whole: both programs read their settings at run time), argv, stdin from
+/dev/null, stdout and stderr appended to the container's log. Nothing is initialised before the
+fork but imports: no TensorFlow context, no gRPC channel or server, no logging configuration.
 
-The runner's side (ForkServer.spawn) hands back a process object with Popen's pid, poll() and
-wait(timeout); the exit status comes from the server, which is the children's parent. A pod
-whose environment would change what is imported (another PYTHONPATH, another network guard
-log, another TensorFlow log level) is started the ordinary way, as is every pod when
-SERVEDMODEL_STANDIN_FORKSERVER=0.
+What a server runs (Program): `python -m MODULE ARGS` (the stand-in) or a console script of
+this virtualenv (`servedmodel-export ARGS`: its entry point, called as the script would). The
+runner's side (ForkServer.spawn) takes a Popen-style argv and hands back a process object with
+Popen's pid, poll() and wait(timeout); the exit status comes from the server, which is the
+children's parent. A command line the server does not run, or an environment that would change
+what is imported (another PYTHONPATH, another network guard log, another TensorFlow log level
+or Keras), is started the ordinary way, as is everything when SERVEDMODEL_FORKSERVER=0.
 
-Protocol, one Unix-socket connection per child: the runner sends one JSON line (argv after
-the module, env, cwd, log); the server answers `pid N`, then `exit STATUS` (os.waitstatus)
-when the child ends. The server exits when its stdin closes (the runner has gone).
+Protocol, one Unix-socket connection per child: the runner sends one JSON line (argv, env, cwd,
+log); the server answers `pid N`, then `exit STATUS` (os.waitstatus) when the child ends. The
+server exits when its stdin closes (the runner has gone).
 """
 
 from __future__ import annotations
@@ -33,36 +34,80 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
-STANDIN_MODULE = "testing.tfserving_standin"
-# What a child would otherwise import first: the stand-in, and what it imports lazily.
-PRELOAD = (
-    "testing.tfserving_standin.server",
-    "testing.tfserving_standin.bundle",
-    "testing.tfserving_standin.grpc_server",
-    "testing.tfserving_standin.rest",
-    "testing.tfserving_standin.manager",
-    "testing.tfserving_standin.multi_inference",
-    "tensorflow",
-)
-SWITCH = "SERVEDMODEL_STANDIN_FORKSERVER"
-# Entries of a pod's environment that act at import time: a child must have the server's.
+SWITCH = "SERVEDMODEL_FORKSERVER"
 TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
-IMPORT_TIME_ENV = ("PYTHONPATH", "SERVEDMODEL_NETGUARD_LOG", TF_LOG_LEVEL)
+# Entries of an environment that act at import time: a child must have the server's.
+IMPORT_TIME_ENV = (
+    "PYTHONPATH",
+    "SERVEDMODEL_NETGUARD_LOG",
+    "KERAS_BACKEND",
+    "TF_USE_LEGACY_KERAS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "CUDA_VISIBLE_DEVICES",
+)
 READY_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class Program:
+    """What a fork server runs: `python -m module`, or a console script (its name and entry
+    point), with what to import before forking and TensorFlow's C++ log level (read once, at
+    import: the level the program itself sets before importing TensorFlow)."""
+
+    preload: tuple[str, ...]
+    tf_log_level: str
+    module: str = ""
+    script: str = ""
+    entry: str = ""  # "package.module:function"
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        if self.module:
+            return [sys.executable, "-m", self.module, *args]
+        return [str(Path(sys.executable).parent / self.script), *args]
+
+    def args_of(self, argv: Sequence[str]) -> list[str] | None:
+        """The arguments after the program, if `argv` runs this program, else None."""
+        if self.module and list(argv[:3]) == [sys.executable, "-m", self.module]:
+            return list(argv[3:])
+        if self.script and argv and argv[0] == str(Path(sys.executable).parent / self.script):
+            return list(argv[1:])
+        return None
+
+
+STANDIN = Program(
+    preload=(
+        "testing.tfserving_standin.server",
+        "testing.tfserving_standin.bundle",
+        "testing.tfserving_standin.grpc_server",
+        "testing.tfserving_standin.rest",
+        "testing.tfserving_standin.manager",
+        "testing.tfserving_standin.multi_inference",
+        "tensorflow",
+    ),
+    tf_log_level="1",  # server.main's default
+    module="testing.tfserving_standin",
+)
+EXPORTER = Program(
+    preload=("servedmodel_exporter.cli", "tensorflow", "keras"),
+    tf_log_level="2",  # cli.main's default
+    script="servedmodel-export",
+    entry="servedmodel_exporter.cli:main",
+)
 
 
 # --- the server -------------------------------------------------------------------------------
 
 
-def serve(socket_path: str) -> None:
-    """Import once, then fork a stand-in per connection until stdin closes."""
+def serve(socket_path: str, program: Program) -> None:
+    """Import once, then fork a child per connection until stdin closes."""
     import importlib
 
-    for module in PRELOAD:
+    for module in program.preload:
         importlib.import_module(module)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with contextlib.suppress(FileNotFoundError):
@@ -83,7 +128,7 @@ def serve(socket_path: str) -> None:
         for key, _ in selector.select():
             if key.data == "accept":
                 conn, _ = listener.accept()
-                pid = _fork(conn, (listener, wake_r, wake_w))
+                pid = _fork(conn, program, (listener, wake_r, wake_w))
                 if pid is not None:
                     children[pid] = conn
             elif key.data == "child":
@@ -94,7 +139,9 @@ def serve(socket_path: str) -> None:
                 return
 
 
-def _fork(conn: socket.socket, inherited: tuple[socket.socket, ...]) -> int | None:
+def _fork(
+    conn: socket.socket, program: Program, inherited: tuple[socket.socket, ...]
+) -> int | None:
     conn.settimeout(30)
     try:
         request = json.loads(conn.makefile("rb").readline())
@@ -108,9 +155,10 @@ def _fork(conn: socket.socket, inherited: tuple[socket.socket, ...]) -> int | No
         try:
             for sock in (*inherited, conn):
                 sock.close()
-            _child(request)
+            _child(program, request)
         finally:
             os._exit(70)  # _child never returns; this is for a failure before it runs
+    print(f"forked pid {pid}, its log {request['log']}", flush=True)
     with contextlib.suppress(OSError):
         conn.sendall(f"pid {pid}\n".encode())
     return pid
@@ -131,9 +179,10 @@ def _reap(children: dict[int, socket.socket]) -> None:
             conn.close()
 
 
-def _child(request: Mapping[str, Any]) -> None:
-    """In the fork: become the container's process, run the stand-in, exit with its code."""
+def _child(program: Program, request: Mapping[str, Any]) -> None:
+    """In the fork: become the container's process, run the program, exit with its code."""
     import atexit
+    import importlib
     import runpy
     import traceback
 
@@ -142,19 +191,24 @@ def _child(request: Mapping[str, Any]) -> None:
         signal.signal(signum, signal.SIG_DFL)
     os.setsid()
     os.chdir(request["cwd"])
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
     os.close(devnull)
+    for fd, path in ((1, request["log"]), (2, request.get("stderr") or request["log"])):
+        out = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(out, fd)
+        os.close(out)
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = ["-m", *request["args"]]
     code = 0
     try:
-        runpy.run_module(STANDIN_MODULE, run_name="__main__", alter_sys=True)
+        if program.module:
+            sys.argv = ["-m", *request["args"]]  # run_module puts the module's path first
+            runpy.run_module(program.module, run_name="__main__", alter_sys=True)
+        else:  # what the console script does: sys.exit(main())
+            sys.argv = [program.argv([])[0], *request["args"]]
+            module, function = program.entry.split(":")
+            sys.exit(getattr(importlib.import_module(module), function)())
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int | None):
@@ -177,7 +231,7 @@ def _child(request: Mapping[str, Any]) -> None:
 
 
 class ForkedProcess:
-    """A stand-in forked by the server, seen as Popen sees a child: pid, poll(), wait()."""
+    """A child forked by the server, seen as Popen sees a child: pid, poll(), wait()."""
 
     def __init__(self, conn: socket.socket, argv: list[str]) -> None:
         self.args = argv
@@ -228,60 +282,78 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+Process: TypeAlias = "ForkedProcess | subprocess.Popen[bytes]"
+# (argv, environment, working directory, log file) -> the process
+Spawn: TypeAlias = Callable[[list[str], Mapping[str, str], Path, Path], Process]
+
+
 def spawn_fresh(
-    args: list[str], env: Mapping[str, str], cwd: Path, log: Path
+    argv: list[str], env: Mapping[str, str], cwd: Path, log: Path, stderr: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """`python -m testing.tfserving_standin ARGS` as a process of its own."""
-    with open(log, "ab") as out:
+    """The command line as a process of its own, in its own session."""
+    with open(log, "ab") as out, open(stderr or os.devnull, "ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", STANDIN_MODULE, *args],
+            argv,
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err if stderr else subprocess.STDOUT,
             start_new_session=True,
         )
 
 
-Process: TypeAlias = "ForkedProcess | subprocess.Popen[bytes]"
-# (the stand-in's args, environment, working directory, log file) -> its process
-Spawn: TypeAlias = Callable[[list[str], Mapping[str, str], Path, Path], Process]
-
-
 class ForkServer:
-    """The runner's fork server, started on first use; spawn() falls back to a fresh process
-    for a pod it cannot serve as it would be served fresh."""
+    """One program's fork server, started on first use; spawn() starts a command line it
+    cannot run as it would run fresh the ordinary way."""
 
-    def __init__(self, socket_path: Path, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, program: Program, socket_path: Path, env: Mapping[str, str], log_path: Path
+    ) -> None:
+        self.program = program
         self.socket_path = socket_path
-        # TensorFlow reads its C++ log level once, at import: the stand-in's default unless set.
-        self.env = {TF_LOG_LEVEL: "1", **env}
+        self.env = {TF_LOG_LEVEL: program.tf_log_level, **env}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
 
-    def compatible(self, env: Mapping[str, str]) -> bool:
-        # The stand-in defaults TensorFlow's C++ log level to 1 before importing it.
-        return (
-            os.environ.get(SWITCH, "1") != "0"
-            and all(env.get(k) == self.env.get(k) for k in IMPORT_TIME_ENV if k != TF_LOG_LEVEL)
-            and env.get(TF_LOG_LEVEL, "1") == self.env.get(TF_LOG_LEVEL)
-        )
+    def differences(self, env: Mapping[str, str]) -> list[str]:
+        """The import-time entries where `env` differs from the server's (none: it may fork)."""
+        differ = [k for k in IMPORT_TIME_ENV if env.get(k) != self.env.get(k)]
+        if env.get(TF_LOG_LEVEL, self.program.tf_log_level) != self.env[TF_LOG_LEVEL]:
+            differ.append(TF_LOG_LEVEL)
+        return differ
 
-    def spawn(self, args: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> Process:
-        argv = [sys.executable, "-m", STANDIN_MODULE, *args]
-        if self.compatible(env):
+    def spawn(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log: Path,
+        stderr: Path | None = None,
+    ) -> Process:
+        """Start argv with stdout appended to `log`, stderr too unless `stderr` names a file."""
+        args = self.program.args_of(argv)
+        differ = self.differences(env) if args is not None else []
+        if differ:
+            print(f"fork server: {argv[:3]} starts fresh: its {differ} differ", file=sys.stderr)
+        if args is not None and not differ and os.environ.get(SWITCH, "1") != "0":
             try:
                 self._ensure_started()
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conn.connect(str(self.socket_path))
-                request = {"args": args, "env": dict(env), "cwd": str(cwd), "log": str(log)}
+                request = {
+                    "args": args,
+                    "env": dict(env),
+                    "cwd": str(cwd),
+                    "log": str(log),
+                    "stderr": str(stderr or log),
+                }
                 conn.sendall(json.dumps(request).encode() + b"\n")
                 return ForkedProcess(conn, argv)
             except OSError as exc:
                 print(f"fork server unavailable ({exc}): starting {argv} fresh", file=sys.stderr)
-        return spawn_fresh(args, env, cwd, log)
+        return spawn_fresh(argv, env, cwd, log, stderr)
 
     def _ensure_started(self) -> None:
         with self.lock:
@@ -291,7 +363,7 @@ class ForkServer:
                 self.socket_path.unlink()
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(self.socket_path)],
+                    [sys.executable, "-m", __name__, str(self.socket_path), self.program_name()],
                     env=self.env,
                     stdin=subprocess.PIPE,
                     stdout=out,
@@ -302,6 +374,9 @@ class ForkServer:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise OSError(f"the fork server did not start (see {self.log_path})")
                 time.sleep(0.1)
+
+    def program_name(self) -> str:
+        return next(name for name, p in PROGRAMS.items() if p == self.program)
 
     def stop(self) -> None:
         with self.lock:
@@ -314,5 +389,7 @@ class ForkServer:
                     self.proc.kill()
 
 
+PROGRAMS = {"standin": STANDIN, "exporter": EXPORTER}
+
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], PROGRAMS[sys.argv[2]])
