@@ -107,8 +107,11 @@ def test_retention_removes_exactly_the_old_undeclared_versions(
         (5, "Exported"),
     ]
 
-    # An operator restart after both: nothing is exported, pruned or written again.
-    wait_until_quiet(audit, namespace)
+    # An operator restart after both: nothing is exported, pruned or written again. Quiet for
+    # longer than a ConfigMap's delivery to the pod (1-5 s here) and the operator's next read
+    # of it: a status the running operator had still to write (seen once, on 4 workers, with
+    # a 3 s window) is not the restart's write.
+    wait_until_quiet(audit, namespace, quiet_seconds=12)
     mark = audit.mark()
     operator.stop()
     operator.start()

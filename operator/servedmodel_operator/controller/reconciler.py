@@ -318,7 +318,11 @@ class Reconciler:
         """The plan's status patch (if status changed), its events and export metrics."""
         meta = body["metadata"]
         if decided.status_patch is not None:
-            logger.debug("writing status: %s", _status_change(decided.status or {}))
+            logger.debug(
+                "writing status (%s): %s",
+                ", ".join(sorted(decided.status_patch)),
+                _status_change(decided.status or {}),
+            )
             patched = await self._kube.patch_status(
                 meta["namespace"], meta["name"], decided.status_patch
             )
