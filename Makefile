@@ -47,9 +47,10 @@ cluster-down:  ## stop the processes cluster-up started and remove .local-cluste
 # and a target of its own for working on the stand-in.
 TFSERVING_SUITE := tests/standin/test_tfserving_suite.py
 
-# Workers sharing one local cluster (tests/workers.py): the suites wait on the cluster far more
-# than they compute, so more workers than cores (BENCHMARKS "Test and demo budgets").
-TEST_WORKERS ?= 3
+# Workers sharing one local cluster (tests/workers.py): with the runner's containers forked from
+# processes that imported TensorFlow once, the suites wait on the cluster more than they
+# compute, so more workers than cores (BENCHMARKS "Test and demo budgets").
+TEST_WORKERS ?= 4
 
 test:  ## the whole suite: unit, exporter, stand-in (with TF Serving's own suite), integration, scenarios, on $(TEST_WORKERS) workers, then the tests that restart the control plane alone; prints the 25 slowest tests
 	$(MAKE) -j2 venv build-cluster
