@@ -230,32 +230,22 @@ def test_configmap_updates_reach_each_pod_late_within_the_window(
     )
     pods = ["watch-a", "watch-b", "watch-c"]
     for name in pods:
-        core.create_namespaced_pod(
+        _run_once(
+            core,
             namespace,
-            client.V1Pod(
-                metadata=client.V1ObjectMeta(name=name),
-                spec=client.V1PodSpec(
-                    restart_policy="Never",
-                    automount_service_account_token=False,  # no projected volumes here
-                    containers=[
-                        client.V1Container(
-                            name="main",
-                            image=EXPORTER_IMAGE,
-                            command=["python", "-c", WATCHER],
-                            env=[client.V1EnvVar(name="WATCHED", value="/etc/settings/value")],
-                            volume_mounts=[
-                                client.V1VolumeMount(name="settings", mount_path="/etc/settings")
-                            ],
-                        )
-                    ],
-                    volumes=[
-                        client.V1Volume(
-                            name="settings",
-                            config_map=client.V1ConfigMapVolumeSource(name="settings"),
-                        )
-                    ],
-                ),
+            name,
+            client.V1Container(
+                name="main",
+                image=EXPORTER_IMAGE,
+                command=["python", "-c", WATCHER],
+                env=[client.V1EnvVar(name="WATCHED", value="/etc/settings/value")],
+                volume_mounts=[client.V1VolumeMount(name="settings", mount_path="/etc/settings")],
             ),
+            [
+                client.V1Volume(
+                    name="settings", config_map=client.V1ConfigMapVolumeSource(name="settings")
+                )
+            ],
         )
 
     def seen(name: str) -> list[dict[str, object]]:
@@ -281,6 +271,30 @@ def test_configmap_updates_reach_each_pod_late_within_the_window(
     assert max(delays) - min(delays) > 0.05, delays  # each pod at its own time
 
 
+def _run_once(
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    container: client.V1Container,
+    volumes: list[client.V1Volume] | None = None,
+    init_containers: list[client.V1Container] | None = None,
+) -> None:
+    """A pod that runs once (restartPolicy Never), no token volume."""
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                restart_policy="Never",
+                automount_service_account_token=False,  # the runner mounts no projected volume
+                init_containers=init_containers,
+                containers=[container],
+                volumes=volumes,
+            ),
+        ),
+    )
+
+
 def _runner_pod(core: client.CoreV1Api, namespace: str, name: str, first_exit: int) -> None:
     """A pod the runner runs for real (the exporter image), with two init containers and a
     main container sharing an emptyDir: each appends its name to /work/order."""
@@ -301,18 +315,13 @@ def _runner_pod(core: client.CoreV1Api, namespace: str, name: str, first_exit: i
             volume_mounts=[client.V1VolumeMount(name="work", mount_path="/work")],
         )
 
-    core.create_namespaced_pod(
+    _run_once(
+        core,
         namespace,
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PodSpec(
-                restart_policy="Never",
-                automount_service_account_token=False,  # the runner mounts no token volume
-                init_containers=[step("first", first_exit), step("second")],
-                containers=[step("main", message=True)],
-                volumes=[client.V1Volume(name="work", empty_dir=client.V1EmptyDirVolumeSource())],
-            ),
-        ),
+        name,
+        step("main", message=True),
+        [client.V1Volume(name="work", empty_dir=client.V1EmptyDirVolumeSource())],
+        [step("first", first_exit), step("second")],
     )
 
 
@@ -374,18 +383,11 @@ def test_the_exporters_containers_are_forks_of_a_server_and_others_start_fresh(
 
     commands = {"forked": ["servedmodel-export", "--help"], "fresh": ["python", "-c", "print(7)"]}
     for name, command in commands.items():
-        core.create_namespaced_pod(
+        _run_once(
+            core,
             namespace,
-            client.V1Pod(
-                metadata=client.V1ObjectMeta(name=name),
-                spec=client.V1PodSpec(
-                    restart_policy="Never",
-                    automount_service_account_token=False,
-                    containers=[
-                        client.V1Container(name="main", image=EXPORTER_IMAGE, command=command)
-                    ],
-                ),
-            ),
+            name,
+            client.V1Container(name="main", image=EXPORTER_IMAGE, command=command),
         )
     for name in commands:
         assert _finished(core, namespace, name).status.phase == "Succeeded"

@@ -82,3 +82,19 @@ def test_other_errors_are_not_retried() -> None:
 )
 def test_retry_after_is_read_and_bounded(header: str | None, seconds: float) -> None:
     assert kube.retry_after(header) == seconds
+
+
+def test_an_owner_kind_the_api_server_has_not_mapped_yet_is_a_transient_refusal() -> None:
+    """The 403 of OwnerReferencesPermissionEnforcement for a CRD created moments ago (seen on
+    a fresh cluster by `make demo`: the ServedModel stalled as ApplyRejected) is retried; any
+    other 403 is the request's own fault."""
+    unmapped = (
+        'configmaps "mnist-tfserving" is forbidden: cannot set blockOwnerDeletion in this case '
+        "because cannot find RESTMapping for APIVersion serving.servedmodel.io/v1alpha1 Kind "
+        'ServedModel: no matches for kind "ServedModel" in version '
+        '"serving.servedmodel.io/v1alpha1"'
+    )
+    assert not ApiError(403, "Forbidden", unmapped).permanent
+    denied = 'configmaps "x" is forbidden: User "u" cannot patch resource "configmaps"'
+    assert ApiError(403, "Forbidden", denied).permanent
+    assert ApiError(422, "Invalid", unmapped).permanent

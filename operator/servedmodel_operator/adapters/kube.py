@@ -61,6 +61,10 @@ class Gone(Exception):
     """410: a watch's (or a list continuation's) resourceVersion is too old: list again."""
 
 
+# The OwnerReferencesPermissionEnforcement admission's refusal while it cannot map the owner's kind.
+UNMAPPED_OWNER = "cannot set blockOwnerDeletion in this case because cannot find RESTMapping"
+
+
 class ApiError(Exception):
     """A non-2xx answer from the API server, with its Status reason and message."""
 
@@ -71,7 +75,13 @@ class ApiError(Exception):
     @property
     def permanent(self) -> bool:
         """The request itself is wrong (invalid, forbidden, conflicting): retrying the same
-        request cannot succeed. 408 and 429 are the 4xx that can."""
+        request cannot succeed. 408 and 429 are the 4xx that can, and the 403 of an owner
+        reference to a kind the API server's admission has not mapped yet: its RESTMapper
+        learns a new CRD at its next reset, every 30 s (k8s.io/apiserver
+        pkg/server/options/admission.go; the refusal: plugin/pkg/admission/gc/gc_admission.go),
+        so the first children of a ServedModel created with its CRD are refused for that long."""
+        if self.status == 403 and UNMAPPED_OWNER in self.message:
+            return False
         return 400 <= self.status < 500 and self.status not in (408, 409, 429)
 
 
