@@ -391,7 +391,6 @@ def test_wait_exits_non_zero_on_timeout_and_on_stalled(
     training: Volume,
     cli: Cli,
 ) -> None:
-    unstarted_operator.start()
     # Nothing is ever served (the only version fails to export): the pods are simulated.
     custom.create_namespaced_custom_object(
         GROUP,
@@ -400,12 +399,15 @@ def test_wait_exits_non_zero_on_timeout_and_on_stalled(
         PLURAL,
         simulated(servedmodel("broken", [(1, "pvc://training/corrupt.keras")])),
     )
+    # The timeout before any operator looks at it: an export that fails can fail within the
+    # second (the exporter's containers start without importing TensorFlow again).
     timed_out = cli("wait", "broken", "--timeout", "1s", "--interval", "0.5s")
     line = cli_process.error_line(timed_out)
     assert timed_out.returncode == 3
     assert line.startswith(
         f"error: timed out after 1s waiting for {namespace}/broken (Ready); last: "
     )
+    unstarted_operator.start()
 
     stalled = cli("wait", "broken", "--for", "version=1", "--timeout", "3m", "--interval", "0.5s")
     assert stalled.returncode == 4, stalled.stderr
