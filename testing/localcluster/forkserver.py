@@ -390,6 +390,22 @@ class ForkServer:
 
 
 PROGRAMS = {"standin": STANDIN, "exporter": EXPORTER}
+_own: dict[Program, ForkServer] = {}
+
+
+def own_server(program: Program, env: Mapping[str, str]) -> ForkServer:
+    """This process's fork server of `program` (a test suite's), made on first use in a
+    temporary directory, stopped when this process exits."""
+    if program not in _own:
+        import atexit
+        import tempfile
+
+        directory = Path(tempfile.mkdtemp(prefix="forkserver-"))
+        server = ForkServer(program, directory / "server.sock", env, directory / "server.log")
+        _own[program] = server
+        atexit.register(server.stop)
+    return _own[program]
+
 
 if __name__ == "__main__":
     serve(sys.argv[1], PROGRAMS[sys.argv[2]])

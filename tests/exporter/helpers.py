@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import http.server
 import json
 import os
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from testing.localcluster.forkserver import EXPORTER, ForkServer
+from testing.localcluster.forkserver import EXPORTER, ForkServer, own_server
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "servedmodel-export")
@@ -24,18 +23,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 CUSTOM_LAYERS_FILE = REPO / "tests" / "exporter" / "custom_layers.py"
 
 
-_forkservers: list[ForkServer] = []
-
-
 def forkserver() -> ForkServer:
     """This test process's exporter fork server (the local cluster's runner starts the
-    exporter's containers the same way), started on first use, stopped at exit."""
-    if not _forkservers:
-        directory = Path(tempfile.mkdtemp(prefix="exporter-fork-"))
-        server = ForkServer(EXPORTER, directory / "server.sock", ENV, directory / "server.log")
-        _forkservers.append(server)
-        atexit.register(server.stop)
-    return _forkservers[0]
+    exporter's containers the same way)."""
+    return own_server(EXPORTER, ENV)
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

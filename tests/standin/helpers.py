@@ -9,7 +9,6 @@ atomically swapped symlink), and a model store, both reached through STANDIN_MOU
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import random
@@ -17,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from testing.localcluster.forkserver import STANDIN, ForkServer
+from testing.localcluster.forkserver import STANDIN, ForkServer, own_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -134,22 +132,9 @@ def free_address() -> str:
     raise RuntimeError("no free loopback address")
 
 
-_forkservers: list[ForkServer] = []
-
-
 def forkserver() -> ForkServer:
-    """This test process's fork server, started with the first stand-in, stopped at exit."""
-    if not _forkservers:
-        directory = Path(tempfile.mkdtemp(prefix="standin-fork-"))
-        server = ForkServer(
-            STANDIN,
-            directory / "server.sock",
-            {**os.environ, "PYTHONPATH": str(REPO)},
-            directory / "server.log",
-        )
-        _forkservers.append(server)
-        atexit.register(server.stop)
-    return _forkservers[0]
+    """This test process's stand-in fork server, as the local cluster's runner has one."""
+    return own_server(STANDIN, {**os.environ, "PYTHONPATH": str(REPO)})
 
 
 class StandIn:
