@@ -59,6 +59,7 @@ class Program:
     point), with what to import before forking and TensorFlow's C++ log level (read once, at
     import: the level the program itself sets before importing TensorFlow)."""
 
+    name: str  # the server's command-line argument (PROGRAMS)
     preload: tuple[str, ...]
     tf_log_level: str
     module: str = ""
@@ -80,6 +81,7 @@ class Program:
 
 
 STANDIN = Program(
+    name="standin",
     preload=(
         "testing.tfserving_standin.server",
         "testing.tfserving_standin.bundle",
@@ -93,6 +95,7 @@ STANDIN = Program(
     module="testing.tfserving_standin",
 )
 EXPORTER = Program(
+    name="exporter",
     preload=("servedmodel_exporter.cli", "tensorflow", "keras"),
     tf_log_level="2",  # cli.main's default
     script="servedmodel-export",
@@ -363,7 +366,7 @@ class ForkServer:
                 self.socket_path.unlink()
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(self.socket_path), self.program_name()],
+                    [sys.executable, "-m", __name__, str(self.socket_path), self.program.name],
                     env=self.env,
                     stdin=subprocess.PIPE,
                     stdout=out,
@@ -374,9 +377,6 @@ class ForkServer:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise OSError(f"the fork server did not start (see {self.log_path})")
                 time.sleep(0.1)
-
-    def program_name(self) -> str:
-        return next(name for name, p in PROGRAMS.items() if p == self.program)
 
     def stop(self) -> None:
         with self.lock:
@@ -389,7 +389,7 @@ class ForkServer:
                     self.proc.kill()
 
 
-PROGRAMS = {"standin": STANDIN, "exporter": EXPORTER}
+PROGRAMS = {p.name: p for p in (STANDIN, EXPORTER)}
 _own: dict[Program, ForkServer] = {}
 
 
