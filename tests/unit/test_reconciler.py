@@ -4,12 +4,13 @@ is not its own, when pods answer or not, and when another replica takes over."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from servedmodel_operator.controller import reconciler as reconciler_module
 
-from tests.unit.harness import NAMESPACE, Harness, exported_status
+from tests.unit.harness import NAMESPACE, POLICY, Harness, exported_status
 
 SERVE_ALL = {"policy": "All"}
 
@@ -257,3 +258,42 @@ def test_a_dropped_version_tf_serving_keeps_is_named_and_adding_it_back_converge
     clock[0] += 20
     h.reconcile()
     assert h.condition("Ready")[:2] == ("True", "Serving"), h.status()["conditions"]
+
+
+def test_the_reads_before_a_first_write_are_sent_together() -> None:
+    """admit's reads (each object to create, each claim and ServiceAccount a pod would use)
+    are in flight at once: a new model's first write waits for one round trip, not one per
+    object. Each answer still goes to its own object: the one foreign object is named."""
+
+    class SlowKube:
+        def __init__(self) -> None:
+            self.in_flight = self.most = 0
+
+        async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+            if name == "taken":
+                return {"metadata": {"name": name, "ownerReferences": []}}
+            return None
+
+    def manifest(kind: str, name: str) -> dict[str, Any]:
+        meta = {"namespace": NAMESPACE, "name": name}
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta}
+
+    creates = [manifest("ConfigMap", "free"), manifest("Service", "taken"), manifest("Secret", "x")]
+    kube = SlowKube()
+    found = asyncio.run(
+        reconciler_module.admit(
+            kube,  # type: ignore[arg-type]
+            POLICY,
+            NAMESPACE,
+            "uid-1",
+            creates,
+            creates,
+        )
+    )
+    assert kube.most == 3
+    assert [r.reason for r in found] == ["ResourceConflict"]
+    assert "Service taken already exists" in found[0].message
