@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 
 import kopf
@@ -279,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_address:
         metrics.serve(args.metrics_address)
     memo = kopf.Memo(options=options)
+    # What the imports made (modules, classes, functions, pydantic's and protobuf's tables)
+    # lives as long as the process: out of the cyclic collector's full passes, which otherwise
+    # walk it again every time (see Runtime._filled for the caches).
+    gc.freeze()
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

@@ -132,5 +132,5 @@ class Watch:
             concerned = self._cache.remove(str(meta.get("namespace") or ""), str(meta.get("name")))
         else:
             concerned = self._cache.put(obj)
-        metrics.watch_events.labels(self._kind.index, "yes" if concerned else "no").inc()
+        metrics.child(metrics.watch_events, self._kind.index, "yes" if concerned else "no").inc()
         self._on_event(self._kind, type_, obj, concerned)

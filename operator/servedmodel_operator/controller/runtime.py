@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -339,11 +340,13 @@ class Runtime:
         self.reports = Reports()
         self.kube = Kube(
             instance=leader.identity(),
-            on_request=lambda method, code: metrics.api_requests.labels(
-                method, str(code), "apiserver"
+            on_request=lambda method, code: metrics.child(
+                metrics.api_requests, method, str(code), "apiserver"
             ).inc(),
         )
-        self.prober = Prober(on_request=lambda outcome: metrics.pod_reads.labels(outcome).inc())
+        self.prober = Prober(
+            on_request=lambda outcome: metrics.child(metrics.pod_reads, outcome).inc()
+        )
         self.reconciler = Reconciler(
             self.kube,
             self.prober,
@@ -406,6 +409,13 @@ class Runtime:
         """Every watched kind listed: reconciles may run, and the replica can serve (the
         readiness probe)."""
         self.filled.set()
+        # What the lists built (the caches, their indexes, the watches' connections) is held
+        # until the objects change: collected once, then left out of the collector's full
+        # passes, which walked all of it a few times during the restart's reconciles (a third
+        # of the collector's time there; BENCHMARKS.md, "Restart"). Frozen objects are still
+        # freed by reference counting; only a reference cycle among them would outlive its use.
+        gc.collect()
+        gc.freeze()
         metrics.startup.labels("filled").set_to_current_time()
         self.readiness.warm = True
         self.queue.release("caches")

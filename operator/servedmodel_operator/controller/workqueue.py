@@ -93,7 +93,7 @@ class WorkQueue:
         with `settle`, once no such request came for `settle` seconds (at most `settle_cap`
         after the first). A key backing off after failures is not run sooner for it, unless
         `bypass_backoff` (a new spec: the failure may be fixed)."""
-        metrics.queue_adds.labels(metrics.QUEUE).inc()
+        metrics.child(metrics.queue_adds, metrics.QUEUE).inc()
         if key in self._waiting:
             return  # it reads the current state once a worker takes it: this event included
         if key in self._running:
@@ -113,7 +113,7 @@ class WorkQueue:
         self._scheduled[key] = asyncio.get_running_loop().call_at(
             max(when, now), self._start, key, context=contextvars.Context()
         )
-        metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+        metrics.child(metrics.queue_depth, metrics.QUEUE).set(self.due)
 
     def _when(
         self,
@@ -138,7 +138,7 @@ class WorkQueue:
     def _start(self, key: Hashable) -> None:
         self._scheduled.pop(key, None)
         self._first_asked.pop(key, None)
-        metrics.queue_depth.labels(metrics.QUEUE).set(self.due + 1)
+        metrics.child(metrics.queue_depth, metrics.QUEUE).set(self.due + 1)
         # Queue latency counts from when the key is due, as client-go's (an AddAfter item
         # enters its queue when the delay ends): requeue delays, backoff and settle windows are
         # deliberate, not waiting for a worker.
@@ -161,7 +161,7 @@ class WorkQueue:
                 self._running.add(key)
                 if due is not None:
                     waited = asyncio.get_running_loop().time() - max(due, self._resumed_at)
-                    metrics.queue_latency.labels(metrics.QUEUE).observe(waited)
+                    metrics.child(metrics.queue_latency, metrics.QUEUE).observe(waited)
                 again, result = await self._timed_work(key)
             self._failures.pop(key, None)
             self._backoff_until.pop(key, None)
@@ -172,8 +172,8 @@ class WorkQueue:
         finally:
             self._waiting.discard(key)
             self._running.discard(key)
-            metrics.reconcile_total.labels(metrics.CONTROLLER, result).inc()
-            metrics.queue_depth.labels(metrics.QUEUE).set(self.due)
+            metrics.child(metrics.reconcile_total, metrics.CONTROLLER, result).inc()
+            metrics.child(metrics.queue_depth, metrics.QUEUE).set(self.due)
         self._after(key, retry_in, again)
 
     async def _timed_work(self, key: Hashable) -> tuple[float | None, str]:
@@ -181,23 +181,23 @@ class WorkQueue:
         delay (None: none) and its result label. Raises what the reconcile raised."""
         started = time.monotonic()
         result = "error"
-        metrics.active_workers.labels(metrics.CONTROLLER).inc()
+        metrics.child(metrics.active_workers, metrics.CONTROLLER).inc()
         try:
             again = await self._work(key)
             result = "success" if again is None else "requeue_after"
             return again, result
         finally:
-            metrics.active_workers.labels(metrics.CONTROLLER).dec()
+            metrics.child(metrics.active_workers, metrics.CONTROLLER).dec()
             elapsed = time.monotonic() - started
-            metrics.work_duration.labels(metrics.QUEUE).observe(elapsed)
-            metrics.reconcile_time.labels(metrics.CONTROLLER, result).observe(elapsed)
+            metrics.child(metrics.work_duration, metrics.QUEUE).observe(elapsed)
+            metrics.child(metrics.reconcile_time, metrics.CONTROLLER, result).observe(elapsed)
 
     def _failed(self, key: Hashable) -> float:
         """A reconcile of key raised: count it, log it, and say when to retry (backoff)."""
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         retry_in = float(min(self._max_backoff, self._min_backoff * 2 ** (failures - 1)))
-        metrics.reconcile_errors.labels(metrics.CONTROLLER).inc()
-        metrics.queue_retries.labels(metrics.QUEUE).inc()
+        metrics.child(metrics.reconcile_errors, metrics.CONTROLLER).inc()
+        metrics.child(metrics.queue_retries, metrics.QUEUE).inc()
         self._logger(key).exception(
             "reconcile failed (%d in a row); retrying in %.1fs", failures, retry_in
         )
