@@ -15,7 +15,6 @@ controllers), so a reconcile in between neither re-applies it nor starts a secon
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import threading
 import zlib
@@ -103,7 +102,7 @@ class _FieldSets:
 
     Most events of an object repeat its whole field set (a Deployment's rollout steps change
     its status only): a first level keyed by a digest of the set's JSON finds it again for
-    the cost of one json.dumps, without walking its subtrees."""
+    the cost of one (compiled) JSON encoding, without walking its subtrees."""
 
     def __init__(self, limit: int = 1024, whole: int = 4096) -> None:
         self._nodes: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
@@ -113,9 +112,7 @@ class _FieldSets:
         self._lock = threading.Lock()
 
     def share_whole(self, tree: Mapping[str, Any]) -> dict[str, Any]:
-        digest = hashlib.blake2b(
-            json.dumps(tree, separators=(",", ":")).encode(), digest_size=16
-        ).digest()
+        digest = hashlib.blake2b(jsontext.dumps(tree), digest_size=16).digest()
         with self._lock:
             found = self._whole.get(digest)
             if found is not None:

@@ -311,7 +311,7 @@ class Kube:
                 method,
                 server + url_path,
                 params=dict(query or {}),
-                data=json.dumps(body).encode() if body is not None else None,
+                data=jsontext.dumps(body) if body is not None else None,
                 headers={"Content-Type": content_type, "Accept": "application/json"},
             ) as response:
                 raw = await read_bounded(response, limit)
