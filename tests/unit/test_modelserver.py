@@ -332,6 +332,38 @@ def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> N
     assert "failedVersions" not in h.server_status()
 
 
+def test_a_failure_seen_after_its_member_dropped_the_version_is_not_held_against_it() -> None:
+    """The race `make test` met under load: a version fails to load, and its member drops it
+    from spec.serve before the ModelServer has recorded the failure. The pods still report
+    it under the file's entry (not rewritten yet); the new generation does not serve that
+    version, so the failure is not recorded against it (it was, and kept the member Stalled
+    until its next spec change), and the member serves on."""
+    h = Harness()
+    h.store()
+    h.modelserver(server={"replicas": 2})
+    h.member(
+        "fraud",
+        status=exported(1, 2),
+        **two_versions(serve={"policy": "Specific", "versions": [1]}),
+    )
+    h.member("spam", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
+    ips = joined(h, "fraud", "spam")
+    converge(h, ips, "fraud", "spam")
+    h.edit_member("fraud", serve={"policy": "All"})
+    h.reconcile_server()
+    h.sync()
+    broken = frozenset({("fraud", 2)})
+    apply_file(h, ips, failing=broken)  # version 2 fails on every pod...
+    h.edit_member("fraud", serve={"policy": "Specific", "versions": [1]})  # ...and is dropped
+    h.reconcile_server()
+    h.sync()
+    assert "failedVersions" not in h.server_status()
+    converge(h, ips, "fraud", "spam", failing=broken)
+    assert "failedVersions" not in h.server_status()
+    assert h.condition("Ready", "fraud")[0] == "True", h.status("fraud")["conditions"]
+    assert h.status("fraud")["served"]["versions"] == [1]
+
+
 def test_a_new_leader_carries_on_a_change_to_several_members_from_the_configmap() -> None:
     """The cluster is the memory: the entries and their write numbers are read back from the
     ConfigMap; a replica that takes over (no readings at all) reads every pod once and goes

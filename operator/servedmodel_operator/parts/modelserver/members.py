@@ -128,9 +128,12 @@ def failures_kept(
 def failures_seen(
     member: Member, configured: Iterable[int], reports: Mapping[str, PodReport], digest: str
 ) -> list[Failure]:
-    """Versions of the member's current entry a pod reports failed, under that entry."""
+    """Versions of the member's current entry a pod reports failed, under that entry, that
+    its current spec still serves. A failure is recorded against the member's generation: one
+    that came after the version was dropped (the entry not rewritten yet when the server
+    first looks) is not its to carry, and kept it Stalled until its next spec change."""
     assert member.model is not None
-    wanted = set(configured)
+    wanted = set(configured) & set(select(member.model, configured).versions)
     out: dict[int, str] = {}
     for report in reports.values():
         if report.config != digest or report.error is not None:
