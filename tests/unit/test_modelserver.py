@@ -298,7 +298,9 @@ def test_a_leaving_member_loses_its_labels_first_then_its_entry() -> None:
     assert h.condition("Ready", "spam")[0] == "True"
 
 
-def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> None:
+def fraud_serving_one_of_two() -> tuple[Harness, list[str]]:
+    """Two members on a 2-pod ModelServer, converged: fraud serves version 1 of its 2, spam
+    its one."""
     h = Harness()
     h.store()
     h.modelserver(server={"replicas": 2})
@@ -310,6 +312,11 @@ def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> N
     h.member("spam", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
     ips = joined(h, "fraud", "spam")
     converge(h, ips, "fraud", "spam")
+    return h, ips
+
+
+def test_a_version_that_fails_to_load_is_withheld_and_the_others_serve_on() -> None:
+    h, ips = fraud_serving_one_of_two()
     h.edit_member("fraud", serve={"policy": "All"})
     converge(h, ips, "fraud", "spam", failing=frozenset({("fraud", 2)}))
     status, reason, message = h.condition("Stalled", "fraud")
@@ -338,17 +345,7 @@ def test_a_failure_seen_after_its_member_dropped_the_version_is_not_held_against
     it under the file's entry (not rewritten yet); the new generation does not serve that
     version, so the failure is not recorded against it (it was, and kept the member Stalled
     until its next spec change), and the member serves on."""
-    h = Harness()
-    h.store()
-    h.modelserver(server={"replicas": 2})
-    h.member(
-        "fraud",
-        status=exported(1, 2),
-        **two_versions(serve={"policy": "Specific", "versions": [1]}),
-    )
-    h.member("spam", created="2026-11-25T09:00:01Z", status=exported(1), **one_version())
-    ips = joined(h, "fraud", "spam")
-    converge(h, ips, "fraud", "spam")
+    h, ips = fraud_serving_one_of_two()
     h.edit_member("fraud", serve={"policy": "All"})
     h.reconcile_server()
     h.sync()
