@@ -411,9 +411,9 @@ class Runtime:
         self.filled.set()
         # What the lists built (the caches, their indexes, the watches' connections) is held
         # until the objects change: collected once, then left out of the collector's full
-        # passes, which walked all of it a few times during the restart's reconciles (a third
-        # of the collector's time there; BENCHMARKS.md, "Restart"). Frozen objects are still
-        # freed by reference counting; only a reference cycle among them would outlive its use.
+        # passes, which walked all of it again during a restart's reconciles (BENCHMARKS.md,
+        # "N=5,000 on an idle machine, twice"). Frozen objects are still freed by reference
+        # counting; only a reference cycle among them would outlive its use.
         gc.collect()
         gc.freeze()
         metrics.startup.labels("filled").set_to_current_time()
