@@ -133,7 +133,7 @@ def failures_seen(
     that came after the version was dropped (the entry not rewritten yet when the server
     first looks) is not its to carry, and kept it Stalled until its next spec change."""
     assert member.model is not None
-    wanted = set(configured) & set(select(member.model, configured).versions)
+    wanted = set(select(member.model, configured).versions)  # a subset of configured
     out: dict[int, str] = {}
     for report in reports.values():
         if report.config != digest or report.error is not None:
